@@ -1,0 +1,5 @@
+import sys
+
+from ambcore.cli import main
+
+sys.exit(main())

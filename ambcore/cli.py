@@ -1,0 +1,57 @@
+"""Command-line entry point: ``python -m ambcore <command> ...``.
+
+Each command lives in its own module under ``ambcore.commands`` exposing
+``register(subparsers)``; a command sets ``func`` to a callable taking the parsed args and
+returning an exit code. Errors of the user's input (``AmbError``) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ambcore.errors import AmbError
+
+COMMAND_MODULES = (
+    "ambcore.commands.data",  # data inspect | data synth | data from-sdk
+    "ambcore.commands.model",  # model summary
+    "ambcore.commands.train",  # train | evaluate | predict
+    "ambcore.commands.sweep",  # sweep
+    "ambcore.commands.bench",  # bench
+    "ambcore.commands.book",  # book (the main job)
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ambcore",
+        description="Adapted Multimodal BERT: data, models, training, sweeps and the book.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command not written yet
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AmbError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: file not found: {exc.filename or exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

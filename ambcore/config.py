@@ -1,0 +1,279 @@
+"""One configuration dataclass for every experiment in the book (thesis section 6.3.1).
+
+`Config` is frozen: build it from a preset and override fields by name::
+
+    cfg = get_config("embedded", seed=1, model="misa")
+    cfg = apply_overrides(cfg, ["lr=1e-4", "variant=text-only"])
+
+Presets
+-------
+- ``smoke``: CI-sized, a tiny random BERT and a few hundred synthetic utterances; seconds.
+- ``embedded``: the synthetic MOSEI-shaped dataset and the bundled all-MiniLM-L6-v2; the
+  default main job, about a minute per run on two CPU cores.
+- ``paper``: CMU-MOSEI (path from ``--set data=...`` or ``AMB_DATA``) and bert-base-uncased with
+  the thesis' hyper-parameters (adapter 384, fusion 220, Adam 5e-5, dropout 0.2, patience 10).
+
+Every field has a default; a comment explains the non-obvious ones. Fields are grouped by the
+component that reads them; models ignore the groups of other models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ambcore.errors import AmbError
+
+__all__ = [
+    "Config",
+    "PRESETS",
+    "get_config",
+    "apply_overrides",
+    "config_from_dict",
+    "ConfigError",
+]
+
+
+class ConfigError(AmbError, ValueError):
+    """An unknown preset or key, or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # ---- identity ---------------------------------------------------------------------------
+    preset: str = "embedded"
+    seed: int = 0
+
+    # ---- data (ambcore.data) ------------------------------------------------------------------
+    # "synthetic" (the embedded generated dataset), or a path to an MMSA/MAG-BERT/MISA pickle.
+    # An empty string means: take the path from the AMB_DATA environment variable.
+    data: str = "synthetic"
+    synthetic_n_train: int = 1200
+    synthetic_n_valid: int = 300
+    synthetic_n_test: int = 400
+    synthetic_aligned: bool = True  # aligned_50 layout (50 steps); False: unaligned (up to 500)
+    synthetic_seed: int = 1234  # the dataset itself; fixed across training seeds by design
+    max_text_len: int = 64  # cap on word-piece tokens incl. [CLS]/[SEP]; padding is dynamic
+
+    # ---- pretrained language model (ambcore.models.plm) -------------------------------------
+    # "embedded" = the bundled all-MiniLM-L6-v2; "tiny-random" = a random BERT (hidden 32,
+    # 2 layers) for tests; anything else is a local folder or a hub name (bert-base-uncased).
+    plm: str = "embedded"
+    plm_random_init: bool = False  # build the PLM's architecture with random weights
+
+    # ---- model choice -------------------------------------------------------------------------
+    model: str = "amb"  # "amb" | "misa" | "mag-bert"
+    # How the PLM is adapted to the task: "adapters" (frozen PLM + bottleneck adapters),
+    # "finetune" (PLM weights trained; see finetune_layers), "frozen" (no adapters, no tuning).
+    text_adaptation: str = "adapters"
+    # Which PLM encoder layers are trainable with text_adaptation="finetune": "all", or
+    # "last:K" (the last K layers; embeddings frozen). AMB-FT in the thesis has 47.2 M
+    # trainable parameters, which matches roughly the last 4 of bert-base's 12 layers.
+    finetune_layers: str = "all"
+    # "full" (text + audio + visual), "text-only" (no audio-visual input), "no-text" (the
+    # text reaching the model is reduced to [CLS] [SEP]).
+    variant: str = "full"
+
+    # ---- AMB (thesis 6.2) ---------------------------------------------------------------------
+    adapter_dim: int = 384  # bottleneck size; scaled down for smaller PLMs by the presets
+    encoder_dim: int = 128  # width of the visual/acoustic transformer encoders
+    encoder_layers: int = 2
+    encoder_heads: int = 1
+    encoder_ffn_dim: int = 256
+    fusion_proj_dim: int = 128  # the [CLS] state is projected to this size before fusion
+    fusion_hidden: int = 220
+    # "chain": fusion layer l also receives fusion layer l-1's output (the thesis figure's
+    # 12x stack); "independent": each layer fuses only its own [CLS] with the AV token.
+    fusion_connect: str = "chain"
+    predictor_hidden: int = 0  # 0: a single linear layer (thesis 6.2.6)
+    dropout: float = 0.2
+
+    # ---- MISA (Hazarika et al. 2020) ----------------------------------------------------------
+    misa_hidden: int = 128
+    misa_dropout: float = 0.5
+    misa_diff_weight: float = 0.3
+    misa_sim_weight: float = 1.0
+    misa_recon_weight: float = 1.0
+    misa_cmd_moments: int = 5
+
+    # ---- MAG-BERT (Rahman et al. 2020) --------------------------------------------------------
+    mag_beta_shift: float = 1.0
+    mag_dropout: float = 0.5
+    mag_injection_layer: int = 1  # 1 = after the embeddings (before encoder layer 1)
+
+    # ---- training (ambcore.train) -------------------------------------------------------------
+    loss: str = "l1"  # "l1" (thesis) | "mse"
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_epochs: int = 40
+    patience: int = 10  # early stopping on validation MAE
+    grad_clip: float = 0.0  # 0: no clipping
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    bf16: bool = True  # autocast on CUDA only; ignored on the CPU
+    fast_path: bool = True  # length bucketing, token cache, inference_mode (see ambcore.bench)
+    compile: bool = False  # torch.compile on CUDA
+    noise_augment_rate: float = 0.0  # fraction of training samples perturbed (beyond the thesis)
+    num_workers: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Fields that define the dataset, not the run; used to fingerprint cached datasets.
+DATA_FIELDS = tuple(f.name for f in fields(Config) if f.name.startswith("synthetic_")) + ("data",)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        preset="smoke",
+        data="synthetic",
+        synthetic_n_train=96,
+        synthetic_n_valid=32,
+        synthetic_n_test=32,
+        plm="tiny-random",
+        adapter_dim=16,
+        encoder_dim=16,
+        encoder_ffn_dim=32,
+        fusion_proj_dim=16,
+        fusion_hidden=24,
+        misa_hidden=16,
+        lr=1e-3,
+        batch_size=16,
+        max_epochs=2,
+        patience=2,
+    ),
+    "embedded": dict(
+        preset="embedded",
+        data="synthetic",
+        plm="embedded",
+        adapter_dim=192,  # half the hidden size, the thesis' ratio (384 of 768)
+        encoder_dim=64,
+        encoder_ffn_dim=128,
+        fusion_proj_dim=64,
+        fusion_hidden=110,
+        misa_hidden=64,
+        lr=1e-3,
+        batch_size=32,
+        max_epochs=12,
+        patience=3,
+    ),
+    "paper": dict(
+        preset="paper",
+        data="",  # from --set data=... or AMB_DATA
+        plm="bert-base-uncased",
+        adapter_dim=384,
+        encoder_dim=128,
+        encoder_ffn_dim=256,
+        fusion_proj_dim=128,
+        fusion_hidden=220,
+        misa_hidden=128,
+        lr=5e-5,
+        batch_size=32,
+        max_epochs=100,
+        patience=10,
+        max_text_len=50,
+    ),
+}
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Parse ``value`` (often a string from the CLI or papermill) into the field's type."""
+    if isinstance(typ, str):  # from __future__ annotations
+        typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, str)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.lower() in {"false", "0", "no", "off"}:
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"config key {name!r}: expected a boolean, got {value!r}")
+    try:
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name!r}: expected {typ.__name__}, got {value!r}") from None
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def _check_keys(keys) -> None:
+    unknown = sorted(set(keys) - set(_FIELD_TYPES))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: "
+            + ", ".join(sorted(_FIELD_TYPES))
+        )
+
+
+def get_config(preset: str = "embedded", **overrides: Any) -> Config:
+    """The named preset with ``overrides`` applied (values are type-checked)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    _check_keys(overrides)
+    values.update(overrides)
+    return config_from_dict(values)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a config from ``Config.to_dict()`` output (e.g. a run folder's config.json)."""
+    _check_keys(values)
+    typed = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
+    return _validate(Config(**typed))
+
+
+def apply_overrides(cfg: Config, assignments: list[str] | dict[str, Any]) -> Config:
+    """Apply ``["key=value", ...]`` (CLI ``--set``) or a dict of overrides."""
+    if isinstance(assignments, dict):
+        pairs = dict(assignments)
+    else:
+        pairs = {}
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = value.strip()
+    _check_keys(pairs)
+    typed = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in pairs.items()}
+    return _validate(replace(cfg, **typed))
+
+
+_CHOICES = {
+    "model": ("amb", "misa", "mag-bert"),
+    "text_adaptation": ("adapters", "finetune", "frozen"),
+    "variant": ("full", "text-only", "no-text"),
+    "fusion_connect": ("chain", "independent"),
+    "loss": ("l1", "mse"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def _validate(cfg: Config) -> Config:
+    for key, choices in _CHOICES.items():
+        value = getattr(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key {key!r}={value!r}; valid values: {', '.join(choices)}")
+    ft = cfg.finetune_layers
+    if ft != "all" and not (ft.startswith("last:") and ft[5:].isdigit()):
+        raise ConfigError(f"config key 'finetune_layers'={ft!r}; expected 'all' or 'last:K'")
+    return cfg
+
+
+# typing.get_type_hints is not needed: annotations are simple names (see _coerce).
+del typing, field

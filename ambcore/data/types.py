@@ -1,0 +1,98 @@
+"""The in-memory data model shared by every loader, the collate function and the models.
+
+A dataset file of any supported layout (MMSA pickles, MAG-BERT/MISA pickles, the synthetic
+generator, SDK ``.csd`` conversions) becomes one ``MultimodalDataset`` with three ``Split``s.
+Sequences are stored unpadded (their true lengths); padding happens per batch in the collate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class Split:
+    """One split as parallel per-utterance lists (row i of each field is utterance i)."""
+
+    name: str  # "train" | "valid" | "test"
+    ids: list[str]  # "<video_id>$_$<clip_id>" where known
+    texts: list[str]  # raw transcript
+    visual: list[np.ndarray]  # each (Lv_i, Dv) float32, true length, no padding
+    acoustic: list[np.ndarray]  # each (La_i, Da) float32
+    labels: np.ndarray  # (N,) float32 sentiment in [-3, 3]
+    # Word-aligned layouts only: the words that the feature steps are aligned to
+    # (len(words[i]) == len(visual[i]) == len(acoustic[i])). None for unaligned data.
+    words: list[list[str]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class MultimodalDataset:
+    """Three splits plus what a researcher must know about where they came from."""
+
+    name: str  # human-readable, e.g. "SYNTHETIC MOSEI-shaped (seed 1234)" or the file name
+    source: str  # the path read, or "synthetic"
+    format: str  # "mmsa-aligned" | "mmsa-unaligned" | "mag-bert" | "misa" | "synthetic"
+    splits: dict[str, Split]
+    visual_dim: int
+    acoustic_dim: int
+    is_synthetic: bool
+    # Every repair made while loading, e.g. {"train/audio: -inf -> 0": 123}; never silent.
+    repairs: dict[str, int] = field(default_factory=dict)
+    fingerprint: str = ""  # sha256 of the file (or of the generator's parameters)
+
+    @property
+    def aligned(self) -> bool:
+        return all(s.words is not None for s in self.splits.values())
+
+    def __getitem__(self, split: str) -> Split:
+        return self.splits[split]
+
+
+@dataclass
+class Batch:
+    """A padded mini-batch as the models consume it (built by ``ambcore.data.collate``)."""
+
+    input_ids: torch.Tensor  # (B, T) long, word-piece ids incl. [CLS] ... [SEP], 0-padded
+    attention_mask: torch.Tensor  # (B, T) long, 1 = real token
+    token_type_ids: torch.Tensor  # (B, T) long
+    visual: torch.Tensor  # (B, Lv, Dv) float, zero-padded
+    visual_lengths: torch.Tensor  # (B,) long
+    acoustic: torch.Tensor  # (B, La, Da) float
+    acoustic_lengths: torch.Tensor  # (B,) long
+    labels: torch.Tensor  # (B,) float
+    ids: list[str]
+    # For word-aligned data: index of the word (feature step) each token belongs to, -1 for
+    # special tokens and padding (MAG-BERT shifts each token by its word's features).
+    word_index: torch.Tensor | None = None  # (B, T) long
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                value = value.to(device, non_blocking=non_blocking)
+            moved[f.name] = value
+        return Batch(**moved)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def visual_mask(self) -> torch.Tensor:
+        """(B, Lv) bool, True at real (unpadded) steps."""
+        steps = torch.arange(self.visual.shape[1], device=self.visual.device)
+        return steps[None, :] < self.visual_lengths[:, None]
+
+    @property
+    def acoustic_mask(self) -> torch.Tensor:
+        """(B, La) bool, True at real (unpadded) steps."""
+        steps = torch.arange(self.acoustic.shape[1], device=self.acoustic.device)
+        return steps[None, :] < self.acoustic_lengths[:, None]

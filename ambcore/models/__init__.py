@@ -1,0 +1,1 @@
+"""Models (thesis 6.2): AMB and the baselines."""

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and integration tests, plus nbval on the notebooks in the smoke
+# preset (only cells marked NBVAL_CHECK_OUTPUT are compared). Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export AMB_PRESET=smoke MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+exec .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider "$@"
