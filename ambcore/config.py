@@ -98,11 +98,21 @@ class Config:
     misa_sim_weight: float = 1.0
     misa_recon_weight: float = 1.0
     misa_cmd_moments: int = 5
+    # Feed-forward width of MISA's 1-layer, 2-head fusion transformer (PyTorch's default 2048,
+    # which the original code keeps).
+    misa_fusion_ffn_dim: int = 2048
+    # With text_adaptation="finetune" and finetune_layers="last:K", also train the embeddings
+    # (MISA's MOSEI setup trains the embeddings + layers 9-11: finetune_layers="last:3").
+    misa_finetune_embeddings: bool = True
 
     # ---- MAG-BERT (Rahman et al. 2020) --------------------------------------------------------
     mag_beta_shift: float = 1.0
     mag_dropout: float = 0.5
     mag_injection_layer: int = 1  # 1 = after the embeddings (before encoder layer 1)
+    # MAG shifts each token by its word's features, so it needs word-aligned data. With
+    # unaligned data: "error" (default) refuses; "resample" averages each token's proportional
+    # segment of the sequence (an approximation, not the original method).
+    mag_unaligned: str = "error"
 
     # ---- training (ambcore.train) -------------------------------------------------------------
     loss: str = "l1"  # "l1" (thesis) | "mse"
@@ -144,6 +154,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         fusion_proj_dim=16,
         fusion_hidden=24,
         misa_hidden=16,
+        misa_fusion_ffn_dim=32,
         lr=1e-3,
         batch_size=16,
         max_epochs=2,
@@ -259,6 +270,7 @@ _CHOICES = {
     "text_adaptation": ("adapters", "finetune", "frozen"),
     "variant": ("full", "text-only", "no-text"),
     "fusion_connect": ("chain", "independent"),
+    "mag_unaligned": ("error", "resample"),
     "loss": ("l1", "mse"),
     "device": ("auto", "cpu", "cuda"),
 }
