@@ -1,0 +1,509 @@
+"""Run folders: the single source of truth for every table and figure (thesis 6.3.1, "Setup").
+
+A training run (``ambcore.train.train_and_evaluate``) owns one folder::
+
+    <run_dir>/
+      config.json            the resolved Config (``config_from_dict`` rebuilds it)
+      env.json               python/torch/transformers versions, device, git revision (+ dirty
+                             flag), data fingerprint, PLM reference, hostname, CPU count
+      history.csv            one row per finished epoch (losses, valid MAE/Acc-7/Corr, seconds)
+      metrics.json           best checkpoint on valid and test, plus data name, is_synthetic, PLM
+      test_predictions.csv   id, y_true, y_pred for every test utterance
+      best/                  the best checkpoint (the model's ``save_pretrained``)
+      last/                  resume state after the latest finished epoch (see below)
+      DONE                   written last; a folder with DONE is never trained again
+
+Every file is written atomically: the bytes go to a temporary file in the same folder, which
+is flushed, fsync'ed and then renamed over the target with ``os.replace``. A crash (even
+``kill -9``) leaves either the previous file or the new one, never a partial file.
+
+Resume state (``last/``) holds only tensors in safetensors files and scalars in JSON (never a
+pickle): the trainable weights, the optimizer state, the RNG states of python, numpy and torch,
+the epoch, the best validation MAE so far and the patience counter. The tensor files carry the
+epoch in their names and ``last/state.json`` is written after them, so ``state.json`` always
+points to complete files; files of older epochs are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ambcore.config import Config, config_from_dict
+from ambcore.errors import AmbError
+from ambcore.paths import PROJECT_ROOT
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "RunPaths",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_json",
+    "read_json",
+    "write_csv",
+    "save_tensors",
+    "load_tensors",
+    "collect_env",
+    "read_config",
+    "read_metrics",
+    "read_history",
+    "is_done",
+    "ResumeState",
+    "save_resume_state",
+    "load_resume_state",
+    "capture_rng_state",
+    "restore_rng_state",
+    "replace_dir",
+    "recover_dir_swap",
+]
+
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "valid_loss",
+    "valid_mae",
+    "valid_acc7",
+    "valid_corr",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The paths inside one run folder."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        return self.root / "test_predictions.csv"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "last"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "DONE"
+
+
+# ---- atomic writes ---------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null (strict JSON); numpy scalars become python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic JSON (sorted keys, NaN written as null so that any JSON reader accepts it)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AmbError(f"{path}: not valid JSON ({exc})") from None
+
+
+def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Atomic CSV with the given column order (floats at full precision, NaN as empty)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        out = {}
+        for col in columns:
+            value = row.get(col)
+            if isinstance(value, (float, np.floating)):
+                value = repr(float(value)) if math.isfinite(value) else ""
+            out[col] = value
+        writer.writerow(out)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Atomic safetensors file (tensors moved to the CPU and made contiguous)."""
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write_bytes(path, st_save(flat, metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    return st_load(Path(path).read_bytes())
+
+
+def replace_dir(target: str | Path, write: Any) -> Path:
+    """Fill a fresh folder with ``write(folder)`` and swap it in place of ``target``.
+
+    The swap is ``target.new`` (complete, marked by a ``.complete`` file) -> rename ``target``
+    to ``target.old`` -> rename ``target.new`` to ``target`` -> delete ``target.old``. A crash at
+    any point is repaired by ``recover_dir_swap`` (called first here and by readers).
+    """
+    target = Path(target)
+    recover_dir_swap(target)
+    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    write(new)
+    atomic_write_text(new / ".complete", "")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def recover_dir_swap(target: str | Path) -> None:
+    """Finish or undo a ``replace_dir`` interrupted by a crash."""
+    target = Path(target)
+    new, old = target.with_name(target.name + ".new"), target.with_name(target.name + ".old")
+    if new.exists():
+        if (new / ".complete").exists() and not target.exists():
+            os.replace(new, target)
+        else:
+            shutil.rmtree(new, ignore_errors=True)
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # crashed after moving target away and before moving new in: new was incomplete
+            os.replace(old, target)
+
+
+# ---- environment ---------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def collect_env(
+    device: torch.device | str,
+    data_fingerprint: str = "",
+    data_name: str = "",
+    is_synthetic: bool | None = None,
+    plm: Mapping[str, Any] | None = None,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """What produced a run: versions, machine, device, code revision, data and PLM identity."""
+    device = torch.device(device)
+    revision = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            name: _version(name)
+            for name in (
+                "torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
+                "ambcore",
+            )  # fmt: skip
+        },
+        "device": str(device),
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        ),
+        "world_size": world_size,
+        "git_revision": revision,
+        "git_dirty": (bool(status) if status is not None else None),
+        "data_name": data_name,
+        "data_fingerprint": data_fingerprint,
+        "is_synthetic": is_synthetic,
+        "plm": dict(plm or {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return env
+
+
+# ---- readers used by notebooks, reports and the CLI ----------------------------------------
+
+
+def read_config(run_dir: str | Path) -> Config:
+    path = RunPaths(run_dir).config
+    if not path.exists():
+        raise AmbError(f"{run_dir}: not a run folder (no config.json)")
+    return config_from_dict(read_json(path))
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    path = RunPaths(run_dir).metrics
+    if not path.exists():
+        raise AmbError(f"{run_dir}: no metrics.json (the run has not finished)")
+    return read_json(path)
+
+
+def read_history(run_dir: str | Path):
+    """history.csv as a pandas DataFrame (one row per finished epoch)."""
+    import pandas as pd
+
+    return pd.read_csv(RunPaths(run_dir).history)
+
+
+def is_done(run_dir: str | Path) -> bool:
+    return RunPaths(run_dir).done.exists()
+
+
+# ---- RNG state as tensors + JSON scalars -----------------------------------------------------
+
+
+def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The python, numpy and torch (CPU and CUDA) generator states, without pickling."""
+    tensors: dict[str, torch.Tensor] = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = state
+    version, mt_state, gauss_next = random.getstate()
+    tensors["python_mt"] = torch.tensor(mt_state, dtype=torch.int64)
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    tensors["numpy_mt"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    scalars = {
+        "python_version": version,
+        "python_gauss_next": gauss_next,
+        "numpy_kind": kind,
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_cached_gaussian": float(cached_gaussian),
+    }
+    return tensors, scalars
+
+
+def restore_rng_state(tensors: Mapping[str, torch.Tensor], scalars: Mapping[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    random.setstate(
+        (
+            scalars["python_version"],
+            tuple(int(v) for v in tensors["python_mt"].tolist()),
+            scalars["python_gauss_next"],
+        )
+    )
+    np.random.set_state(
+        (
+            scalars["numpy_kind"],
+            tensors["numpy_mt"].numpy().astype(np.uint32),
+            scalars["numpy_pos"],
+            scalars["numpy_has_gauss"],
+            scalars["numpy_cached_gaussian"],
+        )
+    )
+
+
+# ---- resume state ----------------------------------------------------------------------------
+
+
+@dataclass
+class ResumeState:
+    """Everything needed to continue training after epoch ``epoch`` exactly as if uninterrupted."""
+
+    epoch: int  # the last finished epoch (1-based)
+    model: dict[str, torch.Tensor]  # trainable parameters by name
+    optimizer: dict[str, Any]  # torch optimizer.state_dict() (tensors inside)
+    rng_tensors: dict[str, torch.Tensor]
+    rng_scalars: dict[str, Any]
+    best_valid_mae: float
+    best_epoch: int
+    epochs_since_best: int  # the patience counter
+    history: list[dict[str, Any]]  # the history.csv rows so far
+    config_json: str  # the resolved config, to refuse resuming a different run
+
+
+def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for idx, per_param in state["state"].items():
+        entry = {}
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = value
+            else:
+                entry[key] = value
+        scalars["state"][str(idx)] = entry
+    return tensors, scalars
+
+
+def _join_optimizer_state(tensors: Mapping[str, torch.Tensor], scalars: dict) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in scalars["state"].items()}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def save_resume_state(last_dir: str | Path, rs: ResumeState) -> None:
+    """Write the tensors (epoch-tagged), then ``state.json`` (the commit), then prune."""
+    last_dir = Path(last_dir)
+    tag = f"e{rs.epoch:04d}"
+    files = {
+        "model": f"model-{tag}.safetensors",
+        "optimizer": f"optimizer-{tag}.safetensors",
+        "rng": f"rng-{tag}.safetensors",
+    }
+    opt_tensors, opt_scalars = _split_optimizer_state(rs.optimizer)
+    save_tensors(last_dir / files["model"], rs.model)
+    save_tensors(last_dir / files["optimizer"], opt_tensors)
+    save_tensors(last_dir / files["rng"], rs.rng_tensors)
+    write_json(
+        last_dir / "state.json",
+        {
+            "epoch": rs.epoch,
+            "files": files,
+            "optimizer": opt_scalars,
+            "rng": rs.rng_scalars,
+            "best_valid_mae": rs.best_valid_mae,
+            "best_epoch": rs.best_epoch,
+            "epochs_since_best": rs.epochs_since_best,
+            "history": rs.history,
+            "config": json.loads(rs.config_json),
+        },
+    )
+    keep = set(files.values()) | {"state.json"}
+    for path in last_dir.iterdir():
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def load_resume_state(last_dir: str | Path) -> ResumeState | None:
+    """The state committed by the latest ``save_resume_state``, or None if there is none."""
+    last_dir = Path(last_dir)
+    state_path = last_dir / "state.json"
+    if not state_path.exists():
+        return None
+    meta = read_json(state_path)
+    files = meta["files"]
+    best = meta["best_valid_mae"]
+    return ResumeState(
+        epoch=int(meta["epoch"]),
+        model=load_tensors(last_dir / files["model"]),
+        optimizer=_join_optimizer_state(
+            load_tensors(last_dir / files["optimizer"]), meta["optimizer"]
+        ),
+        rng_tensors=load_tensors(last_dir / files["rng"]),
+        rng_scalars=meta["rng"],
+        best_valid_mae=float("inf") if best is None else float(best),
+        best_epoch=int(meta["best_epoch"]),
+        epochs_since_best=int(meta["epochs_since_best"]),
+        history=list(meta["history"]),
+        config_json=json.dumps(meta["config"], sort_keys=True),
+    )
