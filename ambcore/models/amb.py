@@ -1,0 +1,241 @@
+"""Adapted Multimodal BERT (AMB), thesis chapter 6.2 (figure 6.1).
+
+Data flow for one batch, with L PLM layers of width H::
+
+    text ──► PLM layer 1 ─► adapter ─► ... ─► PLM layer L ─► adapter        (6.2.2, 6.2.3)
+                  │ [CLS]_1                          │ [CLS]_L
+                  ▼                                  ▼
+    av ───► fusion 1 ──────► fusion 2 ─► ... ─► fusion L ──┐                (6.2.5)
+     ▲                                                     ▼
+    visual encoder ⊕ acoustic encoder (6.2.4)     predictor([fused_L ; [CLS]_L])  (6.2.6)
+
+Components
+----------
+- PLM (``ambcore.models.plm``) adapted as ``cfg.text_adaptation`` says
+  (``ambcore.models.adapters``): ``"adapters"`` = AMB, ``"finetune"`` = AMB-FT, ``"frozen"``.
+- Visual and acoustic encoders (``ambcore.models.encoders``): each sequence -> its [CLS]
+  summary of width E = ``encoder_dim``; the audio-visual (AV) token is their concatenation
+  (2E), fed to every fusion layer as it is (no extra projection: the fusion FFN's first linear
+  map already mixes it).
+- Layer-wise fusion (``LayerwiseFusion``), one fusion layer per PLM layer l = 1..L:
+  ``p_l = W_l [CLS]_l`` projects the layer's [CLS] state from H to P = ``fusion_proj_dim``
+  ("projected to a lower dimension": a per-layer linear map, since each layer's [CLS] lives in
+  its own representation space), and an FFN (``Linear -> ReLU -> Dropout -> Linear``, hidden
+  ``fusion_hidden``) maps ``[p_l ; av (; f_{l-1})]`` to the fused state ``f_l`` of width P.
+- Predictor (``Predictor``): ``[f_L ; [CLS]_L]`` -> score, a single linear layer by default
+  (6.2.6: "a single Feedforward layer"); ``predictor_hidden > 0`` adds one hidden layer.
+  The loss (L1 in the thesis) is the trainer's.
+
+How fusion layers connect across depth (``cfg.fusion_connect``)
+----------------------------------------------------------------
+Figure 6.1 stacks 12 fusion layers beside the 12 BERT layers, and 6.2.6 feeds only "the fused
+representation of the last BERT and fusion layers" to the predictor. For the first L-1 fusion
+layers to matter at all, their outputs must reach the last one, so the default ``"chain"``
+passes each fused state on: ``f_1 = FFN_1([p_1 ; av])`` and
+``f_l = f_{l-1} + FFN_l([p_l ; av ; f_{l-1}])`` for l >= 2. The residual (our choice) keeps a
+12-deep chain of FFNs easy to optimise and lets every layer's evidence reach the predictor
+directly, as a transformer's residual stream does. ``"independent"`` (the alternative) fuses
+every layer separately, ``f_l = FFN_l([p_l ; av])``, and gives the predictor their mean
+over layers (the last one alone would leave the other L-1 fusion layers without gradient).
+
+The embedding layer's output is not fused: its [CLS] vector is the same for every input
+(the [CLS] word, position and segment embeddings), so it carries no information about the
+utterance. Fusion starts at the first transformer layer.
+
+Variants (all from ``cfg``)
+---------------------------
+- ``variant="full"``: text, visual and acoustic input.
+- ``variant="text-only"``: the AV encoders are not built and the fusion layers take
+  ``[p_l (; f_{l-1})]``. This is the same function as feeding a constant zero AV token (a
+  zero input only multiplies weights that then never change), without counting or storing
+  parameters that cannot learn; the thesis lists 8.6 M for this variant too, i.e. counted the
+  unused AV weights.
+- ``variant="no-text"``: the text reaching the PLM is reduced to ``[CLS] [SEP]`` per
+  utterance. The collate does this; the model enforces it again (keeping the first token
+  and the last real token of each row), so no textual content can reach it whatever
+  built the batch. The model is otherwise the full one.
+- ``text_adaptation``: ``"adapters"`` (AMB), ``"finetune"`` (AMB-FT; ``finetune_layers``
+  picks the layers), ``"frozen"`` (no adapters, no tuning).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ambcore.data.types import Batch
+from ambcore.errors import ModelConfigError
+from ambcore.models.adapters import prepare_plm
+from ambcore.models.checkpoint import PretrainedMixin
+from ambcore.models.encoders import SequenceEncoder
+from ambcore.models.outputs import ModelOutput
+from ambcore.models.plm import load_plm
+
+__all__ = ["AMB", "FusionLayer", "LayerwiseFusion", "Predictor", "reduce_to_cls_sep", "check_feature_dims"]
+
+
+class FusionLayer(nn.Module):
+    """One FFN-Fusion layer (6.2.5): ``[W [CLS]_l ; av (; f_prev)]`` -> fused state (P)."""
+
+    def __init__(self, hidden_size: int, proj_dim: int, av_dim: int, prev_dim: int, ffn_hidden: int,
+                 dropout: float):
+        super().__init__()
+        self.cls_proj = nn.Linear(hidden_size, proj_dim)  # "projected to a lower dimension"
+        self.ffn = nn.Sequential(
+            nn.Linear(proj_dim + av_dim + prev_dim, ffn_hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_hidden, proj_dim),
+        )
+
+    def forward(self, cls_state: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
+        # cls_state: (B, H); context: [av (B, 2E)] and/or [f_prev (B, P)]
+        projected = self.cls_proj(cls_state)  # (B, P)
+        return self.ffn(torch.cat([projected, *context], dim=-1))  # (B, P)
+
+
+class LayerwiseFusion(nn.Module):
+    """L fusion layers over the per-layer [CLS] states, connected as ``connect`` says (see module doc)."""
+
+    def __init__(self, n_layers: int, hidden_size: int, proj_dim: int, av_dim: int, ffn_hidden: int,
+                 dropout: float, connect: str = "chain"):
+        super().__init__()
+        if connect not in ("chain", "independent"):
+            raise ModelConfigError(f"fusion_connect={connect!r}; expected 'chain' or 'independent'")
+        self.connect = connect
+        self.layers = nn.ModuleList(
+            FusionLayer(
+                hidden_size,
+                proj_dim,
+                av_dim,
+                prev_dim=proj_dim if (connect == "chain" and i > 0) else 0,
+                ffn_hidden=ffn_hidden,
+                dropout=dropout,
+            )
+            for i in range(n_layers)
+        )
+        self.out_dim = proj_dim
+
+    def forward(self, cls_states: torch.Tensor, av: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # cls_states: (B, L, H); av: (B, 2E) or None
+        av_context = [] if av is None else [av]
+        fused = []
+        for i, layer in enumerate(self.layers):
+            if self.connect == "chain" and i > 0:
+                prev = fused[-1]  # (B, P)
+                fused.append(prev + layer(cls_states[:, i], av_context + [prev]))  # (B, P)
+            else:
+                fused.append(layer(cls_states[:, i], av_context))  # (B, P)
+        fused_states = torch.stack(fused, dim=1)  # (B, L, P)
+        summary = fused_states[:, -1] if self.connect == "chain" else fused_states.mean(dim=1)  # (B, P)
+        return summary, fused_states
+
+
+class Predictor(nn.Module):
+    """[fused ; [CLS]_L] -> sentiment score (6.2.6): one linear layer, or one hidden layer if asked."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        if hidden > 0:
+            self.head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        else:
+            self.head = nn.Linear(in_dim, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # features: (B, P + H)
+        return self.head(self.dropout(features)).squeeze(-1)  # (B,)
+
+
+def reduce_to_cls_sep(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep each row's first token ([CLS]) and last real token ([SEP]): the no-text input."""
+    # input_ids, attention_mask, token_type_ids: (B, T)
+    last = (attention_mask.sum(dim=1) - 1).clamp(min=0)[:, None]  # (B, 1)
+    ids = torch.cat([input_ids[:, :1], input_ids.gather(1, last)], dim=1)  # (B, 2)
+    types = torch.cat([token_type_ids[:, :1], token_type_ids.gather(1, last)], dim=1)  # (B, 2)
+    return ids, torch.ones_like(ids), types
+
+
+def check_feature_dims(batch: Batch, visual_dim: int, acoustic_dim: int) -> None:
+    """A clear error when the data's feature sizes are not the ones the model was built for."""
+    for name, tensor, expected in (("visual", batch.visual, visual_dim), ("acoustic", batch.acoustic, acoustic_dim)):
+        if tensor.dim() != 3 or tensor.shape[-1] != expected:
+            raise ModelConfigError(
+                f"batch.{name}: the model was built for {name} features of shape (B, L, {expected}), "
+                f"got {tuple(tensor.shape)}; build the model with the dataset's {name}_dim"
+            )
+
+
+class AMB(PretrainedMixin, nn.Module):
+    """Adapted Multimodal BERT (thesis 6.2); see the module docstring for every choice."""
+
+    def __init__(self, cfg, visual_dim: int, acoustic_dim: int, plm: nn.Module | None = None):
+        super().__init__()
+        if cfg.model != "amb":
+            raise ModelConfigError(f"AMB built from a config with model={cfg.model!r}")
+        for name, dim in (("visual_dim", visual_dim), ("acoustic_dim", acoustic_dim)):
+            if not isinstance(dim, int) or dim < 1:
+                raise ModelConfigError(f"AMB: {name} must be a positive int, got {dim!r}")
+        self.cfg = cfg
+        self.visual_dim = visual_dim
+        self.acoustic_dim = acoustic_dim
+        self.plm = prepare_plm(load_plm(cfg) if plm is None else plm, cfg)
+        hidden = self.plm.config.hidden_size
+        n_layers = self.plm.config.num_hidden_layers
+
+        self.use_av = cfg.variant != "text-only"
+        if self.use_av:
+            encoder_args = dict(
+                encoder_dim=cfg.encoder_dim,
+                n_layers=cfg.encoder_layers,
+                n_heads=cfg.encoder_heads,
+                ffn_dim=cfg.encoder_ffn_dim,
+                dropout=cfg.dropout,
+            )
+            self.visual_encoder = SequenceEncoder(visual_dim, **encoder_args)
+            self.acoustic_encoder = SequenceEncoder(acoustic_dim, **encoder_args)
+        av_dim = 2 * cfg.encoder_dim if self.use_av else 0
+        self.fusion = LayerwiseFusion(
+            n_layers, hidden, cfg.fusion_proj_dim, av_dim, cfg.fusion_hidden, cfg.dropout, cfg.fusion_connect
+        )
+        self.predictor = Predictor(self.fusion.out_dim + hidden, cfg.predictor_hidden, cfg.dropout)
+
+    def component_of(self, param_name: str) -> str:
+        """Which component a parameter belongs to (used by ``count_parameters``)."""
+        if param_name.startswith("plm."):
+            return "adapters" if ".adapter." in param_name else "plm"
+        if param_name.startswith(("visual_encoder.", "acoustic_encoder.")):
+            return "encoders"
+        return param_name.split(".", 1)[0]  # "fusion" | "predictor"
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        check_feature_dims(batch, self.visual_dim, self.acoustic_dim)
+        input_ids, attention_mask, token_type_ids = batch.input_ids, batch.attention_mask, batch.token_type_ids
+        if self.cfg.variant == "no-text":
+            input_ids, attention_mask, token_type_ids = reduce_to_cls_sep(input_ids, attention_mask, token_type_ids)
+        text = self.plm(
+            input_ids=input_ids,  # (B, T)
+            attention_mask=attention_mask,  # (B, T)
+            token_type_ids=token_type_ids,  # (B, T)
+            output_hidden_states=True,
+        )
+        # hidden_states: L + 1 tensors (B, T, H); [0] is the embedding output, not fused.
+        cls_states = torch.stack([h[:, 0] for h in text.hidden_states[1:]], dim=1)  # (B, L, H)
+
+        av = None
+        if self.use_av:
+            visual = self.visual_encoder(batch.visual, batch.visual_lengths)  # (B, E)
+            acoustic = self.acoustic_encoder(batch.acoustic, batch.acoustic_lengths)  # (B, E)
+            av = torch.cat([visual, acoustic], dim=-1)  # (B, 2E)
+
+        fused, fused_states = self.fusion(cls_states, av)  # (B, P), (B, L, P)
+        last_cls = cls_states[:, -1]  # (B, H)
+        prediction = self.predictor(torch.cat([fused, last_cls], dim=-1))  # (B,)
+        return ModelOutput(
+            prediction=prediction,
+            aux_loss=None,
+            fused_states=fused_states,
+            text_summary=last_cls,
+            av_token=av,
+        )
