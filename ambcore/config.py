@@ -70,8 +70,9 @@ class Config:
     # "finetune" (PLM weights trained; see finetune_layers), "frozen" (no adapters, no tuning).
     text_adaptation: str = "adapters"
     # Which PLM encoder layers are trainable with text_adaptation="finetune": "all", or
-    # "last:K" (the last K layers; embeddings frozen). AMB-FT in the thesis has 47.2 M
-    # trainable parameters, which matches roughly the last 4 of bert-base's 12 layers.
+    # "last:K" (the last K layers; whether the embeddings train too is per model, see
+    # amb_finetune_embeddings / misa_finetune_embeddings). The thesis' AMB-FT (47.2 M) and
+    # MISA (47.1 M) match bert-base's embeddings + last 3 layers: "last:3" with embeddings.
     finetune_layers: str = "all"
     # "full" (text + audio + visual), "text-only" (no audio-visual input), "no-text" (the
     # text reaching the model is reduced to [CLS] [SEP]).
@@ -89,6 +90,9 @@ class Config:
     # 12x stack); "independent": each layer fuses only its own [CLS] with the AV token.
     fusion_connect: str = "chain"
     predictor_hidden: int = 0  # 0: a single linear layer (thesis 6.2.6)
+    # AMB-FT with finetune_layers="last:K": also train the word/position/segment embeddings
+    # (MISA's MOSEI scheme; with last:3 it reproduces the thesis' AMB-FT parameter count).
+    amb_finetune_embeddings: bool = True
     dropout: float = 0.2
 
     # ---- MISA (Hazarika et al. 2020) ----------------------------------------------------------
