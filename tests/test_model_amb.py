@@ -106,6 +106,10 @@ VARIANTS = {
     "finetune-all": (dict(text_adaptation="finetune"), lambda n: True),
     "finetune-last1": (
         dict(text_adaptation="finetune", finetune_layers="last:1"),
+        lambda n: _is_head(n) or n.startswith(("plm.encoder.layer.1.", "plm.embeddings.")),
+    ),
+    "finetune-last1-no-embeddings": (
+        dict(text_adaptation="finetune", finetune_layers="last:1", amb_finetune_embeddings=False),
         lambda n: _is_head(n) or n.startswith("plm.encoder.layer.1."),
     ),
     "frozen": (dict(text_adaptation="frozen"), _is_head),
@@ -131,7 +135,7 @@ def test_exactly_the_intended_parameters_train(variant):
     assert ("encoders" in counts) == (variant != "text-only")
 
 
-@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "text-only", "frozen"])
+@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "finetune-last1-no-embeddings", "text-only", "frozen"])
 def test_optimizer_steps_change_every_trainable_tensor_and_no_frozen_one(variant):
     overrides, _ = VARIANTS[variant]
     model = build(**overrides).train()
@@ -240,7 +244,7 @@ def test_save_load_round_trip(tmp_path, variant):
     assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
     plm_keys = {k for k in saved if k.startswith("plm.") and ".adapter." not in k}
     if variant == "finetune-last1":
-        assert plm_keys and all(k.startswith("plm.encoder.layer.1.") for k in plm_keys)
+        assert plm_keys and all(k.startswith(("plm.encoder.layer.1.", "plm.embeddings.")) for k in plm_keys)
     else:
         assert not plm_keys  # no PLM weight in adapter checkpoints
     loaded = load_pretrained(tmp_path)

@@ -111,9 +111,11 @@ def finetuned_layer_indices(finetune_layers: str, n_layers: int) -> tuple[list[i
     raise ModelConfigError(f"finetune_layers={finetune_layers!r}; expected 'all' or 'last:K'")
 
 
-def set_trainable(plm: nn.Module, cfg) -> None:
+def set_trainable(plm: nn.Module, cfg, train_embeddings: bool | None = None) -> None:
     """Set ``requires_grad`` on the PLM's parameters (only) as ``cfg.text_adaptation`` says.
 
+    ``train_embeddings`` (fine-tuning only) overrides whether the embeddings (and a pooler, if
+    any) train; by default they do with ``finetune_layers="all"`` and do not with ``"last:K"``.
     The other parts of a model (encoders, fusion, heads) are not touched.
     """
     freeze_plm(plm)
@@ -128,6 +130,8 @@ def set_trainable(plm: nn.Module, cfg) -> None:
             raise ModelConfigError("text_adaptation='finetune' expects a PLM without adapters")
         layers = _layers(plm)
         indices, with_embeddings = finetuned_layer_indices(cfg.finetune_layers, len(layers))
+        if train_embeddings is not None:
+            with_embeddings = train_embeddings
         for i in indices:
             layers[i].requires_grad_(True)
         if with_embeddings:
@@ -140,9 +144,10 @@ def set_trainable(plm: nn.Module, cfg) -> None:
         )
 
 
-def prepare_plm(plm: nn.Module, cfg, adapter_dropout: float = 0.0) -> nn.Module:
+def prepare_plm(plm: nn.Module, cfg, adapter_dropout: float = 0.0,
+                train_embeddings: bool | None = None) -> nn.Module:
     """Adapters (if ``cfg.text_adaptation == "adapters"``, size ``cfg.adapter_dim``) + trainability."""
     if cfg.text_adaptation == "adapters":
         add_adapters(plm, cfg.adapter_dim, adapter_dropout)
-    set_trainable(plm, cfg)
+    set_trainable(plm, cfg, train_embeddings=train_embeddings)
     return plm

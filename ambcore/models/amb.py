@@ -55,7 +55,10 @@ Variants (all from ``cfg``)
   and the last real token of each row), so no textual content can reach it whatever
   built the batch. The model is otherwise the full one.
 - ``text_adaptation``: ``"adapters"`` (AMB), ``"finetune"`` (AMB-FT; ``finetune_layers``
-  picks the layers), ``"frozen"`` (no adapters, no tuning).
+  picks the layers, ``amb_finetune_embeddings`` whether the embeddings train with
+  ``"last:K"``), ``"frozen"`` (no adapters, no tuning). The thesis' 47.2 M trainable
+  parameters of AMB-FT match bert-base's embeddings + last 3 layers, the scheme of MISA's
+  public MOSEI code (BERT layers 0-8 frozen): ``finetune_layers="last:3"``.
 """
 
 from __future__ import annotations
@@ -180,7 +183,9 @@ class AMB(PretrainedMixin, nn.Module):
         self.cfg = cfg
         self.visual_dim = visual_dim
         self.acoustic_dim = acoustic_dim
-        self.plm = prepare_plm(load_plm(cfg) if plm is None else plm, cfg)
+        # AMB-FT with last:K trains the embeddings too unless amb_finetune_embeddings=False.
+        train_embeddings = True if cfg.finetune_layers == "all" else cfg.amb_finetune_embeddings
+        self.plm = prepare_plm(load_plm(cfg) if plm is None else plm, cfg, train_embeddings=train_embeddings)
         hidden = self.plm.config.hidden_size
         n_layers = self.plm.config.num_hidden_layers
 
