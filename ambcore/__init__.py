@@ -5,11 +5,14 @@ The public API (thesis chapter 6):
 - configuration: ``Config``, ``get_config``, ``apply_overrides``, ``PRESETS``
 - data (6.3.1): ``load_dataset``, ``make_synthetic_dataset``
 - seeding: ``seed_everything``
+- training and evaluation (6.3.1): ``train_and_evaluate``, ``sentiment_metrics``
 """
 
 from ambcore.config import PRESETS, Config, ConfigError, apply_overrides, get_config
 from ambcore.errors import AmbError, DataError
+from ambcore.metrics import sentiment_metrics
 from ambcore.seeding import seed_everything
+from ambcore.train import train_and_evaluate
 
 __all__ = [
     "AmbError",
@@ -20,4 +23,6 @@ __all__ = [
     "apply_overrides",
     "get_config",
     "seed_everything",
+    "sentiment_metrics",
+    "train_and_evaluate",
 ]

@@ -6,7 +6,8 @@ A training run (``ambcore.train.train_and_evaluate``) owns one folder::
       config.json            the resolved Config (``config_from_dict`` rebuilds it)
       env.json               python/torch/transformers versions, device, git revision (+ dirty
                              flag), data fingerprint, PLM reference, hostname, CPU count
-      history.csv            one row per finished epoch (losses, valid MAE/Acc-7/Corr, seconds)
+      history.csv            one row per finished epoch (losses, valid MAE/Acc-7/Corr, seconds);
+                             NaN is written as an empty field
       metrics.json           best checkpoint on valid and test, plus data name, is_synthetic, PLM
       test_predictions.csv   id, y_true, y_pred for every test utterance
       best/                  the best checkpoint (the model's ``save_pretrained``)
@@ -79,7 +80,8 @@ __all__ = [
 
 HISTORY_COLUMNS = (
     "epoch",
-    "train_loss",
+    "train_loss",  # the task loss (cfg.loss) averaged over training utterances
+    "train_aux_loss",  # the model's auxiliary loss (MISA), 0 for AMB
     "valid_loss",
     "valid_mae",
     "valid_acc7",
@@ -251,6 +253,7 @@ def replace_dir(target: str | Path, write: Any) -> Path:
     os.replace(new, target)
     _fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+    (target / ".complete").unlink(missing_ok=True)
     return target
 
 
