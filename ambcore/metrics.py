@@ -27,10 +27,28 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-__all__ = ["METRIC_NAMES", "sentiment_metrics", "multiclass_acc"]
+__all__ = ["METRIC_NAMES", "SENTIMENT_CLASSES", "sentiment_metrics", "multiclass_acc", "confusion_7"]
 
 # The metric keys, in the order tables show them.
 METRIC_NAMES = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
+
+
+# The 7 classes of Acc-7: sentiment clipped to [-3, 3] and rounded (half to even).
+SENTIMENT_CLASSES = (-3, -2, -1, 0, 1, 2, 3)
+
+
+def confusion_7(y_pred: Any, y_true: Any) -> np.ndarray:
+    """(7, 7) counts of the Acc-7 classes: row = true class, column = predicted (-3 ... 3).
+
+    The diagonal sum divided by N is exactly ``sentiment_metrics(...)["acc7"]``.
+    """
+    p = np.round(np.clip(_as_1d(y_pred, "y_pred"), -3.0, 3.0)).astype(int) + 3
+    y = np.round(np.clip(_as_1d(y_true, "y_true"), -3.0, 3.0)).astype(int) + 3
+    if p.shape != y.shape:
+        raise ValueError(f"confusion_7: y_pred has shape {p.shape}, y_true has {y.shape}")
+    counts = np.zeros((7, 7), dtype=np.int64)
+    np.add.at(counts, (y, p), 1)
+    return counts
 
 
 def multiclass_acc(y_pred: np.ndarray, y_true: np.ndarray) -> float:

@@ -28,6 +28,7 @@ points to complete files; files of older epochs are removed afterwards.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -50,9 +51,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ambcore.config import Config, config_from_dict
+from ambcore.config import PRESETS, Config, config_from_dict, get_config
 from ambcore.errors import AmbError
-from ambcore.paths import PROJECT_ROOT
+from ambcore.paths import PROJECT_ROOT, runs_dir
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -69,6 +70,7 @@ __all__ = [
     "read_metrics",
     "read_history",
     "is_done",
+    "default_run_dir",
     "ResumeState",
     "save_resume_state",
     "load_resume_state",
@@ -364,6 +366,27 @@ def read_history(run_dir: str | Path):
 
 def is_done(run_dir: str | Path) -> bool:
     return RunPaths(run_dir).done.exists()
+
+
+def default_run_dir(cfg: Config, name: str | None = None) -> Path:
+    """``<runs>/<preset>/<name>-seed<seed>[-<hash>]``: where chapters put and find a run.
+
+    ``name`` defaults to the model (``amb``, ``misa``, ``mag-bert``). Configs that differ from
+    their preset only in ``seed`` and ``data`` get the plain name (so the training chapter's
+    run is found by the later chapters); any other difference adds a short hash of the changed
+    fields, so that two different configs never share a folder.
+    """
+    base = get_config(cfg.preset) if cfg.preset in PRESETS else Config()
+    wanted, default = cfg.to_dict(), base.to_dict()
+    changed = {k: v for k, v in wanted.items() if k not in ("seed", "data") and v != default[k]}
+    if name is None:
+        name = cfg.model
+        changed.pop("model", None)
+    folder = f"{name}-seed{cfg.seed}"
+    if changed:
+        digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+        folder += f"-{digest}"
+    return runs_dir() / cfg.preset / folder
 
 
 # ---- RNG state as tensors + JSON scalars -----------------------------------------------------

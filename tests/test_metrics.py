@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ambcore.metrics import METRIC_NAMES, sentiment_metrics
+from ambcore.metrics import METRIC_NAMES, confusion_7, sentiment_metrics
 
 
 def test_keys_and_counts():
@@ -147,3 +147,14 @@ def test_matches_mmsa_procedure_on_mosei_like_values():
     ref = _mmsa_reference(y_pred, y_true)
     for key, value in ref.items():
         assert ours[key] == pytest.approx(float(value), abs=1e-12), key
+
+
+def test_confusion_7_rows_are_true_classes_and_diagonal_is_acc7():
+    y_true = [3.4, -0.5, 0.5, 1.5, -2.6]
+    y_pred = [2.6, 0.4, -0.2, 1.0, -1.4]
+    counts = confusion_7(y_pred, y_true)
+    # true classes 3, 0, 0, 2, -3; predicted 3, 0, 0, 1, -1 (indices are class + 3)
+    assert counts.sum() == 5
+    assert counts[6, 6] == 1 and counts[3, 3] == 2 and counts[5, 4] == 1 and counts[0, 2] == 1
+    acc7 = sentiment_metrics(y_pred, y_true)["acc7"]
+    assert np.trace(counts) / counts.sum() == pytest.approx(acc7)

@@ -179,3 +179,14 @@ def test_collect_env_fields():
     assert env["versions"]["torch"] == torch.__version__
     assert env["cpu_count"] == os.cpu_count()
     assert env["data_fingerprint"] == "abc"
+
+
+def test_default_run_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("AMB_RUNS", str(tmp_path))
+    cfg = get_config("paper", seed=2, data="/data/aligned_50.pkl")
+    assert runs.default_run_dir(cfg) == tmp_path / "paper" / "amb-seed2"
+    assert runs.default_run_dir(get_config("smoke", model="misa")).name == "misa-seed0"
+    changed = runs.default_run_dir(get_config("smoke", lr=0.1))
+    assert changed.name.startswith("amb-seed0-") and changed != runs.default_run_dir(
+        get_config("smoke", lr=0.2)
+    )
