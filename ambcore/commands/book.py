@@ -1,0 +1,52 @@
+"""``python -m ambcore book``: execute the chapters with papermill and build the book (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "book",
+        help="execute every chapter with papermill and build the jupyter-book",
+        description=(
+            "Execute notebooks/NN_*.ipynb in order with papermill (parameters preset, data, plm, "
+            "seed) into book/executed/, record the wall time of each chapter, then run "
+            "`jupyter-book build book/`. AMB_PRESET, AMB_DATA and AMB_PLM give the defaults."
+        ),
+    )
+    p.add_argument("--preset", default=os.environ.get("AMB_PRESET") or "embedded",
+                   help="smoke | embedded | paper (default: $AMB_PRESET or embedded)")
+    p.add_argument("--data", default=os.environ.get("AMB_DATA") or None,
+                   help="dataset: 'synthetic' or a pickle path (default: $AMB_DATA or the preset's)")
+    p.add_argument("--plm", default=os.environ.get("AMB_PLM") or None,
+                   help="language model: embedded | tiny-random | a local folder or hub name "
+                        "(default: $AMB_PLM or the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="seed passed to every chapter")
+    p.add_argument("--chapters", default=None,
+                   help="comma-separated chapters to execute, e.g. 01,02 (default: all); the "
+                        "others keep their last executed copy")
+    p.add_argument("--no-build", dest="build", action="store_false",
+                   help="only execute the notebooks, do not run jupyter-book")
+    p.add_argument("-W", "--strict", action="store_true",
+                   help="build with warnings as errors (jupyter-book build -W --keep-going)")
+    p.add_argument("--book-dir", type=Path, default=None, help="the book folder (default: book/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where executed notebooks go (default: BOOK_DIR/executed, where the book "
+                        "reads them; another folder needs --no-build)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ambcore.book import run_book
+
+    result = run_book(
+        preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
+        chapters=args.chapters, build=args.build, warnings_as_errors=args.strict,
+        book_dir=args.book_dir, out_dir=args.out,
+    )
+    if result.html_dir is not None:
+        print(f"[book] open {result.html_dir / 'index.html'}")
+    return 0

@@ -1,0 +1,104 @@
+# %% [markdown]
+# # Status of this build
+#
+# What produced this copy of the book: the machine and its device, the package versions, the
+# code revision, the preset, the dataset and the language model, and the wall time of every
+# chapter as the main job (`python -m ambcore book`) measured it. Benchmark files under
+# `results/` are listed at the end.
+
+# %% tags=["parameters"]
+import os
+
+preset = os.environ.get("AMB_PRESET", "embedded")
+data = ""
+plm = ""
+seed = 0
+timings_path = ""  # the main job's timings JSON; empty: book/executed/timings.json
+
+# %% tags=["hide-input"]
+import pandas as pd
+from IPython.display import display
+from myst_nb import glue
+
+from ambcore.book import (
+    benchmark_tables,
+    config_from_parameters,
+    environment_report,
+    load_timings,
+    missing_note,
+    numbered_table,
+    timings_table,
+    banner,
+)
+
+cfg = config_from_parameters(preset, data, plm)
+display(banner(cfg))
+
+# %% [markdown]
+# ## Code, machine and device
+#
+# Built from git revision {glue:text}`git_revision` on {glue:text}`device`.
+
+# %% tags=["hide-input"]
+env = environment_report()
+revision = env["git_revision"] or "unknown"
+if env["git_dirty"]:
+    revision += " (with uncommitted changes)"
+glue("git_revision", revision, display=False)
+glue("device", env["device"] + (f" ({env['device_name']})" if env["device_name"] else ""), display=False)
+machine = pd.DataFrame(
+    [
+        ("preset", cfg.preset),
+        ("data", banner(cfg).data),
+        ("language model", banner(cfg).plm),
+        ("git revision", revision),
+        ("device", env["device"]),
+        ("device name", env["device_name"] or "–"),
+        ("CPU", env["cpu_model"]),
+        ("CPU cores", env["cpu_count"]),
+        ("torch threads", env["torch_threads"]),
+        ("memory (GiB)", env["memory_gib"]),
+        ("python", env["python"]),
+        ("platform", env["platform"]),
+    ],
+    columns=["what", "value"],
+)
+numbered_table(machine, "What produced this build", name="tbl-status-machine")
+
+# %% tags=["hide-input"]
+versions = pd.DataFrame(sorted(env["versions"].items()), columns=["package", "version"])
+numbered_table(versions, "Package versions", name="tbl-status-versions")
+
+# %% [markdown]
+# ## Wall time per chapter
+#
+# Measured by the main job around each chapter's papermill execution (kernel start included).
+# Chapters executed so far in this build took {glue:text}`total_minutes` minutes in total.
+# Missing chapters: {glue:text}`missing_chapters`.
+
+# %% tags=["hide-input"]
+timings = load_timings(timings_path or None)
+chapters = timings_table(timings)
+done = chapters["wall time (s)"].dropna()
+glue("total_minutes", f"{done.sum() / 60:.1f}", display=False)
+missing = chapters.loc[chapters["status"] == "missing", "chapter"].tolist()
+glue("missing_chapters", ", ".join(missing) if missing else "none", display=False)
+if timings is None:
+    display(missing_note(
+        "the main job's timings",
+        "This notebook ran on its own; `python -m ambcore book` writes book/executed/timings.json.",
+    ))
+numbered_table(chapters, "Status and wall time of each chapter", name="tbl-status-chapters", digits=1)
+
+# %% [markdown]
+# ## Benchmarks
+#
+# Benchmark records under `results/` (`python -m ambcore bench --json`, the SDK alignment
+# benchmark); each names its device and command.
+
+# %% tags=["hide-input"]
+benches = benchmark_tables()
+if not benches:
+    display(missing_note("benchmark files", "No results/bench*.json or results/*_bench*.json yet."))
+for name, table in benches.items():
+    display(numbered_table(table, f"Benchmark record {name}"))
