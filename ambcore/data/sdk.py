@@ -412,6 +412,7 @@ class ConversionReport:
     words_without_frames: Counter = field(default_factory=Counter)  # modality -> words zeroed
     nonfinite_values_zeroed: Counter = field(default_factory=Counter)  # modality -> values
     truncated: Counter = field(default_factory=Counter)  # "aligned" / "unaligned visual"... -> n
+    tokens_repaired: int = 0  # empty words or words with inner whitespace, joined with "_"
     slow_path_videos: int = 0  # videos whose frames nest (explicit mask instead of searchsorted)
     outputs: dict[str, str] = field(default_factory=dict)  # layout -> path
     seconds: float = 0.0
@@ -432,6 +433,7 @@ class ConversionReport:
             "words_without_frames": dict(self.words_without_frames),
             "nonfinite_values_zeroed": dict(self.nonfinite_values_zeroed),
             "truncated": dict(self.truncated),
+            "tokens_repaired": self.tokens_repaired,
             "slow_path_videos": self.slow_path_videos,
             "outputs": dict(self.outputs),
             "seconds": round(self.seconds, 3),
@@ -452,6 +454,9 @@ class ConversionReport:
             lines.append(f"non-finite {modality} values set to 0: {n}")
         for what, n in sorted(self.truncated.items()):
             lines.append(f"utterances truncated ({what}): {n}")
+        if self.tokens_repaired:
+            n = self.tokens_repaired
+            lines.append(f"words empty or with inner spaces (joined with '_'): {n}")
         if self.slow_path_videos:
             lines.append(f"videos with nested frame intervals (slow path): {self.slow_path_videos}")
         if self.skipped:
@@ -670,6 +675,12 @@ def _convert_video(
     keep = keep[np.argsort(w_int[keep, 0], kind="stable")]
     tokens = [tokens[i] for i in keep]
     w_int = w_int[keep]
+    # raw_text is split on whitespace to recover one word per feature step, so a token must
+    # be one non-empty whitespace-free string.
+    for i, token in enumerate(tokens):
+        if not token or len(token.split()) != 1:
+            tokens[i] = "_".join(token.split()) or "_"
+            report.tokens_repaired += 1
 
     # Per-word averages for both modalities, all words of the video at once.
     word_vectors, frames = {}, {}
@@ -771,3 +782,45 @@ def write_csd(
         for vid, (features, intervals) in videos.items():
             writer.add(vid, features, intervals)
     return Path(path)
+
+
+# ---- command line: ``python -m ambcore data from-sdk`` -----------------------------------------
+
+
+def add_from_sdk_parser(data_subparsers) -> None:
+    """Register ``from-sdk`` under the ``data`` command (called by ``ambcore.commands.data``)."""
+    p = data_subparsers.add_parser(
+        "from-sdk",
+        help="convert CMU-MultimodalSDK .csd files to MMSA pickles (word-aligned + unaligned)",
+        description=(
+            "Align SDK computational sequences to words (average of the frames overlapping each "
+            "word; 'sp' pauses removed), cut utterances at the label segments, split by the "
+            "standard folds, and write aligned_<max-len>.pkl and unaligned_<unaligned-len>.pkl "
+            "in the MMSA layout plus conversion_report.json."
+        ),
+    )
+    p.add_argument("--words", required=True, help="e.g. CMU_MOSEI_TimestampedWords.csd")
+    p.add_argument("--visual", required=True, help="e.g. CMU_MOSEI_VisualFacet42.csd")
+    p.add_argument("--acoustic", required=True, help="e.g. CMU_MOSEI_COVAREP.csd")
+    p.add_argument("--labels", required=True, help="e.g. CMU_MOSEI_Labels.csd (column 0)")
+    p.add_argument(
+        "--folds", required=True,
+        help='JSON {"train": [...], "valid": [...], "test": [...]}, the SDK\'s '
+        "cmu_mosei_std_folds.py (parsed, not run), or '<split> <video_id>' lines",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--max-len", type=int, default=50, help="words per aligned utterance")
+    p.add_argument(
+        "--unaligned-len", type=int, default=500, help="frames per unaligned utterance; 0: skip"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_from_sdk)
+
+
+def run_from_sdk(args) -> int:
+    report = convert_sdk_to_mmsa(
+        args.words, args.visual, args.acoustic, args.labels, args.folds, args.out,
+        max_len=args.max_len, unaligned_len=args.unaligned_len, progress=not args.no_progress,
+    )  # fmt: skip
+    print(report.format())
+    return 0
