@@ -277,3 +277,19 @@ def test_noise_augment_perturbs_the_requested_fraction_of_samples():
     again = noise_augment(batch, 0.25, _gen(2), _info(), kinds=("visual", "acoustic"),
                           element_rate=0.5)
     assert again.kinds == result.kinds and torch.equal(again.batch.visual, result.batch.visual)
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_same_seed_nests_corruption_across_rates(kind):
+    """Robustness curves use one seed per draw at every rate: what is corrupted at a low rate is
+    corrupted (identically) at a higher one, in every batch of a loader, not only the first."""
+    batches = [make_batch(n=16, seed=s) for s in (20, 21, 22)]
+    low_gen, high_gen = _gen(9), _gen(9)
+    for batch in batches:
+        low = apply_noise(batch, kind, 0.3, low_gen, _info()).batch
+        high = apply_noise(batch, kind, 0.6, high_gen, _info()).batch
+        changed_low, changed_high = _changed(kind, batch, low), _changed(kind, batch, high)
+        assert changed_low.any() and (changed_high & ~changed_low).any()
+        assert not (changed_low & ~changed_high).any()
+        field = "input_ids" if kind in ("deletion", "replacement") else kind
+        assert torch.equal(getattr(low, field)[changed_low], getattr(high, field)[changed_low])
