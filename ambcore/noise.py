@@ -64,6 +64,7 @@ __all__ = [
     "DEFAULT_RATES",
     "draw_seed",
     "robustness_curve",
+    "summarize_curves",
 ]
 
 NOISE_KINDS = ("deletion", "replacement", "visual", "acoustic")
@@ -432,3 +433,32 @@ def robustness_curve(
             rows.append(row)
     bar.close()
     return pd.DataFrame(rows)
+
+
+CURVE_KEYS = ("row_name", "model", "variant", "text_adaptation", "preset", "data",
+              "is_synthetic", "plm", "split", "kind", "rate")  # fmt: skip
+
+
+def summarize_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Robustness curves of several runs (seeds) averaged per model, kind and rate.
+
+    ``curves`` is ``robustness_curve`` output of several runs concatenated. Returns
+    ``corr_mean``/``corr_std``, ``mae_mean``/``mae_std`` and ``acc7_mean``/``acc7_std`` over
+    runs (each run already averaged over its noise draws; std with ddof=1, NaN for one run),
+    ``n_runs`` and the mean ``realised_rate`` - the band of figure 6.3.
+    """
+    missing = [k for k in (*CURVE_KEYS, "run", "corr", "mae", "acc7") if k not in curves]
+    if missing:
+        raise ValueError(f"summarize_curves: columns {missing} missing; pass robustness_curve output")
+    grouped = curves.groupby(list(CURVE_KEYS), sort=False, dropna=False)
+    out = grouped.agg(
+        n_runs=("run", "nunique"),
+        corr_mean=("corr", "mean"), corr_std=("corr", "std"),
+        mae_mean=("mae", "mean"), mae_std=("mae", "std"),
+        acc7_mean=("acc7", "mean"), acc7_std=("acc7", "std"),
+        realised_rate=("realised_rate", "mean"),
+    ).reset_index()  # fmt: skip
+    duplicated = grouped["run"].size() != grouped["run"].nunique()
+    if duplicated.any():
+        raise ValueError("summarize_curves: a run appears twice for the same kind and rate")
+    return out

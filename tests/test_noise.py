@@ -293,3 +293,34 @@ def test_same_seed_nests_corruption_across_rates(kind):
         assert not (changed_low & ~changed_high).any()
         field = "input_ids" if kind in ("deletion", "replacement") else kind
         assert torch.equal(getattr(low, field)[changed_low], getattr(high, field)[changed_low])
+
+
+def test_summarize_curves_averages_runs_per_model_kind_and_rate():
+    import pandas as pd
+
+    from ambcore.noise import CURVE_KEYS, summarize_curves
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for model in ("amb", "misa"):
+        for seed in (0, 1, 2):
+            for kind in ("deletion", "visual"):
+                for rate in (0.0, 0.5, 1.0):
+                    rows.append({k: "x" for k in CURVE_KEYS} | {
+                        "row_name": model, "model": model, "kind": kind, "rate": rate,
+                        "run": f"{model}/seed{seed}", "corr": rng.uniform(), "mae": rng.uniform(),
+                        "acc7": rng.uniform(), "realised_rate": rate,
+                    })  # fmt: skip
+    curves = pd.DataFrame(rows)
+    summary = summarize_curves(curves)
+    assert len(summary) == 2 * 2 * 3 and set(summary["n_runs"]) == {3}
+    one = summary[(summary["model"] == "misa") & (summary["kind"] == "visual")
+                  & (summary["rate"] == 0.5)].iloc[0]  # fmt: skip
+    values = curves[(curves["model"] == "misa") & (curves["kind"] == "visual")
+                    & (curves["rate"] == 0.5)]["corr"].to_numpy()  # fmt: skip
+    assert one["corr_mean"] == pytest.approx(values.mean())
+    assert one["corr_std"] == pytest.approx(values.std(ddof=1))
+    with pytest.raises(ValueError, match="appears twice"):
+        summarize_curves(pd.concat([curves, curves.iloc[:1]]))
+    with pytest.raises(ValueError, match=r"columns \['run'\] missing"):
+        summarize_curves(curves.drop(columns=["run"]))
