@@ -11,7 +11,15 @@ from torch import nn
 
 from ambcore.models import build_model, count_parameters
 
-__all__ = ["MOSEI_VISUAL_DIM", "MOSEI_ACOUSTIC_DIM", "model_summary", "format_summary", "parameter_table"]
+__all__ = [
+    "MOSEI_VISUAL_DIM",
+    "MOSEI_ACOUSTIC_DIM",
+    "model_summary",
+    "format_summary",
+    "parameter_table",
+    "amb_budgets",
+    "finetune_budgets",
+]
 
 MOSEI_VISUAL_DIM = 35  # FACET (the synthetic dataset has the same layout)
 MOSEI_ACOUSTIC_DIM = 74  # COVAREP
@@ -60,3 +68,55 @@ def format_summary(summary: dict) -> str:
         rows.append(f"{name:<12} {row['total']:>13,} {row['trainable']:>13,} {row['frozen']:>13,}")
     trainable = summary["components"]["all"]["trainable"]
     return head + "\n" + "\n".join(rows) + f"\ntrainable: {trainable / 1e6:.2f} M parameters"
+
+
+def amb_budgets(cfg, variants: dict[str, dict], visual_dim: int = MOSEI_VISUAL_DIM,
+                acoustic_dim: int = MOSEI_ACOUSTIC_DIM, plm: nn.Module | None = None) -> pd.DataFrame:
+    """Parameter counts of several AMB variants (config overrides) that share one PLM.
+
+    The PLM (``plm``, or ``cfg.plm`` loaded once) is copied per variant, which is much faster
+    than building bert-base from scratch for every row; ``plm`` itself is left unchanged. One
+    row per variant: trainable parameters by component and in total, and the model's total.
+    """
+    import copy
+
+    from ambcore.config import apply_overrides
+    from ambcore.models.amb import AMB
+    from ambcore.models.plm import load_plm
+
+    plm = load_plm(cfg) if plm is None else plm
+    rows = {}
+    for label, overrides in variants.items():
+        variant_cfg = apply_overrides(cfg, overrides)
+        model = AMB(variant_cfg, visual_dim, acoustic_dim, plm=copy.deepcopy(plm))
+        counts = count_parameters(model)
+        row = {f"{name} trainable": counts[name]["trainable"] for name in counts if name != "all"}
+        row["trainable"] = counts["all"]["trainable"]
+        row["total"] = counts["all"]["total"]
+        rows[label] = row
+        del model
+    table = pd.DataFrame(rows).T.fillna(0).astype(int)
+    table.index.name = "variant"
+    return table
+
+
+def finetune_budgets(model: nn.Module, cfg, with_embeddings: bool) -> pd.Series:
+    """Trainable parameters of ``model`` (an AMB without adapters) for finetune_layers=last:K, K=1..L.
+
+    Trainability is switched in place on the model's PLM and restored afterwards.
+    """
+    from ambcore.config import apply_overrides
+    from ambcore.models.adapters import set_trainable
+
+    saved = {name: p.requires_grad for name, p in model.plm.named_parameters()}
+    n_layers = model.plm.config.num_hidden_layers
+    counts = {}
+    for k in range(1, n_layers + 1):
+        k_cfg = apply_overrides(cfg, {"text_adaptation": "finetune", "finetune_layers": f"last:{k}"})
+        set_trainable(model.plm, k_cfg, train_embeddings=with_embeddings)
+        counts[f"last:{k}"] = count_parameters(model)["all"]["trainable"]
+    for name, p in model.plm.named_parameters():
+        p.requires_grad_(saved[name])
+    series = pd.Series(counts, name="trainable (embeddings trained)" if with_embeddings else "trainable")
+    series.index.name = "finetune_layers"
+    return series
