@@ -156,13 +156,10 @@ class MISA(PretrainedMixin, nn.Module):
         self.visual_dim, self.acoustic_dim = visual_dim, acoustic_dim
         hidden = cfg.misa_hidden
 
-        self.plm = prepare_plm(load_plm(cfg), cfg)
-        if (
-            cfg.text_adaptation == "finetune"
-            and cfg.misa_finetune_embeddings
-            and cfg.finetune_layers != "all"
-        ):
-            self.plm.embeddings.requires_grad_(True)
+        # finetune_layers="last:K" trains the embeddings too when misa_finetune_embeddings is
+        # set (the original MOSEI setup); "all" always trains them.
+        train_embeddings = None if cfg.finetune_layers == "all" else cfg.misa_finetune_embeddings
+        self.plm = prepare_plm(load_plm(cfg), cfg, train_embeddings=train_embeddings)
         text_dim = self.plm.config.hidden_size
 
         self.visual_encoder = SequenceEncoder(visual_dim)
