@@ -260,26 +260,47 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
 def sync_notebook(chapter: Chapter, notebooks_dir: Path, log: Callable[[str], None] = _log) -> Path:
     """Make ``NN.ipynb`` carry the cells of ``NN.py`` (the source of truth); return the .ipynb.
 
     Nothing is written when the pair already agrees; outputs of the .ipynb are kept (jupytext
-    ``--update``).
+    ``--update``); a new or kernel-less .ipynb gets the ``python3`` kernelspec that papermill
+    needs.
     """
     import jupytext
 
     py, nb = chapter.source(notebooks_dir), chapter.notebook(notebooks_dir)
     if not py.exists():
         return nb
-    if nb.exists() and notebooks_agree(py, nb):
+    if nb.exists() and notebooks_agree(py, nb) and _has_kernelspec(jupytext.read(nb)):
         return nb
     log(f"{chapter.name}: updating {nb.name} from {py.name} (jupytext)")
-    text = jupytext.read(py)
-    if nb.exists():
-        jupytext.write(_update_inputs(jupytext.read(nb), text), nb)
-    else:
-        jupytext.write(text, nb)
+    jupytext.write(_notebook_from_source(chapter, notebooks_dir), nb)
     return nb
+
+
+def _has_kernelspec(notebook) -> bool:
+    return bool(notebook.metadata.get("kernelspec", {}).get("name"))
+
+
+def _notebook_from_source(chapter: Chapter, notebooks_dir: Path):
+    """The chapter as a notebook object: the .py's cells (outputs of the .ipynb kept), with a
+    kernelspec. The .ipynb alone when there is no .py."""
+    import jupytext
+
+    py, nb = chapter.source(notebooks_dir), chapter.notebook(notebooks_dir)
+    if py.exists():
+        notebook = jupytext.read(py)
+        if nb.exists():
+            notebook = _update_inputs(jupytext.read(nb), notebook)
+    else:
+        notebook = jupytext.read(nb)
+    if not _has_kernelspec(notebook):
+        notebook.metadata["kernelspec"] = dict(KERNELSPEC)
+    return notebook
 
 
 def _cells_signature(notebook) -> list[tuple[str, str]]:
@@ -353,12 +374,17 @@ def run_book(
     chapters: str | Iterable[str] | None = None,
     build: bool = True,
     warnings_as_errors: bool = False,
+    sync: bool = True,
     book_dir: Path | None = None,
     out_dir: Path | None = None,
     notebooks_dir: Path | None = None,
     log: Callable[[str], None] = _log,
 ) -> BookResult:
-    """Execute the chapters with papermill and build the book (the main job; see module doc)."""
+    """Execute the chapters with papermill and build the book (the main job; see module doc).
+
+    ``sync``: bring notebooks/NN.ipynb up to date with NN.py first (else the .py's cells run
+    from a private copy and notebooks/ is not written).
+    """
     import papermill
 
     book_dir = Path(book_dir or default_book_dir()).resolve()
@@ -432,25 +458,35 @@ def run_book(
                 )
             log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: not selected, kept as it was")
             continue
-        nb = sync_notebook(chapter, notebooks_dir, log)
+        # What runs is the .py's cells: written back to NN.ipynb with sync, else only to a
+        # private input copy (notebooks/ untouched).
+        nb = chapter.notebook(notebooks_dir)
+        if sync:
+            sync_notebook(chapter, notebooks_dir, log)
+        source_nb = out_dir / f".{chapter.name}.input.ipynb"
+        import jupytext
+
+        jupytext.write(_notebook_from_source(chapter, notebooks_dir), source_nb)
         params = dict(parameters)
-        declared = set(papermill.inspect_notebook(str(nb)))
+        declared = set(papermill.inspect_notebook(str(source_nb)))
         if "timings_path" in declared:
             params["timings_path"] = str(timings_path)
         undeclared = sorted(set(params) - declared - {"preset"})
         if undeclared:
             log(f"{chapter.name}: note: the notebook does not declare {', '.join(undeclared)}")
         running = out_dir / f".{chapter.name}.running.ipynb"
-        log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: executing {nb.relative_to(notebooks_dir.parent)} "
+        shown = chapter.source(notebooks_dir) if chapter.source(notebooks_dir).exists() else nb
+        log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: executing {shown.relative_to(notebooks_dir.parent)} "
             f"with {', '.join(f'{k}={v}' for k, v in params.items())}")
         _write_json_atomic(timings_path, timings)
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(nb), str(running), parameters=params, kernel_name="python3",
-                cwd=str(notebooks_dir), progress_bar=True, log_output=False,
+                str(source_nb), str(running), parameters=params, kernel_name="python3",
+                language="python", cwd=str(notebooks_dir), progress_bar=True, log_output=False,
             )
         except BaseException as exc:  # keep the partial notebook, also on Ctrl-C
+            source_nb.unlink(missing_ok=True)
             seconds = time.perf_counter() - t0
             kept = out_dir / f"{chapter.name}.failed.ipynb"
             if running.exists():
@@ -463,8 +499,9 @@ def run_book(
             _write_json_atomic(timings_path, timings)
             if not isinstance(exc, Exception):
                 raise
-            raise BookError(_format_failure(chapter, nb, exc, kept)) from exc
+            raise BookError(_format_failure(chapter, shown, exc, kept)) from exc
         seconds = time.perf_counter() - t0
+        source_nb.unlink(missing_ok=True)
         (out_dir / f"{chapter.name}.md").unlink(missing_ok=True)
         (out_dir / f"{chapter.name}.failed.ipynb").unlink(missing_ok=True)
         os.replace(running, out_dir / f"{chapter.name}.ipynb")
@@ -665,15 +702,23 @@ class NumberedTable:
         return self.text
 
 
-def numbered_table(frame, caption: str, name: str | None = None, digits: int = 3) -> NumberedTable:
-    """``frame`` as a numbered, captioned table for the book (see ``NumberedTable``)."""
+def numbered_table(
+    frame, caption: str, name: str | None = None, digits: int | Mapping[str, int] = 3
+) -> NumberedTable:
+    """``frame`` as a numbered, captioned table for the book (see ``NumberedTable``).
+
+    ``digits``: decimals of float cells, for all columns or per column name (default 3).
+    """
     columns = [str(c) for c in frame.columns]
+    per_column = [
+        digits.get(c, 3) if isinstance(digits, Mapping) else digits for c in columns
+    ]
     lines = [
-        "| " + " | ".join(_cell(c, digits) for c in columns) + " |",
+        "| " + " | ".join(_cell(c, 0) for c in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
     ]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, digits) for v in row) + " |")
+        lines.append("| " + " | ".join(_cell(v, d) for v, d in zip(row, per_column)) + " |")
     header = f":::{{table}} {caption}\n" + (f":name: {name}\n" if name else "") + ":align: center\n\n"
     return NumberedTable(markdown=header + "\n".join(lines) + "\n:::\n", text=f"{caption}\n{frame}")
 

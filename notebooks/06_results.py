@@ -60,10 +60,12 @@ def provenance(frame: pd.DataFrame) -> str:
 
 # %% tags=["hide-input"]
 cols = ["model", "text_encoder", "mae", "corr", "acc7", "acc2", "f1", "trainable_params_m"]
+digits = {"acc7": 1, "acc2": 1, "f1": 1, "trainable_params_m": 1}
 display(numbered_table(
     thesis_table("6.1")[cols],
     "Thesis table 6.1 as printed (CMU-MOSEI, bert-base-uncased; trainable parameters in millions)",
     name="tbl-thesis-6-1",
+    digits=digits,
 ))
 if "table_6_1" in found:
     ours = pd.read_csv(found["table_6_1"])
@@ -92,6 +94,7 @@ display(numbered_table(
     thesis_table("6.2")[cols],
     "Thesis table 6.2 as printed (CMU-MOSEI, bert-base-uncased; trainable parameters in millions)",
     name="tbl-thesis-6-2",
+    digits=digits,
 ))
 if "table_6_2" in found:
     ours = pd.read_csv(found["table_6_2"])

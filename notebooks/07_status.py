@@ -90,6 +90,26 @@ if timings is None:
     ))
 numbered_table(chapters, "Status and wall time of each chapter", name="tbl-status-chapters", digits=1)
 
+# %% tags=["hide-input"]
+import matplotlib.pyplot as plt
+
+timed = chapters.dropna(subset=["wall time (s)"])
+fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(chapters) + 1.0))
+ax.barh(chapters["chapter"], chapters["wall time (s)"].fillna(0.0), color="tab:blue")
+ax.invert_yaxis()
+ax.set_xlabel("wall time (s)")
+ax.set_title(f"preset {cfg.preset}: {len(timed)} of {len(chapters)} chapters timed")
+fig.tight_layout()
+glue("fig_wall_time", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_wall_time
+# :name: fig-status-wall-time
+#
+# Wall time of each chapter executed by the main job (seconds, kernel start included).
+# ```
+
 # %% [markdown]
 # ## Benchmarks
 #

@@ -234,7 +234,7 @@ def test_failing_chapter_names_notebook_and_cell_and_keeps_it(tmp_path):
         run_book("smoke", notebooks_dir=notebooks, out_dir=out, build=False, chapters="01",
                  log=lambda _: None)
     message = str(info.value)
-    assert "01_data" in message and "01_data.ipynb" in message
+    assert "notebooks/01_data.py" in message
     assert "cell 3" in message and "ZeroDivisionError" in message  # cell 1 is papermill's
     kept = out / "01_data.failed.ipynb"
     assert kept.exists() and str(kept) in message
@@ -274,7 +274,7 @@ def smoke_book(tmp_path_factory):
     env.pop("AMB_PLM", None)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "ambcore", "book", "--preset", "smoke", "-W",
+        [sys.executable, "-m", "ambcore", "book", "--preset", "smoke", "-W", "--no-sync",
          "--book-dir", str(work / "book")],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
@@ -291,7 +291,9 @@ def smoke_book(tmp_path_factory):
 
 
 def _pages(html: Path) -> dict[str, Path]:
-    pages = {"intro": html / "index.html"}
+    """Every page of the book: the root (index.html redirects to it) and each toc entry."""
+    assert 'url=intro.html' in (html / "index.html").read_text(), "index.html must open intro"
+    pages = {"intro": html / "intro.html"}
     for f in _toc_files():
         pages[f] = html / f"{f}.html"
     return pages
@@ -371,3 +373,95 @@ def test_smoke_book_status_page_records_the_build(smoke_book):
     assert "jupyter-book" in text and "papermill" in text and "torch" in text
     assert re.search(r"git revision [0-9a-f]{40}", text)
     assert re.search(r"06_results Results ok \d+\.\d", text), "no wall time for 06_results"
+
+
+# ---- a real browser ----------------------------------------------------------------------------
+
+# Injected into a copy of each page: after the load event, records every image (loaded and
+# non-empty?) and every table of the page's content (rows, rendered size) into the DOM, which
+# Chromium's --dump-dom then prints.
+CHECK_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var main = document.querySelector("main") || document.body;
+  var images = Array.from(main.querySelectorAll("img")).map(function (i) {
+    return {src: i.getAttribute("src"), complete: i.complete, width: i.naturalWidth};
+  });
+  var tables = Array.from(main.querySelectorAll("table")).map(function (t) {
+    var box = t.getBoundingClientRect();
+    return {rows: t.rows.length, cells: t.querySelectorAll("td").length,
+            height: box.height, width: box.width};
+  });
+  var out = document.createElement("pre");
+  out.id = "amb-browser-check";
+  out.textContent = JSON.stringify({title: document.title, images: images, tables: tables});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium_executable() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    exe = _chromium_executable()
+    if exe is None:
+        reason = "Chromium is not installed (bash scripts/install_chromium.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the browser test")
+        pytest.skip(reason)
+    return exe
+
+
+def _open_in_chromium(exe: str, page: Path, screenshot: Path, profile: Path) -> dict:
+    probe = page.with_name(f"_browser_check_{page.name}")
+    probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>", 1))
+    cmd = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--hide-scrollbars",
+        "--virtual-time-budget=8000", "--window-size=1280,2000",
+        f"--screenshot={screenshot}", "--dump-dom", probe.as_uri(),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    finally:
+        probe.unlink(missing_ok=True)
+    match = re.search(r'<pre id="amb-browser-check"[^>]*>(.*?)</pre>', proc.stdout, re.S)
+    assert match, f"{page.name}: Chromium returned no check result (exit {proc.returncode}):\n" + (
+        proc.stderr[-2000:]
+    )
+    import html as html_lib
+
+    return json.loads(html_lib.unescape(match.group(1)))
+
+
+def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium, tmp_path):
+    html, _, _ = smoke_book
+    shots = ARTIFACTS / "screenshots"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    problems, n_images, n_tables = [], 0, 0
+    for name, page in _pages(html).items():
+        shot = shots / (name.replace("/", "__") + ".png")
+        result = _open_in_chromium(chromium, page, shot, tmp_path / "profile")
+        if not shot.exists() or shot.stat().st_size < 1000:
+            problems.append(f"{name}: no screenshot")
+        if "Adapted Multimodal BERT" not in result["title"]:
+            problems.append(f"{name}: unexpected title {result['title']!r}")
+        for image in result["images"]:
+            n_images += 1
+            if not (image["complete"] and image["width"] > 0):
+                problems.append(f"{name}: image {image['src']} did not load")
+        for i, table in enumerate(result["tables"]):
+            n_tables += 1
+            if table["rows"] < 2 or table["cells"] == 0 or table["height"] <= 0 or table["width"] <= 0:
+                problems.append(f"{name}: table {i} did not render ({table})")
+    assert not problems, "\n".join(problems)
+    # the Results page shows the thesis' tables; the Status page its tables and a figure
+    assert n_tables >= 5 and n_images >= 1, (n_tables, n_images)

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--chapters", default=None,
                    help="comma-separated chapters to execute, e.g. 01,02 (default: all); the "
                         "others keep their last executed copy")
+    p.add_argument("--no-sync", dest="sync", action="store_false",
+                   help="do not write notebooks/NN.ipynb from NN.py (the .py's cells still run)")
     p.add_argument("--no-build", dest="build", action="store_false",
                    help="only execute the notebooks, do not run jupyter-book")
     p.add_argument("-W", "--strict", action="store_true",
@@ -44,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_book(
         preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
-        chapters=args.chapters, build=args.build, warnings_as_errors=args.strict,
+        chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
         book_dir=args.book_dir, out_dir=args.out,
     )
     if result.html_dir is not None:
