@@ -9,6 +9,7 @@ The public API (thesis chapter 6):
 """
 
 from ambcore.config import PRESETS, Config, ConfigError, apply_overrides, get_config
+from ambcore.data import load_dataset, make_synthetic_dataset
 from ambcore.errors import AmbError, DataError
 from ambcore.metrics import sentiment_metrics
 from ambcore.seeding import seed_everything
@@ -22,6 +23,8 @@ __all__ = [
     "PRESETS",
     "apply_overrides",
     "get_config",
+    "load_dataset",
+    "make_synthetic_dataset",
     "seed_everything",
     "sentiment_metrics",
     "train_and_evaluate",

@@ -1,0 +1,428 @@
+"""Loaders for the dataset files users bring (thesis 6.3.1: CMU-MOSEI, word-aligned features).
+
+``load_dataset(path_or_name)`` reads any supported layout into one ``MultimodalDataset``; the
+layout is detected from the file's content, and feature dimensions are taken from the data:
+
+- **MMSA** ``aligned_50.pkl`` / ``unaligned_50.pkl``: ``{"train"|"valid"|"test": {"raw_text",
+  "id", "audio" (N, La, Da), "vision" (N, Lv, Dv), "regression_labels" (N,), optional
+  "audio_lengths"/"vision_lengths" (N,)}}``. Files with length arrays are read as unaligned.
+- **MAG-BERT** ``mosei.pkl``: ``{"train"|"dev"|"test": [((words, visual, acoustic), label,
+  segment), ...]}``, word-aligned.
+- **MISA** ``mosei.pkl``: the same with ``((token_ids, visual, acoustic, words), label, segment)``.
+- ``"synthetic"``: the embedded generated dataset (``ambcore.data.synthetic``), written once
+  into the cache folder in the MMSA layout and read back through the MMSA loader.
+
+True lengths of MMSA aligned files. aligned_50 files carry no length arrays: every utterance is
+zero-padded (or truncated) to 50 word steps. The loader takes the number of words of
+``raw_text`` (split on whitespace), capped at the number of steps, as the true length, and finds
+the padding side per utterance: if the steps after the words are all zero (in both visual and
+acoustic features) the padding is at the end; else, if the steps before them are all zero, at
+the start (the layout of some MOSEI derivatives). When neither holds, the transcript and the
+features disagree; the first steps are kept and the utterance is counted in the report
+(``split/aligned: word count disagrees with the zero padding``). Each kept step is paired with
+its word in ``Split.words``. Unaligned files without length arrays are trimmed after their last
+non-zero step (counted in the report as well).
+
+Bad input raises one ``DataError`` naming the file, split, key and what was expected. NaN and
++-inf feature values are replaced by 0 and counted in ``dataset.repairs`` by split, modality
+and kind (e.g. ``"train/audio: -inf -> 0": 312``), never silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ambcore.data.safe_pickle import safe_load
+from ambcore.data.types import SPLITS, MultimodalDataset, Split
+from ambcore.errors import DataError
+from ambcore.paths import cache_dir, data_from_env
+
+__all__ = ["load_dataset", "detect_format", "synthetic_cache_path", "LABEL_RANGE"]
+
+LABEL_RANGE = (-3.0, 3.0)
+_LABEL_TOLERANCE = 1e-4  # float32 rounding of labels stored as e.g. 3.0000002
+_MMSA_REQUIRED = ("raw_text", "audio", "vision", "regression_labels")
+_MMSA_LENGTHS = ("audio_lengths", "vision_lengths")
+_LIST_SPLIT_NAMES = {"train": "train", "valid": "dev", "test": "test"}  # MAG-BERT/MISA names
+
+
+# ---- entry point -----------------------------------------------------------------------------
+def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> MultimodalDataset:
+    """Load ``"synthetic"`` or a dataset pickle of any supported layout.
+
+    ``path_or_name`` empty or None: the path comes from the ``AMB_DATA`` environment variable.
+    ``cfg`` (a ``Config``) gives the synthetic dataset's sizes, seed and layout; the default
+    config is used when it is None. Typical use: ``load_dataset(cfg.data, cfg)``.
+    """
+    if path_or_name is None or str(path_or_name).strip() == "":
+        env = data_from_env()
+        if not env:
+            raise DataError(
+                "no dataset given: pass a path (or 'synthetic'), set the config key data=..., "
+                "or set the AMB_DATA environment variable to the dataset file"
+            )
+        path_or_name = env
+    if str(path_or_name) == "synthetic":
+        from ambcore.config import Config
+
+        cfg = cfg or Config()
+        path = synthetic_cache_path(
+            cfg.synthetic_n_train,
+            cfg.synthetic_n_valid,
+            cfg.synthetic_n_test,
+            cfg.synthetic_seed,
+            cfg.synthetic_aligned,
+        )
+        return _load_file(path)
+    return _load_file(Path(path_or_name).expanduser())
+
+
+def synthetic_cache_path(
+    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool
+) -> Path:
+    """The cached synthetic pickle for these parameters, generated on first use."""
+    from ambcore.data.synthetic import GENERATOR_VERSION, make_synthetic_dataset
+
+    layout = "aligned" if aligned else "unaligned"
+    name = f"synthetic-v{GENERATOR_VERSION}-{layout}-{n_train}-{n_valid}-{n_test}-seed{seed}.pkl"
+    path = cache_dir() / "synthetic" / name
+    if not path.is_file():
+        make_synthetic_dataset(n_train, n_valid, n_test, seed, aligned, out_path=path)
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_file(path: Path) -> MultimodalDataset:
+    if not path.is_file():
+        raise DataError(f"{path}: no such dataset file (expected an MMSA, MAG-BERT or MISA pickle)")
+    fingerprint = _sha256(path)
+    obj = safe_load(path)
+    fmt = detect_format(obj, str(path))
+    repairs: dict[str, int] = {}
+    if fmt.startswith("mmsa"):
+        splits = {s: _mmsa_split(obj[s], str(path), s, repairs) for s in SPLITS}
+        fmt = "mmsa-aligned" if all(sp.words is not None for sp in splits.values()) else (
+            "mmsa-unaligned"
+        )
+    else:
+        splits = {
+            s: _list_split(obj[_list_key(obj, s)], str(path), s, fmt, repairs) for s in SPLITS
+        }
+    visual_dim, acoustic_dim = _common_dims(splits, str(path))
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    is_synthetic = isinstance(meta, dict) and meta.get("generator") == "ambcore.data.synthetic"
+    if is_synthetic:
+        sizes = "/".join(str(len(splits[s])) for s in SPLITS)
+        layout = "aligned" if meta.get("aligned") else "unaligned"
+        name = f"SYNTHETIC MOSEI-shaped (seed {meta.get('seed')}, {sizes}, {layout})"
+    else:
+        name = f"{path.name} ({fmt})"
+    return MultimodalDataset(
+        name=name,
+        source=str(path),
+        format=fmt,
+        splits=splits,
+        visual_dim=visual_dim,
+        acoustic_dim=acoustic_dim,
+        is_synthetic=is_synthetic,
+        repairs=repairs,
+        fingerprint=fingerprint,
+    )
+
+
+# ---- format detection ------------------------------------------------------------------------
+def _list_key(obj: dict, split: str) -> str:
+    name = _LIST_SPLIT_NAMES[split]
+    return name if name in obj else split  # accept "valid" in place of "dev"
+
+
+def detect_format(obj: Any, source: str) -> str:
+    """``"mmsa"``, ``"mag-bert"`` or ``"misa"``, from the structure of the unpickled object."""
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{source}: top level is {type(obj).__name__}; expected a dict with splits "
+            "train/valid/test (MMSA) or train/dev/test (MAG-BERT/MISA)"
+        )
+    keys = set(obj)
+    if {"train", "valid", "test"} <= keys and all(isinstance(obj[s], dict) for s in SPLITS):
+        return "mmsa"
+    list_keys = [k for k in ("train", "dev", "valid", "test") if k in keys]
+    if {"train", "test"} <= keys and ({"dev", "valid"} & keys):
+        splits = [obj[k] for k in list_keys]
+        if all(isinstance(s, (list, tuple)) for s in splits):
+            for key in list_keys:
+                if len(obj[key]):
+                    return _detect_list_item(obj[key][0], source, key)
+            raise DataError(f"{source}: every split is empty; expected utterances")
+    described = ", ".join(f"{k!r}: {type(obj[k]).__name__}" for k in sorted(keys, key=str))
+    raise DataError(
+        f"{source}: top-level keys {{{described}}}; expected dict splits 'train', 'valid', "
+        "'test' (MMSA) or list splits 'train', 'dev', 'test' (MAG-BERT/MISA)"
+    )
+
+
+def _detect_list_item(item: Any, source: str, split: str) -> str:
+    if isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], (list, tuple)):
+        if len(item[0]) == 3:
+            return "mag-bert"
+        if len(item[0]) == 4:
+            return "misa"
+    raise DataError(
+        f"{source}: split {split!r}, item 0: {_describe(item)}; expected "
+        "((words, visual, acoustic), label, segment) (MAG-BERT) or "
+        "((ids, visual, acoustic, words), label, segment) (MISA)"
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_describe(v) for v in value[:4])
+        return f"{type(value).__name__} of length {len(value)} ({inner}{', ...' if len(value) > 4 else ''})"
+    return type(value).__name__
+
+
+# ---- shared checks ---------------------------------------------------------------------------
+def _error(source: str, split: str, key: str, problem: str, expected: str) -> DataError:
+    return DataError(f"{source}: split {split!r}, key {key!r}: {problem}; expected {expected}")
+
+
+def _repair_nonfinite(x: np.ndarray, split: str, modality: str, repairs: dict[str, int]) -> None:
+    """Replace NaN/+inf/-inf by 0 in place, counting each kind."""
+    if np.isfinite(x).all():
+        return
+    for kind, mask in (("NaN", np.isnan(x)), ("+inf", np.isposinf(x)), ("-inf", np.isneginf(x))):
+        count = int(mask.sum())
+        if count:
+            key = f"{split}/{modality}: {kind} -> 0"
+            repairs[key] = repairs.get(key, 0) + count
+            x[mask] = 0.0
+
+
+def _check_labels(labels: np.ndarray, source: str, split: str, key: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise _error(source, split, key, f"shape {labels.shape}", "shape (N,) of sentiment scores")
+    if not np.issubdtype(labels.dtype, np.number) or np.issubdtype(labels.dtype, np.complexfloating):
+        raise _error(source, split, key, f"dtype {labels.dtype}", "real-valued sentiment scores")
+    labels = labels.astype(np.float32)
+    bad = ~np.isfinite(labels)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _error(
+            source, split, key, f"{int(bad.sum())} non-finite label(s), first at row {i} "
+            f"({labels[i]})", "finite sentiment scores in [-3, 3]",
+        )  # fmt: skip
+    low, high = LABEL_RANGE
+    bad = (labels < low - _LABEL_TOLERANCE) | (labels > high + _LABEL_TOLERANCE)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _error(
+            source, split, key, f"{int(bad.sum())} label(s) outside [-3, 3], first at row {i} "
+            f"({labels[i]:g})", "sentiment scores in [-3, 3]",
+        )  # fmt: skip
+    return np.clip(labels, low, high)
+
+
+def _common_dims(splits: dict[str, Split], source: str) -> tuple[int, int]:
+    dims = {}
+    for modality in ("visual", "acoustic"):
+        found = {}
+        for name, split in splits.items():
+            for seq in getattr(split, modality):
+                found.setdefault(int(seq.shape[1]), name)
+        if len(found) != 1:
+            detail = ", ".join(f"{d} (in {s!r})" for d, s in found.items()) or "none"
+            raise DataError(
+                f"{source}: {modality} feature dimension differs between splits or utterances: "
+                f"{detail}; expected one dimension for the whole dataset"
+            )
+        dims[modality] = next(iter(found))
+    return dims["visual"], dims["acoustic"]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+# ---- MMSA ------------------------------------------------------------------------------------
+def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) -> Split:
+    missing = [k for k in _MMSA_REQUIRED if k not in data]
+    if missing:
+        raise _error(
+            source, split, missing[0], f"missing (split has keys {sorted(map(str, data))})",
+            "MMSA keys " + ", ".join(_MMSA_REQUIRED),
+        )  # fmt: skip
+    features = {}
+    for key in ("vision", "audio"):
+        x = np.asarray(data[key])
+        if x.ndim != 3:
+            raise _error(source, split, key, f"shape {x.shape}", "rank 3 (N, steps, dim)")
+        if not np.issubdtype(x.dtype, np.number):
+            raise _error(source, split, key, f"dtype {x.dtype}", "float features")
+        x = x.astype(np.float32, copy=False)
+        if not x.flags.writeable:
+            x = x.copy()
+        _repair_nonfinite(x, split, key, repairs)
+        features[key] = x
+    vision, audio = features["vision"], features["audio"]
+    n = vision.shape[0]
+    texts = [_as_text(t) for t in np.asarray(data["raw_text"], dtype=object).reshape(-1)]
+    ids = (
+        [_as_text(i) for i in np.asarray(data["id"], dtype=object).reshape(-1)]
+        if "id" in data
+        else [f"{split}_{i}" for i in range(n)]
+    )
+    labels = _check_labels(data["regression_labels"], source, split, "regression_labels")
+    for key, count in (("raw_text", len(texts)), ("id", len(ids)), ("audio", audio.shape[0]),
+                       ("regression_labels", len(labels))):  # fmt: skip
+        if count != n:
+            raise _error(
+                source, split, key, f"{count} rows", f"{n} rows like 'vision' (one per utterance)"
+            )
+
+    has_lengths = [k in data for k in _MMSA_LENGTHS]
+    if any(has_lengths) and not all(has_lengths):
+        absent = _MMSA_LENGTHS[has_lengths.index(False)]
+        raise _error(source, split, absent, "missing", "both audio_lengths and vision_lengths")
+    words = None
+    if all(has_lengths):  # unaligned layout
+        a_len = _check_lengths(data["audio_lengths"], n, audio.shape[1], source, split, "audio_lengths")
+        v_len = _check_lengths(data["vision_lengths"], n, vision.shape[1], source, split, "vision_lengths")
+        a_start = v_start = np.zeros(n, np.int64)
+    elif audio.shape[1] == vision.shape[1]:  # aligned layout: lengths from the words
+        a_len, a_start, words = _aligned_lengths(texts, vision, audio, split, repairs)
+        v_len, v_start = a_len, a_start
+    else:  # unaligned without lengths: trim after the last non-zero step
+        v_len = _trailing_trim(vision)
+        a_len = _trailing_trim(audio)
+        a_start = v_start = np.zeros(n, np.int64)
+        repairs[f"{split}/vision+audio: lengths inferred from trailing all-zero steps"] = n
+
+    visual = [vision[i, v_start[i] : v_start[i] + v_len[i]] for i in range(n)]
+    acoustic = [audio[i, a_start[i] : a_start[i] + a_len[i]] for i in range(n)]
+    return Split(split, ids, texts, visual, acoustic, labels, words)
+
+
+def _check_lengths(values, n: int, steps: int, source: str, split: str, key: str) -> np.ndarray:
+    lengths = np.asarray(values).reshape(-1)
+    if lengths.shape[0] != n:
+        raise _error(source, split, key, f"{lengths.shape[0]} rows", f"{n} (one per utterance)")
+    if not np.issubdtype(lengths.dtype, np.number) or not np.all(np.isfinite(lengths)):
+        raise _error(source, split, key, f"dtype {lengths.dtype}", "integer lengths")
+    lengths = lengths.astype(np.int64)
+    bad = (lengths < 0) | (lengths > steps)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _error(
+            source, split, key, f"length {lengths[i]} at row {i}", f"0 <= length <= {steps} steps"
+        )
+    return lengths
+
+
+def _aligned_lengths(texts, vision, audio, split: str, repairs: dict[str, int]):
+    """True length = words of raw_text (capped at the steps); padding side from the zeros."""
+    n, steps = vision.shape[0], vision.shape[1]
+    all_words = [t.split() for t in texts]
+    lengths = np.array([min(len(w), steps) for w in all_words], dtype=np.int64)
+    nonzero = (vision != 0).any(-1) | (audio != 0).any(-1)  # (N, steps)
+    before = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(nonzero, 1)], 1)  # (N, steps+1)
+    rows = np.arange(n)
+    total = before[:, -1]
+    tail_clear = total - before[rows, lengths] == 0  # nothing after the first `length` steps
+    head_clear = before[rows, steps - lengths] == 0  # nothing before the last `length` steps
+    left = ~tail_clear & head_clear
+    start = np.where(left, steps - lengths, 0)
+    disagree = int((~tail_clear & ~head_clear).sum())
+    if disagree:
+        key = f"{split}/aligned: word count disagrees with the zero padding (first steps kept)"
+        repairs[key] = disagree
+    truncated = int(sum(len(w) > steps for w in all_words))
+    if truncated:
+        repairs[f"{split}/aligned: transcripts longer than {steps} steps (words cut)"] = truncated
+    words = [w[:length] for w, length in zip(all_words, lengths)]
+    return lengths, start, words
+
+
+def _trailing_trim(x: np.ndarray) -> np.ndarray:
+    nonzero = (x != 0).any(-1)  # (N, steps)
+    last = x.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+    return np.where(nonzero.any(1), last, 0).astype(np.int64)
+
+
+# ---- MAG-BERT / MISA -------------------------------------------------------------------------
+def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int]) -> Split:
+    n_fields = 3 if fmt == "mag-bert" else 4
+    layout = (
+        "((words, visual, acoustic), label, segment)"
+        if fmt == "mag-bert"
+        else "((ids, visual, acoustic, words), label, segment)"
+    )
+    ids, texts, visual, acoustic, labels, words_all = [], [], [], [], [], []
+    counts: dict[str, int] = {}
+    for i, item in enumerate(items):
+        where = f"item {i}"
+        if not (isinstance(item, (list, tuple)) and len(item) == 3
+                and isinstance(item[0], (list, tuple)) and len(item[0]) == n_fields):  # fmt: skip
+            raise _error(source, split, where, _describe(item), layout)
+        (features, label, segment) = item
+        if fmt == "mag-bert":
+            words, v, a = features
+        else:
+            _, v, a, words = features
+        words = [_as_text(w) for w in (words.tolist() if isinstance(words, np.ndarray) else words)]
+        arrays = []
+        for key, x in (("visual", v), ("acoustic", a)):
+            x = np.asarray(x)
+            if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+                raise _error(
+                    source, split, f"{where} {key}", _describe(x), "(n_words, dim) float features"
+                )
+            x = np.array(x, dtype=np.float32)  # a private, writable copy
+            if not np.isfinite(x).all():
+                for kind, mask in (("NaN", np.isnan(x)), ("+inf", np.isposinf(x)),
+                                   ("-inf", np.isneginf(x))):  # fmt: skip
+                    name = f"{split}/{key}: {kind} -> 0"
+                    counts[name] = counts.get(name, 0) + int(mask.sum())
+                    x[mask] = 0.0
+            arrays.append(x)
+        v, a = arrays
+        if not (len(words) == v.shape[0] == a.shape[0]):
+            raise _error(
+                source, split, f"{where}", f"{len(words)} words, visual {v.shape}, acoustic "
+                f"{a.shape}", "as many visual and acoustic steps as words (word-aligned)",
+            )  # fmt: skip
+        label_values = np.asarray(label, dtype=object).reshape(-1)
+        if label_values.size != 1:
+            raise _error(source, split, f"{where} label", _describe(label), "a single score")
+        ids.append(_as_text(segment))
+        texts.append(" ".join(words))
+        words_all.append(words)
+        visual.append(v)
+        acoustic.append(a)
+        labels.append(label_values[0])
+    try:
+        label_array = np.asarray(labels, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _error(source, split, "label", "non-numeric label(s)", "sentiment scores") from None
+    label_array = _check_labels(label_array, source, split, "label")
+    for name, count in counts.items():
+        if count:
+            repairs[name] = repairs.get(name, 0) + count
+    return Split(split, ids, texts, visual, acoustic, label_array, words_all)

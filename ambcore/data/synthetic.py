@@ -1,0 +1,409 @@
+"""The embedded dataset: synthetic, MOSEI-shaped, with a planted (known) signal (thesis 6.3.1).
+
+CMU-MOSEI cannot be redistributed, so the book's default experiments run on a generated dataset
+whose ground truth is known. It is a *known-answer test* for the pipeline, not a stand-in for
+MOSEI: every result obtained on it is designed in by the rules below.
+
+What is planted
+---------------
+- **Text** (dominant). Each utterance is English composed from a small lexicon of opinion words
+  with valences (``good`` +1.0, ``terrible`` -2.4, ...), intensifiers that scale them (``very``
+  x1.4, ``slightly`` x0.5), negation that flips and damps them (``not good`` = -0.5 x good),
+  "X but Y" contrast (the clause after *but* weighs 0.7), and neutral filler (openers,
+  factual clauses). The valence of the words is the text's sentiment ``s_text``.
+- **Face and voice** express the speaker's sentiment ``e``. Visual features (35-d, FACET-like)
+  carry it on 4 dimensions, acoustic features (74-d, COVAREP-like) on 3 dimensions with half
+  the amplitude (acoustic is weaker than visual); all other dimensions are distractors, and
+  a per-video speaker offset sits on every dimension. Most speakers are muted (small
+  amplitude), so face and voice alone predict the label poorly. Like real COVAREP features,
+  a few acoustic frames are ``-inf`` (silence); the loader replaces and counts them.
+- **Labels** in [-3, 3], quantized to thirds (MOSEI averages three annotators), slightly
+  positively skewed. For most utterances ``label ~ s_text + small deviation`` (the deviation
+  shows in face and voice); for a minority (``AV_ONLY_FRACTION``, 12%) only face and
+  voice reveal the sentiment: ironic utterances (positive words, negative face and voice,
+  the label follows face and voice; an eye-roll-like visual cue and a flat-prosody acoustic
+  cue mark them) and neutral words said with a clearly positive or negative expression.
+
+Designed-in outcome (on the embedded preset): text+audio+visual beats text-only, text-only is
+close behind (it misses only the ironic/neutral-text minority), and no-text is far worse.
+These outcomes validate the pipeline; they are not evidence about CMU-MOSEI.
+
+Layout
+------
+The generator writes the MMSA pickle layout (``{"train"|"valid"|"test": {"raw_text", "id",
+"audio", "vision", "regression_labels", ...}}``) so the data goes through the same loader as
+real files, plus a ``"meta"`` entry that marks it as synthetic. ``aligned=True`` gives the
+aligned_50 layout (one feature step per word, at most 50 words, zero-padded to 50 steps,
+no length arrays: the loader recovers lengths from the words). ``aligned=False`` gives the
+unaligned layout (several frames per word, 2-4 visual and 3-6 acoustic, ``audio_lengths`` and
+``vision_lengths``; padded to the longest sequence of the file rather than MMSA's 500 steps,
+to save memory). The same arguments always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "make_synthetic_dataset",
+    "synthetic_bytes",
+    "VISUAL_DIM",
+    "ACOUSTIC_DIM",
+    "VISUAL_INFORMATIVE",
+    "ACOUSTIC_INFORMATIVE",
+    "POSITIVE_WORDS",
+    "NEGATIVE_WORDS",
+    "GENERATOR_VERSION",
+]
+
+GENERATOR_VERSION = 1  # bump when the bytes for a given seed change (invalidates caches)
+ALIGNED_STEPS = 50
+VISUAL_DIM = 35
+ACOUSTIC_DIM = 74
+
+# ---- the lexicon -----------------------------------------------------------------------------
+POSITIVE_WORDS = {
+    "good": 1.0, "nice": 1.0, "fine": 0.6, "decent": 0.7, "pleasant": 1.0, "solid": 0.9,
+    "interesting": 0.8, "enjoyable": 1.4, "fun": 1.2, "charming": 1.4, "clever": 1.3,
+    "helpful": 1.1, "entertaining": 1.3, "great": 1.8, "beautiful": 1.8, "impressive": 1.7,
+    "lovely": 1.7, "delightful": 2.0, "excellent": 2.2, "wonderful": 2.2, "amazing": 2.4,
+    "fantastic": 2.4, "brilliant": 2.3, "superb": 2.4, "outstanding": 2.5, "perfect": 2.6,
+}  # fmt: skip
+NEGATIVE_WORDS = {
+    "bad": -1.0, "poor": -1.1, "weak": -0.9, "mediocre": -0.8, "bland": -0.9, "messy": -1.0,
+    "awkward": -1.0, "forgettable": -1.0, "confusing": -1.1, "dull": -1.2, "lazy": -1.2,
+    "overpriced": -1.2, "boring": -1.4, "tedious": -1.4, "annoying": -1.5, "ugly": -1.6,
+    "disappointing": -1.6, "frustrating": -1.7, "pointless": -1.7, "painful": -1.8,
+    "useless": -2.0, "awful": -2.3, "dreadful": -2.3, "terrible": -2.4, "horrible": -2.5,
+    "unbearable": -2.6,
+}  # fmt: skip
+# (past tense, base form) -> valence, for "i loved the plot" / "i did not love the plot"
+POSITIVE_VERBS = {("liked", "like"): 1.2, ("enjoyed", "enjoy"): 1.5, ("loved", "love"): 2.3,
+                  ("appreciated", "appreciate"): 1.3, ("adored", "adore"): 2.5}  # fmt: skip
+NEGATIVE_VERBS = {("disliked", "dislike"): -1.3, ("hated", "hate"): -2.4,
+                  ("regretted", "regret"): -1.8, ("resented", "resent"): -1.9}  # fmt: skip
+INTENSIFIERS = {
+    "very": 1.4, "really": 1.35, "extremely": 1.7, "incredibly": 1.7, "so": 1.3, "quite": 1.15,
+    "pretty": 1.1, "somewhat": 0.6, "slightly": 0.5, "a bit": 0.55, "kind of": 0.6,
+}  # fmt: skip
+NEGATION_FACTOR = -0.5  # "not good" is mildly negative, "not terrible" mildly positive
+CONTRAST_WEIGHTS = (0.3, 0.7)  # "X but Y": the clause after "but" dominates
+SUBJECTS = (
+    "the movie", "the film", "the plot", "the acting", "the ending", "the soundtrack",
+    "the camera", "this phone", "the battery", "the screen", "the food", "the service",
+    "the hotel", "the book", "the story", "the characters", "the dialogue", "the price",
+    "the design", "the lecture", "the game", "the sequel", "the director", "the new album",
+    "this product", "the interview", "the first half", "the special effects", "the app",
+    "the restaurant", "the cast", "the music",
+)  # fmt: skip
+PLURAL_SUBJECTS = frozenset({"the characters", "the special effects"})
+OPINION_FRAMES = (
+    "{s} {be} {a}", "i think {s} {be} {a}", "honestly {s} {be} {a}", "overall {s} {be} {a}",
+    "i would say {s} {be} {a}", "in my opinion {s} {be} {a}", "i felt that {s} {be} {a}",
+    "to be honest {s} {be} {a}", "i guess {s} {be} {a}",
+)  # fmt: skip
+OPENERS = ("um", "uh", "so", "well", "okay so", "you know", "alright", "so um", "hi everyone")
+NEUTRAL_CLAUSES = (
+    "i watched it last weekend with my brother", "it came out a couple of years ago",
+    "the first part takes place in a small town", "i bought it at the store down the street",
+    "let me tell you about it", "it is about two hours long", "there are three main characters",
+    "i read some reviews before going", "we went there on a tuesday evening",
+    "the box says it weighs about two pounds", "i have been using it for a month now",
+    "it was released in the summer", "my friend recommended that i check it out",
+    "i saw it in the theater downtown", "it is the second one in the series",
+    "the story is set in new york", "i ordered it online last month",
+    "we got there around seven", "it comes in black and white", "i finished it yesterday",
+    "the director also made a documentary", "i am going to talk about the plot first",
+)  # fmt: skip
+CLOSERS = ("so yeah", "that is about it", "anyway that is my review", "thanks for watching",
+           "that is all i have for today", "see you next time")  # fmt: skip
+
+# ---- the planted audio-visual signal ---------------------------------------------------------
+VISUAL_INFORMATIVE = (4, 9, 17, 26)  # smile-like (+), brow-lowerer-like (-), ...
+VISUAL_LOADINGS = (1.0, -1.0, 0.8, -0.7)
+VISUAL_IRONY_CUE = 30  # an eye-roll/smirk-like unit, active on ironic utterances
+ACOUSTIC_INFORMATIVE = (2, 7, 21)  # pitch-, energy- and voice-quality-like
+ACOUSTIC_LOADINGS = (1.0, 0.9, -0.8)
+ACOUSTIC_IRONY_CUE = 40  # flat prosody
+ACOUSTIC_SILENCE_DIMS = (10, 11)  # log-energy-like dims that are -inf on silent frames
+VISUAL_AMPLITUDE = 0.9  # feature units per unit of expressed sentiment, expressive speaker
+ACOUSTIC_AMPLITUDE = 0.45  # half the visual amplitude: acoustic is the weaker modality
+MUTED_EXPRESSIVITY = (0.0, 0.3)  # most speakers: this fraction of the full amplitude
+EXPRESSIVE_FRACTION = 0.1  # share of ordinary utterances said with full expressivity
+SPEAKER_OFFSET_STD = 0.8  # per-video offset on every dimension (speaker idiosyncrasy)
+STEP_NOISE_STD = 1.0
+
+# ---- the mixture of utterance kinds ----------------------------------------------------------
+KIND_PROBS = {
+    "opinion": 0.45,
+    "contrast": 0.14,
+    "double": 0.10,
+    "neutral": 0.19,
+    "ironic": 0.07,  # positive words, negative face and voice; label follows face and voice
+    "neutral-av": 0.05,  # neutral words, clearly expressive face and voice
+}
+AV_ONLY_FRACTION = KIND_PROBS["ironic"] + KIND_PROBS["neutral-av"]
+POSITIVE_SHARE = 0.62  # slightly positive skew, as in MOSEI (thesis figure 5.3)
+LABEL_DEVIATION_STD = 0.35  # speaker's sentiment beyond the words (visible in face/voice)
+ANNOTATION_NOISE_STD = 0.2  # disagreement of the annotators (visible nowhere)
+
+
+def _pick(rng: np.random.Generator, seq):
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _adjective_phrase(rng: np.random.Generator, positive: bool, allow_negation: bool):
+    """Words and valence of e.g. "not very good"."""
+    lexicon = POSITIVE_WORDS if positive else NEGATIVE_WORDS
+    word = _pick(rng, list(lexicon))
+    valence = lexicon[word]
+    words = [word]
+    if rng.random() < 0.35:
+        intensifier = _pick(rng, list(INTENSIFIERS))
+        valence *= INTENSIFIERS[intensifier]
+        words = intensifier.split() + words
+    negated = allow_negation and rng.random() < 0.15
+    if negated:
+        valence *= NEGATION_FACTOR
+    return words, valence, negated
+
+
+def _opinion_clause(rng: np.random.Generator, positive: bool, allow_negation: bool = True):
+    """One opinion clause: "i think the plot was not very good" -> (words, valence)."""
+    subject = _pick(rng, SUBJECTS)
+    if rng.random() < 0.2:  # verb frame: "i loved the plot" / "i did not love the plot"
+        verbs = POSITIVE_VERBS if positive else NEGATIVE_VERBS
+        past, base = _pick(rng, list(verbs))
+        valence = verbs[(past, base)]
+        if allow_negation and rng.random() < 0.15:
+            return f"i did not {base} {subject}".split(), valence * NEGATION_FACTOR
+        return f"i {past} {subject}".split(), valence
+    adjective, valence, negated = _adjective_phrase(rng, positive, allow_negation)
+    be = _pick(rng, ("were", "are") if subject in PLURAL_SUBJECTS else ("was", "is"))
+    if negated:
+        be += " not"
+    frame = _pick(rng, OPINION_FRAMES)
+    return frame.format(s=subject, be=be, a=" ".join(adjective)).split(), valence
+
+
+def _utterance(rng: np.random.Generator, kind: str):
+    """Words of one utterance and the sentiment its words express (``s_text``)."""
+    positive = rng.random() < POSITIVE_SHARE
+    if kind in ("neutral", "neutral-av"):
+        n_clauses = 1 + int(rng.random() < 0.5)
+        words = []
+        for i in range(n_clauses):
+            words += (["and"] if i else []) + _pick(rng, NEUTRAL_CLAUSES).split()
+        valence = 0.0
+    elif kind == "opinion" or kind == "ironic":
+        # irony: literally positive words (no negation), the face and voice say otherwise
+        words, valence = _opinion_clause(rng, positive or kind == "ironic", kind != "ironic")
+    elif kind == "double":
+        first, v1 = _opinion_clause(rng, positive)
+        second, v2 = _opinion_clause(rng, positive, allow_negation=False)
+        words, valence = first + ["and"] + second, 1.1 * (v1 + v2) / 2
+    elif kind == "contrast":
+        first, v1 = _opinion_clause(rng, not positive, allow_negation=False)
+        second, v2 = _opinion_clause(rng, positive, allow_negation=False)
+        words = first + ["but"] + second
+        valence = CONTRAST_WEIGHTS[0] * v1 + CONTRAST_WEIGHTS[1] * v2
+    else:
+        raise ValueError(f"unknown utterance kind {kind!r}")
+    if kind not in ("neutral", "neutral-av") and rng.random() < 0.35:
+        words = _pick(rng, NEUTRAL_CLAUSES).split() + ["and"] + words
+    if rng.random() < 0.5:
+        words = _pick(rng, OPENERS).split() + words
+    if rng.random() < 0.25:
+        words = words + _pick(rng, CLOSERS).split()
+    return words, float(valence)
+
+
+def _quantize_thirds(values: np.ndarray) -> np.ndarray:
+    return (np.round(np.clip(values, -3.0, 3.0) * 3.0) / 3.0).astype(np.float32)
+
+
+def _dimension_styles(seed: int):
+    """Per-dimension offsets/scales, fixed for a seed (features are not standardised)."""
+    rng = np.random.default_rng([seed, 7919])
+    styles = {}
+    for name, dim in (("vision", VISUAL_DIM), ("audio", ACOUSTIC_DIM)):
+        scale = np.exp(rng.uniform(np.log(0.3), np.log(3.0), dim)).astype(np.float32)
+        offset = rng.normal(0.0, 2.0, dim).astype(np.float32)
+        styles[name] = (scale, offset)
+    return styles
+
+
+def _features(
+    rng: np.random.Generator,
+    lengths: np.ndarray,
+    steps: int,
+    dim: int,
+    informative: tuple[int, ...],
+    loadings: tuple[float, ...],
+    amplitude: np.ndarray,
+    irony_dim: int,
+    irony: np.ndarray,
+    video_index: np.ndarray,
+    n_videos: int,
+    style: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """(N, steps, dim) float32 features, zero beyond each utterance's length (vectorised)."""
+    n = len(lengths)
+    speaker = rng.normal(0.0, SPEAKER_OFFSET_STD, (n_videos, dim)).astype(np.float32)
+    x = rng.standard_normal((n, steps, dim), dtype=np.float32)
+    x *= STEP_NOISE_STD
+    x += speaker[video_index][:, None, :]
+    envelope = rng.uniform(0.6, 1.4, (n, steps)).astype(np.float32)  # expression over time
+    signal = (amplitude[:, None] * envelope)[:, :, None]  # (N, steps, 1)
+    for d, w in zip(informative, loadings):
+        x[:, :, d] += w * signal[:, :, 0]
+    x[:, :, irony_dim] += (1.5 * irony.astype(np.float32))[:, None] * envelope
+    scale, offset = style
+    x *= scale
+    x += offset
+    x[np.arange(steps)[None, :] >= lengths[:, None]] = 0.0  # zero padding after the end
+    return x
+
+
+def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool, styles):
+    """The MMSA dict of one split (its own random stream: sizes of other splits don't matter)."""
+    rng = np.random.default_rng([seed, split_index])
+    kinds_list = list(KIND_PROBS)
+    kinds = rng.choice(len(kinds_list), size=n, p=list(KIND_PROBS.values()))
+    texts, n_words, s_text = [], np.zeros(n, np.int64), np.zeros(n, np.float64)
+    for i in range(n):
+        words, valence = _utterance(rng, kinds_list[kinds[i]])
+        words = words[:ALIGNED_STEPS]
+        texts.append(" ".join(words))
+        n_words[i], s_text[i] = len(words), valence
+    kind_names = np.array(kinds_list)[kinds]
+    ironic = kind_names == "ironic"
+    av_only = ironic | (kind_names == "neutral-av")
+
+    # The speaker's sentiment e (shown by face and voice) and the label.
+    deviation = rng.normal(0.0, LABEL_DEVIATION_STD, n)
+    strength = rng.uniform(0.67, 2.0, n)
+    sign = np.where(rng.random(n) < POSITIVE_SHARE, 1.0, -1.0)
+    expressed = np.where(av_only, np.where(ironic, -strength, sign * strength), s_text + deviation)
+    labels = _quantize_thirds(expressed + rng.normal(0.0, ANNOTATION_NOISE_STD, n))
+    muted = rng.uniform(*MUTED_EXPRESSIVITY, n)
+    expressivity = np.where(av_only | (rng.random(n) < EXPRESSIVE_FRACTION), 1.0, muted)
+
+    # Utterances come in videos of 1-8 clips (same speaker offsets within a video).
+    clip_counts = rng.integers(1, 9, size=n)  # more than enough clips; trimmed by cumsum
+    video_of = np.repeat(np.arange(n), clip_counts)[:n]
+    clip_of = np.arange(n) - np.searchsorted(video_of, video_of)
+    n_videos = int(video_of[-1]) + 1 if n else 0
+    ids = np.array([f"synth_{split}_{v:05d}$_${c}" for v, c in zip(video_of, clip_of)], object)
+
+    if aligned:
+        v_len = a_len = n_words
+        v_steps = a_steps = ALIGNED_STEPS
+    else:
+        v_len = np.minimum(n_words * rng.integers(2, 5, n), 500)
+        a_len = np.minimum(n_words * rng.integers(3, 7, n), 500)
+        v_steps, a_steps = int(v_len.max(initial=1)), int(a_len.max(initial=1))
+
+    amplitude = (expressed * expressivity).astype(np.float32)
+    vision = _features(
+        rng, v_len, v_steps, VISUAL_DIM, VISUAL_INFORMATIVE, VISUAL_LOADINGS,
+        VISUAL_AMPLITUDE * amplitude, VISUAL_IRONY_CUE, ironic, video_of, n_videos,
+        styles["vision"],
+    )  # fmt: skip
+    audio = _features(
+        rng, a_len, a_steps, ACOUSTIC_DIM, ACOUSTIC_INFORMATIVE, ACOUSTIC_LOADINGS,
+        ACOUSTIC_AMPLITUDE * amplitude, ACOUSTIC_IRONY_CUE, ironic * 0.5, video_of, n_videos,
+        styles["audio"],
+    )  # fmt: skip
+    # Silent frames: -inf on the log-energy-like dims of ~0.8% of real frames.
+    silent = (rng.random((n, a_steps)) < 0.008) & (np.arange(a_steps)[None, :] < a_len[:, None])
+    for d in ACOUSTIC_SILENCE_DIMS:
+        audio[:, :, d][silent] = -np.inf
+
+    arrays = {
+        "raw_text": np.array(texts, dtype=object),
+        "id": ids,
+        "audio": audio,
+        "vision": vision,
+        "regression_labels": labels,
+        # What the generator knows (not part of the MMSA layout; ignored by the loader).
+        "synthetic_kind": kind_names.astype(object),
+        "synthetic_text_valence": s_text.astype(np.float32),
+        "synthetic_expressed": expressed.astype(np.float32),
+    }
+    if not aligned:
+        arrays["audio_lengths"] = a_len.astype(np.int64)
+        arrays["vision_lengths"] = v_len.astype(np.int64)
+    return arrays
+
+
+def synthetic_bytes(
+    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool = True
+) -> bytes:
+    """The pickled MMSA-layout dataset (deterministic: same arguments, same bytes)."""
+    styles = _dimension_styles(seed)
+    data = {
+        split: _split_arrays(seed, i, split, n, aligned, styles)
+        for i, (split, n) in enumerate((("train", n_train), ("valid", n_valid), ("test", n_test)))
+    }
+    data["meta"] = {
+        "generator": "ambcore.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "aligned": bool(aligned),
+        "sizes": [int(n_train), int(n_valid), int(n_test)],
+        "av_only_fraction": float(AV_ONLY_FRACTION),
+    }
+    buffer = io.BytesIO()
+    pickle.dump(data, buffer, protocol=4)
+    return buffer.getvalue()
+
+
+def make_synthetic_dataset(
+    n_train: int | None = None,
+    n_valid: int | None = None,
+    n_test: int | None = None,
+    seed: int | None = None,
+    aligned: bool | None = None,
+    out_path: str | Path | None = None,
+    cfg=None,
+):
+    """Generate the synthetic dataset; write it to ``out_path`` or return it loaded.
+
+    Sizes, seed and layout default to ``cfg`` (or the default ``Config``): ``synthetic_n_train``
+    etc. With ``out_path`` the MMSA-layout pickle is written (atomically) and its path returned;
+    without it, the ``MultimodalDataset`` is returned (generated into the cache folder and read
+    back through ``load_dataset``, so it is validated exactly like a real file).
+    """
+    from ambcore.config import Config
+
+    cfg = cfg or Config()
+    n_train = cfg.synthetic_n_train if n_train is None else n_train
+    n_valid = cfg.synthetic_n_valid if n_valid is None else n_valid
+    n_test = cfg.synthetic_n_test if n_test is None else n_test
+    seed = cfg.synthetic_seed if seed is None else seed
+    aligned = cfg.synthetic_aligned if aligned is None else aligned
+    for name, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
+        if int(value) < 1:
+            raise ValueError(f"make_synthetic_dataset: {name} must be >= 1, got {value}")
+    if out_path is None:
+        from ambcore.data.loaders import load_dataset, synthetic_cache_path
+
+        path = synthetic_cache_path(n_train, n_valid, n_test, seed, aligned)
+        return load_dataset(path)
+    path = Path(out_path)
+    _atomic_write(path, synthetic_bytes(n_train, n_valid, n_test, seed, aligned))
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{hashlib.sha1(data[:64]).hexdigest()[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
