@@ -29,7 +29,7 @@ Backends
   ``cluster="slurm"`` for SLURM clusters (job arrays; the spec's ``submitit`` section gives
   ``timeout_min``, ``gpus_per_node``, ``slurm_partition``, ``slurm_array_parallelism``, ...),
   ``cluster="local"`` for subprocesses on this machine, one cell per visible GPU at a time
-  (or ``max_parallel`` on the CPU).
+  (or ``max_parallel`` on the CPU; of the ``submitit`` section only ``timeout_min`` applies).
 
 A per-run lock (``flock`` on ``<run>/.lock``) keeps two processes from training the same
 folder, e.g. when a sweep is restarted while its SLURM jobs still run.
@@ -486,9 +486,15 @@ def _run_submitit(
     import submitit
 
     folder = spec.runs_dir / "_submitit" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    params = {"timeout_min": 24 * 60, "name": f"ambcore-{spec.name}", **spec.submitit}
-    executor.update_parameters(**params)
+    timeout_min = spec.submitit.get("timeout_min", 24 * 60)
+    if cluster == "slurm":  # the spec's submitit section: generic and slurm_* parameters
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(
+            **{"name": f"ambcore-{spec.name}", **spec.submitit, "timeout_min": timeout_min}
+        )
+    else:  # GPUs are assigned per job below; only the time limit applies here
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=timeout_min)
     statuses = {(c.name, c.seed): c.status for c in todo}
 
     def collect(job, cell: SweepCell) -> None:
@@ -523,7 +529,7 @@ def _run_submitit(
             if gpu is None:
                 executor.update_parameters(gpus_per_node=0)
             else:
-                executor.update_parameters(gpus_per_node=1, local_visible_gpus=[gpu])
+                executor.update_parameters(gpus_per_node=1, visible_gpus=[gpu])
             job = executor.submit(run_cell, *_cell_args(cell, spec), train_fn)
             running.append((job, cell, gpu))
         time.sleep(0.2)

@@ -8,6 +8,7 @@ logic is tested in milliseconds; tests marked ``integration`` use the real train
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def fake_train(cfg, run_dir, resume=True):
     sweep_root = run_dir.parents[1]
     with open(sweep_root / "calls.log", "a") as log:
         log.write(f"{run_dir.parent.name}/{run_dir.name} resume={resume}\n")
+    with open(sweep_root / "devices.log", "a") as log:  # which GPU a submitit job was given
+        log.write(f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}\n")
     paths = runs.RunPaths(run_dir)
     if paths.config.exists() and not resume:
         raise AmbError(f"{run_dir} holds an unfinished run")
@@ -190,18 +193,21 @@ def test_cli_dry_run_and_overrides(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_submitit_local_executor_runs_cells_in_subprocesses(tmp_path):
-    """The distributed path: each cell a submitit job (a subprocess), two at a time."""
+def test_submitit_local_executor_runs_cells_in_subprocesses(tmp_path, monkeypatch):
+    """The distributed path: each cell a submitit job (a subprocess), one per GPU at a time."""
     spec = {**SPEC, "cells": SPEC["cells"][:1]}  # one cell, two seeds: two parallel jobs
+    monkeypatch.setattr("ambcore.sweep._visible_gpus", lambda: [0, 1])  # pretend two GPUs
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake trainer travels
     try:
         (tmp_path / "crash_amb_seed1").touch()
-        first = run_sweep(spec, backend="submitit", cluster="local", max_parallel=2,
-                          train_fn=fake_train, runs_dir=tmp_path, progress=False)  # fmt: skip
+        first = run_sweep(spec, backend="submitit", cluster="local", train_fn=fake_train,
+                          runs_dir=tmp_path, progress=False)  # fmt: skip
         assert [(o.seed, o.outcome) for o in first.outcomes] == [(0, "trained"), (1, "failed")]
         assert "simulated crash after epoch 1" in first.failed[0].error
         assert "job logs:" in first.failed[0].error
-        second = run_sweep(spec, backend="submitit", cluster="local", max_parallel=2,
+        # each of the two concurrent jobs saw only its own GPU
+        assert sorted((tmp_path / "devices.log").read_text().split()) == ["0", "1"]
+        second = run_sweep(spec, backend="submitit", cluster="local", max_parallel=1,
                            train_fn=fake_train, runs_dir=tmp_path, progress=False)  # fmt: skip
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
