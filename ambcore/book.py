@@ -19,6 +19,7 @@ model that produced the numbers, so a build on synthetic data can never be read 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import json
@@ -358,6 +359,21 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]):
+    """Set environment variables for the kernels started inside the block, then restore."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @dataclass
 class BookResult:
     executed: list[str]
@@ -414,12 +430,11 @@ def run_book(
         parameters["seed"] = int(seed)
     # The kernels inherit this environment: one switch for the whole book, including code that
     # reads AMB_* itself. Figures must render inline (a parent MPLBACKEND=Agg would hide them).
-    os.environ["AMB_PRESET"] = preset
+    kernel_env = {"AMB_PRESET": preset, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     if data:
-        os.environ["AMB_DATA"] = data
+        kernel_env["AMB_DATA"] = data
     if plm:
-        os.environ["AMB_PLM"] = plm
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+        kernel_env["AMB_PLM"] = plm
 
     timings_path = out_dir / "timings.json"
     timings = _read_json(timings_path)
@@ -481,10 +496,12 @@ def run_book(
         _write_json_atomic(timings_path, timings)
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(source_nb), str(running), parameters=params, kernel_name="python3",
-                language="python", cwd=str(notebooks_dir), progress_bar=True, log_output=False,
-            )
+            with _environment(kernel_env):
+                papermill.execute_notebook(
+                    str(source_nb), str(running), parameters=params, kernel_name="python3",
+                    language="python", cwd=str(notebooks_dir), progress_bar=True,
+                    log_output=False,
+                )
         except BaseException as exc:  # keep the partial notebook, also on Ctrl-C
             source_nb.unlink(missing_ok=True)
             seconds = time.perf_counter() - t0

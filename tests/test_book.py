@@ -40,7 +40,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "book"
 # Chapters whose notebooks are still being written: until a chapter's notebook exists, the book
 # shows a placeholder page for it. Remove a chapter from this set when its notebook lands; from
 # then on a missing notebook (or a page that did not come from it) fails the build test.
-PENDING_CHAPTERS = {"01_data", "02_model", "03_train", "04_ablation", "05_robustness"}
+PENDING_CHAPTERS = {"01_data", "03_train", "04_ablation", "05_robustness"}
 
 
 # ---- configuration and table of contents ----------------------------------------------------
@@ -229,7 +229,12 @@ def test_missing_chapters_get_placeholders_and_are_recorded(tmp_path):
 def test_failing_chapter_names_notebook_and_cell_and_keeps_it(tmp_path):
     notebooks, out = tmp_path / "notebooks", tmp_path / "executed"
     notebooks.mkdir()
-    _write_notebook(notebooks, "01_data", "# %%\nx = 1\n\n# %%\nprint(preset)\n1 / 0\n")
+    _write_notebook(
+        notebooks, "01_data",
+        "# %%\nimport os\nprint('env:', os.environ['AMB_PRESET'], os.environ['MPLBACKEND'])\n\n"
+        "# %%\nprint(preset)\n1 / 0\n",
+    )
+    backend_before = os.environ.get("MPLBACKEND")
     with pytest.raises(BookError) as info:
         run_book("smoke", notebooks_dir=notebooks, out_dir=out, build=False, chapters="01",
                  log=lambda _: None)
@@ -238,7 +243,9 @@ def test_failing_chapter_names_notebook_and_cell_and_keeps_it(tmp_path):
     assert "cell 3" in message and "ZeroDivisionError" in message  # cell 1 is papermill's
     kept = out / "01_data.failed.ipynb"
     assert kept.exists() and str(kept) in message
-    assert "smoke" in kept.read_text()  # executed up to the failing cell, with our parameters
+    # executed up to the failing cell, with our parameters and environment (figures inline)
+    assert "env: smoke module://matplotlib_inline.backend_inline" in kept.read_text()
+    assert os.environ.get("MPLBACKEND") == backend_before  # the caller's environment restored
     assert not (out / "01_data.ipynb").exists()
     timings = json.loads((out / "timings.json").read_text())
     assert timings["chapters"]["01_data"]["status"] == "failed"
