@@ -68,7 +68,12 @@ __all__ = [
     "predict_split",
     "resolve_device",
     "epoch_seed",
+    "make_optimizer",
 ]
+
+# Training steps between two progress-bar updates: each update reads the running loss from the
+# device (a host-device sync), so it is not done after every step.
+LOG_EVERY = 20
 
 
 # ---- typed results ---------------------------------------------------------------------------
@@ -138,6 +143,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of epoch ``epoch``'s data order: a function of (seed, epoch) only."""
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+def make_optimizer(params, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """Adam over ``params`` (the trainable ones); the fused CUDA kernel on a GPU (fast path)."""
+    fused = device.type == "cuda" and cfg.fast_path
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def _task_loss(cfg: Config, prediction: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -239,7 +250,8 @@ def predict_split(
     """Predict every utterance of ``split`` (batches of ``cfg.eval_batch_size``, no shuffling).
 
     Reusable by other chapters (e.g. noise sweeps pass their own ``loader`` of perturbed
-    batches); the model is put in eval mode and run under ``torch.inference_mode``.
+    batches); the model is put in eval mode and run under ``torch.inference_mode``
+    (``torch.no_grad`` with ``cfg.fast_path=False``, the benchmark's reference path).
     """
     device = torch.device(device)
     if loader is None:
@@ -248,16 +260,18 @@ def predict_split(
     ids: list[str] = []
     preds: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
-    with torch.inference_mode():
+    no_grad = torch.inference_mode() if cfg.fast_path else torch.no_grad()
+    with no_grad:
         for batch in tqdm(loader, desc=f"predict {split.name}", leave=False, disable=not progress):
-            batch = batch.to(device)
+            batch = batch.to(device, non_blocking=True)
             with _autocast(cfg, device):
                 out = model(batch)
-            preds.append(out.prediction.float().reshape(-1).cpu())  # (B,)
-            labels.append(batch.labels.float().reshape(-1).cpu())  # (B,)
+            preds.append(out.prediction.float().reshape(-1))  # (B,) stays on the device
+            labels.append(batch.labels.float().reshape(-1))  # (B,)
             ids.extend(batch.ids)
-    y_pred = torch.cat(preds).numpy().astype(np.float64)
-    y_true = torch.cat(labels).numpy().astype(np.float64)
+    # One device-to-host copy for the whole split (no sync per batch).
+    y_pred = torch.cat(preds).cpu().numpy().astype(np.float64)
+    y_true = torch.cat(labels).cpu().numpy().astype(np.float64)
     # Loaders may bucket by length: put the predictions back in the split's order.
     if ids != list(split.ids):
         position = {uid: i for i, uid in enumerate(ids)}
@@ -356,7 +370,7 @@ def train_and_evaluate(
     model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(trainable, cfg, device)
     plm_ref = {"name": cfg.plm, "resolved": resolve_plm_path(cfg.plm),
                "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random")}  # fmt: skip
 
@@ -531,9 +545,14 @@ def _epoch_loader(split: Split, tokenizer, cfg: Config, epoch: int, dist: _Dist)
 def _train_one_epoch(
     model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress
 ):
-    """One pass over ``loader``; returns the mean task loss and mean auxiliary loss per sample."""
+    """One pass over ``loader``; returns the mean task loss and mean auxiliary loss per sample.
+
+    The losses are summed on the device and read once at the end (and every ``LOG_EVERY``
+    steps for the progress bar): no host-device synchronisation inside a step.
+    """
     model.train()
-    total = total_aux = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    total_aux = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     augment = None
     if cfg.noise_augment_rate > 0:  # noise-augmented training (ambcore.noise; beyond the thesis)
@@ -547,10 +566,10 @@ def _train_one_epoch(
             return noise_augment(batch, cfg.noise_augment_rate, noise_gen, info).batch
 
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and dist.main))
-    for batch in bar:
+    for step, batch in enumerate(bar, start=1):
         if augment is not None:
             batch = augment(batch)  # on the CPU, before the batch moves to the device
-        batch: Batch = batch.to(device)
+        batch: Batch = batch.to(device, non_blocking=True)
         with _autocast(cfg, device):
             out = model(batch)
         task = _task_loss(cfg, out.prediction, batch.labels)  # ()
@@ -561,11 +580,13 @@ def _train_one_epoch(
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
         n = len(batch)
-        total += float(task.detach()) * n
-        total_aux += 0.0 if out.aux_loss is None else float(out.aux_loss.detach()) * n
+        total += task.detach().double() * n
+        if out.aux_loss is not None:
+            total_aux += out.aux_loss.detach().double() * n
         count += n
-        bar.set_postfix(loss=f"{total / count:.4f}")
-    total, total_aux, count = dist.sum(total, total_aux, float(count), device=device)
+        if step % LOG_EVERY == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{total.item() / count:.4f}")
+    total, total_aux, count = dist.sum(total.item(), total_aux.item(), float(count), device=device)
     return total / max(count, 1), total_aux / max(count, 1)
 
 

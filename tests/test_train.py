@@ -1,0 +1,224 @@
+"""End-to-end training on the CPU (smoke preset: tiny random BERT, synthetic data, seconds).
+
+One reference run (3 epochs) is shared by the tests of this module; the determinism and resume
+tests train again and compare with it bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from ambcore import runs
+from ambcore.cli import main as cli_main
+from ambcore.config import get_config
+from ambcore.errors import AmbError
+from ambcore.paths import PROJECT_ROOT
+from ambcore.train import evaluate_run, predict, train_and_evaluate
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Three epochs and a patience that never triggers: every run trains exactly 3 epochs.
+OVERRIDES = {"max_epochs": 3, "patience": 5}
+
+
+def smoke_config(**extra):
+    return get_config("smoke", **{**OVERRIDES, **extra})
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "reference"
+    result = train_and_evaluate(smoke_config(), run_dir, progress=False)
+    return run_dir, result
+
+
+def _history_without_time(run_dir: Path) -> pd.DataFrame:
+    return runs.read_history(run_dir).drop(columns=["seconds"])
+
+
+def _same_run_results(a: Path, b: Path) -> None:
+    ma, mb = runs.read_metrics(a), runs.read_metrics(b)
+    assert ma["valid"] == mb["valid"]
+    assert ma["test"] == mb["test"]
+    assert ma["best_epoch"] == mb["best_epoch"]
+    pd.testing.assert_frame_equal(_history_without_time(a), _history_without_time(b))
+    assert (a / "test_predictions.csv").read_bytes() == (b / "test_predictions.csv").read_bytes()
+    wa = load_file(a / "best" / "weights.safetensors")
+    wb = load_file(b / "best" / "weights.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all(wa[k].equal(wb[k]) for k in wa)
+
+
+def test_smoke_run_writes_every_artifact(reference_run):
+    run_dir, result = reference_run
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "env.json", "history.csv", "metrics.json", "test_predictions.csv",
+            "best", "last", "DONE"} <= names  # fmt: skip
+    assert not [p for p in run_dir.rglob("*") if p.suffix in {".pkl", ".pt", ".pth", ".bin"}]
+    assert not [p for p in run_dir.rglob("*.tmp")]
+
+    assert runs.read_config(run_dir) == smoke_config()
+    env = runs.read_json(run_dir / "env.json")
+    assert env["device"] == "cpu" and env["versions"]["torch"]
+    assert env["data_fingerprint"] and env["plm"]["name"] == "tiny-random"
+
+    history = runs.read_history(run_dir)
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert set(runs.HISTORY_COLUMNS) == set(history.columns)
+    assert history["train_loss"].notna().all() and history["valid_mae"].notna().all()
+
+    metrics = runs.read_metrics(run_dir)
+    assert metrics["is_synthetic"] is True and metrics["plm"] == "tiny-random"
+    assert metrics["best_epoch"] == int(history["valid_mae"].idxmin()) + 1
+    # The best checkpoint is what was evaluated: its valid MAE is the best epoch's.
+    assert metrics["valid"]["mae"] == pytest.approx(history["valid_mae"].min(), abs=1e-6)
+    assert result.test == metrics["test"] and result.epochs_run == 3 and not result.reused
+
+    preds = pd.read_csv(run_dir / "test_predictions.csv")
+    assert list(preds.columns) == ["id", "y_true", "y_pred"]
+    assert len(preds) == metrics["test"]["n"] == smoke_config().synthetic_n_test
+    assert preds["id"].is_unique
+
+
+def test_same_seed_gives_bit_identical_results(reference_run, tmp_path):
+    run_dir, _ = reference_run
+    train_and_evaluate(smoke_config(), tmp_path / "again", progress=False)
+    _same_run_results(run_dir, tmp_path / "again")
+
+
+def test_other_seed_gives_other_results(reference_run, tmp_path):
+    run_dir, _ = reference_run
+    other = train_and_evaluate(smoke_config(seed=1, max_epochs=1), tmp_path / "s1", progress=False)
+    assert other.history["train_loss"][0] != runs.read_history(run_dir)["train_loss"][0]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(reference_run, tmp_path):
+    run_dir, _ = reference_run
+    target = tmp_path / "interrupted"
+
+    def crash_after_first_epoch(epoch: int) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_and_evaluate(smoke_config(), target, progress=False,
+                           on_epoch_end=crash_after_first_epoch)  # fmt: skip
+    assert not (target / "DONE").exists() and (target / "last" / "state.json").exists()
+    with pytest.raises(AmbError, match="unfinished run"):
+        train_and_evaluate(smoke_config(), target, progress=False)
+
+    resumed = train_and_evaluate(smoke_config(), target, progress=False, resume=True)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 3
+    _same_run_results(run_dir, target)
+    assert len(runs.read_json(target / "env.json")["resumed"]) == 1
+
+
+def test_finished_run_is_not_redone(reference_run):
+    run_dir, result = reference_run
+    before = (run_dir / "metrics.json").stat().st_mtime_ns
+    again = train_and_evaluate(smoke_config(), run_dir, progress=False, resume=True)
+    assert again.reused and again.test == result.test
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == before
+    with pytest.raises(AmbError, match="different config.*lr"):
+        train_and_evaluate(smoke_config(lr=0.5), run_dir, progress=False)
+
+
+def test_evaluate_run_reproduces_metrics_and_predict_covers_every_split(reference_run, tmp_path):
+    run_dir, result = reference_run
+    ev = evaluate_run(run_dir)
+    assert ev.is_synthetic
+    for split, expected in (("valid", result.valid), ("test", result.test)):
+        got = getattr(ev, split)
+        for key in ("mae", "acc7", "acc2_has0", "f1_non0"):
+            assert got[key] == pytest.approx(expected[key], abs=1e-12), (split, key)
+
+    frame = predict(run_dir, "synthetic", tmp_path / "preds.csv")
+    cfg = smoke_config()
+    on_disk = pd.read_csv(tmp_path / "preds.csv")
+    assert list(on_disk.columns) == ["split", "id", "y_true", "y_pred"]
+    assert on_disk["split"].value_counts().to_dict() == {
+        "train": cfg.synthetic_n_train, "valid": cfg.synthetic_n_valid,
+        "test": cfg.synthetic_n_test,
+    }  # fmt: skip
+    assert len(frame) == len(on_disk)
+    test_rows = on_disk[on_disk["split"] == "test"].reset_index(drop=True)
+    saved = pd.read_csv(run_dir / "test_predictions.csv")
+    pd.testing.assert_series_equal(test_rows["id"], saved["id"])
+    pd.testing.assert_series_equal(test_rows["y_pred"], saved["y_pred"], atol=1e-6)
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_unknown_preset_and_key_list_the_valid_ones(tmp_path, capsys):
+    assert cli_main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2
+    assert "valid presets: smoke, embedded, paper" in capsys.readouterr().err
+    assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
+                     "--set", "learning_rate=1"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "unknown config key(s) 'learning_rate'" in err and "lr" in err
+    assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
+                     "--set", "lr"]) == 2  # fmt: skip
+    assert "key=value" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_evaluate_and_predict(reference_run, tmp_path, capsys):
+    run_dir, result = reference_run
+    assert cli_main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert cli_main(["evaluate", str(run_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["is_synthetic"] and out["test"]["mae"] == pytest.approx(result.test["mae"])
+    assert cli_main(["predict", str(run_dir), "--data", "synthetic",
+                     "--out", str(tmp_path / "p.csv")]) == 0  # fmt: skip
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "p.csv").exists()
+
+
+def test_cli_train_reuses_a_finished_run(reference_run, capsys):
+    run_dir, _ = reference_run
+    args = ["train", "--preset", "smoke", "--seed", "0", "--out", str(run_dir), "--no-progress"]
+    for key, value in OVERRIDES.items():
+        args += ["--set", f"{key}={value}"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "SYNTHETIC" in out
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path):
+    """A real ``kill -9`` in the middle of training, then ``--resume`` from the CLI."""
+    run_dir, _ = reference_run
+    target = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "ambcore", "train", "--preset", "smoke", "--seed", "0",
+           "--out", str(target), "--no-progress"]  # fmt: skip
+    for key, value in OVERRIDES.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = target / "last" / "state.json"
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), proc.stderr.read().decode()[-2000:]
+    assert not (target / "DONE").exists(), "the run finished before it could be killed"
+
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _same_run_results(run_dir, target)
