@@ -55,7 +55,6 @@ __all__ = [
     "results_csvs",
     "numbered_table",
     "missing_note",
-    "compare_with_thesis",
 ]
 
 
@@ -761,74 +760,3 @@ class Notice:
 
     def __repr__(self) -> str:
         return "\n".join([self.title, *self.lines])
-
-
-# ---- our results beside the thesis' ---------------------------------------------------------
-
-# Metric columns of the thesis tables and the names our results CSVs may give them:
-# "mae" or "mae_mean" (+ "mae_std" over seeds). The thesis prints one binary accuracy / F1
-# without naming the convention; ours are shown under both MMSA conventions when present.
-COMPARED_METRICS = {
-    "mae": ("mae",),
-    "corr": ("corr",),
-    "acc7": ("acc7",),
-    "acc2": ("acc2_non0", "acc2_has0", "acc2"),
-    "f1": ("f1_non0", "f1_has0", "f1"),
-}
-
-
-def _model_key(name: str) -> str:
-    """'MISA (FT)' and 'misa' match; 'AMB text-only' and 'amb_text-only' match."""
-    import re
-
-    name = re.sub(r"\((ft|g|b)\)|\*", "", str(name).lower())
-    return re.sub(r"[^a-z0-9]+", "", name)
-
-
-def _ours_value(row, metric: str) -> tuple[float | None, float | None]:
-    for col in (f"{metric}_mean", metric):
-        if col in row and row[col] == row[col]:
-            std = row.get(f"{metric}_std")
-            return float(row[col]), (float(std) if std is not None and std == std else None)
-    return None, None
-
-
-def compare_with_thesis(ours, table: str):
-    """Rows of thesis table ``table`` beside our rows of the same model, metric by metric.
-
-    ``ours`` needs a ``model`` column and metric columns named as in ``COMPARED_METRICS``
-    (plain or ``_mean``/``_std``). Accuracies in the thesis are percentages; ours are converted
-    when they are fractions (all values at most 1).
-    """
-    import pandas as pd
-
-    from ambcore.reference import thesis_table
-
-    thesis = thesis_table(table)
-    if "model" not in ours.columns:
-        raise BookError(f"results table for thesis table {table} has no 'model' column: {list(ours.columns)}")
-    columns = set(ours.columns)
-    chosen = {  # metric -> the first of its names present in ours (e.g. acc2 -> acc2_non0)
-        metric: next((n for n in names if n in columns or f"{n}_mean" in columns), None)
-        for metric, names in COMPARED_METRICS.items()
-    }
-    by_key = {_model_key(m): row for m, row in zip(ours["model"], ours.to_dict("records"))}
-    rows = []
-    for trow in thesis.to_dict("records"):
-        ours_row = by_key.get(_model_key(trow["model"]))
-        out = {"model": trow["model"], "in thesis": "rerun here" if trow["rerun_here"] else "cited"}
-        for metric, name in chosen.items():
-            digits = 3 if metric in ("mae", "corr") else 1
-            out[f"{metric} (thesis)"] = f"{trow[metric]:.{digits}f}"
-            label = f"{name or metric} (ours)"
-            value, std = _ours_value(ours_row, name) if (ours_row and name) else (None, None)
-            if value is not None and metric in ("acc7", "acc2", "f1") and value <= 1.0:
-                value, std = value * 100, (std * 100 if std is not None else None)
-            if value is None:
-                out[label] = "–"
-            elif std is None:
-                out[label] = f"{value:.{digits}f}"
-            else:
-                out[label] = f"{value:.{digits}f} ± {std:.{digits}f}"
-        rows.append(out)
-    return pd.DataFrame(rows)

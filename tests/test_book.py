@@ -26,7 +26,6 @@ from ambcore.book import (
     PLACEHOLDER_MARK,
     BookError,
     banner,
-    compare_with_thesis,
     notebooks_agree,
     numbered_table,
     run_book,
@@ -173,25 +172,6 @@ def test_numbered_table_is_a_myst_table_with_caption():
     assert "| a\\|b | c |" in md and "| 1.235 | x |" in md and "| – | y |" in md
 
 
-def test_compare_with_thesis_matches_models_and_converts_fractions():
-    import pandas as pd
-
-    ours = pd.DataFrame({
-        "model": ["amb", "MISA", "unknown"],
-        "mae_mean": [0.5, 0.6, 0.1], "mae_std": [0.01, 0.02, 0.0],
-        "acc7_mean": [0.45, 0.40, 0.1], "acc2_non0_mean": [0.8, 0.7, 0.1],
-    })  # fmt: skip
-    table = compare_with_thesis(ours, "6.2").set_index("model")
-    assert table.loc["AMB", "mae (ours)"] == "0.500 ± 0.010"
-    assert table.loc["AMB", "mae (thesis)"] == "0.536"
-    assert table.loc["MISA", "acc7 (ours)"] == "40.0"
-    assert table.loc["MISA", "acc2_non0 (ours)"] == "70.0"
-    assert table.loc["AMB-FT", "mae (ours)"] == "–"
-    assert "unknown" not in table.index
-    with pytest.raises(BookError, match="no 'model' column"):
-        compare_with_thesis(pd.DataFrame({"mae": [1.0]}), "6.1")
-
-
 def test_select_chapters():
     assert [c.name for c in select_chapters("3,01")] == ["01_data", "03_train"]
     assert [c.name for c in select_chapters(None)] == [c.name for c in CHAPTERS]
@@ -262,6 +242,36 @@ def test_cli_error_for_paper_preset_without_data(monkeypatch, capsys):
 def test_out_outside_the_book_needs_no_build(tmp_path):
     with pytest.raises(BookError, match="--no-build"):
         run_book("smoke", out_dir=tmp_path, build=True, log=lambda _: None)
+
+
+def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
+    """The Results chapter on a results folder written by ambcore.report from made-up runs."""
+    import tempfile
+
+    import nbformat
+    import pandas as pd
+    import papermill
+
+    from ambcore import report
+
+    summary = report.summarize(report.collect_runs(tempfile.mkdtemp()))
+    row = {c: 0.5 for c in summary.columns if c.endswith(("_mean", "_std"))}
+    row.update(cell="amb-full", row_name="AMB", model="amb", variant="full",
+               text_adaptation="adapters", finetune_layers="all", preset="embedded",
+               data="SYNTHETIC test data", is_synthetic=True, plm="all-MiniLM-L6-v2",
+               n_seeds=3, seeds="0,1,2", trainable_params_m=1.5, test_mae_mean=0.4321)
+    summary = pd.DataFrame([row], columns=summary.columns)
+    report.table_6_1(summary).to_csv(tmp_path / "table_6_1.csv", index=False)
+    out = tmp_path / "06_results.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "06_results.ipynb"), str(out), kernel_name="python3",
+        parameters={"preset": "smoke", "results_dir": str(tmp_path)}, progress_bar=False,
+        cwd=str(ROOT / "notebooks"),
+    )  # fmt: skip
+    text = json.dumps(nbformat.read(out, as_version=4).cells, ensure_ascii=False)
+    assert "0.432 ± 0.500 on SYNTHETIC test data" in text  # glued headline, from the CSV
+    assert "1 row(s) of ours from results/table_6_1.csv" in text
+    assert "results/table_6_2.csv is missing" in text  # the other table: thesis rows only
 
 
 # ---- the smoke book, built with warnings as errors ---------------------------------------------
