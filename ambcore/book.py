@@ -92,10 +92,6 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("07_status", "Status", "-"),
 )
 
-# Parameters the main job passes to every notebook (papermill injects them after the cell
-# tagged "parameters"); "timings_path" only to notebooks that declare it (the Status page).
-BOOK_PARAMETERS = ("preset", "data", "plm", "seed")
-
 PLACEHOLDER_MARK = "amb-missing-chapter"  # a CSS class in placeholder pages; tests look for it
 
 
@@ -323,11 +319,12 @@ def _update_inputs(old, new):
 def _write_placeholder(chapter: Chapter, out_dir: Path, reason: str) -> Path:
     page = out_dir / f"{chapter.name}.md"
     (out_dir / f"{chapter.name}.ipynb").unlink(missing_ok=True)
+    about = f" It covers thesis section {chapter.thesis_section}." if chapter.thesis_section != "-" else ""
     page.write_text(
         f"# {chapter.title}\n\n"
         f'<div class="admonition warning {PLACEHOLDER_MARK}">'
         f'<p class="admonition-title">Chapter not in this build</p>'
-        f"<p>{html.escape(reason)}</p></div>\n"
+        f"<p>{html.escape(reason + about)}</p></div>\n"
     )
     return page
 

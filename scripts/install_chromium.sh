@@ -11,7 +11,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
+[ "$(id -u)" -eq 0 ] || sudo="sudo -n"   # never prompt for a password
 echo "[chromium] installing the Debian package chromium (once)"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >/dev/null
