@@ -239,4 +239,6 @@ def make_loader(
         batch_sampler=sampler,
         collate_fn=Collator(tokenizer, cfg.max_text_len, cfg.variant, pad_to=pad_to),
         num_workers=cfg.num_workers,
+        # Fast path on a GPU: page-locked batches, copied with non_blocking=True by the trainer.
+        pin_memory=bool(cfg.fast_path and cfg.device != "cpu" and torch.cuda.is_available()),
     )

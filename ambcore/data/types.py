@@ -82,6 +82,15 @@ class Batch:
             moved[f.name] = value
         return Batch(**moved)
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory (``DataLoader(pin_memory=True)`` calls this), so that
+        ``to(cuda, non_blocking=True)`` copies asynchronously."""
+        pinned = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            pinned[f.name] = value.pin_memory() if isinstance(value, torch.Tensor) else value
+        return Batch(**pinned)
+
     def __len__(self) -> int:
         return self.labels.shape[0]
 

@@ -45,6 +45,10 @@ __all__ = [
     "load_plm",
 ]
 
+# PyTorch's fused scaled-dot-product attention (flash / memory-efficient kernels on CUDA); the
+# same function as BERT's eager attention within floating-point tolerance.
+ATTN_IMPLEMENTATION = "sdpa"
+
 # Seed of every randomly initialised PLM (independent of the training seed by design: the
 # random PLM is part of the model's definition, like pretrained weights would be).
 RANDOM_INIT_SEED = 0
@@ -159,7 +163,8 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
         config = plm_config(cfg.plm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            model = AutoModel.from_config(config, add_pooling_layer=add_pooling_layer)
+            model = AutoModel.from_config(config, add_pooling_layer=add_pooling_layer,
+                                          attn_implementation=ATTN_IMPLEMENTATION)  # fmt: skip
     else:
         location = resolve_plm_path(cfg.plm)
         # Loading without the pooler reports the checkpoint's pooler weights as unused; that is
@@ -169,7 +174,8 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
         tf_logging.set_verbosity_error()
         try:
             model = AutoModel.from_pretrained(
-                location, local_files_only=True, add_pooling_layer=add_pooling_layer
+                location, local_files_only=True, add_pooling_layer=add_pooling_layer,
+                attn_implementation=ATTN_IMPLEMENTATION,
             )
         except OSError as exc:
             raise _not_local(cfg.plm, "weights", exc) from None

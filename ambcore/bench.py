@@ -1,0 +1,647 @@
+"""Benchmark of the fast training and evaluation path against a naive reference path.
+
+``python -m ambcore bench`` (``run_benchmark``) trains and evaluates each requested model on the
+same synthetic batches, in one process, along two paths:
+
+The fast path (what ``ambcore.train`` does by default, ``cfg.fast_path=True``)
+    - length-bucketed batches with dynamic padding (text, visual and acoustic padded to the
+      longest sequence of the batch), tokenized once per split and cached;
+    - frozen PLM weights have ``requires_grad=False`` (no weight gradient is computed for them);
+    - evaluation under ``torch.inference_mode``;
+    - on CUDA also: bf16 autocast, scaled-dot-product attention, fused Adam, pinned memory with
+      non-blocking copies, optional ``torch.compile`` (``cfg.compile``), and no host-device
+      synchronisation inside a training step (the loss is accumulated on the device).
+
+The naive reference path (``NAIVE_PATH``), what straightforward research code does
+    - every batch padded to a fixed ``NAIVE_PAD_TO`` = 50 tokens (text) and 50 feature steps
+      (the aligned_50 layout; longer unaligned sequences: the batch's longest), fp32, batches
+      in plain shuffled order (no bucketing), every batch tokenized again (no cache);
+    - every parameter keeps ``requires_grad=True``; "frozen" weights are frozen only by leaving
+      them out of the optimizer, so their gradients are computed and thrown away;
+    - ``torch.optim.Adam`` with its defaults; the loss read with ``.item()`` after every step;
+    - evaluation under ``torch.no_grad`` (not ``inference_mode``).
+
+Both paths use the same weights at the start, the same optimizer settings, the same attention
+implementation and, in every epoch, the same set of training samples (the epoch's permutation
+comes from the same seed); ``tests/test_fast_path.py`` checks that they compute the same
+predictions and gradients. Text is capped at ``NAIVE_PAD_TO`` tokens on both paths unless
+``--set max_text_len=...`` says otherwise, so both paths see the same tokens.
+
+What is measured
+----------------
+- training: wall time of one full epoch over the training split (samples/s, ms per step);
+- evaluation: wall time of one pass over the validation split (samples/s);
+- peak memory of training (RSS on the CPU, ``max_memory_allocated`` on CUDA), measured in a
+  fresh subprocess per model and path (so one measurement cannot reuse another's memory);
+- trainable parameters.
+
+Every round times each model's fast and naive paths back to back (interleaved), after a
+warm-up of a few steps per path; the JSON reports the median, quartiles and min/max over
+rounds, and the fast/naive ratio of each round (paired, so that load changes on a shared
+machine affect both sides of a ratio alike).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ambcore.config import Config
+from ambcore.data.types import Batch, Split
+from ambcore.errors import AmbError
+
+__all__ = [
+    "BENCH_MODELS",
+    "NAIVE_PAD_TO",
+    "NAIVE_PATH",
+    "FAST_PATH",
+    "TARGETS",
+    "bench_config",
+    "naive_loader",
+    "fast_loader",
+    "make_naive_model",
+    "naive_train_epoch",
+    "naive_predict",
+    "fast_train_epoch",
+    "fast_predict",
+    "run_benchmark",
+    "format_report",
+    "default_output",
+]
+
+NAIVE_PAD_TO = 50  # the thesis' fixed text length and the aligned_50 feature length
+
+# Benchmark names -> config overrides. AMB-FT and MISA fine-tune the embeddings and the last 3
+# PLM layers (the thesis' 47.2 M / 47.1 M on bert-base); MAG-BERT fine-tunes the whole PLM.
+BENCH_MODELS: dict[str, dict[str, Any]] = {
+    "amb": dict(model="amb", text_adaptation="adapters"),
+    "amb-ft": dict(model="amb", text_adaptation="finetune", finetune_layers="last:3"),
+    "misa": dict(model="misa", text_adaptation="finetune", finetune_layers="last:3"),
+    "mag-bert": dict(model="mag-bert", text_adaptation="finetune", finetune_layers="all"),
+    "misa-adapters": dict(model="misa", text_adaptation="adapters"),
+    "mag-bert-adapters": dict(model="mag-bert", text_adaptation="adapters"),
+}
+DEFAULT_MODELS = ("amb", "amb-ft", "misa", "mag-bert")
+
+FAST_PATH = (
+    "length-bucketed batches, dynamic padding, tokenized once and cached; frozen PLM weights "
+    "without gradients; evaluation under torch.inference_mode; on CUDA also bf16 autocast, "
+    "SDPA attention, fused Adam, pinned memory and non-blocking copies, no per-step sync"
+)
+NAIVE_PATH = (
+    f"fixed padding to {NAIVE_PAD_TO} tokens and {NAIVE_PAD_TO} feature steps, fp32, shuffled "
+    "batches without bucketing, tokenized every batch (no cache); all weights require grad "
+    "(frozen ones only left out of the optimizer); default Adam; loss.item() every step; "
+    "evaluation under torch.no_grad"
+)
+
+# The issue's targets, checked (never tuned) on the figures of a run.
+TARGETS = {
+    "train_epoch_fast_over_naive": 0.5,  # fast epoch <= 0.5 x naive epoch (each model)
+    "amb_over_amb_ft_train_step": 0.7,  # AMB step <= 0.7 x AMB-FT step (fast path)
+}
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+
+def _layers_of(cfg: Config) -> int:
+    from ambcore.models.plm import plm_config
+
+    return int(plm_config(cfg.plm).num_hidden_layers)
+
+
+def bench_config(base: Config, name: str) -> Config:
+    """``base`` with benchmark model ``name``'s overrides (``last:K`` capped at the PLM's depth)."""
+    from ambcore.config import apply_overrides
+
+    if name not in BENCH_MODELS:
+        raise AmbError(f"unknown benchmark model {name!r}; known: {', '.join(BENCH_MODELS)}")
+    overrides = dict(BENCH_MODELS[name])
+    layers = overrides.get("finetune_layers", "")
+    if layers.startswith("last:"):
+        overrides["finetune_layers"] = f"last:{min(int(layers[5:]), _layers_of(base))}"
+    return apply_overrides(base, overrides)
+
+
+# ---- batches ----------------------------------------------------------------------------------
+
+
+def fast_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=None):
+    """The trainer's own loader (``cfg.fast_path=True``: bucketing, dynamic padding, cache)."""
+    from ambcore.data.collate import make_loader
+
+    return make_loader(split, tokenizer, replace(cfg, fast_path=True), shuffle=shuffle,
+                       generator=generator)  # fmt: skip
+
+
+def naive_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=None):
+    """Batches of the naive path: plain shuffled order, tokenized per batch, fixed padding.
+
+    Built from the collate's own pieces: a ``SplitDataset`` without a tokenizer (so the
+    ``Collator`` tokenizes every batch again), a plain random (or sequential) batch sampler, and
+    ``pad_to=NAIVE_PAD_TO`` (text and features padded to at least 50). With the same
+    ``generator`` seed an epoch holds the same samples as ``fast_loader``'s.
+    """
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+    from ambcore.data.collate import Collator, SplitDataset
+
+    dataset = SplitDataset(split, tokenizer=None, max_text_len=cfg.max_text_len)
+    if shuffle:
+        sampler = BatchSampler(RandomSampler(dataset, generator=generator), cfg.batch_size, False)
+    else:
+        sampler = BatchSampler(SequentialSampler(dataset), cfg.eval_batch_size, False)
+    collate = Collator(tokenizer, cfg.max_text_len, cfg.variant, pad_to=NAIVE_PAD_TO)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=cfg.num_workers)  # fmt: skip
+
+
+# ---- the two paths ----------------------------------------------------------------------------
+
+
+def make_naive_model(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
+    """A copy of ``model`` whose every parameter requires grad, and the parameters to optimize.
+
+    The optimized parameters are those ``model`` trains; the others still get gradients.
+    """
+    naive = copy.deepcopy(model)
+    trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+    for param in naive.parameters():
+        param.requires_grad_(True)
+    params = [p for n, p in naive.named_parameters() if n in trainable_names]
+    return naive, params
+
+
+def _task_loss(cfg: Config, out, labels: torch.Tensor) -> torch.Tensor:
+    from ambcore.train import _task_loss as task_loss
+
+    loss = task_loss(cfg, out.prediction, labels)  # ()
+    return loss if out.aux_loss is None else loss + out.aux_loss.float()
+
+
+def naive_train_epoch(model, loader, optimizer, cfg: Config, device: torch.device) -> float:
+    """One epoch along the naive path; returns the mean loss per sample."""
+    model.train()
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = batch.to(device)
+        out = model(batch)
+        loss = _task_loss(cfg, out, batch.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)  # a host-device sync every step
+        count += len(batch)
+    return total / max(count, 1)
+
+
+def naive_predict(model, loader, device: torch.device) -> dict[str, float]:
+    """Predictions of the naive path (``torch.no_grad``), by utterance id."""
+    model.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(device)
+            prediction = model(batch).prediction.float().reshape(-1).cpu()  # (B,)
+            out.update(zip(batch.ids, prediction.tolist()))
+    return out
+
+
+def fast_train_epoch(model, loader, optimizer, trainable, tokenizer, cfg, device, epoch) -> float:
+    """One epoch of the trainer itself (``ambcore.train``); returns the mean task loss."""
+    from ambcore.train import _Dist, _train_one_epoch
+
+    loss, _aux = _train_one_epoch(model, loader, tokenizer, optimizer, trainable, cfg, device,
+                                  _Dist(), epoch, False)  # fmt: skip
+    return loss
+
+
+def fast_predict(model, split: Split, tokenizer, cfg: Config, device, loader) -> dict[str, float]:
+    """Predictions of the trainer's evaluation (``ambcore.train.predict_split``), by id."""
+    from ambcore.train import predict_split
+
+    pred = predict_split(model, split, tokenizer, cfg, device, loader=loader)
+    return dict(zip(pred.ids, pred.y_pred.tolist()))
+
+
+# ---- measuring --------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "median": float(np.median(a)),
+        "q1": float(np.percentile(a, 25)),
+        "q3": float(np.percentile(a, 75)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
+
+
+def _status_mib(key: str) -> float | None:
+    """A ``VmRSS``/``VmHWM`` line of /proc/self/status in MiB (Linux), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process' peak RSS (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib() -> float:
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _load_data(cfg: Config):
+    from ambcore.data import load_dataset
+    from ambcore.models.plm import load_tokenizer
+
+    dataset = load_dataset(cfg.data, cfg)
+    return dataset, load_tokenizer(cfg)
+
+
+def _build(cfg: Config, dataset, device: torch.device) -> nn.Module:
+    from ambcore.models import build_model
+    from ambcore.seeding import seed_everything
+
+    seed_everything(cfg.seed)
+    return build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
+
+
+def _make_optimizer(params, cfg: Config, device: torch.device, fast: bool):
+    if fast:
+        from ambcore.train import make_optimizer
+
+        return make_optimizer(params, cfg, device)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
+    from ambcore.train import epoch_seed
+
+    return torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+
+
+def measure_memory(cfg: Config, path: str, steps: int = 3) -> dict[str, Any]:
+    """Peak memory of ``steps`` training steps along ``path`` ("fast" | "naive"), this process.
+
+    Meant to run in a fresh process (``python -m ambcore.bench memory``): the model is built,
+    the epoch's batches are made, then the peak is reset and the steps run on the epoch's
+    longest batches (the peak of an epoch is reached on its longest batch).
+    """
+    from ambcore.train import resolve_device
+
+    device = resolve_device(cfg.device)
+    dataset, tokenizer = _load_data(cfg)
+    split = dataset["train"]
+    model = _build(cfg, dataset, device)
+    generator = _epoch_generator(cfg, 1)
+    if path == "fast":
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        batches = list(fast_loader(split, tokenizer, cfg, shuffle=True, generator=generator))
+    else:
+        model, trainable = make_naive_model(model)
+        batches = list(naive_loader(split, tokenizer, cfg, shuffle=True, generator=generator))
+    batches.sort(key=lambda b: (b.input_ids.shape[1], b.visual.shape[1], len(b)), reverse=True)
+    batches = batches[:steps]
+    optimizer = _make_optimizer(trainable, cfg, device, fast=path == "fast")
+    if path == "fast":
+        run = lambda: fast_train_epoch(model, batches, optimizer, trainable, tokenizer, cfg,
+                                       device, 1)  # fmt: skip
+    else:
+        run = lambda: naive_train_epoch(model, batches, optimizer, cfg, device)
+    result: dict[str, Any] = {"steps": len(batches),
+                              "longest_tokens": int(batches[0].input_ids.shape[1])}  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+        run()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        result.update(kind="cuda max_memory_allocated", peak_mib=peak, peak_delta_mib=peak - before)
+    else:
+        exact = _reset_peak_rss()
+        before = _status_mib("VmRSS") or 0.0
+        run()
+        peak = _peak_rss_mib()
+        result.update(kind="cpu peak RSS (VmHWM)" if exact else "cpu peak RSS (ru_maxrss)",
+                      peak_mib=peak, peak_delta_mib=peak - before)  # fmt: skip
+    return result
+
+
+def _memory_in_subprocess(cfg: Config, path: str, steps: int) -> dict[str, Any]:
+    command = [sys.executable, "-m", "ambcore.bench", "memory", "--path", path,
+               "--steps", str(steps), "--config", cfg.to_json()]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise AmbError(f"bench memory worker ({cfg.model}, {path}) failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class _ModelBench:
+    """One benchmark model: its fast and naive copies, optimizers and loaders."""
+
+    def __init__(self, name: str, cfg: Config, dataset, tokenizer, device: torch.device):
+        self.name, self.cfg, self.device, self.tokenizer = name, cfg, device, tokenizer
+        self.train_split, self.valid_split = dataset["train"], dataset["valid"]
+        model = _build(cfg, dataset, device)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.n_trainable = sum(p.numel() for p in self.trainable)
+        self.n_total = sum(p.numel() for p in model.parameters())
+        self.naive, naive_params = make_naive_model(model)
+        self.fast = model
+        if cfg.compile and device.type == "cuda":
+            self.fast = torch.compile(model)
+        self.fast_opt = _make_optimizer(self.trainable, cfg, device, fast=True)
+        self.naive_opt = _make_optimizer(naive_params, cfg, device, fast=False)
+        self.fast_eval_loader = fast_loader(self.valid_split, tokenizer, cfg, shuffle=False)
+        self.naive_eval_loader = naive_loader(self.valid_split, tokenizer, cfg, shuffle=False)
+        self.times: dict[str, list[float]] = {
+            k: [] for k in ("fast_train", "naive_train", "fast_eval", "naive_eval")
+        }
+        self.steps = {"fast": 0, "naive": 0}
+        self.tokens = {"fast": 0, "naive": 0}
+
+    def _train_loaders(self, epoch: int):
+        fast = fast_loader(self.train_split, self.tokenizer, self.cfg, True,
+                           _epoch_generator(self.cfg, epoch))  # fmt: skip
+        naive = naive_loader(self.train_split, self.tokenizer, self.cfg, True,
+                             _epoch_generator(self.cfg, epoch))  # fmt: skip
+        return fast, naive
+
+    def warm_up(self, steps: int) -> None:
+        """A few untimed steps and an untimed evaluation batch on each path."""
+        fast, naive = self._train_loaders(0)
+        fast_batches = [b for _, b in zip(range(steps), fast)]
+        naive_batches = [b for _, b in zip(range(steps), naive)]
+        fast_train_epoch(self.fast, fast_batches, self.fast_opt, self.trainable, self.tokenizer,
+                         self.cfg, self.device, 0)  # fmt: skip
+        naive_train_epoch(self.naive, naive_batches, self.naive_opt, self.cfg, self.device)
+        naive_predict(self.naive, naive_batches[:1], self.device)
+        self.fast.eval()
+        with torch.inference_mode():
+            self.fast(fast_batches[0].to(self.device))
+
+    def round(self, epoch: int) -> None:
+        """One timed training epoch and one timed evaluation pass on each path."""
+        fast, naive = self._train_loaders(epoch)
+        self.steps = {"fast": len(fast), "naive": len(naive)}
+        self.times["fast_train"].append(_timed(
+            lambda: fast_train_epoch(self.fast, fast, self.fast_opt, self.trainable,
+                                     self.tokenizer, self.cfg, self.device, epoch),
+            self.device))  # fmt: skip
+        self.times["naive_train"].append(_timed(
+            lambda: naive_train_epoch(self.naive, naive, self.naive_opt, self.cfg, self.device),
+            self.device))  # fmt: skip
+        self.times["fast_eval"].append(_timed(
+            lambda: fast_predict(self.fast, self.valid_split, self.tokenizer, self.cfg,
+                                 self.device, self.fast_eval_loader),
+            self.device))  # fmt: skip
+        self.times["naive_eval"].append(_timed(
+            lambda: naive_predict(self.naive, self.naive_eval_loader, self.device), self.device))
+
+    def padded_tokens(self) -> dict[str, int]:
+        """Text positions (B x T summed over batches) that one epoch feeds the PLM, per path."""
+        fast, naive = self._train_loaders(1)
+        return {
+            "fast": int(sum(b.input_ids.numel() for b in fast)),
+            "naive": int(sum(b.input_ids.numel() for b in naive)),
+        }
+
+    def report(self, memory: dict[str, Any]) -> dict[str, Any]:
+        n_train, n_valid = len(self.train_split), len(self.valid_split)
+        t = self.times
+        paired_train = [f / n for f, n in zip(t["fast_train"], t["naive_train"])]
+        paired_eval = [f / n for f, n in zip(t["fast_eval"], t["naive_eval"])]
+        out: dict[str, Any] = {
+            "config": {k: getattr(self.cfg, k) for k in ("model", "text_adaptation", "finetune_layers")},
+            "trainable_params": self.n_trainable,
+            "total_params": self.n_total,
+            "padded_text_tokens_per_epoch": self.padded_tokens(),
+        }
+        for path in ("fast", "naive"):
+            train, evaluate = _stats(t[f"{path}_train"]), _stats(t[f"{path}_eval"])
+            out[path] = {
+                "train_epoch_s": train,
+                "train_samples_per_s": n_train / train["median"],
+                "train_steps_per_epoch": self.steps[path],
+                "train_step_ms": 1000.0 * train["median"] / max(self.steps[path], 1),
+                "eval_s": evaluate,
+                "eval_samples_per_s": n_valid / evaluate["median"],
+                "peak_memory_mib": memory.get(path, {}).get("peak_mib"),
+                "peak_memory_delta_mib": memory.get(path, {}).get("peak_delta_mib"),
+            }
+        out["ratio_fast_over_naive"] = {"train_epoch": _stats(paired_train),
+                                        "eval": _stats(paired_eval)}  # fmt: skip
+        out["memory"] = memory
+        return out
+
+
+def default_output(preset: str) -> Path:
+    from ambcore.paths import PROJECT_ROOT
+
+    return PROJECT_ROOT / "results" / f"bench-{preset}.json"
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    from ambcore.runs import collect_env
+
+    env = collect_env(device)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "device": str(device),
+        "device_name": env["device_name"] or platform.machine(),
+        "torch": torch.__version__,
+        "transformers": env["versions"].get("transformers"),
+        "python": env["python"],
+        "platform": env["platform"],
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "git_revision": env["git_revision"],
+        "git_dirty": env["git_dirty"],
+        "load_average_1_5_15min": [round(x, 2) for x in load] if load else None,
+    }
+
+
+def run_benchmark(
+    cfg: Config,
+    models: Iterable[str] = DEFAULT_MODELS,
+    repeats: int = 3,
+    warmup_steps: int = 3,
+    memory_steps: int = 3,
+    measure_memory_peak: bool = True,
+    command: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Time the fast and naive paths of ``models`` side by side; returns the JSON record."""
+    from ambcore.train import resolve_device
+
+    models = list(models)
+    unknown = [m for m in models if m not in BENCH_MODELS]
+    if unknown:
+        raise AmbError(f"unknown benchmark model(s) {unknown}; known: {', '.join(BENCH_MODELS)}")
+    if repeats < 1:
+        raise AmbError(f"--repeats must be >= 1, got {repeats}")
+    device = resolve_device(cfg.device)
+    record: dict[str, Any] = {
+        "benchmark": "ambcore bench",
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "preset": cfg.preset,
+        **_environment(device),
+    }
+    dataset, tokenizer = _load_data(cfg)
+    record.update(
+        data=dataset.name,
+        is_synthetic=dataset.is_synthetic,
+        plm=cfg.plm + (" (random init)" if cfg.plm_random_init else ""),
+        n_train=len(dataset["train"]),
+        n_valid=len(dataset["valid"]),
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        max_text_len=cfg.max_text_len,
+        repeats=repeats,
+        warmup_steps=warmup_steps,
+        fast_path=FAST_PATH,
+        naive_path=NAIVE_PATH,
+    )
+    benches = {}
+    for name in tqdm(models, desc="build models", disable=not progress, leave=False):
+        benches[name] = _ModelBench(name, bench_config(cfg, name), dataset, tokenizer, device)
+        benches[name].warm_up(warmup_steps)
+    for r in tqdm(range(repeats), desc="timed rounds", disable=not progress, leave=False):
+        for name in models:
+            benches[name].round(epoch=r + 1)
+    record["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    memory: dict[str, dict[str, Any]] = {name: {} for name in models}
+    if measure_memory_peak:
+        jobs = [(n, p) for n in models for p in ("fast", "naive")]
+        for name, path in tqdm(jobs, desc="peak memory", disable=not progress, leave=False):
+            memory[name][path] = _memory_in_subprocess(benches[name].cfg, path, memory_steps)
+    record["models"] = {name: benches[name].report(memory[name]) for name in models}
+    record["targets"] = _targets(record["models"])
+    return record
+
+
+def _targets(results: dict[str, Any]) -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    limit = TARGETS["train_epoch_fast_over_naive"]
+    for name, res in results.items():
+        ratio = res["ratio_fast_over_naive"]["train_epoch"]["median"]
+        targets[f"{name}: fast/naive training epoch <= {limit}"] = {
+            "value": round(ratio, 3), "met": bool(ratio <= limit)}  # fmt: skip
+    if "amb" in results and "amb-ft" in results:
+        limit = TARGETS["amb_over_amb_ft_train_step"]
+        amb, ft = results["amb"]["fast"], results["amb-ft"]["fast"]
+        ratio = amb["train_step_ms"] / ft["train_step_ms"]
+        targets[f"amb/amb-ft training step (fast path) <= {limit}"] = {
+            "value": round(ratio, 3), "met": bool(ratio <= limit)}  # fmt: skip
+        if amb["peak_memory_mib"] is not None and ft["peak_memory_mib"] is not None:
+            targets["amb peak memory < amb-ft peak memory (fast path)"] = {
+                "value": f"{amb['peak_memory_mib']:.0f} MiB vs {ft['peak_memory_mib']:.0f} MiB",
+                "met": bool(amb["peak_memory_mib"] < ft["peak_memory_mib"]),
+            }
+    return targets
+
+
+def format_report(record: dict[str, Any]) -> str:
+    """A plain-text table of a benchmark record."""
+    lines = [
+        f"ambcore bench: preset {record['preset']}, {record['data']}, PLM {record['plm']}",
+        f"device {record['device']} ({record['device_name']}), torch {record['torch']}, "
+        f"{record['cpu_count']} CPUs, {record['torch_threads']} threads, load "
+        f"{record['load_average_1_5_15min']} -> {record.get('load_average_end')}",
+        f"{record['n_train']} training / {record['n_valid']} validation utterances, "
+        f"batch {record['batch_size']}, median of {record['repeats']} rounds [min, max]",
+        "",
+        f"{'model':<18}{'path':<7}{'train samp/s':>13}{'step ms':>9}{'epoch s [min, max]':>22}"
+        f"{'eval samp/s':>13}{'peak MiB':>10}{'trainable':>12}",
+    ]
+    for name, res in record["models"].items():
+        for path in ("fast", "naive"):
+            r = res[path]
+            e = r["train_epoch_s"]
+            peak = "–" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.0f}"
+            lines.append(
+                f"{name:<18}{path:<7}{r['train_samples_per_s']:>13.1f}{r['train_step_ms']:>9.1f}"
+                f"{e['median']:>8.2f} [{e['min']:.2f}, {e['max']:.2f}]".ljust(67)
+                + f"{r['eval_samples_per_s']:>13.1f}{peak:>10}{res['trainable_params']:>12,}"
+            )
+        ratio = res["ratio_fast_over_naive"]
+        lines.append(
+            f"{'':<18}fast/naive: training epoch {ratio['train_epoch']['median']:.2f} "
+            f"[{ratio['train_epoch']['min']:.2f}, {ratio['train_epoch']['max']:.2f}], "
+            f"evaluation {ratio['eval']['median']:.2f}"
+        )
+    lines.append("")
+    for text, target in record["targets"].items():
+        lines.append(f"target {text}: {target['value']} ({'met' if target['met'] else 'MISSED'})")
+    return "\n".join(lines)
+
+
+# ---- worker entry point (peak memory in a fresh process) --------------------------------------
+
+
+def _worker(argv: list[str]) -> int:
+    import argparse
+
+    from ambcore.config import config_from_dict
+
+    parser = argparse.ArgumentParser(prog="python -m ambcore.bench")
+    parser.add_argument("mode", choices=["memory"])
+    parser.add_argument("--path", choices=["fast", "naive"], required=True)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--config", required=True, help="Config.to_json()")
+    args = parser.parse_args(argv)
+    cfg = config_from_dict(json.loads(args.config))
+    print(json.dumps(measure_memory(cfg, args.path, args.steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
