@@ -9,6 +9,7 @@ the figure itself so that a figure copied out of the book still says where it ca
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,6 +24,8 @@ __all__ = [
     "prediction_scatter",
     "confusion_matrix_figure",
     "provenance_line",
+    "acc7_params_figure",
+    "robustness_figure",
 ]
 
 # metric key -> (column title, scale); accuracies and F1 are shown in percent as in the thesis.
@@ -107,7 +110,7 @@ def prediction_scatter(y_true, y_pred, subtitle: str = "", split: str = "test"):
     ax.set_aspect("equal", adjustable="box")
     ax.legend(loc="upper left")
     if subtitle:
-        fig.suptitle(subtitle, fontsize=8)
+        fig.suptitle(textwrap.fill(subtitle, 62), fontsize=7)
     return fig
 
 
@@ -134,5 +137,90 @@ def confusion_matrix_figure(y_true, y_pred, subtitle: str = "", split: str = "te
            title=f"{split}: 7-class confusion (Acc-7 {100 * acc7:.1f}%)")  # fmt: skip
     fig.colorbar(image, ax=ax, label="% of the true class")
     if subtitle:
-        fig.suptitle(subtitle, fontsize=8)
+        fig.suptitle(textwrap.fill(subtitle, 72), fontsize=7)
+    return fig
+
+
+# ---- chapter 6.3 figures (ablation and robustness) ---------------------------------------------
+
+_SOURCE_STYLE = {  # figure 6.2: our runs, the thesis' rows, the literature it cites
+    "this book": dict(marker="o", color="tab:blue", s=60, zorder=3),
+    "thesis": dict(marker="^", color="tab:red", s=60, zorder=2),
+    "cited": dict(marker="s", color="tab:grey", s=40, zorder=1),
+}
+
+
+def acc7_params_figure(points: pd.DataFrame, subtitle: str = ""):
+    """Figure 6.2: Acc-7 (%) against trainable parameters (millions, log scale).
+
+    ``points`` is ``ambcore.report.acc7_vs_params`` output (``source`` in this book / thesis /
+    cited); our points carry their std over seeds as error bars. Points without a parameter
+    count (ICCN) cannot be placed and are left out (the caption should say so).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), constrained_layout=True)
+    placed = points.dropna(subset=["trainable_params_m", "acc7_pct"])
+    for source, style in _SOURCE_STYLE.items():
+        part = placed[placed["source"] == source]
+        if part.empty:
+            continue
+        label = {"this book": "this book (mean ± std over seeds)",
+                 "thesis": "thesis (CMU-MOSEI, bert-base)",
+                 "cited": "cited in the thesis (CMU-MOSEI)"}[source]  # fmt: skip
+        ax.scatter(part["trainable_params_m"], part["acc7_pct"], label=label, **style)
+        if source == "this book":
+            ax.errorbar(part["trainable_params_m"], part["acc7_pct"],
+                        yerr=part["acc7_pct_std"].fillna(0.0), fmt="none",
+                        ecolor=style["color"], alpha=0.6)  # fmt: skip
+        for _, row in part.iterrows():
+            ax.annotate(row["model"], (row["trainable_params_m"], row["acc7_pct"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points", color=style["color"])  # fmt: skip
+    ax.set_xscale("log")
+    ax.set(xlabel="trainable parameters (millions, log scale)", ylabel="Acc-7 (%)",
+           title="Acc-7 against trainable parameters")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if subtitle:
+        fig.suptitle(subtitle, fontsize=9)
+    return fig
+
+
+_PANELS = (
+    ("deletion", "(a) deleting words ([UNK])", "deletion rate"),
+    ("replacement", "(b) replacing words (random tokens)", "replacement rate"),
+    ("visual", "(c) noise on the visual modality", "noise insertion rate"),
+    ("acoustic", "(d) noise on the acoustic modality", "noise insertion rate"),
+)
+_CURVE_STYLE = ("o", "^", "D", "s", "v", "P")
+
+
+def robustness_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "corr"):
+    """Figure 6.3: ``metric`` against corruption rate, one panel per kind of noise, one curve
+    per model (mean over runs, band = ± one std over runs).
+
+    ``summary`` is ``ambcore.noise.summarize_curves`` output.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey=True, constrained_layout=True)
+    models = list(dict.fromkeys(summary["row_name"]))
+    for ax, (kind, title, xlabel) in zip(axes.flat, _PANELS):
+        part = summary[summary["kind"] == kind]
+        for i, model in enumerate(models):
+            curve = part[part["row_name"] == model].sort_values("rate")
+            if curve.empty:
+                continue
+            mean, std = curve[f"{metric}_mean"], curve[f"{metric}_std"].fillna(0.0)
+            n_runs = int(curve["n_runs"].min())
+            ax.plot(curve["rate"], mean, marker=_CURVE_STYLE[i % len(_CURVE_STYLE)],
+                    color=f"C{i}", label=f"{model} ({n_runs} run{'s' if n_runs != 1 else ''})")
+            ax.fill_between(curve["rate"], mean - std, mean + std, color=f"C{i}", alpha=0.15)
+        ax.set(title=title, xlabel=xlabel, xlim=(-0.02, 1.02))
+        ax.grid(True, alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel({"corr": "Pearson correlation", "mae": "MAE", "acc7": "Acc-7"}.get(metric, metric))
+    axes[0, 0].legend(fontsize=8)
+    if subtitle:
+        fig.suptitle(subtitle, fontsize=9)
     return fig

@@ -1,0 +1,184 @@
+# %% [markdown]
+# # Training AMB
+#
+# This chapter trains Adapted Multimodal BERT as section 6.3.1 of the thesis describes it:
+# the pretrained BERT stays frozen, only the adapters, the visual and acoustic encoders, the
+# fusion layers and the predictor are trained, with Adam, the L1 loss on the sentiment score,
+# dropout 0.2 and early stopping on the validation MAE. The best checkpoint is then read back
+# from disk and evaluated on the validation and test splits.
+#
+# Everything the page shows is read from the run folder that `ambcore.train_and_evaluate`
+# writes (`config.json`, `env.json`, `history.csv`, `metrics.json`, `test_predictions.csv`,
+# `best/`). An existing finished run is reused, not retrained, so that later chapters and
+# rebuilds of the book show the same run. The same training from a terminal:
+#
+# ```bash
+# python -m ambcore train --preset embedded --seed 0 --out runs/embedded/amb-seed0
+# ```
+#
+# On a GPU machine with CMU-MOSEI, the thesis setup (bert-base-uncased, Adam 5e-5, patience 10):
+#
+# ```bash
+# papermill notebooks/03_train.ipynb out.ipynb -p preset paper -p data /path/to/aligned_50.pkl
+# ```
+#
+# The metrics follow MMSA's definitions exactly (see `ambcore.metrics`): Acc-7 and Acc-5 round
+# clipped scores half-to-even, the binary accuracy and weighted F1 are given in both of the
+# conventions the literature uses: *has-0* (negative vs non-negative, all utterances) and
+# *non-0* (negative vs positive, utterances labelled 0 left out).
+
+# %% tags=["parameters"]
+import os
+
+preset = os.environ.get("AMB_PRESET", "embedded")  # smoke | embedded | paper
+data = ""  # empty: the preset's data (synthetic; the paper preset reads AMB_DATA)
+plm = ""  # empty: the preset's language model
+seed = 0
+run_dir = ""  # empty: <runs>/<preset>/amb-seed<seed> (the folder later chapters read)
+overrides = []  # extra config values, e.g. ["lr=1e-4", "adapter_dim=64"]
+
+# %% tags=["hide-input"]
+# %matplotlib inline
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+from myst_nb import glue
+
+from ambcore import runs
+from ambcore.book import banner, config_from_parameters, numbered_table
+from ambcore.config import apply_overrides
+from ambcore.plots import (
+    confusion_matrix_figure,
+    learning_curves,
+    metrics_table,
+    prediction_scatter,
+    provenance_line,
+)
+from ambcore.train import train_and_evaluate
+
+cfg = apply_overrides(config_from_parameters(preset, data, plm, seed), list(overrides))
+run_path = Path(run_dir) if run_dir else runs.default_run_dir(cfg)
+display(banner(cfg))
+
+# %% [markdown]
+# The configuration of this run (the preset's values with the parameters applied); the full
+# resolved configuration is the run folder's `config.json`.
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+shown = ["preset", "model", "plm", "variant", "text_adaptation", "adapter_dim", "fusion_hidden",
+         "dropout", "loss", "lr", "batch_size", "max_epochs", "patience", "seed"]  # fmt: skip
+print(pd.Series({key: getattr(cfg, key) for key in shown}).to_string())
+
+# %% [markdown]
+# ## Training
+#
+# If the folder already holds a finished run (a `DONE` marker) it is read back; an unfinished
+# one (an interrupted build) continues from its last finished epoch.
+
+# %%
+result = train_and_evaluate(cfg, run_path, progress=True, resume=True)
+metrics = runs.read_metrics(run_path)
+history = runs.read_history(run_path)
+predictions = pd.read_csv(run_path / "test_predictions.csv")
+source = provenance_line(result.data_name, result.is_synthetic, result.plm)
+state = "reused (already finished)" if result.reused else f"trained in {result.seconds:.0f} s"
+print(f"run folder: {run_path}\n{state}; {result.epochs_run} epochs, best epoch {result.best_epoch}"
+      f"{' (stopped early)' if result.stopped_early else ''}; "
+      f"{result.n_trainable_params:,} trainable parameters")  # fmt: skip
+
+# %% [markdown]
+# The run folder's files; the tables and figures below are built from them.
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+print("\n".join(sorted(p.name for p in run_path.iterdir() if not p.name.startswith("."))))
+
+# %% [markdown]
+# ## Learning curves
+#
+# Training and validation loss (the L1 task loss, i.e. the MAE), the validation MAE and the
+# validation Acc-7 after every epoch; the dashed line marks the epoch whose checkpoint is kept.
+
+# %% tags=["hide-input"]
+fig = learning_curves(history, best_epoch=result.best_epoch, subtitle=source)
+display(fig)
+plt.close(fig)
+
+# %% [markdown]
+# ## Test metrics
+#
+# The best checkpoint on the validation and test splits. The last row is the trivial baseline
+# that predicts the mean training label for every test utterance: a model has learned
+# something only where it beats it. Its correlation is undefined (a constant prediction).
+
+# %% tags=["hide-input"]
+table = metrics_table({
+    "valid (best checkpoint)": metrics["valid"],
+    "test (best checkpoint)": metrics["test"],
+    "test: predict the training mean": metrics["test_baseline_train_mean"],
+})  # fmt: skip
+display(banner(cfg))
+display(numbered_table(table, f"AMB on {source}", name="tbl-train-metrics", digits=3))
+
+test = metrics["test"]
+baseline = metrics["test_baseline_train_mean"]
+glue("train_data", result.data_name, display=False)
+glue("train_plm", result.plm, display=False)
+glue("train_test_mae", f"{test['mae']:.3f}", display=False)
+glue("train_test_corr", "n/a" if test["corr"] is None else f"{test['corr']:.3f}", display=False)
+glue("train_test_acc7", f"{100 * test['acc7']:.1f}", display=False)
+glue("train_test_acc2_non0", f"{100 * test['acc2_non0']:.1f}", display=False)
+glue("train_test_f1_non0", f"{100 * test['f1_non0']:.1f}", display=False)
+glue("train_baseline_mae", f"{baseline['mae']:.3f}", display=False)
+glue("train_best_epoch", str(result.best_epoch), display=False)
+glue("train_epochs", str(result.epochs_run), display=False)
+glue("train_n_trainable", f"{result.n_trainable_params:,}", display=False)
+
+# %% [markdown]
+# On the test split the model reaches an MAE of {glue:text}`train_test_mae` (the mean-label
+# baseline: {glue:text}`train_baseline_mae`), a correlation of {glue:text}`train_test_corr`,
+# an Acc-7 of {glue:text}`train_test_acc7` % and a non-0 Acc-2 / F1 of
+# {glue:text}`train_test_acc2_non0` % / {glue:text}`train_test_f1_non0` %, training
+# {glue:text}`train_n_trainable` parameters; the best of {glue:text}`train_epochs` epochs was
+# epoch {glue:text}`train_best_epoch`. Data: {glue:text}`train_data`; language model:
+# {glue:text}`train_plm`.
+#
+# ## Predictions
+#
+# Each test utterance's prediction against its label. The labels of MOSEI-style data are
+# averages of annotators and lie on a grid of thirds, hence the columns.
+
+# %% tags=["hide-input"]
+fig = prediction_scatter(predictions["y_true"], predictions["y_pred"], subtitle=source)
+display(fig)
+plt.close(fig)
+
+# %% [markdown]
+# The 7-class confusion matrix of Acc-7: both scores clipped to [-3, 3] and rounded; each row
+# is a true class (its number of utterances in brackets), each cell the share of that row
+# predicted as the column's class.
+
+# %% tags=["hide-input"]
+fig = confusion_matrix_figure(predictions["y_true"], predictions["y_pred"], subtitle=source)
+display(fig)
+plt.close(fig)
+
+# %% [markdown]
+# ## Where this run came from
+#
+# The run folder's `env.json` records the versions, the device, the code revision and the
+# fingerprint of the data.
+
+# %% tags=["hide-input"]
+env = runs.read_json(run_path / "env.json")
+print(pd.Series({
+    "device": env["device"],
+    "torch": env["versions"]["torch"],
+    "transformers": env["versions"]["transformers"],
+    "git revision": f"{env['git_revision']}{' (uncommitted changes)' if env['git_dirty'] else ''}",
+    "data fingerprint": env["data_fingerprint"],
+    "host / CPUs": f"{env['hostname']} / {env['cpu_count']}",
+}).to_string())
