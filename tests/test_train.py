@@ -222,3 +222,21 @@ def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path):
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     _same_run_results(run_dir, target)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path):
+    """DistributedDataParallel on the CPU (gloo): two ranks train, rank 0 alone writes."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "ambcore", "train", "--preset", "smoke", "--out", str(out), "--no-progress",
+           "--set", "max_epochs=1"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(PROJECT_ROOT)}  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 1 epoch(s)") == 1  # only rank 0 reports
+    metrics = runs.read_metrics(out)
+    assert metrics["world_size"] == 2 and (out / "DONE").exists()
+    assert len(pd.read_csv(out / "test_predictions.csv")) == smoke_config().synthetic_n_test
+    assert runs.read_json(out / "env.json")["world_size"] == 2
