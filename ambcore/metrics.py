@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-__all__ = ["METRIC_NAMES", "SENTIMENT_CLASSES", "sentiment_metrics", "multiclass_acc", "confusion_7"]
+__all__ = [
+    "METRIC_NAMES",
+    "SENTIMENT_CLASSES",
+    "sentiment_metrics",
+    "multiclass_acc",
+    "confusion_7",
+]
 
 # The metric keys, in the order tables show them.
 METRIC_NAMES = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")

@@ -25,14 +25,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train one model into a run folder and evaluate its best checkpoint",
         description="Train one model (config = preset + --set overrides) into --out.",
     )
-    p.add_argument("--preset", default=os.environ.get("AMB_PRESET", "embedded"),
-                   help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        default=os.environ.get("AMB_PRESET", "embedded"),
+        help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="the run folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable), e.g. --set lr=1e-4")  # fmt: skip
-    p.add_argument("--resume", action="store_true",
-                   help="continue an unfinished run in --out from its last finished epoch")  # fmt: skip
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run in --out from its last finished epoch",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
