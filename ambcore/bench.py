@@ -79,6 +79,7 @@ __all__ = [
     "fast_predict",
     "run_benchmark",
     "format_report",
+    "summary_frame",
     "default_output",
 ]
 
@@ -587,6 +588,31 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
                 "met": bool(amb["peak_memory_mib"] < ft["peak_memory_mib"]),
             }
     return targets
+
+
+def summary_frame(record: dict[str, Any]):
+    """One row per model and path of a benchmark record (e.g. for the book's status page)."""
+    import pandas as pd
+
+    rows = []
+    for name, res in record["models"].items():
+        for path in ("fast", "naive"):
+            r = res[path]
+            epoch = r["train_epoch_s"]
+            rows.append({
+                "model": name,
+                "path": path,
+                "train epoch (s)": epoch["median"],
+                "train epoch min–max (s)": f"{epoch['min']:.2f}–{epoch['max']:.2f}",
+                "train (samples/s)": r["train_samples_per_s"],
+                "train step (ms)": r["train_step_ms"],
+                "eval (samples/s)": r["eval_samples_per_s"],
+                "peak memory (MiB)": r["peak_memory_mib"],
+                "trainable params": res["trainable_params"],
+                "fast/naive epoch": res["ratio_fast_over_naive"]["train_epoch"]["median"]
+                if path == "fast" else None,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def format_report(record: dict[str, Any]) -> str:

@@ -3,14 +3,19 @@
 # 16,326 / 1,871 / 4,659 utterances (MOSEI's split sizes), text capped at 50 tokens, the
 # bert-base configuration with random weights (plm_random_init: no download), one GPU.
 #
-#   bash scripts/gpu_check.sh            # writes results/bench-gpu.json
+#   bash scripts/gpu_check.sh            # both stages; writes results/bench-gpu.json
+#   bash scripts/gpu_check.sh bench      # stage 1 only (about 4 min on one H100, estimated)
+#   bash scripts/gpu_check.sh train      # stage 2 only (adds to an existing bench-gpu.json)
+#
+# Needs the project's environment with a CUDA build of torch. Keep each stage under the
+# machine's per-command limit (TRAIN_TIMEOUT_S bounds stage 2).
 #
 # 1. `python -m ambcore bench` (AMB and AMB-FT, fast vs naive path, side by side): seconds per
 #    training epoch, samples/s, peak max_memory_allocated.
 # 2. One early-stopped AMB training (`python -m ambcore train`, the paper preset's patience 10,
 #    at most MAX_EPOCHS epochs), timed end to end; its figures are added to the same JSON.
 # The issue's targets on one H100: <= 10 s per training epoch, <= 3 min per early-stopped run.
-# Environment knobs: REPEATS (default 2), MAX_EPOCHS (default 100), TRAIN_TIMEOUT_S (default 420).
+# Environment knobs: REPEATS (default 2), MAX_EPOCHS (default 100), TRAIN_TIMEOUT_S (default 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
@@ -21,7 +26,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 
 REPEATS="${REPEATS:-2}"
 MAX_EPOCHS="${MAX_EPOCHS:-100}"
-TRAIN_TIMEOUT_S="${TRAIN_TIMEOUT_S:-420}"
+TRAIN_TIMEOUT_S="${TRAIN_TIMEOUT_S:-300}"
+STAGE="${1:-all}"
 OUT=results/bench-gpu.json
 RUN_DIR="runs/gpu-check/amb-$(date +%Y%m%d-%H%M%S)"
 SETS=(--set data=synthetic --set synthetic_n_train=16326 --set synthetic_n_valid=1871
@@ -37,8 +43,12 @@ cfg = get_config("paper", data="synthetic", synthetic_n_train=16326, synthetic_n
 print(load_dataset(cfg.data, cfg).name)
 EOF
 
-python -m ambcore bench --preset paper --models amb,amb-ft --repeats "$REPEATS" \
-    "${SETS[@]}" --no-progress --out "$OUT"
+if [ "$STAGE" = all ] || [ "$STAGE" = bench ]; then
+  python -m ambcore bench --preset paper --models amb,amb-ft --repeats "$REPEATS" \
+      "${SETS[@]}" --no-progress --out "$OUT"
+fi
+if [ "$STAGE" = bench ]; then echo "written: $OUT"; exit 0; fi
+[ -f "$OUT" ] || { echo "$OUT missing: run stage 'bench' first" >&2; exit 1; }
 
 TRAIN_CMD=(python -m ambcore train --preset paper --seed 0 --out "$RUN_DIR" "${SETS[@]}"
            --set max_epochs="$MAX_EPOCHS" --no-progress)

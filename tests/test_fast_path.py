@@ -23,6 +23,7 @@ from ambcore.bench import (
     measure_memory,
     naive_loader,
     naive_predict,
+    summary_frame,
 )
 from ambcore.config import get_config
 from ambcore.data import load_dataset
@@ -184,6 +185,9 @@ def test_bench_command_writes_the_record(tmp_path):
     tokens = amb["padded_text_tokens_per_epoch"]
     assert tokens["naive"] == NAIVE_PAD_TO * BASE.synthetic_n_train > tokens["fast"]
     assert "amb/amb-ft training step (fast path) <= 0.7" in record["targets"]
+    table = summary_frame(record)
+    assert list(table["model"]) == ["amb", "amb", "amb-ft", "amb-ft"]
+    assert table["fast/naive epoch"].notna().sum() == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
