@@ -417,6 +417,8 @@ def run_sweep(
     if cluster not in CLUSTERS:
         raise AmbError(f"unknown submitit cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
     cells = plan(spec)
+    for cell in cells:
+        _adopt(cell, spec.name)
     todo = [c for c in cells if c.status != "done"]
     outcomes = {
         (c.name, c.seed): CellOutcome(c.name, c.seed, c.run_dir, "done", "skipped")
@@ -454,6 +456,24 @@ def run_sweep(
         bar.close()
     ordered = [outcomes[(c.name, c.seed)] for c in cells if (c.name, c.seed) in outcomes]
     return SweepResult(spec, ordered)
+
+
+def _adopt(cell: SweepCell, sweep_name: str) -> None:
+    """A finished run trained outside the sweep (e.g. by the training chapter into the cell's
+    folder) gets its ``sweep.json``, so that ``ambcore.report`` groups it with the other seeds."""
+    if runs.is_done(cell.run_dir) and not (cell.run_dir / CELL_FILE).exists():
+        saved = runs.read_config(cell.run_dir).to_dict()
+        diff = sorted(k for k, v in cell.cfg.to_dict().items() if saved.get(k) != v)
+        if diff:
+            raise AmbError(
+                f"{cell.run_dir}: a finished run with another config than cell {cell.name!r} "
+                f"(differs in {', '.join(diff[:8])}); move it away or choose another runs_dir"
+            )
+        runs.write_json(
+            cell.run_dir / CELL_FILE,
+            {"sweep": sweep_name, "cell": cell.name, "seed": cell.seed,
+             "overrides": cell.overrides, "adopted": True},
+        )  # fmt: skip
 
 
 def _cell_args(cell: SweepCell, spec: SweepSpec) -> tuple:

@@ -13,7 +13,7 @@
 # rebuilds of the book show the same run. The same training from a terminal:
 #
 # ```bash
-# python -m ambcore train --preset embedded --seed 0 --out runs/embedded/amb-seed0
+# python -m ambcore train --preset embedded --seed 0 --out runs/embedded/amb/seed0
 # ```
 #
 # On a GPU machine with CMU-MOSEI, the thesis setup (bert-base-uncased, Adam 5e-5, patience 10):
@@ -34,7 +34,7 @@ preset = os.environ.get("AMB_PRESET", "embedded")  # smoke | embedded | paper
 data = ""  # empty: the preset's data (synthetic; the paper preset reads AMB_DATA)
 plm = ""  # empty: the preset's language model
 seed = 0
-run_dir = ""  # empty: <runs>/<preset>/amb-seed<seed> (the folder later chapters read)
+run_dir = ""  # empty: <runs>/<preset>/amb/seed<seed> (the ablation reuses it)
 overrides = []  # extra config values, e.g. ["lr=1e-4", "adapter_dim=64"]
 
 # %% tags=["hide-input"]
@@ -46,7 +46,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore import runs
+from ambcore import experiments, runs
 from ambcore.book import banner, config_from_parameters, numbered_table
 from ambcore.config import apply_overrides
 from ambcore.plots import (
@@ -59,7 +59,7 @@ from ambcore.plots import (
 from ambcore.train import train_and_evaluate
 
 cfg = apply_overrides(config_from_parameters(preset, data, plm, seed), list(overrides))
-run_path = Path(run_dir) if run_dir else runs.default_run_dir(cfg)
+run_path = Path(run_dir) if run_dir else experiments.run_dir(cfg, "amb")
 display(banner(cfg))
 
 # %% [markdown]
@@ -90,11 +90,13 @@ print(f"run folder: {run_path}\n{state}; {result.epochs_run} epochs, best epoch 
       f"{result.n_trainable_params:,} trainable parameters")  # fmt: skip
 
 # %% [markdown]
-# The run folder's files; the tables and figures below are built from them.
+# The run folder's files; the tables and figures below are built from them. (The ablation and
+# robustness chapters later add `sweep.json` and `robustness.csv`, not listed here.)
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-print("\n".join(sorted(p.name for p in run_path.iterdir() if not p.name.startswith("."))))
+later = {"sweep.json", experiments.ROBUSTNESS_FILE}
+print("\n".join(sorted(p.name for p in run_path.iterdir() if not p.name.startswith(".") and p.name not in later)))
 
 # %% [markdown]
 # ## Learning curves

@@ -1,0 +1,509 @@
+"""The experiments of thesis chapter 6.3 as sweep cells: tables 6.1/6.2, figures 6.2/6.3.
+
+This module is the one place that says *what* is trained for the ablation (6.3.2-6.3.3) and
+robustness (6.3.4) chapters and *where* each run lives:
+
+- ``CELLS``: every configuration as a named sweep cell with its config overrides (AMB, its
+  missing-modality variants, AMB-FT, MISA, MISA-Adapters, MAG-BERT, and AMB trained with noise
+  augmentation).
+- ``GRIDS``: per preset, the seeds and the robustness grid (corruption rates, noise draws).
+  ``paper`` keeps the thesis' grids; ``embedded`` is sized to fit the 30-minute book on two CPU
+  cores; ``smoke`` to run each chapter in about a minute in CI.
+- ``runs_root`` / ``run_dir``: ``<runs>/<preset>[-<hash>]/<cell>/seed<seed>``, the layout of
+  ``ambcore.sweep`` (``<runs_dir>/<cell>/seed<seed>``) with ``runs_dir = runs_root(...)``. The
+  training chapter's AMB run is the ``amb`` cell's seed 0 folder, so the ablation sweep finds it
+  finished and does not train it again. The hash names the overrides every cell shares
+  (another PLM, another dataset file): two different setups never share a folder.
+- ``ablation_spec`` / ``robustness_spec``: sweep specs (dicts for ``ambcore.sweep.load_spec``);
+  ``write_spec_files`` writes them as the YAML files under ``experiments/`` that
+  ``python -m ambcore sweep experiments/ablation_embedded.yaml`` runs (a test keeps the files
+  and this module in agreement).
+
+Baselines and their original settings. MISA trains BERT's embeddings and its last three
+layers (``finetune_layers="last:3"``) with its own recipe (``ambcore.models.misa
+.ORIGINAL_MOSEI_SETTINGS``: lr 1e-4, batch 16, gradient clipping, MSE loss, patience 6);
+MAG-BERT fine-tunes the whole BERT with its recipe (``ambcore.models.magbert.ORIGINAL_SETTINGS``:
+lr 1e-5, batch 48, MSE). With the paper preset the recipes apply in full; with the smaller
+presets the settings that size the model or the training time (``SCALED_KEYS``: hidden sizes,
+batch size, epochs, patience, text length) stay the preset's, so that every model of a
+preset trains on the same budget. MISA-Adapters uses MISA's recipe with adapters instead of
+fine-tuning. AMB-FT changes only the adaptation of AMB (embeddings + last three layers, the
+thesis' 47.2 M on bert-base).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ambcore import paths
+from ambcore.config import PRESETS, Config, get_config
+from ambcore.errors import AmbError
+
+__all__ = [
+    "Cell",
+    "CELLS",
+    "CELL_NAMES",
+    "ABLATION_CELLS",
+    "ROBUSTNESS_CELLS",
+    "AUGMENT_RATE",
+    "SCALED_KEYS",
+    "Grid",
+    "GRIDS",
+    "grid",
+    "cell_overrides",
+    "cell_config",
+    "shared_changes",
+    "runs_root",
+    "run_dir",
+    "ablation_spec",
+    "robustness_spec",
+    "spec_path",
+    "write_spec_files",
+    "SPEC_DIR",
+    "write_ablation_results",
+    "compare_cells",
+    "robustness_curves",
+    "modality_drops",
+    "planted_truth_check",
+    "overrides_of",
+    "run_experiment",
+    "finished_runs",
+    "spec_text",
+]
+
+SPEC_DIR = paths.PROJECT_ROOT / "experiments"
+
+# Noise-augmented training (beyond the thesis): the fraction of training samples perturbed,
+# each with one randomly chosen kind of noise over its whole modality (ambcore.noise).
+AUGMENT_RATE = 0.3
+
+# Keys of the baselines' original recipes that size the model or the training time; the
+# smaller presets keep their own values for these (see the module docstring).
+SCALED_KEYS = ("misa_hidden", "misa_fusion_ffn_dim", "batch_size", "max_epochs", "patience",
+               "max_text_len")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of chapter 6.3: a sweep cell (its folder name) and its overrides."""
+
+    name: str  # sweep cell and folder name
+    label: str  # the thesis' name of the row ("AMB-FT", "MISA (FT)", ...)
+    overrides: Mapping[str, Any]  # on top of the preset (before SCALED_KEYS are restored)
+    tables: tuple[str, ...] = ()  # thesis tables that have this row
+    robustness: bool = False  # a curve of figure 6.3
+    recipe: str = ""  # where non-default training settings come from
+
+
+def _misa_recipe() -> dict[str, Any]:
+    from ambcore.models.misa import ORIGINAL_MOSEI_SETTINGS
+
+    return dict(ORIGINAL_MOSEI_SETTINGS)
+
+
+def _magbert_recipe() -> dict[str, Any]:
+    from ambcore.models.magbert import ORIGINAL_SETTINGS
+
+    return dict(ORIGINAL_SETTINGS)
+
+
+def _cells() -> tuple[Cell, ...]:
+    misa = _misa_recipe()
+    misa_adapters = {k: v for k, v in misa.items() if k not in ("finetune_layers",
+                                                                "misa_finetune_embeddings")}
+    misa_adapters["text_adaptation"] = "adapters"
+    return (
+        Cell("amb", "AMB", {"model": "amb"}, ("6.1", "6.2"), robustness=True),
+        Cell("amb-text-only", "AMB text-only", {"model": "amb", "variant": "text-only"}, ("6.2",)),
+        Cell("amb-no-text", "AMB no-text", {"model": "amb", "variant": "no-text"}, ("6.2",)),
+        Cell(
+            "amb-ft", "AMB-FT",
+            {"model": "amb", "text_adaptation": "finetune", "finetune_layers": "last:3",
+             "amb_finetune_embeddings": True},
+            ("6.2",), robustness=True,
+        ),
+        Cell("misa", "MISA (FT)", misa, ("6.1", "6.2"), robustness=True,
+             recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS"),
+        Cell("misa-adapters", "MISA-Adapters", misa_adapters, ("6.2",),
+             recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS, adapters"),
+        Cell("mag-bert", "MAG-BERT (FT)", _magbert_recipe(), ("6.1",),
+             recipe="ambcore.models.magbert.ORIGINAL_SETTINGS"),
+        Cell("amb-noise-aug", "AMB + noise augmentation",
+             {"model": "amb", "noise_augment_rate": AUGMENT_RATE}, (), robustness=True,
+             recipe=f"noise_augment_rate={AUGMENT_RATE} (beyond the thesis)"),
+    )  # fmt: skip
+
+
+CELLS: dict[str, Cell] = {c.name: c for c in _cells()}
+CELL_NAMES = tuple(CELLS)
+ABLATION_CELLS = tuple(c.name for c in CELLS.values() if c.tables)
+ROBUSTNESS_CELLS = tuple(c.name for c in CELLS.values() if c.robustness)
+
+
+def _get_cell(name: str) -> Cell:
+    if name not in CELLS:
+        raise AmbError(f"unknown experiment cell {name!r}; cells: {', '.join(CELL_NAMES)}")
+    return CELLS[name]
+
+
+def cell_overrides(name: str, preset: str) -> dict[str, Any]:
+    """The config overrides of cell ``name`` for ``preset`` (``SCALED_KEYS`` kept from the
+    preset unless it is ``paper``)."""
+    cell = _get_cell(name)
+    if preset not in PRESETS:
+        raise AmbError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    if preset == "paper":
+        return dict(cell.overrides)
+    out = {k: v for k, v in cell.overrides.items() if k not in SCALED_KEYS}
+    if str(out.get("finetune_layers", "")).startswith("last:"):
+        out["finetune_layers"] = f"last:{GRIDS[preset].finetune_last}"
+    return out
+
+
+def cell_config(name: str, preset: str, seed: int = 0, **shared: Any) -> Config:
+    """The config of cell ``name`` under ``preset`` with the ``shared`` overrides (the cell's own
+    overrides win, as in ``ambcore.sweep``)."""
+    values = {k: v for k, v in shared.items() if k != "seed"}
+    return get_config(preset, **{**values, **cell_overrides(name, preset)}, seed=seed)
+
+
+# ---- grids -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grid:
+    """How many runs and noise evaluations a preset affords."""
+
+    seeds: tuple[int, ...]
+    rates: tuple[float, ...]  # corruption rates of figure 6.3 (0 = clean, up to 1.0)
+    n_draws: int  # independent noise draws per (run, kind, rate)
+    note: str = ""
+    # "last:K" of the fine-tuned cells (AMB-FT, MISA): 3 of bert-base's 12 layers in the
+    # thesis; the smoke preset's tiny BERT has only 2.
+    finetune_last: int = 3
+    # Runs at once (ambcore.experiments.run_experiment): 0 = one per CPU core / GPU; 1 = in
+    # this process (no subprocess start-up, best for tiny runs).
+    parallel: int = 0
+
+
+GRIDS: dict[str, Grid] = {
+    "smoke": Grid(seeds=(0,), rates=(0.0, 0.5, 1.0), n_draws=1, finetune_last=1, parallel=1,
+                  note="CI: a tiny random BERT, one seed, three rates"),
+    # One seed (the training chapter's AMB run is seed 0): every cell is a full MiniLM training
+    # of up to 12 epochs, about 3.5 CPU-minutes (AMB) to 6.5 (MISA, AMB-FT, MAG-BERT); each
+    # further seed adds about 15 minutes to the book on two cores. More seeds: n_seeds=3.
+    "embedded": Grid(seeds=(0,), rates=(0.0, 0.1, 0.3, 0.5, 1.0), n_draws=1,
+                     note="sized for the 30-minute book on two CPU cores"),
+    "paper": Grid(seeds=(0, 1, 2), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+                  n_draws=3, note="the thesis: three runs, rates up to 1.0"),
+}  # fmt: skip
+
+
+def grid(preset: str, n_seeds: int | None = None) -> Grid:
+    """The preset's grid; ``n_seeds`` (if given and > 0) replaces its seeds by 0..n_seeds-1."""
+    if preset not in GRIDS:
+        raise AmbError(f"no experiment grid for preset {preset!r}; presets: {', '.join(GRIDS)}")
+    g = GRIDS[preset]
+    if n_seeds:
+        g = dataclasses.replace(g, seeds=tuple(range(int(n_seeds))))
+    return g
+
+
+# ---- where runs live ------------------------------------------------------------------------
+
+
+def shared_changes(preset: str, shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The shared overrides that really change ``preset`` (type-checked; seed excluded). An
+    empty ``data`` means AMB_DATA's file, which then counts as the data."""
+    base = get_config(preset)
+    cfg = get_config(preset, **{k: v for k, v in dict(shared or {}).items() if k != "seed"})
+    changed = {k: v for k, v in cfg.to_dict().items()
+               if k != "seed" and v != getattr(base, k)}  # fmt: skip
+    if cfg.data == "" and paths.data_from_env():
+        changed["data"] = paths.data_from_env()
+    return changed
+
+
+def runs_root(preset: str, shared: Mapping[str, Any] | None = None) -> Path:
+    """``<runs>/<preset>``, or ``<runs>/<preset>-<hash>`` when ``shared`` overrides change the
+    preset (e.g. another PLM or a dataset file); the sweep's ``runs_dir``."""
+    changed = shared_changes(preset, shared)
+    name = preset
+    if changed:
+        digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"{preset}-{digest}"
+    return paths.runs_dir() / name
+
+
+def run_dir(cfg: Config, cell: str) -> Path:
+    """The run folder of ``cfg`` as cell ``cell``: ``runs_root(...)/<cell>/seed<seed>``.
+
+    The shared overrides are recovered as the fields where ``cfg`` differs from the cell's own
+    config (valid for every field the cell does not set itself). The training chapter calls
+    ``run_dir(cfg, "amb")`` and thereby trains the ablation's AMB seed.
+    """
+    own = cell_config(cell, cfg.preset, seed=cfg.seed)
+    shared = {k: v for k, v in cfg.to_dict().items()
+              if k != "seed" and v != getattr(own, k)}  # fmt: skip
+    return runs_root(cfg.preset, shared) / cell / f"seed{cfg.seed}"
+
+
+# ---- sweep specs ------------------------------------------------------------------------------
+
+
+def _spec(name: str, cells: Sequence[str], preset: str, n_seeds: int | None,
+          shared: Mapping[str, Any] | None, runs_dir: str | os.PathLike | None) -> dict[str, Any]:
+    g = grid(preset, n_seeds)
+    shared = dict(shared or {})
+    if runs_dir is None:
+        root = runs_root(preset, shared)
+        # Relative to the runs folder when it is the default one (portable spec files).
+        runs_dir = root.name if root.parent == paths.runs_dir() else str(root)
+    spec: dict[str, Any] = {
+        "name": f"{name}_{preset}",
+        "preset": preset,
+        "runs_dir": str(runs_dir),
+        "seeds": list(g.seeds),
+    }
+    if shared:
+        spec["overrides"] = shared
+    spec["cells"] = [{"name": c, "overrides": cell_overrides(c, preset)} for c in cells]
+    return spec
+
+
+def ablation_spec(preset: str, n_seeds: int | None = None,
+                  shared: Mapping[str, Any] | None = None,
+                  runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The sweep of tables 6.1/6.2: every ablation cell over the preset's seeds."""
+    return _spec("ablation", ABLATION_CELLS, preset, n_seeds, shared, runs_dir)
+
+
+def robustness_spec(preset: str, n_seeds: int | None = None,
+                    shared: Mapping[str, Any] | None = None,
+                    runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The runs of figure 6.3: AMB, MISA, AMB-FT (shared with the ablation, found finished)
+    and AMB with noise augmentation."""
+    return _spec("robustness", ROBUSTNESS_CELLS, preset, n_seeds, shared, runs_dir)
+
+
+_SPECS = {"ablation": ablation_spec, "robustness": robustness_spec}
+
+
+def spec_path(kind: str, preset: str, folder: str | os.PathLike | None = None) -> Path:
+    return Path(folder or SPEC_DIR) / f"{kind}_{preset}.yaml"
+
+
+def spec_text(kind: str, preset: str) -> str:
+    """The committed YAML of spec ``kind`` ("ablation"/"robustness") for ``preset``."""
+    import yaml
+
+    spec = _SPECS[kind](preset, runs_dir=preset)
+    header = (
+        f"# Sweep spec generated by ambcore.experiments.write_spec_files(): the {kind} runs of\n"
+        f"# thesis chapter 6.3 for the {preset} preset ({GRIDS[preset].note}).\n"
+        f"#   python -m ambcore sweep {spec_path(kind, preset, 'experiments')}\n"
+        "# runs_dir is relative to the runs folder (AMB_RUNS, default <root>/runs).\n"
+    )
+    return header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
+
+
+def write_spec_files(folder: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``experiments/{ablation,robustness}_{preset}.yaml`` for every preset."""
+    from ambcore.runs import atomic_write_text
+
+    return [
+        atomic_write_text(spec_path(kind, preset, folder), spec_text(kind, preset))
+        for kind in _SPECS
+        for preset in GRIDS
+    ]
+
+
+
+# ---- results files for the book ------------------------------------------------------------
+
+def write_ablation_results(runs_frame, summary, results_dir, acc2: str = "non0") -> dict[str, Path]:
+    """Write the ablation's results files into ``results_dir``, in the layout of
+    ``ambcore.report.write_report`` (which the Results chapter reads): ``table_6_1.csv`` and
+    ``table_6_2.csv`` (``report.table_6_1/6_2``: the thesis' and cited rows, ours beside them),
+    ``figure_6_2_points.csv``, and ``ablation_runs.csv`` / ``ablation_summary.csv`` (one row per
+    run / per cell). Unlike ``write_report`` it takes the frames, so that only the ablation's
+    cells are written (a runs folder also holds the robustness chapter's runs)."""
+    from ambcore import report
+    from ambcore.runs import atomic_write_text
+
+    results_dir = Path(results_dir)
+    frames = {
+        "table_6_1": report.table_6_1(summary, acc2),
+        "table_6_2": report.table_6_2(summary, acc2),
+        "figure_6_2_points": report.acc7_vs_params(summary),
+        "ablation_runs": runs_frame,
+        "ablation_summary": summary,
+    }
+    return {name: atomic_write_text(results_dir / f"{name}.csv", frame.to_csv(index=False))
+            for name, frame in frames.items()}  # fmt: skip
+
+
+def compare_cells(summary, cell_a: str, cell_b: str, metric: str = "test_corr") -> dict[str, Any]:
+    """``cell_a`` minus ``cell_b`` on ``metric`` (mean over seeds) and whether the difference
+    exceeds the spread of the seeds (the larger of the two stds; NaN std: not decidable)."""
+    import math
+
+    rows = {c: summary[summary["cell"] == c] for c in (cell_a, cell_b)}
+    missing = [c for c, r in rows.items() if r.empty]
+    if missing:
+        raise AmbError(f"compare_cells: no finished runs of cell(s) {missing} in the summary")
+    a, b = (rows[c].iloc[0] for c in (cell_a, cell_b))
+    diff = float(a[f"{metric}_mean"] - b[f"{metric}_mean"])
+    spread = max(float(a[f"{metric}_std"]), float(b[f"{metric}_std"]))
+    return {
+        "a": float(a[f"{metric}_mean"]), "b": float(b[f"{metric}_mean"]), "diff": diff,
+        "spread": spread, "n_seeds": int(min(a["n_seeds"], b["n_seeds"])),
+        "beyond_spread": (not math.isnan(spread)) and abs(diff) > spread,
+    }  # fmt: skip
+
+
+# ---- robustness (figure 6.3) -------------------------------------------------------------------
+
+ROBUSTNESS_FILE = "robustness.csv"  # inside a run folder: its curves for one grid
+
+
+def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draws: int,
+                      progress: bool = False):
+    """``ambcore.noise.robustness_curve`` of a run for all four kinds, cached in the run folder
+    (``robustness.csv``; recomputed when the rates or draws differ). Noise seeds are the
+    run's seed, so every run of a model gets independent draws."""
+    import pandas as pd
+
+    from ambcore import runs
+    from ambcore.noise import NOISE_KINDS, robustness_curve
+
+    run_dir = Path(run_dir)
+    cache = run_dir / ROBUSTNESS_FILE
+    rates = [float(r) for r in rates]
+    frame = None
+    if cache.exists():
+        frame = pd.read_csv(cache)
+        same = (sorted(frame["rate"].unique()) == sorted(set(rates))
+                and set(frame["n_draws"]) == {n_draws}
+                and set(frame["kind"]) == set(NOISE_KINDS))  # fmt: skip
+        frame = frame if same else None
+    if frame is None:
+        seed = runs.read_config(run_dir).seed
+        frame = robustness_curve(run_dir, NOISE_KINDS, rates=rates, n_draws=n_draws, seed=seed,
+                                 progress=progress)  # fmt: skip
+        runs.atomic_write_text(cache, frame.to_csv(index=False))
+    frame["run"] = str(run_dir)  # the folder may have moved since the cache was written
+    # The cell's name in the book: AMB with noise augmentation is not "AMB".
+    cell_file = run_dir / "sweep.json"
+    if cell_file.exists():
+        cell = runs.read_json(cell_file).get("cell")
+        if cell in CELLS:
+            frame["row_name"] = CELLS[cell].label
+    return frame
+
+
+def modality_drops(curve_summary, metric: str = "corr"):
+    """Per model and kind of noise: ``metric`` on clean inputs, at the highest rate, the drop
+    between them, and the spread over runs at the highest rate (std). From
+    ``ambcore.noise.summarize_curves`` output."""
+    import pandas as pd
+
+    rows = []
+    for (model, kind), part in curve_summary.groupby(["row_name", "kind"], sort=False):
+        part = part.sort_values("rate")
+        clean, worst = part.iloc[0], part.iloc[-1]
+        rows.append({
+            "model": model, "kind": kind, "clean_rate": clean["rate"], "max_rate": worst["rate"],
+            f"{metric}_clean": clean[f"{metric}_mean"], f"{metric}_at_max": worst[f"{metric}_mean"],
+            "drop": clean[f"{metric}_mean"] - worst[f"{metric}_mean"],
+            "std_at_max": worst[f"{metric}_std"], "n_runs": int(part["n_runs"].min()),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def planted_truth_check(drops, model: str) -> dict[str, Any]:
+    """Does ``model``'s robustness recover the synthetic dataset's planted ordering (text
+    dominant, visual informative, acoustic weak)? From ``modality_drops``: the text drop is the
+    larger of deletion/replacement; recovered when text > visual > acoustic drop."""
+    part = drops[drops["model"] == model].set_index("kind")["drop"]
+    missing = [k for k in ("deletion", "replacement", "visual", "acoustic") if k not in part]
+    if missing:
+        raise AmbError(f"planted_truth_check: model {model!r} has no curve for {missing}")
+    text = float(max(part["deletion"], part["replacement"]))
+    visual, acoustic = float(part["visual"]), float(part["acoustic"])
+    return {
+        "model": model, "text_drop": text, "visual_drop": visual, "acoustic_drop": acoustic,
+        "text_dominant": text > visual and text > acoustic,
+        "visual_over_acoustic": visual > acoustic,
+        "recovered": text > visual > acoustic,
+    }  # fmt: skip
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+
+def overrides_of(cfg: Config) -> dict[str, Any]:
+    """The fields where ``cfg`` differs from its preset (seed excluded): the overrides a chapter
+    shares with every cell (e.g. ``plm`` and ``data`` from its parameters)."""
+    base = get_config(cfg.preset)
+    return {k: v for k, v in cfg.to_dict().items() if k != "seed" and v != getattr(base, k)}
+
+
+@contextlib.contextmanager
+def _threads_per_process(n: int):
+    """Child processes started inside the block use ``n`` CPU threads each (OpenMP/MKL).
+
+    Two runs with one thread each use two cores far better than one run with two threads,
+    whose threads spin-wait for each other on a busy machine."""
+    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: str(n) for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = True):
+    """Run a spec of this module with ``ambcore.sweep.run_sweep``: finished cells are skipped,
+    unfinished ones resumed.
+
+    ``parallel``: runs at once. 0 picks one per GPU on a GPU machine, else one per CPU core (at
+    most 2 on two cores); 1 trains in this process. Parallel runs are subprocesses (submitit's
+    local executor), each with ``cores // parallel`` threads.
+    """
+    import torch
+
+    from ambcore.sweep import load_spec, run_sweep
+
+    loaded = load_spec(spec)
+    cuda = torch.cuda.is_available()
+    cores = os.cpu_count() or 1
+    if parallel <= 0 and loaded.preset in GRIDS:
+        parallel = GRIDS[loaded.preset].parallel
+    if parallel <= 0:
+        parallel = torch.cuda.device_count() if cuda else cores
+    todo = sum(1 for _ in loaded.cells) * len(loaded.seeds)
+    if parallel <= 1 or todo <= 1:
+        return run_sweep(loaded, progress=progress)
+    with _threads_per_process(1 if cuda else max(1, cores // parallel)):
+        return run_sweep(loaded, backend="submitit", cluster="local", max_parallel=parallel,
+                         progress=progress)  # fmt: skip
+
+
+def finished_runs(spec: Mapping[str, Any]) -> list[Path]:
+    """The run folders of ``spec`` that are finished (DONE), in the spec's order."""
+    from ambcore.sweep import load_spec, plan
+
+    return [c.run_dir for c in plan(load_spec(spec)) if c.status == "done"]

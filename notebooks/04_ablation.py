@@ -1,0 +1,238 @@
+# %% [markdown]
+# # Ablation: adapters against fine-tuning, and missing modalities
+#
+# This chapter reruns the comparisons of thesis sections 6.3.2 and 6.3.3: AMB against the
+# fine-tuned baselines MISA and MAG-BERT (table 6.1), and AMB without text, without the
+# audio-visual inputs, with a fine-tuned instead of an adapted language model (AMB-FT), and
+# MISA with adapters instead of fine-tuning (table 6.2). Every configuration is trained over
+# several seeds and reported as mean ± standard deviation over them.
+#
+# What is trained is defined once, in `ambcore.experiments` (the cells, their config overrides
+# and the seeds of each preset); the runs go through the sweep runner (`ambcore.sweep`), which
+# skips finished runs and resumes interrupted ones. AMB's seed 0 is the run of the training
+# chapter ({doc}`03_train`), found finished and not trained again. The same sweep from a
+# terminal:
+#
+# ```bash
+# python -m ambcore sweep experiments/ablation_embedded.yaml
+# ```
+#
+# and the thesis' setup on a GPU machine with CMU-MOSEI:
+#
+# ```bash
+# python -m ambcore sweep experiments/ablation_paper.yaml --set data=/path/to/aligned_50.pkl
+# ```
+#
+# With `collect_only` the chapter trains nothing and only reads the finished runs of a runs
+# folder (e.g. one copied from a GPU machine).
+
+# %% tags=["parameters"]
+import os
+
+preset = os.environ.get("AMB_PRESET", "embedded")  # smoke | embedded | paper
+data = ""  # empty: the preset's data (synthetic; the paper preset reads AMB_DATA)
+plm = ""  # empty: the preset's language model
+n_seeds = 0  # 0: the preset's seeds (ambcore.experiments.GRIDS)
+runs_dir = ""  # empty: the preset's runs folder, where the training chapter put AMB seed 0
+collect_only = False  # True: train nothing, only collect the finished runs of runs_dir
+parallel = 0  # runs at once; 0: one per CPU core (one per GPU on a GPU machine)
+results_dir = ""  # empty: the project's results/ folder (read by the Results chapter)
+
+# %% tags=["hide-input"]
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+from myst_nb import glue
+
+from ambcore import experiments, report
+from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
+from ambcore.plots import acc7_params_figure, provenance_line
+
+cfg = config_from_parameters(preset, data, plm)
+spec = experiments.ablation_spec(preset, n_seeds=n_seeds or None,
+                                 shared=experiments.overrides_of(cfg), runs_dir=runs_dir or None)
+runs_path = Path(runs_dir) if runs_dir else experiments.runs_root(preset, experiments.overrides_of(cfg))
+display(banner(cfg))
+
+# %% [markdown]
+# ## The cells
+#
+# Each row is one configuration (a *cell* of the sweep), the thesis row it reproduces and its
+# config overrides on top of the preset. MISA and MAG-BERT train with their original recipes
+# where the trainer can express them (`ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS`,
+# `ambcore.models.magbert.ORIGINAL_SETTINGS`); on the smaller presets the settings that size the
+# model and the training time stay the preset's, so every model gets the same budget.
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+cells = pd.DataFrame([
+    {"cell": c["name"], "thesis row": experiments.CELLS[c["name"]].label,
+     "tables": ", ".join(experiments.CELLS[c["name"]].tables),
+     "overrides": ", ".join(f"{k}={v}" for k, v in c["overrides"].items())}
+    for c in spec["cells"]
+])  # fmt: skip
+print(f"preset {spec['preset']}: {len(cells)} cells x seeds {spec['seeds']}")
+print(cells.to_string(index=False))
+
+# %% [markdown]
+# ## Training
+#
+# Finished runs are skipped (AMB seed 0 comes from the training chapter); the progress bar
+# counts runs.
+
+# %%
+if collect_only:
+    print(f"collect_only: nothing is trained; reading the finished runs under {runs_path}")
+else:
+    result = experiments.run_experiment(spec, parallel=parallel)
+    outcomes = result.frame()[["cell", "seed", "outcome", "seconds"]]
+    print(outcomes.to_string(index=False, float_format=lambda s: f"{s:.0f}"))
+    print(f"trained {int((outcomes['outcome'] != 'skipped').sum())} run(s) in "
+          f"{outcomes['seconds'].sum():.0f} s of run time")  # fmt: skip
+    if result.failed:
+        raise RuntimeError("failed runs:\n" + "\n\n".join(f.error for f in result.failed))
+
+# %% [markdown]
+# ## Collecting the runs
+#
+# Every finished run folder is read back (`metrics.json`, `config.json`, `env.json`) and the
+# seeds of each cell are averaged: `ambcore.report.collect_runs` and `summarize`.
+
+# %% tags=["hide-input"]
+runs_frame = report.collect_runs(runs_path)
+ablation_cells = [c["name"] for c in spec["cells"]]
+runs_frame = runs_frame[runs_frame["cell"].isin(ablation_cells)].reset_index(drop=True)
+summary = report.summarize(runs_frame)
+if summary.empty:
+    raise RuntimeError(f"no finished ablation runs under {runs_path}")
+source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
+written = experiments.write_ablation_results(runs_frame, summary, results_dir or default_results_dir())
+shown = summary[["cell", "row_name", "n_seeds", "seeds", "trainable_params_m",
+                 "test_mae_mean", "test_corr_mean", "test_acc7_mean"]]  # fmt: skip
+display(numbered_table(shown, f"Finished runs per cell ({source})", digits=3))
+print("results files:", ", ".join(p.name for p in written.values()))
+
+# %% [markdown]
+# ## Table 6.1: AMB against the fine-tuned baselines
+#
+# The rows *cited in thesis table 6.1* are literature numbers the thesis copied (CMU-MOSEI) and
+# nobody reruns; the rows *thesis table 6.1* are the thesis' own numbers (CMU-MOSEI,
+# bert-base-uncased); the rows *this book* are our runs, test split, mean ± std over seeds, on
+# the data and language model their columns name. Accuracies and F1 in percent; Acc-2/F1 of
+# our rows use the non-0 convention (MISA's and MAG-BERT's code report it).
+
+# %% tags=["hide-input"]
+table_61 = report.format_table(report.table_6_1(summary))
+display(banner(cfg))
+display(numbered_table(table_61.drop(columns=["Reference"]),
+                       f"Thesis table 6.1 beside our runs ({source})", name="tbl-ablation-6-1"))
+
+# %% [markdown]
+# ## Table 6.2: adapters against fine-tuning, missing modalities
+#
+# The same layout for the thesis' ablation.
+
+# %% tags=["hide-input"]
+table_62 = report.format_table(report.table_6_2(summary))
+display(banner(cfg))
+display(numbered_table(table_62.drop(columns=["Reference"]),
+                       f"Thesis table 6.2 beside our runs ({source})", name="tbl-ablation-6-2"))
+
+# %% [markdown]
+# The columns of both tables:
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+print(", ".join(table_62.columns))
+
+# %% [markdown]
+# ## Figure 6.2: Acc-7 against trainable parameters
+#
+# Our runs (circles, error bars = std over seeds) beside the thesis' models (triangles) and
+# the literature it cites (squares). Our points are on {glue:text}`abl_source`; the thesis'
+# points are CMU-MOSEI with bert-base-uncased, so compare the *arrangement* (how much each way
+# of adapting the language model costs in parameters and what it buys), not the values. ICCN
+# gives no parameter count and is not drawn.
+
+# %% tags=["hide-input"]
+points = report.acc7_vs_params(summary)
+glue("abl_source", source, display=False)
+display(banner(cfg))
+fig = acc7_params_figure(points, subtitle=f"ours: {source}; thesis and cited: CMU-MOSEI")
+plt.show()
+
+# %% [markdown]
+# ## What the runs show
+#
+# Numbers below are test-split means over seeds from the run folders; a difference counts as
+# clear only when it is larger than the standard deviation over seeds of either cell.
+#
+# - **Audio-visual information.** AMB (text + audio + visual) reaches a correlation of
+#   {glue:text}`abl_amb_corr` against {glue:text}`abl_textonly_corr` for AMB text-only: a
+#   difference of {glue:text}`abl_tav_vs_t_diff`, which {glue:text}`abl_tav_vs_t_verdict`.
+# - **Text.** Without text (AMB no-text) the correlation is {glue:text}`abl_notext_corr`
+#   ({glue:text}`abl_notext_verdict`).
+# - **Adapters against fine-tuning (AMB).** AMB-FT reaches {glue:text}`abl_ft_corr`
+#   ({glue:text}`abl_ft_verdict`), training {glue:text}`abl_ft_params` M parameters against
+#   AMB's {glue:text}`abl_amb_params` M.
+# - **Adapters against fine-tuning (MISA).** MISA-Adapters {glue:text}`abl_misa_corr_a` against
+#   fine-tuned MISA {glue:text}`abl_misa_corr_ft` ({glue:text}`abl_misa_verdict`).
+#
+# On the synthetic dataset the first two outcomes are planted by design (see {doc}`01_data`):
+# they show that the pipeline recovers a known answer, not that AMB behaves this way on
+# CMU-MOSEI. Seeds per cell: {glue:text}`abl_n_seeds`.
+
+# %% tags=["hide-input"]
+def verdict(cmp: dict, better: str, worse: str) -> str:
+    """A computed sentence: which way the difference goes and whether seeds could explain it."""
+    if cmp["n_seeds"] < 2:
+        return f"{better if cmp['diff'] > 0 else worse} on a single seed (no spread to judge it)"
+    size = "clearly (beyond the spread over seeds)" if cmp["beyond_spread"] else \
+        "within the spread over seeds, so not a clear difference"
+    return f"{better if cmp['diff'] > 0 else worse}, {size}"
+
+
+def have(*names):
+    return all(n in set(summary["cell"]) for n in names)
+
+
+def fmt(x):
+    return f"{x:.3f}"
+
+
+for key, value in {
+    "abl_amb_corr": "n/a", "abl_textonly_corr": "n/a", "abl_tav_vs_t_diff": "n/a",
+    "abl_tav_vs_t_verdict": "cannot be judged (cells missing)", "abl_notext_corr": "n/a",
+    "abl_notext_verdict": "cells missing", "abl_ft_corr": "n/a", "abl_ft_verdict": "cells missing",
+    "abl_ft_params": "n/a", "abl_amb_params": "n/a", "abl_misa_corr_a": "n/a",
+    "abl_misa_corr_ft": "n/a", "abl_misa_verdict": "cells missing",
+}.items():  # fmt: skip
+    glue(key, value, display=False)
+glue("abl_n_seeds", ", ".join(f"{c} {n}" for c, n in zip(summary["cell"], summary["n_seeds"])),
+     display=False)  # fmt: skip
+if have("amb", "amb-text-only"):
+    c = experiments.compare_cells(summary, "amb", "amb-text-only", "test_corr")
+    glue("abl_amb_corr", fmt(c["a"]), display=False)
+    glue("abl_textonly_corr", fmt(c["b"]), display=False)
+    glue("abl_tav_vs_t_diff", f"{c['diff']:+.3f}", display=False)
+    glue("abl_tav_vs_t_verdict", verdict(c, "favours T+A+V", "favours text-only"), display=False)
+if have("amb", "amb-no-text"):
+    c = experiments.compare_cells(summary, "amb-no-text", "amb", "test_corr")
+    glue("abl_notext_corr", fmt(c["a"]), display=False)
+    glue("abl_notext_verdict", f"{c['diff']:+.3f} against AMB: "
+         + verdict(c, "no-text is better", "no-text is worse"), display=False)  # fmt: skip
+if have("amb", "amb-ft"):
+    c = experiments.compare_cells(summary, "amb-ft", "amb", "test_corr")
+    params = summary.set_index("cell")["trainable_params_m"]
+    glue("abl_ft_corr", fmt(c["a"]), display=False)
+    glue("abl_ft_verdict", f"{c['diff']:+.3f} against AMB: "
+         + verdict(c, "fine-tuning is better", "fine-tuning is worse"), display=False)  # fmt: skip
+    glue("abl_ft_params", f"{params['amb-ft']:.2f}", display=False)
+    glue("abl_amb_params", f"{params['amb']:.2f}", display=False)
+if have("misa", "misa-adapters"):
+    c = experiments.compare_cells(summary, "misa-adapters", "misa", "test_corr")
+    glue("abl_misa_corr_a", fmt(c["a"]), display=False)
+    glue("abl_misa_corr_ft", fmt(c["b"]), display=False)
+    glue("abl_misa_verdict", verdict(c, "adapters are better", "adapters are worse"), display=False)
