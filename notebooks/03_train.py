@@ -96,7 +96,8 @@ print(f"run folder: {run_path}\n{state}; {result.epochs_run} epochs, best epoch 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
 later = {"sweep.json", experiments.ROBUSTNESS_FILE}
-print("\n".join(sorted(p.name for p in run_path.iterdir() if not p.name.startswith(".") and p.name not in later)))
+print("\n".join(sorted(p.name for p in run_path.iterdir()
+                        if not p.name.startswith(".") and p.name not in later)))
 
 # %% [markdown]
 # ## Learning curves

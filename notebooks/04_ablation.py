@@ -48,12 +48,13 @@ from myst_nb import glue
 
 from ambcore import experiments, report
 from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
-from ambcore.plots import acc7_params_figure, provenance_line
+from ambcore.plots import acc7_params_figure
 
 cfg = config_from_parameters(preset, data, plm)
-spec = experiments.ablation_spec(preset, n_seeds=n_seeds or None,
-                                 shared=experiments.overrides_of(cfg), runs_dir=runs_dir or None)
-runs_path = Path(runs_dir) if runs_dir else experiments.runs_root(preset, experiments.overrides_of(cfg))
+shared = experiments.overrides_of(cfg)  # e.g. another PLM or dataset: its own runs folder
+runs_path = Path(runs_dir) if runs_dir else experiments.runs_root(preset, shared)
+spec = experiments.ablation_spec(preset, n_seeds=n_seeds or None, shared=shared,
+                                 runs_dir=runs_dir or None)
 display(banner(cfg))
 
 # %% [markdown]
@@ -108,7 +109,8 @@ summary = report.summarize(runs_frame)
 if summary.empty:
     raise RuntimeError(f"no finished ablation runs under {runs_path}")
 source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
-written = experiments.write_ablation_results(runs_frame, summary, results_dir or default_results_dir())
+results_path = Path(results_dir or default_results_dir())
+written = experiments.write_ablation_results(runs_frame, summary, results_path)
 shown = summary[["cell", "row_name", "n_seeds", "seeds", "trainable_params_m",
                  "test_mae_mean", "test_corr_mean", "test_acc7_mean"]]  # fmt: skip
 display(numbered_table(shown, f"Finished runs per cell ({source})", digits=3))

@@ -61,7 +61,8 @@ display(banner(cfg))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-print(f"preset {preset}: cells {', '.join(c['name'] for c in spec['cells'])}; seeds {spec['seeds']}")
+cell_names = ", ".join(c["name"] for c in spec["cells"])
+print(f"preset {preset}: cells {cell_names}; seeds {spec['seeds']}")
 print(f"rates {rates}; {n_draws} noise draw(s) per run and rate; kinds: deletion, replacement, "
       "visual, acoustic")  # fmt: skip
 
@@ -92,14 +93,16 @@ run_dirs = experiments.finished_runs(spec)
 if not run_dirs:
     raise RuntimeError(f"no finished runs for figure 6.3 in {spec['runs_dir']}")
 curves = pd.concat(
-    [experiments.robustness_curves(r, rates, n_draws) for r in tqdm(run_dirs, desc="noise", unit="run")],
+    [experiments.robustness_curves(r, rates, n_draws)
+     for r in tqdm(run_dirs, desc="noise", unit="run")],
     ignore_index=True,
-)
+)  # fmt: skip
 summary = summarize_curves(curves)
 source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
 results_path = Path(results_dir or default_results_dir())
 atomic_write_text(results_path / "robustness_curves.csv", summary.to_csv(index=False))
-print(f"{len(run_dirs)} runs; {len(curves)} curve points; written: {results_path / 'robustness_curves.csv'}")
+print(f"{len(run_dirs)} runs; {len(curves)} curve points; "
+      f"written: {results_path / 'robustness_curves.csv'}")  # fmt: skip
 
 # %% [markdown]
 # ## Figure 6.3

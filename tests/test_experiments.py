@@ -50,7 +50,8 @@ def test_cells_are_the_thesis_rows():
 
 def test_adaptation_of_each_cell():
     ft = ex.cell_config("amb-ft", "paper")
-    assert (ft.text_adaptation, ft.finetune_layers, ft.amb_finetune_embeddings) == ("finetune", "last:3", True)
+    assert (ft.text_adaptation, ft.finetune_layers) == ("finetune", "last:3")
+    assert ft.amb_finetune_embeddings
     mag = ex.cell_config("mag-bert", "embedded")
     assert (mag.model, mag.text_adaptation, mag.finetune_layers) == ("mag-bert", "finetune", "all")
     assert ex.cell_config("misa-adapters", "embedded").text_adaptation == "adapters"
@@ -89,7 +90,8 @@ def test_amb_ft_budget_follows_the_thesis_scheme():
     hidden = model.plm.config.hidden_size
     pooler = hidden * hidden + hidden
     thesis = thesis_rows("6.2").set_index("model")["trainable_params_m"]
-    assert round((n_ft - n_amb + pooler) / 1e6, 1) == pytest.approx(thesis["AMB-FT"] - thesis["AMB"])
+    exchange = (n_ft - n_amb + pooler) / 1e6
+    assert round(exchange, 1) == pytest.approx(thesis["AMB-FT"] - thesis["AMB"])
 
 
 # ---- grids, run folders, specs ---------------------------------------------------------------
@@ -141,7 +143,8 @@ DATA = "SYNTHETIC MOSEI-shaped (seed 1234)"
 
 def fake_train(cfg, run_dir, resume=True):
     """A run folder as train_and_evaluate leaves it, with metrics of generated predictions."""
-    rng = np.random.default_rng(zlib.crc32(f"{cfg.model}{cfg.variant}{cfg.text_adaptation}{cfg.seed}".encode()))
+    key = f"{cfg.model}/{cfg.variant}/{cfg.text_adaptation}/{cfg.seed}"
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
     noise = {"no-text": 2.0, "text-only": 0.6}.get(cfg.variant, 0.4)
     metrics = {}
     for split, n in (("valid", 40), ("test", 60)):
