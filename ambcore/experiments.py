@@ -220,15 +220,14 @@ def grid(preset: str, n_seeds: int | None = None) -> Grid:
 
 
 def shared_changes(preset: str, shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The shared overrides that really change ``preset`` (type-checked; seed excluded). An
-    empty ``data`` means AMB_DATA's file, which then counts as the data."""
+    """The shared overrides that really change ``preset`` (type-checked; seed excluded).
+
+    A dataset given through AMB_DATA (the paper preset's ``data=""``) is not a change: the
+    notebooks and ``python -m ambcore sweep experiments/ablation_paper.yaml`` then agree on
+    ``<runs>/paper``. A dataset given as ``data=PATH`` gets its own folder."""
     base = get_config(preset)
     cfg = get_config(preset, **{k: v for k, v in dict(shared or {}).items() if k != "seed"})
-    changed = {k: v for k, v in cfg.to_dict().items()
-               if k != "seed" and v != getattr(base, k)}  # fmt: skip
-    if cfg.data == "" and paths.data_from_env():
-        changed["data"] = paths.data_from_env()
-    return changed
+    return {k: v for k, v in cfg.to_dict().items() if k != "seed" and v != getattr(base, k)}
 
 
 def runs_root(preset: str, shared: Mapping[str, Any] | None = None) -> Path:
