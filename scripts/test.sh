@@ -7,4 +7,10 @@ bash scripts/setup.sh
 bash scripts/install_chromium.sh ||
   echo "[test] Chromium could not be installed: the book's browser test will be skipped (in CI it fails)"
 export AMB_PRESET=smoke MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# One thread per process: the test models are tiny, and two OpenMP threads on two shared
+# cores mostly wait for each other (measured: several times slower under load).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# Runs made by the tests and the notebooks go to a fresh folder, never into ./runs.
+AMB_RUNS=$(mktemp -d "${TMPDIR:-/tmp}/ambcore-test-runs.XXXXXX")
+export AMB_RUNS
 exec .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider "$@"
