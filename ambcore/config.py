@@ -9,7 +9,8 @@ Presets
 -------
 - ``smoke``: CI-sized, a tiny random BERT and a few hundred synthetic utterances; seconds.
 - ``embedded``: the synthetic MOSEI-shaped dataset and the bundled all-MiniLM-L6-v2; the
-  default main job, about a minute per run on two CPU cores.
+  default main job; one AMB run (up to 12 epochs over 1,200 utterances) costs about 4
+  CPU-minutes on this project's 2-core machines (measured; see ambcore.experiments).
 - ``paper``: CMU-MOSEI (path from ``--set data=...`` or ``AMB_DATA``) and bert-base-uncased with
   the thesis' hyper-parameters (adapter 384, fusion 220, Adam 5e-5, dropout 0.2, patience 10).
 
