@@ -355,6 +355,18 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _children_cpu_seconds() -> float:
+    """User + system CPU time of this process' finished child processes (the kernels).
+
+    On a shared machine wall time depends on the load; CPU time much less."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]):
     """Set environment variables for the kernels started inside the block, then restore."""
@@ -387,6 +399,7 @@ def run_book(
     build: bool = True,
     warnings_as_errors: bool = False,
     sync: bool = True,
+    results_dir: Path | None = None,
     book_dir: Path | None = None,
     out_dir: Path | None = None,
     notebooks_dir: Path | None = None,
@@ -395,7 +408,8 @@ def run_book(
     """Execute the chapters with papermill and build the book (the main job; see module doc).
 
     ``sync``: bring notebooks/NN.ipynb up to date with NN.py first (else the .py's cells run
-    from a private copy and notebooks/ is not written).
+    from a private copy and notebooks/ is not written). ``results_dir``: where the chapters
+    that declare a ``results_dir`` parameter write and read results files (default results/).
     """
     import papermill
 
@@ -461,13 +475,19 @@ def run_book(
             _write_json_atomic(timings_path, timings)
             continue
         if chapter not in selected:
-            if not (out_dir / f"{chapter.name}.ipynb").exists():
+            if (out_dir / f"{chapter.name}.ipynb").exists():  # the copy of an earlier build
+                chapter_times.setdefault(chapter.name, {"status": "ok", "seconds": None})
+                chapter_times[chapter.name]["earlier_build"] = True
+                log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: not selected, keeping its last executed copy")
+            else:
+                chapter_times[chapter.name] = {"status": "not executed", "seconds": None,
+                                               "finished": _now()}
                 _write_placeholder(
                     chapter, out_dir,
                     f"This chapter was not executed in this build (run `python -m ambcore book "
                     f"--chapters {chapter.name[:2]}`).",
                 )
-            log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: not selected, kept as it was")
+                log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: not selected and never executed")
             continue
         # What runs is the .py's cells: written back to NN.ipynb with sync, else only to a
         # private input copy (notebooks/ untouched).
@@ -482,6 +502,8 @@ def run_book(
         declared = set(papermill.inspect_notebook(str(source_nb)))
         if "timings_path" in declared:
             params["timings_path"] = str(timings_path)
+        if results_dir is not None and "results_dir" in declared:
+            params["results_dir"] = str(Path(results_dir).resolve())
         undeclared = sorted(set(params) - declared - {"preset"})
         if undeclared:
             log(f"{chapter.name}: note: the notebook does not declare {', '.join(undeclared)}")
@@ -490,7 +512,7 @@ def run_book(
         log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: executing {shown.relative_to(notebooks_dir.parent)} "
             f"with {', '.join(f'{k}={v}' for k, v in params.items())}")
         _write_json_atomic(timings_path, timings)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _children_cpu_seconds()
         try:
             with _environment(kernel_env):
                 papermill.execute_notebook(
@@ -514,17 +536,20 @@ def run_book(
                 raise
             raise BookError(_format_failure(chapter, shown, exc, kept)) from exc
         seconds = time.perf_counter() - t0
+        cpu_seconds = _children_cpu_seconds() - cpu0  # the kernel's, once it has exited
         source_nb.unlink(missing_ok=True)
         (out_dir / f"{chapter.name}.md").unlink(missing_ok=True)
         (out_dir / f"{chapter.name}.failed.ipynb").unlink(missing_ok=True)
         os.replace(running, out_dir / f"{chapter.name}.ipynb")
         chapter_times[chapter.name] = {
-            "status": "ok", "seconds": round(seconds, 2), "finished": _now(),
+            "status": "ok", "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+            "finished": _now(),
             "preset": preset, "data": timings["book"]["data"], "plm": timings["book"]["plm"],
         }
         _write_json_atomic(timings_path, timings)
         executed.append(chapter.name)
-        log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: done in {seconds:.1f} s")
+        log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: done in {seconds:.1f} s "
+            f"(kernel CPU time {cpu_seconds:.1f} s)")
 
     timings["book"]["finished"] = _now()
     timings["book"]["execute_seconds"] = round(time.perf_counter() - t_book, 2)
@@ -632,11 +657,15 @@ def timings_table(timings: Mapping[str, Any] | None):
     rows = []
     for chapter in CHAPTERS:
         entry = chapters.get(chapter.name, {})
+        status = entry.get("status", "not run")
+        if entry.get("earlier_build"):
+            status += " (earlier build)"
         rows.append({
             "chapter": chapter.name,
             "title": chapter.title,
-            "status": entry.get("status", "not run"),
+            "status": status,
             "wall time (s)": entry.get("seconds"),
+            "CPU time (s)": entry.get("cpu_seconds"),
             "preset": entry.get("preset", ""),
             "finished (UTC)": entry.get("finished", ""),
         })
@@ -659,24 +688,50 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def benchmark_tables(results_dir: Path | str | None = None) -> dict[str, Any]:
-    """Every benchmark JSON under results/ (bench*.json, sdk_bench.json) as a key/value table."""
+@dataclass(frozen=True)
+class BenchmarkRecord:
+    """One benchmark file under results/, as a table with a caption naming its device."""
+
+    name: str
+    caption: str
+    table: Any  # pandas DataFrame
+
+
+def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRecord]:
+    """Every benchmark JSON under results/ (``bench*.json``, ``*_bench*.json``).
+
+    Records of ``python -m ambcore bench`` become one row per model and path
+    (``ambcore.bench.summary_frame``); any other record (the SDK alignment benchmark) a
+    key/value table.
+    """
     import pandas as pd
 
     results_dir = Path(results_dir or default_results_dir())
     files = sorted({*results_dir.glob("bench*.json"), *results_dir.glob("*_bench*.json")})
-    tables = {}
+    records = []
     for path in files:
         try:
             payload = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            tables[path.name] = pd.DataFrame([{"key": "error", "value": f"unreadable: {exc}"}])
+            table = pd.DataFrame([{"key": "error", "value": f"unreadable: {exc}"}])
+            records.append(BenchmarkRecord(path.name, f"results/{path.name} (unreadable)", table))
             continue
-        flat = _flatten(payload)
-        tables[path.name] = pd.DataFrame(
-            [{"key": k, "value": v} for k, v in flat.items()], columns=["key", "value"]
+        where = ", ".join(
+            f"{key} {payload[key]}" for key in ("device", "device_name", "preset", "data")
+            if isinstance(payload, Mapping) and payload.get(key)
         )
-    return tables
+        caption = f"results/{path.name}" + (f" ({where})" if where else "")
+        if isinstance(payload, Mapping) and isinstance(payload.get("models"), Mapping):
+            from ambcore.bench import summary_frame
+
+            table = summary_frame(payload)
+        else:
+            flat = _flatten(payload)
+            table = pd.DataFrame(
+                [{"key": k, "value": v} for k, v in flat.items()], columns=["key", "value"]
+            )
+        records.append(BenchmarkRecord(path.name, caption, table))
+    return records
 
 
 # ---- the Results page -----------------------------------------------------------------------

@@ -77,7 +77,8 @@ def headline(stem: str, model: str = "AMB") -> str:
     if ours.empty or thesis.empty:
         return f"no {model} row in results/{stem}.csv"
     o, t = ours.iloc[0], thesis.iloc[0]
-    return (f"{o['MAE']:.3f} ± {o['MAE std']:.3f} on {o['Data']} with {o['PLM / text features']} "
+    spread = f" ± {o['MAE std']:.3f} over {int(o['n seeds'])} seeds" if pd.notna(o["MAE std"]) else " (one seed)"
+    return (f"{o['MAE']:.3f}{spread} on {o['Data']} with {o['PLM / text features']} "
             f"(thesis: {t['MAE']:.3f} on CMU-MOSEI)")
 
 

@@ -14,6 +14,7 @@ data = ""
 plm = ""
 seed = 0
 timings_path = ""  # the main job's timings JSON; empty: book/executed/timings.json
+results_dir = ""  # where benchmark files are; empty: the project's results/ folder
 
 # %% tags=["hide-input"]
 import pandas as pd
@@ -72,14 +73,16 @@ numbered_table(versions, "Package versions", name="tbl-status-versions")
 # %% [markdown]
 # ## Wall time per chapter
 #
-# Measured by the main job around each chapter's papermill execution (kernel start included).
+# Measured by the main job around each chapter's papermill execution (kernel start included);
+# the CPU time is the kernel's own (user + system), which depends less than the wall time on
+# whatever else the machine was running.
 # Chapters executed so far in this build took {glue:text}`total_minutes` minutes in total.
 # Missing chapters: {glue:text}`missing_chapters`.
 
 # %% tags=["hide-input"]
 timings = load_timings(timings_path or None)
 chapters = timings_table(timings)
-done = chapters["wall time (s)"].dropna()
+done = chapters.loc[chapters["status"].isin(["ok", "failed"]), "wall time (s)"].dropna()
 glue("total_minutes", f"{done.sum() / 60:.1f}", display=False)
 missing = chapters.loc[chapters["status"] == "missing", "chapter"].tolist()
 glue("missing_chapters", ", ".join(missing) if missing else "none", display=False)
@@ -117,8 +120,8 @@ plt.close(fig)
 # benchmark); each names its device and command.
 
 # %% tags=["hide-input"]
-benches = benchmark_tables()
+benches = benchmark_tables(results_dir or None)
 if not benches:
     display(missing_note("benchmark files", "No results/bench*.json or results/*_bench*.json yet."))
-for name, table in benches.items():
-    display(numbered_table(table, f"Benchmark record {name}"))
+for record in benches:
+    display(numbered_table(record.table, f"Benchmark {record.caption}"))

@@ -26,6 +26,7 @@ from ambcore.book import (
     PLACEHOLDER_MARK,
     BookError,
     banner,
+    benchmark_tables,
     notebooks_agree,
     numbered_table,
     run_book,
@@ -39,7 +40,7 @@ ARTIFACTS = ROOT / "test-artifacts" / "book"
 # Chapters whose notebooks are still being written: until a chapter's notebook exists, the book
 # shows a placeholder page for it. Remove a chapter from this set when its notebook lands; from
 # then on a missing notebook (or a page that did not come from it) fails the build test.
-PENDING_CHAPTERS = {"01_data", "03_train", "04_ablation", "05_robustness"}
+PENDING_CHAPTERS: set[str] = set()
 
 
 # ---- configuration and table of contents ----------------------------------------------------
@@ -172,6 +173,27 @@ def test_numbered_table_is_a_myst_table_with_caption():
     assert "| a\\|b | c |" in md and "| 1.235 | x |" in md and "| – | y |" in md
 
 
+def test_benchmark_tables_read_bench_and_other_records(tmp_path):
+    epoch = {"median": 2.0, "min": 1.5, "max": 2.5}
+    path_result = {"train_epoch_s": epoch, "train_samples_per_s": 48.0, "train_step_ms": 300.0,
+                   "eval_samples_per_s": 200.0, "peak_memory_mib": 900.0}
+    record = {
+        "device": "cpu", "preset": "embedded", "data": "SYNTHETIC",
+        "models": {"amb": {"fast": path_result, "naive": path_result, "trainable_params": 10,
+                           "ratio_fast_over_naive": {"train_epoch": {"median": 0.5}}}},
+    }  # fmt: skip
+    (tmp_path / "bench_cpu.json").write_text(json.dumps(record))
+    (tmp_path / "sdk_bench.json").write_text(json.dumps({"wall_s": 12.5, "spec": {"n": 3}}))
+    (tmp_path / "other.json").write_text("{}")
+    records = {r.name: r for r in benchmark_tables(tmp_path)}
+    assert set(records) == {"bench_cpu.json", "sdk_bench.json"}
+    bench = records["bench_cpu.json"]
+    assert "device cpu" in bench.caption and "preset embedded" in bench.caption
+    assert list(bench.table["path"]) == ["fast", "naive"]
+    sdk = records["sdk_bench.json"].table
+    assert dict(zip(sdk["key"], sdk["value"])) == {"wall_s": 12.5, "spec.n": 3}
+
+
 def test_select_chapters():
     assert [c.name for c in select_chapters("3,01")] == ["01_data", "03_train"]
     assert [c.name for c in select_chapters(None)] == [c.name for c in CHAPTERS]
@@ -231,6 +253,24 @@ def test_failing_chapter_names_notebook_and_cell_and_keeps_it(tmp_path):
     assert timings["chapters"]["01_data"]["status"] == "failed"
 
 
+def test_chapters_not_selected_keep_their_last_copy(tmp_path):
+    notebooks, out = tmp_path / "notebooks", tmp_path / "executed"
+    notebooks.mkdir()
+    _write_notebook(notebooks, "01_data", "# %%\nprint('one', preset)\n")
+    _write_notebook(notebooks, "02_model", "# %%\nprint('two', preset)\n")
+    quiet = dict(notebooks_dir=notebooks, out_dir=out, build=False, log=lambda _: None)
+    first = run_book("smoke", chapters="01", **quiet)
+    assert first.executed == ["01_data"]
+    assert PLACEHOLDER_MARK in (out / "02_model.md").read_text()  # never executed: placeholder
+    second = run_book("embedded", chapters="02", **quiet)
+    assert second.executed == ["02_model"] and not (out / "02_model.md").exists()
+    timings = json.loads((out / "timings.json").read_text())["chapters"]
+    assert timings["01_data"]["earlier_build"] and timings["01_data"]["preset"] == "smoke"
+    assert timings["02_model"]["status"] == "ok" and timings["02_model"]["cpu_seconds"] > 0
+    assert "one smoke" in (out / "01_data.ipynb").read_text()  # the earlier copy, untouched
+    assert "two embedded" in (out / "02_model.ipynb").read_text()
+
+
 def test_cli_error_for_paper_preset_without_data(monkeypatch, capsys):
     from ambcore.cli import main
 
@@ -269,7 +309,7 @@ def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
         cwd=str(ROOT / "notebooks"),
     )  # fmt: skip
     text = json.dumps(nbformat.read(out, as_version=4).cells, ensure_ascii=False)
-    assert "0.432 ± 0.500 on SYNTHETIC test data" in text  # glued headline, from the CSV
+    assert "0.432 ± 0.500 over 3 seeds on SYNTHETIC test data" in text  # glued, from the CSV
     assert "1 row(s) of ours from results/table_6_1.csv" in text
     assert "results/table_6_2.csv is missing" in text  # the other table: thesis rows only
 
@@ -285,6 +325,11 @@ def smoke_book(tmp_path_factory):
     shutil.copytree(
         BOOK, work / "book", symlinks=True, ignore=shutil.ignore_patterns("_build", "executed")
     )
+    # Results files go to a folder of the test (the benchmark records are copied for the
+    # Status page), so that the smoke book never overwrites the project's results/.
+    (work / "results").mkdir()
+    for bench in (ROOT / "results").glob("*.json"):
+        shutil.copy2(bench, work / "results" / bench.name)
     env = dict(os.environ, AMB_RUNS=str(work / "runs"), HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("AMB_DATA", None)
@@ -292,7 +337,7 @@ def smoke_book(tmp_path_factory):
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "ambcore", "book", "--preset", "smoke", "-W", "--no-sync",
-         "--book-dir", str(work / "book")],
+         "--book-dir", str(work / "book"), "--results-dir", str(work / "results")],
         capture_output=True, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -389,7 +434,8 @@ def test_smoke_book_status_page_records_the_build(smoke_book):
     assert "smoke" in text and "SYNTHETIC" in text and "tiny randomly initialised BERT" in text
     assert "jupyter-book" in text and "papermill" in text and "torch" in text
     assert re.search(r"git revision [0-9a-f]{40}", text)
-    assert re.search(r"06_results Results ok \d+\.\d", text), "no wall time for 06_results"
+    # wall time and the kernel's CPU time
+    assert re.search(r"06_results Results ok \d+\.\d \d+\.\d", text), "no times for 06_results"
 
 
 # ---- a real browser ----------------------------------------------------------------------------

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
                    help="only execute the notebooks, do not run jupyter-book")
     p.add_argument("-W", "--strict", action="store_true",
                    help="build with warnings as errors (jupyter-book build -W --keep-going)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="results folder for the chapters that write or read results files "
+                        "(default: results/)")
     p.add_argument("--book-dir", type=Path, default=None, help="the book folder (default: book/)")
     p.add_argument("--out", type=Path, default=None,
                    help="where executed notebooks go (default: BOOK_DIR/executed, where the book "
@@ -47,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     result = run_book(
         preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
         chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
+        results_dir=args.results_dir,
         book_dir=args.book_dir, out_dir=args.out,
     )
     if result.html_dir is not None:
