@@ -104,7 +104,8 @@ def default_notebooks_dir() -> Path:
 
 
 def default_results_dir() -> Path:
-    return PROJECT_ROOT / "results"
+    """Where chapters write and read results files: ``AMB_RESULTS`` or the project's results/."""
+    return Path(os.environ.get("AMB_RESULTS") or PROJECT_ROOT / "results")
 
 
 def default_timings_path(book_dir: Path | None = None) -> Path:

@@ -2,6 +2,8 @@
 
 - ``AMB_DATA``: the dataset path used when a config says ``data=""`` (the paper preset).
 - ``AMB_RUNS``: the folder that holds run folders (default ``<root>/runs``).
+- ``AMB_RESULTS``: results files written by the chapters (default ``<root>/results``; see
+  ``ambcore.book.default_results_dir``).
 - ``AMB_CACHE``: generated synthetic datasets and token caches (default ``<root>/.cache``,
   falling back to ``~/.cache/ambcore`` when the package is installed outside a checkout).
 """

@@ -13,4 +13,6 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # Runs made by the tests and the notebooks go to a fresh folder, never into ./runs.
 AMB_RUNS=$(mktemp -d "${TMPDIR:-/tmp}/ambcore-test-runs.XXXXXX")
 export AMB_RUNS
+# Results files the chapters write under nbval go there too, never into ./results.
+export AMB_RESULTS=$AMB_RUNS/results
 exec .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider "$@"
