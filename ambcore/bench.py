@@ -469,10 +469,12 @@ class _ModelBench:
             train, evaluate = _stats(t[f"{path}_train"]), _stats(t[f"{path}_eval"])
             out[path] = {
                 "train_epoch_s": train,
+                "train_epoch_s_rounds": [round(x, 3) for x in t[f"{path}_train"]],
                 "train_samples_per_s": n_train / train["median"],
                 "train_steps_per_epoch": self.steps[path],
                 "train_step_ms": 1000.0 * train["median"] / max(self.steps[path], 1),
                 "eval_s": evaluate,
+                "eval_s_rounds": [round(x, 3) for x in t[f"{path}_eval"]],
                 "eval_samples_per_s": n_valid / evaluate["median"],
                 "peak_memory_mib": memory.get(path, {}).get("peak_mib"),
                 "peak_memory_delta_mib": memory.get(path, {}).get("peak_delta_mib"),
@@ -569,22 +571,38 @@ def run_benchmark(
     return record
 
 
+def _target(median: float, minimum: float, limit: float, noisy: bool) -> dict[str, Any]:
+    """A ratio target by two estimators: the median over rounds and the ratio of the fastest
+    rounds (noise on a shared machine only adds time, so the minimum is the least disturbed)."""
+    return {"median": round(median, 3), "of_minimums": round(minimum, 3), "limit": limit,
+            "met_median": bool(median <= limit), "met_of_minimums": bool(minimum <= limit),
+            "noisy": noisy}  # fmt: skip
+
+
+def _noisy(*stats: dict[str, float]) -> bool:
+    """Rounds of the same work differ by more than 1.5x: the machine was busy with other work."""
+    return any(st["max"] > 1.5 * st["min"] for st in stats)
+
+
 def _targets(results: dict[str, Any]) -> dict[str, Any]:
     targets: dict[str, Any] = {}
     limit = TARGETS["train_epoch_fast_over_naive"]
     for name, res in results.items():
-        ratio = res["ratio_fast_over_naive"]["train_epoch"]["median"]
-        targets[f"{name}: fast/naive training epoch <= {limit}"] = {
-            "value": round(ratio, 3), "met": bool(ratio <= limit)}  # fmt: skip
+        fast, naive = res["fast"]["train_epoch_s"], res["naive"]["train_epoch_s"]
+        targets[f"{name}: fast/naive training epoch <= {limit}"] = _target(
+            res["ratio_fast_over_naive"]["train_epoch"]["median"], fast["min"] / naive["min"],
+            limit, _noisy(fast, naive))  # fmt: skip
     if "amb" in results and "amb-ft" in results:
         limit = TARGETS["amb_over_amb_ft_train_step"]
         amb, ft = results["amb"]["fast"], results["amb-ft"]["fast"]
-        ratio = amb["train_step_ms"] / ft["train_step_ms"]
-        targets[f"amb/amb-ft training step (fast path) <= {limit}"] = {
-            "value": round(ratio, 3), "met": bool(ratio <= limit)}  # fmt: skip
+        per_step = lambda r, key: r["train_epoch_s"][key] / max(r["train_steps_per_epoch"], 1)
+        targets[f"amb/amb-ft training step (fast path) <= {limit}"] = _target(
+            amb["train_step_ms"] / ft["train_step_ms"], per_step(amb, "min") / per_step(ft, "min"),
+            limit, _noisy(amb["train_epoch_s"], ft["train_epoch_s"]))  # fmt: skip
         if amb["peak_memory_mib"] is not None and ft["peak_memory_mib"] is not None:
             targets["amb peak memory < amb-ft peak memory (fast path)"] = {
-                "value": f"{amb['peak_memory_mib']:.0f} MiB vs {ft['peak_memory_mib']:.0f} MiB",
+                "amb_mib": round(amb["peak_memory_mib"], 1),
+                "amb_ft_mib": round(ft["peak_memory_mib"], 1),
                 "met": bool(amb["peak_memory_mib"] < ft["peak_memory_mib"]),
             }
     return targets
@@ -645,8 +663,16 @@ def format_report(record: dict[str, Any]) -> str:
             f"evaluation {ratio['eval']['median']:.2f}"
         )
     lines.append("")
-    for text, target in record["targets"].items():
-        lines.append(f"target {text}: {target['value']} ({'met' if target['met'] else 'MISSED'})")
+    word = lambda met: "met" if met else "MISSED"
+    for text, t in record["targets"].items():
+        if "median" in t:
+            lines.append(
+                f"target {text}: median {t['median']} ({word(t['met_median'])}), fastest rounds "
+                f"{t['of_minimums']} ({word(t['met_of_minimums'])})"
+                + (" [noisy: rounds differ > 1.5x]" if t["noisy"] else "")
+            )
+        else:
+            lines.append(f"target {text}: {t['amb_mib']} vs {t['amb_ft_mib']} MiB ({word(t['met'])})")
     return "\n".join(lines)
 
 
