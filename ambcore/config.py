@@ -9,8 +9,9 @@ Presets
 -------
 - ``smoke``: CI-sized, a tiny random BERT and a few hundred synthetic utterances; seconds.
 - ``embedded``: the synthetic MOSEI-shaped dataset and the bundled all-MiniLM-L6-v2; the
-  default main job; one AMB run (up to 12 epochs over 1,200 utterances) costs about 4
-  CPU-minutes on this project's 2-core machines (measured; see ambcore.experiments).
+  default main job. Sized so that the whole book (7 models x 3 seeds, plus the robustness
+  runs) fits in 30 minutes on two CPU cores: one AMB run (up to 8 epochs over 600 training
+  utterances) costs about 80 CPU-seconds with one thread (measured; see ambcore.experiments).
 - ``paper``: CMU-MOSEI (path from ``--set data=...`` or ``AMB_DATA``) and bert-base-uncased with
   the thesis' hyper-parameters (adapter 384, fusion 220, Adam 5e-5, dropout 0.2, patience 10).
 
@@ -169,6 +170,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         preset="embedded",
         data="synthetic",
         plm="embedded",
+        synthetic_n_train=600,
+        synthetic_n_valid=200,
+        synthetic_n_test=300,
         adapter_dim=192,  # half the hidden size, the thesis' ratio (384 of 768)
         encoder_dim=64,
         encoder_ffn_dim=128,
@@ -177,7 +181,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         misa_hidden=64,
         lr=1e-3,
         batch_size=32,
-        max_epochs=12,
+        max_epochs=8,
         patience=3,
     ),
     "paper": dict(
