@@ -129,6 +129,17 @@ class Config:
     max_epochs: int = 40
     patience: int = 10  # early stopping on validation MAE
     grad_clip: float = 0.0  # 0: no clipping
+    # The baselines' own training recipes (off by default; ambcore.models.misa/.magbert):
+    grad_clip_mode: str = "norm"  # "norm": the global gradient norm; "value": each value (MISA)
+    # "adam" | "adamw": decoupled weight decay, none on biases and normalisation weights
+    # (parameters with fewer than 2 dimensions), as MAG-BERT's optimizer groups.
+    optimizer: str = "adam"
+    # > 0: the learning rate rises linearly over this fraction of all training steps
+    # (max_epochs x batches per epoch), then falls linearly to 0 (MAG-BERT: 0.1).
+    warmup_ratio: float = 0.0
+    # When patience runs out: restore the best weights and optimizer state, halve the learning
+    # rate and go on, at most this many times, then stop (MISA: its 3 "trials" = 2 halvings).
+    lr_halvings: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     bf16: bool = True  # autocast on CUDA only; ignored on the CPU
     fast_path: bool = True  # length bucketing, token cache, inference_mode (see ambcore.bench)
@@ -281,6 +292,8 @@ _CHOICES = {
     "fusion_connect": ("chain", "independent"),
     "mag_unaligned": ("error", "resample"),
     "loss": ("l1", "mse"),
+    "grad_clip_mode": ("norm", "value"),
+    "optimizer": ("adam", "adamw"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -293,6 +306,10 @@ def _validate(cfg: Config) -> Config:
     ft = cfg.finetune_layers
     if ft != "all" and not (ft.startswith("last:") and ft[5:].isdigit()):
         raise ConfigError(f"config key 'finetune_layers'={ft!r}; expected 'all' or 'last:K'")
+    if not 0.0 <= cfg.warmup_ratio < 1.0:
+        raise ConfigError(f"config key 'warmup_ratio'={cfg.warmup_ratio!r}; expected 0 <= r < 1")
+    if cfg.lr_halvings < 0:
+        raise ConfigError(f"config key 'lr_halvings'={cfg.lr_halvings!r}; expected >= 0")
     return cfg
 
 

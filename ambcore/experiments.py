@@ -21,9 +21,11 @@ robustness (6.3.4) chapters and *where* each run lives:
 
 Baselines and their original settings. MISA trains BERT's embeddings and its last three
 layers (``finetune_layers="last:3"``) with its own recipe (``ambcore.models.misa
-.ORIGINAL_MOSEI_SETTINGS``: lr 1e-4, batch 16, gradient clipping, MSE loss, patience 6);
-MAG-BERT fine-tunes the whole BERT with its recipe (``ambcore.models.magbert.ORIGINAL_SETTINGS``:
-lr 1e-5, batch 48, MSE). With the paper preset the recipes apply in full; with the smaller
+.ORIGINAL_MOSEI_SETTINGS``: lr 1e-4, batch 16, gradient values clipped at 1.0, MSE loss,
+patience 6, learning rate halved from the best epoch twice before stopping); MAG-BERT
+fine-tunes the whole BERT with its recipe (``ambcore.models.magbert.ORIGINAL_SETTINGS``: AdamW
+lr 1e-5 with weight decay 0.01, linear warm-up over 10 % of the steps, batch 48, MSE). With
+the paper preset the recipes apply in full; with the smaller
 presets the settings that size the model or the training time (``SCALED_KEYS``: hidden sizes,
 batch size, epochs, patience, text length) stay the preset's, so that every model of a
 preset trains on the same budget. MISA-Adapters uses MISA's recipe with adapters instead of
@@ -70,10 +72,12 @@ __all__ = [
     "write_ablation_results",
     "compare_cells",
     "robustness_curves",
+    "robustness_curves_of_runs",
     "modality_drops",
     "planted_truth_check",
     "overrides_of",
     "run_experiment",
+    "RELATIVE_COST",
     "finished_runs",
     "spec_text",
 ]
@@ -373,31 +377,38 @@ def compare_cells(summary, cell_a: str, cell_b: str, metric: str = "test_corr") 
 ROBUSTNESS_FILE = "robustness.csv"  # inside a run folder: its curves for one grid
 
 
+def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
+    """The run's ``robustness.csv`` if it holds exactly this grid, else None."""
+    import pandas as pd
+
+    from ambcore.noise import NOISE_KINDS
+
+    cache = run_dir / ROBUSTNESS_FILE
+    if not cache.exists():
+        return None
+    frame = pd.read_csv(cache)
+    same = (sorted(frame["rate"].unique()) == sorted(set(rates))
+            and set(frame["n_draws"]) == {n_draws}
+            and set(frame["kind"]) == set(NOISE_KINDS))  # fmt: skip
+    return frame if same else None
+
+
 def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draws: int,
                       progress: bool = False):
     """``ambcore.noise.robustness_curve`` of a run for all four kinds, cached in the run folder
     (``robustness.csv``; recomputed when the rates or draws differ). Noise seeds are the
     run's seed, so every run of a model gets independent draws."""
-    import pandas as pd
-
     from ambcore import runs
     from ambcore.noise import NOISE_KINDS, robustness_curve
 
     run_dir = Path(run_dir)
-    cache = run_dir / ROBUSTNESS_FILE
     rates = [float(r) for r in rates]
-    frame = None
-    if cache.exists():
-        frame = pd.read_csv(cache)
-        same = (sorted(frame["rate"].unique()) == sorted(set(rates))
-                and set(frame["n_draws"]) == {n_draws}
-                and set(frame["kind"]) == set(NOISE_KINDS))  # fmt: skip
-        frame = frame if same else None
+    frame = _cached_curves(run_dir, rates, n_draws)
     if frame is None:
         seed = runs.read_config(run_dir).seed
         frame = robustness_curve(run_dir, NOISE_KINDS, rates=rates, n_draws=n_draws, seed=seed,
                                  progress=progress)  # fmt: skip
-        runs.atomic_write_text(cache, frame.to_csv(index=False))
+        runs.atomic_write_text(run_dir / ROBUSTNESS_FILE, frame.to_csv(index=False))
     frame["run"] = str(run_dir)  # the folder may have moved since the cache was written
     # The cell's name in the book: AMB with noise augmentation is not "AMB".
     cell_file = run_dir / "sweep.json"
@@ -406,6 +417,53 @@ def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draw
         if cell in CELLS:
             frame["row_name"] = CELLS[cell].label
     return frame
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequence[float],
+                              n_draws: int, parallel: int = 0, progress: bool = True):
+    """``robustness_curves`` of every run, concatenated in the order of ``run_dirs``.
+
+    Runs without a valid cache are evaluated ``parallel`` at a time in worker processes with
+    one CPU thread each (0: one per CPU core; 1, or a GPU machine: in this process, one after
+    another): on two cores, two single-thread evaluations finish well before two-thread ones
+    in turn."""
+    import pandas as pd
+    import torch
+    from tqdm.auto import tqdm
+
+    run_dirs = [Path(r) for r in run_dirs]
+    rates = [float(r) for r in rates]
+    todo = [r for r in run_dirs if _cached_curves(r, rates, n_draws) is None]
+    if parallel <= 0:
+        parallel = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
+    parallel = min(parallel, len(todo))
+    bar = tqdm(total=len(run_dirs), initial=len(run_dirs) - len(todo), desc="noise", unit="run",
+               disable=not progress)  # fmt: skip
+    if parallel > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with _threads_per_process(1), ProcessPoolExecutor(parallel, mp_context=context,
+                                                          initializer=_one_thread) as pool:
+            jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
+            for job in as_completed(jobs):
+                job.result()  # raises the worker's error; the curves are now cached
+                bar.update(1)
+    frames = []
+    for run_dir in run_dirs:
+        cached = _cached_curves(run_dir, rates, n_draws) is not None
+        frames.append(robustness_curves(run_dir, rates, n_draws))
+        if not cached:
+            bar.update(1)
+    bar.close()
+    return pd.concat(frames, ignore_index=True)
 
 
 def modality_drops(curve_summary, metric: str = "corr"):
@@ -474,6 +532,15 @@ def _threads_per_process(n: int):
                 os.environ[k] = v
 
 
+# Training seconds of one run per cell (sum of its epochs), measured in the embedded book (one
+# thread per run, two runs at a time; mean over seeds; AMB + noise augmentation assumed equal
+# to AMB).
+# Only the order in which parallel runs start uses them:
+# the costliest first, so that the sweep does not end with one long run on one core.
+RELATIVE_COST = {"mag-bert": 137, "misa": 109, "misa-adapters": 87, "amb-ft": 87, "amb": 61,
+                 "amb-noise-aug": 61, "amb-text-only": 56, "amb-no-text": 22}  # fmt: skip
+
+
 def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = True):
     """Run a spec of this module with ``ambcore.sweep.run_sweep``: finished cells are skipped,
     unfinished ones resumed.
@@ -498,7 +565,8 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
         return run_sweep(loaded, progress=progress)
     with _threads_per_process(1 if cuda else max(1, cores // parallel)):
         return run_sweep(loaded, backend="submitit", cluster="local", max_parallel=parallel,
-                         progress=progress)  # fmt: skip
+                         progress=progress,
+                         cost=lambda cell: RELATIVE_COST.get(cell.name, 0))  # fmt: skip
 
 
 def finished_runs(spec: Mapping[str, Any]) -> list[Path]:

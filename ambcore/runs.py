@@ -74,6 +74,8 @@ __all__ = [
     "ResumeState",
     "save_resume_state",
     "load_resume_state",
+    "save_optimizer_state",
+    "load_optimizer_state",
     "capture_rng_state",
     "restore_rng_state",
     "replace_dir",
@@ -89,6 +91,7 @@ HISTORY_COLUMNS = (
     "valid_acc7",
     "valid_corr",
     "seconds",
+    "lr",  # the learning rate at the end of the epoch (warm-up, halvings)
 )
 
 
@@ -453,6 +456,8 @@ class ResumeState:
     epochs_since_best: int  # the patience counter
     history: list[dict[str, Any]]  # the history.csv rows so far
     config_json: str  # the resolved config, to refuse resuming a different run
+    scheduler: dict[str, Any] | None = None  # the LR schedule's state_dict (warm-up), if any
+    lr_halvings_done: int = 0  # cfg.lr_halvings used so far
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -502,12 +507,34 @@ def save_resume_state(last_dir: str | Path, rs: ResumeState) -> None:
             "epochs_since_best": rs.epochs_since_best,
             "history": rs.history,
             "config": json.loads(rs.config_json),
+            "scheduler": rs.scheduler,
+            "lr_halvings_done": rs.lr_halvings_done,
         },
     )
     keep = set(files.values()) | {"state.json"}
     for path in last_dir.iterdir():
         if path.name not in keep:
             path.unlink(missing_ok=True)
+
+
+OPTIMIZER_TENSORS, OPTIMIZER_JSON = "optimizer.safetensors", "optimizer.json"
+
+
+def save_optimizer_state(folder: str | Path, state: dict[str, Any]) -> None:
+    """An optimizer ``state_dict()`` as ``optimizer.safetensors`` + ``optimizer.json`` in
+    ``folder`` (next to the best weights when ``cfg.lr_halvings`` restores them)."""
+    tensors, scalars = _split_optimizer_state(state)
+    save_tensors(Path(folder) / OPTIMIZER_TENSORS, tensors)
+    write_json(Path(folder) / OPTIMIZER_JSON, scalars)
+
+
+def load_optimizer_state(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    missing = [n for n in (OPTIMIZER_TENSORS, OPTIMIZER_JSON) if not (folder / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no saved optimizer state ({', '.join(missing)})")
+    return _join_optimizer_state(load_tensors(folder / OPTIMIZER_TENSORS),
+                                 read_json(folder / OPTIMIZER_JSON))  # fmt: skip
 
 
 def load_resume_state(last_dir: str | Path) -> ResumeState | None:
@@ -532,4 +559,6 @@ def load_resume_state(last_dir: str | Path) -> ResumeState | None:
         epochs_since_best=int(meta["epochs_since_best"]),
         history=list(meta["history"]),
         config_json=json.dumps(meta["config"], sort_keys=True),
+        scheduler=meta.get("scheduler"),
+        lr_halvings_done=int(meta.get("lr_halvings_done", 0)),
     )

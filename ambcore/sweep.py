@@ -403,12 +403,14 @@ def run_sweep(
     fail_fast: bool = False,
     progress: bool = True,
     runs_dir: str | os.PathLike | None = None,
+    cost: Callable[[SweepCell], float] | None = None,
 ) -> SweepResult:
     """Run every cell of ``spec`` that is not DONE; see the module docstring for the backends.
 
     ``train_fn(cfg, run_dir, resume=True)`` replaces ``train_and_evaluate`` (tests, custom
     loops). A failing cell is recorded (``SweepResult.failed``) and the others still run,
-    unless ``fail_fast``.
+    unless ``fail_fast``. ``cost(cell)``: an estimate of a cell's run time; local parallel
+    runs then start with the costliest cells, so that the last run to finish is a short one.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, runs_dir=runs_dir)
@@ -451,7 +453,7 @@ def run_sweep(
                 else:
                     record(cell, status, result)
         else:
-            _run_submitit(spec, todo, cluster, max_parallel, train_fn, record)
+            _run_submitit(spec, todo, cluster, max_parallel, train_fn, record, cost)
     finally:
         bar.close()
     ordered = [outcomes[(c.name, c.seed)] for c in cells if (c.name, c.seed) in outcomes]
@@ -501,6 +503,7 @@ def _run_submitit(
     max_parallel: int | None,
     train_fn: TrainFn | None,
     record: Callable[..., None],
+    cost: Callable[[SweepCell], float] | None = None,
 ) -> None:
     """Dispatch the cells as submitit jobs and record each as it completes."""
     import submitit
@@ -540,7 +543,7 @@ def _run_submitit(
     slots: list[int | None] = list(gpus) if gpus else [None] * (max_parallel or 1)
     if max_parallel:
         slots = slots[:max_parallel]
-    queue = list(todo)
+    queue = sorted(todo, key=cost, reverse=True) if cost else list(todo)  # stable: spec order
     running: list[tuple[Any, SweepCell, int | None]] = []
     while queue or running:
         while queue and slots:

@@ -7,6 +7,13 @@ inside the model, early stopping on the validation MAE, and finally the best che
 restored from disk and evaluated on the validation and test splits with
 ``ambcore.metrics.sentiment_metrics``. Everything lands in the run folder (``ambcore.runs``).
 
+The baselines train with their own recipes, expressed as config values (all off by default):
+MISA clips every gradient value (``grad_clip_mode="value"``) and, when patience runs out,
+returns to its best epoch's weights and optimizer state with half the learning rate
+(``lr_halvings``); MAG-BERT uses AdamW without decay on biases and normalisation weights
+(``optimizer="adamw"``) and a linear warm-up and decay (``warmup_ratio``). ``history.csv``
+records the learning rate of every epoch.
+
 Reproducibility
 ---------------
 - One seeding call (``ambcore.seeding.seed_everything``) before the model is built; the order
@@ -69,6 +76,7 @@ __all__ = [
     "resolve_device",
     "epoch_seed",
     "make_optimizer",
+    "make_scheduler",
 ]
 
 # Training steps between two progress-bar updates: each update reads the running loss from the
@@ -146,9 +154,66 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def make_optimizer(params, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    """Adam over ``params`` (the trainable ones); the fused CUDA kernel on a GPU (fast path)."""
-    fused = device.type == "cuda" and cfg.fast_path
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    """The optimizer over ``params`` (the trainable ones); the fused CUDA kernel on a GPU.
+
+    ``cfg.optimizer="adam"``: Adam, the thesis' optimizer (6.3.1). ``"adamw"``: AdamW with
+    ``cfg.weight_decay`` on matrices only; biases and normalisation weights (fewer than two
+    dimensions) are not decayed, which is what MAG-BERT's name-based groups amount to.
+    """
+    params = list(params)
+    fused = (device.type == "cuda" and cfg.fast_path) or None
+    if cfg.optimizer == "adamw":
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=fused)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
+    """The learning-rate schedule, stepped after every optimizer step, or None (constant).
+
+    ``cfg.warmup_ratio`` > 0: linear warm-up from 0 over that fraction of all
+    ``cfg.max_epochs * steps_per_epoch`` steps, then linear decay to 0 at the last step
+    (MAG-BERT's schedule, transformers' ``get_linear_schedule_with_warmup``)."""
+    if cfg.warmup_ratio <= 0:
+        return None
+    total = max(1, cfg.max_epochs * steps_per_epoch)
+    warm = max(1, int(cfg.warmup_ratio * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return step / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _clip_gradients(trainable, cfg: Config) -> None:
+    if cfg.grad_clip <= 0:
+        return
+    if cfg.grad_clip_mode == "value":  # MISA: every gradient value into [-clip, clip]
+        torch.nn.utils.clip_grad_value_(trainable, cfg.grad_clip)
+    else:
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+
+
+def _restore_best(model: nn.Module, optimizer: torch.optim.Optimizer, paths: runs.RunPaths,
+                  device: torch.device) -> None:
+    """Put the best epoch's trainable weights and optimizer state back (``cfg.lr_halvings``)."""
+    from ambcore.models.checkpoint import WEIGHTS_FILE
+
+    runs.recover_dir_swap(paths.best)
+    saved = runs.load_tensors(paths.best / WEIGHTS_FILE)
+    params = {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
+    if set(saved) != set(params):
+        raise AmbError(f"{paths.best}: the best weights do not match the model's trainable "
+                       f"parameters ({len(saved)} saved, {len(params)} expected)")  # fmt: skip
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value.to(device))
+    optimizer.load_state_dict(runs.load_optimizer_state(paths.best))
 
 
 def _task_loss(cfg: Config, prediction: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -371,6 +436,10 @@ def train_and_evaluate(
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     optimizer = make_optimizer(trainable, cfg, device)
+    scheduler = None
+    if cfg.warmup_ratio > 0:  # created before a resumed optimizer state is loaded (initial_lr)
+        steps = len(_epoch_loader(dataset["train"], tokenizer, cfg, 1, dist))
+        scheduler = make_scheduler(optimizer, cfg, steps)
     plm_ref = {"name": cfg.plm, "resolved": resolve_plm_path(cfg.plm),
                "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random")}  # fmt: skip
 
@@ -379,12 +448,15 @@ def train_and_evaluate(
         _check_state(state, model, paths)
         model.load_state_dict(state.model, strict=False)
         optimizer.load_state_dict(state.optimizer)
+        if scheduler is not None and state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
         runs.restore_rng_state(state.rng_tensors, state.rng_scalars)
     history: list[dict[str, Any]] = list(state.history) if state else []
     first_epoch = state.epoch + 1 if state else 1
     best_mae = state.best_valid_mae if state else math.inf
     best_epoch = state.best_epoch if state else 0
     since_best = state.epochs_since_best if state else 0
+    halvings_done = state.lr_halvings_done if state else 0
 
     if dist.main:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -426,16 +498,30 @@ def train_and_evaluate(
         t0 = time.perf_counter()
         loader = _epoch_loader(train_split, tokenizer, cfg, epoch, dist)
         train_loss, train_aux = _train_one_epoch(
-            train_model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress
+            train_model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress,
+            scheduler=scheduler,
         )
         valid_pred = predict_split(model, valid_split, tokenizer, cfg, device, loader=valid_loader)
         valid = _metrics(valid_pred)
         if valid["mae"] < best_mae:
             best_mae, best_epoch, since_best = valid["mae"], epoch, 0
             if dist.main:
-                runs.replace_dir(paths.best, _unwrap(model).save_pretrained)
+                runs.replace_dir(paths.best, lambda folder: _save_best(model, optimizer, cfg, folder))
         else:
             since_best += 1
+        if since_best >= cfg.patience and halvings_done < cfg.lr_halvings:
+            # MISA's recipe: back to the best epoch (weights and optimizer state), half the
+            # learning rate in use, patience afresh. Before the resume state is written, so a
+            # resumed run continues from the restored weights.
+            in_use = [group["lr"] for group in optimizer.param_groups]
+            dist.barrier()
+            _restore_best(model, optimizer, paths, device)
+            for group, lr in zip(optimizer.param_groups, in_use):
+                group["lr"] = lr * 0.5
+            if scheduler is not None:
+                scheduler.base_lrs = [lr * 0.5 for lr in scheduler.base_lrs]
+            halvings_done += 1
+            since_best = 0
         history.append(
             {
                 "epoch": epoch,
@@ -446,6 +532,7 @@ def train_and_evaluate(
                 "valid_acc7": valid["acc7"],
                 "valid_corr": valid["corr"],
                 "seconds": time.perf_counter() - t0,
+                "lr": optimizer.param_groups[0]["lr"],
             }
         )
         if dist.main:
@@ -464,6 +551,8 @@ def train_and_evaluate(
                     epochs_since_best=since_best,
                     history=history,
                     config_json=cfg.to_json(),
+                    scheduler=None if scheduler is None else scheduler.state_dict(),
+                    lr_halvings_done=halvings_done,
                 ),
             )
             runs.write_csv(paths.history, history, runs.HISTORY_COLUMNS)
@@ -503,6 +592,7 @@ def train_and_evaluate(
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "stopped_early": stopped_early,
+        "lr_halvings_done": halvings_done,
         "n_trainable_params": n_trainable,
         "device": str(device),
         "world_size": dist.world_size,
@@ -516,6 +606,12 @@ def train_and_evaluate(
     result = _result_from_folder(paths, time.perf_counter() - start_time, reused=False)
     result.resumed_from_epoch = state.epoch if state else 0
     return result
+
+
+def _save_best(model: nn.Module, optimizer, cfg: Config, folder: Path) -> None:
+    _unwrap(model).save_pretrained(folder)
+    if cfg.lr_halvings > 0:  # restored with the weights when patience runs out
+        runs.save_optimizer_state(folder, optimizer.state_dict())
 
 
 def _check_state(state: runs.ResumeState, model: nn.Module, paths: runs.RunPaths) -> None:
@@ -543,7 +639,8 @@ def _epoch_loader(split: Split, tokenizer, cfg: Config, epoch: int, dist: _Dist)
 
 
 def _train_one_epoch(
-    model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress
+    model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress,
+    scheduler=None,
 ):
     """One pass over ``loader``; returns the mean task loss and mean auxiliary loss per sample.
 
@@ -576,9 +673,10 @@ def _train_one_epoch(
         loss = task if out.aux_loss is None else task + out.aux_loss.float()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        _clip_gradients(trainable, cfg)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         n = len(batch)
         total += task.detach().double() * n
         if out.aux_loss is not None:

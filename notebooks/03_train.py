@@ -35,7 +35,8 @@ data = ""  # empty: the preset's data (synthetic; the paper preset reads AMB_DAT
 plm = ""  # empty: the preset's language model
 seed = 0
 run_dir = ""  # empty: <runs>/<preset>/amb/seed<seed> (the ablation reuses it)
-overrides = []  # extra config values, e.g. ["lr=1e-4", "adapter_dim=64"]
+# extra config values as KEY=VALUE strings, for example lr=1e-4 and adapter_dim=64
+overrides = []
 
 # %% tags=["hide-input"]
 # %matplotlib inline

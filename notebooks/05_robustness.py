@@ -40,7 +40,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 from myst_nb import glue
-from tqdm.auto import tqdm
 
 from ambcore import experiments
 from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
@@ -92,11 +91,8 @@ else:
 run_dirs = experiments.finished_runs(spec)
 if not run_dirs:
     raise RuntimeError(f"no finished runs for figure 6.3 in {spec['runs_dir']}")
-curves = pd.concat(
-    [experiments.robustness_curves(r, rates, n_draws)
-     for r in tqdm(run_dirs, desc="noise", unit="run")],
-    ignore_index=True,
-)  # fmt: skip
+curves = experiments.robustness_curves_of_runs(run_dirs, rates, n_draws,
+                                               parallel=parallel or grid.parallel)  # fmt: skip
 summary = summarize_curves(curves)
 source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
 results_path = Path(results_dir or default_results_dir())

@@ -427,6 +427,20 @@ def test_smoke_book_has_no_broken_links_or_missing_figures(smoke_book):
     assert not problems, "\n".join(problems)
 
 
+def test_smoke_book_loads_no_script_from_the_network(smoke_book):
+    """Offline readers see the same book: MathJax and every other script come from _static."""
+    html, _, _ = smoke_book
+    remote = []
+    for page in html.rglob("*.html"):
+        if "_static" in page.parts:
+            continue
+        for src in re.findall(r'<script[^>]*\bsrc="([^"]+)"', page.read_text()):
+            if re.match(r"(https?:)?//", src):
+                remote.append(f"{page.relative_to(html)}: {src}")
+    assert not remote, "\n".join(remote)
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
 def test_smoke_book_status_page_records_the_build(smoke_book):
     html, _, _ = smoke_book
     text = re.sub(r"<[^>]+>", " ", (html / "executed" / "07_status.html").read_text())
@@ -444,7 +458,7 @@ def test_smoke_book_status_page_records_the_build(smoke_book):
 # non-empty?) and every table of the page's content (rows, rendered size) into the DOM, which
 # Chromium's --dump-dom then prints.
 CHECK_SCRIPT = """<script>
-window.addEventListener("load", function () {
+function ambBrowserCheck() {
   var main = document.querySelector("main") || document.body;
   var images = Array.from(main.querySelectorAll("img")).map(function (i) {
     return {src: i.getAttribute("src"), complete: i.complete, width: i.naturalWidth};
@@ -454,10 +468,24 @@ window.addEventListener("load", function () {
     return {rows: t.rows.length, cells: t.querySelectorAll("td").length,
             height: box.height, width: box.width};
   });
+  var math = Array.from(main.querySelectorAll(".math")).map(function (m) {
+    return {typeset: m.querySelector("mjx-container") !== null,
+            text: m.textContent.slice(0, 60)};
+  });
   var out = document.createElement("pre");
   out.id = "amb-browser-check";
-  out.textContent = JSON.stringify({title: document.title, images: images, tables: tables});
+  out.textContent = JSON.stringify({title: document.title, images: images, tables: tables,
+                                    math: math, mathjax: typeof window.MathJax});
   document.body.appendChild(out);
+}
+window.addEventListener("load", function () {
+  // MathJax typesets after the load event; record the page once it has finished.
+  var mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) {
+    mj.startup.promise.then(ambBrowserCheck, ambBrowserCheck);
+  } else {
+    ambBrowserCheck();
+  }
 });
 </script>"""
 
@@ -509,7 +537,7 @@ def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium
     shots = ARTIFACTS / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
-    problems, n_images, n_tables = [], 0, 0
+    problems, n_images, n_tables, n_math = [], 0, 0, 0
     for name, page in _pages(html).items():
         shot = shots / (name.replace("/", "__") + ".png")
         result = _open_in_chromium(chromium, page, shot, tmp_path / "profile")
@@ -525,6 +553,13 @@ def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium
             n_tables += 1
             if table["rows"] < 2 or table["cells"] == 0 or table["height"] <= 0 or table["width"] <= 0:
                 problems.append(f"{name}: table {i} did not render ({table})")
+        for formula in result["math"]:  # MathJax is served by the book itself (no CDN)
+            n_math += 1
+            if not formula["typeset"]:
+                problems.append(f"{name}: formula {formula['text']!r} was not typeset "
+                                f"(MathJax: {result['mathjax']})")
     assert not problems, "\n".join(problems)
     # the Results page shows the thesis' tables; the Status page its tables and a figure
     assert n_tables >= 5 and n_images >= 1, (n_tables, n_images)
+    # the Model chapter's fusion equations
+    assert n_math >= 1, "no formula found on any page"

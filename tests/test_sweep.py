@@ -216,3 +216,23 @@ def test_submitit_local_executor_runs_cells_in_subprocesses(tmp_path, monkeypatc
     assert all(runs.is_done(c.run_dir) for c in plan(second.spec))
     assert sorted(_calls(tmp_path)) == ["amb/seed0 resume=True", "amb/seed1 resume=True",
                                         "amb/seed1 resume=True"]
+
+
+def test_costliest_cells_start_first_on_parallel_local_workers(tmp_path, monkeypatch):
+    """With a cost estimate, the local dispatcher starts the costliest cells first (one worker:
+    the calls happen in that order); without one, in spec order."""
+    monkeypatch.setattr("ambcore.sweep._visible_gpus", lambda: [])
+    cost = {"amb": 1.0, "amb-text-only": 5.0}
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        run_sweep(SPEC, backend="submitit", cluster="local", max_parallel=1, train_fn=fake_train,
+                  runs_dir=tmp_path / "cost", progress=False,
+                  cost=lambda cell: cost[cell.name])  # fmt: skip
+        run_sweep(SPEC, backend="submitit", cluster="local", max_parallel=1, train_fn=fake_train,
+                  runs_dir=tmp_path / "spec", progress=False)  # fmt: skip
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [c.split()[0] for c in _calls(tmp_path / "cost")] == [
+        "amb-text-only/seed0", "amb-text-only/seed1", "amb/seed0", "amb/seed1"]
+    assert [c.split()[0] for c in _calls(tmp_path / "spec")] == [
+        "amb/seed0", "amb/seed1", "amb-text-only/seed0", "amb-text-only/seed1"]

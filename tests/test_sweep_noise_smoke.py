@@ -79,3 +79,26 @@ def test_robustness_curve_on_the_best_checkpoint(swept):
     assert row["row_name"] == "AMB" and row["plm"] == "tiny random BERT" and row["is_synthetic"]
     summary = summarize_curves(curve)
     assert len(summary) == len(curve) and set(summary["n_runs"]) == {1}
+
+
+def test_robustness_curves_in_worker_processes_equal_in_process(swept, tmp_path):
+    """Two single-thread worker processes compute the same curves as this process does."""
+    import shutil
+
+    from ambcore.experiments import ROBUSTNESS_FILE, robustness_curves_of_runs
+
+    root, _, second = swept
+    source = plan(second.spec)[0].run_dir
+    copies = []
+    for name in ("a", "b", "c"):
+        shutil.copytree(source, tmp_path / name)
+        (tmp_path / name / ROBUSTNESS_FILE).unlink(missing_ok=True)
+        copies.append(tmp_path / name)
+    rates = (0.0, 0.5)
+    here = robustness_curves_of_runs(copies[:1], rates, 1, parallel=1, progress=False)
+    there = robustness_curves_of_runs(copies[1:], rates, 1, parallel=2, progress=False)
+    assert all((c / ROBUSTNESS_FILE).exists() for c in copies)
+    columns = [c for c in here.columns if c != "run"]
+    for run in map(str, copies[1:]):
+        part = there[there["run"] == run][columns].reset_index(drop=True)
+        assert part.equals(here[columns].reset_index(drop=True))

@@ -22,7 +22,7 @@ code (github.com/WasifurRahman/BERT_multimodal_transformer, ``modeling.py``, ``b
   Linear(768, 1); the whole BERT is fine-tuned;
 - defaults: beta_shift 1.0, MAG dropout 0.5, AdamW lr 1e-5 with weight decay 0.01 (none on
   biases/LayerNorm) and linear warm-up over 10 % of the steps, batch 48, max 50 tokens,
-  40 epochs, MSE training loss. ``ORIGINAL_SETTINGS`` lists the ones our config can express.
+  40 epochs, MSE training loss; all of them are config values (``ORIGINAL_SETTINGS``).
 
 The gate is injected with a forward pre-hook on the chosen ``BertLayer`` (it replaces that
 layer's input hidden states), so transformers' code is neither copied nor edited and every
@@ -54,9 +54,11 @@ __all__ = [
     "resampled_token_features",
 ]
 
-# The original settings (multimodal_driver.py defaults) that our config can express; apply with
-# ``apply_overrides(cfg, ORIGINAL_SETTINGS)``. Not expressible here: AdamW's decoupled weight
-# decay with the bias/LayerNorm exclusion, and the linear warm-up schedule.
+# The original settings (multimodal_driver.py defaults) as config overrides; apply with
+# ``apply_overrides(cfg, ORIGINAL_SETTINGS)``: AdamW with weight decay 0.01 on matrices only
+# (the original exempts biases and LayerNorm weights by name; ambcore.train.make_optimizer
+# exempts every parameter with fewer than two dimensions, which is the same set here) and the
+# linear warm-up over 10 % of the steps followed by linear decay.
 ORIGINAL_SETTINGS: dict[str, object] = {
     "model": "mag-bert",
     "text_adaptation": "finetune",
@@ -65,6 +67,9 @@ ORIGINAL_SETTINGS: dict[str, object] = {
     "mag_dropout": 0.5,
     "mag_injection_layer": 1,
     "lr": 1e-5,
+    "optimizer": "adamw",
+    "weight_decay": 0.01,
+    "warmup_ratio": 0.1,
     "batch_size": 48,
     "max_text_len": 50,
     "max_epochs": 40,

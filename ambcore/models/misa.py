@@ -67,9 +67,11 @@ MODALITIES = ("t", "v", "a")
 # The original MOSEI configuration (declare-lab/MISA src/config.py and src/solver.py) as config
 # overrides: ``apply_overrides(get_config("paper"), ORIGINAL_MOSEI_SETTINGS)``. Not applied
 # automatically: every model in this project trains with the same trainer settings unless a
-# run asks otherwise. Our ``grad_clip`` clips the gradient NORM, the original clips each
-# gradient VALUE at 1.0; the original also halves the learning rate and restarts from the best
-# checkpoint when patience runs out, which our trainer does not do.
+# run asks otherwise (ambcore.experiments applies it to the MISA cells). Gradients are clipped
+# by VALUE at 1.0; when patience runs out the original reloads the best model and optimizer
+# state and halves the learning rate, three "trials" in all: ``lr_halvings=2`` (the third time
+# it stops). One difference: the original's patience counter allows patience + 1 epochs
+# without improvement, ours ``patience``.
 ORIGINAL_MOSEI_SETTINGS: dict[str, object] = {
     "model": "misa",
     "text_adaptation": "finetune",
@@ -85,6 +87,8 @@ ORIGINAL_MOSEI_SETTINGS: dict[str, object] = {
     "lr": 1e-4,
     "batch_size": 16,
     "grad_clip": 1.0,
+    "grad_clip_mode": "value",
+    "lr_halvings": 2,
     "patience": 6,
     "loss": "mse",
 }
