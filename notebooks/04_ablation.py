@@ -181,6 +181,8 @@ plt.show()
 #   AMB's {glue:text}`abl_amb_params` M.
 # - **Adapters against fine-tuning (MISA).** MISA-Adapters {glue:text}`abl_misa_corr_a` against
 #   fine-tuned MISA {glue:text}`abl_misa_corr_ft` ({glue:text}`abl_misa_verdict`).
+# - **Training budget.** Runs whose best epoch was their last one were still improving when
+#   the preset's {glue:text}`abl_max_epochs` epochs ran out: {glue:text}`abl_budget`.
 #
 # On the synthetic dataset the first two outcomes are planted by design (see {doc}`01_data`):
 # they show that the pipeline recovers a known answer, not that AMB behaves this way on
@@ -238,5 +240,17 @@ if have("misa", "misa-adapters"):
     reading["abl_misa_corr_a"] = fmt(c["a"])
     reading["abl_misa_corr_ft"] = fmt(c["b"])
     reading["abl_misa_verdict"] = verdict(c, "adapters are better", "adapters are worse")
+# Under-trained cells: the best epoch is the last epoch of a run that used the whole budget.
+budget = runs_frame.assign(
+    still=(runs_frame["best_epoch"] == runs_frame["epochs_run"])
+    & (runs_frame["epochs_run"] >= cfg.max_epochs)
+).groupby("row_name", sort=False)["still"].agg(["sum", "count"])
+still = budget[budget["sum"] > 0]
+reading["abl_max_epochs"] = str(cfg.max_epochs)
+reading["abl_budget"] = (
+    "none, every run had passed its best epoch" if still.empty else
+    ", ".join(f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in still.iterrows())
+    + "; read these cells as lower bounds of what their recipes reach with more epochs"
+)  # fmt: skip
 for key, value in reading.items():
     glue(key, value, display=False)
