@@ -696,6 +696,7 @@ class BenchmarkRecord:
     name: str
     caption: str
     table: Any  # pandas DataFrame
+    targets: Any = None  # pandas DataFrame of an ``ambcore bench`` record's targets, else None
 
 
 def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRecord]:
@@ -722,16 +723,18 @@ def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRec
             if isinstance(payload, Mapping) and payload.get(key)
         )
         caption = f"results/{path.name}" + (f" ({where})" if where else "")
+        targets = None
         if isinstance(payload, Mapping) and isinstance(payload.get("models"), Mapping):
-            from ambcore.bench import summary_frame
+            from ambcore.bench import summary_frame, targets_frame
 
             table = summary_frame(payload)
+            targets = targets_frame(payload)
         else:
             flat = _flatten(payload)
             table = pd.DataFrame(
                 [{"key": k, "value": v} for k, v in flat.items()], columns=["key", "value"]
             )
-        records.append(BenchmarkRecord(path.name, caption, table))
+        records.append(BenchmarkRecord(path.name, caption, table, targets))
     return records
 
 

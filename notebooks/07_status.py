@@ -125,3 +125,6 @@ if not benches:
     display(missing_note("benchmark files", "No results/bench*.json or results/*_bench*.json yet."))
 for record in benches:
     display(numbered_table(record.table, f"Benchmark {record.caption}"))
+    if record.targets is not None and not record.targets.empty:
+        display(numbered_table(record.targets, f"Targets of {record.name}: the ratio by each "
+                               "estimator (median of rounds or pairs; fastest rounds or steps)"))

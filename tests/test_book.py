@@ -181,6 +181,13 @@ def test_benchmark_tables_read_bench_and_other_records(tmp_path):
         "device": "cpu", "preset": "embedded", "data": "SYNTHETIC",
         "models": {"amb": {"fast": path_result, "naive": path_result, "trainable_params": 10,
                            "ratio_fast_over_naive": {"train_epoch": {"median": 0.5}}}},
+        "targets": {
+            "amb: fast/naive training epoch <= 0.5": {"median": 0.5, "of_minimums": 0.45,
+                                                      "met_median": True, "met_of_minimums": True,
+                                                      "noisy": False},
+            "amb peak memory < amb-ft peak memory (fast path)": {"amb_mib": 800.0,
+                                                                 "amb_ft_mib": 900.0, "met": True},
+        },
     }  # fmt: skip
     (tmp_path / "bench_cpu.json").write_text(json.dumps(record))
     (tmp_path / "sdk_bench.json").write_text(json.dumps({"wall_s": 12.5, "spec": {"n": 3}}))
@@ -190,6 +197,10 @@ def test_benchmark_tables_read_bench_and_other_records(tmp_path):
     bench = records["bench_cpu.json"]
     assert "device cpu" in bench.caption and "preset embedded" in bench.caption
     assert list(bench.table["path"]) == ["fast", "naive"]
+    assert list(bench.targets["met (median)"]) == [True, True]
+    assert bench.targets["fastest"].iloc[0] == 0.45
+    assert "800.0 vs 900.0" in bench.targets["median"].iloc[1]
+    assert records["sdk_bench.json"].targets is None
     sdk = records["sdk_bench.json"].table
     assert dict(zip(sdk["key"], sdk["value"])) == {"wall_s": 12.5, "spec.n": 3}
 

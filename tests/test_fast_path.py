@@ -184,7 +184,16 @@ def test_bench_command_writes_the_record(tmp_path):
         assert amb[path]["eval_samples_per_s"] > 0 and amb[path]["peak_memory_mib"] is None
     tokens = amb["padded_text_tokens_per_epoch"]
     assert tokens["naive"] == NAIVE_PAD_TO * BASE.synthetic_n_train > tokens["fast"]
-    assert "amb/amb-ft training step (fast path) <= 0.7" in record["targets"]
+    assert "amb/amb-ft training step from epoch times (fast path) <= 0.7" in record["targets"]
+    paired = record["paired_steps"]  # AMB and AMB-FT on the same batches, two passes
+    n_batches = -(-BASE.synthetic_n_train // BASE.batch_size)
+    assert paired["models"] == ["amb", "amb-ft"] and paired["batches"] >= n_batches
+    pairs = 2 * paired["batches"]
+    assert paired["step_ms"]["amb"]["n"] == paired["step_ms"]["amb-ft"]["n"] == pairs
+    assert paired["ratio"]["n"] == pairs
+    same_batches = record["targets"]["amb/amb-ft training step, same batches (fast path) <= 0.7"]
+    assert same_batches["pairs"] == pairs
+    assert same_batches["median"] == pytest.approx(paired["ratio"]["median"], abs=1e-3)
     table = summary_frame(record)
     assert list(table["model"]) == ["amb", "amb", "amb-ft", "amb-ft"]
     assert table["fast/naive epoch"].notna().sum() == 2
