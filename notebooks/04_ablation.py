@@ -62,9 +62,12 @@ display(banner(cfg))
 #
 # Each row is one configuration (a *cell* of the sweep), the thesis row it reproduces and its
 # config overrides on top of the preset. MISA and MAG-BERT train with their original recipes
-# where the trainer can express them (`ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS`,
-# `ambcore.models.magbert.ORIGINAL_SETTINGS`); on the smaller presets the settings that size the
-# model and the training time stay the preset's, so every model gets the same budget.
+# (`ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS`: value clipping, learning-rate halving from
+# the best epoch; `ambcore.models.magbert.ORIGINAL_SETTINGS`: AdamW, linear warm-up); on the
+# smaller presets the settings that size the model and the training time stay the preset's, so
+# every model gets the same budget. The learning rates stay the recipes' own (MISA 1e-4,
+# MAG-BERT 1e-5) while AMB's is the preset's: on a budget of a few hundred steps a recipe made
+# for 40 epochs of CMU-MOSEI may not converge, which the *Training budget* point below checks.
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
