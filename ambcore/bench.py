@@ -513,18 +513,20 @@ def _environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def paired_steps(a: "_ModelBench", b: "_ModelBench", passes: int = 2) -> dict[str, Any]:
+def paired_steps(a: "_ModelBench", b: "_ModelBench", passes: int = 2,
+                 max_batches: int = 64) -> dict[str, Any]:
     """Training steps of models ``a`` and ``b`` (fast path) on the same batches, timed in pairs.
 
     Every batch of one training epoch is trained by ``a`` and then by ``b`` (in the next pass
     ``b`` first, so that a slow drift of the machine's load favours neither), ``passes``
     times. The per-batch ratios a/b are what "a step of ``a`` costs x times a step of ``b`` on
     the same batch" means; their median is robust to the odd disturbed step, which an
-    epoch-level median of a few rounds is not."""
+    epoch-level median of a few rounds is not. At most ``max_batches`` batches of the epoch are
+    used (MOSEI-sized data has over 500)."""
     if a.cfg.batch_size != b.cfg.batch_size:
         raise AmbError("paired_steps: both models must use the same batch size")
     batches = list(fast_loader(a.train_split, a.tokenizer, a.cfg, True,
-                               _epoch_generator(a.cfg, 10_000)))  # fmt: skip
+                               _epoch_generator(a.cfg, 10_000)))[:max_batches]  # fmt: skip
     times: dict[str, list[float]] = {a.name: [], b.name: []}
 
     def step(bench: "_ModelBench", batch) -> float:
