@@ -419,12 +419,6 @@ def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draw
     return frame
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequence[float],
                               n_draws: int, parallel: int = 0, progress: bool = True):
     """``robustness_curves`` of every run, concatenated in the order of ``run_dirs``.
@@ -439,28 +433,28 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
 
     run_dirs = [Path(r) for r in run_dirs]
     rates = [float(r) for r in rates]
-    todo = [r for r in run_dirs if _cached_curves(r, rates, n_draws) is None]
+    todo = {r for r in run_dirs if _cached_curves(r, rates, n_draws) is None}
     if parallel <= 0:
         parallel = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
-    parallel = min(parallel, len(todo))
     bar = tqdm(total=len(run_dirs), initial=len(run_dirs) - len(todo), desc="noise", unit="run",
                disable=not progress)  # fmt: skip
-    if parallel > 1:
+    if min(parallel, len(todo)) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        context = multiprocessing.get_context("spawn")
-        with _threads_per_process(1), ProcessPoolExecutor(parallel, mp_context=context,
-                                                          initializer=_one_thread) as pool:
+        # spawned workers read OMP_NUM_THREADS=1 when they import torch
+        with _threads_per_process(1), ProcessPoolExecutor(
+            min(parallel, len(todo)), mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
             for job in as_completed(jobs):
                 job.result()  # raises the worker's error; the curves are now cached
                 bar.update(1)
+        todo = set()
     frames = []
-    for run_dir in run_dirs:
-        cached = _cached_curves(run_dir, rates, n_draws) is not None
+    for run_dir in run_dirs:  # cached ones are read back; the rest computed here
         frames.append(robustness_curves(run_dir, rates, n_draws))
-        if not cached:
+        if run_dir in todo:
             bar.update(1)
     bar.close()
     return pd.concat(frames, ignore_index=True)
