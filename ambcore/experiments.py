@@ -395,11 +395,12 @@ def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
 
 def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draws: int,
                       progress: bool = False):
-    """``ambcore.noise.robustness_curve`` of a run for all four kinds, cached in the run folder
+    """``ambcore.robustness.robustness_curve`` of a run for all four kinds, cached in the run folder
     (``robustness.csv``; recomputed when the rates or draws differ). Noise seeds are the
     run's seed, so every run of a model gets independent draws."""
     from ambcore import runs
-    from ambcore.noise import NOISE_KINDS, robustness_curve
+    from ambcore.noise import NOISE_KINDS
+    from ambcore.robustness import robustness_curve
 
     run_dir = Path(run_dir)
     rates = [float(r) for r in rates]
@@ -463,7 +464,7 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
 def modality_drops(curve_summary, metric: str = "corr"):
     """Per model and kind of noise: ``metric`` on clean inputs, at the highest rate, the drop
     between them, and the spread over runs at the highest rate (std). From
-    ``ambcore.noise.summarize_curves`` output."""
+    ``ambcore.robustness.summarize_curves`` output."""
     import pandas as pd
 
     rows = []

@@ -199,7 +199,7 @@ def robustness_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "
     """Figure 6.3: ``metric`` against corruption rate, one panel per kind of noise, one curve
     per model (mean over runs, band = ± one std over runs).
 
-    ``summary`` is ``ambcore.noise.summarize_curves`` output.
+    ``summary`` is ``ambcore.robustness.summarize_curves`` output.
     """
     import matplotlib.pyplot as plt
 

@@ -8,7 +8,7 @@
 # word piece or time step; `[CLS]`, `[SEP]` and padding are never touched. The best checkpoint
 # of every run is evaluated on the test split; curves are averaged over the runs (seeds) of a
 # model, the band is ± one standard deviation over them. The noise functions and their tests
-# are in `ambcore.noise`.
+# are in `ambcore.noise`, the evaluation of a run under noise in `ambcore.robustness`.
 #
 # The models are AMB, MISA and AMB-FT, the runs of the {doc}`04_ablation` chapter (found
 # finished, not trained again), and, beyond the thesis, AMB trained with noise augmentation
@@ -43,7 +43,7 @@ from myst_nb import glue
 
 from ambcore import experiments
 from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
-from ambcore.noise import summarize_curves
+from ambcore.robustness import summarize_curves
 from ambcore.plots import robustness_figure
 from ambcore.runs import atomic_write_text
 

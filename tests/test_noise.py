@@ -298,7 +298,7 @@ def test_same_seed_nests_corruption_across_rates(kind):
 def test_summarize_curves_averages_runs_per_model_kind_and_rate():
     import pandas as pd
 
-    from ambcore.noise import CURVE_KEYS, summarize_curves
+    from ambcore.robustness import CURVE_KEYS, summarize_curves
 
     rng = np.random.default_rng(0)
     rows = []

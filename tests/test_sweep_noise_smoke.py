@@ -9,7 +9,8 @@ import pytest
 
 from ambcore import runs
 from ambcore.config import get_config
-from ambcore.noise import NOISE_KINDS, robustness_curve, summarize_curves
+from ambcore.noise import NOISE_KINDS
+from ambcore.robustness import robustness_curve, summarize_curves
 from ambcore.sweep import plan, run_sweep
 from ambcore.train import train_and_evaluate
 

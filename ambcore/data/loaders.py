@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from ambcore.data.safe_pickle import safe_load
+from ambcore.data.synthetic import synthetic_cache_path
 from ambcore.data.types import SPLITS, MultimodalDataset, Split
 from ambcore.errors import DataError
-from ambcore.paths import cache_dir, data_from_env
+from ambcore.paths import data_from_env
 
 __all__ = ["load_dataset", "detect_format", "synthetic_cache_path", "LABEL_RANGE"]
 
@@ -79,20 +80,6 @@ def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> Mul
         )
         return _load_file(path)
     return _load_file(Path(path_or_name).expanduser())
-
-
-def synthetic_cache_path(
-    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool
-) -> Path:
-    """The cached synthetic pickle for these parameters, generated on first use."""
-    from ambcore.data.synthetic import GENERATOR_VERSION, make_synthetic_dataset
-
-    layout = "aligned" if aligned else "unaligned"
-    name = f"synthetic-v{GENERATOR_VERSION}-{layout}-{n_train}-{n_valid}-{n_test}-seed{seed}.pkl"
-    path = cache_dir() / "synthetic" / name
-    if not path.is_file():
-        make_synthetic_dataset(n_train, n_valid, n_test, seed, aligned, out_path=path)
-    return path
 
 
 def _sha256(path: Path) -> str:

@@ -53,8 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ambcore.paths import cache_dir
+
 __all__ = [
     "make_synthetic_dataset",
+    "synthetic_cache_path",
     "synthetic_bytes",
     "VISUAL_DIM",
     "ACOUSTIC_DIM",
@@ -383,12 +386,13 @@ def make_synthetic_dataset(
     out_path: str | Path | None = None,
     cfg=None,
 ):
-    """Generate the synthetic dataset; write it to ``out_path`` or return it loaded.
+    """Generate the synthetic dataset as an MMSA-layout pickle and return its path.
 
     Sizes, seed and layout default to ``cfg`` (or the default ``Config``): ``synthetic_n_train``
-    etc. With ``out_path`` the MMSA-layout pickle is written (atomically) and its path returned;
-    without it, the ``MultimodalDataset`` is returned (generated into the cache folder and read
-    back through ``load_dataset``, so it is validated exactly like a real file).
+    etc. The pickle is written (atomically) to ``out_path``, or without it into the cache folder
+    (``synthetic_cache_path``). Read it with ``ambcore.data.load_dataset(path)``, which validates
+    it exactly like a real file (this module writes files and never reads them, so the loaders
+    can depend on it and not the other way round).
     """
     from ambcore.config import Config
 
@@ -402,10 +406,7 @@ def make_synthetic_dataset(
         if int(value) < 1:
             raise ValueError(f"make_synthetic_dataset: {name} must be >= 1, got {value}")
     if out_path is None:
-        from ambcore.data.loaders import load_dataset, synthetic_cache_path
-
-        path = synthetic_cache_path(n_train, n_valid, n_test, seed, aligned)
-        return load_dataset(path)
+        return synthetic_cache_path(n_train, n_valid, n_test, seed, aligned)
     path = Path(out_path)
     data = _synthetic_data(n_train, n_valid, n_test, seed, aligned)
     # Streamed to a temporary file, then renamed: no second copy in memory, and concurrent
@@ -418,4 +419,16 @@ def make_synthetic_dataset(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def synthetic_cache_path(
+    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool
+) -> Path:
+    """The cached synthetic pickle for these parameters, generated on first use."""
+    layout = "aligned" if aligned else "unaligned"
+    name = f"synthetic-v{GENERATOR_VERSION}-{layout}-{n_train}-{n_valid}-{n_test}-seed{seed}.pkl"
+    path = cache_dir() / "synthetic" / name
+    if not path.is_file():
+        make_synthetic_dataset(n_train, n_valid, n_test, seed, aligned, out_path=path)
     return path
