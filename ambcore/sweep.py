@@ -4,9 +4,9 @@ A sweep spec is a small YAML, TOML or JSON file (or a dict)::
 
     name: ablation                 # default: the file name
     preset: embedded               # the preset every cell starts from
-    runs_dir: ablation             # under the runs root (AMB_RUNS, default <root>/runs),
-                                   # or an absolute path; default: the sweep's name
-    seeds: [0, 1, 2]
+    runs_dir: ablation             # a folder inside the runs root (AMB_RUNS, default
+                                   # <root>/runs); default: the sweep's name
+    seeds: [0, 1, 2]               # integers from 0 to 2**32 - 1
     overrides: {max_epochs: 8}     # optional, applied to every cell
     cells:                         # either a list of named cells ...
       - {name: amb, overrides: {model: amb}}
@@ -17,10 +17,21 @@ A sweep spec is a small YAML, TOML or JSON file (or a dict)::
     submitit: {timeout_min: 240, slurm_partition: gpu}   # optional, for --backend submitit
 
 Every (cell, seed) trains into its own folder ``<runs_dir>/<cell>/seed<seed>`` with
-``ambcore.train.train_and_evaluate``. A folder marked DONE is skipped; a folder holding an
-unfinished run (killed, preempted) is resumed from its last finished epoch. Running the same
-spec again therefore only does the work that is missing. Each run folder also gets a
-``sweep.json`` naming its cell, which ``ambcore.report`` uses to group seeds.
+``ambcore.train.train_and_evaluate``. A folder marked DONE is skipped once its files check out
+(``_finished_ok``: its config is the cell's, ``metrics.json`` is complete, the best weights are
+whole and match their hashes); a DONE folder that does not is moved aside
+(``seed<seed>.corrupt-<n>``, its DONE renamed) and trained again. A folder holding an
+unfinished run (killed, preempted, interrupted) is resumed from its last finished epoch.
+Running the same spec again therefore only does the work that is missing. A cell that fails
+(an exception, a diverged run) is reported in one line and the other cells go on. Each run
+folder also gets a ``sweep.json`` naming its cell, which ``ambcore.report`` uses to group seeds.
+
+A spec file is untrusted input: it is read only up to ``MAX_SPEC_BYTES``, YAML aliases are
+refused (an alias "bomb" expands a few lines into gigabytes), names and ``runs_dir`` must stay
+inside the runs folder (no ``..``, no absolute path, no symlink leading out), and a spec of
+more than ``MAX_CELLS`` (cell, seed) pairs is refused before anything is expanded
+(``max_cells``, CLI ``--max-cells``). A spec given as a dict (from code) may name an absolute
+``runs_dir``.
 
 Backends
 --------
@@ -39,22 +50,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import reprlib
+import struct
 import time
 import tomllib
 import traceback
 from dataclasses import dataclass, field
 from itertools import product
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ambcore import paths, runs
+from ambcore import interrupt, paths, runs
 from ambcore.config import Config, ConfigError, get_config
 from ambcore.errors import AmbError
+from ambcore.metrics import METRIC_NAMES
+from ambcore.models.checkpoint import WEIGHTS_FILE
 
 __all__ = [
     "BACKENDS",
@@ -66,6 +82,7 @@ __all__ = [
     "load_spec",
     "plan",
     "run_sweep",
+    "MAX_CELLS",
 ]
 
 BACKENDS = ("local", "submitit")
@@ -74,6 +91,17 @@ SPEC_KEYS = ("name", "preset", "runs_dir", "seeds", "overrides", "cells", "grid"
 CELL_FILE = "sweep.json"
 LOCK_FILE = ".lock"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+MAX_CELLS = 1000  # (cell, seed) pairs in one spec; the paper's grids have < 100
+MAX_SPEC_BYTES = 1 << 20  # a spec file is a few kilobytes
+MAX_SEED = 2**32 - 1  # numpy's seed range
+HASH_MANIFEST = "SHA256SUMS"  # "<sha256>  <file>" lines (sha256sum's format), checked if present
+_repr = reprlib.Repr()  # keyword arguments only from Python 3.12
+_repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 2, 6, 6, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A bounded one-line repr of user input for error messages."""
+    return " ".join(_repr.repr(value).split())[:200]
 
 # train_fn(cfg, run_dir, resume=True) trains one cell; the default is train_and_evaluate.
 TrainFn = Callable[..., Any]
@@ -95,14 +123,33 @@ class SweepSpec:
     source: str = "<dict>"  # the spec file, for error messages
 
 
+def _yaml_without_aliases(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses aliases (``*name``, ``<<: *name``): a few lines of
+    nested aliases expand into gigabytes wherever the value is later copied or printed."""
+    import yaml
+
+    class SpecLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise AmbError(
+                    f"{path}: line {event.start_mark.line + 1}: YAML alias *{event.anchor} is "
+                    "not allowed in a sweep spec; write the value out"
+                )
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_spec_file(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise AmbError(f"{path}: {size} bytes; a sweep spec may have at most {MAX_SPEC_BYTES}")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml_without_aliases(text, path)
         elif suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
@@ -112,7 +159,8 @@ def _read_spec_file(path: Path) -> dict[str, Any]:
     except AmbError:
         raise
     except Exception as exc:  # the parsers' own errors name line and column
-        raise AmbError(f"{path}: cannot parse the sweep spec ({exc})") from None
+        message = " ".join(str(exc).split())[:300]  # one line
+        raise AmbError(f"{path}: cannot parse the sweep spec ({message})") from None
     if not isinstance(data, dict):
         raise AmbError(f"{path}: a sweep spec is a mapping, got {type(data).__name__}")
     return data
@@ -122,37 +170,41 @@ def load_spec(
     spec: str | os.PathLike | Mapping[str, Any],
     runs_dir: str | os.PathLike | None = None,
     overrides: Mapping[str, Any] | None = None,
+    max_cells: int = MAX_CELLS,
 ) -> SweepSpec:
     """Parse and validate a spec file or dict; every cell's config is built once to check it.
 
     ``runs_dir`` replaces the spec's; ``overrides`` apply to every cell, after the spec's own.
+    ``max_cells``: the most (cell, seed) pairs accepted, checked before the cells are expanded.
     """
     if isinstance(spec, Mapping):
         data, source, default_name = dict(spec), "<dict>", "sweep"
     else:
         path = Path(spec)
-        if not path.exists():
+        if not path.is_file():
             raise AmbError(f"sweep spec {path} does not exist")
         data, source, default_name = _read_spec_file(path), str(path), path.stem
-    unknown = sorted(set(data) - set(SPEC_KEYS))
+    unknown = sorted(map(str, set(data) - set(SPEC_KEYS)))
     if unknown:
-        raise AmbError(f"{source}: unknown sweep spec key(s) {unknown}; valid: {list(SPEC_KEYS)}")
+        raise AmbError(f"{source}: unknown sweep spec key(s) {_show(unknown)}; "
+                       f"valid: {list(SPEC_KEYS)}")  # fmt: skip
 
-    name = str(data.get("name") or default_name)
+    name = _check_name(data.get("name") or default_name, source, "name")
     preset = str(data.get("preset", "embedded"))
+    if type(max_cells) is not int or max_cells < 1:
+        raise AmbError(f"max_cells must be a positive integer, got {_show(max_cells)}")
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise AmbError(f"{source}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise AmbError(f"{source}: 'seeds' has duplicates: {seeds}")
+    if isinstance(seeds, list):
+        _check_count(1, len(seeds), max_cells, source)
+    seeds = _check_seeds(seeds, source)
     common = {**_mapping(data.get("overrides", {}), source, "overrides"), **dict(overrides or {})}
 
     if ("cells" in data) == ("grid" in data):
         raise AmbError(f"{source}: give exactly one of 'cells' (a list) or 'grid' (a mapping)")
     if "cells" in data:
-        cells = _cells_from_list(data["cells"], source)
+        cells = _cells_from_list(data["cells"], source, len(seeds), max_cells)
     else:
-        cells = _cells_from_grid(data["grid"], source)
+        cells = _cells_from_grid(data["grid"], source, len(seeds), max_cells)
     cells = [(cell, {**common, **over}) for cell, over in cells]
 
     for cell, over in cells:
@@ -160,11 +212,8 @@ def load_spec(
             raise AmbError(f"{source}: cell {cell!r} sets 'seed'; list seeds under 'seeds'")
         _build_config(preset, over, seeds[0], source, cell)  # fail now, not hours later
 
-    if runs_dir is not None:
-        root = Path(runs_dir)
-    else:
-        given = data.get("runs_dir") or name
-        root = Path(given) if Path(given).is_absolute() else paths.runs_dir() / given
+    root = _sweep_root(data, name, source, runs_dir)
+    _check_inside(root, [c for c, _ in cells], seeds, source)
     return SweepSpec(
         name=name,
         preset=preset,
@@ -176,31 +225,90 @@ def load_spec(
     )
 
 
+def _check_seeds(seeds: Any, source: str) -> list[int]:
+    allowed = f"'seeds' must be a non-empty list of integers from 0 to {MAX_SEED}"
+    if not isinstance(seeds, list) or not seeds:
+        raise AmbError(f"{source}: {allowed}, got {_show(seeds)}")
+    for i, seed in enumerate(seeds):
+        if type(seed) is not int or not 0 <= seed <= MAX_SEED:  # bools and floats are refused
+            raise AmbError(f"{source}: seeds[{i}] = {_show(seed)}: {allowed}")
+    if len(set(seeds)) != len(seeds):
+        raise AmbError(f"{source}: 'seeds' has duplicates: {_show(seeds)}")
+    return seeds
+
+
+def _sweep_root(data: Mapping[str, Any], name: str, source: str,
+                runs_dir: str | os.PathLike | None) -> Path:
+    """The sweep's folder: ``runs_dir`` if given, else the spec's ``runs_dir`` (or its name)
+    inside the runs folder. Only a spec given as a dict may name an absolute folder."""
+    if runs_dir is not None:
+        return Path(runs_dir)
+    given = data.get("runs_dir") or name
+    root = paths.runs_dir()
+    if isinstance(given, (str, os.PathLike)) and Path(given).is_absolute() and source == "<dict>":
+        return Path(given)
+    parts = PurePosixPath(given).parts if isinstance(given, str) else ()
+    if not parts or not all(_NAME_OK.match(part) for part in parts):
+        raise AmbError(
+            f"{source}: runs_dir {_show(given)} is not allowed; give a folder inside the runs "
+            f"folder {root} (relative, each part letters, digits and . _ + = -, no '..')"
+        )
+    folder = root.joinpath(*parts)
+    if not _is_inside(folder, root):
+        raise AmbError(f"{source}: runs_dir {given!r} leads out of the runs folder {root} "
+                       f"(a symlink to {folder.resolve()})")  # fmt: skip
+    return folder
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _check_inside(root: Path, cells: Sequence[str], seeds: Sequence[int], source: str) -> None:
+    """No cell folder leads out of the sweep's folder through a symlink."""
+    for cell in cells:
+        for folder in [root / cell] + [root / cell / f"seed{s}" for s in seeds]:
+            if folder.is_symlink() and not _is_inside(folder, root):
+                raise AmbError(f"{source}: cell {cell!r}: {folder} is a symlink out of the sweep's "
+                               f"folder {root} (to {folder.resolve()})")  # fmt: skip
+
+
 def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise AmbError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        raise AmbError(f"{source}: '{key}' must be a mapping, got {_show(value)}")
     return dict(value)
 
 
-def _check_name(name: Any, source: str) -> str:
+def _check_name(name: Any, source: str, key: str = "cell name") -> str:
     if not isinstance(name, str) or not _NAME_OK.match(name):
         raise AmbError(
-            f"{source}: cell name {name!r} is not a valid folder name "
+            f"{source}: {key} {_show(name)} is not a valid folder name "
             "(letters, digits and . _ + = - only, not starting with a symbol)"
         )
     return name
 
 
-def _cells_from_list(cells: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
+def _check_count(n_cells: int, n_seeds: int, max_cells: int, source: str) -> None:
+    if n_cells * n_seeds > max_cells:
+        raise AmbError(
+            f"{source}: {n_cells} cell(s) x {n_seeds} seed(s) = {n_cells * n_seeds} runs; at most "
+            f"{max_cells} allowed (raise it with max_cells / --max-cells if this is intended)"
+        )
+
+
+def _cells_from_list(cells: Any, source: str, n_seeds: int, max_cells: int
+                     ) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
     if not isinstance(cells, list) or not cells:
         raise AmbError(f"{source}: 'cells' must be a non-empty list of {{name, overrides}}")
+    _check_count(len(cells), n_seeds, max_cells, source)
     out = []
     for i, cell in enumerate(cells):
         if not isinstance(cell, Mapping) or "name" not in cell:
-            raise AmbError(f"{source}: cells[{i}] must be a mapping with a 'name', got {cell!r}")
-        extra = sorted(set(cell) - {"name", "overrides"})
+            raise AmbError(f"{source}: cells[{i}] must be a mapping with a 'name', got {_show(cell)}")
+        extra = sorted(map(str, set(cell) - {"name", "overrides"}))
         if extra:
-            raise AmbError(f"{source}: cells[{i}] has unknown key(s) {extra}; valid: name, overrides")
+            raise AmbError(f"{source}: cells[{i}] has unknown key(s) {_show(extra)}; "
+                           "valid: name, overrides")  # fmt: skip
         name = _check_name(cell["name"], source)
         out.append((name, _mapping(cell.get("overrides", {}), source, f"cells[{i}].overrides")))
     names = [n for n, _ in out]
@@ -210,13 +318,17 @@ def _cells_from_list(cells: Any, source: str) -> list[tuple[str, dict[str, Any]]
     return out
 
 
-def _cells_from_grid(grid: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
+def _cells_from_grid(grid: Any, source: str, n_seeds: int, max_cells: int
+                     ) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
     grid = _mapping(grid, source, "grid")
     if not grid:
         raise AmbError(f"{source}: 'grid' is empty")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise AmbError(f"{source}: grid key {key!r} must list its values, got {values!r}")
+            raise AmbError(f"{source}: grid key {_show(key)} must list its values, "
+                           f"got {_show(values)}")  # fmt: skip
+    # counted before product() expands anything
+    _check_count(math.prod(len(v) for v in grid.values()), n_seeds, max_cells, source)
     keys = list(grid)
     out = []
     for combo in product(*(grid[k] for k in keys)):
@@ -292,7 +404,7 @@ def plan_frame(cells: Sequence[SweepCell]) -> pd.DataFrame:
     )
 
 
-# ---- running one cell ------------------------------------------------------------------------------
+# ---- run folders: the lock and the check of a finished run ------------------------------------------
 
 
 @contextlib.contextmanager
@@ -323,6 +435,130 @@ def _is_locked(run_dir: Path) -> bool:
         return not acquired
 
 
+# finished_ok(run_dir, cfg) -> None when the DONE folder checks out, else what is wrong (one line)
+FinishedCheck = Callable[[Path, Config], "str | None"]
+
+
+def _finished_ok(run_dir: Path, cfg: Config) -> str | None:
+    """Does the DONE folder ``run_dir`` hold ``cfg``'s finished run as ``train_and_evaluate``
+    leaves it? None if so, else the first problem: ``config.json`` missing, unreadable or
+    another config; ``metrics.json`` unreadable (e.g. truncated) or without the metrics;
+    ``best/`` without whole weights or holding another config's checkpoint; a file that does
+    not match its sha256 in a ``SHA256SUMS`` manifest (of the run folder or ``best/``)."""
+    paths = runs.RunPaths(run_dir)
+    checks = (
+        lambda: _config_problem(paths.config, cfg),
+        lambda: _metrics_problem(paths.metrics),
+        lambda: _config_problem(paths.best / "config.json", cfg),
+        lambda: _safetensors_problem(paths.best / WEIGHTS_FILE),
+        lambda: _hash_problem(paths.root),
+        lambda: _hash_problem(paths.best),
+    )
+    return next((problem for check in checks if (problem := check())), None)
+
+
+def _config_only(run_dir: Path, cfg: Config) -> str | None:
+    """The check for a custom ``train_fn``, whose folder layout the sweep does not know."""
+    return _config_problem(runs.RunPaths(run_dir).config, cfg)
+
+
+def _read_json_file(path: Path) -> tuple[Any, str | None]:
+    """(the parsed file, None) or (None, what is wrong with it)."""
+    name = f"{path.parent.name}/{path.name}" if path.parent.name == "best" else path.name
+    try:
+        return json.loads(path.read_bytes()), None
+    except FileNotFoundError:
+        return None, f"no {name}"
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"{name} is not valid JSON ({type(exc).__name__})"
+
+
+def _config_diff(saved: Mapping[str, Any], cfg: Config) -> list[str]:
+    return sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
+
+
+def _config_problem(path: Path, cfg: Config) -> str | None:
+    saved, problem = _read_json_file(path)
+    if problem or not isinstance(saved, dict):
+        return problem or f"{path.name} is not a JSON object"
+    diff = _config_diff(saved, cfg)
+    return f"{path.parent.name}/{path.name} differs in {', '.join(diff[:8])}" if diff else None
+
+
+def _metrics_problem(path: Path) -> str | None:
+    metrics, problem = _read_json_file(path)
+    if problem or not isinstance(metrics, dict):
+        return problem or "metrics.json is not a JSON object"
+    missing = [k for k in ("data", "is_synthetic") if k not in metrics]
+    for split in ("valid", "test"):
+        part = metrics.get(split)
+        missing += [split] if not isinstance(part, dict) else [
+            f"{split}.{m}" for m in METRIC_NAMES if m not in part]  # fmt: skip
+    return f"metrics.json lacks {', '.join(missing[:6])}" if missing else None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A whole safetensors file: its header parses and its last tensor ends at the file's end."""
+    name = f"{path.parent.name}/{path.name}"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            if not 0 < n <= size - 8:
+                return f"{name} is not a whole safetensors file ({size} bytes)"
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                  default=0)  # fmt: skip
+    except FileNotFoundError:
+        return f"no {name}"
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return f"{name} has an unreadable header"
+    if 8 + n + end != size:
+        return f"{name} is {size} bytes, its header describes {8 + n + end}"
+    return None
+
+
+def _hash_problem(folder: Path) -> str | None:
+    """Every file listed in ``folder/SHA256SUMS`` (if there is one) has that sha256."""
+    import hashlib
+
+    manifest = folder / HASH_MANIFEST
+    if not manifest.is_file():
+        return None
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")
+        if not name:
+            continue
+        target = folder / name
+        if not _is_inside(target, folder) or not target.is_file():
+            return f"{folder.name}/{name} (listed in {HASH_MANIFEST}) is missing"
+        with open(target, "rb") as fh:
+            if hashlib.file_digest(fh, "sha256").hexdigest() != digest.lower():
+                return f"{folder.name}/{name} does not match its sha256 in {HASH_MANIFEST}"
+    return None
+
+
+def _set_aside(run_dir: Path, problem: str) -> Path | None:
+    """Move a DONE folder that does not check out to ``<run_dir>.corrupt-<n>`` (its DONE
+    renamed, so that reports skip it) and return the new path; None if another process
+    holds the folder or it is no longer DONE."""
+    with _run_lock(run_dir) as acquired:
+        if not acquired or not runs.is_done(run_dir):
+            return None
+        n = 1
+        while (aside := run_dir.with_name(f"{run_dir.name}.corrupt-{n}")).exists():
+            n += 1
+        os.replace(run_dir, aside)
+    os.replace(aside / "DONE", aside / "DONE.rejected")
+    runs.write_json(aside / "REJECTED.json", {"reason": problem, "run_dir": str(run_dir)})
+    return aside
+
+
+# ---- running one cell ------------------------------------------------------------------------------
+
+
 def default_train_fn(cfg: Config, run_dir: Path, resume: bool = True) -> Any:
     """``ambcore.train.train_and_evaluate`` without its own progress bars."""
     from ambcore.train import train_and_evaluate
@@ -345,6 +581,7 @@ def run_cell(
     """
     from ambcore.config import config_from_dict
 
+    interrupt.die_with_parent(parent=False)  # a worker ends with the sweep that started it
     cfg = config_from_dict(cfg_dict)
     run_path = Path(run_dir)
     start = time.perf_counter()
@@ -374,10 +611,11 @@ class CellOutcome:
     cell: str
     seed: int
     run_dir: Path
-    status_before: str  # the plan's status: done | running | partial | new
+    status_before: str  # the plan's status: done | running | partial | new, or corrupt (set aside)
     outcome: str  # skipped | trained | resumed | busy | failed
     seconds: float = 0.0
-    error: str = ""  # the exception (with its traceback's last lines) when failed
+    error: str = ""  # when failed: one line, the exception (and where a job's logs are)
+    details: str = ""  # when failed: the traceback's last lines
 
 
 @dataclass
@@ -404,23 +642,28 @@ def run_sweep(
     progress: bool = True,
     runs_dir: str | os.PathLike | None = None,
     cost: Callable[[SweepCell], float] | None = None,
+    finished_ok: FinishedCheck | None = None,
+    max_cells: int = MAX_CELLS,
 ) -> SweepResult:
     """Run every cell of ``spec`` that is not DONE; see the module docstring for the backends.
 
     ``train_fn(cfg, run_dir, resume=True)`` replaces ``train_and_evaluate`` (tests, custom
-    loops). A failing cell is recorded (``SweepResult.failed``) and the others still run,
-    unless ``fail_fast``. ``cost(cell)``: an estimate of a cell's run time; local parallel
-    runs then start with the costliest cells, so that the last run to finish is a short one.
+    loops). A failing cell is recorded (``SweepResult.failed``, one line on the console) and
+    the others still run, unless ``fail_fast``. ``cost(cell)``: an estimate of a cell's run
+    time; local parallel runs then start with the costliest cells, so that the last run to
+    finish is a short one. ``finished_ok(run_dir, cfg)``: when a DONE folder counts as
+    finished (default: ``_finished_ok``, or only its config for a custom ``train_fn``). An
+    interruption (Ctrl-C, SIGTERM) stops the local jobs it started before it propagates.
     """
     if not isinstance(spec, SweepSpec):
-        spec = load_spec(spec, runs_dir=runs_dir)
+        spec = load_spec(spec, runs_dir=runs_dir, max_cells=max_cells)
     if backend not in BACKENDS:
         raise AmbError(f"unknown sweep backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if cluster not in CLUSTERS:
         raise AmbError(f"unknown submitit cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
     cells = plan(spec)
-    for cell in cells:
-        _adopt(cell, spec.name)
+    check = finished_ok or (_finished_ok if train_fn is None else _config_only)
+    set_aside = {(c.name, c.seed) for c in cells if _adopt(c, spec.name, check)}
     todo = [c for c in cells if c.status != "done"]
     outcomes = {
         (c.name, c.seed): CellOutcome(c.name, c.seed, c.run_dir, "done", "skipped")
@@ -430,28 +673,23 @@ def run_sweep(
     bar = tqdm(total=len(cells), initial=len(outcomes), desc=f"sweep {spec.name}",
                unit="run", disable=not progress)  # fmt: skip
 
-    def record(cell: SweepCell, status: str, result: dict | None, error: str = "") -> None:
+    def record(cell: SweepCell, status: str, result: dict | None, error: str = "",
+               details: str = "") -> None:  # fmt: skip
+        status = "corrupt" if (cell.name, cell.seed) in set_aside else status
         outcome = CellOutcome(cell.name, cell.seed, cell.run_dir, status,
                               result["outcome"] if result else "failed",
-                              result["seconds"] if result else 0.0, error)  # fmt: skip
+                              result["seconds"] if result else 0.0, error, details)  # fmt: skip
         outcomes[(cell.name, cell.seed)] = outcome
         bar.update(1)
         bar.set_postfix_str(f"{cell.name} seed {cell.seed}: {outcome.outcome}")
         if outcome.outcome == "failed":
-            tqdm.write(f"[sweep] {cell.run_dir}: failed\n{error}")
+            tqdm.write(f"[sweep] FAILED {cell.name} seed {cell.seed} ({cell.run_dir}): {error}")
             if fail_fast:
-                raise AmbError(f"sweep {spec.name}: {cell.run_dir} failed (fail_fast):\n{error}")
+                raise AmbError(f"sweep {spec.name}: {cell.run_dir} failed (fail_fast): {error}")
 
     try:
         if backend == "local":
-            for cell in todo:
-                status = cell.status
-                try:
-                    result = run_cell(*_cell_args(cell, spec), train_fn=train_fn)
-                except Exception:  # noqa: BLE001 - recorded, the sweep goes on
-                    record(cell, status, None, _short_traceback())
-                else:
-                    record(cell, status, result)
+            _run_here(spec, todo, train_fn, record)
         else:
             _run_submitit(spec, todo, cluster, max_parallel, train_fn, record, cost)
     finally:
@@ -460,22 +698,48 @@ def run_sweep(
     return SweepResult(spec, ordered)
 
 
-def _adopt(cell: SweepCell, sweep_name: str) -> None:
-    """A finished run trained outside the sweep (e.g. by the training chapter into the cell's
-    folder) gets its ``sweep.json``, so that ``ambcore.report`` groups it with the other seeds."""
-    if runs.is_done(cell.run_dir) and not (cell.run_dir / CELL_FILE).exists():
-        saved = runs.read_config(cell.run_dir).to_dict()
-        diff = sorted(k for k, v in cell.cfg.to_dict().items() if saved.get(k) != v)
-        if diff:
-            raise AmbError(
-                f"{cell.run_dir}: a finished run with another config than cell {cell.name!r} "
-                f"(differs in {', '.join(diff[:8])}); move it away or choose another runs_dir"
-            )
+def _run_here(spec: SweepSpec, todo: list[SweepCell], train_fn: TrainFn | None,
+              record: Callable[..., None]) -> None:  # fmt: skip
+    """The local backend: one cell after another in this process."""
+    for cell in todo:
+        status = cell.status
+        try:
+            result = run_cell(*_cell_args(cell, spec), train_fn=train_fn)
+        except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+            message = " ".join(traceback.format_exception_only(exc)[-1].split())
+            record(cell, status, None, message[:400], _short_traceback())
+        else:
+            record(cell, status, result)
+
+
+def _adopt(cell: SweepCell, sweep_name: str, finished_ok: FinishedCheck) -> bool:
+    """Check a DONE folder before the sweep skips it. One that does not check out is set
+    aside (and the cell trained again): returns True. A finished run trained outside the sweep
+    (e.g. by the training chapter into the cell's folder) gets its ``sweep.json``, so that
+    ``ambcore.report`` groups it with the other seeds; one of another config is refused."""
+    if not runs.is_done(cell.run_dir):
+        return False
+    saved, _ = _read_json_file(runs.RunPaths(cell.run_dir).config)
+    diff = _config_diff(saved, cell.cfg) if isinstance(saved, dict) else []
+    if diff:
+        raise AmbError(
+            f"{cell.run_dir}: a finished run with another config than cell {cell.name!r} "
+            f"(differs in {', '.join(diff[:8])}); move it away or choose another runs_dir"
+        )
+    problem = finished_ok(cell.run_dir, cell.cfg)
+    if problem:
+        aside = _set_aside(cell.run_dir, problem)
+        if aside is not None:
+            tqdm.write(f"[sweep] {cell.run_dir}: marked DONE but {problem}; "
+                       f"moved to {aside.name}, training it again")  # fmt: skip
+        return aside is not None
+    if not (cell.run_dir / CELL_FILE).exists():
         runs.write_json(
             cell.run_dir / CELL_FILE,
             {"sweep": sweep_name, "cell": cell.name, "seed": cell.seed,
              "overrides": cell.overrides, "adopted": True},
         )  # fmt: skip
+    return False
 
 
 def _cell_args(cell: SweepCell, spec: SweepSpec) -> tuple:
@@ -485,6 +749,16 @@ def _cell_args(cell: SweepCell, spec: SweepSpec) -> tuple:
 def _short_traceback(limit: int = 12) -> str:
     lines = traceback.format_exc().rstrip().splitlines()
     return "\n".join(lines[-limit:])
+
+
+def _job_error_line(message: str) -> str:
+    """The exception line of a submitit job's error: the last line of the trace between its
+    dashed rules, else the message's first line."""
+    lines = [line.strip() for line in message.splitlines()]
+    rules = [i for i, line in enumerate(lines) if len(line) > 3 and set(line) == {"-"}]
+    body = lines[rules[0] + 1 : rules[1]] if len(rules) >= 2 else lines[:1]
+    body = [line for line in body if line]
+    return (body[-1] if body else "the job failed")[:400]
 
 
 def _visible_gpus() -> list[int]:
@@ -524,40 +798,54 @@ def _run_submitit(
         try:
             result = job.result()
         except Exception as exc:  # noqa: BLE001 - the job's traceback is in the message
-            last_lines = "\n".join(str(exc).rstrip().splitlines()[-12:])
-            record(cell, statuses[(cell.name, cell.seed)], None,
-                   f"{last_lines}\n(job logs: {job.paths.folder})")  # fmt: skip
+            details = "\n".join(str(exc).rstrip().splitlines()[-12:])
+            error = f"{_job_error_line(str(exc))} (job logs: {job.paths.folder})"
+            record(cell, statuses[(cell.name, cell.seed)], None, error, details)
         else:
             record(cell, statuses[(cell.name, cell.seed)], result)
 
     if cluster == "slurm":  # one job array; SLURM queues it (slurm_array_parallelism)
-        with executor.batch():
+        with interrupt.unwatched(), executor.batch():  # the jobs outlive this process
             jobs = [executor.submit(run_cell, *_cell_args(c, spec), train_fn) for c in todo]
         by_job = {id(j): c for j, c in zip(jobs, todo)}
         for job in submitit.helpers.as_completed(jobs, poll_frequency=30):
             collect(job, by_job[id(job)])
         return
+    with interrupt.watched():  # the jobs end with this process, even after a kill -9
+        _run_local_jobs(spec, executor, todo, max_parallel, train_fn, collect, cost)
 
-    # Local subprocesses: at most one cell per GPU at a time (or max_parallel on the CPU).
+
+def _run_local_jobs(spec: SweepSpec, executor: Any, todo: list[SweepCell],
+                    max_parallel: int | None, train_fn: TrainFn | None,
+                    collect: Callable[..., None], cost: Callable[[SweepCell], float] | None,
+                    ) -> None:  # fmt: skip
+    """Local subprocesses: at most one cell per GPU at a time (or max_parallel on the CPU).
+    Whatever ends this early (Ctrl-C, SIGTERM, fail_fast) first stops the running jobs."""
     gpus = _visible_gpus()
     slots: list[int | None] = list(gpus) if gpus else [None] * (max_parallel or 1)
     if max_parallel:
         slots = slots[:max_parallel]
     queue = sorted(todo, key=cost, reverse=True) if cost else list(todo)  # stable: spec order
     running: list[tuple[Any, SweepCell, int | None]] = []
-    while queue or running:
-        while queue and slots:
-            gpu = slots.pop(0)
-            cell = queue.pop(0)
-            if gpu is None:
-                executor.update_parameters(gpus_per_node=0)
-            else:
-                executor.update_parameters(gpus_per_node=1, visible_gpus=[gpu])
-            job = executor.submit(run_cell, *_cell_args(cell, spec), train_fn)
-            running.append((job, cell, gpu))
-        time.sleep(0.2)
-        for entry in [r for r in running if r[0].done()]:
-            running.remove(entry)
-            job, cell, gpu = entry
-            slots.append(gpu)
-            collect(job, cell)
+    try:
+        while queue or running:
+            while queue and slots:
+                gpu = slots.pop(0)
+                cell = queue.pop(0)
+                if gpu is None:
+                    executor.update_parameters(gpus_per_node=0)
+                else:
+                    executor.update_parameters(gpus_per_node=1, visible_gpus=[gpu])
+                job = executor.submit(run_cell, *_cell_args(cell, spec), train_fn)
+                running.append((job, cell, gpu))
+            time.sleep(0.2)
+            for entry in [r for r in running if r[0].done()]:
+                running.remove(entry)
+                job, cell, gpu = entry
+                slots.append(gpu)
+                collect(job, cell)
+    except BaseException:
+        controllers = [p.pid for job, _, _ in running if (p := getattr(job, "_process", None))]
+        with interrupt.signals_ignored():
+            interrupt.kill_tree(controllers, include_root=True)
+        raise

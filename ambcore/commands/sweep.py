@@ -2,17 +2,23 @@
 
     python -m ambcore sweep SPEC [--dry-run] [--backend local|submitit] [--cluster local|slurm]
                                  [--runs-dir DIR] [--max-parallel N] [--set k=v ...] [--fail-fast]
+                                 [--max-cells N]
 
-Finished cells (DONE) are skipped and unfinished ones resumed, so re-running a sweep after a
-crash or a preemption only trains what is missing. Exit status 1 when a cell failed.
+Finished cells (DONE, whose files check out) are skipped and unfinished ones resumed, so
+re-running a sweep after a crash, a preemption or an interruption only trains what is missing.
+A failed cell is one line on the console and in the summary; the others go on. Exit status 1
+when a cell failed; Ctrl-C or SIGTERM stops every process the sweep started, prints the
+command that resumes it and exits with 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 
+from ambcore import interrupt
 from ambcore.config import apply_overrides, get_config
-from ambcore.sweep import BACKENDS, CLUSTERS, load_spec, plan, plan_frame, run_sweep
+from ambcore.sweep import BACKENDS, CLUSTERS, MAX_CELLS, load_spec, plan, plan_frame, run_sweep
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,9 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a config field in every cell (repeatable)")  # fmt: skip
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-cells", type=int, default=MAX_CELLS,
+                   help=f"refuse a spec of more (cell, seed) runs than this (default {MAX_CELLS})")  # fmt: skip
     p.set_defaults(func=_sweep)
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    """The same sweep again: finished cells are skipped, interrupted ones resumed."""
+    argv = ["python", "-m", "ambcore", "sweep", args.spec]
+    for flag, value in (("--backend", args.backend), ("--cluster", args.cluster),
+                        ("--runs-dir", args.runs_dir), ("--max-parallel", args.max_parallel),
+                        ("--max-cells", args.max_cells if args.max_cells != MAX_CELLS else None)):
+        if value is not None and not (flag in ("--backend", "--cluster") and value == "local"):
+            argv += [flag, str(value)]
+    for item in args.overrides:
+        argv += ["--set", item]
+    return shlex.join(argv + (["--fail-fast"] if args.fail_fast else []))
+
+
+@interrupt.interruptible(_resume_command)
 def _sweep(args: argparse.Namespace) -> int:
     # --set values are parsed and type-checked like `train --set` (against a throwaway config).
     overrides = {}
@@ -46,7 +68,8 @@ def _sweep(args: argparse.Namespace) -> int:
         checked = apply_overrides(get_config("smoke"), args.overrides)
         keys = [item.split("=", 1)[0].strip() for item in args.overrides]
         overrides = {k: getattr(checked, k) for k in keys}
-    spec = load_spec(args.spec, runs_dir=args.runs_dir, overrides=overrides)
+    spec = load_spec(args.spec, runs_dir=args.runs_dir, overrides=overrides,
+                     max_cells=args.max_cells)
     cells = plan(spec)
     print(f"sweep {spec.name}: {len(spec.cells)} cell(s) x {len(spec.seeds)} seed(s) "
           f"-> {spec.runs_dir}")  # fmt: skip
@@ -64,5 +87,5 @@ def _sweep(args: argparse.Namespace) -> int:
     frame = result.frame()[["cell", "seed", "status_before", "outcome", "seconds", "run_dir"]]
     print(frame.to_string(index=False, float_format=lambda s: f"{s:.1f}"))
     for failure in result.failed:
-        print(f"\nFAILED {failure.run_dir}:\n{failure.error}")
+        print(f"FAILED {failure.cell} seed {failure.seed} ({failure.run_dir}): {failure.error}")
     return 1 if result.failed else 0

@@ -13,7 +13,9 @@ import argparse
 import json
 import math
 import os
+import shlex
 
+from ambcore import interrupt
 from ambcore.config import PRESETS, apply_overrides, get_config
 
 _TABLE_KEYS = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
@@ -82,6 +84,13 @@ def _data_label(name: str, is_synthetic: bool) -> str:
     return f"{'SYNTHETIC' if is_synthetic else 'real'} data: {name}"
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    argv = ["python", "-m", "ambcore", "train", "--preset", args.preset, "--seed", str(args.seed),
+            "--out", args.out] + [a for item in args.overrides for a in ("--set", item)]  # fmt: skip
+    return shlex.join(argv + ["--resume"])
+
+
+@interrupt.interruptible(_resume_command)  # Ctrl-C / SIGTERM: resumable, with the command to do so
 def _train(args: argparse.Namespace) -> int:
     from ambcore.train import train_and_evaluate
 
