@@ -443,14 +443,22 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawned workers read OMP_NUM_THREADS=1 when they import torch
-        with _threads_per_process(1), ProcessPoolExecutor(
-            min(parallel, len(todo)), mp_context=multiprocessing.get_context("spawn")
+        from ambcore import interrupt
+
+        # spawned workers read OMP_NUM_THREADS=1 when they import torch; they end with this
+        # process, and an error or Ctrl-C here stops them at once instead of waiting for them
+        with _threads_per_process(1), interrupt.watched(), ProcessPoolExecutor(
+            min(parallel, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+            initializer=interrupt.die_with_parent,
         ) as pool:
-            jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
-            for job in as_completed(jobs):
-                job.result()  # raises the worker's error; the curves are now cached
-                bar.update(1)
+            try:
+                jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
+                for job in as_completed(jobs):
+                    job.result()  # raises the worker's error; the curves are now cached
+                    bar.update(1)
+            except BaseException:
+                interrupt.stop_pool(pool)
+                raise
         todo = set()
     frames = []
     for run_dir in run_dirs:  # cached ones are read back; the rest computed here

@@ -462,9 +462,14 @@ def _config_only(run_dir: Path, cfg: Config) -> str | None:
     return _config_problem(runs.RunPaths(run_dir).config, cfg)
 
 
+def _label(path: Path) -> str:
+    """A run folder's file as messages name it: ``metrics.json``, ``best/config.json``."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name == "best" else path.name
+
+
 def _read_json_file(path: Path) -> tuple[Any, str | None]:
     """(the parsed file, None) or (None, what is wrong with it)."""
-    name = f"{path.parent.name}/{path.name}" if path.parent.name == "best" else path.name
+    name = _label(path)
     try:
         return json.loads(path.read_bytes()), None
     except FileNotFoundError:
@@ -480,9 +485,9 @@ def _config_diff(saved: Mapping[str, Any], cfg: Config) -> list[str]:
 def _config_problem(path: Path, cfg: Config) -> str | None:
     saved, problem = _read_json_file(path)
     if problem or not isinstance(saved, dict):
-        return problem or f"{path.name} is not a JSON object"
+        return problem or f"{_label(path)} is not a JSON object"
     diff = _config_diff(saved, cfg)
-    return f"{path.parent.name}/{path.name} differs in {', '.join(diff[:8])}" if diff else None
+    return f"{_label(path)} is another config (differs in {', '.join(diff[:8])})" if diff else None
 
 
 def _metrics_problem(path: Path) -> str | None:

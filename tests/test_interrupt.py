@@ -1,0 +1,228 @@
+"""Interruption (ambcore.interrupt): SIGTERM or Ctrl-C stops every process a command started,
+leaves its runs resumable and prints the command that resumes them.
+
+The end-to-end tests start ``python -m ambcore sweep`` (two parallel submitit workers) and
+``python -m ambcore train`` in a session of their own, send SIGTERM while they train, and then
+look in ``/proc`` for any process left in that session.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from ambcore import interrupt, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _session_pids(sid: int) -> list[int]:
+    """The live (not zombie) processes of session ``sid``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        if int(fields[3]) == sid and fields[0] not in "ZX":
+            found.append(int(name))
+    return found
+
+
+def _wait_until(condition, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def _env(runs_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "AMB_RUNS": str(runs_dir),
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``python -m ambcore ARGS`` as the leader of a new session, output to ``log``.{out,err}."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ambcore", *args], cwd=ROOT, env=env, start_new_session=True,
+        stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"),
+    )  # fmt: skip
+
+
+def _kill_session(sid: int) -> None:
+    for pid in _session_pids(sid):  # what the code under test left behind
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _terminate_and_check(proc: subprocess.Popen, log: Path, expected_resume: str) -> str:
+    """SIGTERM ``proc``; within seconds it and every process of its session must be gone and
+    its stderr must hold ``resume with: <command>``. Returns the command."""
+    sid = proc.pid
+    try:
+        assert len(_session_pids(sid)) >= 1
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert _wait_until(lambda: not _session_pids(sid), timeout=5), _session_pids(sid)
+    finally:
+        _kill_session(sid)
+        if proc.poll() is None:
+            proc.kill()
+    err = Path(f"{log}.err").read_text()
+    assert proc.returncode == 143, err[-2000:]
+    lines = [line for line in err.splitlines() if "resume with: " in line]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    command = lines[0].split("resume with: ", 1)[1]
+    assert command.startswith(expected_resume), command
+    return command
+
+
+def _run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "ambcore"]
+    return subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=500)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
+    spec = tmp_path / "long.yaml"
+    spec.write_text("name: long\npreset: smoke\nseeds: [0]\noverrides: {max_epochs: 8, patience: 8}\n"
+                    "cells:\n  - {name: amb, overrides: {model: amb}}\n"
+                    "  - {name: text-only, overrides: {model: amb, variant: text-only}}\n")  # fmt: skip
+    runs_dir, env = tmp_path / "runs", _env(tmp_path / "root")
+    args = ["sweep", str(spec), "--backend", "submitit", "--max-parallel", "2",
+            "--runs-dir", str(runs_dir), "--no-progress"]  # fmt: skip
+    proc = _start(args, env, tmp_path / "sweep")
+    run_dirs = [runs_dir / "amb" / "seed0", runs_dir / "text-only" / "seed0"]
+    try:  # both workers are training
+        assert _wait_until(lambda: all((d / "config.json").exists() for d in run_dirs), 240)
+        assert not any(runs.is_done(d) for d in run_dirs)
+    except BaseException:
+        _kill_session(proc.pid)
+        raise
+    command = _terminate_and_check(proc, tmp_path / "sweep",
+                                   f"python -m ambcore sweep {spec} --backend submitit")  # fmt: skip
+
+    again = _run_command(command, env)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    rows = [line.split() for line in again.stdout.splitlines() if line.split()[:1] in (["amb"], ["text-only"])]
+    assert [row[2:4] for row in rows] == [["partial", "resumed"], ["partial", "resumed"]], again.stdout
+    for run_dir in run_dirs:
+        assert runs.is_done(run_dir) and len(runs.read_history(run_dir)) == 8
+
+
+@pytest.mark.slow
+def test_sigterm_stops_train_and_it_resumes(tmp_path):
+    out, env = tmp_path / "run", _env(tmp_path / "root")
+    args = ["train", "--preset", "smoke", "--out", str(out), "--set", "max_epochs=8",
+            "--set", "patience=8", "--no-progress"]  # fmt: skip
+    proc = _start(args, env, tmp_path / "train")
+    try:
+        assert _wait_until(lambda: (out / "last" / "state.json").exists(), 240)
+    except BaseException:
+        _kill_session(proc.pid)
+        raise
+    command = _terminate_and_check(proc, tmp_path / "train", "python -m ambcore train --preset smoke")
+    assert command.endswith("--resume") and "--set max_epochs=8" in command
+    assert not runs.is_done(out)
+
+    again = _run_command(command, env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert runs.is_done(out) and len(runs.read_history(out)) == 8
+    assert runs.read_json(out / "env.json")["resumed"]
+
+
+# ---- the pieces --------------------------------------------------------------------------------------
+
+
+def test_kill_tree_ends_children_that_ignore_sigterm(tmp_path):
+    """A shell that traps SIGTERM, and its own child: both gone within the grace period."""
+    proc = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 60 & sleep 60; wait"])
+    try:
+        assert _wait_until(lambda: len(interrupt.descendants(proc.pid)) >= 2, 10)
+        tree = [proc.pid, *interrupt.descendants(proc.pid)]
+        start = time.monotonic()
+        signalled = interrupt.kill_tree(proc.pid, grace=1.0, include_root=True)
+        assert set(tree) <= set(signalled)
+        assert time.monotonic() - start < 5
+        assert not any(interrupt._alive(pid) for pid in tree)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+_POOL_SCRIPT = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from ambcore import interrupt
+
+with interrupt.watched():
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=interrupt.die_with_parent)
+    ready = set()  # workers run the initializer before their first job
+    while len(ready) < 2:
+        ready |= {job.result() for job in [pool.submit(os.getpid) for _ in range(20)]}
+    jobs = [pool.submit(time.sleep, 120) for _ in range(2)]
+    print(" ".join(str(p) for p in ready), flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", _POOL_SCRIPT], cwd=ROOT, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(interrupt._alive(p) for p in workers)
+        proc.kill()  # no chance to clean up
+        proc.wait()
+        assert _wait_until(lambda: not any(interrupt._alive(p) for p in workers), 5)
+    finally:
+        _kill_session(proc.pid)
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_stop_pool_does_not_wait_for_running_jobs():
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+    jobs = [pool.submit(_sleep, 60) for _ in range(3)]
+    assert _wait_until(lambda: len(pool._processes) == 2, 10)
+    workers = list(pool._processes)
+    start = time.monotonic()
+    interrupt.stop_pool(pool)
+    assert time.monotonic() - start < 5
+    assert not any(interrupt._alive(p) for p in workers)
+    assert jobs[2].cancelled() or jobs[2].done()
+
+
+def test_die_with_parent_does_nothing_in_the_watched_process_itself(monkeypatch):
+    monkeypatch.setattr(interrupt, "_watchdog_started", False)
+    with interrupt.watched():
+        assert os.environ[interrupt.WATCH_ENV].split(":")[1] == str(os.getpid())
+        interrupt.die_with_parent(parent=False)
+        assert interrupt._watchdog_started is False
+    assert interrupt.WATCH_ENV not in os.environ
