@@ -441,6 +441,7 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
                disable=not progress)  # fmt: skip
     if min(parallel, len(todo)) > 1:
         import multiprocessing
+        import signal
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         from ambcore import interrupt
@@ -452,7 +453,8 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
             initializer=interrupt.die_with_parent,
         ) as pool:
             try:
-                jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
+                with interrupt.signals_ignored([signal.SIGINT]):  # the workers leave Ctrl-C here
+                    jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
                 for job in as_completed(jobs):
                     job.result()  # raises the worker's error; the curves are now cached
                     bar.update(1)

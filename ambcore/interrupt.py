@@ -80,12 +80,16 @@ def restore_signals(saved: dict[int, Any]) -> None:
 
 
 @contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """While cleaning up, a second Ctrl-C or SIGTERM must not cut the cleanup short."""
+def signals_ignored(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Ignore ``signals`` inside the block (main thread only). While cleaning up: a second
+    Ctrl-C or SIGTERM must not cut the cleanup short. Around starting workers with
+    ``signals=(SIGINT,)``: the workers inherit the ignored Ctrl-C (Python then installs no
+    KeyboardInterrupt handler), so a Ctrl-C in the terminal reaches only the process that
+    started them, which stops them (no traceback from every worker)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
     try:
         yield
     finally:
@@ -307,11 +311,10 @@ def interruptible(resume: Callable[[Any], str]) -> Callable[[Command], Command]:
                 with watched():
                     return func(args)
             except KeyboardInterrupt:
-                stopped = stop_children()
+                stop_children()
                 sig = _received[-1] if _received else signal.SIGINT
-                print(f"interrupted by {signal.Signals(sig).name}: stopped {len(stopped)} "
-                      f"process(es) it had started; resume with: {resume(args)}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(f"interrupted by {signal.Signals(sig).name}; every process it started is "
+                      f"stopped; resume with: {resume(args)}", file=sys.stderr, flush=True)
                 return EXIT_CODES.get(sig, 130)
             finally:
                 restore_signals(saved)

@@ -54,6 +54,7 @@ import math
 import os
 import re
 import reprlib
+import signal
 import struct
 import time
 import tomllib
@@ -841,7 +842,8 @@ def _run_local_jobs(spec: SweepSpec, executor: Any, todo: list[SweepCell],
                     executor.update_parameters(gpus_per_node=0)
                 else:
                     executor.update_parameters(gpus_per_node=1, visible_gpus=[gpu])
-                job = executor.submit(run_cell, *_cell_args(cell, spec), train_fn)
+                with interrupt.signals_ignored([signal.SIGINT]):  # inherited: see there
+                    job = executor.submit(run_cell, *_cell_args(cell, spec), train_fn)
                 running.append((job, cell, gpu))
             time.sleep(0.2)
             for entry in [r for r in running if r[0].done()]:
@@ -851,6 +853,6 @@ def _run_local_jobs(spec: SweepSpec, executor: Any, todo: list[SweepCell],
                 collect(job, cell)
     except BaseException:
         controllers = [p.pid for job, _, _ in running if (p := getattr(job, "_process", None))]
-        with interrupt.signals_ignored():
-            interrupt.kill_tree(controllers, include_root=True)
+        with interrupt.signals_ignored():  # submitit's tasks ignore SIGTERM: a short grace
+            interrupt.kill_tree(controllers, include_root=True, grace=0.5)
         raise
