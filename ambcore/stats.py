@@ -46,6 +46,7 @@ __all__ = [
     "SeedPredictions",
     "read_predictions",
     "cell_predictions",
+    "available_predictions",
     "bootstrap_ci",
     "cell_intervals",
     "PairedResult",
@@ -86,6 +87,17 @@ def cell_predictions(runs_frame: pd.DataFrame, runs_dir: str | os.PathLike) -> d
             Path(runs_dir) / run["run"]
         )
     return out
+
+
+def available_predictions(runs_frame: pd.DataFrame, runs_dir: str | os.PathLike) -> dict[str, dict]:
+    """As ``cell_predictions``, for the cells whose every run wrote its predictions (runs
+    finished before the file existed leave their cell out, and the tables show no interval)."""
+    if runs_frame.empty:
+        return {}
+    complete = runs_frame.groupby("cell")["run"].agg(
+        lambda r: all((Path(runs_dir) / run / PREDICTIONS_FILE).exists() for run in r)
+    )
+    return cell_predictions(runs_frame[runs_frame["cell"].map(complete)], runs_dir)
 
 
 def _stack(preds: SeedPredictions, ids: Sequence[str] | None = None):
@@ -237,13 +249,18 @@ def compare_to(
     """``reference`` against each of ``others`` (paired test, Holm-adjusted across ``others``).
 
     Columns: cell, reference, diff (MAE of reference minus MAE of cell), lo, hi, p, p_holm,
-    n_seeds, n_utterances. A cell without predictions is left out.
+    n_seeds, n_utterances. A cell without predictions is left out; one without a seed in
+    common with the reference gets NaN (and is not counted by Holm).
     """
     if reference not in predictions:
         raise AmbError(f"compare_to: no predictions of the reference cell {reference!r}")
     rows = []
     for cell in others:
         if cell == reference or cell not in predictions:
+            continue
+        if not set(predictions[reference]) & set(predictions[cell]):  # no seed to pair
+            rows.append({"cell": cell, "reference": reference, "diff": np.nan, "lo": np.nan,
+                         "hi": np.nan, "p": np.nan, "n_seeds": 0, "n_utterances": 0})  # fmt: skip
             continue
         r = paired_test(predictions[reference], predictions[cell], n_perm=n_perm, seed=seed)
         rows.append({"cell": cell, "reference": reference, "diff": r.diff, "lo": r.lo,

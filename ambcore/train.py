@@ -573,13 +573,15 @@ def train_and_evaluate(
     valid_pred = predict_split(best_model, valid_split, tokenizer, cfg, device, progress=False)
     test_pred = predict_split(best_model, dataset["test"], tokenizer, cfg, device, progress=False)
     valid, test = _metrics(valid_pred), _metrics(test_pred)
-    mean_pred = dataclasses.replace(
-        test_pred, y_pred=np.full_like(test_pred.y_true, float(np.mean(train_split.labels)))
-    )
+    train_mean = float(np.mean(train_split.labels))
+    mean_pred = dataclasses.replace(test_pred, y_pred=np.full_like(test_pred.y_true, train_mean))
+    mean_valid = dataclasses.replace(valid_pred, y_pred=np.full_like(valid_pred.y_true, train_mean))
     metrics = {
         "valid": valid,
         "test": test,
         "test_baseline_train_mean": _metrics(mean_pred),
+        # the mean-label predictor on valid: a run that does not beat it has learnt nothing
+        "valid_baseline_train_mean": _metrics(mean_valid),
         "data": dataset.name,
         "data_source": dataset.source,
         "is_synthetic": dataset.is_synthetic,

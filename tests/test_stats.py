@@ -151,3 +151,12 @@ def test_cell_intervals_reads_run_folders(tmp_path):
     assert table.loc[0, "mae_lo"] < table.loc[0, "mae"] < table.loc[0, "mae_hi"]
     with pytest.raises(AmbError, match="test_predictions.csv is missing"):
         stats.read_predictions(tmp_path)
+
+
+def test_a_cell_without_a_common_seed_is_not_tested():
+    y = _labels()
+    preds = {"amb": _cell(y, 0.4), "other": _cell(y, 1.2, seeds=(7,)), "worse": _cell(y, 1.2)}
+    frame = stats.compare_to(preds, "amb", ["other", "worse"], n_perm=500).set_index("cell")
+    assert np.isnan(frame.loc["other", "p_holm"]) and frame.loc["other", "n_seeds"] == 0
+    assert frame.loc["worse", "p_holm"] == frame.loc["worse", "p"]  # a family of one
+    assert "could not be compared" in stats.verdict(frame.loc["other"], "AMB", "other")
