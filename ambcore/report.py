@@ -53,6 +53,9 @@ __all__ = [
     "non_learners",
     "add_statistics",
     "table_verdicts",
+    "ablation_verdicts",
+    "non_learner_sentence",
+    "budget_sentence",
     "acc7_vs_params",
     "write_report",
 ]
@@ -566,3 +569,70 @@ def write_report(
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
     return runs.atomic_write_text(path, frame.to_csv(index=False))
+
+
+# ---- the computed reading of the ablation chapter (thesis 6.3.3) -----------------------------
+
+# (glue key, cell A, cell B): A against B, paired on MAE; Holm across the four, one family.
+ABLATION_COMPARISONS = (
+    ("tav", "amb", "amb-text-only"),  # audio-visual information
+    ("notext", "amb", "amb-no-text"),  # text
+    ("ft", "amb", "amb-ft"),  # adapters against fine-tuning, AMB
+    ("misa", "misa-adapters", "misa"),  # adapters against fine-tuning, MISA
+)
+
+
+def ablation_verdicts(
+    summary: pd.DataFrame, predictions: dict, n_perm: int = 5000, seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, str]:  # fmt: skip
+    """``{key: sentence}`` for ``ABLATION_COMPARISONS``: the paired test of cell A against cell B
+    on per-utterance absolute errors (``stats.paired_test``), Holm-adjusted across the
+    comparisons that could be made. A comparison whose cells did not run (or have no
+    predictions, or no seed in common) says so instead of judging."""
+    from ambcore import stats
+
+    names = dict(zip(summary["cell"], summary["row_name"]))
+    results, out = {}, {}
+    for key, a, b in ABLATION_COMPARISONS:
+        if a not in predictions or b not in predictions or a not in names or b not in names:
+            out[key] = f"cannot be judged: cell(s) {a!r}/{b!r} have no finished runs with predictions"
+        elif not set(predictions[a]) & set(predictions[b]):
+            out[key] = f"cannot be judged: {names[a]} and {names[b]} have no seed in common"
+        else:
+            results[key] = stats.paired_test(predictions[a], predictions[b], n_perm=n_perm, seed=seed)
+    adjusted = dict(zip(results, stats.holm([r.p_value for r in results.values()])))
+    for key, r in results.items():
+        _, a, b = next(c for c in ABLATION_COMPARISONS if c[0] == key)
+        row = {"diff": r.diff, "lo": r.lo, "hi": r.hi, "p_holm": adjusted[key]}
+        out[key] = stats.verdict(row, names[a], names[b], alpha=alpha) + f" ({len(r.seeds)} seeds)"
+    return out
+
+
+def non_learner_sentence(summary: pd.DataFrame) -> str:
+    """Names the cells that do not beat the mean-label predictor on valid (or says none)."""
+    names = non_learners(summary)
+    unknown = [str(n) for n, flag in zip(summary["row_name"], summary["learns"]) if pd.isna(flag)]
+    if names:
+        text = (f"{', '.join(names)} did not beat the mean-label predictor on validation "
+                f"(best validation MAE not {100 * NON_LEARNER_MARGIN:.0f} % below it): "
+                "these rows (marked † in the tables) have not learnt from their inputs")
+    else:
+        text = "every cell beats the mean-label predictor on validation"
+    if unknown:
+        text += f"; not recorded for {', '.join(unknown)} (runs older than the check)"
+    return text
+
+
+def budget_sentence(runs_frame: pd.DataFrame, max_epochs: int) -> str:
+    """Which cells' runs were still improving when the epoch budget ran out (best epoch = last
+    epoch of a run that used all ``max_epochs``)."""
+    still = (runs_frame["best_epoch"] == runs_frame["epochs_run"]) & (
+        runs_frame["epochs_run"] >= max_epochs
+    )
+    counts = runs_frame.assign(still=still).groupby("row_name", sort=False)["still"].agg(["sum", "count"])
+    counts = counts[counts["sum"] > 0]
+    if counts.empty:
+        return "none, every run had passed its best epoch"
+    listed = ", ".join(f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in counts.iterrows())
+    return listed + "; read these cells as lower bounds of what their recipes reach with more epochs"

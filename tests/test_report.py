@@ -19,7 +19,11 @@ from ambcore.config import get_config
 from ambcore.errors import AmbError
 from ambcore.metrics import sentiment_metrics
 from ambcore.report import (
+    ABLATION_COMPARISONS,
     COMPACT_COLUMNS,
+    ablation_verdicts,
+    budget_sentence,
+    non_learner_sentence,
     acc7_vs_params,
     add_statistics,
     compact_table,
@@ -294,3 +298,28 @@ def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
     assert shown["ΔMAE vs AMB [95 % CI]"].str.len().max() <= 24
     caption = table_caption(table, "Thesis table 6.2 beside our runs")
     assert caption.count(DATA_NAME) == 1 and "Holm" in caption and "†" in caption
+
+
+def test_ablation_verdicts_are_computed_from_paired_tests(runs_dir):
+    root, _ = runs_dir
+    frame = collect_runs(root)
+    summary = summarize(frame)
+    preds = stats.available_predictions(frame, root)
+    text = ablation_verdicts(summary, preds, n_perm=1000)
+    assert set(text) == {key for key, *_ in ABLATION_COMPARISONS}
+    assert text["tav"].startswith("cannot be judged") and text["misa"].startswith("cannot be judged")
+    assert text["notext"].startswith("AMB's MAE is lower than AMB no-text's")
+    # two comparisons were made: Holm over two
+    raw = stats.paired_test(preds["amb"], preds["amb-ft"], n_perm=1000)
+    other = stats.paired_test(preds["amb"], preds["amb-no-text"], n_perm=1000)
+    adjusted = stats.holm([other.p_value, raw.p_value])[1]
+    assert f"Holm-adjusted p = {stats._p(adjusted)}" in text["ft"] and "(3 seeds)" in text["ft"]
+    assert "AMB no-text did not beat the mean-label predictor" in non_learner_sentence(summary)
+    assert non_learner_sentence(summary[summary["cell"] == "amb"]).startswith("every cell beats")
+
+
+def test_budget_sentence_names_runs_still_improving():
+    frame = pd.DataFrame({"row_name": ["AMB", "AMB", "MISA (FT)"], "best_epoch": [3, 2, 3],
+                          "epochs_run": [3, 3, 3]})  # fmt: skip
+    assert budget_sentence(frame, 3).startswith("AMB 1 of 2 runs, MISA (FT) 1 of 1 runs;")
+    assert budget_sentence(frame, 5).startswith("none")  # stopped early, not out of budget
