@@ -54,6 +54,8 @@ __all__ = [
     "add_statistics",
     "table_verdicts",
     "ablation_verdicts",
+    "verdicts_from_table",
+    "headline_mae",
     "non_learner_sentence",
     "budget_sentence",
     "acc7_vs_params",
@@ -636,3 +638,41 @@ def budget_sentence(runs_frame: pd.DataFrame, max_epochs: int) -> str:
         return "none, every run had passed its best epoch"
     listed = ", ".join(f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in counts.iterrows())
     return listed + "; read these cells as lower bounds of what their recipes reach with more epochs"
+
+
+def verdicts_from_table(table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """``table_verdicts`` from a written table (``table_6_1.csv``/``table_6_2.csv``): one
+    sentence per row of ours that was tested against AMB, and one naming the rows marked †."""
+    from ambcore import stats
+
+    ours = table[table["Source"].astype(str).str.startswith("this book")]
+    sentences = []
+    if "p vs AMB" in ours:
+        for _, r in ours.dropna(subset=["p vs AMB"]).iterrows():
+            row = {"diff": r["ΔMAE vs AMB"], "lo": r["ΔMAE lo"], "hi": r["ΔMAE hi"],
+                   "p_holm": r["p vs AMB (Holm)"]}  # fmt: skip
+            sentences.append(stats.verdict(row, REFERENCE_ROW, str(r["Model"]), alpha=alpha))
+    if "Learns" in ours:
+        marked = [str(m) for m, f in zip(ours["Model"], ours["Learns"]) if _is_false(_as_flag(f))]
+        if marked:
+            sentences.append(f"{', '.join(marked)} did not beat the mean-label predictor on "
+                             f"validation ({NON_LEARNER_MARK})")  # fmt: skip
+    return sentences
+
+
+def headline_mae(table: pd.DataFrame, model: str = REFERENCE_ROW) -> str:
+    """Our test MAE of ``model`` (mean ± std over seeds, 95 % interval where the table has it)
+    against the thesis' row of the same model, from a written table."""
+    rows = table[table["Model"] == model]
+    mine = rows["Source"].astype(str).str.startswith("this book")
+    if not mine.any() or mine.all():
+        return f"no {model} row of ours beside the thesis' in the table"
+    o, t = rows[mine].iloc[0], rows[~mine].iloc[0]
+    text = f"{o['MAE']:.3f}"
+    if pd.notna(o["MAE std"]):
+        text += f" ± {o['MAE std']:.3f} over {int(o['n seeds'])} seeds"
+    else:
+        text += " (one seed)"
+    if pd.notna(o.get("MAE lo", np.nan)):
+        text += f", 95 % interval [{o['MAE lo']:.3f}, {o['MAE hi']:.3f}]"
+    return f"{text} on {o['Data']} with {o['PLM / text features']} (thesis: {t['MAE']:.3f} on CMU-MOSEI)"

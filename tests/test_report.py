@@ -31,6 +31,8 @@ from ambcore.report import (
     non_learners,
     table_caption,
     table_verdicts,
+    headline_mae,
+    verdicts_from_table,
     cited_rows,
     collect_runs,
     format_table,
@@ -255,8 +257,16 @@ def test_non_learners_are_computed_and_marked(runs_dir):
     shown = compact_table(table_6_2(summary))
     assert (shown["Model"] == "AMB no-text †").sum() == 1  # ours only, not the thesis' row
     assert (shown["Model"].str.endswith("†")).sum() == 1
-    reread = compact_table(pd.read_csv(write_report(root, tmp_path_of(root))["table_6_2"]))
-    assert (reread["Model"] == "AMB no-text †").sum() == 1  # the mark survives the CSV
+    written = pd.read_csv(write_report(root, tmp_path_of(root))["table_6_2"])
+    assert (compact_table(written)["Model"] == "AMB no-text †").sum() == 1  # survives the CSV
+    sentences = verdicts_from_table(written)  # what the Results chapter says, from the CSV
+    assert sentences[-1] == "AMB no-text did not beat the mean-label predictor on validation (†)"
+    assert any(s.startswith("AMB's MAE is lower than AMB no-text's") for s in sentences)
+    assert len(sentences) == 4  # three tested rows and the non-learner
+    amb = written[written["Source"].str.startswith("this book") & (written["Model"] == "AMB")].iloc[0]
+    headline = headline_mae(written)
+    assert f"{amb['MAE']:.3f} ± {amb['MAE std']:.3f} over 3 seeds" in headline
+    assert f"[{amb['MAE lo']:.3f}, {amb['MAE hi']:.3f}]" in headline and DATA_NAME in headline
 
 
 def tmp_path_of(root):
