@@ -114,7 +114,8 @@ def data_label(name: str, is_synthetic: bool) -> str:
 def collect_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per finished run folder under ``runs_dir`` (searched recursively).
 
-    Folders without DONE (unfinished or killed runs) are left out. The ``cell`` is the sweep
+    Folders without DONE (unfinished or killed runs) and tuning trials (``valid_only``: trained
+    and selected without the test split) are left out. The ``cell`` is the sweep
     cell (``sweep.json``) or, for runs trained outside a sweep, the folder's path.
     """
     runs_dir = Path(runs_dir)
@@ -123,8 +124,8 @@ def collect_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for metrics_path in sorted(runs_dir.rglob("metrics.json")):
         run_dir = metrics_path.parent
-        if not runs.is_done(run_dir):
-            continue
+        if not runs.is_done(run_dir) or runs.read_metrics(run_dir).get("valid_only"):
+            continue  # unfinished, or a tuning trial (ambcore.tune: never evaluated on test)
         rows.append(_run_row(run_dir, runs_dir))
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 

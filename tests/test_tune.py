@@ -1,0 +1,158 @@
+"""The tuner (ambcore.tune, ``python -m ambcore tune``): search spaces as data, the same budget
+for every model, no test split while tuning, resuming a killed study."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import yaml
+
+from ambcore import report, runs, tune
+from ambcore.cli import main
+from ambcore.errors import AmbError
+from ambcore.paths import PROJECT_ROOT
+
+EXPERIMENTS = PROJECT_ROOT / "experiments"
+
+
+def write_spec(tmp_path: Path, n_trials=2, cells=("amb", "misa", "mag-bert"),
+               sweep=EXPERIMENTS / "ablation_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
+    spec = {"name": "t", "sweep": str(sweep), "cells": list(cells), "space": str(space),
+            "n_trials": n_trials, "seed": 0, "runs_dir": str(tmp_path / "tune"),
+            "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+class FakeTrain:
+    """A trainer that records its calls and checks what it is given; valid MAE is smallest at
+    lr = 1e-3 (one epoch, reported through on_epoch_end as the real trainer does)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, cfg, run_dir, progress, resume, on_epoch_end, dataset):
+        assert set(dataset.splits) == {"train", "valid"}
+        with pytest.raises(KeyError):
+            dataset["test"]
+        self.calls.append(Path(run_dir).name)
+        mae = 0.5 + abs(math.log10(cfg.lr) + 3)
+        runs.write_csv(Path(run_dir) / "history.csv", [{"epoch": 1, "valid_mae": mae}],
+                       runs.HISTORY_COLUMNS)  # fmt: skip
+        on_epoch_end(1)
+        return SimpleNamespace(valid={"mae": mae})
+
+
+@pytest.fixture(scope="module")
+def smoke_data():
+    from ambcore.config import get_config
+    from ambcore.data import load_dataset
+
+    cfg = get_config("smoke")
+    return load_dataset(cfg.data, cfg)
+
+
+def test_search_spaces_are_data_with_a_reason_per_range(tmp_path):
+    space = tune.load_space(EXPERIMENTS / "search_space.yaml")
+    for model, dropout in (("amb", "dropout"), ("misa", "misa_dropout"), ("mag-bert", "mag_dropout")):
+        lr = space[model]["lr"]
+        assert lr.log and lr.factor > 1 and lr.reason
+        assert space[model][dropout].reason and space[model][dropout].low < space[model][dropout].high
+    bad = tmp_path / "space.yaml"
+    bad.write_text("models:\n  amb:\n    lr: {factor: 10, log: true}\n", encoding="utf-8")
+    with pytest.raises(AmbError, match=r"space.yaml: models.amb.lr: a range needs 'reason'"):
+        tune.load_space(bad)
+    bad.write_text("models:\n  amb:\n    lrate: {low: 1, high: 2, reason: x}\n", encoding="utf-8")
+    with pytest.raises(AmbError, match="models.amb.lrate: not a config field"):
+        tune.load_space(bad)
+
+
+def test_ranges_are_centred_on_each_recipe(tmp_path):
+    spec = tune.load_tune_spec(write_spec(tmp_path))
+    for cell, cfg in spec.cells:
+        low, high = spec.space[cfg.model]["lr"].bounds(cfg)
+        assert low == pytest.approx(cfg.lr / 10) and high == pytest.approx(cfg.lr * 10)
+    assert {cfg.lr for _, cfg in spec.cells} == {1e-3, 1e-4, 1e-5}  # AMB, MISA, MAG-BERT recipes
+    assert len({(cfg.max_epochs, cfg.patience) for _, cfg in spec.cells}) == 1
+
+
+def test_cells_with_different_epoch_budgets_are_refused(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"preset": "smoke", "cells": [
+        {"name": "amb", "overrides": {"model": "amb"}},
+        {"name": "misa", "overrides": {"model": "misa", "max_epochs": 5}}]}), encoding="utf-8")  # fmt: skip
+    with pytest.raises(AmbError, match="different epoch budgets.*misa: max_epochs=5"):
+        tune.load_tune_spec(write_spec(tmp_path, cells=("amb", "misa"), sweep=sweep))
+
+
+def test_a_study_runs_n_trials_on_train_and_valid_only(tmp_path, smoke_data):
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=3, cells=("amb",)))
+    fake = FakeTrain()
+    study = tune.run_study(spec, "amb", spec.cells[0][1], train_fn=fake, dataset=smoke_data)
+    assert len(fake.calls) == 3 and len(study.trials) == 3
+    assert all(t.intermediate_values for t in study.trials)  # the pruner saw every epoch
+    assert (spec.runs_dir / "amb" / tune.STUDY_FILE).exists()
+
+
+def test_a_stopped_study_resumes_without_redoing_finished_trials(tmp_path, smoke_data):
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=3, cells=("amb",)))
+    cfg = spec.cells[0][1]
+    first = FakeTrain()
+    tune.run_study(spec, "amb", cfg, train_fn=first, dataset=smoke_data, stop_after=1)
+    assert len(first.calls) == 1
+    again = FakeTrain()  # a new process: the study is read back from its journal
+    study = tune.run_study(spec, "amb", cfg, train_fn=again, dataset=smoke_data)
+    assert len(again.calls) == 2 and first.calls[0] not in again.calls
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    done = FakeTrain()
+    tune.run_study(spec, "amb", cfg, train_fn=done, dataset=smoke_data)
+    assert done.calls == []  # a finished study is not rerun
+
+
+def test_a_trial_of_a_killed_process_is_repeated_with_its_values(tmp_path, smoke_data):
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("amb",)))
+    cfg = spec.cells[0][1]
+    study = tune._open_study(spec, "amb", spec.runs_dir / "amb")
+    killed = study.ask()  # a trial left RUNNING by a process that no longer exists
+    values = tune.suggest(killed, spec.space["amb"], cfg)
+    killed.set_user_attr("worker", f"{socket.gethostname()}:999999999")
+    fake = FakeTrain()
+    study = tune.run_study(spec, "amb", cfg, train_fn=fake, dataset=smoke_data)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    repeated = study.trials[1]
+    assert repeated.params == pytest.approx(values) and repeated.user_attrs["requeued_from"] == 0
+    assert repeated.state == optuna.trial.TrialState.COMPLETE and len(fake.calls) == 2
+
+
+def test_tiny_smoke_study_never_evaluates_test(tmp_path, capsys):
+    """Real training on the smoke preset: 2 trials for each of AMB, MISA and MAG-BERT."""
+    record = tmp_path / "record.json"
+    assert main(["tune", str(write_spec(tmp_path)), "--record", str(record)]) == 0
+    trial_dirs = sorted((tmp_path / "tune").glob("*/trial-*"))
+    assert len(trial_dirs) >= 3
+    for folder in trial_dirs:
+        assert not (folder / "test_predictions.csv").exists()
+        if (folder / "metrics.json").exists():
+            metrics = runs.read_metrics(folder)
+            assert metrics["valid_only"] is True
+            assert not [k for k in metrics if k.startswith("test")]
+    assert report.collect_runs(tmp_path / "tune").empty  # trials never reach the tables
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    assert set(saved["chosen"]) == {"amb", "misa", "mag-bert"}
+    assert saved["git"]["revision"] and saved["machine"]["cpus"] and saved["date"]
+    finished = [t for t in saved["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
+    assert {c: sum(t["cell"] == c for t in finished) for c in saved["chosen"]} == {
+        "amb": 2, "misa": 2, "mag-bert": 2}
+    for cell, chosen in saved["chosen"].items():
+        lr = chosen["params"]["lr"]
+        recipe = {"amb": 1e-3, "misa": 1e-4, "mag-bert": 1e-5}[cell]
+        assert recipe / 10 <= lr <= recipe * 10
+    assert "tune t: 3 cell(s) x 2 trial(s)" in capsys.readouterr().out
