@@ -65,6 +65,11 @@ __all__ = [
     "tune",
     "trials_frame",
     "write_record",
+    "fingerprint",
+    "ensure_record",
+    "set_aside",
+    "record_summary",
+    "trials_figure",
 ]
 
 SPEC_KEYS = ("name", "sweep", "cells", "space", "n_trials", "seed", "runs_dir", "pruner")
@@ -363,12 +368,27 @@ def trials_frame(studies: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def fingerprint(spec: TuneSpec) -> str:
+    """What a record must match to be reused: preset, data, PLM, the cells' configs at the
+    tuning seed, the search spaces, the number of trials and the pruner. (The git revision is
+    recorded but not compared: every commit would otherwise invalidate a committed record.)"""
+    content = {
+        "preset": spec.preset, "n_trials": spec.n_trials, "seed": spec.seed,
+        "pruner": spec.pruner, "cells": {c: cfg.to_dict() for c, cfg in spec.cells},
+        "space": {m: {n: [r.low, r.high, r.factor, r.log] for n, r in ps.items()}
+                  for m, ps in spec.space.items()},
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """The tuning record (JSON): git revision, date, machine, preset, data, PLM, the budget, the
     search spaces with their reasons, and every trial; the chosen values per cell."""
     cfg = spec.cells[0][1]
     record = {
-        "spec": spec.name, "preset": spec.preset, "data": cfg.data, "plm": cfg.plm,
+        "spec": spec.name, "fingerprint": fingerprint(spec), "preset": spec.preset,
+        "data": cfg.data, "plm": cfg.plm,
+        "models": {cell: c.model for cell, c in spec.cells},
         "git": {"revision": runs._git("rev-parse", "HEAD"),
                 "dirty": bool(runs._git("status", "--porcelain"))},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -382,3 +402,77 @@ def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.Path
         "trials": trials_frame(studies).to_dict("records"),
     }  # fmt: skip
     return runs.atomic_write_text(Path(path), json.dumps(record, indent=1, default=str) + "\n")
+
+
+def set_aside(spec: TuneSpec) -> list[Path]:
+    """Move each cell's study folder (journal and trial runs) to ``<cell>.<time>.old`` so that
+    the next run starts new studies and trains every trial anew."""
+    moved = []
+    for cell, _ in spec.cells:
+        folder = spec.runs_dir / cell
+        if folder.exists():
+            target = folder.with_name(f"{cell}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+            os.replace(folder, target)
+            moved.append(target)
+    return moved
+
+
+def ensure_record(spec_path: str | os.PathLike, record_path: str | os.PathLike,
+                  retune: bool = False, runs_dir: str | os.PathLike | None = None,
+                  progress: bool = False, train_fn: Callable | None = None,
+                  dataset=None) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """The tuning record of ``spec_path``: read from ``record_path`` when it matches the spec
+    (``fingerprint``), else produced by running (or resuming) the studies and written there.
+    ``retune``: start the studies afresh (their journals are set aside). Returns the record and
+    ``"read"`` or ``"tuned"``."""
+    spec = load_tune_spec(spec_path, runs_dir=runs_dir)
+    record_path = Path(record_path)
+    if record_path.exists() and not retune:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("fingerprint") == fingerprint(spec):
+            return record, "read"
+    if retune:
+        set_aside(spec)
+    write_record(spec, tune(spec, train_fn=train_fn, dataset=dataset, progress=progress),
+                 record_path)  # fmt: skip
+    return json.loads(record_path.read_text(encoding="utf-8")), "tuned"
+
+
+def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
+    """Per cell of a record: model, finished / pruned / failed trials, the chosen values and
+    their validation MAE."""
+    trials = pd.DataFrame(record["trials"])
+    rows = []
+    for cell, chosen in record["chosen"].items():
+        mine = trials[trials["cell"] == cell]
+        rows.append({"cell": cell, "model": record.get("models", {}).get(cell, ""),
+                     "trials": int(mine["state"].isin(["COMPLETE", "PRUNED"]).sum()),
+                     "pruned": int((mine["state"] == "PRUNED").sum()),
+                     "failed": int((mine["state"] == "FAIL").sum()),
+                     "chosen": ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items()),
+                     "best valid MAE": chosen["value"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def trials_figure(record: Mapping[str, Any]):
+    """Validation MAE against trial number, one panel per cell (pruned trials hollow, at their
+    last reported epoch; the chosen trial starred)."""
+    import matplotlib.pyplot as plt
+
+    trials = pd.DataFrame(record["trials"])
+    cells = list(record["chosen"])
+    fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.2), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        mine = trials[(trials["cell"] == cell) & trials["value"].notna()]
+        for state, style in (("COMPLETE", dict(marker="o")),
+                             ("PRUNED", dict(marker="o", facecolors="none", edgecolors="C1"))):  # fmt: skip
+            part = mine[mine["state"] == state]
+            ax.scatter(part["number"], part["value"], label=state.lower(), **style)
+        best = record["chosen"][cell]
+        if best["number"] is not None:
+            ax.scatter([best["number"]], [best["value"]], marker="*", s=200, color="C3",
+                       label="chosen")  # fmt: skip
+        ax.set(title=cell, xlabel="trial", ylabel="best validation MAE")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

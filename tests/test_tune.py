@@ -156,3 +156,33 @@ def test_tiny_smoke_study_never_evaluates_test(tmp_path, capsys):
         recipe = {"amb": 1e-3, "misa": 1e-4, "mag-bert": 1e-5}[cell]
         assert recipe / 10 <= lr <= recipe * 10
     assert "tune t: 3 cell(s) x 2 trial(s)" in capsys.readouterr().out
+
+
+def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smoke_data):
+    spec_path = write_spec(tmp_path, n_trials=2, cells=("amb", "misa"))
+    record_path = tmp_path / "results" / "tuning_smoke.json"
+    fake = FakeTrain()
+    record, how = tune.ensure_record(spec_path, record_path, train_fn=fake, dataset=smoke_data)
+    assert how == "tuned" and len(fake.calls) == 4 and record_path.exists()
+    assert record["models"] == {"amb": "amb", "misa": "misa"} and record["fingerprint"]
+    again = FakeTrain()
+    same, how = tune.ensure_record(spec_path, record_path, train_fn=again, dataset=smoke_data)
+    assert how == "read" and again.calls == [] and same == record
+    fresh = FakeTrain()
+    _, how = tune.ensure_record(spec_path, record_path, retune=True, train_fn=fresh,
+                                dataset=smoke_data)  # fmt: skip
+    assert how == "tuned" and len(fresh.calls) == 4  # every trial trained anew
+    assert len(list((tmp_path / "tune").glob("amb.*.old"))) == 1
+    bigger = FakeTrain()
+    _, how = tune.ensure_record(write_spec(tmp_path, n_trials=3, cells=("amb", "misa")),
+                                record_path, train_fn=bigger, dataset=smoke_data)  # fmt: skip
+    assert how == "tuned" and len(bigger.calls) == 2  # another spec: the studies go on to 3
+
+    summary = tune.record_summary(json.loads(record_path.read_text(encoding="utf-8")))
+    assert list(summary["cell"]) == ["amb", "misa"] and list(summary["trials"]) == [3, 3]
+    assert summary["chosen"].str.contains("lr=").all()
+    best = {t["cell"]: min(x["value"] for x in record["trials"] if x["cell"] == t["cell"])
+            for t in record["trials"]}  # fmt: skip
+    assert record["chosen"]["amb"]["value"] == best["amb"]
+    fig = tune.trials_figure(json.loads(record_path.read_text(encoding="utf-8")))
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "amb"

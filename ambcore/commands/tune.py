@@ -9,9 +9,8 @@ A killed study started again keeps its finished trials and runs only the missing
 from __future__ import annotations
 
 import argparse
-import shutil
 
-from ambcore.tune import STUDY_FILE, load_tune_spec, trials_frame, tune, write_record
+from ambcore.tune import load_tune_spec, set_aside, trials_frame, tune, write_record
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--record", default=None, metavar="FILE",
                    help="write the tuning record (JSON: revision, date, machine, every trial)")  # fmt: skip
     p.add_argument("--retune", action="store_true",
-                   help="start every study afresh (its journal is removed; trial runs are kept)")  # fmt: skip
+                   help="start every study afresh (the old study folders are set aside)")  # fmt: skip
     p.set_defaults(func=_tune)
 
 
@@ -35,10 +34,8 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"tune {spec.name}: {len(spec.cells)} cell(s) x {spec.n_trials} trial(s), "
           f"max_epochs {spec.cells[0][1].max_epochs} -> {spec.runs_dir}")  # fmt: skip
     if args.retune:
-        for cell, _ in spec.cells:
-            journal = spec.runs_dir / cell / STUDY_FILE
-            if journal.exists():
-                shutil.move(str(journal), str(journal) + ".old")
+        for folder in set_aside(spec):
+            print(f"set aside: {folder}")
     studies = tune(spec)
     frame = trials_frame(studies)
     shown = [c for c in frame.columns if c not in ("valid_mae_by_epoch",)]
