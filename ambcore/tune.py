@@ -70,6 +70,8 @@ __all__ = [
     "set_aside",
     "record_summary",
     "trials_figure",
+    "spec_for_preset",
+    "book_record",
 ]
 
 SPEC_KEYS = ("name", "sweep", "cells", "space", "n_trials", "seed", "runs_dir", "pruner")
@@ -476,3 +478,32 @@ def trials_figure(record: Mapping[str, Any]):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def spec_for_preset(preset: str) -> Path:
+    """The committed tuning spec of ``preset`` (``experiments/tune_<preset>.yaml``)."""
+    return paths.PROJECT_ROOT / "experiments" / f"tune_{preset}.yaml"
+
+
+def book_record(preset: str, results_dir: str | os.PathLike, retune: bool = False,
+                tune_if_missing: bool = False, **kwargs) -> tuple[dict | None, str]:  # fmt: skip
+    """The record the Ablation chapter shows (``results/tuning_<preset>.json``) and a sentence
+    saying where it came from: read (it matches the spec), produced now (missing or stale and
+    ``tune_if_missing``, or ``retune``), or why there is none. ``kwargs`` go to
+    ``ensure_record``."""
+    spec_path = spec_for_preset(preset)
+    record_path = Path(results_dir) / f"tuning_{preset}.json"
+    if not spec_path.exists():
+        return None, f"no tuning spec for the {preset} preset ({spec_path.name} does not exist)"
+    if not (retune or tune_if_missing):
+        if not record_path.exists():
+            return None, (f"no record yet: `python -m ambcore tune experiments/{spec_path.name} "
+                          f"--record results/{record_path.name}` produces it")  # fmt: skip
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("fingerprint") != fingerprint(load_tune_spec(spec_path)):
+            return None, (f"results/{record_path.name} was made for another spec; rerun "
+                          "the tuning to replace it")  # fmt: skip
+        return record, f"read from results/{record_path.name}"
+    record, how = ensure_record(spec_path, record_path, retune=retune, **kwargs)
+    verb = "read from" if how == "read" else "produced now and written to"
+    return record, f"{verb} results/{record_path.name}"

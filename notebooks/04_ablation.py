@@ -37,6 +37,8 @@ runs_dir = ""  # empty: the preset's runs folder, where the training chapter put
 collect_only = False  # True: train nothing, only collect the finished runs of runs_dir
 parallel = 0  # runs at once; 0: one per CPU core (one per GPU on a GPU machine)
 results_dir = ""  # empty: the project's results/ folder (read by the Results chapter)
+retune = False  # True: run the tuning studies afresh and rewrite the tuning record
+tune_if_missing = None  # None: tune when the record is missing only on the smoke preset
 
 # %% tags=["hide-input"]
 from pathlib import Path
@@ -46,7 +48,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore import experiments, report, stats
+from ambcore import experiments, report, stats, tune
 from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
 from ambcore.plots import acc7_params_figure
 
@@ -81,6 +83,38 @@ print(f"preset {spec['preset']}: {len(cells)} cells x seeds {spec['seeds']}")
 print(cells.to_string(index=False))
 
 # %% [markdown]
+# ## Tuning: the same budget for every model, on validation only
+#
+# A comparison is only fair when every model had the same chance to fit the budget. Each of
+# AMB, MISA and MAG-BERT gets one Optuna study (`python -m ambcore tune
+# experiments/tune_<preset>.yaml`, `ambcore.tune`): the same number of trials and the preset's
+# epoch budget for each, a TPE sampler over the learning rate (log-uniform, a factor of 10
+# around the recipe's value) and the dropout (`experiments/search_space.yaml`, a reason for
+# every range), and a median pruner on the per-epoch validation MAE. A trial's score is its best
+# validation MAE; the test split is not given to the tuner at all. The record (git revision,
+# date, machine, every trial) is kept in `results/tuning_<preset>.json` and read back as long
+# as the spec is unchanged. Record: {glue:text}`abl_tuning_status`.
+
+# %% tags=["hide-input"]
+results_path = Path(results_dir or default_results_dir())
+record, tuning_status = tune.book_record(
+    preset, results_path, retune=retune, progress=False,
+    tune_if_missing=(preset == "smoke") if tune_if_missing is None else tune_if_missing,
+)  # fmt: skip
+if record is not None:
+    tuning_status += (f" (git {str(record['git']['revision'])[:10]}, {record['date']}, "
+                      f"{record['machine']['hostname']}, {record['machine']['cpus']} CPUs; "
+                      f"{record['n_trials']} trials of at most {record['max_epochs']} epochs)")  # fmt: skip
+    display(numbered_table(tune.record_summary(record), f"Tuning per model ({preset} preset)",
+                           digits={"best valid MAE": 4}))  # fmt: skip
+    fig = tune.trials_figure(record)
+    plt.show()
+glue("abl_tuning_status", tuning_status, display=False)
+
+# %% [markdown]
+# The seed runs below still train at the recipes' values listed in the cells table; the values
+# chosen here are reported beside them, not yet used by them.
+#
 # ## Training
 #
 # Finished runs are skipped (AMB seed 0 comes from the training chapter); the progress bar
@@ -129,7 +163,6 @@ summary = report.add_statistics(report.summarize(runs_frame), predictions)
 if summary.empty:
     raise RuntimeError(f"no finished ablation runs under {runs_path}")
 source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
-results_path = Path(results_dir or default_results_dir())
 written = experiments.write_ablation_results(runs_frame, summary, results_path)
 shown = summary[["cell", "row_name", "n_seeds", "seeds", "trainable_params_m",
                  "test_mae_mean", "test_corr_mean", "test_acc7_mean", "valid_mae_mean",

@@ -186,3 +186,25 @@ def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smo
     assert record["chosen"]["amb"]["value"] == best["amb"]
     fig = tune.trials_figure(json.loads(record_path.read_text(encoding="utf-8")))
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "amb"
+
+
+def test_the_chapter_reads_or_produces_the_record(tmp_path, monkeypatch, smoke_data):
+    monkeypatch.setenv("AMB_RUNS", str(tmp_path / "runs"))
+    results = tmp_path / "results"
+    record, said = tune.book_record("paper", results)
+    assert record is None and "no tuning spec for the paper preset" in said
+    record, said = tune.book_record("smoke", results)
+    assert record is None and said.startswith("no record yet: `python -m ambcore tune")
+    fake = FakeTrain()
+    record, said = tune.book_record("smoke", results, tune_if_missing=True, train_fn=fake,
+                                    dataset=smoke_data)  # fmt: skip
+    n_trials = tune.load_tune_spec(tune.spec_for_preset("smoke")).n_trials
+    assert said == "produced now and written to results/tuning_smoke.json"
+    assert len(fake.calls) == 3 * n_trials and set(record["chosen"]) == {"amb", "misa", "mag-bert"}
+    assert (tmp_path / "runs" / "smoke-tune" / "amb" / tune.STUDY_FILE).exists()
+    again, said = tune.book_record("smoke", results)
+    assert again == record and said == "read from results/tuning_smoke.json"
+    stale = dict(record, fingerprint="0" * 16)
+    (results / "tuning_smoke.json").write_text(json.dumps(stale), encoding="utf-8")
+    record, said = tune.book_record("smoke", results)
+    assert record is None and "made for another spec" in said
