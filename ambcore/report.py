@@ -489,7 +489,8 @@ def table_caption(table: pd.DataFrame, title: str) -> str:
         f"thesis and cited rows: CMU-MOSEI, {THESIS_PLM} (cited: their own text features)",
         f"our Acc-2/F1: {convention}",
         "ours: mean ± std over seeds [95 % bootstrap CI over test utterances]; ΔMAE = AMB's MAE "
-        "minus the row's (paired over seeds and utterances), p: sign-flip test, Holm-adjusted",
+        "minus the row's (paired over seeds and utterances; its interval is not adjusted), "
+        "p: sign-flip test, Holm-adjusted across the table's rows",
         f"{NON_LEARNER_MARK}: best validation MAE not below the mean-label predictor's",
     ]
     return ". ".join(parts) + "."
@@ -608,7 +609,8 @@ def ablation_verdicts(
     for key, r in results.items():
         _, a, b = next(c for c in ABLATION_COMPARISONS if c[0] == key)
         row = {"diff": r.diff, "lo": r.lo, "hi": r.hi, "p_holm": adjusted[key]}
-        out[key] = stats.verdict(row, names[a], names[b], alpha=alpha) + f" ({len(r.seeds)} seeds)"
+        seeds = f"{len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
+        out[key] = stats.verdict(row, names[a], names[b], alpha=alpha) + f" ({seeds})"
     return out
 
 

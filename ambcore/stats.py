@@ -283,10 +283,15 @@ def verdict(row: Mapping, name_a: str, name_b: str, alpha: float = 0.05, digits:
               f"Holm-adjusted p = {_p(p)}"
     if math.isnan(p):
         return f"{name_a} and {name_b} could not be compared (no common seed)"
+    a, b = _possessive(name_a), _possessive(name_b)
     if p < alpha:
         way = "lower" if diff < 0 else "higher"
-        return f"{name_a}'s MAE is {way} than {name_b}'s: {numbers}"
-    return f"{name_a}'s MAE is not distinguishable from {name_b}'s: {numbers}"
+        return f"{a} MAE is {way} than {b}: {numbers}"
+    return f"{a} MAE is not distinguishable from {b}: {numbers}"
+
+
+def _possessive(name: str) -> str:
+    return f"{name}'" if name.endswith("s") else f"{name}'s"
 
 
 def _p(p: float) -> str:

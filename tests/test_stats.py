@@ -160,3 +160,9 @@ def test_a_cell_without_a_common_seed_is_not_tested():
     assert np.isnan(frame.loc["other", "p_holm"]) and frame.loc["other", "n_seeds"] == 0
     assert frame.loc["worse", "p_holm"] == frame.loc["worse", "p"]  # a family of one
     assert "could not be compared" in stats.verdict(frame.loc["other"], "AMB", "other")
+
+
+def test_verdict_names_read_as_english():
+    row = {"diff": -0.1, "lo": -0.2, "hi": -0.05, "p_holm": 0.001}
+    assert stats.verdict(row, "AMB", "MISA-Adapters").startswith(
+        "AMB's MAE is lower than MISA-Adapters': difference -0.100 [-0.200, -0.050]")
