@@ -14,6 +14,13 @@ thesis text by their own tests).
   row names the data and the language model that produced it. ``format_table`` renders
   ``mean ± std``; ``write_report`` writes everything as CSV.
 - ``acc7_vs_params(summary)``: the points of figure 6.2 (Acc-7 against trainable parameters).
+- ``add_statistics(summary, predictions)``: 95 % bootstrap intervals per cell and AMB's paired
+  test against every other row of each table, Holm-adjusted per table (``ambcore.stats``);
+  ``compact_table`` / ``table_caption``: the tables as the book shows them (provenance once, in
+  the caption); ``table_verdicts`` / ``verdicts_from_table`` / ``ablation_verdicts``: the
+  sentences the chapters print, computed from the tests.
+- ``learns`` / ``non_learners``: a cell whose best validation MAE is not below the mean-label
+  predictor's (``NON_LEARNER_MARGIN``) is marked † in every table and named in the text.
 
 Units: accuracies and F1 are fractions in ``collect_runs``/``summarize`` (as
 ``ambcore.metrics`` returns them) and percentages in the thesis tables, whose headers say so.
