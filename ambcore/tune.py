@@ -138,6 +138,7 @@ def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
                 raise AmbError(f"{where}: give low < high, or factor (around the recipe's value)")
             if factor is not None and float(factor) <= 1:
                 raise AmbError(f"{where}: factor must be > 1, got {factor}")
+            low, high = (None if v is None else float(v) for v in (low, high))
             space[str(model)][name] = Range(name, low, high, bool(spec.get("log", False)),
                                             None if factor is None else float(factor),
                                             str(spec["reason"]).strip())  # fmt: skip

@@ -253,3 +253,11 @@ def test_kill_9_during_a_study_and_resume(tmp_path):
     assert len(finished) == 3
     assert {n: p.stat().st_mtime_ns for n, p in kept.items()} == stamps  # not trained again
     assert {t.number for t in first} <= {t.number for t in finished}
+
+
+def test_bounds_written_as_yaml_strings_are_numbers(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("models:\n  amb:\n    lr: {low: 1e-5, high: 1e-3, log: true, reason: r}\n",
+                     encoding="utf-8")  # fmt: skip
+    r = tune.load_space(space)["amb"]["lr"]  # YAML 1.1 reads 1e-5 as a string
+    assert (r.low, r.high) == (1e-5, 1e-3)
