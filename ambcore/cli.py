@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "ambcore.commands.model",  # model summary
     "ambcore.commands.train",  # train | evaluate | predict
     "ambcore.commands.sweep",  # sweep
+    "ambcore.commands.tune",  # tune
     "ambcore.commands.bench",  # bench
     "ambcore.commands.book",  # book (the main job)
 )

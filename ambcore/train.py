@@ -93,7 +93,7 @@ class TrainResult:
 
     run_dir: Path
     valid: dict[str, Any]  # sentiment_metrics of the best checkpoint on the validation split
-    test: dict[str, Any]  # ... and on the test split
+    test: dict[str, Any] | None  # ... and on the test split (None: a valid-only tuning run)
     best_epoch: int  # 1-based epoch of the best validation MAE
     epochs_run: int  # epochs trained in total (over all resumptions)
     stopped_early: bool
@@ -382,7 +382,7 @@ def _result_from_folder(paths: runs.RunPaths, seconds: float, reused: bool) -> T
     return TrainResult(
         run_dir=paths.root,
         valid=metrics["valid"],
-        test=metrics["test"],
+        test=metrics.get("test"),  # None for a valid-only (tuning) run
         best_epoch=metrics["best_epoch"],
         epochs_run=metrics["epochs_run"],
         stopped_early=metrics["stopped_early"],
@@ -403,12 +403,15 @@ def train_and_evaluate(
     progress: bool = True,
     resume: bool = False,
     on_epoch_end: Callable[[int], None] | None = None,
+    dataset: MultimodalDataset | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` and evaluate the best checkpoint on valid and test.
 
     ``resume``: continue an unfinished run in ``run_dir`` from its last finished epoch (without
     it, a folder holding an unfinished run is refused). A folder marked DONE is read back, not
     retrained. ``on_epoch_end(epoch)`` is called after each epoch's state has been committed.
+    ``dataset``: the data instead of ``cfg.data``; one without a test split (the tuner's,
+    ``ambcore.tune``) gives a run with no test metric and no test predictions (``valid_only``).
     """
     from ambcore.data import load_dataset
     from ambcore.models import build_model, load_pretrained
@@ -430,7 +433,7 @@ def train_and_evaluate(
     dist = _init_distributed()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, dist.local_rank)
-    dataset: MultimodalDataset = load_dataset(cfg.data, cfg)
+    dataset = dataset if dataset is not None else load_dataset(cfg.data, cfg)
     tokenizer = load_tokenizer(cfg)
     model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -571,15 +574,17 @@ def train_and_evaluate(
     # The best checkpoint, read back from disk: the reported numbers are those of the files.
     best_model = load_pretrained(paths.best).to(device)
     valid_pred = predict_split(best_model, valid_split, tokenizer, cfg, device, progress=False)
-    test_pred = predict_split(best_model, dataset["test"], tokenizer, cfg, device, progress=False)
-    valid, test = _metrics(valid_pred), _metrics(test_pred)
-    mean_pred = dataclasses.replace(
-        test_pred, y_pred=np.full_like(test_pred.y_true, float(np.mean(train_split.labels)))
-    )
+    valid_only = "test" not in dataset.splits  # a tuning trial: the test split is not given
+    test_pred = None if valid_only else predict_split(best_model, dataset["test"], tokenizer, cfg,
+                                                      device, progress=False)  # fmt: skip
+    valid = _metrics(valid_pred)
+    train_mean = float(np.mean(train_split.labels))
+    mean_valid = dataclasses.replace(valid_pred, y_pred=np.full_like(valid_pred.y_true, train_mean))
     metrics = {
         "valid": valid,
-        "test": test,
-        "test_baseline_train_mean": _metrics(mean_pred),
+        # the mean-label predictor on valid: a run that does not beat it has learnt nothing
+        "valid_baseline_train_mean": _metrics(mean_valid),
+        "valid_only": valid_only,
         "data": dataset.name,
         "data_source": dataset.source,
         "is_synthetic": dataset.is_synthetic,
@@ -597,9 +602,14 @@ def train_and_evaluate(
         "device": str(device),
         "world_size": dist.world_size,
     }
-    if dist.main:
+    if test_pred is not None:
+        mean_pred = dataclasses.replace(test_pred, y_pred=np.full_like(test_pred.y_true, train_mean))
+        metrics["test"] = _metrics(test_pred)
+        metrics["test_baseline_train_mean"] = _metrics(mean_pred)
+    if dist.main and test_pred is not None:
         runs.write_csv(paths.test_predictions, test_pred.frame().to_dict("records"),
                        ("id", "y_true", "y_pred"))  # fmt: skip
+    if dist.main:
         runs.write_json(paths.metrics, metrics)
         runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     dist.barrier()
