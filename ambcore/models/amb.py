@@ -257,7 +257,11 @@ def wants_pooler(cfg, train_embeddings: bool) -> bool:
 
 
 def set_pooler(plm: nn.Module, wanted: bool) -> nn.Module:
-    """Give ``plm`` a BERT pooler (seeded random weights if it has none) or remove it."""
+    """Give ``plm`` a BERT pooler (seeded random weights if it has none) or remove it.
+
+    The pooler is attached after loading, so the PLM's own weights do not depend on it (a random
+    PLM built with a pooler draws its weights differently); its weights never matter, as AMB
+    never reads the pooled output."""
     has = getattr(plm, "pooler", None) is not None
     if wanted and not has:
         from transformers.models.bert.modeling_bert import BertPooler
@@ -287,7 +291,7 @@ class AMB(PretrainedMixin, nn.Module):
         # AMB-FT with last:K trains the embeddings too unless amb_finetune_embeddings=False.
         train_embeddings = True if cfg.finetune_layers == "all" else cfg.amb_finetune_embeddings
         pooler = wants_pooler(cfg, train_embeddings)
-        plm = load_plm(cfg, add_pooling_layer=pooler) if plm is None else plm
+        plm = load_plm(cfg) if plm is None else plm  # the same PLM weights with or without a pooler
         self.plm = prepare_plm(set_pooler(plm, pooler), cfg, train_embeddings=train_embeddings)
         hidden = self.plm.config.hidden_size
         n_layers = self.plm.config.num_hidden_layers
