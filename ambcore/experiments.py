@@ -381,7 +381,7 @@ def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
     """The run's ``robustness.csv`` if it holds exactly this grid, else None."""
     import pandas as pd
 
-    from ambcore.noise import NOISE_KINDS
+    from ambcore.noise import NOISE_GRANULARITIES, NOISE_KINDS
 
     cache = run_dir / ROBUSTNESS_FILE
     if not cache.exists():
@@ -389,7 +389,8 @@ def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
     frame = pd.read_csv(cache)
     same = (sorted(frame["rate"].unique()) == sorted(set(rates))
             and set(frame["n_draws"]) == {n_draws}
-            and set(frame["kind"]) == set(NOISE_KINDS))  # fmt: skip
+            and set(frame["kind"]) == set(NOISE_KINDS)
+            and set(NOISE_GRANULARITIES) <= set(frame.get("granularity", ())))  # fmt: skip
     return frame if same else None
 
 
