@@ -91,10 +91,20 @@ class Config:
     # "chain": fusion layer l also receives fusion layer l-1's output (the thesis figure's
     # 12x stack); "independent": each layer fuses only its own [CLS] with the AV token.
     fusion_connect: str = "chain"
+    # The [CLS] state's projection before fusion: "shared" (one H -> P map for all layers, the
+    # design that fits the thesis' 8.6 M) | "per_layer" (one per layer, the earlier design).
+    cls_projection: str = "shared"
+    # Where each layer's adapter sits (ambcore.models.adapters): "ours" (on the feed-forward
+    # LayerNorm's output, no re-normalisation) | "pfeiffer" (AdapterHub's Pfeiffer adapter:
+    # residual before that LayerNorm, the LayerNorm re-applied).
+    adapter_placement: str = "ours"
     predictor_hidden: int = 0  # 0: a single linear layer (thesis 6.2.6)
     # AMB-FT with finetune_layers="last:K": also train the word/position/segment embeddings
     # (MISA's MOSEI scheme; with last:3 it reproduces the thesis' AMB-FT parameter count).
     amb_finetune_embeddings: bool = True
+    # AMB-FT also carries BERT's pooler, trained with the embeddings and never read, as MISA's
+    # freezing loop leaves it trainable (the thesis' 47.2 M counts it; the paper preset sets it).
+    amb_finetune_pooler: bool = False
     dropout: float = 0.2
 
     # ---- MISA (Hazarika et al. 2020) ----------------------------------------------------------
@@ -200,8 +210,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         data="",  # from --set data=... or AMB_DATA
         plm="bert-base-uncased",
         adapter_dim=384,
-        encoder_dim=128,
-        encoder_ffn_dim=256,
+        # The AMB design that fits the thesis' 8.6 M / 47.2 M (ambcore.models.budget): AV
+        # encoders of width 64, one shared [CLS] projection, chained fusion, the pooler counted.
+        encoder_dim=64,
+        encoder_ffn_dim=128,
+        amb_finetune_pooler=True,
         fusion_proj_dim=128,
         fusion_hidden=220,
         misa_hidden=128,
@@ -259,11 +272,24 @@ def get_config(preset: str = "embedded", **overrides: Any) -> Config:
     values = dict(PRESETS[preset])
     _check_keys(overrides)
     values.update(overrides)
-    return config_from_dict(values)
+    return _config_from_values(values)
+
+
+# Design fields added after configs were first saved, with the value every config saved
+# before them was built with: a saved config without the field rebuilds the design it was
+# trained with (old checkpoints and run folders keep loading).
+LEGACY_DESIGN = {"cls_projection": "per_layer", "adapter_placement": "ours", "amb_finetune_pooler": False}
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a config from ``Config.to_dict()`` output (e.g. a run folder's config.json)."""
+    """Rebuild a config from ``Config.to_dict()`` output (e.g. a run folder's config.json).
+
+    A saved config that lacks a field of ``LEGACY_DESIGN`` predates it and gets the design it
+    was built with."""
+    return _config_from_values({**LEGACY_DESIGN, **values})
+
+
+def _config_from_values(values: dict[str, Any]) -> Config:
     _check_keys(values)
     typed = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
     return _validate(Config(**typed))
@@ -290,6 +316,8 @@ _CHOICES = {
     "text_adaptation": ("adapters", "finetune", "frozen"),
     "variant": ("full", "text-only", "no-text"),
     "fusion_connect": ("chain", "independent"),
+    "cls_projection": ("shared", "per_layer"),
+    "adapter_placement": ("ours", "pfeiffer"),
     "mag_unaligned": ("error", "resample"),
     "loss": ("l1", "mse"),
     "grad_clip_mode": ("norm", "value"),
