@@ -207,9 +207,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def _write_error(path: Path, exc: OSError) -> RunWriteError:
-    error = RunWriteError(f"cannot write {path}: {exc.strerror or exc}")
-    error.errno, error.filename = exc.errno, str(path)
-    return error
+    return RunWriteError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _fsync_dir(folder: Path) -> None:
