@@ -17,8 +17,8 @@ A training run (``ambcore.train.train_and_evaluate``) owns one folder::
                              is not finite (JSON: epoch, train_loss, valid_mae, best_epoch,
                              message); best/ and last/ keep the last good epoch, and the
                              folder is never resumed (the same config diverges again)
-      .lock                  held (``fcntl.flock``) by the one ``train`` process working in
-                             the folder; it holds that process' pid
+      .train.lock            held (``fcntl.flock``) by the one ``train`` process working in
+                             the folder; it holds that process' pid (``lock_holder``)
 
 Run status (``run_status``): "done", "diverged", "unfinished" or "empty". A sweep that finds a
 DONE folder checks it with ``verify_finished(run_dir)`` before it adopts it: every file present
@@ -98,6 +98,7 @@ __all__ = [
     "RunWriteError",
     "RunLockedError",
     "run_lock",
+    "lock_holder",
     "clean_temp_files",
     "mark_diverged",
     "read_diverged",
@@ -166,7 +167,7 @@ class RunPaths:
 
     @property
     def lock(self) -> Path:
-        return self.root / ".lock"
+        return self.root / ".train.lock"
 
 
 class RunWriteError(AmbError, OSError):
@@ -616,47 +617,81 @@ def load_resume_state(last_dir: str | Path) -> ResumeState | None:
 # ---- lock, crash leftovers, divergence, verification ------------------------------------------
 
 
+_HELD_LOCKS: set[str] = set()  # run folders whose lock this process holds (re-entry is a no-op)
+
+
 @contextlib.contextmanager
 def run_lock(root: str | Path, enabled: bool = True):
-    """Hold an exclusive ``fcntl.flock`` on ``<root>/.lock`` (creating ``root``) for the block.
+    """Hold an exclusive ``fcntl.flock`` on ``<root>/.train.lock`` (creating ``root``).
 
     A second holder fails at once with ``RunLockedError`` naming the folder and the pid written
     by the holder. The kernel releases the lock when the holder exits, even on ``kill -9``.
-    ``enabled=False`` (the non-zero ranks of a distributed run) takes no lock.
+    Re-entering in the process that holds it is a no-op (a sweep may lock a cell's folder and
+    then train in it); ``enabled=False`` (the non-zero ranks of a distributed run) takes no lock.
+    A folder that this call created and left empty is removed again.
     """
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         fcntl = None
-    if not enabled or fcntl is None:
+    path = RunPaths(root).lock
+    key = os.path.realpath(path)
+    if not enabled or fcntl is None or key in _HELD_LOCKS:
         yield
         return
-    path = RunPaths(root).lock
     created = not path.parent.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
+    fd = _open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise RunLockedError(
-                f"{path.parent} is in use by another train process (pid {holder}); wait for it "
-                "to finish or choose another folder"
+                f"{path.parent} is in use by another train process (pid {_pid_in(fd)}); wait "
+                "for it to finish or choose another folder"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD_LOCKS.add(key)
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(key)
             if created and [p.name for p in path.parent.iterdir()] == [path.name]:
                 path.unlink(missing_ok=True)  # nothing was written: leave no folder behind
                 path.parent.rmdir()
     finally:
         os.close(fd)  # releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+
+
+def _pid_in(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+
+
+def lock_holder(root: str | Path) -> int | None:
+    """The pid of the process training in ``root`` (holding its lock), or None."""
+    import fcntl
+
+    path = RunPaths(root).lock
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(fd)
+            return int(pid) if pid.isdigit() else -1
+        return None
+    finally:
+        os.close(fd)
 
 
 def clean_temp_files(root: str | Path) -> list[Path]:

@@ -24,6 +24,17 @@ Reproducibility
   any point (even ``kill -9``) continues with ``resume=True`` (CLI ``--resume``) from the last
   finished epoch and ends with the same metrics as an uninterrupted run. A run folder with a
   ``DONE`` marker is never trained again: its results are read back.
+- One ``train`` at a time per run folder: the folder's ``.lock`` is held (``fcntl.flock``) for
+  the whole call; a second process fails at once naming the holder's pid.
+- A training loss or validation prediction that is not finite stops the run with
+  ``DivergedError`` ("diverged at epoch N"): the epoch is not committed, ``best/`` and ``last/``
+  keep the last good epochs and a ``DIVERGED`` marker (``ambcore.runs``) tells sweeps why.
+- The best checkpoint is read back through its SHA-256 check, and only when its
+  ``config.json`` is the run's own (``runs.check_best_config``).
+
+``train_and_evaluate`` reads as its steps: refuse what cannot be trained, take the lock, set up
+(seed, data, model, optimizer, resume state), write the run's header files, train the epochs,
+evaluate the best checkpoint and finish.
 
 Devices
 -------

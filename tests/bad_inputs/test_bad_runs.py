@@ -255,11 +255,13 @@ def test_second_train_on_the_same_folder_fails_at_once_naming_the_holder(tmp_pat
         _one_error(second.returncode, second.stderr, str(out), f"pid {first.pid}")
         assert time.monotonic() - t0 < 60
         assert first.poll() is None  # the holder trains on
+        assert runs.lock_holder(out) == first.pid
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    with runs.run_lock(out):  # released by the kernel when the holder died
-        pass
+    assert runs.lock_holder(out) is None  # released by the kernel when the holder died
+    with runs.run_lock(out), runs.run_lock(out):  # taken again; re-entry in one process is a no-op
+        assert runs.lock_holder(out) == os.getpid()
 
 
 # ---- crashes between the files of an epoch ---------------------------------------------------
