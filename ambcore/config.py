@@ -373,7 +373,8 @@ _RANGE_NOTES = {
 
 
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"config key {key!r}={value!r}; expected {allowed}{_RANGE_NOTES.get(key, '')}")
+    note = _RANGE_NOTES.get(key, "")
+    return ConfigError(f"config key {key!r}={value!r}; expected {allowed}{note}")
 
 
 def _check_int(key: str, value: int) -> None:

@@ -476,7 +476,7 @@ class _Loop:
     stopped_early: bool = False
 
     @classmethod
-    def start(cls, state: runs.ResumeState | None) -> "_Loop":
+    def start(cls, state: runs.ResumeState | None) -> _Loop:
         if state is None:
             return cls(history=[])
         return cls(list(state.history), state.best_valid_mae, state.best_epoch,
@@ -542,8 +542,9 @@ def _set_up(cfg: Config, paths: runs.RunPaths, resume: bool) -> _Setup:
         if scheduler is not None and state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
         runs.restore_rng_state(state.rng_tensors, state.rng_scalars)
-    return _Setup(cfg, paths, dist, device, dataset, tokenizer, model, trainable,
-                  sum(p.numel() for p in trainable), optimizer, scheduler, plm_ref, state)  # fmt: skip
+    n_trainable = sum(p.numel() for p in trainable)
+    return _Setup(cfg, paths, dist, device, dataset, tokenizer, model, trainable, n_trainable,
+                  optimizer, scheduler, plm_ref, state)  # fmt: skip
 
 
 @contextlib.contextmanager
