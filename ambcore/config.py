@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "ConfigError",
+    "validate",
 ]
 
 
@@ -241,6 +243,8 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ConfigError(f"config key {name!r}: expected a boolean, got {value!r}")
+    if typ in (int, float) and isinstance(value, bool):  # True is not a number here
+        raise ConfigError(f"config key {name!r}: expected {typ.__name__}, got {value!r}")
     try:
         if typ is int:
             if isinstance(value, float) and not value.is_integer():
@@ -338,6 +342,108 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'warmup_ratio'={cfg.warmup_ratio!r}; expected 0 <= r < 1")
     if cfg.lr_halvings < 0:
         raise ConfigError(f"config key 'lr_halvings'={cfg.lr_halvings!r}; expected >= 0")
+    validate(cfg)
+    return cfg
+
+
+# ---- value ranges ----------------------------------------------------------------------------
+# Every value is checked where a Config is made (get_config, apply_overrides, config_from_dict),
+# so the CLI, sweeps, the book and the notebooks refuse a bad value before anything runs.
+
+SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
+LR_MAX = 1.0  # Adam/AdamW steps of more than 1 per update are not a learning rate
+
+# key -> (lowest allowed, highest allowed); None: no bound on that side.
+_INT_RANGES: dict[str, tuple[int | None, int | None]] = {
+    "seed": (0, SEED_MAX),
+    "synthetic_seed": (0, SEED_MAX),
+    "synthetic_n_train": (1, None),
+    "synthetic_n_valid": (1, None),
+    "synthetic_n_test": (1, None),
+    "max_text_len": (2, None),  # room for [CLS] and [SEP]; smaller caps are ignored by tokenizers
+    "adapter_dim": (1, None),
+    "encoder_dim": (1, None),
+    "encoder_layers": (0, None),
+    "encoder_heads": (1, None),
+    "encoder_ffn_dim": (1, None),
+    "fusion_proj_dim": (1, None),
+    "fusion_hidden": (1, None),
+    "predictor_hidden": (0, None),
+    "misa_hidden": (2, None),
+    "misa_cmd_moments": (1, None),
+    "misa_fusion_ffn_dim": (1, None),
+    "mag_injection_layer": (0, None),
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "max_epochs": (1, None),
+    "patience": (1, None),
+    "num_workers": (0, None),
+}
+# key -> (low, high, high included?) for float fields; every float field must also be finite.
+_FLOAT_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "lr": (0.0, LR_MAX, True),
+    "weight_decay": (0.0, None, True),
+    "dropout": (0.0, 1.0, False),
+    "misa_dropout": (0.0, 1.0, False),
+    "mag_dropout": (0.0, 1.0, False),
+    "misa_diff_weight": (0.0, None, True),
+    "misa_sim_weight": (0.0, None, True),
+    "misa_recon_weight": (0.0, None, True),
+    "grad_clip": (0.0, None, True),
+    "noise_augment_rate": (0.0, 1.0, True),
+}
+_POSITIVE = {"lr"}  # strictly above the low bound
+_RANGE_NOTES = {
+    "patience": " (epochs without a better validation MAE before stopping; use a large value "
+    "to train all max_epochs)",
+    "max_text_len": " (word pieces including [CLS] and [SEP]; there is no 'no cap' value)",
+}
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    note = _RANGE_NOTES.get(key, "")
+    return ConfigError(f"config key {key!r}={value!r}; expected {allowed}{note}")
+
+
+def _check_int(key: str, value: int) -> None:
+    low, high = _INT_RANGES[key]
+    if (low is not None and value < low) or (high is not None and value > high):
+        allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+        raise _bad(key, value, allowed)
+
+
+def _check_float(key: str, value: float) -> None:
+    low, high, high_included = _FLOAT_RANGES.get(key, (None, None, True))
+    if not math.isfinite(value):
+        raise _bad(key, value, "a finite number")
+    too_low = low is not None and (value <= low if key in _POSITIVE else value < low)
+    too_high = high is not None and (value > high if high_included else value >= high)
+    if too_low or too_high:
+        left = "<" if key in _POSITIVE else "<="
+        right = "" if high is None else (" <= " if high_included else " < ") + f"{high:g}"
+        raise _bad(key, value, f"{low:g} {left} {key}{right}")
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse values outside their ranges with one line naming key, value and what is allowed.
+
+    Integers (seeds, sizes, epochs, patience), finite floats in their ranges (learning rate,
+    dropout, clipping, noise rate), and the divisibility of ``encoder_dim`` by
+    ``encoder_heads`` (the AV encoders' attention heads). Returns ``cfg``.
+    """
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in _INT_RANGES:
+            _check_int(f.name, value)
+        elif isinstance(value, float):
+            _check_float(f.name, value)
+    if cfg.encoder_dim % cfg.encoder_heads:
+        raise ConfigError(
+            f"config key 'encoder_heads'={cfg.encoder_heads!r}; expected a divisor of "
+            f"encoder_dim={cfg.encoder_dim} (each attention head gets encoder_dim/encoder_heads)"
+        )
+    if cfg.misa_hidden % 2:
+        raise _bad("misa_hidden", cfg.misa_hidden, "an even integer (2 fusion attention heads)")
     return cfg
 
 
