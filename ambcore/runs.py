@@ -755,7 +755,7 @@ def verify_finished(run_dir: str | Path) -> dict[str, Any]:
 
     Refuses, with one ``AmbError`` line naming the file: no DONE or a DIVERGED marker, a missing
     or unreadable ``config.json`` / ``metrics.json`` / ``history.csv`` /
-    ``test_predictions.csv``, a history without one row per epoch, a best checkpoint whose
+    ``test_predictions.csv`` (not for a valid-only tuning trial), a history without one row per epoch, a best checkpoint whose
     weights do not match their SHA-256, do not parse or are not finite, and a ``best/config.json``
     other than the run's. Nothing is written.
     """
@@ -770,7 +770,9 @@ def verify_finished(run_dir: str | Path) -> dict[str, Any]:
     metrics = read_metrics(run_dir)
     if not isinstance(metrics, dict):
         metrics = {}
-    missing = [k for k in ("valid", "test", "best_epoch", "epochs_run") if k not in metrics]
+    valid_only = metrics.get("valid_only") is True  # a tuning trial: no test split was given
+    required = ("valid", "best_epoch", "epochs_run") + (() if valid_only else ("test",))
+    missing = [k for k in required if k not in metrics]
     if missing:
         raise AmbError(f"{paths.metrics}: incomplete (missing {', '.join(missing) or 'all'})")
     rows = _csv_rows(paths.history)
@@ -778,7 +780,8 @@ def verify_finished(run_dir: str | Path) -> dict[str, Any]:
         raise AmbError(
             f"{paths.history}: {rows} row(s), expected one per epoch ({metrics['epochs_run']})"
         )
-    _csv_rows(paths.test_predictions)
+    if not valid_only:
+        _csv_rows(paths.test_predictions)
     read_checkpoint(paths.best)
     check_best_config(run_dir)
     return metrics
