@@ -18,7 +18,8 @@ def _text(rng, n_words):
     return " ".join(rng.choice(vocab, n_words))
 
 
-def mmsa_split(rng, n, steps=10, dv=35, da=74, aligned=True, left_pad=False, with_ids=True):
+def mmsa_split(rng, n, steps=10, dv=35, da=74, aligned=True, left_pad=False, with_ids=True,
+               first_video=0):  # fmt: skip
     """One split in the MMSA layout; aligned: zero-padded word steps, unaligned: lengths."""
     n_words = rng.integers(1, steps + 1, n)
     texts = np.array([_text(rng, k) for k in n_words], dtype=object)
@@ -40,7 +41,7 @@ def mmsa_split(rng, n, steps=10, dv=35, da=74, aligned=True, left_pad=False, wit
         "text": np.zeros((n, steps, 8), np.float32),
     }
     if with_ids:
-        split["id"] = np.array([f"vid{i // 2}$_${i % 2}" for i in range(n)], dtype=object)
+        split["id"] = np.array([f"vid{first_video + i // 2}$_${i % 2}" for i in range(n)], dtype=object)
     if not aligned:
         split["audio_lengths"] = a_len.astype(np.int64)
         split["vision_lengths"] = v_len.astype(np.int64)
@@ -49,7 +50,8 @@ def mmsa_split(rng, n, steps=10, dv=35, da=74, aligned=True, left_pad=False, wit
 
 def mmsa_file(tmp_path, name="aligned_50.pkl", seed=0, **kwargs):
     rng = np.random.default_rng(seed)
-    data = {s: mmsa_split(rng, n, **kwargs) for s, n in SIZES.items()}
+    data = {s: mmsa_split(rng, n, first_video=100 * k, **kwargs)  # ids unique across splits
+            for k, (s, n) in enumerate(SIZES.items())}  # fmt: skip
     path = tmp_path / name
     path.write_bytes(pickle.dumps(data, protocol=4))
     return path, data
