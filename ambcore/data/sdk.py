@@ -124,9 +124,22 @@ class CsdFile:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
             raise DataError(f"{self.path}: not an HDF5 computational sequence ({exc})") from None
+        try:
+            self._index()
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            self.close()
+            if isinstance(exc, DataError):
+                raise
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise DataError(
+                f"{self.path}: unreadable, the file is damaged or truncated "
+                f"({type(exc).__name__}: {first}); expected an intact .csd file"
+            ) from None
+
+    def _index(self) -> None:
+        """Root name, data and metadata groups, video ids (``__init__``'s checked step)."""
         roots = list(self._h5.keys())
         if len(roots) != 1:
-            self.close()
             raise DataError(
                 f"{self.path}: expected one root group named after the sequence, found "
                 f"{len(roots)}: {roots[:5]}"
@@ -135,7 +148,6 @@ class CsdFile:
         root = self._h5[self.root_name]
         for group in ("data", "metadata"):
             if not isinstance(root.get(group), h5py.Group):
-                self.close()
                 raise DataError(
                     f"{self.path}: missing group /{self.root_name}/{group} (a computational "
                     f"sequence has /<root>/data/<video>/{{features,intervals}} and "
@@ -177,8 +189,12 @@ class CsdFile:
 
     def shape(self, video_id: str) -> tuple[int, ...]:
         """Shape of ``features`` without reading it (validated like ``read``)."""
-        group = self._group(video_id)
-        return tuple(group["features"].shape)
+        try:
+            return tuple(self._group(video_id)["features"].shape)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise self._damaged(video_id, exc) from None
 
     def feature_dim(self) -> int:
         """``d`` of the first video (every video of a sequence has the same width)."""
@@ -210,11 +226,24 @@ class CsdFile:
         return group
 
     def read(self, video_id: str) -> VideoSequence:
-        """Read one video; a malformed group raises ``DataError`` naming file, video and shape."""
-        group = self._group(video_id)
-        features = group["features"][()]
-        intervals = np.asarray(group["intervals"][()], dtype=np.float64)
+        """Read one video; a malformed group raises ``DataError`` naming file, video and shape,
+        a damaged file (HDF5 errors) one ``DataError`` line naming file and video."""
+        try:
+            group = self._group(video_id)
+            features = group["features"][()]
+            intervals = np.asarray(group["intervals"][()], dtype=np.float64)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise self._damaged(video_id, exc) from None
         return VideoSequence(video_id, features, intervals)
+
+    def _damaged(self, video_id: str, exc: Exception) -> DataError:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return DataError(
+            f"{self.path}: /{self.root_name}/data/{video_id}: unreadable, the file is damaged "
+            f"or truncated ({type(exc).__name__}: {first}); expected an intact .csd file"
+        )
 
 
 def decode_words(features: np.ndarray) -> list[str]:
@@ -246,6 +275,22 @@ def overlap_ranges(
     too_short = (q_ends - q_starts) <= eps  # the SDK never aligns to such an interval
     hi[too_short] = lo[too_short]
     return lo, hi
+
+
+def _range_means(features: np.ndarray, lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(q, d) float64 mean of ``features[lo[k] : lo[k] + counts[k]]`` for each query k, 0 where
+    the count is 0. Each query sums its own frames (gathered, then ``np.add.reduceat``): a
+    difference of one running sum would cancel every later word after a frame of 1e20."""
+    means = np.zeros((len(lo), features.shape[1]), dtype=np.float64)
+    hit = np.flatnonzero(counts > 0)
+    if hit.size == 0:
+        return means
+    sizes = counts[hit]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rows = np.repeat(lo[hit] - offsets, sizes) + np.arange(int(sizes.sum()))  # frames, per query
+    sums = np.add.reduceat(features[rows].astype(np.float64), offsets, axis=0)  # (hits, d)
+    means[hit] = sums / sizes[:, None]
+    return means
 
 
 def _overlap_mask(starts, ends, q_start, q_end, eps=EPSILON) -> np.ndarray:
@@ -284,11 +329,8 @@ class SortedFrames:
         )  # fmt: skip
         if ranges is not None:
             lo, hi = ranges
-            cumulative = np.zeros((len(self.features) + 1, dim), dtype=np.float64)
-            np.cumsum(self.features, axis=0, dtype=np.float64, out=cumulative[1:])
             counts[:] = hi - lo
-            hit = counts > 0
-            means[hit] = (cumulative[hi[hit]] - cumulative[lo[hit]]) / counts[hit, None]
+            means[:] = _range_means(self.features, lo, counts)
             return means, counts
         for q in range(n_queries):  # nested frames: an explicit mask per query
             if q_ends[q] - q_starts[q] <= self.eps:
