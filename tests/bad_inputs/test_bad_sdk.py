@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ambcore.cli import main
+from ambcore.data.safe_pickle import safe_load
 from ambcore.data.sdk import CsdFile, SortedFrames, write_csd
+from ambcore.data.sdk_bench import SyntheticSdkSpec, generate_synthetic_sdk
+from ambcore.data.types import SPLITS
 from ambcore.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("huge", [1e20, 3e38, -3e38])
@@ -77,3 +85,40 @@ def test_damaged_csd_through_from_sdk_cli(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "V.csd" in lines[0], captured.err
     assert "Traceback" not in captured.err
     assert not list((tmp_path / "out").glob("*.pkl"))  # no partial output
+
+
+_CONVERT = """
+import json, resource, sys
+from ambcore.data.sdk import convert_sdk_to_mmsa
+paths, out, length = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+convert_sdk_to_mmsa(paths["words"], paths["visual"], paths["acoustic"], paths["labels"],
+                    paths["folds"], out, max_len=20, unaligned_len=length, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def _conversion_growth_kb(tmp_path, paths, length: int) -> int:
+    paths = json.dumps({k: str(v) for k, v in paths.items()})
+    child = subprocess.run([sys.executable, "-c", _CONVERT, paths,
+                            str(tmp_path / f"out{length}"), str(length)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    assert child.returncode == 0, child.stderr[-2000:]
+    return int(child.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_unaligned_layout_written_in_bounded_memory(tmp_path):
+    """The unaligned arrays (~110 MB here) never sit in memory: the conversion's peak grows by
+    far less than their size over an aligned-only conversion."""
+    spec = SyntheticSdkSpec(n_videos=60, seed=5)
+    paths = generate_synthetic_sdk(tmp_path / "csd", spec, progress=False)
+    aligned_only = _conversion_growth_kb(tmp_path, paths, 0)
+    with_unaligned = _conversion_growth_kb(tmp_path, paths, 600)
+    unaligned = safe_load(tmp_path / "out600" / "unaligned_600.pkl")
+    size_kb = sum(unaligned[s][k].nbytes for s in SPLITS for k in ("audio", "vision")) >> 10
+    assert size_kb > 80 << 10
+    print(f"peak growth: aligned only {aligned_only} KiB, with unaligned {with_unaligned} KiB, "
+          f"unaligned arrays {size_kb} KiB")  # fmt: skip
+    assert with_unaligned - aligned_only < size_kb // 4
+    assert not list((tmp_path / "out600").glob(".*.tmp"))  # temporary rows removed
