@@ -149,6 +149,10 @@ class PickledArray(np.ndarray):
             "(buffers with strides); dataset arrays are pickled through _reconstruct"
         )
 
+    def __reduce_ex__(self, protocol):
+        """Pickled (and deep-copied) as the plain ndarray it is."""
+        return np.asarray(self).__reduce_ex__(protocol)
+
     def __setstate__(self, state: Any) -> None:
         source = self._source
         if not isinstance(state, tuple) or len(state) not in (4, 5):
@@ -461,19 +465,20 @@ def _load(data, file: io.BufferedIOBase, source: str) -> Any:
     size = len(data)
     if size == 0:
         raise DataError(f"{source}: empty file; expected a dataset pickle")
-    estimate = _scan(data, source)
-    memory_limit = MEMORY_FACTOR * size + MEMORY_SLACK
-    if estimate > memory_limit:
-        raise DataError(
-            f"{source}: refused to load: its objects would take about {estimate} bytes, more "
-            f"than {MEMORY_FACTOR} x its size + {MEMORY_SLACK >> 20} MiB ({memory_limit} bytes)"
-        )
-    budget = _Budget(source, size, memory_limit - estimate)
     try:
+        estimate = _scan(data, source)
+        memory_limit = MEMORY_FACTOR * size + MEMORY_SLACK
+        if estimate > memory_limit:
+            raise DataError(
+                f"{source}: refused to load: its objects would take about {estimate} bytes, "
+                f"more than {MEMORY_FACTOR} x its size + {MEMORY_SLACK >> 20} MiB "
+                f"({memory_limit} bytes)"
+            )
+        budget = _Budget(source, size, memory_limit - estimate)
         obj = _RestrictedUnpickler(file, source, budget).load()
     except DataError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError,
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, struct.error,
             AttributeError, KeyError, MemoryError, OverflowError, RecursionError) as exc:  # fmt: skip
         raise DataError(
             f"{source}: not a readable pickle (truncated or corrupt file?): "
