@@ -228,8 +228,10 @@ def _check_feature_values(
     split's modality) a modality without any finite value."""
     finite = np.isfinite(x)
     if whole_modality and x.size and not finite.any():
-        raise _error(source, split, key, f"no finite value ({x.size} NaN/inf)",
-                     "features (NaN/inf are repaired to 0 only where some values are finite)")  # fmt: skip
+        raise _error(
+            source, split, key, f"no finite value ({x.size} NaN/inf)",
+            "features (NaN/inf are repaired to 0 only where some values are finite)",
+        )  # fmt: skip
     big = finite & (np.abs(x) > FEATURE_LIMIT)
     if big.any():
         index = np.unravel_index(int(np.flatnonzero(big)[0]), x.shape)
@@ -348,7 +350,9 @@ def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) ->
     n = vision.shape[0]
     texts = _texts(data["raw_text"], source, split, "raw_text")
     ids = (
-        _texts(data["id"], source, split, "id", ids=True) if "id" in data else [f"{split}_{i}" for i in range(n)]
+        _texts(data["id"], source, split, "id", ids=True)
+        if "id" in data
+        else [f"{split}_{i}" for i in range(n)]
     )
     labels = _check_labels(data["regression_labels"], source, split, "regression_labels")
     for key, count in (("raw_text", len(texts)), ("id", len(ids)), ("audio", audio.shape[0]),
@@ -394,7 +398,8 @@ def _check_lengths(values, n: int, steps: int, source: str, split: str, key: str
     whole = np.equal(np.floor(lengths), lengths) if lengths.dtype.kind in "fc" else None
     if whole is not None and not whole.all():
         i = int(np.flatnonzero(~whole)[0])
-        raise _error(source, split, key, f"length {lengths[i]:g} at row {i}", "whole numbers of steps")
+        problem = f"length {lengths[i]:g} at row {i}"
+        raise _error(source, split, key, problem, "whole numbers of steps")
     lengths = lengths.astype(np.int64)
     bad = (lengths < 0) | (lengths > steps)
     if bad.any():

@@ -130,7 +130,9 @@ class _PickledDtype:
         if self._size is not None:
             unit = 4 if spec[0] == "U" else 1
             if self._size % unit:
-                raise DataError(f"{self._source}: refused to load: string dtype of {self._size} bytes")
+                raise DataError(
+                    f"{self._source}: refused to load: string dtype of {self._size} bytes"
+                )
             spec = f"{spec[0]}{self._size // unit}"
         order = self._order or (self._spec[0] if self._spec[0] in "<>|=" else "=")
         return np.dtype(spec).newbyteorder(order) if order in "<>" else np.dtype(spec)
@@ -301,7 +303,8 @@ def _encode(budget: _Budget) -> Callable:
                 "dataset pickles only use 'latin1'"
             )
         if not isinstance(text, str) or errors != "strict":
-            raise DataError(f"{budget.source}: refused to load: _codecs.encode of {type(text).__name__}")
+            kind = type(text).__name__
+            raise DataError(f"{budget.source}: refused to load: _codecs.encode of {kind}")
         return text.encode("latin1")
 
     return encode
@@ -330,7 +333,9 @@ def _scan(data, source: str) -> int:
         code = data[pos]
         op = _OPS.get(code)
         if op is None:
-            raise DataError(f"{source}: not a readable pickle (corrupt file?): opcode {code:#x} at byte {pos}")
+            raise DataError(
+                f"{source}: not a readable pickle (corrupt file?): opcode {code:#x} at byte {pos}"
+            )
         pos += 1
         arg = op.arg
         payload = 0
@@ -343,7 +348,10 @@ def _scan(data, source: str) -> int:
             for _ in range(lines):
                 end = data.find(b"\n", pos)
                 if end < 0:
-                    raise DataError(f"{source}: not a readable pickle (truncated file?): {op.name} at byte {pos - 1}")
+                    raise DataError(
+                        f"{source}: not a readable pickle (truncated file?): {op.name} at "
+                        f"byte {pos - 1}"
+                    )
                 payload += end - pos
                 if op.name == "PUT":
                     _check_memo(int(bytes(data[pos:end]) or b"-1"), puts, source)
@@ -357,7 +365,8 @@ def _scan(data, source: str) -> int:
             if payload < 0 or payload > size - pos:
                 raise DataError(
                     f"{source}: refused to load: {op.name} at byte {pos - width - 1} declares "
-                    f"{payload} bytes, but only {size - pos} bytes are left (truncated or forged file)"
+                    f"{payload} bytes, but only {size - pos} bytes are left (truncated or "
+                    "forged file)"
                 )
             pos += payload
         else:  # fixed width
@@ -479,7 +488,8 @@ def _load(data, file: io.BufferedIOBase, source: str) -> Any:
     except DataError:
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, struct.error,
-            AttributeError, KeyError, MemoryError, OverflowError, RecursionError) as exc:  # fmt: skip
+            AttributeError, KeyError, MemoryError, OverflowError,
+            RecursionError) as exc:  # fmt: skip
         raise DataError(
             f"{source}: not a readable pickle (truncated or corrupt file?): "
             f"{type(exc).__name__}: {str(exc)[:200]}"

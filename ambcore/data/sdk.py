@@ -538,7 +538,8 @@ class _SplitBuffer:
     def arrays(self) -> dict[str, Any]:
         n = self.n
         return {"vision": self.vision[:n], "audio": self.audio[:n],
-                "vision_lengths": self.vision_lengths[:n], "audio_lengths": self.audio_lengths[:n]}  # fmt: skip
+                "vision_lengths": self.vision_lengths[:n],
+                "audio_lengths": self.audio_lengths[:n]}  # fmt: skip
 
     def close(self) -> None:
         pass
@@ -572,8 +573,8 @@ class _DiskSplitBuffer:
     def add(self, vision: np.ndarray, audio: np.ndarray) -> tuple[bool, bool]:
         """Append one zero-padded utterance; returns (vision cut, audio cut)."""
         L = self.length
-        for steps, dim, file, lengths in zip((vision, audio), self.dims, self._files,
-                                             (self.vision_lengths, self.audio_lengths)):  # fmt: skip
+        all_lengths = (self.vision_lengths, self.audio_lengths)
+        for steps, dim, file, lengths in zip((vision, audio), self.dims, self._files, all_lengths):
             row = np.zeros((L, dim), dtype=np.float32)
             kept = min(len(steps), L)
             row[:kept] = steps[:kept]
@@ -723,22 +724,22 @@ def convert_sdk_to_mmsa(
     files = _open_all({"words": words, "visual": visual, "acoustic": acoustic, "labels": labels})
     layouts: dict[str, tuple[dict, bool]] = {}
     try:
-        dims = (files["visual"].feature_dim(), files["acoustic"].feature_dim())
-        _report_outside_folds(files, fold_map, report)
-        capacity = _capacities(files, fold_map)
-        layouts[f"aligned_{max_len}"] = (
-            {s: _SplitBuffer(capacity[s], max_len, *dims) for s in SPLITS}, False)  # fmt: skip
-        if unaligned_len > 0:
-            layouts[f"unaligned_{unaligned_len}"] = (
-                {s: _DiskSplitBuffer(out_dir, unaligned_len, *dims) for s in SPLITS}, True)  # fmt: skip
-        buffers = [b for b, _ in layouts.values()]
-        utterances = _convert_all(files, fold_map, dims, buffers, report, progress)
-    finally:
-        for csd in files.values():
-            csd.close()
-    try:
+        try:
+            dims = (files["visual"].feature_dim(), files["acoustic"].feature_dim())
+            _report_outside_folds(files, fold_map, report)
+            capacity = _capacities(files, fold_map)
+            aligned = {s: _SplitBuffer(capacity[s], max_len, *dims) for s in SPLITS}
+            layouts[f"aligned_{max_len}"] = (aligned, False)
+            if unaligned_len > 0:
+                disk = {s: _DiskSplitBuffer(out_dir, unaligned_len, *dims) for s in SPLITS}
+                layouts[f"unaligned_{unaligned_len}"] = (disk, True)
+            buffers = [b for b, _ in layouts.values()]
+            utterances = _convert_all(files, fold_map, dims, buffers, report, progress)
+        finally:
+            for csd in files.values():
+                csd.close()
         _write_layouts(layouts, utterances, out_dir, report)
-    finally:
+    finally:  # the unaligned rows' temporary files go, whatever happened
         for split_buffers, _ in layouts.values():
             for buffer in split_buffers.values():
                 buffer.close()
@@ -835,7 +836,7 @@ def _convert_video(
         report.skip("video has no usable utterance", vid)
 
 
-def _read_video(vid, split, files, dims, report: ConversionReport) -> dict[str, VideoSequence] | None:
+def _read_video(vid, split, files, dims, report) -> dict[str, VideoSequence] | None:
     """The video's four sequences, or None (counted in ``report``) when one is unusable."""
     missing = [name for name, csd in files.items() if vid not in csd]
     if missing:
@@ -916,7 +917,8 @@ def _utterance_words(vid, row, label_seq, w_int, ranges, report) -> np.ndarray |
 
 
 def _add_unaligned(unaligned: _DiskSplitBuffer, frames, segment, report: ConversionReport) -> None:
-    cut_v, cut_a = unaligned.add(frames["visual"].select(segment), frames["acoustic"].select(segment))
+    vision, audio = frames["visual"].select(segment), frames["acoustic"].select(segment)
+    cut_v, cut_a = unaligned.add(vision, audio)
     if cut_v:
         report.truncated[f"unaligned visual: more than {unaligned.length} frames"] += 1
     if cut_a:
