@@ -33,8 +33,8 @@ norm); fractional lengths; an id repeated within a split or across splits. An MM
 visual and acoustic step counts agree (the aligned shape) but that carries length arrays is
 read as unaligned, and counted in the report.
 
-Reading a file is memory-bounded by ``ambcore.data.safe_pickle`` (its limits are documented
-there); the loader's own copies add at most the size of the features in float32.
+Reading a file is memory-bounded by ``ambcore.data.safe_pickle`` (its limits and measured
+peaks are documented there); the loader's own copies add at most the features in float32.
 """
 
 from __future__ import annotations
