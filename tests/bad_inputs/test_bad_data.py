@@ -255,3 +255,11 @@ def test_aligned_shape_with_length_arrays_is_reported(tmp_path):
     notes = [k for k in dataset.repairs if k.startswith("train/") and "length arrays" in k]
     assert notes and dataset.repairs[notes[0]] == 2
     assert [len(v) for v in dataset["train"].visual] == [2, 3]
+
+
+def test_many_small_objects_refused_by_the_estimate_before_loading():
+    """2 MB of EMPTY_SET opcodes would build ~0.5 GB of sets: refused from the scan alone."""
+    n = 2_000_000
+    data = P.proto(b"]" + P.MARK + b"\x8f" * n + b"e", protocol=4)
+    with pytest.raises(DataError, match="objects would take about"):
+        safe_loads(data, source="sets.pkl")
