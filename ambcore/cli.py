@@ -2,13 +2,16 @@
 
 Each command lives in its own module under ``ambcore.commands`` exposing
 ``register(subparsers)``; a command sets ``func`` to a callable taking the parsed args and
-returning an exit code. Errors of the user's input (``AmbError``) print one line and exit 2.
+returning an exit code. Errors of the user's input (``AmbError``), files that cannot be read
+or written (``OSError``: a read-only folder, a full disk) and pickles refused by torch print
+one ``error:`` line (no traceback) and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import pickle
 import sys
 
 from ambcore.errors import AmbError
@@ -18,6 +21,7 @@ COMMAND_MODULES = (
     "ambcore.commands.model",  # model summary
     "ambcore.commands.train",  # train | evaluate | predict
     "ambcore.commands.sweep",  # sweep
+    "ambcore.commands.tune",  # tune
     "ambcore.commands.bench",  # bench
     "ambcore.commands.book",  # book (the main job)
 )
@@ -46,11 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AmbError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     except FileNotFoundError as exc:
-        print(f"error: file not found: {exc.filename or exc}", file=sys.stderr)
-        return 2
+        return _error(f"file not found: {exc.filename or exc}")
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _error(f"{where}{exc.strerror or exc}")
+    except pickle.UnpicklingError as exc:
+        return _error(f"a pickled file was refused ({exc})")
+
+
+def _error(message: str) -> int:
+    """Print ``error: <message>`` on one line (a multi-line message is joined) and return 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

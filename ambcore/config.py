@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "ConfigError",
+    "validate",
 ]
 
 
@@ -91,10 +93,20 @@ class Config:
     # "chain": fusion layer l also receives fusion layer l-1's output (the thesis figure's
     # 12x stack); "independent": each layer fuses only its own [CLS] with the AV token.
     fusion_connect: str = "chain"
+    # The [CLS] state's projection before fusion: "shared" (one H -> P map for all layers, the
+    # design that fits the thesis' 8.6 M) | "per_layer" (one per layer, the earlier design).
+    cls_projection: str = "shared"
+    # Where each layer's adapter sits (ambcore.models.adapters): "ours" (on the feed-forward
+    # LayerNorm's output, no re-normalisation) | "pfeiffer" (AdapterHub's Pfeiffer adapter:
+    # residual before that LayerNorm, the LayerNorm re-applied).
+    adapter_placement: str = "ours"
     predictor_hidden: int = 0  # 0: a single linear layer (thesis 6.2.6)
     # AMB-FT with finetune_layers="last:K": also train the word/position/segment embeddings
     # (MISA's MOSEI scheme; with last:3 it reproduces the thesis' AMB-FT parameter count).
     amb_finetune_embeddings: bool = True
+    # AMB-FT also carries BERT's pooler, trained with the embeddings and never read, as MISA's
+    # freezing loop leaves it trainable (the thesis' 47.2 M counts it; the paper preset sets it).
+    amb_finetune_pooler: bool = False
     dropout: float = 0.2
 
     # ---- MISA (Hazarika et al. 2020) ----------------------------------------------------------
@@ -200,8 +212,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         data="",  # from --set data=... or AMB_DATA
         plm="bert-base-uncased",
         adapter_dim=384,
-        encoder_dim=128,
-        encoder_ffn_dim=256,
+        # The AMB design that fits the thesis' 8.6 M / 47.2 M (ambcore.models.budget): AV
+        # encoders of width 64, one shared [CLS] projection, chained fusion, the pooler counted.
+        encoder_dim=64,
+        encoder_ffn_dim=128,
+        amb_finetune_pooler=True,
         fusion_proj_dim=128,
         fusion_hidden=220,
         misa_hidden=128,
@@ -228,6 +243,8 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         raise ConfigError(f"config key {name!r}: expected a boolean, got {value!r}")
+    if typ in (int, float) and isinstance(value, bool):  # True is not a number here
+        raise ConfigError(f"config key {name!r}: expected {typ.__name__}, got {value!r}")
     try:
         if typ is int:
             if isinstance(value, float) and not value.is_integer():
@@ -259,11 +276,24 @@ def get_config(preset: str = "embedded", **overrides: Any) -> Config:
     values = dict(PRESETS[preset])
     _check_keys(overrides)
     values.update(overrides)
-    return config_from_dict(values)
+    return _config_from_values(values)
+
+
+# Design fields added after configs were first saved, with the value every config saved
+# before them was built with: a saved config without the field rebuilds the design it was
+# trained with (old checkpoints and run folders keep loading).
+LEGACY_DESIGN = {"cls_projection": "per_layer", "adapter_placement": "ours", "amb_finetune_pooler": False}
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a config from ``Config.to_dict()`` output (e.g. a run folder's config.json)."""
+    """Rebuild a config from ``Config.to_dict()`` output (e.g. a run folder's config.json).
+
+    A saved config that lacks a field of ``LEGACY_DESIGN`` predates it and gets the design it
+    was built with."""
+    return _config_from_values({**LEGACY_DESIGN, **values})
+
+
+def _config_from_values(values: dict[str, Any]) -> Config:
     _check_keys(values)
     typed = {k: _coerce(k, v, _FIELD_TYPES[k]) for k, v in values.items()}
     return _validate(Config(**typed))
@@ -290,6 +320,8 @@ _CHOICES = {
     "text_adaptation": ("adapters", "finetune", "frozen"),
     "variant": ("full", "text-only", "no-text"),
     "fusion_connect": ("chain", "independent"),
+    "cls_projection": ("shared", "per_layer"),
+    "adapter_placement": ("ours", "pfeiffer"),
     "mag_unaligned": ("error", "resample"),
     "loss": ("l1", "mse"),
     "grad_clip_mode": ("norm", "value"),
@@ -310,6 +342,108 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'warmup_ratio'={cfg.warmup_ratio!r}; expected 0 <= r < 1")
     if cfg.lr_halvings < 0:
         raise ConfigError(f"config key 'lr_halvings'={cfg.lr_halvings!r}; expected >= 0")
+    validate(cfg)
+    return cfg
+
+
+# ---- value ranges ----------------------------------------------------------------------------
+# Every value is checked where a Config is made (get_config, apply_overrides, config_from_dict),
+# so the CLI, sweeps, the book and the notebooks refuse a bad value before anything runs.
+
+SEED_MAX = 2**32 - 1  # numpy's seeding accepts 0 .. 2**32 - 1
+LR_MAX = 1.0  # Adam/AdamW steps of more than 1 per update are not a learning rate
+
+# key -> (lowest allowed, highest allowed); None: no bound on that side.
+_INT_RANGES: dict[str, tuple[int | None, int | None]] = {
+    "seed": (0, SEED_MAX),
+    "synthetic_seed": (0, SEED_MAX),
+    "synthetic_n_train": (1, None),
+    "synthetic_n_valid": (1, None),
+    "synthetic_n_test": (1, None),
+    "max_text_len": (2, None),  # room for [CLS] and [SEP]; smaller caps are ignored by tokenizers
+    "adapter_dim": (1, None),
+    "encoder_dim": (1, None),
+    "encoder_layers": (0, None),
+    "encoder_heads": (1, None),
+    "encoder_ffn_dim": (1, None),
+    "fusion_proj_dim": (1, None),
+    "fusion_hidden": (1, None),
+    "predictor_hidden": (0, None),
+    "misa_hidden": (2, None),
+    "misa_cmd_moments": (1, None),
+    "misa_fusion_ffn_dim": (1, None),
+    "mag_injection_layer": (0, None),
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "max_epochs": (1, None),
+    "patience": (1, None),
+    "num_workers": (0, None),
+}
+# key -> (low, high, high included?) for float fields; every float field must also be finite.
+_FLOAT_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "lr": (0.0, LR_MAX, True),
+    "weight_decay": (0.0, None, True),
+    "dropout": (0.0, 1.0, False),
+    "misa_dropout": (0.0, 1.0, False),
+    "mag_dropout": (0.0, 1.0, False),
+    "misa_diff_weight": (0.0, None, True),
+    "misa_sim_weight": (0.0, None, True),
+    "misa_recon_weight": (0.0, None, True),
+    "grad_clip": (0.0, None, True),
+    "noise_augment_rate": (0.0, 1.0, True),
+}
+_POSITIVE = {"lr"}  # strictly above the low bound
+_RANGE_NOTES = {
+    "patience": " (epochs without a better validation MAE before stopping; use a large value "
+    "to train all max_epochs)",
+    "max_text_len": " (word pieces including [CLS] and [SEP]; there is no 'no cap' value)",
+}
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    note = _RANGE_NOTES.get(key, "")
+    return ConfigError(f"config key {key!r}={value!r}; expected {allowed}{note}")
+
+
+def _check_int(key: str, value: int) -> None:
+    low, high = _INT_RANGES[key]
+    if (low is not None and value < low) or (high is not None and value > high):
+        allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+        raise _bad(key, value, allowed)
+
+
+def _check_float(key: str, value: float) -> None:
+    low, high, high_included = _FLOAT_RANGES.get(key, (None, None, True))
+    if not math.isfinite(value):
+        raise _bad(key, value, "a finite number")
+    too_low = low is not None and (value <= low if key in _POSITIVE else value < low)
+    too_high = high is not None and (value > high if high_included else value >= high)
+    if too_low or too_high:
+        left = "<" if key in _POSITIVE else "<="
+        right = "" if high is None else (" <= " if high_included else " < ") + f"{high:g}"
+        raise _bad(key, value, f"{low:g} {left} {key}{right}")
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse values outside their ranges with one line naming key, value and what is allowed.
+
+    Integers (seeds, sizes, epochs, patience), finite floats in their ranges (learning rate,
+    dropout, clipping, noise rate), and the divisibility of ``encoder_dim`` by
+    ``encoder_heads`` (the AV encoders' attention heads). Returns ``cfg``.
+    """
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in _INT_RANGES:
+            _check_int(f.name, value)
+        elif isinstance(value, float):
+            _check_float(f.name, value)
+    if cfg.encoder_dim % cfg.encoder_heads:
+        raise ConfigError(
+            f"config key 'encoder_heads'={cfg.encoder_heads!r}; expected a divisor of "
+            f"encoder_dim={cfg.encoder_dim} (each attention head gets encoder_dim/encoder_heads)"
+        )
+    if cfg.misa_hidden % 2:
+        raise _bad("misa_hidden", cfg.misa_hidden, "an even integer (2 fusion attention heads)")
     return cfg
 
 

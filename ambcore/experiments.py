@@ -14,6 +14,9 @@ robustness (6.3.4) chapters and *where* each run lives:
   training chapter's AMB run is the ``amb`` cell's seed 0 folder, so the ablation sweep finds it
   finished and does not train it again. The hash names the overrides every cell shares
   (another PLM, another dataset file): two different setups never share a folder.
+- ``design_spec`` / ``design_study``: the study of the choices the thesis leaves open (the
+  [CLS] projection, the fusion wiring, the adapter placement): AMB's default design (the
+  ``amb`` cell's runs) against one cell per alternative, same seeds.
 - ``ablation_spec`` / ``robustness_spec``: sweep specs (dicts for ``ambcore.sweep.load_spec``);
   ``write_spec_files`` writes them as the YAML files under ``experiments/`` that
   ``python -m ambcore sweep experiments/ablation_embedded.yaml`` runs (a test keeps the files
@@ -54,6 +57,11 @@ __all__ = [
     "CELL_NAMES",
     "ABLATION_CELLS",
     "ROBUSTNESS_CELLS",
+    "DESIGN_ALTERNATIVES",
+    "DESIGN_CELLS",
+    "design_spec",
+    "design_study",
+    "design_verdict",
     "AUGMENT_RATE",
     "SCALED_KEYS",
     "Grid",
@@ -145,10 +153,29 @@ def _cells() -> tuple[Cell, ...]:
     )  # fmt: skip
 
 
-CELLS: dict[str, Cell] = {c.name: c for c in _cells()}
+# The choices the thesis leaves open (ambcore.models.amb): one cell per alternative to AMB's
+# default design; the default itself is the "amb" cell, whose runs the study reuses.
+DESIGN_ALTERNATIVES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    # cell: (choice, default setting, alternative setting, overrides)
+    "amb-per-layer": ("[CLS] projection", "shared", "per layer", {"cls_projection": "per_layer"}),
+    "amb-independent": ("fusion wiring", "chain", "independent", {"fusion_connect": "independent"}),
+    "amb-pfeiffer": ("adapter placement", "ours", "Pfeiffer (AdapterHub)", {"adapter_placement": "pfeiffer"}),
+}
+
+
+def _design_cells() -> tuple[Cell, ...]:
+    return tuple(
+        Cell(name, f"AMB, {choice}: {alternative}", {"model": "amb", **overrides},
+             recipe="a choice the thesis leaves open")  # fmt: skip
+        for name, (choice, _, alternative, overrides) in DESIGN_ALTERNATIVES.items()
+    )
+
+
+CELLS: dict[str, Cell] = {c.name: c for c in _cells() + _design_cells()}
 CELL_NAMES = tuple(CELLS)
 ABLATION_CELLS = tuple(c.name for c in CELLS.values() if c.tables)
 ROBUSTNESS_CELLS = tuple(c.name for c in CELLS.values() if c.robustness)
+DESIGN_CELLS = ("amb", *DESIGN_ALTERNATIVES)
 
 
 def _get_cell(name: str) -> Cell:
@@ -296,7 +323,15 @@ def robustness_spec(preset: str, n_seeds: int | None = None,
     return _spec("robustness", ROBUSTNESS_CELLS, preset, n_seeds, shared, runs_dir)
 
 
-_SPECS = {"ablation": ablation_spec, "robustness": robustness_spec}
+def design_spec(preset: str, n_seeds: int | None = None,
+                shared: Mapping[str, Any] | None = None,
+                runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The study of the choices the thesis leaves open: AMB (the ablation's runs, found
+    finished) and one cell per alternative (``DESIGN_ALTERNATIVES``), over the preset's seeds."""
+    return _spec("design", DESIGN_CELLS, preset, n_seeds, shared, runs_dir)
+
+
+_SPECS = {"ablation": ablation_spec, "robustness": robustness_spec, "design": design_spec}
 
 
 def spec_path(kind: str, preset: str, folder: str | os.PathLike | None = None) -> Path:
@@ -372,6 +407,52 @@ def compare_cells(summary, cell_a: str, cell_b: str, metric: str = "test_corr") 
     }  # fmt: skip
 
 
+def _mean_std(row, metric: str) -> str:
+    std = row[f"{metric}_std"]
+    return f"{row[f'{metric}_mean']:.3f} ± {std:.3f}" if std == std else f"{row[f'{metric}_mean']:.3f} (one seed)"
+
+
+DESIGN_METRICS = {"test_mae": "MAE", "test_corr": "corr", "test_acc7": "Acc-7"}
+
+
+def design_verdict(summary, cell: str) -> str:
+    """A sentence: does ``cell`` differ from AMB's default beyond the spread over seeds, on
+    test MAE, correlation or Acc-7 (``compare_cells``; one seed: no conclusion)?"""
+    choice, default, alternative, _ = DESIGN_ALTERNATIVES[cell]
+    compared = {name: compare_cells(summary, cell, "amb", metric) for metric, name in DESIGN_METRICS.items()}
+    n_seeds = min(c["n_seeds"] for c in compared.values())
+    if n_seeds < 2:
+        return f"{choice}: {alternative} vs {default} - one seed, so no conclusion about the difference."
+    beyond = [f"{name} {c['diff']:+.3f} (spread {c['spread']:.3f})" for name, c in compared.items() if c["beyond_spread"]]
+    within = ", ".join(f"{name} {c['diff']:+.3f}" for name, c in compared.items())
+    if beyond:
+        return (f"{choice}: {alternative} minus {default} is beyond the spread over {n_seeds} seeds on "
+                + "; ".join(beyond) + ".")
+    return (f"{choice}: {alternative} minus {default} ({within}) is within the spread over "
+            f"{n_seeds} seeds on every metric: the data do not separate the two.")  # fmt: skip
+
+
+def design_study(summary):
+    """One row per setting of each open choice: trainable parameters (M), test MAE / corr /
+    Acc-7 as mean ± std over seeds, and for the alternatives ``design_verdict``'s sentence.
+    ``summary`` is ``ambcore.report.summarize`` output holding the ``DESIGN_CELLS``."""
+    import pandas as pd
+
+    by_cell = summary.set_index("cell")
+    missing = [c for c in DESIGN_CELLS if c not in by_cell.index]
+    if missing:
+        raise AmbError(f"design_study: no finished runs of cell(s) {missing} in the summary")
+    rows = []
+    for cell, (choice, default, alternative, _) in DESIGN_ALTERNATIVES.items():
+        for name, setting in (("amb", f"{default} (AMB's default)"), (cell, alternative)):
+            row = by_cell.loc[name]
+            rows.append({"choice": choice, "setting": setting, "cell": name, "n_seeds": int(row["n_seeds"]),
+                         "trainable (M)": round(float(row["trainable_params_m"]), 3),
+                         **{label: _mean_std(row, m) for m, label in DESIGN_METRICS.items()},
+                         "verdict": "" if name == "amb" else design_verdict(summary, cell)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 # ---- robustness (figure 6.3) -------------------------------------------------------------------
 
 ROBUSTNESS_FILE = "robustness.csv"  # inside a run folder: its curves for one grid
@@ -381,7 +462,7 @@ def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
     """The run's ``robustness.csv`` if it holds exactly this grid, else None."""
     import pandas as pd
 
-    from ambcore.noise import NOISE_KINDS
+    from ambcore.noise import NOISE_GRANULARITIES, NOISE_KINDS
 
     cache = run_dir / ROBUSTNESS_FILE
     if not cache.exists():
@@ -389,7 +470,8 @@ def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
     frame = pd.read_csv(cache)
     same = (sorted(frame["rate"].unique()) == sorted(set(rates))
             and set(frame["n_draws"]) == {n_draws}
-            and set(frame["kind"]) == set(NOISE_KINDS))  # fmt: skip
+            and set(frame["kind"]) == set(NOISE_KINDS)
+            and set(NOISE_GRANULARITIES) <= set(frame.get("granularity", ())))  # fmt: skip
     return frame if same else None
 
 

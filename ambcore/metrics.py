@@ -63,8 +63,8 @@ def multiclass_acc(y_pred: np.ndarray, y_true: np.ndarray) -> float:
 
 
 def _as_1d(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach"):  # a torch tensor
-        values = values.detach().float().cpu().numpy()
+    if hasattr(values, "detach"):  # a torch tensor: float64 as it is, others widened exactly
+        values = values.detach().cpu().double().numpy()
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(arr)):
         bad = int(np.sum(~np.isfinite(arr)))

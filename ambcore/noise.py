@@ -17,13 +17,22 @@ each word piece, the "deletion/replacement rate" of the thesis' figure 6.3.
 
 The Gaussian. Hazarika et al. (2022, "Analyzing Modality Robustness in Multimodal Sentiment
 Analysis") describe the visual/acoustic perturbation in words; their public code
-(declare-lab/MSA-Robustness, ``MISA/src/models.py``) *multiplies* the selected representations
-by draws of ``np.random.normal(0, 1)``, i.e. a standard normal with mean 0 and standard deviation
-1. The thesis follows them and calls it multiplicative Gaussian noise, so the default here is the
-same: ``x -> x * n`` with ``n ~ N(0, 1)`` drawn independently for every element of a selected
-step. With mean 0 the selected step keeps its scale but loses its content (its sign and relative
-magnitudes are random), which is why a rate of 1.0 removes the modality's information.
-``gaussian_mean``/``gaussian_std`` change it (e.g. ``N(1, 0.1)`` for a mild jitter).
+(declare-lab/MSA-Robustness, ``MISA/src/models.py``) draws one ``np.random.normal(0, 1)`` value
+per selected unit (there, an utterance's representation) and multiplies the whole unit by it.
+The thesis follows them ("multiplicative Gaussian noise to a randomly selected set of input
+sequence elements") without saying how many draws a selected element gets. Two granularities
+(``granularity``):
+
+- ``"step"`` (default, ``DEFAULT_GRANULARITY``): one scalar ``n ~ N(0, 1)`` per selected time
+  step, ``x_t -> n_t x_t``: Hazarika et al.'s operation applied to the elements the thesis
+  names. The step keeps its pattern up to a random gain and sign.
+- ``"element"``: ``x_t -> n_t * x_t`` with a vector ``n_t`` of independent N(0, 1) draws, one per
+  feature. The step keeps its scale but loses its content (its sign pattern and relative
+  magnitudes are random), so a rate of 1.0 erases the modality's information. It was this
+  module's only form before; the robustness chapter shows its curves beside the default's.
+
+``gaussian_mean``/``gaussian_std`` change the distribution (e.g. ``N(1, 0.1)`` for a mild jitter).
+Noise-augmented training keeps ``"element"`` (``noise_augment``), as it was trained with.
 
 Where the corruption happens. Hazarika et al. perturb the utterance-level representation inside
 the model; here the *input* features of the selected steps are perturbed, as section 6.3.4
@@ -58,10 +67,15 @@ __all__ = [
     "noise_augment",
     "DEFAULT_RATES",
     "draw_seed",
+    "NOISE_GRANULARITIES",
+    "DEFAULT_GRANULARITY",
 ]
 
 NOISE_KINDS = ("deletion", "replacement", "visual", "acoustic")
 TEXT_KINDS = ("deletion", "replacement")
+AV_KINDS = ("visual", "acoustic")
+NOISE_GRANULARITIES = ("step", "element")  # of the visual/acoustic noise; see the module doc
+DEFAULT_GRANULARITY = "step"
 
 _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
 
@@ -198,6 +212,14 @@ def replace_tokens(
     return new_ids, selected
 
 
+def check_granularity(granularity: str) -> str:
+    if granularity not in NOISE_GRANULARITIES:
+        raise ValueError(
+            f"noise granularity {granularity!r}; valid granularities: {', '.join(NOISE_GRANULARITIES)}"
+        )
+    return granularity
+
+
 def scale_steps(
     features: torch.Tensor,
     eligible_steps: torch.Tensor,
@@ -205,17 +227,20 @@ def scale_steps(
     generator: torch.Generator,
     gaussian_mean: float = 0.0,
     gaussian_std: float = 1.0,
+    granularity: str = DEFAULT_GRANULARITY,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multiply each selected step's feature vector element-wise by N(mean, std) noise.
+    """Multiply each selected step's feature vector by N(mean, std) noise: one scalar per step
+    (``granularity="step"``) or one draw per element (``"element"``).
 
     ``features`` (B, L, D); ``eligible_steps`` (B, L) bool (real steps). Each eligible step is
     selected with probability ``rate``. Returns the new features and the (B, L) selection.
     """
     selected = _select(eligible_steps, _check_rate(rate), generator)  # (B, L)
+    width = features.shape[-1] if check_granularity(granularity) == "element" else 1
     noise = torch.randn(
-        tuple(features.shape), generator=generator, device=generator.device, dtype=torch.float32
+        (*features.shape[:-1], width), generator=generator, device=generator.device, dtype=torch.float32
     ).to(device=features.device, dtype=features.dtype)
-    noise = gaussian_mean + gaussian_std * noise  # (B, L, D)
+    noise = gaussian_mean + gaussian_std * noise  # (B, L, D) or (B, L, 1)
     factor = torch.where(selected[..., None], noise, torch.ones_like(noise))
     return features * factor, selected
 
@@ -233,11 +258,13 @@ def apply_noise(
     samples: torch.Tensor | None = None,
     gaussian_mean: float = 0.0,
     gaussian_std: float = 1.0,
+    granularity: str = DEFAULT_GRANULARITY,
 ) -> NoiseResult:
     """A corrupted copy of ``batch`` (the input is not modified) and the realised counts.
 
     ``kind`` is one of ``NOISE_KINDS``; text kinds need ``tokenizer_info``. ``samples`` (B,) bool
-    restricts the corruption to some samples of the batch (all by default).
+    restricts the corruption to some samples of the batch (all by default). ``granularity``
+    (visual/acoustic only): one Gaussian scalar per selected step or one per element.
     """
     if kind not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {kind!r}; valid kinds: {', '.join(NOISE_KINDS)}")
@@ -256,7 +283,7 @@ def apply_noise(
         steps = batch.visual_mask if kind == "visual" else batch.acoustic_mask  # (B, L)
         eligible = steps & rows[:, None]
         new_features, selected = scale_steps(
-            features, eligible, rate, generator, gaussian_mean, gaussian_std
+            features, eligible, rate, generator, gaussian_mean, gaussian_std, granularity
         )
         noisy = replace(batch, **{kind: new_features})
     return NoiseResult(noisy, int(selected.sum()), int(eligible.sum()))
@@ -284,6 +311,7 @@ def noise_augment(
     element_rate: float = 1.0,
     gaussian_mean: float = 0.0,
     gaussian_std: float = 1.0,
+    granularity: str = "element",
 ) -> AugmentResult:
     """Noise-augmented training (Hazarika et al. 2022): perturb a fraction of a batch's samples.
 
@@ -291,6 +319,7 @@ def noise_augment(
     noise drawn uniformly from ``kinds``, applied to that modality at ``element_rate`` (1.0, the
     default, corrupts the whole modality of the sample, as Hazarika et al. perturb a sample's
     whole modality; a smaller value corrupts that fraction of its tokens or steps).
+    ``granularity`` of the visual/acoustic noise: ``"element"``, as the augmented runs were trained.
     """
     rate = _check_rate(rate)
     unknown = [k for k in kinds if k not in NOISE_KINDS]
@@ -310,7 +339,7 @@ def noise_augment(
             labels[i] = kind
         batch = apply_noise(
             batch, kind, element_rate, generator, tokenizer_info, samples=rows,
-            gaussian_mean=gaussian_mean, gaussian_std=gaussian_std,
+            gaussian_mean=gaussian_mean, gaussian_std=gaussian_std, granularity=granularity,
         ).batch
     return AugmentResult(batch, labels)
 

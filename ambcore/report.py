@@ -14,6 +14,13 @@ thesis text by their own tests).
   row names the data and the language model that produced it. ``format_table`` renders
   ``mean ± std``; ``write_report`` writes everything as CSV.
 - ``acc7_vs_params(summary)``: the points of figure 6.2 (Acc-7 against trainable parameters).
+- ``add_statistics(summary, predictions)``: 95 % bootstrap intervals per cell and AMB's paired
+  test against every other row of each table, Holm-adjusted per table (``ambcore.stats``);
+  ``compact_table`` / ``table_caption``: the tables as the book shows them (provenance once, in
+  the caption); ``table_verdicts`` / ``verdicts_from_table`` / ``ablation_verdicts``: the
+  sentences the chapters print, computed from the tests.
+- ``learns`` / ``non_learners``: a cell whose best validation MAE is not below the mean-label
+  predictor's (``NON_LEARNER_MARGIN``) is marked † in every table and named in the text.
 
 Units: accuracies and F1 are fractions in ``collect_runs``/``summarize`` (as
 ``ambcore.metrics`` returns them) and percentages in the thesis tables, whose headers say so.
@@ -47,6 +54,17 @@ __all__ = [
     "table_6_1",
     "table_6_2",
     "format_table",
+    "compact_table",
+    "table_caption",
+    "learns",
+    "non_learners",
+    "add_statistics",
+    "table_verdicts",
+    "ablation_verdicts",
+    "verdicts_from_table",
+    "headline_mae",
+    "non_learner_sentence",
+    "budget_sentence",
     "acc7_vs_params",
     "write_report",
 ]
@@ -58,7 +76,12 @@ IDENTITY_COLUMNS = (
 )  # fmt: skip
 METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRIC_NAMES)
 RUN_COLUMNS = ("run", *IDENTITY_COLUMNS, "seed", "n_trainable_params", "trainable_params_m",
-               "best_epoch", "epochs_run", *METRIC_COLUMNS)  # fmt: skip
+               "best_epoch", "epochs_run", *METRIC_COLUMNS, "valid_baseline_mae")  # fmt: skip
+# A cell "learns" when its best validation MAE (mean over seeds) is at least this fraction below
+# the MAE of the mean-label predictor (mean of the training labels, evaluated on valid). The
+# margin is there because for MAE a constant near the median beats the mean by a little: a
+# model that only learnt such a constant has not learnt anything from its inputs.
+NON_LEARNER_MARGIN = 0.01
 
 _MODEL_NAMES = {"amb": "AMB", "misa": "MISA", "mag-bert": "MAG-BERT"}
 THESIS_PLM = "bert-base-uncased"
@@ -98,7 +121,8 @@ def data_label(name: str, is_synthetic: bool) -> str:
 def collect_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per finished run folder under ``runs_dir`` (searched recursively).
 
-    Folders without DONE (unfinished or killed runs) are left out. The ``cell`` is the sweep
+    Folders without DONE (unfinished or killed runs) and tuning trials (``valid_only``: trained
+    and selected without the test split) are left out. The ``cell`` is the sweep
     cell (``sweep.json``) or, for runs trained outside a sweep, the folder's path.
     """
     runs_dir = Path(runs_dir)
@@ -107,8 +131,8 @@ def collect_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for metrics_path in sorted(runs_dir.rglob("metrics.json")):
         run_dir = metrics_path.parent
-        if not runs.is_done(run_dir):
-            continue
+        if not runs.is_done(run_dir) or runs.read_metrics(run_dir).get("valid_only"):
+            continue  # unfinished, or a tuning trial (ambcore.tune: never evaluated on test)
         rows.append(_run_row(run_dir, runs_dir))
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
@@ -148,17 +172,22 @@ def _run_row(run_dir: Path, runs_dir: Path) -> dict:
         for name in METRIC_NAMES:
             value = metrics[split].get(name)
             row[f"{split}_{name}"] = np.nan if value is None else float(value)  # null = NaN
+    baseline = (metrics.get("valid_baseline_train_mean") or {}).get("mae")
+    row["valid_baseline_mae"] = np.nan if baseline is None else float(baseline)  # older runs: NaN
     return row
 
 
 def summarize(runs_frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation (ddof=1; NaN for one seed) over seeds, one row per cell.
 
-    Columns: the identity columns, ``n_seeds``, ``seeds``, ``trainable_params_m`` and
-    ``<metric>_mean`` / ``<metric>_std`` for every valid/test metric.
+    Columns: the identity columns, ``n_seeds``, ``seeds``, ``trainable_params_m``,
+    ``<metric>_mean`` / ``<metric>_std`` for every valid/test metric, the mean-label
+    predictor's validation MAE ``valid_baseline_mae_mean`` and ``learns`` (``learns``: True,
+    False, or None where the runs did not record the predictor).
     """
     columns = [*IDENTITY_COLUMNS, "n_seeds", "seeds", "trainable_params_m"]
     columns += [f"{m}_{s}" for m in METRIC_COLUMNS for s in ("mean", "std")]
+    columns += ["valid_baseline_mae_mean", "learns"]
     if runs_frame.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -177,8 +206,93 @@ def summarize(runs_frame: pd.DataFrame) -> pd.DataFrame:
             values = group[metric].astype(float)
             row[f"{metric}_mean"] = values.mean()
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+        row["valid_baseline_mae_mean"] = group["valid_baseline_mae"].astype(float).mean()
+        row["learns"] = learns(row["valid_mae_mean"], row["valid_baseline_mae_mean"])
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def learns(valid_mae: float, baseline_mae: float, margin: float = NON_LEARNER_MARGIN) -> bool | None:
+    """Whether a best validation MAE beats the mean-label predictor's by ``margin`` (relative);
+    None when either is unknown (NaN)."""
+    if pd.isna(valid_mae) or pd.isna(baseline_mae):
+        return None
+    return bool(valid_mae < (1.0 - margin) * baseline_mae)
+
+
+def non_learners(summary: pd.DataFrame) -> list[str]:
+    """The row names of the cells that do not beat the mean-label predictor on valid."""
+    return [str(s["row_name"]) for _, s in summary.iterrows() if _is_false(s.get("learns"))]
+
+
+def _is_false(value) -> bool:
+    """False, but not None/NaN (an unknown ``learns``)."""
+    return value is not None and not (isinstance(value, float) and np.isnan(value)) and not value
+
+
+# ---- intervals and paired tests (ambcore.stats) ----------------------------------------------
+
+REFERENCE_ROW = "AMB"  # every other row of a table is tested against this one
+_TABLE_KEYS = {"6.1": "6_1", "6.2": "6_2"}
+
+
+def add_statistics(
+    summary: pd.DataFrame, predictions: dict, n_boot: int = 1000, n_perm: int = 5000,
+    seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """``summary`` with 95 % bootstrap intervals and, per thesis table, the paired test of AMB
+    against each other row of ours (``ambcore.stats``; Holm-adjusted across the table's rows).
+
+    ``predictions``: cell -> {seed: test predictions} (``stats.available_predictions``); a
+    cell without them gets NaN. New columns: ``test_<m>_lo`` / ``test_<m>_hi`` for
+    ``stats.CI_METRICS``, and for table ``6_1``/``6_2``: ``mae_diff_<t>`` (AMB minus the row),
+    ``mae_diff_lo_<t>``, ``mae_diff_hi_<t>``, ``p_<t>``, ``p_holm_<t>``.
+    """
+    from ambcore import stats
+
+    out = summary.copy()
+    have = {c: predictions[c] for c in out["cell"] if c in predictions}
+    intervals = stats.cell_intervals(have, n_boot=n_boot, seed=seed).set_index("cell")
+    for metric in stats.CI_METRICS:
+        for end in ("lo", "hi"):
+            out[f"test_{metric}_{end}"] = out["cell"].map(intervals[f"{metric}_{end}"])
+    for table, key in _TABLE_KEYS.items():
+        tests = _table_tests(out, table, have, n_perm, seed)
+        for column, source in (("mae_diff", "diff"), ("mae_diff_lo", "lo"),
+                               ("mae_diff_hi", "hi"), ("p", "p"), ("p_holm", "p_holm")):  # fmt: skip
+            out[f"{column}_{key}"] = out["cell"].map(tests[source]) if len(tests) else np.nan
+    return out
+
+
+def _table_tests(summary: pd.DataFrame, table: str, predictions: dict, n_perm: int, seed: int):
+    """``stats.compare_to`` of AMB's cell against our other rows of thesis table ``table``."""
+    from ambcore import stats
+
+    names = {thesis_display_name(m, a) for m, a in
+             zip(thesis_rows(table)["model"], thesis_rows(table)["text_adaptation"])}  # fmt: skip
+    ours = summary[summary["row_name"].isin(names) & summary["cell"].isin(list(predictions))]
+    reference = ours[ours["row_name"] == REFERENCE_ROW]["cell"]
+    if reference.empty:
+        return pd.DataFrame(columns=["cell", "diff", "lo", "hi", "p", "p_holm"]).set_index("cell")
+    frame = stats.compare_to(predictions, reference.iloc[0], list(ours["cell"]), seed=seed,
+                             n_perm=n_perm)  # fmt: skip
+    return frame.set_index("cell")
+
+
+def table_verdicts(summary: pd.DataFrame, table: str, alpha: float = 0.05) -> list[str]:
+    """One computed sentence per row of ours in thesis table ``table``: AMB against it
+    (``stats.verdict``), from the columns ``add_statistics`` adds."""
+    from ambcore import stats
+
+    key = _TABLE_KEYS[table]
+    if f"p_holm_{key}" not in summary:
+        return []
+    sentences = []
+    for _, s in summary.dropna(subset=[f"p_{key}"]).iterrows():
+        row = {k: s[f"{c}_{key}"] for k, c in (("diff", "mae_diff"), ("lo", "mae_diff_lo"),
+                                                ("hi", "mae_diff_hi"), ("p_holm", "p_holm"))}  # fmt: skip
+        sentences.append(stats.verdict(row, REFERENCE_ROW, str(s["row_name"]), alpha=alpha))
+    return sentences
 
 
 # ---- the thesis' numbers ---------------------------------------------------------------------
@@ -227,9 +341,13 @@ _TABLE_METRICS = (
     ("Acc-2 (%)", "test_acc2_{acc2}", "acc2", True),
     ("F1 (%)", "test_f1_{acc2}", "f1", True),
 )
+# The paired test of AMB against the row (MAE of AMB minus MAE of the row; see ambcore.stats).
+TEST_COLUMNS = ("ΔMAE vs AMB", "ΔMAE lo", "ΔMAE hi", "p vs AMB", "p vs AMB (Holm)")
 TABLE_COLUMNS = (
     "Model", "Source", "Data", "PLM / text features", "n seeds",
-    *(h for head, *_ in _TABLE_METRICS for h in (head, f"{head} std")),
+    *(h for head, *_ in _TABLE_METRICS
+      for h in (head, f"{head} std", f"{head} lo", f"{head} hi")),
+    *TEST_COLUMNS, "Learns",
     "Trainable params (M)", "Acc-2/F1 convention", "Reference",
 )  # fmt: skip
 _ADAPTATION = {"adapters": "adapters", "finetune": "fine-tuned", "frozen": "frozen"}
@@ -248,10 +366,13 @@ def _reference_row(ref: pd.Series, model: str, source: str, text: str) -> dict:
     }
     for head, _, column, _ in _TABLE_METRICS:
         row[head], row[f"{head} std"] = float(ref[column]), np.nan
+        row[f"{head} lo"] = row[f"{head} hi"] = np.nan
+    row.update({column: np.nan for column in TEST_COLUMNS})
+    row["Learns"] = None
     return row
 
 
-def _our_row(s: pd.Series, acc2: str) -> dict:
+def _our_row(s: pd.Series, acc2: str, table: str) -> dict:
     adaptation = _ADAPTATION.get(s["text_adaptation"], s["text_adaptation"])
     row = {
         "Model": s["row_name"],
@@ -268,6 +389,12 @@ def _our_row(s: pd.Series, acc2: str) -> dict:
         scale = 100.0 if percent else 1.0
         row[head] = s[f"{metric}_mean"] * scale
         row[f"{head} std"] = s[f"{metric}_std"] * scale
+        for end in ("lo", "hi"):
+            row[f"{head} {end}"] = s.get(f"{metric}_{end}", np.nan) * scale
+    key = _TABLE_KEYS[table]
+    for column, name in zip(TEST_COLUMNS, ("mae_diff", "mae_diff_lo", "mae_diff_hi", "p", "p_holm")):
+        row[column] = s.get(f"{name}_{key}", np.nan)
+    row["Learns"] = s.get("learns")
     return row
 
 
@@ -285,7 +412,7 @@ def _thesis_table(table: str, summary: pd.DataFrame, acc2: str) -> pd.DataFrame:
         text = f"{THESIS_PLM} + {_ADAPTATION.get(ref['text_adaptation'], ref['text_adaptation'])}"
         rows.append(_reference_row(ref, name, f"thesis table {table} ({ref['origin']})", text))
         ours = summary[summary["row_name"] == name]
-        rows.extend(_our_row(s, acc2) for _, s in ours.iterrows())
+        rows.extend(_our_row(s, acc2, table) for _, s in ours.iterrows())
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
@@ -316,6 +443,79 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     out["Acc-2/F1 convention"] = table["Acc-2/F1 convention"]
     out["Reference"] = table["Reference"]
     return out
+
+
+NON_LEARNER_MARK = "†"
+COMPACT_COLUMNS = ("Model", "Source", "Seeds", "MAE", "Corr", "Acc-7 (%)", "Acc-2 (%)", "F1 (%)",
+                   "Params (M)", "ΔMAE vs AMB [95 % CI]", "p (Holm)")  # fmt: skip
+
+
+def compact_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the book shows it (fits a 1300 px page): per model the thesis' row then
+    ours; ``mean ± std [95 % CI]`` per metric; the paired test against AMB; a row whose cell
+    does not beat the mean-label predictor is marked ``†``. Data, language model and Acc-2
+    convention are not repeated per row: ``table_caption`` says them once.
+
+    Reads a table of ``table_6_1``/``table_6_2`` or its CSV (older CSVs without the interval
+    columns are shown without intervals)."""
+    rows = []
+    for _, r in table.iterrows():
+        ours = str(r["Source"]).startswith("this book")
+        mark = f" {NON_LEARNER_MARK}" if ours and _is_false(_as_flag(r.get("Learns"))) else ""
+        row = {"Model": f"{r['Model']}{mark}", "Source": _short_source(str(r["Source"])),
+               "Seeds": "" if pd.isna(r["n seeds"]) else str(int(r["n seeds"]))}  # fmt: skip
+        for head, _, _, percent in _TABLE_METRICS:
+            digits = 1 if percent else 3
+            text = _pm(r[head], r[f"{head} std"], digits)
+            lo, hi = r.get(f"{head} lo", np.nan), r.get(f"{head} hi", np.nan)
+            row[head] = text if pd.isna(lo) else f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        params = r["Trainable params (M)"]
+        row["Params (M)"] = "–" if pd.isna(params) else f"{params:.3g}"
+        diff = r.get("ΔMAE vs AMB", np.nan)
+        row["ΔMAE vs AMB [95 % CI]"] = "" if pd.isna(diff) else \
+            f"{diff:+.3f} [{r['ΔMAE lo']:+.3f}, {r['ΔMAE hi']:+.3f}]"
+        p = r.get("p vs AMB (Holm)", np.nan)
+        row["p (Holm)"] = "" if pd.isna(p) else (f"{p:.2g}" if p >= 0.001 else f"{p:.1e}")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COMPACT_COLUMNS))
+
+
+def table_caption(table: pd.DataFrame, title: str) -> str:
+    """``title`` plus, once, where the numbers come from: our rows' data and language model, the
+    thesis' and cited rows' data, the Acc-2/F1 convention, the interval scheme and the mark."""
+    ours = table[table["Source"].astype(str).str.startswith("this book")]
+    plms = ours["PLM / text features"].astype(str).str.split(" + ", regex=False).str[0]
+    provenance = "; ".join(
+        f"{data}, PLM {', '.join(sorted(set(plms[ours['Data'].astype(str) == data])))}"
+        for data in sorted(set(ours["Data"].astype(str)))
+    )
+    convention = "; ".join(sorted(set(ours["Acc-2/F1 convention"].astype(str)))) or "–"
+    parts = [
+        title,
+        f"ours: {provenance or 'no runs yet'}",
+        f"thesis and cited rows: CMU-MOSEI, {THESIS_PLM} (cited: their own text features)",
+        f"our Acc-2/F1: {convention}",
+        "ours: mean ± std over seeds [95 % bootstrap CI over test utterances]; ΔMAE = AMB's MAE "
+        "minus the row's (paired over seeds and utterances; its interval is not adjusted), "
+        "p: sign-flip test, Holm-adjusted across the table's rows",
+        f"{NON_LEARNER_MARK}: best validation MAE not below the mean-label predictor's",
+    ]
+    return ". ".join(parts) + "."
+
+
+def _short_source(source: str) -> str:
+    if source.startswith("this book"):
+        return "ours"
+    if source.startswith("thesis"):
+        return "thesis"
+    return "cited"
+
+
+def _as_flag(value):
+    """``Learns`` as written to a CSV and read back ("True"/"False"/NaN) or as built."""
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return value
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -363,8 +563,10 @@ def write_report(
 ) -> dict[str, Path]:
     """Collect ``runs_dir`` and write runs.csv, summary.csv, table_6_1.csv, table_6_2.csv and
     figure_6_2_points.csv into ``out_dir`` (atomically). Returns the written paths by name."""
+    from ambcore import stats
+
     frame = collect_runs(runs_dir)
-    summary = summarize(frame)
+    summary = add_statistics(summarize(frame), stats.available_predictions(frame, runs_dir))
     tables = {
         "runs": frame,
         "summary": summary,
@@ -378,3 +580,109 @@ def write_report(
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
     return runs.atomic_write_text(path, frame.to_csv(index=False))
+
+
+# ---- the computed reading of the ablation chapter (thesis 6.3.3) -----------------------------
+
+# (glue key, cell A, cell B): A against B, paired on MAE; Holm across the four, one family.
+ABLATION_COMPARISONS = (
+    ("tav", "amb", "amb-text-only"),  # audio-visual information
+    ("notext", "amb", "amb-no-text"),  # text
+    ("ft", "amb", "amb-ft"),  # adapters against fine-tuning, AMB
+    ("misa", "misa-adapters", "misa"),  # adapters against fine-tuning, MISA
+)
+
+
+def ablation_verdicts(
+    summary: pd.DataFrame, predictions: dict, n_perm: int = 5000, seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, str]:  # fmt: skip
+    """``{key: sentence}`` for ``ABLATION_COMPARISONS``: the paired test of cell A against cell B
+    on per-utterance absolute errors (``stats.paired_test``), Holm-adjusted across the
+    comparisons that could be made. A comparison whose cells did not run (or have no
+    predictions, or no seed in common) says so instead of judging."""
+    from ambcore import stats
+
+    names = dict(zip(summary["cell"], summary["row_name"]))
+    results, out = {}, {}
+    for key, a, b in ABLATION_COMPARISONS:
+        if a not in predictions or b not in predictions or a not in names or b not in names:
+            out[key] = f"cannot be judged: cell(s) {a!r}/{b!r} have no finished runs with predictions"
+        elif not set(predictions[a]) & set(predictions[b]):
+            out[key] = f"cannot be judged: {names[a]} and {names[b]} have no seed in common"
+        else:
+            results[key] = stats.paired_test(predictions[a], predictions[b], n_perm=n_perm, seed=seed)
+    adjusted = dict(zip(results, stats.holm([r.p_value for r in results.values()])))
+    for key, r in results.items():
+        _, a, b = next(c for c in ABLATION_COMPARISONS if c[0] == key)
+        row = {"diff": r.diff, "lo": r.lo, "hi": r.hi, "p_holm": adjusted[key]}
+        seeds = f"{len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
+        out[key] = stats.verdict(row, names[a], names[b], alpha=alpha) + f" ({seeds})"
+    return out
+
+
+def non_learner_sentence(summary: pd.DataFrame) -> str:
+    """Names the cells that do not beat the mean-label predictor on valid (or says none)."""
+    names = non_learners(summary)
+    unknown = [str(n) for n, flag in zip(summary["row_name"], summary["learns"]) if pd.isna(flag)]
+    if names:
+        text = (f"{', '.join(names)} did not beat the mean-label predictor on validation "
+                f"(best validation MAE not {100 * NON_LEARNER_MARGIN:.0f} % below it): "
+                "these rows (marked † in the tables) have not learnt from their inputs")
+    else:
+        text = "every cell beats the mean-label predictor on validation"
+    if unknown:
+        text += f"; not recorded for {', '.join(unknown)} (runs older than the check)"
+    return text
+
+
+def budget_sentence(runs_frame: pd.DataFrame, max_epochs: int) -> str:
+    """Which cells' runs were still improving when the epoch budget ran out (best epoch = last
+    epoch of a run that used all ``max_epochs``)."""
+    still = (runs_frame["best_epoch"] == runs_frame["epochs_run"]) & (
+        runs_frame["epochs_run"] >= max_epochs
+    )
+    counts = runs_frame.assign(still=still).groupby("row_name", sort=False)["still"].agg(["sum", "count"])
+    counts = counts[counts["sum"] > 0]
+    if counts.empty:
+        return "none, every run had passed its best epoch"
+    listed = ", ".join(f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in counts.iterrows())
+    return listed + "; read these cells as lower bounds of what their recipes reach with more epochs"
+
+
+def verdicts_from_table(table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
+    """``table_verdicts`` from a written table (``table_6_1.csv``/``table_6_2.csv``): one
+    sentence per row of ours that was tested against AMB, and one naming the rows marked †."""
+    from ambcore import stats
+
+    ours = table[table["Source"].astype(str).str.startswith("this book")]
+    sentences = []
+    if "p vs AMB" in ours:
+        for _, r in ours.dropna(subset=["p vs AMB"]).iterrows():
+            row = {"diff": r["ΔMAE vs AMB"], "lo": r["ΔMAE lo"], "hi": r["ΔMAE hi"],
+                   "p_holm": r["p vs AMB (Holm)"]}  # fmt: skip
+            sentences.append(stats.verdict(row, REFERENCE_ROW, str(r["Model"]), alpha=alpha))
+    if "Learns" in ours:
+        marked = [str(m) for m, f in zip(ours["Model"], ours["Learns"]) if _is_false(_as_flag(f))]
+        if marked:
+            sentences.append(f"{', '.join(marked)} did not beat the mean-label predictor on "
+                             f"validation ({NON_LEARNER_MARK})")  # fmt: skip
+    return sentences
+
+
+def headline_mae(table: pd.DataFrame, model: str = REFERENCE_ROW) -> str:
+    """Our test MAE of ``model`` (mean ± std over seeds, 95 % interval where the table has it)
+    against the thesis' row of the same model, from a written table."""
+    rows = table[table["Model"] == model]
+    mine = rows["Source"].astype(str).str.startswith("this book")
+    if not mine.any() or mine.all():
+        return f"no {model} row of ours beside the thesis' in the table"
+    o, t = rows[mine].iloc[0], rows[~mine].iloc[0]
+    text = f"{o['MAE']:.3f}"
+    if pd.notna(o["MAE std"]):
+        text += f" ± {o['MAE std']:.3f} over {int(o['n seeds'])} seeds"
+    else:
+        text += " (one seed)"
+    if pd.notna(o.get("MAE lo", np.nan)):
+        text += f", 95 % interval [{o['MAE lo']:.3f}, {o['MAE hi']:.3f}]"
+    return f"{text} on {o['Data']} with {o['PLM / text features']} (thesis: {t['MAE']:.3f} on CMU-MOSEI)"

@@ -4,13 +4,19 @@ A high-level use of the trainer: a run's best checkpoint predicts a split whose 
 through ``ambcore.noise.apply_noise`` at several rates and draws. The corruption itself (the
 building block, with no knowledge of models or runs) lives in ``ambcore.noise``; this module
 sits above ``ambcore.train``.
+
+Visual and acoustic noise is evaluated at both granularities of ``ambcore.noise`` (one
+Gaussian scalar per selected step, the default, and one per element) on the same runs and the
+same selected steps; ``select_granularity`` picks one figure 6.3 out of the curves and
+``granularity_figure`` shows the two side by side.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +27,19 @@ from ambcore import runs
 from ambcore.data.collate import make_loader
 from ambcore.metrics import sentiment_metrics
 from ambcore.models.plm import load_tokenizer
-from ambcore.noise import DEFAULT_RATES, NOISE_KINDS, TokenizerInfo, _check_rate, apply_noise, draw_seed
+from ambcore.noise import (
+    AV_KINDS,
+    DEFAULT_GRANULARITY,
+    DEFAULT_RATES,
+    NOISE_GRANULARITIES,
+    NOISE_KINDS,
+    TEXT_KINDS,
+    TokenizerInfo,
+    _check_rate,
+    apply_noise,
+    check_granularity,
+    draw_seed,
+)
 from ambcore.report import data_label, plm_label, row_name
 from ambcore.train import _load_data_for_run, _load_run_model, predict_split, resolve_device
 
@@ -29,8 +47,8 @@ from ambcore.train import _load_data_for_run, _load_run_model, predict_split, re
 class _NoisyLoader:
     """Wraps a loader: every batch corrupted by ``apply_noise``; counts what was corrupted."""
 
-    def __init__(self, loader, kind, rate, generator, tokenizer_info):
-        self.loader, self.kind, self.rate = loader, kind, rate
+    def __init__(self, loader, kind, rate, generator, tokenizer_info, granularity=DEFAULT_GRANULARITY):
+        self.loader, self.kind, self.rate, self.granularity = loader, kind, rate, granularity
         self.generator, self.tokenizer_info = generator, tokenizer_info
         self.n_corrupted = self.n_eligible = 0
 
@@ -39,47 +57,40 @@ class _NoisyLoader:
 
     def __iter__(self):
         for batch in self.loader:
-            result = apply_noise(batch, self.kind, self.rate, self.generator, self.tokenizer_info)
+            result = apply_noise(batch, self.kind, self.rate, self.generator, self.tokenizer_info,
+                                 granularity=self.granularity)  # fmt: skip
             self.n_corrupted += result.n_corrupted
             self.n_eligible += result.n_eligible
             yield result.batch
 
 
-def robustness_curve(
-    run_dir: str | Path,
-    kind: str | Sequence[str],
-    rates: Sequence[float] = DEFAULT_RATES,
-    n_draws: int = 3,
-    seed: int = 0,
-    split: str = "test",
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Metrics of a run's best checkpoint on ``split`` with its inputs corrupted (thesis 6.3.4).
+TEXT_GRANULARITY = "token"  # the granularity column of the text kinds (one token at a time)
+METRICS = ("corr", "mae", "acc7")
 
-    For every kind and rate the split is predicted ``n_draws`` times with independent noise
-    draws (seeded by ``draw_seed``); one row per (kind, rate) holds the mean over draws of
-    ``corr``, ``mae`` and ``acc7`` with their standard deviations over draws (``*_std``), the
-    realised corruption rate, and the run's identity (model, variant, adaptation, seed, data,
-    PLM) so that curves of several runs can be concatenated and averaged.
-    """
 
-    kinds = [kind] if isinstance(kind, str) else list(kind)
-    for k in kinds:
-        if k not in NOISE_KINDS:
-            raise ValueError(f"unknown noise kind {k!r}; valid kinds: {', '.join(NOISE_KINDS)}")
-    rates = [_check_rate(r) for r in rates]
-    if n_draws < 1:
-        raise ValueError(f"n_draws must be at least 1, got {n_draws}")
-    run_dir = Path(run_dir)
+@dataclass
+class _Evaluation:
+    """What every noise condition of one run needs: the run's model, data and identity."""
+
+    cfg: Any
+    device: Any
+    dataset: Any
+    split: str
+    model: Any
+    tokenizer: Any
+    info: TokenizerInfo
+    loader: Any
+    identity: dict
+
+
+def _prepare(run_dir: Path, split: str) -> _Evaluation:
+    """Load a run's best checkpoint, its data split and tokenizer once for all conditions."""
     cfg = runs.read_config(run_dir)
     device = resolve_device(cfg.device)
     dataset = _load_data_for_run(run_dir, cfg, None)
     if split not in dataset.splits:
         raise ValueError(f"{dataset.source}: no split {split!r}; splits: {list(dataset.splits)}")
-    model = _load_run_model(run_dir, device)
     tokenizer = load_tokenizer(cfg)
-    info = TokenizerInfo.from_tokenizer(tokenizer)
-    loader = make_loader(dataset[split], tokenizer, cfg, shuffle=False)
     identity = {
         "run": str(run_dir),
         "row_name": row_name(cfg.model, cfg.text_adaptation, cfg.variant),
@@ -93,36 +104,129 @@ def robustness_curve(
         "plm": plm_label(cfg.plm, cfg.plm_random_init),
         "split": split,
     }
-    total = len(kinds) * len(rates) * n_draws
-    bar = tqdm(total=total, desc=f"noise {run_dir.name}", disable=not progress, leave=False)
-    rows = []
+    return _Evaluation(cfg, device, dataset, split, _load_run_model(run_dir, device), tokenizer,
+                       TokenizerInfo.from_tokenizer(tokenizer),
+                       make_loader(dataset[split], tokenizer, cfg, shuffle=False), identity)  # fmt: skip
+
+
+def _conditions(kinds: Sequence[str], rates: Sequence[float],
+                granularities: Sequence[str]) -> list[tuple[str, str, float]]:
+    """(kind, granularity, rate) to evaluate: text kinds once, visual/acoustic per granularity."""
+    out = []
+    for kind in kinds:
+        grains = [TEXT_GRANULARITY] if kind in TEXT_KINDS else list(granularities)
+        out += [(kind, g, rate) for g in grains for rate in rates]
+    return out
+
+
+def _predict(ev: _Evaluation, kind: str, granularity: str, rate: float, seed: int) -> dict:
+    """Metrics of one noise draw (seeded by ``seed``) and its realised corruption rate."""
+    generator = torch.Generator().manual_seed(seed)
+    grain = DEFAULT_GRANULARITY if granularity == TEXT_GRANULARITY else granularity
+    noisy = _NoisyLoader(ev.loader, kind, rate, generator, ev.info, grain)
+    pred = predict_split(ev.model, ev.dataset[ev.split], ev.tokenizer, ev.cfg, ev.device, loader=noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant predictions
+        metrics = sentiment_metrics(pred.y_pred, pred.y_true)
+    realised = noisy.n_corrupted / noisy.n_eligible if noisy.n_eligible else np.nan
+    return {**{m: metrics[m] for m in METRICS}, "realised_rate": realised}
+
+
+def _summarise_draws(draws: list[dict]) -> dict:
+    """Mean and standard deviation over draws (NaN std for one draw)."""
+    frame = pd.DataFrame(draws)
+    row = {}
+    for m in METRICS:
+        row[m] = frame[m].mean()
+        row[f"{m}_std"] = frame[m].std(ddof=1) if len(frame) > 1 else np.nan
+    row["realised_rate"] = frame["realised_rate"].mean()
+    return row
+
+
+def robustness_curve(
+    run_dir: str | Path,
+    kind: str | Sequence[str],
+    rates: Sequence[float] = DEFAULT_RATES,
+    n_draws: int = 3,
+    seed: int = 0,
+    split: str = "test",
+    progress: bool = False,
+    granularities: Sequence[str] = NOISE_GRANULARITIES,
+) -> pd.DataFrame:
+    """Metrics of a run's best checkpoint on ``split`` with its inputs corrupted (thesis 6.3.4).
+
+    For every kind and rate (and, for visual/acoustic noise, every granularity of
+    ``granularities``; text rows have granularity ``"token"``) the split is predicted ``n_draws``
+    times with independent noise draws (seeded by ``draw_seed``; the granularities share the
+    draws' selection of steps). One row per (kind, granularity, rate) holds the mean over draws
+    of ``corr``, ``mae`` and ``acc7`` with their standard deviations (``*_std``), the realised
+    corruption rate, and the run's identity (model, variant, adaptation, seed, data, PLM), so
+    that curves of several runs can be concatenated and averaged. Rate 0 changes nothing, so
+    the clean split is predicted once and shared by every kind.
+    """
+    kinds = [kind] if isinstance(kind, str) else list(kind)
     for k in kinds:
-        for rate in rates:
-            draws = []
-            for draw in range(n_draws):
-                generator = torch.Generator().manual_seed(draw_seed(seed, k, draw))
-                noisy = _NoisyLoader(loader, k, rate, generator, info)
-                pred = predict_split(model, dataset[split], tokenizer, cfg, device, loader=noisy)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # constant predictions
-                    metrics = sentiment_metrics(pred.y_pred, pred.y_true)
-                realised = noisy.n_corrupted / noisy.n_eligible if noisy.n_eligible else np.nan
-                draws.append({**{m: metrics[m] for m in ("corr", "mae", "acc7")},
-                              "realised_rate": realised})  # fmt: skip
-                bar.update(1)
-            frame = pd.DataFrame(draws)
-            row = {**identity, "kind": k, "rate": rate, "n_draws": n_draws}
-            for m in ("corr", "mae", "acc7"):
-                row[m] = frame[m].mean()
-                row[f"{m}_std"] = frame[m].std(ddof=1) if n_draws > 1 else np.nan
-            row["realised_rate"] = frame["realised_rate"].mean()
-            rows.append(row)
+        if k not in NOISE_KINDS:
+            raise ValueError(f"unknown noise kind {k!r}; valid kinds: {', '.join(NOISE_KINDS)}")
+    granularities = [check_granularity(g) for g in granularities]
+    rates = [_check_rate(r) for r in rates]
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be at least 1, got {n_draws}")
+    ev = _prepare(Path(run_dir), split)
+    conditions = _conditions(kinds, rates, granularities)
+    bar = tqdm(total=len(conditions), desc=f"noise {Path(run_dir).name}", disable=not progress, leave=False)
+    clean, rows = None, []
+    for k, grain, rate in conditions:
+        if rate == 0.0:
+            clean = clean or _predict(ev, k, grain, 0.0, draw_seed(seed, k, 0))
+            draws = [clean] * n_draws
+        else:
+            draws = [_predict(ev, k, grain, rate, draw_seed(seed, k, d)) for d in range(n_draws)]
+        rows.append({**ev.identity, "kind": k, "granularity": grain, "rate": rate, "n_draws": n_draws,
+                     **_summarise_draws(draws)})  # fmt: skip
+        bar.update(1)
     bar.close()
     return pd.DataFrame(rows)
 
 
+def select_granularity(curves: pd.DataFrame, granularity: str) -> pd.DataFrame:
+    """The text rows and the visual/acoustic rows of ``granularity``: one figure 6.3's worth.
+
+    Curves without a granularity column (computed before it existed) are element-wise."""
+    check_granularity(granularity)
+    if "granularity" not in curves:
+        curves = curves.assign(granularity=np.where(curves["kind"].isin(TEXT_KINDS), TEXT_GRANULARITY, "element"))
+    keep = curves["granularity"].isin([TEXT_GRANULARITY, granularity])
+    return curves[keep].reset_index(drop=True)
+
+
+def granularity_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "corr"):
+    """The visual and acoustic panels of figure 6.3 for both granularities side by side
+    (rows: visual, acoustic; columns: ``NOISE_GRANULARITIES``); from ``summarize_curves``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(NOISE_GRANULARITIES), figsize=(10, 7), sharey=True, constrained_layout=True)
+    models = list(dict.fromkeys(summary["row_name"]))
+    for row, kind in enumerate(AV_KINDS):
+        for col, grain in enumerate(NOISE_GRANULARITIES):
+            ax, part = axes[row, col], summary[(summary["kind"] == kind) & (summary["granularity"] == grain)]
+            for i, model in enumerate(models):
+                curve = part[part["row_name"] == model].sort_values("rate")
+                mean, std = curve[f"{metric}_mean"], curve[f"{metric}_std"].fillna(0.0)
+                ax.plot(curve["rate"], mean, marker="o^dsv"[i % 5], color=f"C{i}", label=model)
+                ax.fill_between(curve["rate"], mean - std, mean + std, color=f"C{i}", alpha=0.15)
+            default = " (default)" if grain == DEFAULT_GRANULARITY else ""
+            ax.set(title=f"{kind} noise, one draw per {grain}{default}", xlabel="noise insertion rate")
+            ax.grid(True, alpha=0.3)
+        axes[row, 0].set_ylabel(metric)
+    axes[0, 0].legend(fontsize=8)
+    if subtitle:
+        fig.suptitle(subtitle, fontsize=9)
+    return fig
+
+
 CURVE_KEYS = ("row_name", "model", "variant", "text_adaptation", "preset", "data",
-              "is_synthetic", "plm", "split", "kind", "rate")  # fmt: skip
+              "is_synthetic", "plm", "split", "kind", "granularity", "rate")  # fmt: skip
 
 
 def summarize_curves(curves: pd.DataFrame) -> pd.DataFrame:
@@ -133,6 +237,8 @@ def summarize_curves(curves: pd.DataFrame) -> pd.DataFrame:
     runs (each run already averaged over its noise draws; std with ddof=1, NaN for one run),
     ``n_runs`` and the mean ``realised_rate`` - the band of figure 6.3.
     """
+    if "granularity" not in curves:  # curves computed before granularities existed: element-wise
+        curves = curves.assign(granularity=np.where(curves["kind"].isin(TEXT_KINDS), TEXT_GRANULARITY, "element"))
     missing = [k for k in (*CURVE_KEYS, "run", "corr", "mae", "acc7") if k not in curves]
     if missing:
         raise ValueError(f"summarize_curves: columns {missing} missing; pass robustness_curve output")

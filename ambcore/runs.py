@@ -13,6 +13,17 @@ A training run (``ambcore.train.train_and_evaluate``) owns one folder::
       best/                  the best checkpoint (the model's ``save_pretrained``)
       last/                  resume state after the latest finished epoch (see below)
       DONE                   written last; a folder with DONE is never trained again
+      DIVERGED               written instead of DONE when a training loss or validation MAE
+                             is not finite (JSON: epoch, train_loss, valid_mae, best_epoch,
+                             message); best/ and last/ keep the last good epoch, and the
+                             folder is never resumed (the same config diverges again)
+      .train.lock            held (``fcntl.flock``) by the one ``train`` process working in
+                             the folder; it holds that process' pid (``lock_holder``)
+
+Run status (``run_status``): "done", "diverged", "unfinished" or "empty". A sweep that finds a
+DONE folder checks it with ``verify_finished(run_dir)`` before it adopts it: every file present
+and readable, ``history.csv`` one row per epoch, the best checkpoint's weights matching their
+SHA-256 (``ambcore.models.checkpoint``) and ``best/config.json`` equal to ``config.json``.
 
 Every file is written atomically: the bytes go to a temporary file in the same folder, which
 is flushed, fsync'ed and then renamed over the target with ``os.replace``. A crash (even
@@ -22,11 +33,15 @@ Resume state (``last/``) holds only tensors in safetensors files and scalars in 
 pickle): the trainable weights, the optimizer state, the RNG states of python, numpy and torch,
 the epoch, the best validation MAE so far and the patience counter. The tensor files carry the
 epoch in their names and ``last/state.json`` is written after them, so ``state.json`` always
-points to complete files; files of older epochs are removed afterwards.
+points to complete files; files of older epochs are removed afterwards. ``history.csv`` is
+written before ``state.json`` and rebuilt from ``state.json`` on resume, so a crash between the
+two never leaves a finished run with a missing row. Temporary files left by a crash
+(``*.tmp``) are removed when training starts or resumes (under the lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.metadata
@@ -80,6 +95,16 @@ __all__ = [
     "restore_rng_state",
     "replace_dir",
     "recover_dir_swap",
+    "RunWriteError",
+    "RunLockedError",
+    "run_lock",
+    "lock_holder",
+    "clean_temp_files",
+    "mark_diverged",
+    "read_diverged",
+    "run_status",
+    "check_best_config",
+    "verify_finished",
 ]
 
 HISTORY_COLUMNS = (
@@ -136,6 +161,22 @@ class RunPaths:
     def done(self) -> Path:
         return self.root / "DONE"
 
+    @property
+    def diverged(self) -> Path:
+        return self.root / "DIVERGED"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".train.lock"
+
+
+class RunWriteError(AmbError, OSError):
+    """A run file that could not be written (read-only folder, full disk); names the path."""
+
+
+class RunLockedError(AmbError):
+    """Another process is training in the same run folder."""
+
 
 # ---- atomic writes ---------------------------------------------------------------------------
 
@@ -143,22 +184,31 @@ class RunPaths:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, RunWriteError):
+            raise _write_error(path, exc) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _write_error(path: Path, exc: OSError) -> RunWriteError:
+    return RunWriteError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -562,3 +612,187 @@ def load_resume_state(last_dir: str | Path) -> ResumeState | None:
         scheduler=meta.get("scheduler"),
         lr_halvings_done=int(meta.get("lr_halvings_done", 0)),
     )
+
+
+# ---- lock, crash leftovers, divergence, verification ------------------------------------------
+
+
+_HELD_LOCKS: set[str] = set()  # run folders whose lock this process holds (re-entry is a no-op)
+
+
+@contextlib.contextmanager
+def run_lock(root: str | Path, enabled: bool = True):
+    """Hold an exclusive ``fcntl.flock`` on ``<root>/.train.lock`` (creating ``root``).
+
+    A second holder fails at once with ``RunLockedError`` naming the folder and the pid written
+    by the holder. The kernel releases the lock when the holder exits, even on ``kill -9``.
+    Re-entering in the process that holds it is a no-op (a sweep may lock a cell's folder and
+    then train in it); ``enabled=False`` (the non-zero ranks of a distributed run) takes no lock.
+    A folder that this call created and left empty is removed again.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    path = RunPaths(root).lock
+    key = os.path.realpath(path)
+    if not enabled or fcntl is None or key in _HELD_LOCKS:
+        yield
+        return
+    created = not path.parent.exists()
+    fd = _open_lock_file(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"{path.parent} is in use by another train process (pid {_pid_in(fd)}); wait "
+                "for it to finish or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD_LOCKS.add(key)
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(key)
+            if created and [p.name for p in path.parent.iterdir()] == [path.name]:
+                path.unlink(missing_ok=True)  # nothing was written: leave no folder behind
+                path.parent.rmdir()
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+
+
+def _pid_in(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+
+
+def lock_holder(root: str | Path) -> int | None:
+    """The pid of the process training in ``root`` (holding its lock), or None."""
+    import fcntl
+
+    path = RunPaths(root).lock
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(fd)
+            return int(pid) if pid.isdigit() else -1
+        return None
+    finally:
+        os.close(fd)
+
+
+def clean_temp_files(root: str | Path) -> list[Path]:
+    """Remove the ``*.tmp`` files that crashed writes left anywhere in a run folder."""
+    removed = []
+    for path in sorted(Path(root).rglob("*.tmp")):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def mark_diverged(run_dir: str | Path, info: Mapping[str, Any]) -> Path:
+    """Write the ``DIVERGED`` marker (JSON: epoch, losses, best epoch kept, message)."""
+    return write_json(RunPaths(run_dir).diverged, dict(info))
+
+
+def read_diverged(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``DIVERGED`` marker of a run folder, or None when the run did not diverge."""
+    path = RunPaths(run_dir).diverged
+    return read_json(path) if path.exists() else None
+
+
+def run_status(run_dir: str | Path) -> str:
+    """"done", "diverged", "unfinished" (a config.json, no marker) or "empty"."""
+    paths = RunPaths(run_dir)
+    if paths.diverged.exists():
+        return "diverged"
+    if paths.done.exists():
+        return "done"
+    return "unfinished" if paths.config.exists() else "empty"
+
+
+def check_best_config(run_dir: str | Path) -> None:
+    """``best/config.json`` must be the run's ``config.json``: a best/ folder swapped in from
+    another seed or configuration is refused (one line naming the differing keys)."""
+    paths = RunPaths(run_dir)
+    run_cfg = read_config(run_dir).to_dict()
+    best_path = paths.best / "config.json"
+    if not best_path.is_file():
+        raise AmbError(f"{paths.best}: no config.json (not a checkpoint of this run)")
+    best_cfg = config_from_dict(_json_object(best_path)).to_dict()
+    diff = sorted(k for k in run_cfg if best_cfg.get(k) != run_cfg[k])
+    if diff:
+        changes = ", ".join(f"{k}: {run_cfg[k]!r} vs {best_cfg.get(k)!r}" for k in diff[:6])
+        raise AmbError(
+            f"{best_path} is not this run's configuration ({changes}); the checkpoint belongs "
+            "to another run"
+        )
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise AmbError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def verify_finished(run_dir: str | Path) -> dict[str, Any]:
+    """Check a finished (DONE) run folder before its results are used; returns its metrics.
+
+    Refuses, with one ``AmbError`` line naming the file: no DONE or a DIVERGED marker, a missing
+    or unreadable ``config.json`` / ``metrics.json`` / ``history.csv`` /
+    ``test_predictions.csv`` (not for a valid-only tuning trial), a history without one row per epoch, a best checkpoint whose
+    weights do not match their SHA-256, do not parse or are not finite, and a ``best/config.json``
+    other than the run's. Nothing is written.
+    """
+    from ambcore.models.checkpoint import read_checkpoint
+
+    paths = RunPaths(run_dir)
+    if read_diverged(run_dir) is not None:
+        raise AmbError(f"{paths.root}: the run diverged (see {paths.diverged.name})")
+    if not paths.done.exists():
+        raise AmbError(f"{paths.root}: not a finished run (no DONE)")
+    read_config(run_dir)
+    metrics = read_metrics(run_dir)
+    if not isinstance(metrics, dict):
+        metrics = {}
+    valid_only = metrics.get("valid_only") is True  # a tuning trial: no test split was given
+    required = ("valid", "best_epoch", "epochs_run") + (() if valid_only else ("test",))
+    missing = [k for k in required if k not in metrics]
+    if missing:
+        raise AmbError(f"{paths.metrics}: incomplete (missing {', '.join(missing) or 'all'})")
+    rows = _csv_rows(paths.history)
+    if rows != metrics["epochs_run"]:
+        raise AmbError(
+            f"{paths.history}: {rows} row(s), expected one per epoch ({metrics['epochs_run']})"
+        )
+    if not valid_only:
+        _csv_rows(paths.test_predictions)
+    read_checkpoint(paths.best)
+    check_best_config(run_dir)
+    return metrics
+
+
+def _csv_rows(path: Path) -> int:
+    """The number of data rows of a CSV file written by ``write_csv``."""
+    if not path.is_file():
+        raise AmbError(f"{path}: missing")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return max(0, sum(1 for _ in csv.reader(fh)) - 1)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AmbError(f"{path}: not a readable CSV file ({exc})") from None

@@ -24,6 +24,17 @@ Reproducibility
   any point (even ``kill -9``) continues with ``resume=True`` (CLI ``--resume``) from the last
   finished epoch and ends with the same metrics as an uninterrupted run. A run folder with a
   ``DONE`` marker is never trained again: its results are read back.
+- One ``train`` at a time per run folder: the folder's ``.lock`` is held (``fcntl.flock``) for
+  the whole call; a second process fails at once naming the holder's pid.
+- A training loss or validation prediction that is not finite stops the run with
+  ``DivergedError`` ("diverged at epoch N"): the epoch is not committed, ``best/`` and ``last/``
+  keep the last good epochs and a ``DIVERGED`` marker (``ambcore.runs``) tells sweeps why.
+- The best checkpoint is read back through its SHA-256 check, and only when its
+  ``config.json`` is the run's own (``runs.check_best_config``).
+
+``train_and_evaluate`` reads as its steps: refuse what cannot be trained, take the lock, set up
+(seed, data, model, optimizer, resume state), write the run's header files, train the epochs,
+evaluate the best checkpoint and finish.
 
 Devices
 -------
@@ -43,13 +54,15 @@ and only rank 0 writes to the run folder. Note that the effective batch size is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,11 +74,12 @@ from tqdm.auto import tqdm
 from ambcore import runs
 from ambcore.config import Config, config_from_dict
 from ambcore.data.types import Batch, MultimodalDataset, Split
-from ambcore.errors import AmbError, DataError
+from ambcore.errors import AmbError, DataError, ModelConfigError
 from ambcore.metrics import sentiment_metrics
 from ambcore.seeding import seed_everything
 
 __all__ = [
+    "DivergedError",
     "TrainResult",
     "Evaluation",
     "Predictions",
@@ -93,7 +107,7 @@ class TrainResult:
 
     run_dir: Path
     valid: dict[str, Any]  # sentiment_metrics of the best checkpoint on the validation split
-    test: dict[str, Any]  # ... and on the test split
+    test: dict[str, Any] | None  # ... and on the test split (None: a valid-only tuning run)
     best_epoch: int  # 1-based epoch of the best validation MAE
     epochs_run: int  # epochs trained in total (over all resumptions)
     stopped_early: bool
@@ -206,10 +220,7 @@ def _restore_best(model: nn.Module, optimizer: torch.optim.Optimizer, paths: run
 
     runs.recover_dir_swap(paths.best)
     saved = runs.load_tensors(paths.best / WEIGHTS_FILE)
-    params = {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
-    if set(saved) != set(params):
-        raise AmbError(f"{paths.best}: the best weights do not match the model's trainable "
-                       f"parameters ({len(saved)} saved, {len(params)} expected)")  # fmt: skip
+    params = _check_trainable_tensors(saved, model, paths.best, "the best weights")
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value.to(device))
@@ -382,7 +393,7 @@ def _result_from_folder(paths: runs.RunPaths, seconds: float, reused: bool) -> T
     return TrainResult(
         run_dir=paths.root,
         valid=metrics["valid"],
-        test=metrics["test"],
+        test=metrics.get("test"),  # None for a valid-only (tuning) run
         best_epoch=metrics["best_epoch"],
         epochs_run=metrics["epochs_run"],
         stopped_early=metrics["stopped_early"],
@@ -403,22 +414,99 @@ def train_and_evaluate(
     progress: bool = True,
     resume: bool = False,
     on_epoch_end: Callable[[int], None] | None = None,
+    dataset: MultimodalDataset | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` and evaluate the best checkpoint on valid and test.
 
     ``resume``: continue an unfinished run in ``run_dir`` from its last finished epoch (without
     it, a folder holding an unfinished run is refused). A folder marked DONE is read back, not
     retrained. ``on_epoch_end(epoch)`` is called after each epoch's state has been committed.
+    One process at a time trains in a folder (``runs.run_lock``); a training loss or validation
+    MAE that is not finite stops the run (``DivergedError``, a ``DIVERGED`` marker).
+    ``dataset``: the data instead of ``cfg.data``; one without a test split (the tuner's,
+    ``ambcore.tune``) gives a run with no test metric and no test predictions (``valid_only``).
     """
-    from ambcore.data import load_dataset
-    from ambcore.models import build_model, load_pretrained
-    from ambcore.models.plm import load_tokenizer, resolve_plm_path
-
     start_time = time.perf_counter()
     paths = runs.RunPaths(Path(run_dir))
+    _check_run_folder(paths)
     if paths.done.exists():
-        _check_same_config(paths, cfg)
-        return _result_from_folder(paths, time.perf_counter() - start_time, reused=True)
+        return _reuse_finished(paths, cfg, start_time)
+    with runs.run_lock(paths.root, enabled=_is_rank_zero()):
+        if paths.done.exists():  # finished by another process before the lock was taken
+            return _reuse_finished(paths, cfg, start_time)
+        _check_can_train(paths, cfg, resume)
+        setup = _set_up(cfg, paths, resume, dataset)
+        _write_run_header(setup)
+        loop = _train_epochs(setup, progress, on_epoch_end)
+        _evaluate_best_and_finish(setup, loop)
+        result = _result_from_folder(paths, time.perf_counter() - start_time, reused=False)
+    result.resumed_from_epoch = setup.state.epoch if setup.state else 0
+    return result
+
+
+class DivergedError(AmbError):
+    """A training loss or validation MAE that is not finite; the run folder is marked DIVERGED."""
+
+
+@dataclass
+class _Setup:
+    """Everything one training call works with, built by ``_set_up`` in a fixed order."""
+
+    cfg: Config
+    paths: runs.RunPaths
+    dist: _Dist
+    device: torch.device
+    dataset: MultimodalDataset
+    tokenizer: Any
+    model: nn.Module
+    trainable: list[nn.Parameter]
+    n_trainable: int
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # torch LR scheduler or None
+    plm_ref: dict[str, Any]
+    state: runs.ResumeState | None  # what a resumed run continues from
+
+
+@dataclass
+class _Loop:
+    """The epoch loop's counters; a resumed run starts from the saved ones."""
+
+    history: list[dict[str, Any]]
+    best_mae: float = math.inf
+    best_epoch: int = 0
+    since_best: int = 0  # the patience counter
+    halvings_done: int = 0
+    stopped_early: bool = False
+
+    @classmethod
+    def start(cls, state: runs.ResumeState | None) -> _Loop:
+        if state is None:
+            return cls(history=[])
+        return cls(list(state.history), state.best_valid_mae, state.best_epoch,
+                   state.epochs_since_best, state.lr_halvings_done)  # fmt: skip
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_run_folder(paths: runs.RunPaths) -> None:
+    if paths.root.exists() and not paths.root.is_dir():
+        raise AmbError(f"{paths.root} exists and is not a folder; the run folder must be a folder")
+
+
+def _reuse_finished(paths: runs.RunPaths, cfg: Config, start_time: float) -> TrainResult:
+    _check_same_config(paths, cfg)
+    return _result_from_folder(paths, time.perf_counter() - start_time, reused=True)
+
+
+def _check_can_train(paths: runs.RunPaths, cfg: Config, resume: bool) -> None:
+    diverged = runs.read_diverged(paths.root)
+    if diverged is not None:
+        raise AmbError(
+            f"{paths.root}: the run diverged at epoch {diverged.get('epoch')} (see DIVERGED); "
+            "the same config would diverge again: choose another folder or config"
+        )
     if paths.config.exists():
         if not resume:
             raise AmbError(
@@ -427,14 +515,22 @@ def train_and_evaluate(
             )
         _check_same_config(paths, cfg)
 
+
+def _set_up(cfg: Config, paths: runs.RunPaths, resume: bool,
+            dataset: MultimodalDataset | None = None) -> _Setup:
+    """Seed, then data, tokenizer, model, optimizer and schedule; the resume state restored."""
+    from ambcore.data import load_dataset
+    from ambcore.models import build_model
+    from ambcore.models.plm import load_tokenizer, resolve_plm_path
+
     dist = _init_distributed()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, dist.local_rank)
-    dataset: MultimodalDataset = load_dataset(cfg.data, cfg)
+    dataset = dataset if dataset is not None else load_dataset(cfg.data, cfg)
     tokenizer = load_tokenizer(cfg)
-    model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
+    with _pickled_plm_refused(cfg):
+        model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
     optimizer = make_optimizer(trainable, cfg, device)
     scheduler = None
     if cfg.warmup_ratio > 0:  # created before a resumed optimizer state is loaded (initial_lr)
@@ -442,7 +538,6 @@ def train_and_evaluate(
         scheduler = make_scheduler(optimizer, cfg, steps)
     plm_ref = {"name": cfg.plm, "resolved": resolve_plm_path(cfg.plm),
                "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random")}  # fmt: skip
-
     state = runs.load_resume_state(paths.last) if resume else None
     if state is not None:
         _check_state(state, model, paths)
@@ -451,135 +546,246 @@ def train_and_evaluate(
         if scheduler is not None and state.scheduler is not None:
             scheduler.load_state_dict(state.scheduler)
         runs.restore_rng_state(state.rng_tensors, state.rng_scalars)
-    history: list[dict[str, Any]] = list(state.history) if state else []
-    first_epoch = state.epoch + 1 if state else 1
-    best_mae = state.best_valid_mae if state else math.inf
-    best_epoch = state.best_epoch if state else 0
-    since_best = state.epochs_since_best if state else 0
-    halvings_done = state.lr_halvings_done if state else 0
+    n_trainable = sum(p.numel() for p in trainable)
+    return _Setup(cfg, paths, dist, device, dataset, tokenizer, model, trainable, n_trainable,
+                  optimizer, scheduler, plm_ref, state)  # fmt: skip
 
+
+@contextlib.contextmanager
+def _pickled_plm_refused(cfg: Config):
+    """torch's weights-only refusal of a PLM's pickled weights, as one line naming the PLM."""
+    try:
+        yield
+    except pickle.UnpicklingError:
+        from ambcore.models.plm import resolve_plm_path
+
+        raise ModelConfigError(
+            f"PLM {cfg.plm!r} ({resolve_plm_path(cfg.plm)}): torch.load refused its pickled "
+            "weights file (pytorch_model.bin holds objects outside torch's weights-only "
+            "allow-list); use a folder with model.safetensors"
+        ) from None
+
+
+def _write_run_header(setup: _Setup) -> None:
+    """config.json and env.json (a resumed run: its env gains a ``resumed`` entry and its
+    history.csv is rebuilt from the resume state); crash leftovers are removed first."""
+    paths, state, dist = setup.paths, setup.state, setup.dist
     if dist.main:
         paths.root.mkdir(parents=True, exist_ok=True)
         runs.recover_dir_swap(paths.best)
+        runs.clean_temp_files(paths.root)
         if state is None:
-            runs.write_json(paths.config, cfg.to_dict())
-            env = runs.collect_env(device, dataset.fingerprint, dataset.name,
-                                   dataset.is_synthetic, plm_ref, dist.world_size)  # fmt: skip
-            env["data_source"] = dataset.source
-            env["data_dims"] = {"visual": dataset.visual_dim, "acoustic": dataset.acoustic_dim}
-            env["data_repairs"] = dataset.repairs
-            env["resumed"] = []
+            paths.history.unlink(missing_ok=True)  # rows of a run that never committed an epoch
+            runs.write_json(paths.config, setup.cfg.to_dict())
+            env = _new_env(setup)
         else:
+            runs.write_csv(paths.history, state.history, runs.HISTORY_COLUMNS)
             env = runs.read_json(paths.env)
             env.setdefault("resumed", []).append(
                 {"after_epoch": state.epoch, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "hostname": runs.collect_env(device)["hostname"]}  # fmt: skip
+                 "hostname": runs.collect_env(setup.device)["hostname"]}  # fmt: skip
             )
         runs.write_json(paths.env, env)
     dist.barrier()
 
-    train_model: nn.Module = model
-    if cfg.compile and device.type == "cuda":
+
+def _new_env(setup: _Setup) -> dict[str, Any]:
+    dataset = setup.dataset
+    env = runs.collect_env(setup.device, dataset.fingerprint, dataset.name,
+                           dataset.is_synthetic, setup.plm_ref, setup.dist.world_size)  # fmt: skip
+    env["data_source"] = dataset.source
+    env["data_dims"] = {"visual": dataset.visual_dim, "acoustic": dataset.acoustic_dim}
+    env["data_repairs"] = dataset.repairs
+    env["resumed"] = []
+    return env
+
+
+def _training_model(setup: _Setup) -> nn.Module:
+    """The model as the training steps call it: compiled on CUDA, wrapped by DDP on >1 rank."""
+    train_model: nn.Module = setup.model
+    if setup.cfg.compile and setup.device.type == "cuda":
         train_model = torch.compile(train_model)
-    if dist.world_size > 1:
+    if setup.dist.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(
             train_model,
-            device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            device_ids=[setup.dist.local_rank] if setup.device.type == "cuda" else None,
             find_unused_parameters=True,  # variants (text-only, no-text) leave branches unused
         )
+    return train_model
 
-    train_split, valid_split = dataset["train"], dataset["valid"]
-    valid_loader = _make_loader(valid_split, tokenizer, cfg, shuffle=False)
-    stopped_early = since_best >= cfg.patience
-    epochs = range(first_epoch, cfg.max_epochs + 1) if not stopped_early else range(0)
+
+def _train_epochs(setup: _Setup, progress: bool, on_epoch_end) -> _Loop:
+    """Epochs until ``max_epochs`` or patience runs out; each one committed to ``last/``."""
+    cfg, dist = setup.cfg, setup.dist
+    train_model = _training_model(setup)
+    loop = _Loop.start(setup.state)
+    valid_loader = _make_loader(setup.dataset["valid"], setup.tokenizer, cfg, shuffle=False)
+    loop.stopped_early = loop.since_best >= cfg.patience
+    first_epoch = setup.state.epoch + 1 if setup.state else 1
+    epochs = range(first_epoch, cfg.max_epochs + 1) if not loop.stopped_early else range(0)
     bar = tqdm(epochs, desc=f"train {cfg.model} ({cfg.preset}, seed {cfg.seed})",
                disable=not (progress and dist.main))  # fmt: skip
     for epoch in bar:
         t0 = time.perf_counter()
-        loader = _epoch_loader(train_split, tokenizer, cfg, epoch, dist)
+        loader = _epoch_loader(setup.dataset["train"], setup.tokenizer, cfg, epoch, dist)
         train_loss, train_aux = _train_one_epoch(
-            train_model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress,
-            scheduler=scheduler,
-        )
-        valid_pred = predict_split(model, valid_split, tokenizer, cfg, device, loader=valid_loader)
+            train_model, loader, setup.tokenizer, setup.optimizer, setup.trainable, cfg,
+            setup.device, dist, epoch, progress, scheduler=setup.scheduler,
+        )  # fmt: skip
+        valid_pred = predict_split(setup.model, setup.dataset["valid"], setup.tokenizer, cfg,
+                                   setup.device, loader=valid_loader)  # fmt: skip
+        _stop_if_diverged(setup, loop, epoch, train_loss, valid_pred)
         valid = _metrics(valid_pred)
-        if valid["mae"] < best_mae:
-            best_mae, best_epoch, since_best = valid["mae"], epoch, 0
-            if dist.main:
-                runs.replace_dir(paths.best, lambda folder: _save_best(model, optimizer, cfg, folder))
-        else:
-            since_best += 1
-        if since_best >= cfg.patience and halvings_done < cfg.lr_halvings:
-            # MISA's recipe: back to the best epoch (weights and optimizer state), half the
-            # learning rate in use, patience afresh. Before the resume state is written, so a
-            # resumed run continues from the restored weights.
-            in_use = [group["lr"] for group in optimizer.param_groups]
-            dist.barrier()
-            _restore_best(model, optimizer, paths, device)
-            for group, lr in zip(optimizer.param_groups, in_use):
-                group["lr"] = lr * 0.5
-            if scheduler is not None:
-                scheduler.base_lrs = [lr * 0.5 for lr in scheduler.base_lrs]
-            halvings_done += 1
-            since_best = 0
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_aux_loss": train_aux,
-                "valid_loss": valid_pred.loss,
-                "valid_mae": valid["mae"],
-                "valid_acc7": valid["acc7"],
-                "valid_corr": valid["corr"],
-                "seconds": time.perf_counter() - t0,
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-        )
-        if dist.main:
-            rng_tensors, rng_scalars = runs.capture_rng_state()
-            runs.save_resume_state(
-                paths.last,
-                runs.ResumeState(
-                    epoch=epoch,
-                    model={n: p.detach() for n, p in _unwrap(model).named_parameters()
-                           if p.requires_grad},  # fmt: skip
-                    optimizer=optimizer.state_dict(),
-                    rng_tensors=rng_tensors,
-                    rng_scalars=rng_scalars,
-                    best_valid_mae=best_mae,
-                    best_epoch=best_epoch,
-                    epochs_since_best=since_best,
-                    history=history,
-                    config_json=cfg.to_json(),
-                    scheduler=None if scheduler is None else scheduler.state_dict(),
-                    lr_halvings_done=halvings_done,
-                ),
-            )
-            runs.write_csv(paths.history, history, runs.HISTORY_COLUMNS)
-        dist.barrier()
+        _track_best(setup, loop, epoch, valid["mae"])
+        _halve_lr_if_patience_ran_out(setup, loop)
+        loop.history.append(_history_row(epoch, train_loss, train_aux, valid_pred, valid,
+                                         time.perf_counter() - t0, setup.optimizer))  # fmt: skip
+        _commit_epoch(setup, loop, epoch)
         bar.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{valid['mae']:.3f}",
-                        best_epoch=best_epoch)  # fmt: skip
+                        best_epoch=loop.best_epoch)  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-        if since_best >= cfg.patience:
-            stopped_early = True
+        if loop.since_best >= cfg.patience:
+            loop.stopped_early = True
             break
     bar.close()
+    return loop
 
-    if best_epoch == 0:
-        raise AmbError(f"{paths.root}: no epoch was trained (max_epochs={cfg.max_epochs})")
-    # The best checkpoint, read back from disk: the reported numbers are those of the files.
-    best_model = load_pretrained(paths.best).to(device)
-    valid_pred = predict_split(best_model, valid_split, tokenizer, cfg, device, progress=False)
-    test_pred = predict_split(best_model, dataset["test"], tokenizer, cfg, device, progress=False)
-    valid, test = _metrics(valid_pred), _metrics(test_pred)
-    mean_pred = dataclasses.replace(
-        test_pred, y_pred=np.full_like(test_pred.y_true, float(np.mean(train_split.labels)))
-    )
-    metrics = {
-        "valid": valid,
-        "test": test,
-        "test_baseline_train_mean": _metrics(mean_pred),
+
+def _stop_if_diverged(setup: _Setup, loop: _Loop, epoch: int, train_loss: float,
+                      valid_pred: Predictions) -> None:  # fmt: skip
+    """A non-finite training loss or validation prediction ends the run: ``DIVERGED`` is written,
+    best/ and last/ keep the last good epochs (this epoch is not committed)."""
+    if math.isfinite(train_loss) and bool(np.isfinite(valid_pred.y_pred).all()):
+        return
+    valid_mae = float(np.mean(np.abs(valid_pred.y_pred - valid_pred.y_true)))
+    kept = (f"best/ keeps epoch {loop.best_epoch}, last/ epoch {epoch - 1}" if loop.best_epoch
+            else "no earlier epoch was kept")  # fmt: skip
+    message = (f"{setup.paths.root}: diverged at epoch {epoch} (training loss {train_loss:.4g}, "
+               f"validation MAE {valid_mae:.4g}); {kept}; try a lower lr or grad_clip")  # fmt: skip
+    if setup.dist.main:
+        runs.mark_diverged(setup.paths.root, {
+            "epoch": epoch, "train_loss": train_loss, "valid_mae": valid_mae,
+            "best_epoch": loop.best_epoch, "last_epoch": epoch - 1, "message": message,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })  # fmt: skip
+    raise DivergedError(message)
+
+
+def _track_best(setup: _Setup, loop: _Loop, epoch: int, valid_mae: float) -> None:
+    """A better validation MAE resets patience and becomes ``best/``."""
+    if valid_mae < loop.best_mae:
+        loop.best_mae, loop.best_epoch, loop.since_best = valid_mae, epoch, 0
+        if setup.dist.main:
+            runs.replace_dir(setup.paths.best,
+                             lambda folder: _save_best(setup.model, setup.optimizer, setup.cfg,
+                                                       folder))  # fmt: skip
+    else:
+        loop.since_best += 1
+
+
+def _halve_lr_if_patience_ran_out(setup: _Setup, loop: _Loop) -> None:
+    """MISA's recipe (``cfg.lr_halvings``): back to the best epoch (weights and optimizer
+    state), half the learning rate in use, patience afresh. Before the resume state is
+    written, so a resumed run continues from the restored weights."""
+    cfg, optimizer, scheduler = setup.cfg, setup.optimizer, setup.scheduler
+    if not (loop.since_best >= cfg.patience and loop.halvings_done < cfg.lr_halvings):
+        return
+    in_use = [group["lr"] for group in optimizer.param_groups]
+    setup.dist.barrier()
+    _restore_best(setup.model, optimizer, setup.paths, setup.device)
+    for group, lr in zip(optimizer.param_groups, in_use):
+        group["lr"] = lr * 0.5
+    if scheduler is not None:
+        scheduler.base_lrs = [lr * 0.5 for lr in scheduler.base_lrs]
+    loop.halvings_done += 1
+    loop.since_best = 0
+
+
+def _history_row(epoch: int, train_loss: float, train_aux: float, valid_pred: Predictions,
+                 valid: dict[str, Any], seconds: float, optimizer) -> dict[str, Any]:  # fmt: skip
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_aux_loss": train_aux,
+        "valid_loss": valid_pred.loss,
+        "valid_mae": valid["mae"],
+        "valid_acc7": valid["acc7"],
+        "valid_corr": valid["corr"],
+        "seconds": seconds,
+        "lr": optimizer.param_groups[0]["lr"],
+    }
+
+
+def _commit_epoch(setup: _Setup, loop: _Loop, epoch: int) -> None:
+    """history.csv, then the resume state (``last/state.json`` is the commit): a crash between
+    the two is resumed from the previous epoch, whose state rebuilds the history."""
+    if setup.dist.main:
+        runs.write_csv(setup.paths.history, loop.history, runs.HISTORY_COLUMNS)
+        rng_tensors, rng_scalars = runs.capture_rng_state()
+        scheduler = setup.scheduler
+        runs.save_resume_state(
+            setup.paths.last,
+            runs.ResumeState(
+                epoch=epoch,
+                model={n: p.detach() for n, p in _unwrap(setup.model).named_parameters()
+                       if p.requires_grad},  # fmt: skip
+                optimizer=setup.optimizer.state_dict(),
+                rng_tensors=rng_tensors,
+                rng_scalars=rng_scalars,
+                best_valid_mae=loop.best_mae,
+                best_epoch=loop.best_epoch,
+                epochs_since_best=loop.since_best,
+                history=loop.history,
+                config_json=setup.cfg.to_json(),
+                scheduler=None if scheduler is None else scheduler.state_dict(),
+                lr_halvings_done=loop.halvings_done,
+            ),
+        )
+    setup.dist.barrier()
+
+
+def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
+    """The best checkpoint, read back from disk (the reported numbers are those of the files),
+    on valid and test; then test_predictions.csv, metrics.json and DONE."""
+    from ambcore.models import load_pretrained
+
+    cfg, dataset, paths = setup.cfg, setup.dataset, setup.paths
+    if loop.best_epoch == 0:
+        raise AmbError(f"{paths.root}: no epoch has a validation MAE to select "
+                       f"(max_epochs={cfg.max_epochs}, patience={cfg.patience})")  # fmt: skip
+    runs.check_best_config(paths.root)
+    with _pickled_plm_refused(cfg):
+        best_model = load_pretrained(paths.best).to(setup.device)
+    valid_pred = predict_split(best_model, dataset["valid"], setup.tokenizer, cfg, setup.device)
+    valid_only = "test" not in dataset.splits  # a tuning trial: the test split is not given
+    test_pred = None if valid_only else predict_split(best_model, dataset["test"],
+                                                      setup.tokenizer, cfg, setup.device)  # fmt: skip
+    train_mean = float(np.mean(dataset["train"].labels))
+    metrics = _metrics_record(setup, loop, valid_pred, test_pred, train_mean)
+    if setup.dist.main:
+        if test_pred is not None:
+            runs.write_csv(paths.test_predictions, test_pred.frame().to_dict("records"),
+                           ("id", "y_true", "y_pred"))  # fmt: skip
+        runs.write_json(paths.metrics, metrics)
+        runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    setup.dist.barrier()
+
+
+def _metrics_record(setup: _Setup, loop: _Loop, valid_pred: Predictions,
+                    test_pred: Predictions | None, train_mean: float) -> dict[str, Any]:  # fmt: skip
+    """metrics.json: the best checkpoint's numbers, the mean-label predictor's (the mean of the
+    training labels: a run that does not beat it on valid has learnt nothing), and what produced
+    them. A valid-only run (no test split given) has no test entries."""
+    cfg, dataset = setup.cfg, setup.dataset
+
+    def mean_label(pred: Predictions) -> dict[str, Any]:
+        return _metrics(dataclasses.replace(pred, y_pred=np.full_like(pred.y_true, train_mean)))
+
+    record = {
+        "valid": _metrics(valid_pred),
+        "valid_baseline_train_mean": mean_label(valid_pred),
+        "valid_only": test_pred is None,
         "data": dataset.name,
         "data_source": dataset.source,
         "is_synthetic": dataset.is_synthetic,
@@ -589,23 +795,18 @@ def train_and_evaluate(
         "text_adaptation": cfg.text_adaptation,
         "preset": cfg.preset,
         "seed": cfg.seed,
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "stopped_early": stopped_early,
-        "lr_halvings_done": halvings_done,
-        "n_trainable_params": n_trainable,
-        "device": str(device),
-        "world_size": dist.world_size,
+        "best_epoch": loop.best_epoch,
+        "epochs_run": len(loop.history),
+        "stopped_early": loop.stopped_early,
+        "lr_halvings_done": loop.halvings_done,
+        "n_trainable_params": setup.n_trainable,
+        "device": str(setup.device),
+        "world_size": setup.dist.world_size,
     }
-    if dist.main:
-        runs.write_csv(paths.test_predictions, test_pred.frame().to_dict("records"),
-                       ("id", "y_true", "y_pred"))  # fmt: skip
-        runs.write_json(paths.metrics, metrics)
-        runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    dist.barrier()
-    result = _result_from_folder(paths, time.perf_counter() - start_time, reused=False)
-    result.resumed_from_epoch = state.epoch if state else 0
-    return result
+    if test_pred is not None:
+        record["test"] = _metrics(test_pred)
+        record["test_baseline_train_mean"] = mean_label(test_pred)
+    return record
 
 
 def _save_best(model: nn.Module, optimizer, cfg: Config, folder: Path) -> None:
@@ -614,15 +815,23 @@ def _save_best(model: nn.Module, optimizer, cfg: Config, folder: Path) -> None:
         runs.save_optimizer_state(folder, optimizer.state_dict())
 
 
-def _check_state(state: runs.ResumeState, model: nn.Module, paths: runs.RunPaths) -> None:
-    expected = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
-    if set(state.model) != set(expected) or any(
-        tuple(state.model[n].shape) != tuple(s) for n, s in expected.items()
+def _check_trainable_tensors(saved: Mapping[str, torch.Tensor], model: nn.Module, source: Path,
+                             what: str) -> dict[str, nn.Parameter]:  # fmt: skip
+    """``saved`` must hold exactly the model's trainable parameters (names and shapes); returns
+    those parameters by name. Shared by the resume state and the best-epoch restore."""
+    params = {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
+    if set(saved) != set(params) or any(
+        tuple(saved[n].shape) != tuple(p.shape) for n, p in params.items()
     ):
         raise AmbError(
-            f"{paths.last}: the resume state's tensors do not match the model's trainable "
-            f"parameters ({len(state.model)} saved, {len(expected)} expected)"
+            f"{source}: {what} do not match the model's trainable parameters "
+            f"({len(saved)} saved, {len(params)} expected)"
         )
+    return params
+
+
+def _check_state(state: runs.ResumeState, model: nn.Module, paths: runs.RunPaths) -> None:
+    _check_trainable_tensors(state.model, model, paths.last, "the resume state's tensors")
 
 
 def _epoch_loader(split: Split, tokenizer, cfg: Config, epoch: int, dist: _Dist):
@@ -698,7 +907,9 @@ def _load_run_model(run_dir: Path, device: torch.device):
     runs.recover_dir_swap(paths.best)
     if not (paths.best).is_dir():
         raise AmbError(f"{run_dir}: no best/ checkpoint (the run never finished an epoch)")
-    return load_pretrained(paths.best).to(device)
+    runs.check_best_config(run_dir)  # a best/ of another seed or config is refused
+    with _pickled_plm_refused(runs.read_config(run_dir)):
+        return load_pretrained(paths.best).to(device)
 
 
 def _load_data_for_run(run_dir: Path, cfg: Config, data: str | None) -> MultimodalDataset:
@@ -758,6 +969,8 @@ def predict(
     from ambcore.models.plm import load_tokenizer
 
     run_dir = Path(run_dir)
+    if Path(out_csv).is_dir():
+        raise AmbError(f"{out_csv} is a folder; the predictions go to a CSV file path")
     cfg = runs.read_config(run_dir)
     device = resolve_device(cfg.device)
     dataset = _load_data_for_run(run_dir, cfg, data_path)

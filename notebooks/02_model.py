@@ -36,6 +36,7 @@ from ambcore.config import get_config
 from ambcore.models import build_model, count_parameters
 from ambcore.models.diagram import amb_figure
 from ambcore.models.amb import AMB
+from ambcore.models.budget import THESIS_AMB_M, amb_rows, baseline_budget, choose_design, design_candidates, thesis_budget, thesis_claims
 from ambcore.models.plm import load_plm
 from ambcore.models.summary import MOSEI_ACOUSTIC_DIM, MOSEI_VISUAL_DIM, amb_budgets, finetune_budgets, model_summary
 from ambcore.paths import PROJECT_ROOT
@@ -64,15 +65,16 @@ plt.show()
 # %% [markdown]
 # ### Choices the thesis leaves open
 #
-# - **"Projected to a lower dimension"** (6.2.5): each fusion layer has its own linear map
-#   $W_l: \mathbb{R}^H \to \mathbb{R}^P$ (`fusion_proj_dim`) applied to that layer's [CLS]
-#   state. Separate maps, because each layer's [CLS] state lives in its own representation
-#   space.
+# - **"Projected to a lower dimension"** (6.2.5): one linear map
+#   $W: \mathbb{R}^H \to \mathbb{R}^P$ (`fusion_proj_dim`), shared by every layer's [CLS]
+#   state (`cls_projection="shared"`). The text speaks of one projection, and only this
+#   choice fits the thesis' parameter count (derived below); twelve per-layer maps
+#   (`cls_projection="per_layer"`, our earlier design) stay available for comparison.
 # - **How fusion layers connect across depth**: figure 6.1 stacks as many fusion layers as
 #   BERT layers, and only the last fused state reaches the predictor. For the earlier fusion
 #   layers to matter, their outputs must reach the last one, so they form a chain:
-#   $f_1 = \mathrm{FFN}_1([W_1 c_1; av])$ and
-#   $f_l = f_{l-1} + \mathrm{FFN}_l([W_l c_l; av; f_{l-1}])$. The residual keeps a deep chain
+#   $f_1 = \mathrm{FFN}_1([W c_1; av])$ and
+#   $f_l = f_{l-1} + \mathrm{FFN}_l([W c_l; av; f_{l-1}])$. The residual keeps a deep chain
 #   of FFNs easy to train and lets every layer's evidence reach the predictor directly.
 #   `fusion_connect="independent"` is the alternative (each layer fused on its own, the
 #   predictor reads their mean).
@@ -85,6 +87,10 @@ plt.show()
 #   (the same function as a constant zero AV token, without weights that can never change);
 #   *no-text* reduces the text to `[CLS] [SEP]` (in the collate, and again in the model);
 #   *AMB-FT* fine-tunes PLM layers instead of adding adapters; *frozen* does neither.
+# - **Adapter placement** (6.2.3, "after the feedforward layernorm"): on the LayerNorm's
+#   output with no normalisation after it (`adapter_placement="ours"`), or AdapterHub's
+#   Pfeiffer adapter, whose residual is taken before that LayerNorm and which re-applies it
+#   (`"pfeiffer"`). Same parameters; the ablation chapter compares them.
 
 # %% [markdown]
 # ## Parameter budget of this page's configuration
@@ -101,14 +107,54 @@ print(f"PLM {cfg.plm} ({summary['plm_weights']} weights), {summary['plm_layers']
 print(this_table.to_string())
 
 # %% [markdown]
-# ## Parameter budget for bert-base, against the thesis
+# ## The budget the thesis implies for bert-base
 #
 # The thesis reports trainable parameters in millions for bert-base-uncased (tables 6.1, 6.2).
-# bert-base's weights are not needed to count: `transformers.BertConfig()` *is* bert-base's
-# architecture, built here with random weights. The paper preset's sizes are used: adapter
-# 384 and fusion hidden 220 (thesis 6.3.1); the encoder width (128) and the projection size
-# (128) are not given by the thesis and are our choices. Visual and acoustic inputs have
-# MOSEI's 35 and 74 dimensions.
+# Its own numbers fix how much AMB may spend outside the PLM. AMB-FT (47.2 M) trains bert-base's
+# embeddings, its last three layers and the pooler (MISA's freezing scheme, which leaves the
+# pooler trainable), plus everything that is not the PLM; AMB trains the twelve adapters, fully
+# specified by the thesis (768→384→768 with biases), plus the same rest. Every count below is
+# computed from modules built on PyTorch's meta device from `transformers.BertConfig()` (bert-base's
+# architecture; no weights needed) by `ambcore.models.budget`.
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+budget = thesis_budget()
+print(budget.rows().round(3).to_string(index=False))
+low, high = (v / 1e6 for v in budget.heads_range)
+print(f"encoders + fusion + predictor must take {low:.2f}-{high:.2f} M for AMB to be 8.6 M +- 2 %")
+
+# %% [markdown]
+# Both rows agree: the rest of AMB (AV encoders, fusion, predictor) takes about 1.5 M, and the
+# same 38.6 M separates MISA from MISA-Adapters. The sizes of that rest are partly open: the
+# thesis gives the fusion hidden size (220) but not the encoders' width, whether the [CLS]
+# projection is one map or one per layer, or whether fusion layer $l$ also reads $f_{l-1}$.
+# Each candidate, counted on bert-base with MOSEI's 35/74 feature sizes (fused width 128,
+# encoder feed-forward twice the width):
+
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+candidates = design_candidates(budget.parts)
+print(candidates.round(3).to_string(index=False))
+
+# %% tags=["hide-input"]
+fitting = candidates[candidates["fits both"]]
+chosen = choose_design(candidates)
+describe = lambda r: f"{r.cls_projection} projection, {r.fusion_connect} wiring, encoders of width {r.encoder_dim}"
+print(f"{len(fitting)} of {len(candidates)} designs fit both counts: " + "; ".join(describe(r) for r in fitting.itertuples()))
+print("per-layer projections fit none: " + str(not candidates[candidates.cls_projection == "per_layer"]["fits both"].any()))
+print(f"chosen (fits both and the text: chained fusion): {'; '.join(describe(r) for r in chosen.itertuples())}")
+for _, r in chosen.iterrows():
+    print(f"its AMB-FT without the pooler: {r['AMB-FT_M (no pooler)']:.2f} M, within 47.2 M +- 1 %: {r['fits AMB-FT (no pooler)']}")
+
+# %% [markdown]
+# Only a shared projection fits: twelve per-layer projections alone take more than the whole
+# budget leaves to fusion. Of the designs that fit both counts, the text picks the chained one:
+# figure 6.1 stacks the fusion layers and 6.2.6 feeds only "the fused representation of the
+# last ... fusion layers" to the predictor, which reaches the earlier fusion layers only through
+# the chain. AMB-FT fits only with the pooler counted, as MISA's code counts it. The paper preset
+# therefore uses one shared projection, chained fusion and AV encoders of width 64 (feed-forward
+# 128), with the pooler trainable in AMB-FT (`amb_finetune_pooler`). The model as built:
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
@@ -117,67 +163,43 @@ variants = {
     "AMB": {},
     "AMB text-only": {"variant": "text-only"},
     "AMB no-text": {"variant": "no-text"},
-    "AMB-FT (last:3 + embeddings)": {"text_adaptation": "finetune", "finetune_layers": "last:3"},
-    "AMB-FT (all layers)": {"text_adaptation": "finetune", "finetune_layers": "all"},
-    "AMB, PLM frozen, no adapters": {"text_adaptation": "frozen"},
+    "AMB-FT": {"text_adaptation": "finetune", "finetune_layers": "last:3"},
+    "AMB, earlier design": {"cls_projection": "per_layer", "encoder_dim": 128, "encoder_ffn_dim": 256},
 }
 bert_base_plm = load_plm(paper)  # random weights: built once, copied per variant
 bert_base = amb_budgets(paper, variants, plm=bert_base_plm)
 print((bert_base / 1e6).round(3).rename(columns=lambda c: f"{c} (M)").to_string())
 
+# %% tags=["hide-input"]
+# NBVAL_CHECK_OUTPUT
+thesis_rows = [v for v in variants if v in THESIS_AMB_M]
+rows = amb_rows({v: int(bert_base.loc[v, "trainable"]) for v in thesis_rows})
+print(rows.round(2).to_string(index=False))
+
 # %% [markdown]
-# Side by side with the thesis (millions of trainable parameters; thesis numbers read from
-# `results/thesis_tables.csv`, which transcribes tables 6.1 and 6.2):
+# ### The thesis' claims, recomputed from our counts
+#
+# MISA is counted as its public code trains it (`ambcore.models.budget.baseline_budget`: what we
+# build, plus the unused pooler and discriminator that its code leaves trainable), the same
+# convention as AMB-FT's pooler.
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-thesis = pd.read_csv(PROJECT_ROOT / "results" / "thesis_tables.csv")
-thesis_params = thesis.drop_duplicates("model").set_index("model")["trainable_params_m"]
-ours_to_thesis = {
-    "AMB": "AMB",
-    "AMB text-only": "AMB text-only",
-    "AMB no-text": "AMB no-text",
-    "AMB-FT (last:3 + embeddings)": "AMB-FT",
-}
-comparison = pd.DataFrame(
-    {
-        "ours (M)": (bert_base["trainable"] / 1e6).round(2),
-        "thesis (M)": [thesis_params.get(ours_to_thesis.get(v, ""), float("nan")) for v in bert_base.index],
-    }
-)
-comparison["ours - thesis (M)"] = (comparison["ours (M)"] - comparison["thesis (M)"]).round(2)
-print(comparison.to_string())
-
-# %% tags=["hide-input"]
-adapters_m = bert_base.loc["AMB", "adapters trainable"] / 1e6
-heads_m = (bert_base.loc["AMB", "trainable"] - bert_base.loc["AMB", "adapters trainable"]) / 1e6
-thesis_heads_m = thesis_params["AMB"] - adapters_m
-glue("adapters_m", f"{adapters_m:.2f}", display=False)
-glue("heads_m", f"{heads_m:.2f}", display=False)
-glue("thesis_heads_m", f"{thesis_heads_m:.2f}", display=False)
-glue("encoders_m", f"{bert_base.loc['AMB', 'encoders trainable'] / 1e6:.2f}", display=False)
-glue("fusion_m", f"{bert_base.loc['AMB', 'fusion trainable'] / 1e6:.2f}", display=False)
+misa = next(r for r in baseline_budget() if r.model == "MISA")
+claims = thesis_claims(int(bert_base.loc["AMB", "trainable"]), int(bert_base.loc["AMB-FT", "trainable"]), misa.original_code)
+print(claims[["quantity", "thesis", "ours", "holds"]].round(3).to_string(index=False))
+for sentence in claims["sentence"]:
+    print(sentence)
+earlier = thesis_claims(int(bert_base.loc["AMB, earlier design", "trainable"]), int(bert_base.loc["AMB-FT", "trainable"]), misa.original_code)
+print(f"with the earlier design ({bert_base.loc['AMB, earlier design', 'trainable'] / 1e6:.2f} M), MISA / AMB = {earlier['ours'][1]:.2f}")
 
 # %% [markdown]
-# **Where the differences come from.** The adapters are fully specified by the thesis
-# (12 layers × (768→384→768 with biases)) and count {glue:text}`adapters_m` M. The thesis'
-# 8.6 M therefore leaves about {glue:text}`thesis_heads_m` M for the encoders, the fusion
-# layers and the predictor together, whose sizes it does not give; ours take
-# {glue:text}`heads_m` M (encoders {glue:text}`encoders_m` M, fusion {glue:text}`fusion_m` M, of
-# which the twelve per-layer [CLS] projections are {glue:text}`proj_m` M). A smaller fusion
-# (one shared projection, a narrower fused state) would match the thesis more closely; we keep
-# per-layer projections for the reason given above and report the difference instead.
+# ### Which BERT layers AMB-FT trains
 #
-# The thesis lists the same 8.6 M for the text-only and no-text variants, i.e. it counted the
-# same architecture with the unused inputs; our text-only model drops the AV encoders and the
-# fusion weights that would only ever see zeros, so it is smaller.
-#
-# **AMB-FT and its 47.2 M.** Fine-tuning all of bert-base gives {glue:text}`ft_all_m` M
-# trainable parameters (table above), so the thesis' AMB-FT trained only part of BERT. AMB-FT
-# and MISA exceed their adapter versions by the same amount ({glue:text}`thesis_ft_gap_m` M and
-# {glue:text}`thesis_misa_gap_m` M, from tables 6.1/6.2), which points at one shared scheme: MISA's public MOSEI code freezes BERT layers 0-8 and trains the embeddings,
-# layers 9-11 and the pooler. The table below counts AMB-FT for every `last:K`, with and
-# without the embeddings (AMB has no pooler: it reads [CLS] states, never the pooled output).
+# Fine-tuning all of bert-base trains over 108 M parameters, so the thesis' AMB-FT trained only
+# part of BERT. The table counts AMB-FT for every `last:K`, with and without the embeddings (the
+# pooler excluded); with the embeddings, `last:3` is the closest to 47.2 M, and the pooler
+# (0.59 M) closes the rest.
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
@@ -187,25 +209,10 @@ ft_table = pd.concat(
     [finetune_budgets(frozen_model, frozen_cfg, with_embeddings=False),
      finetune_budgets(frozen_model, frozen_cfg, with_embeddings=True)], axis=1
 ) / 1e6
-ft_table["|with embeddings - 47.2| (M)"] = (ft_table.iloc[:, 1] - thesis_params["AMB-FT"]).abs()
+ft_table["|with embeddings - 47.2| (M)"] = (ft_table.iloc[:, 1] - THESIS_AMB_M["AMB-FT"]).abs()
 print(ft_table.round(2).rename(columns=lambda c: c if "(M)" in c else f"{c} (M)").to_string())
 
-# %% tags=["hide-input"]
-closest = ft_table["|with embeddings - 47.2| (M)"].idxmin()
-glue("closest_ft", closest, display=False)
-projections = sum(p.numel() for layer in frozen_model.fusion.layers for p in layer.cls_proj.parameters())
-glue("proj_m", f"{projections / 1e6:.2f}", display=False)
-glue("ft_all_m", f"{bert_base.loc['AMB-FT (all layers)', 'trainable'] / 1e6:.1f}", display=False)
-glue("thesis_ft_gap_m", f"{thesis_params['AMB-FT'] - thesis_params['AMB']:.1f}", display=False)
-glue("thesis_misa_gap_m", f"{thesis_params['MISA'] - thesis_params['MISA-Adapters']:.1f}", display=False)
-
 # %% [markdown]
-# With the embeddings trained, {glue:text}`closest_ft` is the closest to the thesis' 47.2 M;
-# the remaining gap is the same encoder/fusion difference as for AMB, less the pooler that
-# AMB does not have. The thesis' AMB-FT is therefore reproduced by
-# `text_adaptation=finetune, finetune_layers=last:3` with `amb_finetune_embeddings=true`
-# (the default).
-#
 # ## Budgets of table 6.1
 #
 # Trainable parameters (millions) of the methods in table 6.1, with AMB's as counted here.
@@ -214,6 +221,7 @@ glue("thesis_misa_gap_m", f"{thesis_params['MISA'] - thesis_params['MISA-Adapter
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
+thesis = pd.read_csv(PROJECT_ROOT / "results" / "thesis_tables.csv")
 literature = pd.read_csv(PROJECT_ROOT / "results" / "literature.csv")
 table_61 = pd.concat(
     [
@@ -227,7 +235,7 @@ table_61["ours (M)"] = table_61["model"].map({"AMB": round(bert_base.loc["AMB", 
 print(table_61.sort_values("thesis (M)").to_string(index=False))
 
 # %% [markdown]
-# Either way AMB sits where figure 6.2 of the thesis puts it: an order of magnitude below the
+# AMB sits where figure 6.2 of the thesis puts it: an order of magnitude below the
 # fine-tuned models (MISA, MAG-BERT), a few times above the GloVe and frozen-BERT models,
 # almost all of it in the adapters.
 #

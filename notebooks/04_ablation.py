@@ -37,6 +37,8 @@ runs_dir = ""  # empty: the preset's runs folder, where the training chapter put
 collect_only = False  # True: train nothing, only collect the finished runs of runs_dir
 parallel = 0  # runs at once; 0: one per CPU core (one per GPU on a GPU machine)
 results_dir = ""  # empty: the project's results/ folder (read by the Results chapter)
+retune = False  # True: run the tuning studies afresh and rewrite the tuning record
+tune_if_missing = None  # None: tune when the record is missing only on the smoke preset
 
 # %% tags=["hide-input"]
 from pathlib import Path
@@ -46,7 +48,7 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore import experiments, report
+from ambcore import experiments, report, stats, tune
 from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
 from ambcore.plots import acc7_params_figure
 
@@ -81,6 +83,38 @@ print(f"preset {spec['preset']}: {len(cells)} cells x seeds {spec['seeds']}")
 print(cells.to_string(index=False))
 
 # %% [markdown]
+# ## Tuning: the same budget for every model, on validation only
+#
+# A comparison is only fair when every model had the same chance to fit the budget. Each of
+# AMB, MISA and MAG-BERT gets one Optuna study (`python -m ambcore tune
+# experiments/tune_<preset>.yaml`, `ambcore.tune`): the same number of trials and the preset's
+# epoch budget for each, a TPE sampler over the learning rate (log-uniform, a factor of 10
+# around the recipe's value) and the dropout (`experiments/search_space.yaml`, a reason for
+# every range), and a median pruner on the per-epoch validation MAE. A trial's score is its best
+# validation MAE; the test split is not given to the tuner at all. The record (git revision,
+# date, machine, every trial) is kept in `results/tuning_<preset>.json` and read back as long
+# as the spec is unchanged. Record: {glue:text}`abl_tuning_status`.
+
+# %% tags=["hide-input"]
+results_path = Path(results_dir or default_results_dir())
+record, tuning_status = tune.book_record(
+    preset, results_path, retune=retune, progress=False,
+    tune_if_missing=(preset == "smoke") if tune_if_missing is None else tune_if_missing,
+)  # fmt: skip
+if record is not None:
+    tuning_status += (f" (git {str(record['git']['revision'])[:10]}, {record['date']}, "
+                      f"{record['machine']['hostname']}, {record['machine']['cpus']} CPUs; "
+                      f"{record['n_trials']} trials of at most {record['max_epochs']} epochs)")  # fmt: skip
+    display(numbered_table(tune.record_summary(record), f"Tuning per model ({preset} preset)",
+                           digits={"best valid MAE": 4}))  # fmt: skip
+    fig = tune.trials_figure(record)
+    plt.show()
+glue("abl_tuning_status", tuning_status, display=False)
+
+# %% [markdown]
+# The seed runs below still train at the recipes' values listed in the cells table; the values
+# chosen here are reported beside them, not yet used by them.
+#
 # ## Training
 #
 # Finished runs are skipped (AMB seed 0 comes from the training chapter); the progress bar
@@ -103,36 +137,57 @@ else:
 #
 # Every finished run folder is read back (`metrics.json`, `config.json`, `env.json`) and the
 # seeds of each cell are averaged: `ambcore.report.collect_runs` and `summarize`.
+#
+# **How differences are judged** (`ambcore.stats`). Each run writes its per-utterance test
+# predictions. The 95 % interval of a cell's metric is a percentile bootstrap over test
+# utterances: one replicate draws the test utterances with replacement, the same draw for every
+# seed (they share the test split); the metric is computed per seed and averaged over seeds.
+# It measures how much the number depends on which utterances are in the test split; the std
+# beside it is the spread over seeds. Two cells are compared on their per-utterance absolute
+# errors with seeds matched: the difference of MAE is the mean over utterances of the
+# seed-averaged difference of absolute errors, its p-value a two-sided sign-flip permutation
+# test and its interval a paired bootstrap. The p-values of one table (AMB against each other
+# row) or of one set of questions (the list at the end of this chapter) are Holm-adjusted. A
+# difference is called a difference only when its adjusted p-value is below 0.05.
+#
+# A cell **learns** when its best validation MAE (mean over seeds) is at least 1 % below that
+# of the mean-label predictor (the mean of the training labels, scored on valid); a cell that
+# does not is marked † in every table and named below.
 
 # %% tags=["hide-input"]
 runs_frame = report.collect_runs(runs_path)
 ablation_cells = [c["name"] for c in spec["cells"]]
 runs_frame = runs_frame[runs_frame["cell"].isin(ablation_cells)].reset_index(drop=True)
-summary = report.summarize(runs_frame)
+predictions = stats.available_predictions(runs_frame, runs_path)
+summary = report.add_statistics(report.summarize(runs_frame), predictions)
 if summary.empty:
     raise RuntimeError(f"no finished ablation runs under {runs_path}")
 source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
-results_path = Path(results_dir or default_results_dir())
 written = experiments.write_ablation_results(runs_frame, summary, results_path)
 shown = summary[["cell", "row_name", "n_seeds", "seeds", "trainable_params_m",
-                 "test_mae_mean", "test_corr_mean", "test_acc7_mean"]]  # fmt: skip
+                 "test_mae_mean", "test_corr_mean", "test_acc7_mean", "valid_mae_mean",
+                 "valid_baseline_mae_mean", "learns"]]  # fmt: skip
 display(numbered_table(shown, f"Finished runs per cell ({source})", digits=3))
 print("results files:", ", ".join(p.name for p in written.values()))
 
 # %% [markdown]
 # ## Table 6.1: AMB against the fine-tuned baselines
 #
-# The rows *cited in thesis table 6.1* are literature numbers the thesis copied (CMU-MOSEI) and
-# nobody reruns; the rows *thesis table 6.1* are the thesis' own numbers (CMU-MOSEI,
-# bert-base-uncased); the rows *this book* are our runs, test split, mean ± std over seeds, on
-# the data and language model their columns name. Accuracies and F1 in percent; Acc-2/F1 of
-# our rows use the non-0 convention (MISA's and MAG-BERT's code report it).
+# The rows *cited* are literature numbers the thesis copied (CMU-MOSEI) and nobody reruns; the
+# rows *thesis* are the thesis' own numbers (CMU-MOSEI, bert-base-uncased); the rows *ours* are
+# our runs, test split, mean ± std over seeds and the 95 % interval, on the data and language
+# model the caption names. Accuracies and F1 in percent; Acc-2/F1 of our rows use the non-0
+# convention (MISA's and MAG-BERT's code report it). ΔMAE is AMB's MAE minus the row's
+# (negative: AMB is better) with its paired interval and Holm-adjusted p-value.
 
 # %% tags=["hide-input"]
-table_61 = report.format_table(report.table_6_1(summary))
+table_61 = report.table_6_1(summary)
 display(banner(cfg))
-display(numbered_table(table_61.drop(columns=["Reference"]),
-                       f"Thesis table 6.1 beside our runs ({source})", name="tbl-ablation-6-1"))
+display(numbered_table(report.compact_table(table_61),
+                       report.table_caption(table_61, "Thesis table 6.1 beside our runs"),
+                       name="tbl-ablation-6-1"))  # fmt: skip
+glue("abl_verdicts_6_1", "; ".join(report.table_verdicts(summary, "6.1")) or "no test",
+     display=False)
 
 # %% [markdown]
 # ## Table 6.2: adapters against fine-tuning, missing modalities
@@ -140,17 +195,24 @@ display(numbered_table(table_61.drop(columns=["Reference"]),
 # The same layout for the thesis' ablation.
 
 # %% tags=["hide-input"]
-table_62 = report.format_table(report.table_6_2(summary))
+table_62 = report.table_6_2(summary)
 display(banner(cfg))
-display(numbered_table(table_62.drop(columns=["Reference"]),
-                       f"Thesis table 6.2 beside our runs ({source})", name="tbl-ablation-6-2"))
+display(numbered_table(report.compact_table(table_62),
+                       report.table_caption(table_62, "Thesis table 6.2 beside our runs"),
+                       name="tbl-ablation-6-2"))  # fmt: skip
+glue("abl_verdicts_6_2", "; ".join(report.table_verdicts(summary, "6.2")) or "no test",
+     display=False)
 
 # %% [markdown]
+# Table 6.1, AMB against each row: {glue:text}`abl_verdicts_6_1`.
+#
+# Table 6.2, AMB against each row: {glue:text}`abl_verdicts_6_2`.
+#
 # The columns of both tables:
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-print(", ".join(table_62.columns))
+print(", ".join(report.COMPACT_COLUMNS))
 
 # %% [markdown]
 # ## Figure 6.2: Acc-7 against trainable parameters
@@ -171,19 +233,17 @@ plt.show()
 # %% [markdown]
 # ## What the runs show
 #
-# Numbers below are test-split means over seeds from the run folders; a difference counts as
-# clear only when it is larger than the standard deviation over seeds of either cell.
+# Every sentence below is computed: each comparison is the paired test of the two cells'
+# per-utterance absolute errors (seeds matched, Holm-adjusted across the four comparisons; see
+# *How differences are judged* above). Correlations are given for orientation, not judged.
 #
-# - **Audio-visual information.** AMB (text + audio + visual) reaches a correlation of
-#   {glue:text}`abl_amb_corr` against {glue:text}`abl_textonly_corr` for AMB text-only: a
-#   difference of {glue:text}`abl_tav_vs_t_diff`, which {glue:text}`abl_tav_vs_t_verdict`.
-# - **Text.** Without text (AMB no-text) the correlation is {glue:text}`abl_notext_corr`
-#   ({glue:text}`abl_notext_verdict`).
-# - **Adapters against fine-tuning (AMB).** AMB-FT reaches {glue:text}`abl_ft_corr`
-#   ({glue:text}`abl_ft_verdict`), training {glue:text}`abl_ft_params` M parameters against
-#   AMB's {glue:text}`abl_amb_params` M.
-# - **Adapters against fine-tuning (MISA).** MISA-Adapters {glue:text}`abl_misa_corr_a` against
-#   fine-tuned MISA {glue:text}`abl_misa_corr_ft` ({glue:text}`abl_misa_verdict`).
+# - **Audio-visual information.** {glue:text}`abl_tav_verdict` (test correlation: AMB
+#   {glue:text}`abl_amb_corr`, AMB text-only {glue:text}`abl_textonly_corr`).
+# - **Text.** {glue:text}`abl_notext_verdict`.
+# - **Adapters against fine-tuning (AMB).** {glue:text}`abl_ft_verdict`; AMB-FT trains
+#   {glue:text}`abl_ft_params` M parameters against AMB's {glue:text}`abl_amb_params` M.
+# - **Adapters against fine-tuning (MISA).** {glue:text}`abl_misa_verdict`.
+# - **Cells that learn nothing.** {glue:text}`abl_non_learners`.
 # - **Training budget.** Runs whose best epoch was their last one were still improving when
 #   the preset's {glue:text}`abl_max_epochs` epochs ran out: {glue:text}`abl_budget`.
 #
@@ -192,68 +252,57 @@ plt.show()
 # CMU-MOSEI. Seeds per cell: {glue:text}`abl_n_seeds`.
 
 # %% tags=["hide-input"]
-def verdict(cmp: dict, better: str, worse: str) -> str:
-    """A computed sentence: which way the difference goes and whether seeds could explain it."""
-    if cmp["n_seeds"] < 2:
-        return f"{better if cmp['diff'] > 0 else worse} on a single seed (no spread to judge it)"
-    size = "clearly (beyond the spread over seeds)" if cmp["beyond_spread"] else \
-        "within the spread over seeds, so not a clear difference"
-    return f"{better if cmp['diff'] > 0 else worse}, {size}"
-
-
-def have(*names):
-    return all(n in set(summary["cell"]) for n in names)
-
-
-def fmt(x):
-    return f"{x:.3f}"
-
-
-# Each key is glued exactly once (a key glued twice is a build warning): start from
-# "missing" texts and overwrite those whose cells ran.
-reading = {
-    "abl_amb_corr": "n/a", "abl_textonly_corr": "n/a", "abl_tav_vs_t_diff": "n/a",
-    "abl_tav_vs_t_verdict": "cannot be judged (cells missing)", "abl_notext_corr": "n/a",
-    "abl_notext_verdict": "cells missing", "abl_ft_corr": "n/a", "abl_ft_verdict": "cells missing",
-    "abl_ft_params": "n/a", "abl_amb_params": "n/a", "abl_misa_corr_a": "n/a",
-    "abl_misa_corr_ft": "n/a", "abl_misa_verdict": "cells missing",
+reading = {f"abl_{key}_verdict": text
+           for key, text in report.ablation_verdicts(summary, predictions).items()}
+corr = summary.set_index("cell")["test_corr_mean"].map("{:.3f}".format)
+params = summary.set_index("cell")["trainable_params_m"].map("{:.2f}".format)
+reading |= {
+    "abl_amb_corr": corr.get("amb", "n/a"), "abl_textonly_corr": corr.get("amb-text-only", "n/a"),
+    "abl_ft_params": params.get("amb-ft", "n/a"), "abl_amb_params": params.get("amb", "n/a"),
+    "abl_non_learners": report.non_learner_sentence(summary),
+    "abl_max_epochs": str(cfg.max_epochs),
+    "abl_budget": report.budget_sentence(runs_frame, cfg.max_epochs),
+    "abl_n_seeds": ", ".join(f"{c} {n}" for c, n in zip(summary["cell"], summary["n_seeds"])),
 }  # fmt: skip
-reading["abl_n_seeds"] = ", ".join(f"{c} {n}" for c, n in zip(summary["cell"], summary["n_seeds"]))
-if have("amb", "amb-text-only"):
-    c = experiments.compare_cells(summary, "amb", "amb-text-only", "test_corr")
-    reading["abl_amb_corr"] = fmt(c["a"])
-    reading["abl_textonly_corr"] = fmt(c["b"])
-    reading["abl_tav_vs_t_diff"] = f"{c['diff']:+.3f}"
-    reading["abl_tav_vs_t_verdict"] = verdict(c, "favours T+A+V", "favours text-only")
-if have("amb", "amb-no-text"):
-    c = experiments.compare_cells(summary, "amb-no-text", "amb", "test_corr")
-    reading["abl_notext_corr"] = fmt(c["a"])
-    reading["abl_notext_verdict"] = f"{c['diff']:+.3f} against AMB: " + verdict(
-        c, "no-text is better", "no-text is worse")
-if have("amb", "amb-ft"):
-    c = experiments.compare_cells(summary, "amb-ft", "amb", "test_corr")
-    params = summary.set_index("cell")["trainable_params_m"]
-    reading["abl_ft_corr"] = fmt(c["a"])
-    reading["abl_ft_verdict"] = f"{c['diff']:+.3f} against AMB: " + verdict(
-        c, "fine-tuning is better", "fine-tuning is worse")
-    reading["abl_ft_params"] = f"{params['amb-ft']:.2f}"
-    reading["abl_amb_params"] = f"{params['amb']:.2f}"
-if have("misa", "misa-adapters"):
-    c = experiments.compare_cells(summary, "misa-adapters", "misa", "test_corr")
-    reading["abl_misa_corr_a"] = fmt(c["a"])
-    reading["abl_misa_corr_ft"] = fmt(c["b"])
-    reading["abl_misa_verdict"] = verdict(c, "adapters are better", "adapters are worse")
-# Under-trained cells: the best epoch is the last epoch of a run that used the whole budget.
-budget = runs_frame.assign(
-    still=(runs_frame["best_epoch"] == runs_frame["epochs_run"])
-    & (runs_frame["epochs_run"] >= cfg.max_epochs)
-).groupby("row_name", sort=False)["still"].agg(["sum", "count"])
-still = budget[budget["sum"] > 0]
-reading["abl_max_epochs"] = str(cfg.max_epochs)
-reading["abl_budget"] = (
-    "none, every run had passed its best epoch" if still.empty else
-    ", ".join(f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in still.iterrows())
-    + "; read these cells as lower bounds of what their recipes reach with more epochs"
-)  # fmt: skip
-for key, value in reading.items():
+for key, value in reading.items():  # each key glued exactly once
     glue(key, value, display=False)
+
+# %% [markdown]
+# ## Choices the thesis leaves open
+#
+# Three choices of AMB's design are not fixed by the thesis' text (see the {doc}`02_model`
+# chapter): whether the [CLS] state of every layer goes through one shared projection or one per
+# layer, whether fusion layer $l$ also reads the fused state $f_{l-1}$ (`chain`) or fuses only
+# its own layer (`independent`, the predictor reading the mean over layers), and where the
+# adapter sits: on the feed-forward LayerNorm's output with nothing after it (ours), or as
+# AdapterHub's Pfeiffer adapter (residual taken before that LayerNorm, the LayerNorm re-applied).
+#
+# **AMB uses the shared projection, the chain and our placement.** The first two are what the
+# thesis' own parameter counts and its text allow together (8.6 M on bert-base; derived in
+# chapter 02). The placement cannot be decided by counting (both placements train the same
+# parameters); ours is the literal reading of "insert them after the feedforward layernorm
+# layers" (6.2.3). Each alternative is trained here with the same seeds as the other cells,
+# changing only that choice; the default's row is the AMB cell's runs above.
+
+# %% tags=["hide-input"]
+design = experiments.design_spec(preset, n_seeds=n_seeds or None, shared=shared, runs_dir=runs_dir or None)
+if collect_only:
+    print(f"collect_only: nothing is trained; reading the finished runs under {runs_path}")
+else:
+    design_result = experiments.run_experiment(design, parallel=parallel)
+    design_outcomes = design_result.frame()[["cell", "seed", "outcome", "seconds"]]
+    print(design_outcomes.to_string(index=False, float_format=lambda s: f"{s:.0f}"))
+    if design_result.failed:
+        raise RuntimeError("failed runs:\n" + "\n\n".join(f.error for f in design_result.failed))
+
+# %% tags=["hide-input"]
+from ambcore.runs import atomic_write_text
+
+design_runs = report.collect_runs(runs_path)
+design_runs = design_runs[design_runs["cell"].isin(experiments.DESIGN_CELLS)].reset_index(drop=True)
+study = experiments.design_study(report.summarize(design_runs))
+_ = atomic_write_text(results_path / "design_study.csv", study.to_csv(index=False))
+caption = f"Choices the thesis leaves open: test metrics, mean ± std over seeds ({source})"
+display(numbered_table(study.drop(columns=["verdict"]), caption, name="tbl-design-study", digits=3))
+for sentence in study["verdict"][study["verdict"] != ""]:
+    print(sentence)

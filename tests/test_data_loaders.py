@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -11,6 +12,7 @@ from ambcore.data.loaders import load_dataset
 from ambcore.errors import DataError
 
 SIZES = {"train": 5, "valid": 3, "test": 4}
+_VIDEOS = itertools.count()  # video numbers: ids are unique across splits (the loader checks)
 
 
 def _text(rng, n_words):
@@ -40,7 +42,7 @@ def mmsa_split(rng, n, steps=10, dv=35, da=74, aligned=True, left_pad=False, wit
         "text": np.zeros((n, steps, 8), np.float32),
     }
     if with_ids:
-        split["id"] = np.array([f"vid{i // 2}$_${i % 2}" for i in range(n)], dtype=object)
+        split["id"] = np.array([f"vid{next(_VIDEOS)}$_${i % 2}" for i in range(n)], dtype=object)
     if not aligned:
         split["audio_lengths"] = a_len.astype(np.int64)
         split["vision_lengths"] = v_len.astype(np.int64)
@@ -65,9 +67,9 @@ def list_items(rng, n, dv=35, da=74, misa=False):
         label = np.array([[rng.uniform(-3, 3)]], dtype=np.float32)
         if misa:
             ids = np.arange(k)
-            items.append(((ids, visual, acoustic, words), label, f"seg{i}"))
+            items.append(((ids, visual, acoustic, words), label, f"seg{next(_VIDEOS)}"))
         else:
-            items.append(((np.array(words), visual, acoustic), label, f"seg{i}"))
+            items.append(((np.array(words), visual, acoustic), label, f"seg{next(_VIDEOS)}"))
     return items
 
 
@@ -95,7 +97,7 @@ def test_mmsa_aligned_right_padded(tmp_path):
         assert split.acoustic[i].shape == (len(words), 5)
         np.testing.assert_array_equal(split.visual[i], raw["vision"][i, : len(words)])
     np.testing.assert_allclose(split.labels, raw["regression_labels"].astype(np.float32))
-    assert split.ids[0] == "vid0$_$0"
+    assert split.ids == list(raw["id"])
     assert len(ds.fingerprint) == 64 and ds.repairs == {}
 
 

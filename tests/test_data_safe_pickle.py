@@ -79,3 +79,17 @@ def test_truncated_and_garbage(tmp_path):
     path.write_bytes(b"this is not a pickle")
     with pytest.raises(DataError, match=str(path)):
         safe_load(path)
+
+
+def test_loaded_arrays_pickle_and_copy_as_plain_ndarrays():
+    import copy
+
+    back = safe_loads(pickle.dumps({"a": np.arange(6.0).reshape(2, 3), "s": np.array(["x"], object)}))
+    again = pickle.loads(pickle.dumps(back))
+    assert type(again["a"]) is np.ndarray and again["s"].tolist() == ["x"]
+    np.testing.assert_array_equal(copy.deepcopy(back)["a"], np.arange(6.0).reshape(2, 3))
+
+
+def test_text_opcode_with_garbage_index_is_one_error():
+    with pytest.raises(DataError, match="x.pkl"):
+        safe_loads(b"(lp0\nNpXYZ\n.", source="x.pkl")

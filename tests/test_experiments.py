@@ -76,7 +76,8 @@ def test_misa_recipe_in_full_on_paper_and_scaled_on_smaller_presets():
 def test_amb_ft_budget_follows_the_thesis_scheme():
     """bert-base (random weights on the meta device): AMB-FT trains the embeddings and the last
     three layers instead of the adapters. The thesis' AMB-FT minus AMB (47.2 - 8.6 M) is that
-    exchange plus BERT's pooler, which the original code leaves trainable and AMB never builds."""
+    exchange plus BERT's pooler, which the original code leaves trainable and the paper preset's
+    AMB-FT carries (amb_finetune_pooler)."""
     from ambcore.models import build_model
 
     def trainable(cell):
@@ -90,7 +91,8 @@ def test_amb_ft_budget_follows_the_thesis_scheme():
     hidden = model.plm.config.hidden_size
     pooler = hidden * hidden + hidden
     thesis = thesis_rows("6.2").set_index("model")["trainable_params_m"]
-    exchange = (n_ft - n_amb + pooler) / 1e6
+    assert sum(p.numel() for p in model.plm.pooler.parameters()) == pooler
+    exchange = (n_ft - n_amb) / 1e6
     assert round(exchange, 1) == pytest.approx(thesis["AMB-FT"] - thesis["AMB"])
 
 
@@ -226,3 +228,33 @@ def test_modality_drops_and_planted_truth():
     swapped = drops.copy()
     swapped.loc[swapped["kind"] == "acoustic", "drop"] = 0.5
     assert not ex.planted_truth_check(swapped, "AMB")["recovered"]
+
+
+def test_design_study_cells_and_verdicts():
+    """The open-choice study: the default AMB cell plus one cell per alternative, and a verdict
+    computed from the spread over seeds."""
+    import pandas as pd
+
+    assert ex.DESIGN_CELLS == ("amb", "amb-per-layer", "amb-independent", "amb-pfeiffer")
+    assert not set(ex.DESIGN_CELLS[1:]) & set(ex.ABLATION_CELLS)
+    spec = ex.design_spec("embedded")
+    assert spec["seeds"] == list(ex.grid("embedded").seeds)
+    assert [c["name"] for c in spec["cells"]] == list(ex.DESIGN_CELLS)
+    assert ex.cell_config("amb-pfeiffer", "embedded").adapter_placement == "pfeiffer"
+
+    def row(cell, corr, std, n=3):
+        return {"cell": cell, "n_seeds": n, "trainable_params_m": 1.0,
+                **{f"{m}_{s}": v for m in ("test_mae", "test_corr", "test_acc7")
+                   for s, v in (("mean", corr), ("std", std))}}  # fmt: skip
+
+    summary = pd.DataFrame([row("amb", 0.50, 0.01), row("amb-per-layer", 0.60, 0.01),
+                            row("amb-independent", 0.505, 0.02), row("amb-pfeiffer", 0.5, 0.0, n=1)])
+    study = ex.design_study(summary)
+    assert len(study) == 6 and study["verdict"].iloc[0] == ""
+    verdicts = study.set_index("cell")["verdict"]
+    assert "beyond the spread over 3 seeds" in verdicts["amb-per-layer"]
+    assert "within the spread" in verdicts["amb-independent"]
+    assert "one seed" in verdicts["amb-pfeiffer"]
+    assert study.set_index("cell").loc["amb-per-layer", "corr"] == "0.600 ± 0.010"
+    with pytest.raises(AmbError, match="amb-pfeiffer"):
+        ex.design_study(summary[summary["cell"] != "amb-pfeiffer"])

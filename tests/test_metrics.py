@@ -158,3 +158,16 @@ def test_confusion_7_rows_are_true_classes_and_diagonal_is_acc7():
     assert counts[6, 6] == 1 and counts[3, 3] == 2 and counts[5, 4] == 1 and counts[0, 2] == 1
     acc7 = sentiment_metrics(y_pred, y_true)["acc7"]
     assert np.trace(counts) / counts.sum() == pytest.approx(acc7)
+
+
+def test_float64_tensors_are_not_rounded_to_float32():
+    """MMSA computes on float64; a float64 tensor must give the numpy float64 values exactly."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    pred = rng.uniform(-3, 3, 257) + 1e-9
+    true = np.round(rng.uniform(-3, 3, 257) * 3) / 3
+    from_numpy = sentiment_metrics(pred, true)
+    from_torch = sentiment_metrics(torch.tensor(pred, dtype=torch.float64), torch.tensor(true))
+    for key in ("mae", "corr"):
+        assert from_torch[key] == from_numpy[key]

@@ -118,3 +118,39 @@ def test_adapters_twice_or_finetune_with_adapters_is_an_error(plain_plm):
         add_adapters(plm, 4)
     with pytest.raises(ModelConfigError, match="without adapters"):
         set_trainable(plm, get_config("smoke", text_adaptation="finetune"))
+
+
+def test_pfeiffer_adapter_reapplies_the_layernorm_with_the_residual_before_it(plain_plm):
+    """AdapterHub's Pfeiffer adapter: LN(h + x + A(LN(h + x))), from the module's own weights."""
+    adapted = copy.deepcopy(plain_plm)
+    adapters = add_adapters(adapted, adapter_dim=4, placement="pfeiffer")
+    output = adapted.encoder.layer[0].output.eval()
+    assert adapters[0] is output.LayerNorm.adapter and not hasattr(output, "adapter")
+    x_inter = torch.randn(2, 5, plain_plm.config.intermediate_size)
+    x_attn = torch.randn(2, 5, plain_plm.config.hidden_size)
+    fresh = output(x_inter, x_attn)
+    torch.nn.init.normal_(adapters[0].up.weight)
+    changed = output(x_inter, x_attn)
+    # independently: dense, residual, LayerNorm, bottleneck on the normalised state, LayerNorm again
+    ln = output.LayerNorm
+    summed = x_inter @ output.dense.weight.T + output.dense.bias + x_attn
+    normed = torch.nn.functional.layer_norm(summed, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    bottleneck = torch.relu(normed @ adapters[0].down.weight.T + adapters[0].down.bias) @ adapters[0].up.weight.T
+    expected = torch.nn.functional.layer_norm(summed + bottleneck + adapters[0].up.bias, ln.normalized_shape,
+                                              ln.weight, ln.bias, ln.eps)  # fmt: skip
+    assert torch.allclose(fresh, normed, atol=1e-6)  # the identity when freshly built
+    assert torch.allclose(changed, expected, atol=1e-5)
+    assert not torch.allclose(changed, adapters[0](normed), atol=1e-3)  # not the "ours" placement
+
+
+def test_pfeiffer_adapters_train_alone_and_unknown_placement_is_an_error(plain_plm):
+    adapted = copy.deepcopy(plain_plm)
+    add_adapters(adapted, adapter_dim=4, placement="pfeiffer")
+    set_trainable(adapted, get_config("smoke", adapter_placement="pfeiffer"))
+    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trainable and all(".LayerNorm.adapter." in n for n in trainable)
+    assert len(trainable) == 4 * plain_plm.config.num_hidden_layers  # down/up weight and bias
+    with pytest.raises(ModelConfigError, match="adapter_placement='middle'"):
+        add_adapters(copy.deepcopy(plain_plm), adapter_dim=4, placement="middle")
+    with pytest.raises(ModelConfigError, match="twice"):
+        add_adapters(adapted, adapter_dim=4)

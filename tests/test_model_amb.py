@@ -113,6 +113,9 @@ VARIANTS = {
         lambda n: _is_head(n) or n.startswith("plm.encoder.layer.1."),
     ),
     "frozen": (dict(text_adaptation="frozen"), _is_head),
+    "per-layer-projection": (dict(cls_projection="per_layer"), lambda n: _is_adapter(n) or _is_head(n)),
+    "independent": (dict(fusion_connect="independent"), lambda n: _is_adapter(n) or _is_head(n)),
+    "pfeiffer": (dict(adapter_placement="pfeiffer"), lambda n: _is_adapter(n) or _is_head(n)),
     "text-only": (dict(variant="text-only"), lambda n: _is_adapter(n) or _is_head(n)),
     "no-text": (dict(variant="no-text"), lambda n: _is_adapter(n) or _is_head(n)),
 }
@@ -135,7 +138,8 @@ def test_exactly_the_intended_parameters_train(variant):
     assert ("encoders" in counts) == (variant != "text-only")
 
 
-@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "finetune-last1-no-embeddings", "text-only", "frozen"])
+@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "finetune-last1-no-embeddings", "text-only", "frozen",
+                                     "per-layer-projection", "independent", "pfeiffer"])
 def test_optimizer_steps_change_every_trainable_tensor_and_no_frozen_one(variant):
     overrides, _ = VARIANTS[variant]
     model = build(**overrides).train()
@@ -229,7 +233,7 @@ def test_unknown_model_and_config_keys_are_errors():
         MODEL_REGISTRY.update(MODEL_REGISTRY_COPY)
 
 
-@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "text-only"])
+@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "text-only", "per-layer-projection", "pfeiffer"])
 def test_save_load_round_trip(tmp_path, variant):
     overrides, _ = VARIANTS[variant]
     model = build(**overrides)
@@ -304,3 +308,64 @@ def test_embedded_minilm_amb(tmp_path):
     loaded = load_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.equal(out.prediction, loaded(batch).prediction)
+
+
+def test_design_choices_build_the_projections_they_name():
+    shared, per_layer = build(), build(cls_projection="per_layer")
+    n_layers = shared.plm.config.num_hidden_layers
+    assert hasattr(shared.fusion, "cls_proj") and not any(hasattr(l, "cls_proj") for l in shared.fusion.layers)
+    assert not hasattr(per_layer.fusion, "cls_proj") and all(hasattr(l, "cls_proj") for l in per_layer.fusion.layers)
+    proj = sum(p.numel() for p in shared.fusion.cls_proj.parameters())
+    fusion = lambda m: count_parameters(m)["fusion"]["trainable"]  # noqa: E731
+    assert fusion(per_layer) - fusion(shared) == (n_layers - 1) * proj
+    # the shared map is applied to every layer's [CLS] state: each layer's fused input differs
+    batch = make_batch()
+    states = shared.eval()(batch).fused_states
+    assert states.shape[1] == n_layers and not torch.allclose(states[:, 0], states[:, 1])
+
+
+def test_amb_ft_pooler_is_counted_trainable_and_never_read():
+    plain = build(text_adaptation="finetune", finetune_layers="last:1")
+    pooled = build(text_adaptation="finetune", finetune_layers="last:1", amb_finetune_pooler=True)
+    assert plain.plm.pooler is None
+    pooler = sum(p.numel() for p in pooled.plm.pooler.parameters())
+    hidden = pooled.plm.config.hidden_size
+    assert pooler == hidden * hidden + hidden
+    assert all(p.requires_grad for p in pooled.plm.pooler.parameters())
+    assert count_parameters(pooled)["all"]["trainable"] - count_parameters(plain)["all"]["trainable"] == pooler
+    batch = make_batch()
+    assert torch.equal(plain.eval()(batch).prediction, pooled.eval()(batch).prediction)
+    # not with adapters, nor without the embeddings (MISA's loop trains it with them)
+    assert build(amb_finetune_pooler=True).plm.pooler is None
+    no_emb = build(text_adaptation="finetune", finetune_layers="last:1", amb_finetune_pooler=True,
+                   amb_finetune_embeddings=False)  # fmt: skip
+    assert no_emb.plm.pooler is None
+
+
+def _strip_design_fields(folder):
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("cls_projection", "adapter_placement", "amb_finetune_pooler"):
+        config.pop(key)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_checkpoint_of_the_earlier_design_still_loads(tmp_path):
+    """A config saved before the design fields existed rebuilds per-layer projections."""
+    model = build(cls_projection="per_layer").eval()
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    model.save_pretrained(tmp_path)
+    _strip_design_fields(tmp_path)
+    loaded = load_pretrained(tmp_path)
+    assert loaded.cfg.cls_projection == "per_layer" and loaded.cfg.adapter_placement == "ours"
+    batch = make_batch()
+    assert torch.equal(model(batch).prediction, loaded(batch).prediction)
+
+
+def test_checkpoint_of_another_design_fails_naming_the_design(tmp_path):
+    build().save_pretrained(tmp_path)  # shared projection
+    _strip_design_fields(tmp_path)  # now claims to be the earlier, per-layer design
+    with pytest.raises(ModelConfigError, match="cls_projection='per_layer'") as err:
+        load_pretrained(tmp_path)
+    assert "\n" not in str(err.value)

@@ -178,16 +178,16 @@ def test_replacement_is_uniform_over_other_vocabulary_tokens():
 
 
 def test_visual_noise_is_multiplicative_standard_normal():
-    """The documented choice: x -> x * n, n ~ N(0, 1) per element (Hazarika et al.'s code)."""
+    """granularity="element": x -> x * n, n ~ N(0, 1) drawn for every element."""
     batch = make_batch(n=256, lv=30, seed=6)
-    new = apply_noise(batch, "visual", 1.0, _gen(7), _info()).batch
+    new = apply_noise(batch, "visual", 1.0, _gen(7), _info(), granularity="element").batch
     real = batch.visual_mask
     ratio = (new.visual[real] / batch.visual[real]).flatten()
     assert ratio.numel() > 10_000
     assert abs(ratio.mean().item()) < 0.05
     assert abs(ratio.std().item() - 1.0) < 0.05
     jitter = apply_noise(batch, "visual", 1.0, _gen(7), _info(), gaussian_mean=1.0,
-                         gaussian_std=0.1).batch
+                         gaussian_std=0.1, granularity="element").batch
     ratio = (jitter.visual[real] / batch.visual[real]).flatten()
     assert abs(ratio.mean().item() - 1.0) < 0.01 and abs(ratio.std().item() - 0.1) < 0.01
 
@@ -324,3 +324,49 @@ def test_summarize_curves_averages_runs_per_model_kind_and_rate():
         summarize_curves(pd.concat([curves, curves.iloc[:1]]))
     with pytest.raises(ValueError, match=r"columns \['run'\] missing"):
         summarize_curves(curves.drop(columns=["run"]))
+
+
+@pytest.mark.parametrize("kind", ["visual", "acoustic"])
+def test_step_granularity_scales_each_selected_step_by_one_standard_normal(kind):
+    """The default (Hazarika et al.'s code: one N(0, 1) scalar per selected unit)."""
+    from ambcore.noise import DEFAULT_GRANULARITY
+
+    assert DEFAULT_GRANULARITY == "step"
+    batch = make_batch(n=256, lv=30, seed=6)
+    new = apply_noise(batch, kind, 1.0, _gen(7), _info()).batch
+    real = getattr(batch, f"{kind}_mask")
+    ratio = getattr(new, kind)[real] / getattr(batch, kind)[real]  # (steps, D)
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-5)  # one gain per step
+    gains = ratio[:, 0]
+    assert gains.numel() > 1000 and abs(gains.mean().item()) < 0.08 and abs(gains.std().item() - 1.0) < 0.06
+    element = apply_noise(batch, kind, 1.0, _gen(7), _info(), granularity="element").batch
+    ratio = getattr(element, kind)[real] / getattr(batch, kind)[real]
+    assert not torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-2)
+
+
+def test_unknown_granularity_is_an_error_and_augmentation_keeps_element():
+    import inspect
+
+    from ambcore.noise import noise_augment
+
+    batch = make_batch(n=4)
+    with pytest.raises(ValueError, match="granularity 'frame'.*step, element"):
+        apply_noise(batch, "visual", 0.5, _gen(1), _info(), granularity="frame")
+    assert inspect.signature(noise_augment).parameters["granularity"].default == "element"
+
+
+def test_select_granularity_keeps_text_and_one_av_granularity():
+    import pandas as pd
+
+    from ambcore.robustness import select_granularity
+
+    curves = pd.DataFrame({"kind": ["deletion", "visual", "visual", "acoustic", "acoustic"],
+                           "granularity": ["token", "step", "element", "step", "element"]})  # fmt: skip
+    step = select_granularity(curves, "step")
+    assert list(step["granularity"]) == ["token", "step", "step"]
+    assert list(select_granularity(curves, "element")["kind"]) == ["deletion", "visual", "acoustic"]
+    legacy = select_granularity(curves.drop(columns=["granularity"]).iloc[:2], "element")
+    assert list(legacy["granularity"]) == ["token", "element"]  # cached before: element-wise
+    assert select_granularity(curves.drop(columns=["granularity"]).iloc[:2], "step")["kind"].tolist() == ["deletion"]
+    with pytest.raises(ValueError, match="granularity 'x'"):
+        select_granularity(curves, "x")

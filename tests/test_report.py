@@ -7,18 +7,32 @@ recomputed from those predictions or read from the reference CSV, never typed.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ambcore import runs
+from ambcore import runs, stats
 from ambcore.config import get_config
 from ambcore.errors import AmbError
 from ambcore.metrics import sentiment_metrics
 from ambcore.report import (
+    ABLATION_COMPARISONS,
+    COMPACT_COLUMNS,
+    ablation_verdicts,
+    budget_sentence,
+    non_learner_sentence,
     acc7_vs_params,
+    add_statistics,
+    compact_table,
+    learns,
+    non_learners,
+    table_caption,
+    table_verdicts,
+    headline_mae,
+    verdicts_from_table,
     cited_rows,
     collect_runs,
     format_table,
@@ -47,11 +61,21 @@ def write_run(root, cell, overrides, n_params, noise, seed, done=True, sweep=Tru
     cfg = get_config("smoke", seed=seed, **overrides)
     run_dir = root / cell / f"seed{seed}"
     rng = np.random.default_rng(zlib.crc32(f"{cell}/{seed}".encode()))
-    metrics = {}
+    metrics, labels_of = {}, {}
     for split, n in (("valid", 60), ("test", 80)):
-        y_true = np.round(rng.uniform(-3, 3, n) * 3) / 3
+        # every run of every cell predicts the same test utterances (as on a real split)
+        labels = np.random.default_rng(7) if split == "test" else rng
+        y_true = np.round(labels.uniform(-3, 3, n) * 3) / 3
         y_pred = y_true + rng.normal(0, noise, n)
         metrics[split] = sentiment_metrics(y_pred, y_true)
+        labels_of[split] = y_true
+    # the mean-label predictor (training labels are centred: their mean is 0) on valid
+    with warnings.catch_warnings():  # a constant has no correlation; the MAE is what counts
+        warnings.simplefilter("ignore", RuntimeWarning)
+        metrics["valid_baseline_train_mean"] = sentiment_metrics(np.zeros(60), labels_of["valid"])
+    runs.write_csv(run_dir / "test_predictions.csv",
+                   [{"id": f"t{i}", "y_true": t, "y_pred": p} for i, (t, p) in
+                    enumerate(zip(y_true, y_pred))], ("id", "y_true", "y_pred"))  # fmt: skip
     runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", {"plm": {"name": cfg.plm, "random_init": True}})
     if sweep:
@@ -210,3 +234,102 @@ def test_empty_and_missing_runs_folders(tmp_path):
     assert not table["Source"].str.startswith("this").any() and len(table) == 9
     with pytest.raises(AmbError, match="does not exist"):
         collect_runs(tmp_path / "nope")
+
+
+def test_learns_against_the_mean_label_predictor():
+    assert learns(0.80, 1.00) is True
+    assert learns(0.995, 1.00) is False  # within the margin: not learning
+    assert learns(1.10, 1.00) is False
+    assert learns(float("nan"), 1.0) is None and learns(0.5, float("nan")) is None
+
+
+def test_non_learners_are_computed_and_marked(runs_dir):
+    root, _ = runs_dir
+    frame = collect_runs(root)
+    summary = summarize(frame).set_index("cell")
+    for cell in CELLS:  # recomputed from the run folders' numbers
+        runs_of = frame[frame["cell"] == cell]
+        beats = runs_of["valid_mae"].mean() < 0.99 * runs_of["valid_baseline_mae"].mean()
+        assert summary.loc[cell, "learns"] == beats
+    assert summary.loc["amb", "learns"] and not summary.loc["amb-no-text", "learns"]  # noise 2.0
+    summary = summary.reset_index()
+    assert non_learners(summary) == ["AMB no-text"]
+    shown = compact_table(table_6_2(summary))
+    assert (shown["Model"] == "AMB no-text †").sum() == 1  # ours only, not the thesis' row
+    assert (shown["Model"].str.endswith("†")).sum() == 1
+    written = pd.read_csv(write_report(root, tmp_path_of(root))["table_6_2"])
+    assert (compact_table(written)["Model"] == "AMB no-text †").sum() == 1  # survives the CSV
+    sentences = verdicts_from_table(written)  # what the Results chapter says, from the CSV
+    assert sentences[-1] == "AMB no-text did not beat the mean-label predictor on validation (†)"
+    assert any(s.startswith("AMB's MAE is lower than AMB no-text's") for s in sentences)
+    assert len(sentences) == 4  # three tested rows and the non-learner
+    amb = written[written["Source"].str.startswith("this book") & (written["Model"] == "AMB")].iloc[0]
+    headline = headline_mae(written)
+    assert f"{amb['MAE']:.3f} ± {amb['MAE std']:.3f} over 3 seeds" in headline
+    assert f"[{amb['MAE lo']:.3f}, {amb['MAE hi']:.3f}]" in headline and DATA_NAME in headline
+
+
+def tmp_path_of(root):
+    out = root.parent / f"{root.name}-report"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
+    root, _ = runs_dir
+    frame = collect_runs(root)
+    summary = add_statistics(summarize(frame), stats.available_predictions(frame, root),
+                             n_boot=300, n_perm=1000)  # fmt: skip
+    cells = summary.set_index("cell")
+    for cell in CELLS:
+        assert cells.loc[cell, "test_mae_lo"] < cells.loc[cell, "test_mae_mean"] < cells.loc[cell, "test_mae_hi"]
+    # table 6.2: AMB against AMB-FT, MISA (FT) and AMB no-text, Holm across those three
+    p = cells[["p_6_2", "p_holm_6_2"]].dropna()
+    assert set(p.index) == {"amb-ft", "misa-ft", "amb-no-text"}
+    assert list(p["p_holm_6_2"]) == pytest.approx(list(stats.holm(p["p_6_2"])))
+    assert cells.loc["amb-no-text", "mae_diff_hi_6_2"] < 0 and cells.loc["amb-no-text", "p_holm_6_2"] < 0.01
+    amb_mae = cells.loc["amb", "test_mae_mean"]
+    assert cells.loc["misa-ft", "mae_diff_6_2"] == pytest.approx(amb_mae - cells.loc["misa-ft", "test_mae_mean"])
+    # table 6.1: MAG-BERT's only run is seed 5, AMB has 0-2: nothing to pair, no p-value
+    assert np.isnan(cells.loc["adhoc/mag/seed5", "p_6_1"])
+    sentences = table_verdicts(summary.reset_index(drop=True), "6.2")
+    assert any(s.startswith("AMB's MAE is lower than AMB no-text's") for s in sentences)
+    assert len(sentences) == 3
+
+    table = table_6_2(summary)
+    ours = table[table["Source"].str.startswith("this book")].set_index("Model")
+    assert ours.loc["AMB no-text", "p vs AMB (Holm)"] == cells.loc["amb-no-text", "p_holm_6_2"]
+    assert ours.loc["AMB", "MAE lo"] == cells.loc["amb", "test_mae_lo"]
+    assert ours.loc["AMB", "Acc-7 (%) hi"] == pytest.approx(100 * cells.loc["amb", "test_acc7_hi"])
+    shown = compact_table(table)
+    assert list(shown.columns) == list(COMPACT_COLUMNS)  # no per-row data / PLM / convention
+    amb = shown[(shown["Model"] == "AMB") & (shown["Source"] == "ours")].iloc[0]
+    assert "±" in amb["MAE"] and "[" in amb["MAE"]
+    assert shown["ΔMAE vs AMB [95 % CI]"].str.len().max() <= 24
+    caption = table_caption(table, "Thesis table 6.2 beside our runs")
+    assert caption.count(DATA_NAME) == 1 and "Holm" in caption and "†" in caption
+
+
+def test_ablation_verdicts_are_computed_from_paired_tests(runs_dir):
+    root, _ = runs_dir
+    frame = collect_runs(root)
+    summary = summarize(frame)
+    preds = stats.available_predictions(frame, root)
+    text = ablation_verdicts(summary, preds, n_perm=1000)
+    assert set(text) == {key for key, *_ in ABLATION_COMPARISONS}
+    assert text["tav"].startswith("cannot be judged") and text["misa"].startswith("cannot be judged")
+    assert text["notext"].startswith("AMB's MAE is lower than AMB no-text's")
+    # two comparisons were made: Holm over two
+    raw = stats.paired_test(preds["amb"], preds["amb-ft"], n_perm=1000)
+    other = stats.paired_test(preds["amb"], preds["amb-no-text"], n_perm=1000)
+    adjusted = stats.holm([other.p_value, raw.p_value])[1]
+    assert f"Holm-adjusted p = {stats._p(adjusted)}" in text["ft"] and "(3 seeds)" in text["ft"]
+    assert "AMB no-text did not beat the mean-label predictor" in non_learner_sentence(summary)
+    assert non_learner_sentence(summary[summary["cell"] == "amb"]).startswith("every cell beats")
+
+
+def test_budget_sentence_names_runs_still_improving():
+    frame = pd.DataFrame({"row_name": ["AMB", "AMB", "MISA (FT)"], "best_epoch": [3, 2, 3],
+                          "epochs_run": [3, 3, 3]})  # fmt: skip
+    assert budget_sentence(frame, 3).startswith("AMB 1 of 2 runs, MISA (FT) 1 of 1 runs;")
+    assert budget_sentence(frame, 5).startswith("none")  # stopped early, not out of budget

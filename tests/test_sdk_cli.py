@@ -20,7 +20,7 @@ HAS_DATA_COMMAND = importlib.util.find_spec("ambcore.commands.data") is not None
 def converted(tmp_path_factory):
     """Tiny synthetic SDK files converted through the from-sdk command's parser and handler."""
     tmp_path = tmp_path_factory.mktemp("sdk_cli")
-    spec = SyntheticSdkSpec(n_videos=8, utterances_per_video=2, words_per_utterance=8, seed=2)
+    spec = SyntheticSdkSpec(n_videos=20, utterances_per_video=2, words_per_utterance=8, seed=2)
     paths = generate_synthetic_sdk(tmp_path / "csd", spec, progress=False)
     out = tmp_path / "mmsa"
     argv = ["from-sdk", "--words", str(paths["words"]), "--visual", str(paths["visual"])]
@@ -41,7 +41,7 @@ def test_from_sdk_handler_writes_pickles_and_prints_report(converted, capsys):
     args = _data_parser().parse_args(argv)
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "videos:     8" in printed and "skipped: nothing" in printed
+    assert "videos:     20" in printed and "skipped: nothing" in printed
     report = json.loads((out / "conversion_report.json").read_text())
     aligned = safe_load(out / "aligned_12.pkl")
     unaligned = safe_load(out / "unaligned_64.pkl")

@@ -63,18 +63,22 @@ def test_robustness_curve_on_the_best_checkpoint(swept):
     root, _, second = swept
     run_dir = plan(second.spec)[0].run_dir
     curve = robustness_curve(run_dir, NOISE_KINDS, rates=(0.0, 1.0), n_draws=2, seed=0)
-    assert len(curve) == len(NOISE_KINDS) * 2
+    assert len(curve) == (2 + 2 * 2) * 2  # text kinds once, visual/acoustic per granularity
+    assert set(curve[curve["kind"] == "visual"]["granularity"]) == {"step", "element"}
+    assert set(curve[curve["kind"] == "deletion"]["granularity"]) == {"token"}
     clean = curve[curve["rate"] == 0.0]
     test = runs.read_metrics(run_dir)["test"]
     # rate 0 is the clean evaluation of the trainer, identical over draws
     assert np.allclose(clean["corr"], test["corr"]) and np.allclose(clean["mae"], test["mae"])
     assert (clean["corr_std"] == 0).all()
     assert (curve[curve["rate"] == 1.0]["realised_rate"] == 1.0).all()
-    noisy = curve[curve["rate"] == 1.0].set_index("kind")
-    assert (noisy["mae"] != test["mae"]).all()  # every kind reaches the model
-    again = robustness_curve(run_dir, "visual", rates=(1.0,), n_draws=2, seed=0)
-    visual = curve[(curve["kind"] == "visual") & (curve["rate"] == 1.0)]
-    assert again["corr"].item() == visual["corr"].item()  # seeded: the same draws
+    noisy = curve[curve["rate"] == 1.0]
+    assert (noisy["mae"] != test["mae"]).all()  # every kind and granularity reaches the model
+    step, element = (noisy[(noisy["kind"] == "visual") & (noisy["granularity"] == g)] for g in ("step", "element"))
+    assert step["mae"].item() != element["mae"].item()  # the two granularities differ
+    again = robustness_curve(run_dir, "visual", rates=(1.0,), n_draws=2, seed=0, granularities=("step",))
+    visual = step
+    assert len(again) == 1 and again["corr"].item() == visual["corr"].item()  # seeded: the same draws
     assert visual["corr_std"].item() > 0  # two different draws
     row = curve.iloc[0]
     assert row["row_name"] == "AMB" and row["plm"] == "tiny random BERT" and row["is_synthetic"]

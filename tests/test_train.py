@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
@@ -88,6 +89,14 @@ def test_smoke_run_writes_every_artifact(reference_run):
     assert list(preds.columns) == ["id", "y_true", "y_pred"]
     assert len(preds) == metrics["test"]["n"] == smoke_config().synthetic_n_test
     assert preds["id"].is_unique
+    # the mean-label predictor on valid: the mean of the training labels, scored on valid
+    from ambcore.data.loaders import load_dataset
+    from ambcore.metrics import sentiment_metrics
+
+    data = load_dataset("synthetic", smoke_config())
+    constant = np.full(len(data["valid"].labels), np.mean(data["train"].labels))
+    expected = sentiment_metrics(constant, data["valid"].labels)["mae"]
+    assert metrics["valid_baseline_train_mean"]["mae"] == pytest.approx(expected)
 
 
 def test_same_seed_gives_bit_identical_results(reference_run, tmp_path):

@@ -25,7 +25,16 @@ non-zero step (counted in the report as well).
 
 Bad input raises one ``DataError`` naming the file, split, key and what was expected. NaN and
 +-inf feature values are replaced by 0 and counted in ``dataset.repairs`` by split, modality
-and kind (e.g. ``"train/audio: -inf -> 0": 312``), never silently.
+and kind (e.g. ``"train/audio: -inf -> 0": 312``), never silently; a modality of a split with
+no finite value at all is refused. Also refused: an empty split; text that is not a string
+(``None``) or holds a lone UTF-16 surrogate; complex features and features beyond
+``FEATURE_LIMIT`` (1e15) in magnitude (they overflow float32 once squared and summed in a layer
+norm); fractional lengths; an id repeated within a split or across splits. An MMSA file whose
+visual and acoustic step counts agree (the aligned shape) but that carries length arrays is
+read as unaligned, and counted in the report.
+
+Reading a file is memory-bounded by ``ambcore.data.safe_pickle`` (its limits and measured
+peaks are documented there); the loader's own copies add at most the features in float32.
 """
 
 from __future__ import annotations
@@ -42,9 +51,10 @@ from ambcore.data.types import SPLITS, MultimodalDataset, Split
 from ambcore.errors import DataError
 from ambcore.paths import data_from_env
 
-__all__ = ["load_dataset", "detect_format", "synthetic_cache_path", "LABEL_RANGE"]
+__all__ = ["load_dataset", "detect_format", "synthetic_cache_path", "LABEL_RANGE", "FEATURE_LIMIT"]
 
 LABEL_RANGE = (-3.0, 3.0)
+FEATURE_LIMIT = 1e15  # |feature| above this is refused (float32 overflows once squared and summed)
 _LABEL_TOLERANCE = 1e-4  # float32 rounding of labels stored as e.g. 3.0000002
 _MMSA_REQUIRED = ("raw_text", "audio", "vision", "regression_labels")
 _MMSA_LENGTHS = ("audio_lengths", "vision_lengths")
@@ -106,6 +116,7 @@ def _load_file(path: Path) -> MultimodalDataset:
         splits = {
             s: _list_split(obj[_list_key(obj, s)], str(path), s, fmt, repairs) for s in SPLITS
         }
+    _check_splits(splits, str(path))
     visual_dim, acoustic_dim = _common_dims(splits, str(path))
     meta = obj.get("meta") if isinstance(obj, dict) else None
     is_synthetic = isinstance(meta, dict) and meta.get("generator") == "ambcore.data.synthetic"
@@ -178,12 +189,85 @@ def _describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         inner = ", ".join(_describe(v) for v in value[:4])
         return f"{type(value).__name__} of length {len(value)} ({inner}{', ...' if len(value) > 4 else ''})"
-    return type(value).__name__
+    return "None" if value is None else type(value).__name__
 
 
 # ---- shared checks ---------------------------------------------------------------------------
 def _error(source: str, split: str, key: str, problem: str, expected: str) -> DataError:
     return DataError(f"{source}: split {split!r}, key {key!r}: {problem}; expected {expected}")
+
+
+def _check_splits(splits: dict[str, Split], source: str) -> None:
+    """Every split has utterances; every id is unique within and across splits."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(
+                f"{source}: split {name!r} has no utterances; expected at least one in each "
+                "of train, valid and test"
+            )
+        for row, uid in enumerate(split.ids):
+            if uid in seen:
+                where = "the same split" if seen[uid] == name else f"split {seen[uid]!r}"
+                raise _error(
+                    source, name, "id", f"id {uid!r} at row {row} also appears in {where}",
+                    "one id per utterance, unique across train, valid and test",
+                )  # fmt: skip
+            seen[uid] = name
+
+
+def _check_feature_dtype(x: np.ndarray, source: str, split: str, key: str) -> None:
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise _error(source, split, key, f"dtype {x.dtype}", "real-valued (float) features")
+
+
+def _check_feature_values(
+    x: np.ndarray, source: str, split: str, key: str, whole_modality: bool = True
+) -> None:
+    """Refuse finite values beyond FEATURE_LIMIT and (``whole_modality``: ``x`` holds a whole
+    split's modality) a modality without any finite value."""
+    finite = np.isfinite(x)
+    if whole_modality and x.size and not finite.any():
+        raise _error(
+            source, split, key, f"no finite value ({x.size} NaN/inf)",
+            "features (NaN/inf are repaired to 0 only where some values are finite)",
+        )  # fmt: skip
+    big = finite & (np.abs(x) > FEATURE_LIMIT)
+    if big.any():
+        index = np.unravel_index(int(np.flatnonzero(big)[0]), x.shape)
+        raise _error(
+            source, split, key, f"value {float(x[index]):g} at row {index[0]} "
+            f"({int(big.sum())} value(s) beyond {FEATURE_LIMIT:g})",
+            f"features with |x| <= {FEATURE_LIMIT:g}",
+        )  # fmt: skip
+
+
+def _texts(values: Any, source: str, split: str, key: str, ids: bool = False) -> list[str]:
+    """One string per row: str or UTF-8 bytes (or integers, for ``ids``), no None, no lone
+    surrogate."""
+    if isinstance(values, np.ndarray) and not values.dtype.hasobject:
+        values = values.reshape(-1).tolist()
+    elif isinstance(values, np.ndarray):
+        values = list(values.reshape(-1))
+    elif not isinstance(values, (list, tuple)):
+        raise _error(source, split, key, type(values).__name__, "a list or array of strings")
+    texts = []
+    for row, value in enumerate(values):
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if ids and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise _error(source, split, key, f"{_describe(value)} at row {row}", "a string per row")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _error(
+                source, split, key, f"lone surrogate {value[exc.start]!r} at row {row}, "
+                f"character {exc.start}", "valid Unicode text",
+            ) from None  # fmt: skip
+        texts.append(str(value))
+    return texts
 
 
 def _repair_nonfinite(x: np.ndarray, split: str, modality: str, repairs: dict[str, int]) -> None:
@@ -242,12 +326,6 @@ def _common_dims(splits: dict[str, Split], source: str) -> tuple[int, int]:
     return dims["visual"], dims["acoustic"]
 
 
-def _as_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
 # ---- MMSA ------------------------------------------------------------------------------------
 def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) -> Split:
     missing = [k for k in _MMSA_REQUIRED if k not in data]
@@ -261,18 +339,18 @@ def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) ->
         x = np.asarray(data[key])
         if x.ndim != 3:
             raise _error(source, split, key, f"shape {x.shape}", "rank 3 (N, steps, dim)")
-        if not np.issubdtype(x.dtype, np.number):
-            raise _error(source, split, key, f"dtype {x.dtype}", "float features")
+        _check_feature_dtype(x, source, split, key)
         x = x.astype(np.float32, copy=False)
         if not x.flags.writeable:
             x = x.copy()
+        _check_feature_values(x, source, split, key)
         _repair_nonfinite(x, split, key, repairs)
         features[key] = x
     vision, audio = features["vision"], features["audio"]
     n = vision.shape[0]
-    texts = [_as_text(t) for t in np.asarray(data["raw_text"], dtype=object).reshape(-1)]
+    texts = _texts(data["raw_text"], source, split, "raw_text")
     ids = (
-        [_as_text(i) for i in np.asarray(data["id"], dtype=object).reshape(-1)]
+        _texts(data["id"], source, split, "id", ids=True)
         if "id" in data
         else [f"{split}_{i}" for i in range(n)]
     )
@@ -293,6 +371,9 @@ def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) ->
         a_len = _check_lengths(data["audio_lengths"], n, audio.shape[1], source, split, "audio_lengths")
         v_len = _check_lengths(data["vision_lengths"], n, vision.shape[1], source, split, "vision_lengths")
         a_start = v_start = np.zeros(n, np.int64)
+        if audio.shape[1] == vision.shape[1]:
+            repairs[f"{split}/vision+audio: aligned shape but length arrays given: read as "
+                    "unaligned with those lengths"] = n  # fmt: skip
     elif audio.shape[1] == vision.shape[1]:  # aligned layout: lengths from the words
         a_len, a_start, words = _aligned_lengths(texts, vision, audio, split, repairs)
         v_len, v_start = a_len, a_start
@@ -311,8 +392,14 @@ def _check_lengths(values, n: int, steps: int, source: str, split: str, key: str
     lengths = np.asarray(values).reshape(-1)
     if lengths.shape[0] != n:
         raise _error(source, split, key, f"{lengths.shape[0]} rows", f"{n} (one per utterance)")
-    if not np.issubdtype(lengths.dtype, np.number) or not np.all(np.isfinite(lengths)):
+    if (not np.issubdtype(lengths.dtype, np.number) or lengths.dtype.kind == "c"
+            or not np.all(np.isfinite(lengths))):  # fmt: skip
         raise _error(source, split, key, f"dtype {lengths.dtype}", "integer lengths")
+    whole = np.equal(np.floor(lengths), lengths) if lengths.dtype.kind in "fc" else None
+    if whole is not None and not whole.all():
+        i = int(np.flatnonzero(~whole)[0])
+        problem = f"length {lengths[i]:g} at row {i}"
+        raise _error(source, split, key, problem, "whole numbers of steps")
     lengths = lengths.astype(np.int64)
     bad = (lengths < 0) | (lengths > steps)
     if bad.any():
@@ -363,6 +450,8 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
     )
     ids, texts, visual, acoustic, labels, words_all = [], [], [], [], [], []
     counts: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    finite: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"item {i}"
         if not (isinstance(item, (list, tuple)) and len(item) == 3
@@ -373,7 +462,7 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
             words, v, a = features
         else:
             _, v, a, words = features
-        words = [_as_text(w) for w in (words.tolist() if isinstance(words, np.ndarray) else words)]
+        words = _texts(words, source, split, f"{where} words")
         arrays = []
         for key, x in (("visual", v), ("acoustic", a)):
             x = np.asarray(x)
@@ -381,7 +470,11 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
                 raise _error(
                     source, split, f"{where} {key}", _describe(x), "(n_words, dim) float features"
                 )
+            _check_feature_dtype(x, source, split, f"{where} {key}")
             x = np.array(x, dtype=np.float32)  # a private, writable copy
+            _check_feature_values(x, source, split, f"{where} {key}", whole_modality=False)
+            sizes[key] = sizes.get(key, 0) + x.size
+            finite[key] = finite.get(key, 0) + int(np.isfinite(x).sum())
             if not np.isfinite(x).all():
                 for kind, mask in (("NaN", np.isnan(x)), ("+inf", np.isposinf(x)),
                                    ("-inf", np.isneginf(x))):  # fmt: skip
@@ -398,12 +491,15 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
         label_values = np.asarray(label, dtype=object).reshape(-1)
         if label_values.size != 1:
             raise _error(source, split, f"{where} label", _describe(label), "a single score")
-        ids.append(_as_text(segment))
+        ids.append(_texts([segment], source, split, f"{where} segment", ids=True)[0])
         texts.append(" ".join(words))
         words_all.append(words)
         visual.append(v)
         acoustic.append(a)
         labels.append(label_values[0])
+    for key, size in sizes.items():
+        if size and not finite[key]:
+            raise _error(source, split, key, f"no finite value ({size} NaN/inf)", "features")
     try:
         label_array = np.asarray(labels, dtype=np.float64)
     except (TypeError, ValueError):

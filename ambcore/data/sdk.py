@@ -124,9 +124,22 @@ class CsdFile:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
             raise DataError(f"{self.path}: not an HDF5 computational sequence ({exc})") from None
+        try:
+            self._index()
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            self.close()
+            if isinstance(exc, DataError):
+                raise
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise DataError(
+                f"{self.path}: unreadable, the file is damaged or truncated "
+                f"({type(exc).__name__}: {first}); expected an intact .csd file"
+            ) from None
+
+    def _index(self) -> None:
+        """Root name, data and metadata groups, video ids (``__init__``'s checked step)."""
         roots = list(self._h5.keys())
         if len(roots) != 1:
-            self.close()
             raise DataError(
                 f"{self.path}: expected one root group named after the sequence, found "
                 f"{len(roots)}: {roots[:5]}"
@@ -135,7 +148,6 @@ class CsdFile:
         root = self._h5[self.root_name]
         for group in ("data", "metadata"):
             if not isinstance(root.get(group), h5py.Group):
-                self.close()
                 raise DataError(
                     f"{self.path}: missing group /{self.root_name}/{group} (a computational "
                     f"sequence has /<root>/data/<video>/{{features,intervals}} and "
@@ -177,8 +189,12 @@ class CsdFile:
 
     def shape(self, video_id: str) -> tuple[int, ...]:
         """Shape of ``features`` without reading it (validated like ``read``)."""
-        group = self._group(video_id)
-        return tuple(group["features"].shape)
+        try:
+            return tuple(self._group(video_id)["features"].shape)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise self._damaged(video_id, exc) from None
 
     def feature_dim(self) -> int:
         """``d`` of the first video (every video of a sequence has the same width)."""
@@ -210,11 +226,24 @@ class CsdFile:
         return group
 
     def read(self, video_id: str) -> VideoSequence:
-        """Read one video; a malformed group raises ``DataError`` naming file, video and shape."""
-        group = self._group(video_id)
-        features = group["features"][()]
-        intervals = np.asarray(group["intervals"][()], dtype=np.float64)
+        """Read one video; a malformed group raises ``DataError`` naming file, video and shape,
+        a damaged file (HDF5 errors) one ``DataError`` line naming file and video."""
+        try:
+            group = self._group(video_id)
+            features = group["features"][()]
+            intervals = np.asarray(group["intervals"][()], dtype=np.float64)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise self._damaged(video_id, exc) from None
         return VideoSequence(video_id, features, intervals)
+
+    def _damaged(self, video_id: str, exc: Exception) -> DataError:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return DataError(
+            f"{self.path}: /{self.root_name}/data/{video_id}: unreadable, the file is damaged "
+            f"or truncated ({type(exc).__name__}: {first}); expected an intact .csd file"
+        )
 
 
 def decode_words(features: np.ndarray) -> list[str]:
@@ -246,6 +275,22 @@ def overlap_ranges(
     too_short = (q_ends - q_starts) <= eps  # the SDK never aligns to such an interval
     hi[too_short] = lo[too_short]
     return lo, hi
+
+
+def _range_means(features: np.ndarray, lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(q, d) float64 mean of ``features[lo[k] : lo[k] + counts[k]]`` for each query k, 0 where
+    the count is 0. Each query sums its own frames (gathered, then ``np.add.reduceat``): a
+    difference of one running sum would cancel every later word after a frame of 1e20."""
+    means = np.zeros((len(lo), features.shape[1]), dtype=np.float64)
+    hit = np.flatnonzero(counts > 0)
+    if hit.size == 0:
+        return means
+    sizes = counts[hit]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rows = np.repeat(lo[hit] - offsets, sizes) + np.arange(int(sizes.sum()))  # frames, per query
+    sums = np.add.reduceat(features[rows].astype(np.float64), offsets, axis=0)  # (hits, d)
+    means[hit] = sums / sizes[:, None]
+    return means
 
 
 def _overlap_mask(starts, ends, q_start, q_end, eps=EPSILON) -> np.ndarray:
@@ -284,11 +329,8 @@ class SortedFrames:
         )  # fmt: skip
         if ranges is not None:
             lo, hi = ranges
-            cumulative = np.zeros((len(self.features) + 1, dim), dtype=np.float64)
-            np.cumsum(self.features, axis=0, dtype=np.float64, out=cumulative[1:])
             counts[:] = hi - lo
-            hit = counts > 0
-            means[hit] = (cumulative[hi[hit]] - cumulative[lo[hit]]) / counts[hit, None]
+            means[:] = _range_means(self.features, lo, counts)
             return means, counts
         for q in range(n_queries):  # nested frames: an explicit mask per query
             if q_ends[q] - q_starts[q] <= self.eps:
@@ -493,6 +535,108 @@ class _SplitBuffer:
         self.n += 1
         return len(vision) > L, len(audio) > L
 
+    def arrays(self) -> dict[str, Any]:
+        n = self.n
+        return {"vision": self.vision[:n], "audio": self.audio[:n],
+                "vision_lengths": self.vision_lengths[:n],
+                "audio_lengths": self.audio_lengths[:n]}  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _DiskArray:
+    """A C-order float32 array of ``shape`` stored raw in ``path``; pickled by streaming the
+    file (``_StreamingPickler``), never held in memory."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype = np.dtype(np.float32)
+
+
+class _DiskSplitBuffer:
+    """Like ``_SplitBuffer``, but the padded rows go to raw temporary files in ``folder`` as
+    they come (one utterance in memory at a time): the unaligned layout of a MOSEI-sized
+    conversion holds ~5 GiB, which stays on disk until it is streamed into the pickle."""
+
+    def __init__(self, folder: Path, length: int, visual_dim: int, acoustic_dim: int):
+        self.length, self.dims, self.n = length, (visual_dim, acoustic_dim), 0
+        self.paths, self._files = [], []
+        for _ in ("vision", "audio"):
+            fd, tmp = tempfile.mkstemp(prefix=".unaligned.", suffix=".tmp", dir=folder)
+            self.paths.append(Path(tmp))
+            self._files.append(os.fdopen(fd, "wb"))
+        self.vision_lengths: list[int] = []
+        self.audio_lengths: list[int] = []
+
+    def add(self, vision: np.ndarray, audio: np.ndarray) -> tuple[bool, bool]:
+        """Append one zero-padded utterance; returns (vision cut, audio cut)."""
+        L = self.length
+        all_lengths = (self.vision_lengths, self.audio_lengths)
+        for steps, dim, file, lengths in zip((vision, audio), self.dims, self._files, all_lengths):
+            row = np.zeros((L, dim), dtype=np.float32)
+            kept = min(len(steps), L)
+            row[:kept] = steps[:kept]
+            file.write(row.tobytes())
+            lengths.append(kept)
+        self.n += 1
+        return len(vision) > L, len(audio) > L
+
+    def arrays(self) -> dict[str, Any]:
+        for file in self._files:
+            file.flush()
+        n, L = self.n, self.length
+        return {"vision": _DiskArray(self.paths[0], (n, L, self.dims[0])),
+                "audio": _DiskArray(self.paths[1], (n, L, self.dims[1])),
+                "vision_lengths": np.array(self.vision_lengths, dtype=np.int64),
+                "audio_lengths": np.array(self.audio_lengths, dtype=np.int64)}  # fmt: skip
+
+    def close(self) -> None:
+        for file, path in zip(self._files, self.paths):
+            file.close()
+            path.unlink(missing_ok=True)
+
+
+class _StreamingPickler(pickle._Pickler):
+    """The pure-Python pickler, plus ``_DiskArray``: written as numpy's protocol-5 form,
+    ``numpy._core.numeric._frombuffer(bytearray, dtype, shape, "C")``, with the bytes copied
+    from the file in chunks straight to the output."""
+
+    CHUNK = 16 << 20
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _write_raw(self, opcode: bytes, data) -> None:
+        """``opcode`` + 8-byte length + ``data`` outside any frame (as write_large_bytes)."""
+        self.framer.commit_frame(force=True)
+        self.framer.file_write(opcode + len(data).to_bytes(8, "little"))
+        self.framer.file_write(data)
+
+    def save_picklebuffer(self, obj: pickle.PickleBuffer) -> None:
+        """numpy arrays in-band without the pure-Python pickler's ``tobytes`` copy (nor its
+        memo entry for that temporary copy)."""
+        with obj.raw() as view:
+            self._write_raw(pickle.BINBYTES8 if view.readonly else pickle.BYTEARRAY8, view)
+
+    def save_disk_array(self, obj: _DiskArray) -> None:
+        nbytes = int(np.prod(obj.shape)) * obj.dtype.itemsize
+        if obj.path.stat().st_size != nbytes:
+            raise DataError(f"{obj.path}: {obj.path.stat().st_size} bytes, expected {nbytes}")
+        self.save(np._core.numeric._frombuffer)
+        self.write(pickle.MARK)
+        self.framer.commit_frame(force=True)  # as write_large_bytes does: end the frame first
+        self.framer.file_write(pickle.BYTEARRAY8 + nbytes.to_bytes(8, "little"))
+        with open(obj.path, "rb") as source:
+            for chunk in iter(lambda: source.read(self.CHUNK), b""):
+                self.framer.file_write(chunk)
+        self.save(obj.dtype)
+        self.save(tuple(obj.shape))
+        self.save("C")
+        self.write(pickle.TUPLE + pickle.REDUCE)
+
+    dispatch[_DiskArray] = save_disk_array
+    dispatch[pickle.PickleBuffer] = save_picklebuffer
+
 
 @dataclass
 class _Utterance:
@@ -501,18 +645,18 @@ class _Utterance:
     label: float
 
 
-def _split_dict(utts: list[_Utterance], buffer: _SplitBuffer, with_lengths: bool) -> dict:
-    n = buffer.n
+def _split_dict(utts: list[_Utterance], buffer, with_lengths: bool) -> dict:
+    arrays = buffer.arrays()
     out: dict[str, Any] = {
         "raw_text": np.array([u.text for u in utts], dtype=object),
         "id": np.array([u.uid for u in utts], dtype=object),
-        "audio": buffer.audio[:n],
-        "vision": buffer.vision[:n],
+        "audio": arrays["audio"],
+        "vision": arrays["vision"],
         "regression_labels": np.array([u.label for u in utts], dtype=np.float32),
     }
     if with_lengths:
-        out["audio_lengths"] = buffer.audio_lengths[:n]
-        out["vision_lengths"] = buffer.vision_lengths[:n]
+        out["audio_lengths"] = arrays["audio_lengths"]
+        out["vision_lengths"] = arrays["vision_lengths"]
     return out
 
 
@@ -520,13 +664,14 @@ def write_pickle_atomic(obj: dict, path: Path) -> None:
     """Write a plain dict of numpy arrays to ``path`` via a temporary file and a rename.
 
     Protocol 5 streams each array's buffer straight to the file (no in-memory copy of the
-    largest array); ``ambcore.data.safe_pickle`` admits the ``_frombuffer`` it names.
+    largest array), and ``_DiskArray`` values are copied from their files in chunks;
+    ``ambcore.data.safe_pickle`` admits the ``_frombuffer`` they name.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
-            pickle.dump(obj, file, protocol=5)
+            _StreamingPickler(file, protocol=5).dump(obj)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -565,70 +710,90 @@ def convert_sdk_to_mmsa(
     the first ``max_len`` words, zero-padded after the last word (``raw_text`` keeps the whole
     transcript). unaligned (``unaligned_len > 0``): the frames overlapping the segment in time
     order, the first ``unaligned_len`` of them, zero-padded, with ``vision_lengths`` /
-    ``audio_lengths``. Videos are read one at a time; memory is the output arrays plus one
-    video.
+    ``audio_lengths``. Videos are read one at a time; memory is the aligned arrays plus one
+    video: the unaligned rows are written to temporary files in ``out_dir`` as they come and
+    streamed from there into the pickle.
     """
     if max_len < 1:
         raise DataError(f"max_len={max_len}: expected at least 1 word per utterance")
     start_time = time.perf_counter()
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     fold_map = folds if isinstance(folds, dict) else load_folds(folds)
     report = ConversionReport()
     files = _open_all({"words": words, "visual": visual, "acoustic": acoustic, "labels": labels})
+    layouts: dict[str, tuple[dict, bool]] = {}
     try:
-        visual_dim = files["visual"].feature_dim()
-        acoustic_dim = files["acoustic"].feature_dim()
-        in_folds = {v for ids in fold_map.values() for v in ids}
-        for name, csd in files.items():
-            outside = [v for v in csd.video_ids if v not in in_folds]
-            for vid in outside[:MAX_EXAMPLES]:
-                report.examples[f"{name}: video not in any fold"].append(vid)
-            if outside:
-                report.skipped[f"{name}: video not in any fold"] += len(outside)
+        try:
+            dims = (files["visual"].feature_dim(), files["acoustic"].feature_dim())
+            _report_outside_folds(files, fold_map, report)
+            capacity = _capacities(files, fold_map)
+            aligned = {s: _SplitBuffer(capacity[s], max_len, *dims) for s in SPLITS}
+            layouts[f"aligned_{max_len}"] = (aligned, False)
+            if unaligned_len > 0:
+                disk = {s: _DiskSplitBuffer(out_dir, unaligned_len, *dims) for s in SPLITS}
+                layouts[f"unaligned_{unaligned_len}"] = (disk, True)
+            buffers = [b for b, _ in layouts.values()]
+            utterances = _convert_all(files, fold_map, dims, buffers, report, progress)
+        finally:
+            for csd in files.values():
+                csd.close()
+        _write_layouts(layouts, utterances, out_dir, report)
+    finally:  # the unaligned rows' temporary files go, whatever happened
+        for split_buffers, _ in layouts.values():
+            for buffer in split_buffers.values():
+                buffer.close()
+    report.seconds = time.perf_counter() - start_time
+    (out_dir / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
 
-        # Upper bound on utterances per split: label rows of the fold's videos (shapes only).
-        capacity = {}
-        for split in SPLITS:
-            total = 0
-            for vid in fold_map[split]:
-                if vid in files["labels"]:
-                    try:
-                        total += files["labels"].shape(vid)[0]
-                    except DataError:
-                        pass
-            capacity[split] = total
-        aligned = {s: _SplitBuffer(capacity[s], max_len, visual_dim, acoustic_dim) for s in SPLITS}
-        unaligned = (
-            {s: _SplitBuffer(capacity[s], unaligned_len, visual_dim, acoustic_dim) for s in SPLITS}
-            if unaligned_len > 0 else None
-        )  # fmt: skip
-        utterances: dict[str, list[_Utterance]] = {s: [] for s in SPLITS}
 
-        total_videos = sum(len(fold_map[s]) for s in SPLITS)
-        bar = tqdm(total=total_videos, unit="video", desc="from-sdk", disable=not progress)
-        for split in SPLITS:
-            for vid in fold_map[split]:
-                bar.update(1)
-                _convert_video(
-                    vid, split, files, (visual_dim, acoustic_dim), aligned[split],
-                    unaligned[split] if unaligned else None, utterances[split], report,
-                )  # fmt: skip
-        bar.close()
-    finally:
-        for csd in files.values():
-            csd.close()
+def _report_outside_folds(files: dict[str, CsdFile], fold_map, report: ConversionReport) -> None:
+    in_folds = {v for ids in fold_map.values() for v in ids}
+    for name, csd in files.items():
+        outside = [v for v in csd.video_ids if v not in in_folds]
+        for vid in outside[:MAX_EXAMPLES]:
+            report.examples[f"{name}: video not in any fold"].append(vid)
+        if outside:
+            report.skipped[f"{name}: video not in any fold"] += len(outside)
 
-    layouts = {f"aligned_{max_len}": (aligned, False)}
-    if unaligned is not None:
-        layouts[f"unaligned_{unaligned_len}"] = (unaligned, True)
+
+def _capacities(files: dict[str, CsdFile], fold_map) -> dict[str, int]:
+    """Upper bound on utterances per split: label rows of the fold's videos (shapes only)."""
+    capacity = {}
+    for split in SPLITS:
+        total = 0
+        for vid in fold_map[split]:
+            if vid in files["labels"]:
+                try:
+                    total += files["labels"].shape(vid)[0]
+                except DataError:
+                    pass
+        capacity[split] = total
+    return capacity
+
+
+def _convert_all(files, fold_map, dims, buffers, report, progress) -> dict[str, list[_Utterance]]:
+    """Every fold's videos, one at a time, into ``buffers`` (aligned first, then unaligned)."""
+    utterances: dict[str, list[_Utterance]] = {s: [] for s in SPLITS}
+    total_videos = sum(len(fold_map[s]) for s in SPLITS)
+    bar = tqdm(total=total_videos, unit="video", desc="from-sdk", disable=not progress)
+    for split in SPLITS:
+        aligned = buffers[0][split]
+        unaligned = buffers[1][split] if len(buffers) > 1 else None
+        for vid in fold_map[split]:
+            bar.update(1)
+            _convert_video(vid, split, files, dims, aligned, unaligned, utterances[split], report)
+    bar.close()
+    return utterances
+
+
+def _write_layouts(layouts, utterances, out_dir: Path, report: ConversionReport) -> None:
     for layout, (buffers, with_lengths) in layouts.items():
         data = {s: _split_dict(utterances[s], buffers[s], with_lengths) for s in SPLITS}
         path = out_dir / f"{layout}.pkl"
         write_pickle_atomic(data, path)
         report.outputs[layout] = str(path)
-    report.seconds = time.perf_counter() - start_time
-    (out_dir / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return report
 
 
 def _convert_video(
@@ -637,32 +802,66 @@ def _convert_video(
     files: dict[str, CsdFile],
     dims: tuple[int, int],
     aligned: _SplitBuffer,
-    unaligned: _SplitBuffer | None,
+    unaligned: _DiskSplitBuffer | None,
     utterances: list[_Utterance],
     report: ConversionReport,
 ) -> None:
     """Align one video and append its utterances; problems are counted in ``report``."""
+    seqs = _read_video(vid, split, files, dims, report)
+    if seqs is None:
+        return
+    tokens, w_int = _clean_words(seqs["words"], report, vid)
+    word_vectors, frames = _word_averages(seqs, w_int, report)
+    n_kept = 0
+    label_seq = seqs["labels"]
+    seg_int = label_seq.intervals
+    ranges = overlap_ranges(w_int[:, 0], w_int[:, 1], seg_int[:, 0], seg_int[:, 1])
+    for row in range(len(seg_int)):
+        idx = _utterance_words(vid, row, label_seq, w_int, ranges, report)
+        if idx is None:
+            continue
+        cut_v, _ = aligned.add(word_vectors["visual"][idx], word_vectors["acoustic"][idx])
+        if cut_v:
+            report.truncated[f"aligned: more than {aligned.length} words"] += 1
+        if unaligned is not None:
+            _add_unaligned(unaligned, frames, seg_int[row], report)
+        label = float(label_seq.features[row, 0])
+        utterances.append(_Utterance(f"{vid}$_${row}", " ".join(tokens[i] for i in idx), label))
+        report.n_words += len(idx)
+        n_kept += 1
+    if n_kept:
+        report.n_utterances[split] += n_kept
+        report.n_videos[split] += 1
+    else:
+        report.skip("video has no usable utterance", vid)
+
+
+def _read_video(vid, split, files, dims, report) -> dict[str, VideoSequence] | None:
+    """The video's four sequences, or None (counted in ``report``) when one is unusable."""
     missing = [name for name, csd in files.items() if vid not in csd]
     if missing:
         for name in missing:
             report.skip(f"video in '{split}' fold but missing from {name}", vid)
-        return
+        return None
     try:
         seqs = {name: csd.read(vid) for name, csd in files.items()}
     except DataError as exc:
         report.skip("malformed video group", f"{vid} ({exc})")
-        return
+        return None
     for name, expected in (("visual", dims[0]), ("acoustic", dims[1])):
-        got = seqs[name].features.shape[1]
-        if got != expected:
+        if seqs[name].features.shape[1] != expected:
             report.skip(f"{name} feature width differs from the file's first video", vid)
-            return
-    word_seq, label_seq = seqs["words"], seqs["labels"]
-    if label_seq.features.shape[1] < 1:
+            return None
+    if seqs["labels"].features.shape[1] < 1:
         report.skip("labels: no sentiment column", vid)
-        return
+        return None
+    return seqs
 
-    # Words: drop pauses and words shorter than EPSILON (the SDK skips those), sort by start.
+
+def _clean_words(word_seq: VideoSequence, report: ConversionReport, vid: str):
+    """Words without pauses and without words shorter than EPSILON (the SDK skips those),
+    sorted by start; each token one non-empty whitespace-free string (raw_text is split on
+    whitespace to recover one word per feature step). Returns (tokens, intervals (w, 2))."""
     tokens = decode_words(word_seq.features)
     is_pause = np.array([t == PAUSE_TOKEN for t in tokens], dtype=bool)
     report.n_pauses_removed += int(is_pause.sum())
@@ -674,15 +873,16 @@ def _convert_video(
     keep = np.flatnonzero(~is_pause & ~too_short)
     keep = keep[np.argsort(w_int[keep, 0], kind="stable")]
     tokens = [tokens[i] for i in keep]
-    w_int = w_int[keep]
-    # raw_text is split on whitespace to recover one word per feature step, so a token must
-    # be one non-empty whitespace-free string.
     for i, token in enumerate(tokens):
         if not token or len(token.split()) != 1:
             tokens[i] = "_".join(token.split()) or "_"
             report.tokens_repaired += 1
+    return tokens, w_int[keep]
 
-    # Per-word averages for both modalities, all words of the video at once.
+
+def _word_averages(seqs, w_int: np.ndarray, report: ConversionReport):
+    """Per-word averages of both modalities (all words of the video at once), and the sorted
+    frames (for the unaligned layout)."""
     word_vectors, frames = {}, {}
     for name in ("visual", "acoustic"):
         feats, n_bad = sanitize(seqs[name].features)
@@ -692,47 +892,37 @@ def _convert_video(
         report.slow_path_videos += int(frames[name].nested)
         word_vectors[name], counts = frames[name].average(w_int)
         report.words_without_frames[name] += int((counts == 0).sum())
+    return word_vectors, frames
 
-    # Utterances: label segments; words overlapping a segment by more than EPSILON.
-    seg_int = label_seq.intervals
-    ranges = overlap_ranges(w_int[:, 0], w_int[:, 1], seg_int[:, 0], seg_int[:, 1])
-    n_kept = 0
-    for row in range(len(seg_int)):
-        uid = f"{vid}$_${row}"
-        segment = seg_int[row]
-        if segment[1] - segment[0] < EPSILON:
-            report.skip("label segment shorter than 1e-5 s", uid)
-            continue
-        label = float(label_seq.features[row, 0])
-        if not np.isfinite(label):
-            report.skip("label is not finite", uid)
-            continue
-        if ranges is not None:
-            idx = np.arange(ranges[0][row], ranges[1][row])
-        else:
-            idx = np.flatnonzero(_overlap_mask(w_int[:, 0], w_int[:, 1], segment[0], segment[1]))
-        if len(idx) == 0:
-            report.skip("utterance has no words", uid)
-            continue
-        cut_v, cut_a = aligned.add(word_vectors["visual"][idx], word_vectors["acoustic"][idx])
-        if cut_v:
-            report.truncated[f"aligned: more than {aligned.length} words"] += 1
-        if unaligned is not None:
-            cut_v, cut_a = unaligned.add(
-                frames["visual"].select(segment), frames["acoustic"].select(segment)
-            )
-            if cut_v:
-                report.truncated[f"unaligned visual: more than {unaligned.length} frames"] += 1
-            if cut_a:
-                report.truncated[f"unaligned acoustic: more than {unaligned.length} frames"] += 1
-        utterances.append(_Utterance(uid, " ".join(tokens[i] for i in idx), label))
-        report.n_words += len(idx)
-        n_kept += 1
-    if n_kept:
-        report.n_utterances[split] += n_kept
-        report.n_videos[split] += 1
+
+def _utterance_words(vid, row, label_seq, w_int, ranges, report) -> np.ndarray | None:
+    """Indices of the words overlapping label segment ``row`` by more than EPSILON, or None
+    (counted in ``report``) when the segment, its label or its words are unusable."""
+    uid = f"{vid}$_${row}"
+    segment = label_seq.intervals[row]
+    if segment[1] - segment[0] < EPSILON:
+        report.skip("label segment shorter than 1e-5 s", uid)
+        return None
+    if not np.isfinite(float(label_seq.features[row, 0])):
+        report.skip("label is not finite", uid)
+        return None
+    if ranges is not None:
+        idx = np.arange(ranges[0][row], ranges[1][row])
     else:
-        report.skip("video has no usable utterance", vid)
+        idx = np.flatnonzero(_overlap_mask(w_int[:, 0], w_int[:, 1], segment[0], segment[1]))
+    if len(idx) == 0:
+        report.skip("utterance has no words", uid)
+        return None
+    return idx
+
+
+def _add_unaligned(unaligned: _DiskSplitBuffer, frames, segment, report: ConversionReport) -> None:
+    vision, audio = frames["visual"].select(segment), frames["acoustic"].select(segment)
+    cut_v, cut_a = unaligned.add(vision, audio)
+    if cut_v:
+        report.truncated[f"unaligned visual: more than {unaligned.length} frames"] += 1
+    if cut_a:
+        report.truncated[f"unaligned acoustic: more than {unaligned.length} frames"] += 1
 
 
 # ---- writing (tests and the benchmark build SDK-layout files with this) ----------------------

@@ -72,7 +72,12 @@ def load_pretrained(directory: str | os.PathLike, plm: str | None = None) -> nn.
             f"{directory}: the PLM loaded from {cfg.plm!r} has different frozen weights from the one "
             f"this checkpoint was trained with (saved reference: {meta['plm']})"
         )
-    load_trained_weights(model, tensors, str(directory))
+    source = str(directory)
+    if cfg.model == "amb":  # name the design its config rebuilt (see ambcore.config.LEGACY_DESIGN)
+        from ambcore.models.amb import design_of
+
+        source = f"{directory} (rebuilt as the AMB design {design_of(cfg)})"
+    load_trained_weights(model, tensors, source)
     model.eval()
     return model
 

@@ -4,11 +4,24 @@ Adapter (Houlsby et al. 2019): a down-projection, a ReLU, an up-projection and a
 connection, ``h + W_up ReLU(W_down h)``. The up-projection starts at zero, so a freshly adapted
 PLM computes exactly what the plain PLM computes.
 
-Placement (Pfeiffer et al. 2020, as the thesis says): one adapter per BERT layer, after the
-feed-forward block's output LayerNorm, instead of Houlsby's two per layer; this halves the
-adapter parameters. In transformers' ``BertLayer`` that LayerNorm is the last operation of
-``layer.output`` (``BertOutput``), so the adapter becomes a child module ``layer.output.adapter``
-and a forward hook on that ``BertOutput`` instance passes its output through it. Nothing in
+Placement (``cfg.adapter_placement``; the thesis follows AdapterFusion, Pfeiffer et al. 2020,
+and puts one adapter per BERT layer "after the feedforward layernorm", instead of Houlsby's two
+per layer; this halves the adapter parameters). Two readings of that sentence:
+
+- ``"ours"`` (default): the adapter acts on the output of the feed-forward block's LayerNorm,
+  ``y = LN(h + x) + A(LN(h + x))``, with no normalisation after it. In transformers'
+  ``BertLayer`` that LayerNorm is the last operation of ``layer.output`` (``BertOutput``), so the
+  adapter is the child module ``layer.output.adapter`` and a forward hook on that
+  ``BertOutput`` instance passes its output through it.
+- ``"pfeiffer"``: the adapter as AdapterHub implements Pfeiffer's configuration
+  (``original_ln_before=True``, ``residual_before_ln=True``, ``original_ln_after=True``): the
+  adapter reads ``LN(h + x)``, its residual is taken *before* the LayerNorm, and the layer's
+  own LayerNorm is applied again: ``y = LN(h + x + A(LN(h + x)))``, with ``h`` the feed-forward
+  output and ``x`` the attention block's output. Here the adapter is the child module
+  ``layer.output.LayerNorm.adapter`` and a forward hook on that LayerNorm (whose input is
+  ``h + x``) computes it.
+
+Both are the identity when freshly built (the up-projection starts at zero). Nothing in
 transformers is edited or patched globally, and every pretrained weight keeps its name.
 
 ``set_trainable`` implements ``cfg.text_adaptation``: ``"adapters"`` (only adapters train),
@@ -31,7 +44,11 @@ __all__ = [
     "set_trainable",
     "prepare_plm",
     "finetuned_layer_indices",
+    "ADAPTER_PLACEMENTS",
+    "adapter_of",
 ]
+
+ADAPTER_PLACEMENTS = ("ours", "pfeiffer")
 
 
 class BottleneckAdapter(nn.Module):
@@ -48,12 +65,15 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The bottleneck alone, ``up(dropout(ReLU(down(h))))``, without the residual."""
+        # hidden: (B, T, H)
+        hidden = self.act(self.down(hidden))  # (B, T, bottleneck)
+        return self.up(self.dropout(hidden))  # (B, T, H)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: (B, T, H)
-        residual = hidden
-        hidden = self.act(self.down(hidden))  # (B, T, bottleneck)
-        hidden = self.up(self.dropout(hidden))  # (B, T, H)
-        return residual + hidden
+        return hidden + self.delta(hidden)  # (B, T, H)
 
 
 def _apply_adapter(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
@@ -64,16 +84,37 @@ def _apply_adapter(module: nn.Module, args, output: torch.Tensor) -> torch.Tenso
     return module.adapter(output)
 
 
+def _apply_pfeiffer_adapter(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook on the feed-forward output LayerNorm (``"pfeiffer"`` placement).
+
+    ``args[0]`` is the LayerNorm's input ``s = h + x`` and ``output`` is ``LN(s)``; returns
+    ``LN(s + A(LN(s)))``, the LayerNorm re-applied with its own weights (calling the module
+    again would run this hook again).
+    """
+    summed = args[0]  # (B, T, H)
+    return nn.functional.layer_norm(
+        summed + module.adapter.delta(output), module.normalized_shape, module.weight, module.bias, module.eps
+    )
+
+
 def _layers(plm: nn.Module) -> nn.ModuleList:
     return plm.encoder.layer
 
 
+def adapter_of(layer: nn.Module) -> BottleneckAdapter | None:
+    """The adapter of a BERT layer, wherever its placement put it (None without one)."""
+    return getattr(layer.output, "adapter", None) or getattr(layer.output.LayerNorm, "adapter", None)
+
+
 def has_adapters(plm: nn.Module) -> bool:
-    return any(hasattr(layer.output, "adapter") for layer in _layers(plm))
+    return any(adapter_of(layer) is not None for layer in _layers(plm))
 
 
-def add_adapters(plm: nn.Module, adapter_dim: int, dropout: float = 0.0) -> list[BottleneckAdapter]:
-    """Insert one adapter per layer after the feed-forward output LayerNorm; returns them in order."""
+def add_adapters(plm: nn.Module, adapter_dim: int, dropout: float = 0.0,
+                 placement: str = "ours") -> list[BottleneckAdapter]:
+    """Insert one adapter per layer at ``placement`` (see the module doc); returns them in order."""
+    if placement not in ADAPTER_PLACEMENTS:
+        raise ModelConfigError(f"adapter_placement={placement!r}; expected 'ours' or 'pfeiffer'")
     if has_adapters(plm):
         raise ModelConfigError("the PLM already has adapters; add_adapters was called twice")
     hidden = plm.config.hidden_size
@@ -81,8 +122,13 @@ def add_adapters(plm: nn.Module, adapter_dim: int, dropout: float = 0.0) -> list
     for layer in _layers(plm):
         param = next(layer.output.parameters())
         adapter = BottleneckAdapter(hidden, adapter_dim, dropout).to(param.device, param.dtype)
-        layer.output.adapter = adapter  # registered as a child: state_dict, .to(), .train()
-        layer.output.register_forward_hook(_apply_adapter)
+        # registered as a child: state_dict, .to(), .train()
+        if placement == "ours":
+            layer.output.adapter = adapter
+            layer.output.register_forward_hook(_apply_adapter)
+        else:
+            layer.output.LayerNorm.adapter = adapter
+            layer.output.LayerNorm.register_forward_hook(_apply_pfeiffer_adapter)
         adapters.append(adapter)
     return adapters
 
@@ -124,7 +170,7 @@ def set_trainable(plm: nn.Module, cfg, train_embeddings: bool | None = None) -> 
         if not has_adapters(plm):
             raise ModelConfigError("text_adaptation='adapters' but the PLM has no adapters")
         for layer in _layers(plm):
-            layer.output.adapter.requires_grad_(True)
+            adapter_of(layer).requires_grad_(True)
     elif mode == "finetune":
         if has_adapters(plm):
             raise ModelConfigError("text_adaptation='finetune' expects a PLM without adapters")
@@ -148,6 +194,6 @@ def prepare_plm(plm: nn.Module, cfg, adapter_dropout: float = 0.0,
                 train_embeddings: bool | None = None) -> nn.Module:
     """Adapters (if ``cfg.text_adaptation == "adapters"``, size ``cfg.adapter_dim``) + trainability."""
     if cfg.text_adaptation == "adapters":
-        add_adapters(plm, cfg.adapter_dim, adapter_dropout)
+        add_adapters(plm, cfg.adapter_dim, adapter_dropout, cfg.adapter_placement)
     set_trainable(plm, cfg, train_embeddings=train_embeddings)
     return plm

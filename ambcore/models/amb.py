@@ -18,10 +18,22 @@ Components
   (2E), fed to every fusion layer as it is (no extra projection: the fusion FFN's first linear
   map already mixes it).
 - Layer-wise fusion (``LayerwiseFusion``), one fusion layer per PLM layer l = 1..L:
-  ``p_l = W_l [CLS]_l`` projects the layer's [CLS] state from H to P = ``fusion_proj_dim``
-  ("projected to a lower dimension": a per-layer linear map, since each layer's [CLS] lives in
-  its own representation space), and an FFN (``Linear -> ReLU -> Dropout -> Linear``, hidden
-  ``fusion_hidden``) maps ``[p_l ; av (; f_{l-1})]`` to the fused state ``f_l`` of width P.
+  ``p_l = W [CLS]_l`` projects the layer's [CLS] state from H to P = ``fusion_proj_dim``
+  ("is projected to a lower dimension", 6.2.5), and an FFN (``Linear -> ReLU -> Dropout ->
+  Linear``, hidden ``fusion_hidden``) maps ``[p_l ; av (; f_{l-1})]`` to the fused state
+  ``f_l`` of width P.
+
+Design choices the thesis leaves open (``ambcore.models.budget`` derives which fit its numbers)
+--------------------------------------------------------------------------------------------
+- ``cls_projection``: ``"shared"`` (default; one W for all layers, ``fusion.cls_proj``) or
+  ``"per_layer"`` (W_l per layer, ``fusion.layers[l].cls_proj``; the design before the budget
+  was derived, 1.18 M parameters on bert-base against 0.10 M). The text speaks of one
+  projection, and only the shared one fits the thesis' 8.6 M.
+- ``fusion_connect``: ``"chain"`` (default) or ``"independent"``, below.
+- ``adapter_placement`` (``ambcore.models.adapters``): ``"ours"`` or ``"pfeiffer"``.
+- ``encoder_dim``: the width of the AV encoders (64 in the paper preset; 128 before).
+- ``amb_finetune_pooler``: AMB-FT carries BERT's pooler, trainable and never read, as MISA's
+  freezing loop leaves it; the thesis' 47.2 M counts it.
 - Predictor (``Predictor``): ``[f_L ; [CLS]_L]`` -> score, a single linear layer by default
   (6.2.6: "a single Feedforward layer"); ``predictor_hidden > 0`` adds one hidden layer.
   The loss (L1 in the thesis) is the trainer's.
@@ -74,16 +86,32 @@ from ambcore.models.encoders import SequenceEncoder
 from ambcore.models.outputs import ModelOutput
 from ambcore.models.plm import load_plm
 
-__all__ = ["AMB", "FusionLayer", "LayerwiseFusion", "Predictor", "reduce_to_cls_sep", "check_feature_dims"]
+__all__ = [
+    "AMB",
+    "FusionLayer",
+    "LayerwiseFusion",
+    "Predictor",
+    "build_heads",
+    "wants_pooler",
+    "set_pooler",
+    "design_of",
+    "reduce_to_cls_sep",
+    "check_feature_dims",
+]
 
 
 class FusionLayer(nn.Module):
-    """One FFN-Fusion layer (6.2.5): ``[W [CLS]_l ; av (; f_prev)]`` -> fused state (P)."""
+    """One FFN-Fusion layer (6.2.5): ``[p_l ; av (; f_prev)]`` -> fused state (P).
+
+    With ``own_projection`` (``cls_projection="per_layer"``) the layer projects its [CLS] state
+    itself (``cls_proj``: H -> P); otherwise it receives the shared projection's output ``p_l``.
+    """
 
     def __init__(self, hidden_size: int, proj_dim: int, av_dim: int, prev_dim: int, ffn_hidden: int,
-                 dropout: float):
+                 dropout: float, own_projection: bool = True):
         super().__init__()
-        self.cls_proj = nn.Linear(hidden_size, proj_dim)  # "projected to a lower dimension"
+        if own_projection:
+            self.cls_proj = nn.Linear(hidden_size, proj_dim)  # "projected to a lower dimension"
         self.ffn = nn.Sequential(
             nn.Linear(proj_dim + av_dim + prev_dim, ffn_hidden),
             nn.ReLU(),
@@ -92,20 +120,33 @@ class FusionLayer(nn.Module):
         )
 
     def forward(self, cls_state: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
-        # cls_state: (B, H); context: [av (B, 2E)] and/or [f_prev (B, P)]
-        projected = self.cls_proj(cls_state)  # (B, P)
+        # cls_state: (B, H) with its own projection, else (B, P); context: [av (B, 2E)] and/or [f_prev (B, P)]
+        projected = self.cls_proj(cls_state) if hasattr(self, "cls_proj") else cls_state  # (B, P)
         return self.ffn(torch.cat([projected, *context], dim=-1))  # (B, P)
 
 
+FUSION_CONNECTS = ("chain", "independent")
+CLS_PROJECTIONS = ("shared", "per_layer")
+
+
 class LayerwiseFusion(nn.Module):
-    """L fusion layers over the per-layer [CLS] states, connected as ``connect`` says (see module doc)."""
+    """L fusion layers over the per-layer [CLS] states (see module doc).
+
+    ``connect``: ``"chain"`` | ``"independent"``; ``cls_projection``: ``"shared"`` (one H -> P
+    map for every layer, ``cls_proj``) | ``"per_layer"`` (one per layer, ``layers[l].cls_proj``).
+    """
 
     def __init__(self, n_layers: int, hidden_size: int, proj_dim: int, av_dim: int, ffn_hidden: int,
-                 dropout: float, connect: str = "chain"):
+                 dropout: float, connect: str = "chain", cls_projection: str = "shared"):
         super().__init__()
-        if connect not in ("chain", "independent"):
+        if connect not in FUSION_CONNECTS:
             raise ModelConfigError(f"fusion_connect={connect!r}; expected 'chain' or 'independent'")
+        if cls_projection not in CLS_PROJECTIONS:
+            raise ModelConfigError(f"cls_projection={cls_projection!r}; expected 'shared' or 'per_layer'")
         self.connect = connect
+        self.cls_projection = cls_projection
+        if cls_projection == "shared":
+            self.cls_proj = nn.Linear(hidden_size, proj_dim)
         self.layers = nn.ModuleList(
             FusionLayer(
                 hidden_size,
@@ -114,6 +155,7 @@ class LayerwiseFusion(nn.Module):
                 prev_dim=proj_dim if (connect == "chain" and i > 0) else 0,
                 ffn_hidden=ffn_hidden,
                 dropout=dropout,
+                own_projection=cls_projection == "per_layer",
             )
             for i in range(n_layers)
         )
@@ -121,6 +163,8 @@ class LayerwiseFusion(nn.Module):
 
     def forward(self, cls_states: torch.Tensor, av: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         # cls_states: (B, L, H); av: (B, 2E) or None
+        if self.cls_projection == "shared":
+            cls_states = self.cls_proj(cls_states)  # (B, L, P)
         av_context = [] if av is None else [av]
         fused = []
         for i, layer in enumerate(self.layers):
@@ -170,6 +214,67 @@ def check_feature_dims(batch: Batch, visual_dim: int, acoustic_dim: int) -> None
             )
 
 
+def build_heads(cfg, hidden: int, n_layers: int, visual_dim: int, acoustic_dim: int) -> dict[str, nn.Module]:
+    """AMB's trainable modules outside the PLM, by attribute name: the visual and acoustic
+    encoders (not for ``variant="text-only"``), the layer-wise fusion and the predictor.
+
+    Shared by ``AMB`` and the budget (``ambcore.models.budget``), which counts them for a PLM
+    of width ``hidden`` and depth ``n_layers`` without building the PLM.
+    """
+    heads: dict[str, nn.Module] = {}
+    use_av = cfg.variant != "text-only"
+    if use_av:
+        encoder_args = dict(
+            encoder_dim=cfg.encoder_dim,
+            n_layers=cfg.encoder_layers,
+            n_heads=cfg.encoder_heads,
+            ffn_dim=cfg.encoder_ffn_dim,
+            dropout=cfg.dropout,
+        )
+        heads["visual_encoder"] = SequenceEncoder(visual_dim, **encoder_args)
+        heads["acoustic_encoder"] = SequenceEncoder(acoustic_dim, **encoder_args)
+    av_dim = 2 * cfg.encoder_dim if use_av else 0
+    heads["fusion"] = LayerwiseFusion(
+        n_layers, hidden, cfg.fusion_proj_dim, av_dim, cfg.fusion_hidden, cfg.dropout, cfg.fusion_connect,
+        cfg.cls_projection,
+    )
+    heads["predictor"] = Predictor(cfg.fusion_proj_dim + hidden, cfg.predictor_hidden, cfg.dropout)
+    return heads
+
+
+DESIGN_KEYS = ("cls_projection", "fusion_connect", "adapter_placement", "encoder_dim")
+
+
+def design_of(cfg) -> str:
+    """The AMB design choices of ``cfg`` in one line, e.g. for error messages and tables."""
+    return ", ".join(f"{key}={getattr(cfg, key)!r}" for key in DESIGN_KEYS)
+
+
+def wants_pooler(cfg, train_embeddings: bool) -> bool:
+    """Whether AMB-FT carries BERT's pooler: fine-tuned with the embeddings when
+    ``amb_finetune_pooler`` says so, as MISA's freezing loop leaves it trainable (never read)."""
+    return cfg.text_adaptation == "finetune" and cfg.amb_finetune_pooler and train_embeddings
+
+
+def set_pooler(plm: nn.Module, wanted: bool) -> nn.Module:
+    """Give ``plm`` a BERT pooler (seeded random weights if it has none) or remove it.
+
+    The pooler is attached after loading, so the PLM's own weights do not depend on it (a random
+    PLM built with a pooler draws its weights differently); its weights never matter, as AMB
+    never reads the pooled output."""
+    has = getattr(plm, "pooler", None) is not None
+    if wanted and not has:
+        from transformers.models.bert.modeling_bert import BertPooler
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            param = next(plm.parameters())
+            plm.pooler = BertPooler(plm.config).to(param.device, param.dtype)
+    elif has and not wanted:
+        plm.pooler = None
+    return plm
+
+
 class AMB(PretrainedMixin, nn.Module):
     """Adapted Multimodal BERT (thesis 6.2); see the module docstring for every choice."""
 
@@ -185,26 +290,15 @@ class AMB(PretrainedMixin, nn.Module):
         self.acoustic_dim = acoustic_dim
         # AMB-FT with last:K trains the embeddings too unless amb_finetune_embeddings=False.
         train_embeddings = True if cfg.finetune_layers == "all" else cfg.amb_finetune_embeddings
-        self.plm = prepare_plm(load_plm(cfg) if plm is None else plm, cfg, train_embeddings=train_embeddings)
+        pooler = wants_pooler(cfg, train_embeddings)
+        plm = load_plm(cfg) if plm is None else plm  # the same PLM weights with or without a pooler
+        self.plm = prepare_plm(set_pooler(plm, pooler), cfg, train_embeddings=train_embeddings)
         hidden = self.plm.config.hidden_size
         n_layers = self.plm.config.num_hidden_layers
 
         self.use_av = cfg.variant != "text-only"
-        if self.use_av:
-            encoder_args = dict(
-                encoder_dim=cfg.encoder_dim,
-                n_layers=cfg.encoder_layers,
-                n_heads=cfg.encoder_heads,
-                ffn_dim=cfg.encoder_ffn_dim,
-                dropout=cfg.dropout,
-            )
-            self.visual_encoder = SequenceEncoder(visual_dim, **encoder_args)
-            self.acoustic_encoder = SequenceEncoder(acoustic_dim, **encoder_args)
-        av_dim = 2 * cfg.encoder_dim if self.use_av else 0
-        self.fusion = LayerwiseFusion(
-            n_layers, hidden, cfg.fusion_proj_dim, av_dim, cfg.fusion_hidden, cfg.dropout, cfg.fusion_connect
-        )
-        self.predictor = Predictor(self.fusion.out_dim + hidden, cfg.predictor_hidden, cfg.dropout)
+        for name, module in build_heads(cfg, hidden, n_layers, visual_dim, acoustic_dim).items():
+            setattr(self, name, module)
 
     def component_of(self, param_name: str) -> str:
         """Which component a parameter belongs to (used by ``count_parameters``)."""

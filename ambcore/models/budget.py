@@ -26,7 +26,25 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["THESIS_TRAINABLE_M", "BASELINE_SETUPS", "BudgetRow", "baseline_budget"]
+__all__ = [
+    "THESIS_TRAINABLE_M",
+    "BASELINE_SETUPS",
+    "BudgetRow",
+    "baseline_budget",
+    "THESIS_AMB_M",
+    "TOLERANCE",
+    "BertParts",
+    "bert_parts",
+    "ThesisBudget",
+    "thesis_budget",
+    "within",
+    "head_parameters",
+    "DESIGN_SPACE",
+    "design_candidates",
+    "thesis_claims",
+    "choose_design",
+    "amb_rows",
+]
 
 # Trainable parameters in millions as printed in the thesis (tables 6.1, 6.2).
 THESIS_TRAINABLE_M = {"MISA": 47.1, "MISA-Adapters": 8.5, "MAG-BERT": 110.8}
@@ -108,3 +126,197 @@ def baseline_budget(
             )
         )
     return rows
+
+
+# ---- AMB: the budget the thesis' numbers imply, and the designs that fit it ------------------
+
+# The thesis' AMB rows (tables 6.1, 6.2), millions, and the tolerance of a match.
+THESIS_AMB_M = {"AMB": 8.6, "AMB-FT": 47.2, "AMB text-only": 8.6, "AMB no-text": 8.6}
+TOLERANCE = {"AMB": 0.02, "AMB-FT": 0.01}  # printed to one decimal: 8.6 +- 2 %, 47.2 +- 1 %
+FT_LAYERS = 3  # AMB-FT and MISA fine-tune bert-base's last three layers (MISA's MOSEI code)
+
+
+@dataclass(frozen=True)
+class BertParts:
+    """Parameter counts of bert-base's parts, counted from modules built on the meta device."""
+
+    embeddings: int
+    layer: int  # one encoder layer
+    pooler: int
+    adapter: int  # one bottleneck adapter of the paper preset's size
+    n_layers: int
+    hidden: int
+
+
+def bert_parts(plm: str = "bert-base-uncased") -> BertParts:
+    """Count ``plm``'s embeddings, one layer, its pooler and one adapter from their shapes."""
+    from transformers import AutoModel
+
+    from ambcore.config import get_config
+    from ambcore.models.adapters import BottleneckAdapter
+    from ambcore.models.plm import plm_config
+
+    cfg = get_config("paper", plm=plm)
+    config = plm_config(plm)
+    with torch.device("meta"):
+        bert = AutoModel.from_config(config, add_pooling_layer=True)
+        adapter = BottleneckAdapter(config.hidden_size, cfg.adapter_dim)
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    return BertParts(count(bert.embeddings), count(bert.encoder.layer[0]), count(bert.pooler),
+                     count(adapter), config.num_hidden_layers, config.hidden_size)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ThesisBudget:
+    """What the thesis' AMB and AMB-FT counts imply for everything that is not the PLM.
+
+    AMB-FT = embeddings + last 3 layers + pooler + heads, so heads = AMB-FT - those; AMB =
+    adapters + heads. Both rows must describe the same heads (encoders + fusion + predictor).
+    """
+
+    parts: BertParts
+    adapters: int  # one adapter per layer
+    finetuned_plm: int  # embeddings + last 3 layers + pooler (what AMB-FT trains in BERT)
+    heads_from_amb_ft: float  # 47.2 M - finetuned_plm
+    heads_from_amb: float  # 8.6 M - adapters
+    amb_implied: float  # adapters + heads_from_amb_ft: the AMB count that AMB-FT implies
+    ft_minus_amb: int  # finetuned_plm - adapters: AMB-FT - AMB, and MISA - MISA-Adapters
+    heads_range: tuple[float, float]  # heads that put AMB within 8.6 M +- 2 %
+
+    def rows(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        p = self.parts
+        items = [
+            ("bert-base embeddings", p.embeddings), (f"bert-base layer (x {FT_LAYERS})", FT_LAYERS * p.layer),
+            ("bert-base pooler", p.pooler), ("AMB-FT's PLM part (sum)", self.finetuned_plm),
+            ("AMB-FT in the thesis", THESIS_AMB_M["AMB-FT"] * 1e6),
+            ("=> encoders + fusion + predictor", self.heads_from_amb_ft),
+            (f"adapters ({p.n_layers} x {p.adapter:,})", self.adapters),
+            ("=> AMB implied by AMB-FT", self.amb_implied), ("AMB in the thesis", THESIS_AMB_M["AMB"] * 1e6),
+            ("AMB-FT - AMB (= MISA - MISA-Adapters)", self.ft_minus_amb),
+            ("MISA - MISA-Adapters in the thesis", (THESIS_TRAINABLE_M["MISA"] - THESIS_TRAINABLE_M["MISA-Adapters"]) * 1e6),
+        ]  # fmt: skip
+        return pd.DataFrame({"quantity": [k for k, _ in items], "M": [v / 1e6 for _, v in items]})
+
+
+def thesis_budget(parts: BertParts | None = None) -> ThesisBudget:
+    """The arithmetic of the thesis' AMB budget, from bert-base's shapes (``bert_parts``)."""
+    parts = parts or bert_parts()
+    adapters = parts.n_layers * parts.adapter
+    finetuned = parts.embeddings + FT_LAYERS * parts.layer + parts.pooler
+    heads_ft = THESIS_AMB_M["AMB-FT"] * 1e6 - finetuned
+    tol = TOLERANCE["AMB"] * THESIS_AMB_M["AMB"] * 1e6
+    return ThesisBudget(
+        parts=parts, adapters=adapters, finetuned_plm=finetuned, heads_from_amb_ft=heads_ft,
+        heads_from_amb=THESIS_AMB_M["AMB"] * 1e6 - adapters, amb_implied=adapters + heads_ft,
+        ft_minus_amb=finetuned - adapters,
+        heads_range=(THESIS_AMB_M["AMB"] * 1e6 - tol - adapters, THESIS_AMB_M["AMB"] * 1e6 + tol - adapters),
+    )  # fmt: skip
+
+
+def within(count: float, row: str) -> bool:
+    """Whether ``count`` (parameters) is the thesis' number of ``row`` within its tolerance."""
+    thesis = THESIS_AMB_M[row] * 1e6
+    return abs(count - thesis) <= TOLERANCE["AMB-FT" if row == "AMB-FT" else "AMB"] * thesis
+
+
+def head_parameters(cfg, parts: BertParts, visual_dim: int = 35, acoustic_dim: int = 74) -> int:
+    """Trainable parameters of AMB's encoders, fusion and predictor for ``cfg`` on bert-base."""
+    from ambcore.models.amb import build_heads
+
+    with torch.device("meta"):
+        heads = build_heads(cfg, parts.hidden, parts.n_layers, visual_dim, acoustic_dim)
+    return sum(p.numel() for m in heads.values() for p in m.parameters())
+
+
+# The candidates the thesis leaves open: projection, wiring, AV encoder width (FFN = 2 x width).
+DESIGN_SPACE = {
+    "cls_projection": ("shared", "per_layer"),
+    "fusion_connect": ("chain", "independent"),
+    "encoder_dim": (32, 64, 96, 128),
+}
+
+
+def design_candidates(parts: BertParts | None = None) -> "pd.DataFrame":
+    """Every candidate design with its AMB and AMB-FT (with and without the pooler) counts and
+    whether each fits the thesis (``within``). One row per design."""
+    import itertools
+
+    import pandas as pd
+
+    from ambcore.config import get_config
+
+    parts = parts or bert_parts()
+    adapters = parts.n_layers * parts.adapter
+    ft_plm = parts.embeddings + FT_LAYERS * parts.layer
+    rows = []
+    for proj, connect, width in itertools.product(*DESIGN_SPACE.values()):
+        cfg = get_config("paper", cls_projection=proj, fusion_connect=connect, encoder_dim=width,
+                         encoder_ffn_dim=2 * width)  # fmt: skip
+        heads = head_parameters(cfg, parts)
+        amb, ft, ft_pooler = adapters + heads, ft_plm + heads, ft_plm + parts.pooler + heads
+        rows.append({
+            "cls_projection": proj, "fusion_connect": connect, "encoder_dim": width, "heads_M": heads / 1e6,
+            "AMB_M": amb / 1e6, "AMB-FT_M (pooler)": ft_pooler / 1e6, "AMB-FT_M (no pooler)": ft / 1e6,
+            "fits AMB": within(amb, "AMB"), "fits AMB-FT (pooler)": within(ft_pooler, "AMB-FT"),
+            "fits AMB-FT (no pooler)": within(ft, "AMB-FT"),
+        })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["fits both"] = frame["fits AMB"] & (frame["fits AMB-FT (pooler)"] | frame["fits AMB-FT (no pooler)"])
+    return frame
+
+
+def thesis_claims(amb: int, amb_ft: int, misa: int) -> "pd.DataFrame":
+    """The thesis' claims about parameter counts, recomputed from counts (parameters), each
+    with a computed sentence on whether it holds.
+
+    - "training less than one fifth of the parameters of the previous state-of-the-art" (ch. 7):
+      AMB / MISA < 1/5;
+    - "MISA ... leads to five times more trainable parameters than our model" (7.1): MISA / AMB >= 5;
+    - table 6.2's AMB-FT / AMB (47.2 / 8.6): ours within the two rows' tolerances (3 %).
+    """
+    import pandas as pd
+
+    thesis_ft_ratio = THESIS_AMB_M["AMB-FT"] / THESIS_AMB_M["AMB"]
+    share, ratio, ft_ratio = amb / misa, misa / amb, amb_ft / amb
+    claims = [
+        ("AMB trains less than one fifth of MISA's parameters", "AMB / MISA", "< 0.20", share, share < 0.2),
+        ("MISA trains five times more parameters than AMB", "MISA / AMB", ">= 5", ratio, ratio >= 5.0),
+        ("AMB-FT / AMB as in table 6.2", "AMB-FT / AMB", f"{thesis_ft_ratio:.2f} +- 3 %", ft_ratio,
+         abs(ft_ratio / thesis_ft_ratio - 1) <= TOLERANCE["AMB"] + TOLERANCE["AMB-FT"]),
+    ]  # fmt: skip
+    frame = pd.DataFrame(claims, columns=["claim", "quantity", "thesis", "ours", "holds"])
+    frame["sentence"] = [
+        f"{c}: {q} = {v:.3f} here, so the claim {'holds' if ok else 'does not hold'} in our counts."
+        for c, q, _, v, ok in claims
+    ]
+    return frame
+
+
+def choose_design(candidates: "pd.DataFrame") -> "pd.DataFrame":
+    """The candidates that fit both counts *and* the thesis' text: chained fusion (figure 6.1
+    stacks the fusion layers and 6.2.6 feeds only "the fused representation of the last ...
+    fusion layers" to the predictor, which reaches the earlier ones only through a chain)."""
+    return candidates[candidates["fits both"] & (candidates["fusion_connect"] == "chain")]
+
+
+def amb_rows(counts: dict[str, int]) -> "pd.DataFrame":
+    """Our AMB rows (label -> trainable parameters) beside the thesis' (``THESIS_AMB_M``), with
+    whether each fits and, for text-only, the parameters it does not build and the thesis counted."""
+    import pandas as pd
+
+    rows = []
+    for label, count in counts.items():
+        note = ""
+        if label == "AMB text-only" and "AMB" in counts:
+            unbuilt = counts["AMB"] - count
+            note = (f"the thesis lists {THESIS_AMB_M[label]} M: it counted the AV encoders and the AV inputs "
+                    f"of the fusion layers ({unbuilt / 1e6:.2f} M), which a text-only model never uses "
+                    "and we do not build")  # fmt: skip
+        rows.append({"model": label, "ours_M": count / 1e6, "thesis_M": THESIS_AMB_M[label],
+                     "fits": within(count, label), "note": note})  # fmt: skip
+    return pd.DataFrame(rows)

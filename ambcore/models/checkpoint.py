@@ -6,11 +6,15 @@ A checkpoint folder has three files:
   predictor, and the PLM layers only when they were fine-tuned). No frozen PLM weight.
 - ``config.json``: the full ``Config`` (``Config.to_dict()``).
 - ``model.json``: what else is needed to rebuild: the model name, the feature dimensions, the
-  PLM reference (``cfg.plm``, where it resolved to, random or pretrained) and a SHA-256 of
+  PLM reference (``cfg.plm``, where it resolved to, random or pretrained), a SHA-256 of
   the frozen PLM weights, checked on load so that trained adapters are never silently combined
-  with a different PLM.
+  with a different PLM, and ``weights_sha256``, the SHA-256 of the ``weights.safetensors``
+  file's bytes, checked on every load: a flipped bit, a truncated or swapped weights file is
+  refused with one line, never evaluated.
 
-Loading reads JSON and safetensors only; nothing is unpickled. The frozen PLM is loaded from
+Loading reads JSON and safetensors only; nothing is unpickled. A JSON file that does not parse,
+a safetensors file that does not parse and weights that are not finite are refused too
+(``ModelConfigError``, one line). The frozen PLM is loaded from
 its reference (``ambcore.models.plm.load_plm``), then the trained weights are put in place.
 """
 
@@ -22,7 +26,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from ambcore.errors import ModelConfigError
@@ -34,6 +39,7 @@ __all__ = [
     "PretrainedMixin",
     "frozen_plm_fingerprint",
     "read_checkpoint",
+    "file_sha256",
 ]
 
 WEIGHTS_FILE = "weights.safetensors"
@@ -58,6 +64,15 @@ def frozen_plm_fingerprint(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     model._frozen_fingerprint_cache = (key, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
@@ -96,6 +111,7 @@ class PretrainedMixin:
                 "frozen_sha256": frozen_plm_fingerprint(self),
             },
             "trainable_tensors": sorted(tensors),
+            "weights_sha256": file_sha256(directory / WEIGHTS_FILE),
         }
         _atomic_write_text(directory / CONFIG_FILE, cfg.to_json())
         _atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
@@ -103,7 +119,11 @@ class PretrainedMixin:
 
 
 def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:
-    """(config dict, model.json dict, trained tensors) of a checkpoint folder; no unpickling."""
+    """(config dict, model.json dict, trained tensors) of a checkpoint folder; no unpickling.
+
+    The weights file must have the SHA-256 recorded in ``model.json``, parse as safetensors and
+    hold finite values only; the JSON files must parse. Each failure is one line naming the file.
+    """
     directory = Path(directory)
     for name in (WEIGHTS_FILE, CONFIG_FILE, MODEL_FILE):
         if not (directory / name).is_file():
@@ -111,15 +131,59 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict, dict[str,
                 f"{directory} is not a model checkpoint: {name} is missing (expected "
                 f"{WEIGHTS_FILE}, {CONFIG_FILE} and {MODEL_FILE}, written by save_pretrained)"
             )
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    meta = json.loads((directory / MODEL_FILE).read_text())
+    config = _read_json_object(directory / CONFIG_FILE)
+    meta = _read_json_object(directory / MODEL_FILE)
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelConfigError(
             f"{directory / MODEL_FILE}: format_version {meta.get('format_version')!r}, "
             f"expected {FORMAT_VERSION}"
         )
-    tensors = load_file(str(directory / WEIGHTS_FILE))
+    data = (directory / WEIGHTS_FILE).read_bytes()
+    _check_weights_hash(directory, meta, hashlib.sha256(data).hexdigest())
+    try:
+        tensors = load_safetensors_bytes(data)
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise ModelConfigError(
+            f"{directory / WEIGHTS_FILE}: not a readable safetensors file ({_one_line(exc)})"
+        ) from None
+    _check_finite(directory / WEIGHTS_FILE, tensors)
     return config, meta, tensors
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelConfigError(f"{path}: not valid JSON ({_one_line(exc)})") from None
+    if not isinstance(value, dict):
+        raise ModelConfigError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check_weights_hash(directory: Path, meta: dict, actual: str) -> None:
+    expected = meta.get("weights_sha256")
+    if not isinstance(expected, str):
+        raise ModelConfigError(
+            f"{directory / MODEL_FILE}: no weights_sha256 (a checkpoint written before weights "
+            "were hashed, or an edited one); train the run again"
+        )
+    if actual != expected:
+        raise ModelConfigError(
+            f"{directory / WEIGHTS_FILE}: SHA-256 {actual[:16]}... differs from the "
+            f"{expected[:16]}... recorded in {MODEL_FILE} (the file was modified, truncated or "
+            "replaced); train the run again"
+        )
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelConfigError(f"{path}: tensor {name!r} holds NaN or infinite values")
 
 
 def load_trained_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

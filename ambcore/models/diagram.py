@@ -96,7 +96,8 @@ def amb_figure(model, title: str | None = None):
         prev_in = " ; f_{l-1}" if residual else ""
         _box(ax, 5.0, fy, 2.7, 0.6,
              f"fusion {layer}: {'f_{l-1} + ' if residual else ''}FFN([W[CLS]{av_in}{prev_in}])\n"
-             f"W: {hidden}→{cfg.fusion_proj_dim}, FFN hidden {cfg.fusion_hidden}",
+             f"{'W (shared)' if cfg.cls_projection == 'shared' else 'W_l'}: {hidden}→{cfg.fusion_proj_dim}, "
+             f"FFN hidden {cfg.fusion_hidden}",
              "fusion", fontsize=6.5)
         _arrow(ax, (3.2, top - 0.2), (3.65, fy), colour="#31a354")
         if model.use_av:

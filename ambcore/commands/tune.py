@@ -1,0 +1,45 @@
+"""``tune`` command: one Optuna study per cell of a tuning spec, on validation only
+(see ``ambcore.tune``).
+
+    python -m ambcore tune SPEC [--runs-dir DIR] [--record FILE] [--retune]
+
+A killed study started again keeps its finished trials and runs only the missing ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ambcore.tune import load_tune_spec, set_aside, trials_frame, tune, write_record
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "tune",
+        help="tune every cell's hyper-parameters on validation (Optuna), resuming a killed study",
+        description="Run or resume one Optuna study per cell of SPEC (YAML): the same trials and "
+                    "epochs for every model, the test split never read.",
+    )  # fmt: skip
+    p.add_argument("spec", help="the tuning spec file (e.g. experiments/tune_smoke.yaml)")
+    p.add_argument("--runs-dir", default=None, help="where the studies go (overrides the spec)")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="write the tuning record (JSON: revision, date, machine, every trial)")  # fmt: skip
+    p.add_argument("--retune", action="store_true",
+                   help="start every study afresh (the old study folders are set aside)")  # fmt: skip
+    p.set_defaults(func=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    spec = load_tune_spec(args.spec, runs_dir=args.runs_dir)
+    print(f"tune {spec.name}: {len(spec.cells)} cell(s) x {spec.n_trials} trial(s), "
+          f"max_epochs {spec.cells[0][1].max_epochs} -> {spec.runs_dir}")  # fmt: skip
+    if args.retune:
+        for folder in set_aside(spec):
+            print(f"set aside: {folder}")
+    studies = tune(spec)
+    frame = trials_frame(studies)
+    shown = [c for c in frame.columns if c not in ("valid_mae_by_epoch",)]
+    print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if args.record:
+        print(f"record: {write_record(spec, studies, args.record)}")
+    return 0

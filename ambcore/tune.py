@@ -1,0 +1,510 @@
+"""Hyper-parameter tuning on the validation split only, the same budget for every model
+(thesis 6.3.1, "Setup"; the thesis tuned AMB and took the baselines' published settings).
+
+One Optuna study per cell of a sweep spec: a TPE sampler proposes values from the model's
+search space (``experiments/search_space.yaml``: ranges with a reason each, the learning rate
+log-uniform around the cell's recipe value), a median pruner stops a trial whose validation MAE
+after an epoch is worse than the median of the earlier trials at that epoch, and every cell gets
+the same number of trials and the same epoch budget (checked: the cells' ``max_epochs`` and
+``patience`` must agree).
+
+**The test split is never read while tuning.** The objective receives a dataset that holds
+only the train and validation splits (``train_valid_only``); the trainer, given no test split,
+writes no test metric and no test predictions (``metrics.json`` says ``valid_only``). A trial's
+score is its best validation MAE.
+
+**Resuming.** The study lives in a journal file under the runs folder
+(``<runs_dir>/<cell>/study.journal``, Optuna's ``JournalStorage``): a killed study, started
+again, keeps its finished trials (complete or pruned) and runs only the missing ones, up to
+``n_trials`` finished. A trial that was running in a process that no longer exists (same host,
+dead pid) is marked failed and its values are queued again; its run folder is named by its
+values, so the repeated trial resumes the killed run from its last epoch. Several processes or
+machines can work on one study (a shared journal file), each counting towards ``n_trials``.
+
+Spec file (YAML)::
+
+    name: tune_smoke
+    sweep: ablation_smoke.yaml   # the cells (and their recipes), relative to this file
+    cells: [amb, misa, mag-bert] # optional: a subset of the sweep's cells
+    space: search_space.yaml     # search spaces per model, relative to this file
+    n_trials: 3                  # finished trials per cell (complete or pruned)
+    seed: 0                      # the training seed of every trial and the sampler's seed
+    runs_dir: smoke-tune         # relative to the runs folder (AMB_RUNS)
+    pruner: {n_startup_trials: 2, n_warmup_steps: 1}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ambcore import paths, runs
+from ambcore.config import Config, config_from_dict
+from ambcore.errors import AmbError
+
+__all__ = [
+    "SPEC_KEYS",
+    "Range",
+    "TuneSpec",
+    "load_tune_spec",
+    "load_space",
+    "train_valid_only",
+    "suggest",
+    "run_study",
+    "tune",
+    "trials_frame",
+    "write_record",
+    "fingerprint",
+    "ensure_record",
+    "set_aside",
+    "record_summary",
+    "trials_figure",
+    "spec_for_preset",
+    "book_record",
+]
+
+SPEC_KEYS = ("name", "sweep", "cells", "space", "n_trials", "seed", "runs_dir", "pruner")
+STUDY_FILE = "study.journal"
+
+
+# ---- the spec and the search spaces ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """One hyper-parameter's range: ``[low, high]`` or, with ``factor``, ``[recipe / factor,
+    recipe * factor]`` around the cell's own value (the recipe's); ``log``: log-uniform."""
+
+    name: str
+    low: float | None
+    high: float | None
+    log: bool
+    factor: float | None
+    reason: str
+
+    def bounds(self, cfg: Config) -> tuple[float, float]:
+        if self.factor is None:
+            return float(self.low), float(self.high)
+        centre = float(getattr(cfg, self.name))
+        return centre / self.factor, centre * self.factor
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    name: str
+    preset: str
+    cells: tuple[tuple[str, Config], ...]  # (cell, its config at the tuning seed)
+    space: dict[str, dict[str, Range]]  # model -> parameter -> range
+    n_trials: int
+    seed: int
+    runs_dir: Path
+    pruner: dict[str, int] = field(default_factory=dict)
+    source: str = "<dict>"
+
+
+def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
+    """``model -> {parameter: Range}`` from a search-space file; every range needs a reason."""
+    path = Path(path)
+    if not path.exists():
+        raise AmbError(f"search space {path} does not exist")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    models = data.get("models")
+    if not isinstance(models, Mapping) or not models:
+        raise AmbError(f"{path}: expected a mapping 'models: {{model: {{parameter: range}}}}'")
+    fields_ = set(Config.__dataclass_fields__)
+    space: dict[str, dict[str, Range]] = {}
+    for model, params in models.items():
+        space[str(model)] = {}
+        for name, spec in (params or {}).items():
+            where = f"{path}: models.{model}.{name}"
+            if name not in fields_:
+                raise AmbError(f"{where}: not a config field")
+            if not isinstance(spec, Mapping) or not str(spec.get("reason", "")).strip():
+                raise AmbError(f"{where}: a range needs 'reason' (why this range) and bounds")
+            factor = spec.get("factor")
+            low, high = spec.get("low"), spec.get("high")
+            if factor is None and (low is None or high is None or not float(low) < float(high)):
+                raise AmbError(f"{where}: give low < high, or factor (around the recipe's value)")
+            if factor is not None and float(factor) <= 1:
+                raise AmbError(f"{where}: factor must be > 1, got {factor}")
+            low, high = (None if v is None else float(v) for v in (low, high))
+            space[str(model)][name] = Range(name, low, high, bool(spec.get("log", False)),
+                                            None if factor is None else float(factor),
+                                            str(spec["reason"]).strip())  # fmt: skip
+    return space
+
+
+def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> TuneSpec:
+    """Parse and check a tuning spec (module docstring): cells, spaces, the common budget."""
+    from ambcore.sweep import load_spec, plan
+
+    path = Path(path)
+    if not path.exists():
+        raise AmbError(f"tuning spec {path} does not exist")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise AmbError(f"{path}: unknown tuning spec key(s) {unknown}; valid: {list(SPEC_KEYS)}")
+    for key in ("sweep", "space", "n_trials"):
+        if key not in data:
+            raise AmbError(f"{path}: missing key {key!r}")
+    n_trials, seed = data["n_trials"], data.get("seed", 0)
+    if not isinstance(n_trials, int) or n_trials < 1:
+        raise AmbError(f"{path}: n_trials must be a positive integer, got {n_trials!r}")
+    sweep = load_spec(path.parent / data["sweep"])
+    by_cell = {c.name: c.cfg for c in plan(sweep) if c.seed == sweep.seeds[0]}
+    wanted = data.get("cells") or list(by_cell)
+    missing = [c for c in wanted if c not in by_cell]
+    if missing:
+        raise AmbError(f"{path}: cell(s) {missing} are not in {data['sweep']}; it has {list(by_cell)}")
+    cells = tuple((c, config_from_dict({**by_cell[c].to_dict(), "seed": seed})) for c in wanted)
+    space = load_space(path.parent / data["space"])
+    _check_budget(cells, space, path)
+    name = str(data.get("name") or path.stem)
+    given = runs_dir or data.get("runs_dir") or name
+    root = Path(given) if Path(given).is_absolute() else paths.runs_dir() / given
+    return TuneSpec(name, sweep.preset, cells, space, n_trials, int(seed), root,
+                    dict(data.get("pruner") or {}), str(path))  # fmt: skip
+
+
+def _check_budget(cells, space, source) -> None:
+    """The same epoch budget for every cell, and a search space for each cell's model."""
+    budgets = {(cfg.max_epochs, cfg.patience) for _, cfg in cells}
+    if len(budgets) > 1:
+        listed = ", ".join(f"{c}: max_epochs={g.max_epochs} patience={g.patience}" for c, g in cells)
+        raise AmbError(f"{source}: the cells have different epoch budgets ({listed}); tuning "
+                       "compares models only on the same budget")  # fmt: skip
+    for cell, cfg in cells:
+        if cfg.model not in space:
+            raise AmbError(f"{source}: no search space for model {cfg.model!r} (cell {cell!r})")
+
+
+# ---- one study -------------------------------------------------------------------------------
+
+
+def train_valid_only(dataset):
+    """The dataset without its test split: what the tuner's objective receives."""
+    from dataclasses import replace
+
+    return replace(dataset, splits={k: dataset.splits[k] for k in ("train", "valid")})
+
+
+def suggest(trial, space: Mapping[str, Range], cfg: Config) -> dict[str, float]:
+    """The trial's values for every parameter of ``space`` (bounds from ``cfg`` where relative)."""
+    values = {}
+    for name, r in space.items():
+        low, high = r.bounds(cfg)
+        values[name] = trial.suggest_float(name, low, high, log=r.log)
+    return values
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_here(worker: str | None) -> bool:
+    """Whether ``worker`` (host:pid) ran on this host and its process is gone."""
+    if not worker or ":" not in worker:
+        return False
+    host, pid = worker.rsplit(":", 1)
+    if host != socket.gethostname() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _requeue_stale(study) -> int:
+    """Mark the trials of killed processes on this host failed; queue their values again."""
+    import optuna
+
+    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+             if _dead_here(t.user_attrs.get("worker"))]  # fmt: skip
+    for t in stale:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
+    return len(stale)
+
+
+def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(cell_dir / STUDY_FILE)))
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=int(spec.pruner.get("n_startup_trials", 2)),
+        n_warmup_steps=int(spec.pruner.get("n_warmup_steps", 1)),
+    )
+    # The sampler's seed depends on the trials already in the study: a resumed study does not
+    # propose the values of its first trials again, and the same history gives the same values.
+    known = optuna.create_study(storage=storage, study_name=cell, direction="minimize",
+                                load_if_exists=True)  # fmt: skip
+    seed = spec.seed + zlib.crc32(cell.encode()) % 10_000 + 10_007 * len(known.get_trials(deepcopy=False))
+    return optuna.create_study(storage=storage, study_name=cell, direction="minimize",
+                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
+                               load_if_exists=True)  # fmt: skip
+
+
+def _finished(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None = None,
+              dataset=None, stop_after: int | None = None):  # fmt: skip
+    """Run (or resume) the study of ``cell`` until it has ``spec.n_trials`` finished trials.
+
+    ``train_fn`` defaults to ``ambcore.train.train_and_evaluate``; ``dataset`` to ``cfg.data``,
+    loaded and stripped of its test split here. ``stop_after``: run at most this many trials in
+    this call (the resume test stops a study on purpose). Returns the Optuna study.
+    """
+    import optuna
+
+    if train_fn is None:
+        from ambcore.train import train_and_evaluate as train_fn
+    if dataset is None:
+        from ambcore.data import load_dataset
+
+        dataset = load_dataset(cfg.data, cfg)
+    data = train_valid_only(dataset)
+    cell_dir = spec.runs_dir / cell
+    study = _open_study(spec, cell, cell_dir)
+    _requeue_stale(study)
+    space = spec.space[cfg.model]
+
+    def objective(trial) -> float:
+        return _objective(trial, cfg, space, cell_dir, data, train_fn)
+
+    remaining = spec.n_trials - _finished(study)
+    if remaining > 0:
+        budget = remaining if stop_after is None else min(remaining, stop_after)
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        study.optimize(objective, n_trials=budget, catch=(),
+                       callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)])  # fmt: skip
+    return study
+
+
+def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> float:
+    """Train one trial on train, score it on valid (``data`` has no test split)."""
+    import optuna
+
+    values = suggest(trial, space, base)
+    trial.set_user_attr("worker", _worker())
+    cfg = config_from_dict({**base.to_dict(), **values})
+    key = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+    run_dir = cell_dir / f"trial-{key}"
+    trial.set_user_attr("run_dir", run_dir.name)
+    reported: set[int] = set()
+
+    def on_epoch_end(epoch: int) -> None:
+        history = runs.read_history(run_dir)
+        for e, mae in zip(history["epoch"], history["valid_mae"]):
+            if int(e) not in reported:
+                trial.report(float(mae), int(e))
+                reported.add(int(e))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"valid MAE at epoch {epoch} is behind the median")
+
+    result = train_fn(cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end,
+                      dataset=data)  # fmt: skip
+    return float(result.valid["mae"])
+
+
+# ---- all cells, and the record ---------------------------------------------------------------
+
+
+def tune(spec: TuneSpec, train_fn: Callable | None = None, dataset=None,
+         progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Every cell's study (run or resumed). Returns ``{cell: study}``."""
+    studies = {}
+    for cell, cfg in spec.cells:
+        t0 = time.perf_counter()
+        studies[cell] = run_study(spec, cell, cfg, train_fn=train_fn, dataset=dataset)
+        if progress:
+            best = _best(studies[cell])
+            print(f"tune {cell}: {_finished(studies[cell])} finished trial(s), best valid MAE "
+                  f"{best['value']:.4f} at {best['params']} ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    return studies
+
+
+def _best(study) -> dict[str, Any]:
+    try:
+        t = study.best_trial
+    except ValueError:
+        return {"value": float("nan"), "params": {}, "number": None}
+    return {"value": float(t.value), "params": dict(t.params), "number": t.number}
+
+
+def trials_frame(studies: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per trial of every study: cell, number, state, value (best valid MAE; for a pruned
+    trial its last reported one), epochs reported, the parameters, the run folder."""
+    rows = []
+    for cell, study in studies.items():
+        for t in study.get_trials(deepcopy=False):
+            steps = t.intermediate_values
+            value = t.value if t.value is not None else (steps[max(steps)] if steps else None)
+            rows.append({"cell": cell, "number": t.number, "state": t.state.name,
+                         "value": value, "epochs": len(steps),
+                         "valid_mae_by_epoch": json.dumps({int(k): v for k, v in steps.items()}),
+                         **{f"param_{k}": v for k, v in t.params.items()},
+                         "run_dir": t.user_attrs.get("run_dir", "")})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def fingerprint(spec: TuneSpec) -> str:
+    """What a record must match to be reused: preset, data, PLM, the cells' configs at the
+    tuning seed, the search spaces, the number of trials and the pruner. (The git revision is
+    recorded but not compared: every commit would otherwise invalidate a committed record.)"""
+    content = {
+        "preset": spec.preset, "n_trials": spec.n_trials, "seed": spec.seed,
+        "pruner": spec.pruner, "cells": {c: cfg.to_dict() for c, cfg in spec.cells},
+        "space": {m: {n: [r.low, r.high, r.factor, r.log] for n, r in ps.items()}
+                  for m, ps in spec.space.items()},
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """The tuning record (JSON): git revision, date, machine, preset, data, PLM, the budget, the
+    search spaces with their reasons, and every trial; the chosen values per cell."""
+    cfg = spec.cells[0][1]
+    record = {
+        "spec": spec.name, "fingerprint": fingerprint(spec), "preset": spec.preset,
+        "data": cfg.data, "plm": cfg.plm,
+        "models": {cell: c.model for cell, c in spec.cells},
+        "git": {"revision": runs._git("rev-parse", "HEAD"),
+                "dirty": bool(runs._git("status", "--porcelain"))},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"hostname": socket.gethostname(), "cpus": os.cpu_count()},
+        "n_trials": spec.n_trials, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
+        "seed": spec.seed,
+        "space": {m: {n: {"low": r.low, "high": r.high, "factor": r.factor, "log": r.log,
+                          "reason": r.reason} for n, r in ps.items()}
+                  for m, ps in spec.space.items()},
+        "chosen": {cell: _best(study) for cell, study in studies.items()},
+        "trials": trials_frame(studies).to_dict("records"),
+    }  # fmt: skip
+    return runs.atomic_write_text(Path(path), json.dumps(record, indent=1, default=str) + "\n")
+
+
+def set_aside(spec: TuneSpec) -> list[Path]:
+    """Move each cell's study folder (journal and trial runs) to ``<cell>.<time>.old`` so that
+    the next run starts new studies and trains every trial anew."""
+    moved = []
+    for cell, _ in spec.cells:
+        folder = spec.runs_dir / cell
+        if folder.exists():
+            target = folder.with_name(f"{cell}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+            os.replace(folder, target)
+            moved.append(target)
+    return moved
+
+
+def ensure_record(spec_path: str | os.PathLike, record_path: str | os.PathLike,
+                  retune: bool = False, runs_dir: str | os.PathLike | None = None,
+                  progress: bool = False, train_fn: Callable | None = None,
+                  dataset=None) -> tuple[dict[str, Any], str]:  # fmt: skip
+    """The tuning record of ``spec_path``: read from ``record_path`` when it matches the spec
+    (``fingerprint``), else produced by running (or resuming) the studies and written there.
+    ``retune``: start the studies afresh (their journals are set aside). Returns the record and
+    ``"read"`` or ``"tuned"``."""
+    spec = load_tune_spec(spec_path, runs_dir=runs_dir)
+    record_path = Path(record_path)
+    if record_path.exists() and not retune:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("fingerprint") == fingerprint(spec):
+            return record, "read"
+    if retune:
+        set_aside(spec)
+    write_record(spec, tune(spec, train_fn=train_fn, dataset=dataset, progress=progress),
+                 record_path)  # fmt: skip
+    return json.loads(record_path.read_text(encoding="utf-8")), "tuned"
+
+
+def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
+    """Per cell of a record: model, finished / pruned / failed trials, the chosen values and
+    their validation MAE."""
+    trials = pd.DataFrame(record["trials"])
+    rows = []
+    for cell, chosen in record["chosen"].items():
+        mine = trials[trials["cell"] == cell]
+        rows.append({"cell": cell, "model": record.get("models", {}).get(cell, ""),
+                     "trials": int(mine["state"].isin(["COMPLETE", "PRUNED"]).sum()),
+                     "pruned": int((mine["state"] == "PRUNED").sum()),
+                     "failed": int((mine["state"] == "FAIL").sum()),
+                     "chosen": ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items()),
+                     "best valid MAE": chosen["value"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def trials_figure(record: Mapping[str, Any]):
+    """Validation MAE against trial number, one panel per cell (pruned trials hollow, at their
+    last reported epoch; the chosen trial starred)."""
+    import matplotlib.pyplot as plt
+
+    trials = pd.DataFrame(record["trials"])
+    cells = list(record["chosen"])
+    fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.2), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        mine = trials[(trials["cell"] == cell) & trials["value"].notna()]
+        for state, style in (("COMPLETE", dict(marker="o")),
+                             ("PRUNED", dict(marker="o", facecolors="none", edgecolors="C1"))):  # fmt: skip
+            part = mine[mine["state"] == state]
+            ax.scatter(part["number"], part["value"], label=state.lower(), **style)
+        best = record["chosen"][cell]
+        if best["number"] is not None:
+            ax.scatter([best["number"]], [best["value"]], marker="*", s=200, color="C3",
+                       label="chosen")  # fmt: skip
+        ax.set(title=cell, xlabel="trial", ylabel="best validation MAE")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def spec_for_preset(preset: str) -> Path:
+    """The committed tuning spec of ``preset`` (``experiments/tune_<preset>.yaml``)."""
+    return paths.PROJECT_ROOT / "experiments" / f"tune_{preset}.yaml"
+
+
+def book_record(preset: str, results_dir: str | os.PathLike, retune: bool = False,
+                tune_if_missing: bool = False, **kwargs) -> tuple[dict | None, str]:  # fmt: skip
+    """The record the Ablation chapter shows (``results/tuning_<preset>.json``) and a sentence
+    saying where it came from: read (it matches the spec), produced now (missing or stale and
+    ``tune_if_missing``, or ``retune``), or why there is none. ``kwargs`` go to
+    ``ensure_record``."""
+    spec_path = spec_for_preset(preset)
+    record_path = Path(results_dir) / f"tuning_{preset}.json"
+    if not spec_path.exists():
+        return None, f"no tuning spec for the {preset} preset ({spec_path.name} does not exist)"
+    if not (retune or tune_if_missing):
+        if not record_path.exists():
+            return None, (f"no record yet: `python -m ambcore tune experiments/{spec_path.name} "
+                          f"--record results/{record_path.name}` produces it")  # fmt: skip
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("fingerprint") != fingerprint(load_tune_spec(spec_path)):
+            return None, (f"results/{record_path.name} was made for another spec; rerun "
+                          "the tuning to replace it")  # fmt: skip
+        return record, f"read from results/{record_path.name}"
+    record, how = ensure_record(spec_path, record_path, retune=retune, **kwargs)
+    verb = "read from" if how == "read" else "produced now and written to"
+    return record, f"{verb} results/{record_path.name}"

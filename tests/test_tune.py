@@ -1,0 +1,263 @@
+"""The tuner (ambcore.tune, ``python -m ambcore tune``): search spaces as data, the same budget
+for every model, no test split while tuning, resuming a killed study."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import yaml
+
+from ambcore import report, runs, tune
+from ambcore.cli import main
+from ambcore.errors import AmbError
+from ambcore.paths import PROJECT_ROOT
+
+EXPERIMENTS = PROJECT_ROOT / "experiments"
+
+
+def write_spec(tmp_path: Path, n_trials=2, cells=("amb", "misa", "mag-bert"),
+               sweep=EXPERIMENTS / "ablation_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
+    spec = {"name": "t", "sweep": str(sweep), "cells": list(cells), "space": str(space),
+            "n_trials": n_trials, "seed": 0, "runs_dir": str(tmp_path / "tune"),
+            "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+class FakeTrain:
+    """A trainer that records its calls and checks what it is given; valid MAE is smallest at
+    lr = 1e-3 (one epoch, reported through on_epoch_end as the real trainer does)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, cfg, run_dir, progress, resume, on_epoch_end, dataset):
+        assert set(dataset.splits) == {"train", "valid"}
+        with pytest.raises(KeyError):
+            dataset["test"]
+        self.calls.append(Path(run_dir).name)
+        mae = 0.5 + abs(math.log10(cfg.lr) + 3)
+        runs.write_csv(Path(run_dir) / "history.csv", [{"epoch": 1, "valid_mae": mae}],
+                       runs.HISTORY_COLUMNS)  # fmt: skip
+        on_epoch_end(1)
+        return SimpleNamespace(valid={"mae": mae})
+
+
+@pytest.fixture(scope="module")
+def smoke_data():
+    from ambcore.config import get_config
+    from ambcore.data import load_dataset
+
+    cfg = get_config("smoke")
+    return load_dataset(cfg.data, cfg)
+
+
+def test_search_spaces_are_data_with_a_reason_per_range(tmp_path):
+    space = tune.load_space(EXPERIMENTS / "search_space.yaml")
+    for model, dropout in (("amb", "dropout"), ("misa", "misa_dropout"), ("mag-bert", "mag_dropout")):
+        lr = space[model]["lr"]
+        assert lr.log and lr.factor > 1 and lr.reason
+        assert space[model][dropout].reason and space[model][dropout].low < space[model][dropout].high
+    bad = tmp_path / "space.yaml"
+    bad.write_text("models:\n  amb:\n    lr: {factor: 10, log: true}\n", encoding="utf-8")
+    with pytest.raises(AmbError, match=r"space.yaml: models.amb.lr: a range needs 'reason'"):
+        tune.load_space(bad)
+    bad.write_text("models:\n  amb:\n    lrate: {low: 1, high: 2, reason: x}\n", encoding="utf-8")
+    with pytest.raises(AmbError, match="models.amb.lrate: not a config field"):
+        tune.load_space(bad)
+
+
+def test_ranges_are_centred_on_each_recipe(tmp_path):
+    spec = tune.load_tune_spec(write_spec(tmp_path))
+    for cell, cfg in spec.cells:
+        low, high = spec.space[cfg.model]["lr"].bounds(cfg)
+        assert low == pytest.approx(cfg.lr / 10) and high == pytest.approx(cfg.lr * 10)
+    assert {cfg.lr for _, cfg in spec.cells} == {1e-3, 1e-4, 1e-5}  # AMB, MISA, MAG-BERT recipes
+    assert len({(cfg.max_epochs, cfg.patience) for _, cfg in spec.cells}) == 1
+
+
+def test_cells_with_different_epoch_budgets_are_refused(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"preset": "smoke", "cells": [
+        {"name": "amb", "overrides": {"model": "amb"}},
+        {"name": "misa", "overrides": {"model": "misa", "max_epochs": 5}}]}), encoding="utf-8")  # fmt: skip
+    with pytest.raises(AmbError, match="different epoch budgets.*misa: max_epochs=5"):
+        tune.load_tune_spec(write_spec(tmp_path, cells=("amb", "misa"), sweep=sweep))
+
+
+def test_a_study_runs_n_trials_on_train_and_valid_only(tmp_path, smoke_data):
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=3, cells=("amb",)))
+    fake = FakeTrain()
+    study = tune.run_study(spec, "amb", spec.cells[0][1], train_fn=fake, dataset=smoke_data)
+    assert len(fake.calls) == 3 and len(study.trials) == 3
+    assert all(t.intermediate_values for t in study.trials)  # the pruner saw every epoch
+    assert (spec.runs_dir / "amb" / tune.STUDY_FILE).exists()
+
+
+def test_a_stopped_study_resumes_without_redoing_finished_trials(tmp_path, smoke_data):
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=3, cells=("amb",)))
+    cfg = spec.cells[0][1]
+    first = FakeTrain()
+    tune.run_study(spec, "amb", cfg, train_fn=first, dataset=smoke_data, stop_after=1)
+    assert len(first.calls) == 1
+    again = FakeTrain()  # a new process: the study is read back from its journal
+    study = tune.run_study(spec, "amb", cfg, train_fn=again, dataset=smoke_data)
+    assert len(again.calls) == 2 and first.calls[0] not in again.calls
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    done = FakeTrain()
+    tune.run_study(spec, "amb", cfg, train_fn=done, dataset=smoke_data)
+    assert done.calls == []  # a finished study is not rerun
+
+
+def test_a_trial_of_a_killed_process_is_repeated_with_its_values(tmp_path, smoke_data):
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("amb",)))
+    cfg = spec.cells[0][1]
+    study = tune._open_study(spec, "amb", spec.runs_dir / "amb")
+    killed = study.ask()  # a trial left RUNNING by a process that no longer exists
+    values = tune.suggest(killed, spec.space["amb"], cfg)
+    killed.set_user_attr("worker", f"{socket.gethostname()}:999999999")
+    fake = FakeTrain()
+    study = tune.run_study(spec, "amb", cfg, train_fn=fake, dataset=smoke_data)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.FAIL
+    repeated = study.trials[1]
+    assert repeated.params == pytest.approx(values) and repeated.user_attrs["requeued_from"] == 0
+    assert repeated.state == optuna.trial.TrialState.COMPLETE and len(fake.calls) == 2
+
+
+def test_tiny_smoke_study_never_evaluates_test(tmp_path, capsys):
+    """Real training on the smoke preset: 2 trials for each of AMB, MISA and MAG-BERT."""
+    record = tmp_path / "record.json"
+    assert main(["tune", str(write_spec(tmp_path)), "--record", str(record)]) == 0
+    trial_dirs = sorted((tmp_path / "tune").glob("*/trial-*"))
+    assert len(trial_dirs) >= 3
+    for folder in trial_dirs:
+        assert not (folder / "test_predictions.csv").exists()
+        if (folder / "metrics.json").exists():
+            metrics = runs.read_metrics(folder)
+            assert metrics["valid_only"] is True
+            assert not [k for k in metrics if k.startswith("test")]
+    assert report.collect_runs(tmp_path / "tune").empty  # trials never reach the tables
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    assert set(saved["chosen"]) == {"amb", "misa", "mag-bert"}
+    assert saved["git"]["revision"] and saved["machine"]["cpus"] and saved["date"]
+    finished = [t for t in saved["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
+    assert {c: sum(t["cell"] == c for t in finished) for c in saved["chosen"]} == {
+        "amb": 2, "misa": 2, "mag-bert": 2}
+    for cell, chosen in saved["chosen"].items():
+        lr = chosen["params"]["lr"]
+        recipe = {"amb": 1e-3, "misa": 1e-4, "mag-bert": 1e-5}[cell]
+        assert recipe / 10 <= lr <= recipe * 10
+    assert "tune t: 3 cell(s) x 2 trial(s)" in capsys.readouterr().out
+
+
+def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smoke_data):
+    spec_path = write_spec(tmp_path, n_trials=2, cells=("amb", "misa"))
+    record_path = tmp_path / "results" / "tuning_smoke.json"
+    fake = FakeTrain()
+    record, how = tune.ensure_record(spec_path, record_path, train_fn=fake, dataset=smoke_data)
+    assert how == "tuned" and len(fake.calls) == 4 and record_path.exists()
+    assert record["models"] == {"amb": "amb", "misa": "misa"} and record["fingerprint"]
+    again = FakeTrain()
+    same, how = tune.ensure_record(spec_path, record_path, train_fn=again, dataset=smoke_data)
+    assert how == "read" and again.calls == [] and same == record
+    fresh = FakeTrain()
+    _, how = tune.ensure_record(spec_path, record_path, retune=True, train_fn=fresh,
+                                dataset=smoke_data)  # fmt: skip
+    assert how == "tuned" and len(fresh.calls) == 4  # every trial trained anew
+    assert len(list((tmp_path / "tune").glob("amb.*.old"))) == 1
+    bigger = FakeTrain()
+    _, how = tune.ensure_record(write_spec(tmp_path, n_trials=3, cells=("amb", "misa")),
+                                record_path, train_fn=bigger, dataset=smoke_data)  # fmt: skip
+    assert how == "tuned" and len(bigger.calls) == 2  # another spec: the studies go on to 3
+
+    summary = tune.record_summary(json.loads(record_path.read_text(encoding="utf-8")))
+    assert list(summary["cell"]) == ["amb", "misa"] and list(summary["trials"]) == [3, 3]
+    assert summary["chosen"].str.contains("lr=").all()
+    best = {t["cell"]: min(x["value"] for x in record["trials"] if x["cell"] == t["cell"])
+            for t in record["trials"]}  # fmt: skip
+    assert record["chosen"]["amb"]["value"] == best["amb"]
+    fig = tune.trials_figure(json.loads(record_path.read_text(encoding="utf-8")))
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "amb"
+
+
+def test_the_chapter_reads_or_produces_the_record(tmp_path, monkeypatch, smoke_data):
+    monkeypatch.setenv("AMB_RUNS", str(tmp_path / "runs"))
+    results = tmp_path / "results"
+    record, said = tune.book_record("paper", results)
+    assert record is None and "no tuning spec for the paper preset" in said
+    record, said = tune.book_record("smoke", results)
+    assert record is None and said.startswith("no record yet: `python -m ambcore tune")
+    fake = FakeTrain()
+    record, said = tune.book_record("smoke", results, tune_if_missing=True, train_fn=fake,
+                                    dataset=smoke_data)  # fmt: skip
+    n_trials = tune.load_tune_spec(tune.spec_for_preset("smoke")).n_trials
+    assert said == "produced now and written to results/tuning_smoke.json"
+    assert len(fake.calls) == 3 * n_trials and set(record["chosen"]) == {"amb", "misa", "mag-bert"}
+    assert (tmp_path / "runs" / "smoke-tune" / "amb" / tune.STUDY_FILE).exists()
+    again, said = tune.book_record("smoke", results)
+    assert again == record and said == "read from results/tuning_smoke.json"
+    stale = dict(record, fingerprint="0" * 16)
+    (results / "tuning_smoke.json").write_text(json.dumps(stale), encoding="utf-8")
+    record, said = tune.book_record("smoke", results)
+    assert record is None and "made for another spec" in said
+
+
+def _finished_trials(journal: Path, cell: str):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if not journal.exists():
+        return []
+    study = optuna.load_study(study_name=cell, storage=JournalStorage(JournalFileBackend(str(journal))))
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]  # fmt: skip
+
+
+def test_kill_9_during_a_study_and_resume(tmp_path):
+    """A real smoke study killed with SIGKILL after its first finished trial; started again it
+    keeps that trial (its run folder is not touched) and ends with n_trials finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = write_spec(tmp_path, n_trials=3, cells=("amb",))
+    journal = tmp_path / "tune" / "amb" / tune.STUDY_FILE
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "ambcore", "tune", str(spec)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while not _finished_trials(journal, "amb") and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    first = _finished_trials(journal, "amb")
+    assert len(first) >= 1, "the study did not finish a trial before it was killed"
+    if len(first) == 3:
+        pytest.skip("the study finished before the kill")
+    kept = {t.number: tmp_path / "tune" / "amb" / t.user_attrs["run_dir"] / "DONE" for t in first}
+    stamps = {n: p.stat().st_mtime_ns for n, p in kept.items()}
+    assert main(["tune", str(spec)]) == 0
+    finished = _finished_trials(journal, "amb")
+    assert len(finished) == 3
+    assert {n: p.stat().st_mtime_ns for n, p in kept.items()} == stamps  # not trained again
+    assert {t.number for t in first} <= {t.number for t in finished}
+
+
+def test_bounds_written_as_yaml_strings_are_numbers(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("models:\n  amb:\n    lr: {low: 1e-5, high: 1e-3, log: true, reason: r}\n",
+                     encoding="utf-8")  # fmt: skip
+    r = tune.load_space(space)["amb"]["lr"]  # YAML 1.1 reads 1e-5 as a string
+    assert (r.low, r.high) == (1e-5, 1e-3)
