@@ -18,8 +18,8 @@ A sweep spec is a small YAML, TOML or JSON file (or a dict)::
 
 Every (cell, seed) trains into its own folder ``<runs_dir>/<cell>/seed<seed>`` with
 ``ambcore.train.train_and_evaluate``. A folder marked DONE is skipped once its files check out
-(``_finished_ok``: its config is the cell's, ``metrics.json`` is complete, the best weights are
-whole and match their hashes); a DONE folder that does not is moved aside
+(``_finished_ok``: its config is the cell's and ``ambcore.runs.verify_finished`` accepts it:
+complete metrics and history, best weights that match their SHA-256); a DONE folder that does not is moved aside
 (``seed<seed>.corrupt-<n>``, its DONE renamed) and trained again. A folder holding an
 unfinished run (killed, preempted, interrupted) is resumed from its last finished epoch.
 Running the same spec again therefore only does the work that is missing. A cell that fails
@@ -55,7 +55,6 @@ import os
 import re
 import reprlib
 import signal
-import struct
 import time
 import tomllib
 import traceback
@@ -70,8 +69,6 @@ from tqdm.auto import tqdm
 from ambcore import interrupt, paths, runs
 from ambcore.config import Config, ConfigError, get_config
 from ambcore.errors import AmbError
-from ambcore.metrics import METRIC_NAMES
-from ambcore.models.checkpoint import WEIGHTS_FILE
 
 __all__ = [
     "BACKENDS",
@@ -95,7 +92,6 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 MAX_CELLS = 1000  # (cell, seed) pairs in one spec; the paper's grids have < 100
 MAX_SPEC_BYTES = 1 << 20  # a spec file is a few kilobytes
 MAX_SEED = 2**32 - 1  # numpy's seed range
-HASH_MANIFEST = "SHA256SUMS"  # "<sha256>  <file>" lines (sha256sum's format), checked if present
 _repr = reprlib.Repr()  # keyword arguments only from Python 3.12
 _repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 2, 6, 6, 60, 60
 
@@ -441,21 +437,19 @@ FinishedCheck = Callable[[Path, Config], "str | None"]
 
 
 def _finished_ok(run_dir: Path, cfg: Config) -> str | None:
-    """Does the DONE folder ``run_dir`` hold ``cfg``'s finished run as ``train_and_evaluate``
-    leaves it? None if so, else the first problem: ``config.json`` missing, unreadable or
-    another config; ``metrics.json`` unreadable (e.g. truncated) or without the metrics;
-    ``best/`` without whole weights or holding another config's checkpoint; a file that does
-    not match its sha256 in a ``SHA256SUMS`` manifest (of the run folder or ``best/``)."""
-    paths = runs.RunPaths(run_dir)
-    checks = (
-        lambda: _config_problem(paths.config, cfg),
-        lambda: _metrics_problem(paths.metrics),
-        lambda: _config_problem(paths.best / "config.json", cfg),
-        lambda: _safetensors_problem(paths.best / WEIGHTS_FILE),
-        lambda: _hash_problem(paths.root),
-        lambda: _hash_problem(paths.best),
-    )
-    return next((problem for check in checks if (problem := check())), None)
+    """Does the DONE folder ``run_dir`` hold ``cfg``'s finished run, whole? None if so, else the
+    first problem: ``config.json`` missing, unreadable or another config than ``cfg``, or what
+    ``ambcore.runs.verify_finished`` finds (incomplete ``metrics.json``, a history without one
+    row per epoch, best weights that do not match their SHA-256 or another config's ``best/``)."""
+    problem = _config_problem(runs.RunPaths(run_dir).config, cfg)
+    if problem:
+        return problem
+    try:
+        runs.verify_finished(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a reason to train again
+        text = str(exc) if isinstance(exc, AmbError) else f"{type(exc).__name__}: {exc}"
+        return " ".join(text.replace(f"{run_dir}/", "").replace(f"{run_dir}: ", "").split())[:300]
+    return None
 
 
 def _config_only(run_dir: Path, cfg: Config) -> str | None:
@@ -463,87 +457,26 @@ def _config_only(run_dir: Path, cfg: Config) -> str | None:
     return _config_problem(runs.RunPaths(run_dir).config, cfg)
 
 
-def _label(path: Path) -> str:
-    """A run folder's file as messages name it: ``metrics.json``, ``best/config.json``."""
-    return f"{path.parent.name}/{path.name}" if path.parent.name == "best" else path.name
-
-
-def _read_json_file(path: Path) -> tuple[Any, str | None]:
-    """(the parsed file, None) or (None, what is wrong with it)."""
-    name = _label(path)
-    try:
-        return json.loads(path.read_bytes()), None
-    except FileNotFoundError:
-        return None, f"no {name}"
-    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return None, f"{name} is not valid JSON ({type(exc).__name__})"
-
-
 def _config_diff(saved: Mapping[str, Any], cfg: Config) -> list[str]:
     return sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
 
 
-def _config_problem(path: Path, cfg: Config) -> str | None:
-    saved, problem = _read_json_file(path)
-    if problem or not isinstance(saved, dict):
-        return problem or f"{_label(path)} is not a JSON object"
-    diff = _config_diff(saved, cfg)
-    return f"{_label(path)} is another config (differs in {', '.join(diff[:8])})" if diff else None
-
-
-def _metrics_problem(path: Path) -> str | None:
-    metrics, problem = _read_json_file(path)
-    if problem or not isinstance(metrics, dict):
-        return problem or "metrics.json is not a JSON object"
-    missing = [k for k in ("data", "is_synthetic") if k not in metrics]
-    for split in ("valid", "test"):
-        part = metrics.get(split)
-        missing += [split] if not isinstance(part, dict) else [
-            f"{split}.{m}" for m in METRIC_NAMES if m not in part]  # fmt: skip
-    return f"metrics.json lacks {', '.join(missing[:6])}" if missing else None
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    """A whole safetensors file: its header parses and its last tensor ends at the file's end."""
-    name = f"{path.parent.name}/{path.name}"
+def _read_config_json(path: Path) -> tuple[Any, str | None]:
+    """(the parsed file, None) or (None, what is wrong with it)."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            if not 0 < n <= size - 8:
-                return f"{name} is not a whole safetensors file ({size} bytes)"
-            header = json.loads(fh.read(n))
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-                  default=0)  # fmt: skip
+        return json.loads(path.read_bytes()), None
     except FileNotFoundError:
-        return f"no {name}"
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return f"{name} has an unreadable header"
-    if 8 + n + end != size:
-        return f"{name} is {size} bytes, its header describes {8 + n + end}"
-    return None
+        return None, f"no {path.name}"
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"{path.name} is not valid JSON ({type(exc).__name__})"
 
 
-def _hash_problem(folder: Path) -> str | None:
-    """Every file listed in ``folder/SHA256SUMS`` (if there is one) has that sha256."""
-    import hashlib
-
-    manifest = folder / HASH_MANIFEST
-    if not manifest.is_file():
-        return None
-    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
-        digest, _, name = line.strip().partition(" ")
-        name = name.strip().lstrip("*")
-        if not name:
-            continue
-        target = folder / name
-        if not _is_inside(target, folder) or not target.is_file():
-            return f"{folder.name}/{name} (listed in {HASH_MANIFEST}) is missing"
-        with open(target, "rb") as fh:
-            if hashlib.file_digest(fh, "sha256").hexdigest() != digest.lower():
-                return f"{folder.name}/{name} does not match its sha256 in {HASH_MANIFEST}"
-    return None
+def _config_problem(path: Path, cfg: Config) -> str | None:
+    saved, problem = _read_config_json(path)
+    if problem or not isinstance(saved, dict):
+        return problem or f"{path.name} is not a JSON object"
+    diff = _config_diff(saved, cfg)
+    return f"{path.name} is another config (differs in {', '.join(diff[:8])})" if diff else None
 
 
 def _set_aside(run_dir: Path, problem: str) -> Path | None:
@@ -725,7 +658,7 @@ def _adopt(cell: SweepCell, sweep_name: str, finished_ok: FinishedCheck) -> bool
     ``ambcore.report`` groups it with the other seeds; one of another config is refused."""
     if not runs.is_done(cell.run_dir):
         return False
-    saved, _ = _read_json_file(runs.RunPaths(cell.run_dir).config)
+    saved, _ = _read_config_json(runs.RunPaths(cell.run_dir).config)
     diff = _config_diff(saved, cell.cfg) if isinstance(saved, dict) else []
     if diff:
         raise AmbError(

@@ -173,10 +173,7 @@ def _corrupt(run_dir: Path, how: str) -> None:
     elif how == "no config.json":
         paths.config.unlink()
     elif how == "weights unlike their hash":
-        import hashlib
-
         data = bytearray(weights.read_bytes())
-        (paths.best / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  weights.safetensors\n")
         data[-1] ^= 0x01  # one flipped bit in the last tensor
         weights.write_bytes(bytes(data))
 
@@ -195,7 +192,6 @@ def test_corrupt_done_folders_are_set_aside_and_trained_again(tmp_path, capsys):
     first = run_sweep({**spec, "cells": cells[:1]}, runs_dir=tmp_path, progress=False)
     assert [o.outcome for o in first.outcomes] == ["trained"]
     template = tmp_path / "intact" / "seed0"
-    assert "SHA256SUMS" not in os.listdir(template / "best")  # the manifest is the test's own
     for i, how in enumerate(CORRUPTIONS):
         shutil.copytree(template, tmp_path / f"c{i}" / "seed0")
         _corrupt(tmp_path / f"c{i}" / "seed0", how)
@@ -221,9 +217,19 @@ def test_corrupt_done_folders_are_set_aside_and_trained_again(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_diverging_cell_is_one_failed_line_and_the_sweep_goes_on(tmp_path, capsys):
+def test_a_diverging_cell_is_one_failed_line_and_the_sweep_goes_on(tmp_path, capsys, monkeypatch):
+    """The cell with lr 0.000123 gets a NaN loss from its second epoch on and diverges."""
+    import ambcore.train as train
+
+    real_loss = train._task_loss
+
+    def exploding_loss(cfg, prediction, labels):
+        loss = real_loss(cfg, prediction, labels)
+        return loss * float("nan") if cfg.lr == 0.000123 else loss
+
+    monkeypatch.setattr(train, "_task_loss", exploding_loss)
     spec = _spec(tmp_path, "name: div\npreset: smoke\nseeds: [0]\ncells:\n"
-                           "  - {name: diverges, overrides: {lr: 1.0e+30}}\n"
+                           "  - {name: diverges, overrides: {lr: 0.000123}}\n"
                            "  - {name: fine, overrides: {model: amb}}\n")  # fmt: skip
     code = cli_main(["sweep", str(spec), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
     out = capsys.readouterr()
@@ -232,6 +238,6 @@ def test_a_diverging_cell_is_one_failed_line_and_the_sweep_goes_on(tmp_path, cap
     assert "Traceback" not in text and 'File "' not in text
     failed = [line for line in text.splitlines() if "diverges" in line and "FAILED" in line]
     assert len(failed) == 2  # as it happened, and in the summary
-    assert all("diverges seed 0" in line for line in failed)
+    assert all("diverges seed 0" in line and "diverged at epoch 1" in line for line in failed)
     assert runs.is_done(tmp_path / "runs" / "fine" / "seed0")
     assert not runs.is_done(tmp_path / "runs" / "diverges" / "seed0")
