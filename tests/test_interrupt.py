@@ -100,10 +100,22 @@ def _run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProce
                           text=True, timeout=500)  # fmt: skip
 
 
+def _workers(sid: int) -> list[int]:
+    """The submitit tasks (the processes that train) of session ``sid``."""
+    found = []
+    for pid in _session_pids(sid):
+        try:
+            if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
     spec = tmp_path / "long.yaml"
-    spec.write_text("name: long\npreset: smoke\nseeds: [0]\noverrides: {max_epochs: 8, patience: 8}\n"
+    spec.write_text("name: long\npreset: smoke\nseeds: [0]\noverrides: {max_epochs: 30, patience: 30}\n"
                     "cells:\n  - {name: amb, overrides: {model: amb}}\n"
                     "  - {name: text-only, overrides: {model: amb, variant: text-only}}\n")  # fmt: skip
     runs_dir, env = tmp_path / "runs", _env(tmp_path / "root")
@@ -111,9 +123,13 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
             "--runs-dir", str(runs_dir), "--no-progress"]  # fmt: skip
     proc = _start(args, env, tmp_path / "sweep")
     run_dirs = [runs_dir / "amb" / "seed0", runs_dir / "text-only" / "seed0"]
-    try:  # both workers are training
-        assert _wait_until(lambda: all((d / "config.json").exists() for d in run_dirs), 240)
-        assert not any(runs.is_done(d) for d in run_dirs)
+
+    def training() -> list[Path]:  # a finished epoch, not finished
+        return [d for d in run_dirs if (d / "last" / "state.json").exists() and not runs.is_done(d)]
+
+    try:  # both workers run and at least one of them is half-way through its run
+        assert _wait_until(lambda: len(_workers(proc.pid)) == 2 and training(), 240)
+        interrupted = training()
     except BaseException:
         _kill_session(proc.pid)
         raise
@@ -122,10 +138,12 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
 
     again = _run_command(command, env)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    rows = [line.split() for line in again.stdout.splitlines() if line.split()[:1] in (["amb"], ["text-only"])]
-    assert [row[2:4] for row in rows] == [["partial", "resumed"], ["partial", "resumed"]], again.stdout
+    rows = {row[0]: row[2:4] for row in (line.split() for line in again.stdout.splitlines())
+            if row[:1] in (["amb"], ["text-only"])}  # fmt: skip
+    for run_dir in interrupted:
+        assert rows[run_dir.parent.name] == ["partial", "resumed"], again.stdout
     for run_dir in run_dirs:
-        assert runs.is_done(run_dir) and len(runs.read_history(run_dir)) == 8
+        assert runs.is_done(run_dir) and len(runs.read_history(run_dir)) == 30
 
 
 @pytest.mark.slow
