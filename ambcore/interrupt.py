@@ -1,5 +1,5 @@
-"""Interruption: Ctrl-C or SIGTERM stops every process a command started (thesis 6.3.1, "Setup":
-the long runs of chapter 6.3 must survive being stopped and continue where they stopped).
+"""Interruption: Ctrl-C or SIGTERM stops every process a command started (the runs behind
+thesis chapter 6.3 take hours; they must stop cleanly and continue where they stopped).
 
 Training runs are resumable at any moment (``ambcore.runs`` writes every file atomically, the
 resume state is committed after each epoch), so stopping a job only has to make sure that
@@ -17,9 +17,11 @@ nothing it started keeps running. Three pieces do that:
   thread; elsewhere the watchdog alone).
 
 ``interruptible(resume)`` wraps a CLI command with all of it and prints one line with the
-command that continues the work; ``python -m ambcore sweep`` and ``train`` use it. A main job
-that runs notebooks (``ambcore.book``) calls ``install_sigterm()`` and ``watched()`` once
-before starting its kernels and ``stop_children()`` when ``KeyboardInterrupt`` reaches it.
+command that continues the work; ``python -m ambcore sweep`` and ``train`` use it. The main job
+(``python -m ambcore book``) can use it the same way, with ``same_command`` as ``resume``: its
+notebook kernels and what they start are descendants of the book process (``stop_children``
+finds them), and the workers of a sweep inside a kernel also end when the book process ends,
+since ``watched()`` passes its identity down through the environment.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "unwatched",
     "stop_pool",
     "interruptible",
+    "same_command",
 ]
 
 WATCH_ENV = "AMB_WATCH_PIDS"  # "host:pid:start,...": processes whose end ends a worker
@@ -295,6 +298,15 @@ def stop_pool(pool: Any) -> None:
 
 
 Command = Callable[[Any], int]  # a CLI command: parsed args -> exit status
+
+
+def same_command(args: Any = None) -> str:
+    """``python -m ambcore`` with this process's arguments: the resume command of a job that
+    skips what it finished (e.g. ``book``). Meant for the console entry point, where
+    ``sys.argv`` holds the command line."""
+    import shlex
+
+    return shlex.join(["python", "-m", "ambcore", *sys.argv[1:]])
 
 
 def interruptible(resume: Callable[[Any], str]) -> Callable[[Command], Command]:
