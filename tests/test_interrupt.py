@@ -244,3 +244,9 @@ def test_die_with_parent_does_nothing_in_the_watched_process_itself(monkeypatch)
         interrupt.die_with_parent(parent=False)
         assert interrupt._watchdog_started is False
     assert interrupt.WATCH_ENV not in os.environ
+
+
+def test_same_command_repeats_the_command_line(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/x/ambcore/__main__.py", "book", "--preset", "smoke",
+                                      "--results-dir", "my results"])  # fmt: skip
+    assert interrupt.same_command() == "python -m ambcore book --preset smoke --results-dir 'my results'"
