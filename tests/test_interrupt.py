@@ -147,6 +147,25 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_workers_of_a_sweep_killed_by_sigkill_end_too(tmp_path):
+    """No handler runs on ``kill -9``: the workers notice that the sweep is gone."""
+    spec = tmp_path / "long.yaml"
+    spec.write_text("name: long\npreset: smoke\nseeds: [0, 1]\noverrides: {max_epochs: 30, patience: 30}\n"
+                    "cells:\n  - {name: amb, overrides: {model: amb}}\n")  # fmt: skip
+    args = ["sweep", str(spec), "--backend", "submitit", "--max-parallel", "2",
+            "--runs-dir", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    proc = _start(args, _env(tmp_path / "root"), tmp_path / "sweep")
+    try:
+        cells = [tmp_path / "runs" / "amb" / f"seed{seed}" / "sweep.json" for seed in (0, 1)]
+        assert _wait_until(lambda: all(c.exists() for c in cells), 240)  # both cells started
+        proc.kill()
+        proc.wait()
+        assert _wait_until(lambda: not _session_pids(proc.pid), 5), _session_pids(proc.pid)
+    finally:
+        _kill_session(proc.pid)
+
+
+@pytest.mark.slow
 def test_sigterm_stops_train_and_it_resumes(tmp_path):
     out, env = tmp_path / "run", _env(tmp_path / "root")
     args = ["train", "--preset", "smoke", "--out", str(out), "--set", "max_epochs=8",
