@@ -10,6 +10,8 @@ export AMB_PRESET=smoke MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # One thread per process: the test models are tiny, and two OpenMP threads on two shared
 # cores mostly wait for each other (measured: several times slower under load).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# Waiting OpenMP threads sleep rather than spin (read when torch loads; ambcore.threads).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # Runs made by the tests and the notebooks go to a fresh folder, never into ./runs.
 AMB_RUNS=$(mktemp -d "${TMPDIR:-/tmp}/ambcore-test-runs.XXXXXX")
 export AMB_RUNS
