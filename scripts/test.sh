@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit and integration tests, plus nbval on the notebooks in the smoke
-# preset (only cells marked NBVAL_CHECK_OUTPUT are compared). Extra args go to pytest.
+# The whole test suite: unit and integration tests, plus strict nbval on the notebooks in the
+# smoke preset (the cells stored with outputs, marked NBVAL_CHECK_OUTPUT, are compared). Extra
+# args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,4 +18,8 @@ AMB_RUNS=$(mktemp -d "${TMPDIR:-/tmp}/ambcore-test-runs.XXXXXX")
 export AMB_RUNS
 # Results files the chapters write under nbval go there too, never into ./results.
 export AMB_RESULTS=$AMB_RUNS/results
-exec .venv/bin/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider "$@"
+# Strict nbval: every cell stored with outputs (those marked NBVAL_CHECK_OUTPUT) is compared;
+# cells stored unrun are executed without comparison (tests/test_nbval_mode.py). Paths, times
+# and durations are masked by tests/nbval_sanitize.cfg.
+exec .venv/bin/python -m pytest tests notebooks --nbval \
+  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@"

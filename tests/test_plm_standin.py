@@ -19,6 +19,7 @@ def test_tiny_standin_loads_through_the_local_folder_path(tmp_path, capsys):
     assert plm.resolve_plm_path(cfg.plm) == str(out.resolve())  # a local folder, not a name
     model = plm.load_plm(cfg)
     assert model.config.hidden_size == 32 and model.config.vocab_size == 30522
+    assert model.config.num_hidden_layers >= 3  # the paper preset fine-tunes "last:3"
     # the weights come from the folder (from_pretrained), equal to what was saved
     from safetensors.torch import load_file
 

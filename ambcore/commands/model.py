@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--tiny", action="store_true",
-                   help="a 2-layer width-32 BERT instead of bert-base (for tests)")  # fmt: skip
+                   help="a 4-layer width-32 BERT instead of bert-base (for tests)")  # fmt: skip
     t.set_defaults(func=_standin)
 
 

@@ -195,10 +195,18 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+# Layers of the tiny stand-in: enough for the paper preset's "last:3" fine-tuning.
+TINY_STANDIN_LAYERS = 4
+
+
 def standin_config(tiny: bool = False) -> BertConfig:
-    """bert-base-uncased's architecture (``BertConfig()``), or with ``tiny`` the 2-layer
-    width-32 BERT of ``tiny-random`` (same vocabulary), for tests."""
-    return _tiny_random_config() if tiny else BertConfig()
+    """bert-base-uncased's architecture (``BertConfig()``), or with ``tiny`` a width-32 BERT of
+    ``TINY_STANDIN_LAYERS`` layers over the same vocabulary, for tests."""
+    if not tiny:
+        return BertConfig()
+    config = _tiny_random_config()
+    config.num_hidden_layers = TINY_STANDIN_LAYERS
+    return config
 
 
 def save_standin(out_dir: str | Path, tiny: bool = False) -> Path:
