@@ -106,3 +106,27 @@ def test_scripts_set_passive_wait_policy():
     for script in ("scripts/run_book.sh", "scripts/test.sh"):
         text = (PROJECT_ROOT / script).read_text()
         assert "OMP_WAIT_POLICY" in text and "PASSIVE" in text, script
+
+
+def test_sweep_workers_share_the_cores(tmp_path, monkeypatch):
+    import json
+
+    import ambcore.commands.sweep as sweep_command
+    from ambcore.cli import main
+
+    seen = {}
+
+    def fake_run_sweep(spec, **kwargs):
+        seen.update(threads=os.environ["OMP_NUM_THREADS"], policy=os.environ["OMP_WAIT_POLICY"],
+                    parallel=kwargs["max_parallel"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(sweep_command, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.delenv("AMB_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")  # this process' own count, not its workers'
+    spec = tmp_path / "toy.json"
+    spec.write_text(json.dumps({"preset": "smoke", "seeds": [0], "cells": [{"name": "amb"}]}))
+    with pytest.raises(SystemExit):
+        main(["sweep", str(spec), "--runs-dir", str(tmp_path / "runs"), "--max-parallel", "2"])
+    assert seen == {"threads": "1", "policy": "PASSIVE", "parallel": 2}
