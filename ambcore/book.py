@@ -508,6 +508,8 @@ def run_book(
         "started": _now(),
         "finished": None,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+        "overrides": set_env.get("AMB_SET", ""),  # --set: sizes of a dry run, for example
+        "chapter_params": dict(extra_params),
     }
     chapter_times = timings.setdefault("chapters", {})
 

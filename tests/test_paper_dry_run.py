@@ -109,3 +109,28 @@ def test_readme_papermill_parameters_are_declared_by_the_chapter():
         declared = set(papermill.inspect_notebook(str(ROOT / notebook)))
         names = re.findall(r"-p (\w+) ", line)
         assert names and set(names) <= declared, (line, sorted(declared))
+
+
+def test_readme_papermill_line_runs_as_printed(dry_run, tmp_path):
+    """The README's papermill command, with its placeholder paths replaced by the dry run's
+    files and the sizes shrunk through AMB_SET."""
+    import shlex
+
+    work, _ = dry_run
+    line = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                if line.strip().startswith("papermill "))  # fmt: skip
+    line = (line.replace("/path/aligned_50.pkl", str(work / "data" / "aligned_50.pkl"))
+                .replace("/path/to/bert-base-uncased", str(work / "bert-base-uncased"))
+                .replace("out.ipynb", str(tmp_path / "out.ipynb")))  # fmt: skip
+    argv = shlex.split(line)
+    env = {k: v for k, v in os.environ.items() if k not in ("AMB_DATA", "AMB_PLM", "AMB_PRESET")}
+    env.update(AMB_SET="max_epochs=1;patience=1", AMB_RUNS=str(tmp_path / "runs"),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+    exe = os.path.join(os.path.dirname(sys.executable), argv[0])
+    proc = subprocess.run([exe, *argv[1:], "--no-progress-bar"], capture_output=True, text=True,
+                          env=env, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    done = list((tmp_path / "runs").glob("paper-*/amb/seed0/DONE"))
+    assert len(done) == 1  # the paper preset's AMB run, on the given data and PLM
+    cfg = json.loads((done[0].parent / "config.json").read_text())
+    assert cfg["plm"].endswith("bert-base-uncased") and cfg["max_epochs"] == 1
