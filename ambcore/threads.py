@@ -125,9 +125,11 @@ def process_threads(threads: int | str | None = None,
 
 def apply_threads(threads: int | str | None = None) -> int:
     """Set this process' thread count (``process_threads``) for torch and for the processes it
-    starts; return the count. torch's intra-op threads change at once when torch is loaded;
+    starts (an explicit ``threads`` also becomes their ``AMB_THREADS``); return the count. torch's intra-op threads change at once when torch is loaded;
     OpenMP's pool size for a process not yet started comes from the environment."""
     n = process_threads(threads)
+    if threads not in (None, ""):  # --threads: every process started from here, as AMB_THREADS
+        os.environ[ENV_VAR] = str(n)
     for key, value in child_env(n).items():
         if key == WAIT_POLICY_VAR:
             os.environ.setdefault(key, value)
