@@ -68,7 +68,10 @@ def requested_threads(threads: int | str | None = None,
     from ambcore.config import ConfigError
 
     env = os.environ if env is None else env
-    source, value = ("--threads", threads) if threads not in (None, "") else (ENV_VAR, env.get(ENV_VAR))
+    if threads not in (None, ""):
+        source, value = "--threads", threads
+    else:
+        source, value = ENV_VAR, env.get(ENV_VAR)
     if value in (None, ""):
         return None
     try:
@@ -125,8 +128,9 @@ def process_threads(threads: int | str | None = None,
 
 def apply_threads(threads: int | str | None = None) -> int:
     """Set this process' thread count (``process_threads``) for torch and for the processes it
-    starts (an explicit ``threads`` also becomes their ``AMB_THREADS``); return the count. torch's intra-op threads change at once when torch is loaded;
-    OpenMP's pool size for a process not yet started comes from the environment."""
+    starts (an explicit ``threads`` also becomes their ``AMB_THREADS``); return the count.
+    torch's intra-op threads change at once when torch is loaded; OpenMP's pool size for a
+    process not yet started comes from the environment."""
     n = process_threads(threads)
     if threads not in (None, ""):  # --threads: every process started from here, as AMB_THREADS
         os.environ[ENV_VAR] = str(n)

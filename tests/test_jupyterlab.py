@@ -1,4 +1,4 @@
-"""The design card's `jupyter lab`: installed by the set-up, with jupytext opening `.py` chapters."""
+"""The design card's `jupyter lab`: installed by the set-up; jupytext opens `.py` chapters."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def test_amb_set_wins_over_the_recipes_and_gets_its_own_runs_folder(monkeypatch)
     cfg = config_from_parameters("paper", "", "/m", 0)
     shared = experiments.overrides_of(cfg)
     assert shared == {"plm": "/m"}
-    assert experiments.run_dir(cfg, "amb") == experiments.runs_root("paper", shared) / "amb" / "seed0"
+    root = experiments.runs_root("paper", shared)
+    assert experiments.run_dir(cfg, "amb") == root / "amb" / "seed0"
 
 
 def test_param_values_are_yaml():

@@ -1,4 +1,4 @@
-"""The bert-base stand-in: a local Hugging Face folder with random weights and MiniLM's tokenizer."""
+"""The bert-base stand-in: a local Hugging Face folder, random weights, MiniLM's tokenizer files."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def test_tiny_standin_loads_through_the_local_folder_path(tmp_path, capsys):
 
 def test_full_standin_has_bert_base_geometry_and_parameter_count():
     config = plm.standin_config()
-    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (768, 12, 12)
+    geometry = (config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
+    assert geometry == (768, 12, 12)
     from transformers import BertModel
 
     with torch.device("meta"):

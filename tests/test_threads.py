@@ -78,8 +78,9 @@ def test_threads_option_sets_torch_threads():
     code = ("from ambcore.cli import build_parser; from ambcore.threads import apply_threads;"
             "import torch; a = build_parser().parse_args(['bench', '--threads', '1']);"
             "print(apply_threads(a.threads), torch.get_num_threads())")
-    out = subprocess.run([sys.executable, "-c", code + ";import os; print(os.environ['AMB_THREADS'])"],
-                         env=_clean_env(), capture_output=True, text=True, check=True).stdout.split()
+    code += ";import os; print(os.environ['AMB_THREADS'])"
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True,
+                         text=True, check=True).stdout.split()
     assert out == ["1", "1", "1"]  # and the processes it starts take 1 thread each too
 
 

@@ -192,7 +192,8 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
 # ---- a bert-base stand-in on disk -------------------------------------------------------------
 
 # The tokenizer files of the bundled MiniLM: bert-base-uncased's 30,522-token uncased WordPiece.
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")  # fmt: skip
 
 
 # Layers of the tiny stand-in: enough for the paper preset's "last:3" fine-tuning.
