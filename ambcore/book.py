@@ -234,8 +234,12 @@ def config_from_parameters(
 
     ``AMB_PLM`` switches the language model when ``plm`` is empty, as ``AMB_DATA`` does for the
     data of the paper preset; ``AMB_PRESET`` is read by the notebooks' parameter defaults.
+    ``AMB_SET`` (``python -m ambcore book --set``; ``ambcore.overrides``) applies on top of the
+    preset, below the chapter's own parameters.
     """
-    values = dict(overrides)
+    from ambcore.overrides import from_env
+
+    values = {**from_env(), **overrides}
     if data:
         values["data"] = data
     plm = plm or os.environ.get("AMB_PLM", "")
@@ -383,6 +387,44 @@ def _environment(values: Mapping[str, str]):
                 os.environ[key] = value
 
 
+def kernel_thread_env() -> dict[str, str]:
+    """The kernels' CPU threads (``ambcore.threads``): this process' count (``--threads``,
+    ``AMB_THREADS``, an inherited ``OMP_NUM_THREADS``, else every core) and OpenMP's passive
+    wait policy, which a kernel must have before it imports torch."""
+    from ambcore.threads import child_env, process_threads
+
+    return child_env(process_threads())
+
+
+def overrides_env(overrides: Iterable[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` (``--set``) as the kernels' ``AMB_SET`` (``ambcore.overrides``);
+    an ``AMB_SET`` of the caller's environment comes first, ``--set`` wins."""
+    from ambcore.overrides import ENV_VAR, encode, from_env, parse_assignments
+
+    pairs = {**from_env(), **parse_assignments(list(overrides))}
+    return {ENV_VAR: encode(pairs)} if pairs else {}
+
+
+def parse_chapter_params(items: Iterable[str]) -> dict[str, Any]:
+    """``["NAME=VALUE", ...]`` (``--param``) -> papermill parameters; values are YAML
+    (``n_seeds=1``, ``rates=[0.0, 1.0]``, ``collect_only=true``), as papermill's ``-y``."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise BookError(f"--param {item!r}: expected NAME=VALUE with a parameter name")
+        try:
+            params[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise BookError(f"--param {item!r}: the value is not valid YAML ({exc})") from None
+    reserved = sorted(set(params) & {"preset", "data", "plm", "seed"})
+    if reserved:
+        raise BookError(f"--param {', '.join(reserved)}: use --preset/--data/--plm/--seed")
+    return params
+
+
 @dataclass
 class BookResult:
     executed: list[str]
@@ -405,12 +447,16 @@ def run_book(
     out_dir: Path | None = None,
     notebooks_dir: Path | None = None,
     log: Callable[[str], None] = _log,
+    overrides: Iterable[str] = (),
+    chapter_params: Iterable[str] = (),
 ) -> BookResult:
     """Execute the chapters with papermill and build the book (the main job; see module doc).
 
     ``sync``: bring notebooks/NN.ipynb up to date with NN.py first (else the .py's cells run
     from a private copy and notebooks/ is not written). ``results_dir``: where the chapters
     that declare a ``results_dir`` parameter write and read results files (default results/).
+    ``overrides``: ``KEY=VALUE`` config values for every chapter and run (``AMB_SET``);
+    ``chapter_params``: ``NAME=VALUE`` papermill parameters for the chapters that declare them.
     """
     import papermill
 
@@ -422,7 +468,10 @@ def run_book(
             f"the book reads executed notebooks from {book_dir / 'executed'}, not {out_dir}; "
             "use --no-build to execute the chapters elsewhere"
         )
-    cfg = config_from_parameters(preset, data, plm, seed)  # validates preset/seed early
+    set_env = overrides_env(overrides)
+    extra_params = parse_chapter_params(chapter_params)
+    with _environment(set_env):
+        cfg = config_from_parameters(preset, data, plm, seed)  # validates preset/seed early
     if cfg.data != "synthetic":
         data_path = cfg.data or data_from_env()
         if not data_path:
@@ -446,6 +495,8 @@ def run_book(
         kernel_env["AMB_DATA"] = data
     if plm:
         kernel_env["AMB_PLM"] = plm
+    kernel_env.update(kernel_thread_env())
+    kernel_env.update(set_env)
 
     timings_path = out_dir / "timings.json"
     timings = _read_json(timings_path)
@@ -457,6 +508,8 @@ def run_book(
         "started": _now(),
         "finished": None,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+        "overrides": set_env.get("AMB_SET", ""),  # --set: sizes of a dry run, for example
+        "chapter_params": dict(extra_params),
     }
     chapter_times = timings.setdefault("chapters", {})
 
@@ -505,6 +558,7 @@ def run_book(
             params["timings_path"] = str(timings_path)
         if results_dir is not None and "results_dir" in declared:
             params["results_dir"] = str(Path(results_dir).resolve())
+        params.update({k: v for k, v in extra_params.items() if k in declared})
         undeclared = sorted(set(params) - declared - {"preset"})
         if undeclared:
             log(f"{chapter.name}: note: the notebook does not declare {', '.join(undeclared)}")

@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export MPLBACKEND=Agg HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+# OpenMP threads sleep instead of spinning while they wait (read when torch loads): on a shared
+# machine a spinning thread takes the core another program needs. AMB_THREADS (or --threads)
+# sets the threads; the default is every core for a chapter, shared out among parallel runs.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 preset=${1:-${AMB_PRESET:-embedded}}
 shift || true
 exec .venv/bin/python -m ambcore book --preset "$preset" "$@"
