@@ -45,14 +45,17 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ambcore.book import run_book
+    from ambcore.book import BookInterrupted, run_book
 
-    result = run_book(
-        preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
-        chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
-        results_dir=args.results_dir,
-        book_dir=args.book_dir, out_dir=args.out,
-    )
+    try:
+        result = run_book(
+            preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
+            chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
+            results_dir=args.results_dir,
+            book_dir=args.book_dir, out_dir=args.out,
+        )
+    except BookInterrupted as exc:  # the job printed what was stopped and how to resume
+        return 128 + (exc.signum or 2)
     if result.html_dir is not None:
         print(f"[book] open {result.html_dir / 'index.html'}")
     return 0
