@@ -172,3 +172,43 @@ def test_sigterm_during_the_smoke_book_leaves_no_process_and_says_how_to_resume(
     assert "interrupted (SIGTERM) during chapter 03_train" in rest
     assert "resume with: python -m ambcore book --preset smoke" in rest
     assert "--chapters 03,04,05,06,07" in rest
+
+
+# ---- the launcher, scripts/run_book.sh ------------------------------------------------------------
+
+
+def _launcher_copy(tmp_path: Path, setup: str) -> Path:
+    """scripts/run_book.sh in a folder whose setup.sh and .venv/bin/python are stand-ins."""
+    (tmp_path / "scripts").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    launcher = tmp_path / "scripts" / "run_book.sh"
+    launcher.write_text((ROOT / "scripts" / "run_book.sh").read_text())
+    (tmp_path / "scripts" / "setup.sh").write_text(setup)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.write_text('#!/usr/bin/env bash\necho $$ > book.pid\nexec sleep 600\n')
+    python.chmod(0o755)
+    return launcher
+
+
+def _wait_for_file(path: Path, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.1)
+    pytest.fail(f"{path.name} was not written")
+
+
+def test_launcher_passes_sigterm_to_the_setup_and_execs_the_book(tmp_path):
+    # during the setup: the signal reaches the setup's own children
+    setup = "sleep 600 &\necho $! > setup_child.pid\nwait\n"
+    launcher = _launcher_copy(tmp_path / "a", setup)
+    proc = _start(["bash", str(launcher), "smoke"], dict(os.environ))
+    child = psutil.Process(_wait_for_file(tmp_path / "a" / "setup_child.pid"))
+    rest = _terminate_and_check(proc, [child])
+    # after the setup: the book replaces the launcher, so the launcher's PID is the book's
+    launcher = _launcher_copy(tmp_path / "b", "true\n")
+    proc = _start(["bash", str(launcher), "smoke"], dict(os.environ))
+    assert _wait_for_file(tmp_path / "b" / "book.pid") == proc.pid
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == -signal.SIGTERM, rest
