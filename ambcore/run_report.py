@@ -16,7 +16,7 @@ import pandas as pd
 
 from ambcore.config import Config
 from ambcore.paths import runs_dir
-from ambcore.plots import metrics_table
+from ambcore.plots import METRIC_COLUMNS, metrics_table
 
 __all__ = [
     "CONFIG_SHOWN",
@@ -25,6 +25,7 @@ __all__ = [
     "training_summary",
     "run_files",
     "metrics_overview",
+    "METRIC_DIGITS",
     "glue_values",
     "provenance_table",
 ]
@@ -81,6 +82,10 @@ def metrics_overview(metrics: Mapping[str, Any]) -> pd.DataFrame:
         "test (best checkpoint)": metrics["test"],
         "test: predict the training mean": metrics["test_baseline_train_mean"],
     })  # fmt: skip
+
+
+# Decimals of a metrics table: MAE and correlation 3, percentages 1 (as in the thesis' tables).
+METRIC_DIGITS = {title: 3 if scale == 1.0 else 1 for title, scale in METRIC_COLUMNS.values()}
 
 
 def glue_values(result: Any, metrics: Mapping[str, Any]) -> dict[str, str]:

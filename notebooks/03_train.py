@@ -114,7 +114,8 @@ plt.close(fig)
 # %% tags=["hide-input"]
 table = run_report.metrics_overview(metrics)
 display(banner(cfg))
-display(numbered_table(table, f"AMB on {source}", name="tbl-train-metrics", digits=3))
+display(numbered_table(table, f"AMB on {source}", name="tbl-train-metrics",
+                           digits=run_report.METRIC_DIGITS))
 for name, value in run_report.glue_values(result, metrics).items():
     glue(name, value, display=False)
 

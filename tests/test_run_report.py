@@ -56,6 +56,11 @@ def test_metrics_and_glued_values():
     assert list(table[""]) == ["valid (best checkpoint)", "test (best checkpoint)",
                                "test: predict the training mean"]  # fmt: skip
     assert list(table["MAE"]) == [0.7, 0.8, 1.1]
+    assert run_report.METRIC_DIGITS["MAE"] == 3 and run_report.METRIC_DIGITS["Acc-7 (%)"] == 1
+    from ambcore.book import numbered_table
+
+    shown = numbered_table(table, "c", digits=run_report.METRIC_DIGITS).markdown
+    assert "| test (best checkpoint) | 0.800 | – | 25.0 | 30.0 | 60.0 |" in shown
     values = run_report.glue_values(_result("x"), metrics)
     assert values["train_test_mae"] == "0.800" and values["train_test_corr"] == "n/a"
     assert values["train_test_acc2_non0"] == "65.5" and values["train_test_f1_non0"] == "66.7"
