@@ -470,6 +470,7 @@ class _Job:
     log: Callable[[str], None]
     executed: list[str]
     missing: list[str]
+    selected: list[Chapter]
 
     @property
     def timings_path(self) -> Path:
@@ -512,11 +513,11 @@ def run_book(
     cfg = _checked_config(options)
     selected = select_chapters(chapters)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    job = _start_job(options, cfg, log)
+    job = _start_job(options, cfg, selected, log)
     t_book = time.perf_counter()
     with stop_descendants_on_signals() as received:
         for index, chapter in enumerate(CHAPTERS, 1):
-            _resumable(job, chapter, received, lambda: _chapter_step(job, chapter, index, selected))
+            _resumable(job, chapter, received, lambda: _chapter_step(job, chapter, index))
         _finish_timings(job, time.perf_counter() - t_book)
         html_dir = None
         if build:
@@ -579,7 +580,8 @@ def _kernel_environment(options: BookOptions) -> dict[str, str]:
     return env
 
 
-def _start_job(options: BookOptions, cfg: Config, log: Callable[[str], None]) -> _Job:
+def _start_job(options: BookOptions, cfg: Config, selected: list[Chapter],
+               log: Callable[[str], None]) -> _Job:
     """The job's shared state, with the timings record of this build started."""
     timings = _read_json(options.out_dir / "timings.json")
     timings["book"] = {
@@ -594,7 +596,7 @@ def _start_job(options: BookOptions, cfg: Config, log: Callable[[str], None]) ->
     timings.setdefault("chapters", {})
     return _Job(options=options, parameters=_papermill_parameters(options),
                 kernel_env=_kernel_environment(options), timings=timings, log=log,
-                executed=[], missing=[])  # fmt: skip
+                executed=[], missing=[], selected=selected)  # fmt: skip
 
 
 def _finish_timings(job: _Job, seconds: float) -> None:
@@ -605,14 +607,14 @@ def _finish_timings(job: _Job, seconds: float) -> None:
         job.log(f"missing chapters (placeholder pages): {', '.join(job.missing)}")
 
 
-def _chapter_step(job: _Job, chapter: Chapter, index: int, selected: list[Chapter]) -> None:
+def _chapter_step(job: _Job, chapter: Chapter, index: int) -> None:
     """One chapter of the job: a placeholder when it has no notebook, its last executed copy
     when it is not selected, else executed with papermill."""
     prefix = f"[{index}/{len(CHAPTERS)}] {chapter.name}"
     notebooks_dir = job.options.notebooks_dir
     if not (chapter.source(notebooks_dir).exists() or chapter.notebook(notebooks_dir).exists()):
         _record_missing(job, chapter, prefix)
-    elif chapter not in selected:
+    elif chapter not in job.selected:
         _keep_last_copy(job, chapter, prefix)
     else:
         _execute_chapter(job, chapter, prefix)
@@ -742,7 +744,8 @@ def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: fl
 
 def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Callable[[], Any]):
     """Run ``step``; an interruption becomes ``BookInterrupted`` with the command that resumes
-    (from ``chapter`` on, or the same command when the build was interrupted)."""
+    (the selected chapters from ``chapter`` on, or the same command when the build was
+    interrupted)."""
     try:
         return step()
     except BookInterrupted:
@@ -754,7 +757,8 @@ def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Ca
         where, resume, hint = "while building the book", again, f"run the same command again: {again}"
     else:
         where = f"during chapter {chapter.name}"
-        resume = job.options.command(CHAPTERS[CHAPTERS.index(chapter):])
+        rest = [c for c in job.selected if CHAPTERS.index(c) >= CHAPTERS.index(chapter)]
+        resume = job.options.command(rest or [chapter])
         hint = (f"resume with: {resume} (or the same command again: {again}; finished runs are "
                 "reused and unfinished ones continue from their last finished epoch)")
     message = (f"interrupted ({signal.Signals(signum).name}) {where}; every process it started "
@@ -766,7 +770,7 @@ def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Ca
 # ---- interruption: stop every process the job started ------------------------------------------
 
 
-def stop_descendants(grace: float = 3.0) -> list[int]:
+def stop_descendants(grace: float = 2.0) -> list[int]:
     """Stop every descendant process of this one (kernels and the workers they started).
 
     The tree is read before anything is signalled (a kernel's workers outlive it and would

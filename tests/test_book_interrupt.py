@@ -77,6 +77,7 @@ def _terminate_and_check(proc: subprocess.Popen, tree: list[psutil.Process]) -> 
         _kill_all([psutil.Process(proc.pid), *tree])
         pytest.fail("the job did not exit within 30 s of SIGTERM")
     seconds = time.monotonic() - t0
+    print(f"stopped {len(tree)} process(es) in {seconds:.1f} s after SIGTERM")
     left = _alive(tree)
     _kill_all(tree)  # never leave a process behind, even when the test fails
     assert not left, "processes left after SIGTERM:\n" + "\n".join(left)
@@ -114,13 +115,14 @@ def test_sigterm_stops_the_kernel_and_its_workers_that_ignore_sigterm(tmp_path):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(nb, notebooks / "01_data.ipynb")
     script = textwrap.dedent(f"""
-        import sys
+        import os, sys
         from ambcore.book import BookInterrupted, run_book
         try:
             run_book("smoke", notebooks_dir={str(notebooks)!r}, out_dir={str(tmp_path / "out")!r},
                      build=False, chapters="01")
-        except BookInterrupted as exc:
-            sys.exit(128 + exc.signum)
+        except BookInterrupted as exc:  # as `python -m ambcore book` exits
+            sys.stdout.flush()
+            os._exit(128 + exc.signum)
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     proc = _start([sys.executable, "-c", script], env)
@@ -134,7 +136,8 @@ def test_sigterm_stops_the_kernel_and_its_workers_that_ignore_sigterm(tmp_path):
     assert psutil.Process(worker).ppid() != proc.pid  # the kernel's child, not the job's
     rest = _terminate_and_check(proc, tree)
     assert "interrupted (SIGTERM) during chapter 01_data" in rest
-    assert "--chapters 01,02,03,04,05,06,07" in rest, rest
+    # the chapters that were selected, from the interrupted one on
+    assert f"--out {tmp_path / 'out'} --no-build --chapters 01 (or the same command" in rest, rest
     timings = (tmp_path / "out" / "timings.json").read_text()
     assert '"interrupted"' in timings
     assert (tmp_path / "out" / "01_data.failed.ipynb").exists()  # the partial notebook is kept

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -55,7 +56,11 @@ def _run(args: argparse.Namespace) -> int:
             book_dir=args.book_dir, out_dir=args.out,
         )
     except BookInterrupted as exc:  # the job printed what was stopped and how to resume
-        return 128 + (exc.signum or 2)
+        # Every file is written; exit now. A normal interpreter exit would wait seconds on the
+        # stopped kernels' ZeroMQ sockets (messages for a kernel that is gone).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + (exc.signum or 2))
     if result.html_dir is not None:
         print(f"[book] open {result.html_dir / 'index.html'}")
     return 0
