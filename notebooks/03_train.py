@@ -47,15 +47,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore import experiments, run_report, runs
+from ambcore import experiments, plots, run_report, runs
 from ambcore.book import banner, config_from_parameters, numbered_table
 from ambcore.config import apply_overrides
-from ambcore.plots import (
-    confusion_matrix_figure,
-    learning_curves,
-    prediction_scatter,
-    provenance_line,
-)
 from ambcore.train import train_and_evaluate
 
 cfg = apply_overrides(config_from_parameters(preset, data, plm, seed), list(overrides))
@@ -81,7 +75,7 @@ result = train_and_evaluate(cfg, run_path, progress=True, resume=True)
 metrics = runs.read_metrics(run_path)
 history = runs.read_history(run_path)
 predictions = pd.read_csv(run_path / "test_predictions.csv")
-source = provenance_line(result.data_name, result.is_synthetic, result.plm)
+source = plots.provenance_line(result.data_name, result.is_synthetic, result.plm)
 print(run_report.training_summary(result))
 
 # %% [markdown]
@@ -100,7 +94,7 @@ print("\n".join(run_report.run_files(run_path, leave_out=later)))
 # validation Acc-7 after every epoch; the dashed line marks the epoch whose checkpoint is kept.
 
 # %% tags=["hide-input"]
-fig = learning_curves(history, best_epoch=result.best_epoch, subtitle=source)
+fig = plots.learning_curves(history, best_epoch=result.best_epoch, subtitle=source)
 display(fig)
 plt.close(fig)
 
@@ -134,7 +128,7 @@ for name, value in run_report.glue_values(result, metrics).items():
 # averages of annotators and lie on a grid of thirds, hence the columns.
 
 # %% tags=["hide-input"]
-fig = prediction_scatter(predictions["y_true"], predictions["y_pred"], subtitle=source)
+fig = plots.prediction_scatter(predictions["y_true"], predictions["y_pred"], subtitle=source)
 display(fig)
 plt.close(fig)
 
@@ -144,7 +138,7 @@ plt.close(fig)
 # predicted as the column's class.
 
 # %% tags=["hide-input"]
-fig = confusion_matrix_figure(predictions["y_true"], predictions["y_pred"], subtitle=source)
+fig = plots.confusion_matrix_figure(predictions["y_true"], predictions["y_pred"], subtitle=source)
 display(fig)
 plt.close(fig)
 
