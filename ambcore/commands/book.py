@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -53,15 +54,22 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ambcore.book import run_book
+    from ambcore.book import BookInterrupted, run_book
 
-    result = run_book(
-        preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
-        chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
-        results_dir=args.results_dir,
-        book_dir=args.book_dir, out_dir=args.out,
-        overrides=args.overrides, chapter_params=args.chapter_params,
-    )
+    try:
+        result = run_book(
+            preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
+            chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
+            results_dir=args.results_dir,
+            book_dir=args.book_dir, out_dir=args.out,
+            overrides=args.overrides, chapter_params=args.chapter_params,
+        )
+    except BookInterrupted as exc:  # the job printed what was stopped and how to resume
+        # Every file is written; exit now. A normal interpreter exit would wait seconds on the
+        # stopped kernels' ZeroMQ sockets (messages for a kernel that is gone).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + (exc.signum or 2))
     if result.html_dir is not None:
         print(f"[book] open {result.html_dir / 'index.html'}")
     return 0
