@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import html
+import dataclasses
 import json
 import os
 import platform
@@ -564,8 +565,8 @@ def run_book(
     """
     options = _book_options(preset, data, plm, seed, build, warnings_as_errors, sync,
                             results_dir, book_dir, out_dir, notebooks_dir)  # fmt: skip
-    options.set_env = overrides_env(overrides)
-    options.chapter_params = parse_chapter_params(chapter_params)
+    options = dataclasses.replace(options, set_env=overrides_env(overrides),
+                                  chapter_params=parse_chapter_params(chapter_params))
     cfg = _checked_config(options)
     selected = select_chapters(chapters)
     options.out_dir.mkdir(parents=True, exist_ok=True)
