@@ -6,14 +6,21 @@ The public API (thesis chapter 6):
 - data (6.3.1): ``load_dataset``, ``make_synthetic_dataset``
 - seeding: ``seed_everything``
 - training and evaluation (6.3.1): ``train_and_evaluate``, ``sentiment_metrics``
+
+Importing ambcore first makes OpenMP's waiting threads sleep rather than spin
+(``OMP_WAIT_POLICY=PASSIVE`` unless set; ``ambcore.threads``): it must precede torch's import.
 """
 
-from ambcore.config import PRESETS, Config, ConfigError, apply_overrides, get_config
-from ambcore.data import load_dataset, make_synthetic_dataset
-from ambcore.errors import AmbError, DataError
-from ambcore.metrics import sentiment_metrics
-from ambcore.seeding import seed_everything
-from ambcore.train import train_and_evaluate
+from ambcore.threads import set_passive_wait_policy as _set_passive_wait_policy
+
+_set_passive_wait_policy()
+
+from ambcore.config import PRESETS, Config, ConfigError, apply_overrides, get_config  # noqa: E402
+from ambcore.data import load_dataset, make_synthetic_dataset  # noqa: E402
+from ambcore.errors import AmbError, DataError  # noqa: E402
+from ambcore.metrics import sentiment_metrics  # noqa: E402
+from ambcore.seeding import seed_everything  # noqa: E402
+from ambcore.train import train_and_evaluate  # noqa: E402
 
 __all__ = [
     "AmbError",

@@ -35,7 +35,10 @@ What is measured
   fresh subprocess per model and path (so one measurement cannot reuse another's memory);
 - trainable parameters;
 - AMB against AMB-FT step by step on the same batches (``paired_steps``: every batch of an
-  epoch trained by both, alternating which goes first), for the target on their step cost.
+  epoch trained by both, alternating which goes first), for the target on their step cost;
+- under load (``under_load``): the same training steps with and without a competing busy
+  process (a spinning Python process per competitor), alternating, and the ratio of the two;
+  the thread settings in force (``ambcore.threads``) are recorded beside it.
 
 Every round times each model's fast and naive paths back to back (interleaved), after a
 warm-up of a few steps per path; the JSON reports the median, quartiles and min/max over
@@ -45,6 +48,7 @@ machine affect both sides of a ratio alike).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -80,6 +84,8 @@ __all__ = [
     "fast_train_epoch",
     "fast_predict",
     "run_benchmark",
+    "under_load",
+    "busy_processes",
     "format_report",
     "summary_frame",
     "default_output",
@@ -549,6 +555,59 @@ def paired_steps(a: "_ModelBench", b: "_ModelBench", passes: int = 2,
     }
 
 
+@contextlib.contextmanager
+def busy_processes(n: int = 1):
+    """``n`` competing processes that spin on a CPU core each until the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them reach full speed
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def under_load(bench: "_ModelBench", competitors: int = 1, passes: int = 2,
+               max_batches: int = 16) -> dict[str, Any]:
+    """Training steps of ``bench`` (fast path) on the same batches, idle and beside
+    ``competitors`` busy processes, alternating idle and loaded blocks ``passes`` times.
+
+    ``ratio``: median loaded step over median idle step. A machine that degrades gracefully
+    stays well under 2 with one competitor on two cores (threads that spin or wait for a
+    thread without a core make it much larger)."""
+    from ambcore.threads import WAIT_POLICY_VAR
+
+    batches = list(fast_loader(bench.train_split, bench.tokenizer, bench.cfg, True,
+                               _epoch_generator(bench.cfg, 20_000)))[:max_batches]  # fmt: skip
+
+    def steps() -> list[float]:
+        return [_timed(lambda: fast_train_epoch(bench.fast, [b], bench.fast_opt, bench.trainable,
+                                                bench.tokenizer, bench.cfg, bench.device, 0),
+                       bench.device) for b in batches]  # fmt: skip
+
+    idle: list[float] = []
+    loaded: list[float] = []
+    for _ in range(passes):
+        idle += steps()
+        with busy_processes(competitors):
+            loaded += steps()
+    idle_ms, loaded_ms = _stats([t * 1000 for t in idle]), _stats([t * 1000 for t in loaded])
+    return {
+        "model": bench.name,
+        "competitors": competitors,
+        "competitor": "a spinning Python process (while True: pass) per competitor",
+        "batches": len(batches),
+        "passes": passes,
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get(WAIT_POLICY_VAR, "(unset: OpenMP's default)"),
+        "step_ms_idle": idle_ms,
+        "step_ms_loaded": loaded_ms,
+        "ratio": round(loaded_ms["median"] / idle_ms["median"], 3),
+    }
+
+
 def run_benchmark(
     cfg: Config,
     models: Iterable[str] = DEFAULT_MODELS,
@@ -558,8 +617,10 @@ def run_benchmark(
     measure_memory_peak: bool = True,
     command: str = "",
     progress: bool = True,
+    load_competitors: int = 1,
 ) -> dict[str, Any]:
-    """Time the fast and naive paths of ``models`` side by side; returns the JSON record."""
+    """Time the fast and naive paths of ``models`` side by side; returns the JSON record.
+    ``load_competitors``: busy processes of the under-load measurement (0: none)."""
     from ambcore.train import resolve_device
 
     models = list(models)
@@ -600,6 +661,8 @@ def run_benchmark(
             benches[name].round(epoch=r + 1)
     if "amb" in benches and "amb-ft" in benches:
         record["paired_steps"] = paired_steps(benches["amb"], benches["amb-ft"])
+    if load_competitors > 0:
+        record["under_load"] = under_load(benches[models[0]], load_competitors)
     record["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     memory: dict[str, dict[str, Any]] = {name: {} for name in models}
     if measure_memory_peak:
@@ -745,7 +808,18 @@ def format_report(record: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"target {text}: {t['amb_mib']} vs {t['amb_ft_mib']} MiB ({word(t['met'])})")
+    if record.get("under_load"):
+        lines.append(_under_load_line(record["under_load"]))
     return "\n".join(lines)
+
+
+def _under_load_line(u: dict[str, Any]) -> str:
+    return (
+        f"under load ({u['model']}, {u['competitors']} busy process(es), {u['torch_threads']} "
+        f"thread(s), OMP_WAIT_POLICY {u['omp_wait_policy']}): step "
+        f"{u['step_ms_loaded']['median']:.1f} ms vs {u['step_ms_idle']['median']:.1f} ms idle, "
+        f"ratio {u['ratio']:.2f}"
+    )
 
 
 # ---- worker entry point (peak memory in a fresh process) --------------------------------------

@@ -22,14 +22,17 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import html
+import dataclasses
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -47,6 +50,10 @@ __all__ = [
     "describe_plm",
     "config_from_parameters",
     "run_book",
+    "BookInterrupted",
+    "hide_parameter_cells",
+    "stop_descendants",
+    "stop_descendants_on_signals",
     "build_book",
     "environment_report",
     "load_timings",
@@ -234,8 +241,12 @@ def config_from_parameters(
 
     ``AMB_PLM`` switches the language model when ``plm`` is empty, as ``AMB_DATA`` does for the
     data of the paper preset; ``AMB_PRESET`` is read by the notebooks' parameter defaults.
+    ``AMB_SET`` (``python -m ambcore book --set``; ``ambcore.overrides``) applies on top of the
+    preset, below the chapter's own parameters.
     """
-    values = dict(overrides)
+    from ambcore.overrides import from_env
+
+    values = {**from_env(), **overrides}
     if data:
         values["data"] = data
     plm = plm or os.environ.get("AMB_PLM", "")
@@ -330,6 +341,22 @@ def _write_placeholder(chapter: Chapter, out_dir: Path, reason: str) -> Path:
     return page
 
 
+PARAMETER_TAGS = ("parameters", "injected-parameters")  # papermill's parameter cells
+
+
+def hide_parameter_cells(path: Path) -> None:
+    """Tag papermill's parameter cells of an executed notebook ``remove-cell``: the notebook
+    keeps them (what ran, with which values), the rendered page does not show them."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if any(tag in tags for tag in PARAMETER_TAGS) and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(notebook, path)
+
+
 def _format_failure(chapter: Chapter, nb: Path, exc: Exception, kept: Path) -> str:
     cell = getattr(exc, "cell_index", None)
     count = getattr(exc, "exec_count", None)
@@ -383,12 +410,129 @@ def _environment(values: Mapping[str, str]):
                 os.environ[key] = value
 
 
+def kernel_thread_env() -> dict[str, str]:
+    """The kernels' CPU threads (``ambcore.threads``): this process' count (``--threads``,
+    ``AMB_THREADS``, an inherited ``OMP_NUM_THREADS``, else every core) and OpenMP's passive
+    wait policy, which a kernel must have before it imports torch."""
+    from ambcore.threads import child_env, process_threads
+
+    return child_env(process_threads())
+
+
+def overrides_env(overrides: Iterable[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` (``--set``) as the kernels' ``AMB_SET`` (``ambcore.overrides``);
+    an ``AMB_SET`` of the caller's environment comes first, ``--set`` wins."""
+    from ambcore.overrides import ENV_VAR, encode, from_env, parse_assignments
+
+    pairs = {**from_env(), **parse_assignments(list(overrides))}
+    return {ENV_VAR: encode(pairs)} if pairs else {}
+
+
+def parse_chapter_params(items: Iterable[str]) -> dict[str, Any]:
+    """``["NAME=VALUE", ...]`` (``--param``) -> papermill parameters; values are YAML
+    (``n_seeds=1``, ``rates=[0.0, 1.0]``, ``collect_only=true``), as papermill's ``-y``."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise BookError(f"--param {item!r}: expected NAME=VALUE with a parameter name")
+        try:
+            params[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise BookError(f"--param {item!r}: the value is not valid YAML ({exc})") from None
+    reserved = sorted(set(params) & {"preset", "data", "plm", "seed"})
+    if reserved:
+        raise BookError(f"--param {', '.join(reserved)}: use --preset/--data/--plm/--seed")
+    return params
+
+
 @dataclass
 class BookResult:
     executed: list[str]
     missing: list[str]
     timings_path: Path
     html_dir: Path | None
+
+
+class BookInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the main job; ``resume`` is the command that continues it."""
+
+    def __init__(self, message: str, resume: str, signum: int | None = None):
+        super().__init__(message)
+        self.resume = resume
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class BookOptions:
+    """The arguments of one main job (``run_book``), folders resolved."""
+
+    preset: str
+    data: str | None
+    plm: str | None
+    seed: int | None
+    build: bool
+    warnings_as_errors: bool
+    sync: bool
+    results_dir: Path | None
+    book_dir: Path
+    out_dir: Path
+    notebooks_dir: Path
+    set_env: dict[str, str] = field(default_factory=dict)  # AMB_SET from --set (ambcore.overrides)
+    chapter_params: dict[str, Any] = field(default_factory=dict)  # --param NAME=VALUE
+
+    def command(self, chapters: Iterable[Chapter] | None = None) -> str:
+        """The ``python -m ambcore book`` command line of these options (for resume hints)."""
+        import shlex
+
+        args = ["--preset", self.preset]
+        for flag, value in (("--data", self.data), ("--plm", self.plm), ("--seed", self.seed),
+                            ("--results-dir", self.results_dir)):  # fmt: skip
+            if value not in (None, ""):
+                args += [flag, str(value)]
+        if self.book_dir != default_book_dir().resolve():
+            args += ["--book-dir", str(self.book_dir)]
+        if self.out_dir != self.book_dir / "executed":
+            args += ["--out", str(self.out_dir)]
+        args += [flag for flag, on in (("--no-build", not self.build), ("-W", self.warnings_as_errors),
+                                       ("--no-sync", not self.sync)) if on]  # fmt: skip
+        from ambcore.overrides import from_env
+
+        for key, value in from_env(self.set_env).items():
+            args += ["--set", f"{key}={value}"]
+        for name, value in self.chapter_params.items():
+            args += ["--param", f"{name}={json.dumps(value)}"]
+        if chapters is not None:
+            args += ["--chapters", ",".join(c.name[:2] for c in chapters)]
+        return "python -m ambcore book " + shlex.join(args)
+
+
+@dataclass
+class _Job:
+    """What every chapter of one main job shares: options, papermill parameters, the kernels'
+    environment, the timings record, and what has been executed so far."""
+
+    options: BookOptions
+    parameters: dict[str, Any]
+    kernel_env: dict[str, str]
+    timings: dict[str, Any]
+    log: Callable[[str], None]
+    executed: list[str]
+    missing: list[str]
+    selected: list[Chapter]
+
+    @property
+    def timings_path(self) -> Path:
+        return self.options.out_dir / "timings.json"
+
+    @property
+    def chapter_times(self) -> dict[str, Any]:
+        return self.timings.setdefault("chapters", {})
+
+    def save_timings(self) -> None:
+        _write_json_atomic(self.timings_path, self.timings)
 
 
 def run_book(
@@ -405,15 +549,44 @@ def run_book(
     out_dir: Path | None = None,
     notebooks_dir: Path | None = None,
     log: Callable[[str], None] = _log,
+    overrides: Iterable[str] = (),
+    chapter_params: Iterable[str] = (),
 ) -> BookResult:
     """Execute the chapters with papermill and build the book (the main job; see module doc).
 
     ``sync``: bring notebooks/NN.ipynb up to date with NN.py first (else the .py's cells run
     from a private copy and notebooks/ is not written). ``results_dir``: where the chapters
     that declare a ``results_dir`` parameter write and read results files (default results/).
-    """
-    import papermill
+    ``overrides``: ``KEY=VALUE`` config values for every chapter and run (``AMB_SET``);
+    ``chapter_params``: ``NAME=VALUE`` papermill parameters for the chapters that declare them.
 
+    Ctrl-C or SIGTERM stops every process the job started (``stop_descendants``), records the
+    chapter as interrupted and raises ``BookInterrupted`` naming the command that resumes.
+    """
+    options = _book_options(preset, data, plm, seed, build, warnings_as_errors, sync,
+                            results_dir, book_dir, out_dir, notebooks_dir)  # fmt: skip
+    options = dataclasses.replace(options, set_env=overrides_env(overrides),
+                                  chapter_params=parse_chapter_params(chapter_params))
+    cfg = _checked_config(options)
+    selected = select_chapters(chapters)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    job = _start_job(options, cfg, selected, log)
+    t_book = time.perf_counter()
+    with stop_descendants_on_signals() as received:
+        for index, chapter in enumerate(CHAPTERS, 1):
+            _resumable(job, chapter, received, lambda: _chapter_step(job, chapter, index))
+        _finish_timings(job, time.perf_counter() - t_book)
+        html_dir = None
+        if build:
+            html_dir = _resumable(job, None, received, lambda: build_book(
+                options.book_dir, warnings_as_errors=warnings_as_errors, log=log))
+    return BookResult(executed=job.executed, missing=job.missing, timings_path=job.timings_path,
+                      html_dir=html_dir)  # fmt: skip
+
+
+def _book_options(preset, data, plm, seed, build, warnings_as_errors, sync, results_dir,
+                  book_dir, out_dir, notebooks_dir) -> BookOptions:
+    """Resolve the folders; the book reads executed notebooks only from BOOK_DIR/executed."""
     book_dir = Path(book_dir or default_book_dir()).resolve()
     notebooks_dir = Path(notebooks_dir or default_notebooks_dir()).resolve()
     out_dir = Path(out_dir or book_dir / "executed").resolve()
@@ -422,146 +595,296 @@ def run_book(
             f"the book reads executed notebooks from {book_dir / 'executed'}, not {out_dir}; "
             "use --no-build to execute the chapters elsewhere"
         )
-    cfg = config_from_parameters(preset, data, plm, seed)  # validates preset/seed early
+    return BookOptions(preset=preset, data=data, plm=plm, seed=seed, build=build,
+                       warnings_as_errors=warnings_as_errors, sync=sync,
+                       results_dir=Path(results_dir).resolve() if results_dir is not None else None,
+                       book_dir=book_dir, out_dir=out_dir, notebooks_dir=notebooks_dir)  # fmt: skip
+
+
+def _checked_config(options: BookOptions) -> Config:
+    """The job's config (validates preset and seed early); a missing dataset file is an error."""
+    with _environment(options.set_env):
+        cfg = config_from_parameters(options.preset, options.data, options.plm, options.seed)
     if cfg.data != "synthetic":
         data_path = cfg.data or data_from_env()
         if not data_path:
-            raise BookError(f"preset {preset!r} needs a dataset file: pass --data PATH or set AMB_DATA")
+            raise BookError(
+                f"preset {options.preset!r} needs a dataset file: pass --data PATH or set AMB_DATA"
+            )
         if not Path(data_path).exists():
             raise BookError(f"dataset file not found: {data_path}")
-    selected = select_chapters(chapters)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
 
-    parameters: dict[str, Any] = {"preset": preset}
-    if data:
-        parameters["data"] = data
-    if plm:
-        parameters["plm"] = plm
-    if seed is not None:
-        parameters["seed"] = int(seed)
-    # The kernels inherit this environment: one switch for the whole book, including code that
-    # reads AMB_* itself. Figures must render inline (a parent MPLBACKEND=Agg would hide them).
-    kernel_env = {"AMB_PRESET": preset, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    if data:
-        kernel_env["AMB_DATA"] = data
-    if plm:
-        kernel_env["AMB_PLM"] = plm
 
-    timings_path = out_dir / "timings.json"
-    timings = _read_json(timings_path)
+def _papermill_parameters(options: BookOptions) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"preset": options.preset}
+    if options.data:
+        parameters["data"] = options.data
+    if options.plm:
+        parameters["plm"] = options.plm
+    if options.seed is not None:
+        parameters["seed"] = int(options.seed)
+    return parameters
+
+
+def _kernel_environment(options: BookOptions) -> dict[str, str]:
+    """The kernels inherit this environment: one switch for the whole book, including code that
+    reads AMB_* itself. Figures must render inline (a parent MPLBACKEND=Agg would hide them)."""
+    env = {"AMB_PRESET": options.preset, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    if options.data:
+        env["AMB_DATA"] = options.data
+    if options.plm:
+        env["AMB_PLM"] = options.plm
+    env.update(kernel_thread_env())
+    env.update(options.set_env)
+    return env
+
+
+def _start_job(options: BookOptions, cfg: Config, selected: list[Chapter],
+               log: Callable[[str], None]) -> _Job:
+    """The job's shared state, with the timings record of this build started."""
+    timings = _read_json(options.out_dir / "timings.json")
     timings["book"] = {
-        "preset": preset,
+        "preset": options.preset,
         "data": describe_data(cfg.data)[0],
         "plm": describe_plm(cfg.plm, cfg.plm_random_init),
-        "seed": seed,
+        "seed": options.seed,
         "started": _now(),
         "finished": None,
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+        "overrides": options.set_env.get("AMB_SET", ""),  # --set: sizes of a dry run, for example
+        "chapter_params": dict(options.chapter_params),
     }
-    chapter_times = timings.setdefault("chapters", {})
+    timings.setdefault("chapters", {})
+    return _Job(options=options, parameters=_papermill_parameters(options),
+                kernel_env=_kernel_environment(options), timings=timings, log=log,
+                executed=[], missing=[], selected=selected)  # fmt: skip
 
-    executed, missing = [], []
-    t_book = time.perf_counter()
-    for index, chapter in enumerate(CHAPTERS, 1):
-        nb = chapter.notebook(notebooks_dir)
-        has_source = chapter.source(notebooks_dir).exists() or nb.exists()
-        if not has_source:
-            missing.append(chapter.name)
-            chapter_times[chapter.name] = {"status": "missing", "seconds": None, "finished": _now()}
-            _write_placeholder(
-                chapter, out_dir,
-                f"The notebook notebooks/{chapter.name}.py of this chapter does not exist yet.",
-            )
-            log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: MISSING (notebooks/{chapter.name}.py does not exist)")
-            _write_json_atomic(timings_path, timings)
-            continue
-        if chapter not in selected:
-            if (out_dir / f"{chapter.name}.ipynb").exists():  # the copy of an earlier build
-                chapter_times.setdefault(chapter.name, {"status": "ok", "seconds": None})
-                chapter_times[chapter.name]["earlier_build"] = True
-                log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: not selected, keeping its last executed copy")
-            else:
-                chapter_times[chapter.name] = {"status": "not executed", "seconds": None,
-                                               "finished": _now()}
-                _write_placeholder(
-                    chapter, out_dir,
-                    f"This chapter was not executed in this build (run `python -m ambcore book "
-                    f"--chapters {chapter.name[:2]}`).",
-                )
-                log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: not selected and never executed")
-            continue
-        # What runs is the .py's cells: written back to NN.ipynb with sync, else only to a
-        # private input copy (notebooks/ untouched).
-        nb = chapter.notebook(notebooks_dir)
-        if sync:
-            sync_notebook(chapter, notebooks_dir, log)
-        source_nb = out_dir / f".{chapter.name}.input.ipynb"
-        import jupytext
 
-        jupytext.write(_notebook_from_source(chapter, notebooks_dir), source_nb)
-        params = dict(parameters)
-        declared = set(papermill.inspect_notebook(str(source_nb)))
-        if "timings_path" in declared:
-            params["timings_path"] = str(timings_path)
-        if results_dir is not None and "results_dir" in declared:
-            params["results_dir"] = str(Path(results_dir).resolve())
-        undeclared = sorted(set(params) - declared - {"preset"})
-        if undeclared:
-            log(f"{chapter.name}: note: the notebook does not declare {', '.join(undeclared)}")
-        running = out_dir / f".{chapter.name}.running.ipynb"
-        shown = chapter.source(notebooks_dir) if chapter.source(notebooks_dir).exists() else nb
-        log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: executing {shown.relative_to(notebooks_dir.parent)} "
-            f"with {', '.join(f'{k}={v}' for k, v in params.items())}")
-        _write_json_atomic(timings_path, timings)
-        t0, cpu0 = time.perf_counter(), _children_cpu_seconds()
-        try:
-            with _environment(kernel_env):
-                papermill.execute_notebook(
-                    str(source_nb), str(running), parameters=params, kernel_name="python3",
-                    language="python", cwd=str(notebooks_dir), progress_bar=True,
-                    log_output=False,
-                )
-        except BaseException as exc:  # keep the partial notebook, also on Ctrl-C
-            source_nb.unlink(missing_ok=True)
-            seconds = time.perf_counter() - t0
-            kept = out_dir / f"{chapter.name}.failed.ipynb"
-            if running.exists():
-                os.replace(running, kept)
-            chapter_times[chapter.name] = {
-                "status": "failed", "seconds": round(seconds, 2), "finished": _now(),
-                "preset": preset, "error": f"{getattr(exc, 'ename', type(exc).__name__)}",
-            }
-            timings["book"]["finished"] = _now()
-            _write_json_atomic(timings_path, timings)
-            if not isinstance(exc, Exception):
-                raise
-            raise BookError(_format_failure(chapter, shown, exc, kept)) from exc
-        seconds = time.perf_counter() - t0
-        cpu_seconds = _children_cpu_seconds() - cpu0  # the kernel's, once it has exited
-        source_nb.unlink(missing_ok=True)
-        (out_dir / f"{chapter.name}.md").unlink(missing_ok=True)
-        (out_dir / f"{chapter.name}.failed.ipynb").unlink(missing_ok=True)
-        os.replace(running, out_dir / f"{chapter.name}.ipynb")
-        chapter_times[chapter.name] = {
-            "status": "ok", "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
-            "finished": _now(),
-            "preset": preset, "data": timings["book"]["data"], "plm": timings["book"]["plm"],
-        }
-        _write_json_atomic(timings_path, timings)
-        executed.append(chapter.name)
-        log(f"[{index}/{len(CHAPTERS)}] {chapter.name}: done in {seconds:.1f} s "
-            f"(kernel CPU time {cpu_seconds:.1f} s)")
+def _finish_timings(job: _Job, seconds: float) -> None:
+    job.timings["book"]["finished"] = _now()
+    job.timings["book"]["execute_seconds"] = round(seconds, 2)
+    job.save_timings()
+    if job.missing:
+        job.log(f"missing chapters (placeholder pages): {', '.join(job.missing)}")
 
-    timings["book"]["finished"] = _now()
-    timings["book"]["execute_seconds"] = round(time.perf_counter() - t_book, 2)
-    _write_json_atomic(timings_path, timings)
-    if missing:
-        log(f"missing chapters (placeholder pages): {', '.join(missing)}")
 
-    html_dir = None
-    if build:
-        html_dir = build_book(book_dir, warnings_as_errors=warnings_as_errors, log=log)
-    return BookResult(executed=executed, missing=missing, timings_path=timings_path, html_dir=html_dir)
+def _chapter_step(job: _Job, chapter: Chapter, index: int) -> None:
+    """One chapter of the job: a placeholder when it has no notebook, its last executed copy
+    when it is not selected, else executed with papermill."""
+    prefix = f"[{index}/{len(CHAPTERS)}] {chapter.name}"
+    notebooks_dir = job.options.notebooks_dir
+    if not (chapter.source(notebooks_dir).exists() or chapter.notebook(notebooks_dir).exists()):
+        _record_missing(job, chapter, prefix)
+    elif chapter not in job.selected:
+        _keep_last_copy(job, chapter, prefix)
+    else:
+        _execute_chapter(job, chapter, prefix)
+
+
+def _record_missing(job: _Job, chapter: Chapter, prefix: str) -> None:
+    job.missing.append(chapter.name)
+    job.chapter_times[chapter.name] = {"status": "missing", "seconds": None, "finished": _now()}
+    _write_placeholder(
+        chapter, job.options.out_dir,
+        f"The notebook notebooks/{chapter.name}.py of this chapter does not exist yet.",
+    )
+    job.log(f"{prefix}: MISSING (notebooks/{chapter.name}.py does not exist)")
+    job.save_timings()
+
+
+def _keep_last_copy(job: _Job, chapter: Chapter, prefix: str) -> None:
+    """A chapter not selected keeps the executed copy of an earlier build (else a placeholder)."""
+    times = job.chapter_times
+    if (job.options.out_dir / f"{chapter.name}.ipynb").exists():
+        times.setdefault(chapter.name, {"status": "ok", "seconds": None})
+        times[chapter.name]["earlier_build"] = True
+        job.log(f"{prefix}: not selected, keeping its last executed copy")
+        return
+    times[chapter.name] = {"status": "not executed", "seconds": None, "finished": _now()}
+    _write_placeholder(
+        chapter, job.options.out_dir,
+        f"This chapter was not executed in this build (run `python -m ambcore book "
+        f"--chapters {chapter.name[:2]}`).",
+    )
+    job.log(f"{prefix}: not selected and never executed")
+
+
+def _execute_chapter(job: _Job, chapter: Chapter, prefix: str) -> None:
+    """Run the chapter's .py cells with papermill into BOOK/executed/NN.ipynb, timed."""
+    source_nb, params = _prepare_input(job, chapter)
+    out_dir = job.options.out_dir
+    running = out_dir / f".{chapter.name}.running.ipynb"
+    shown = _shown_source(chapter, job.options.notebooks_dir)
+    job.log(f"{prefix}: executing {shown.relative_to(job.options.notebooks_dir.parent)} "
+            f"with {', '.join(f'{k}={v}' for k, v in params.items())}")  # fmt: skip
+    job.save_timings()
+    t0, cpu0 = time.perf_counter(), _children_cpu_seconds()
+    try:
+        _papermill(job, source_nb, running, params)
+    except BaseException as exc:  # keep the partial notebook, also on Ctrl-C
+        _record_failure(job, chapter, exc, time.perf_counter() - t0, source_nb, running, shown)
+    seconds = time.perf_counter() - t0
+    cpu_seconds = _children_cpu_seconds() - cpu0  # the kernel's, once it has exited
+    source_nb.unlink(missing_ok=True)
+    hide_parameter_cells(running)
+    (out_dir / f"{chapter.name}.md").unlink(missing_ok=True)
+    (out_dir / f"{chapter.name}.failed.ipynb").unlink(missing_ok=True)
+    os.replace(running, out_dir / f"{chapter.name}.ipynb")
+    book = job.timings["book"]
+    job.chapter_times[chapter.name] = {
+        "status": "ok", "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
+        "finished": _now(), "preset": job.options.preset, "data": book["data"], "plm": book["plm"],
+    }
+    job.save_timings()
+    job.executed.append(chapter.name)
+    job.log(f"{prefix}: done in {seconds:.1f} s (kernel CPU time {cpu_seconds:.1f} s)")
+
+
+def _shown_source(chapter: Chapter, notebooks_dir: Path) -> Path:
+    py = chapter.source(notebooks_dir)
+    return py if py.exists() else chapter.notebook(notebooks_dir)
+
+
+def _prepare_input(job: _Job, chapter: Chapter) -> tuple[Path, dict[str, Any]]:
+    """The notebook papermill runs and its parameters.
+
+    What runs is the .py's cells: written back to NN.ipynb with sync, else only to a private
+    input copy (notebooks/ untouched). Parameters the notebook does not declare are noted.
+    """
+    import jupytext
+    import papermill
+
+    options = job.options
+    if options.sync:
+        sync_notebook(chapter, options.notebooks_dir, job.log)
+    source_nb = options.out_dir / f".{chapter.name}.input.ipynb"
+    jupytext.write(_notebook_from_source(chapter, options.notebooks_dir), source_nb)
+    params = dict(job.parameters)
+    declared = set(papermill.inspect_notebook(str(source_nb)))
+    if "timings_path" in declared:
+        params["timings_path"] = str(job.timings_path)
+    if options.results_dir is not None and "results_dir" in declared:
+        params["results_dir"] = str(options.results_dir)
+    params.update({k: v for k, v in options.chapter_params.items() if k in declared})
+    undeclared = sorted(set(params) - declared - {"preset"})
+    if undeclared:
+        job.log(f"{chapter.name}: note: the notebook does not declare {', '.join(undeclared)}")
+    return source_nb, params
+
+
+def _papermill(job: _Job, source_nb: Path, running: Path, params: dict[str, Any]) -> None:
+    import papermill
+
+    with _environment(job.kernel_env):
+        papermill.execute_notebook(
+            str(source_nb), str(running), parameters=params, kernel_name="python3",
+            language="python", cwd=str(job.options.notebooks_dir), progress_bar=True,
+            log_output=False,
+        )
+
+
+def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: float,
+                    source_nb: Path, running: Path, shown: Path) -> None:
+    """Keep the partial notebook as NN.failed.ipynb, record the chapter, and raise: a
+    ``BookError`` naming notebook and cell, or the interruption itself."""
+    source_nb.unlink(missing_ok=True)
+    kept = job.options.out_dir / f"{chapter.name}.failed.ipynb"
+    if running.exists():
+        os.replace(running, kept)
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    job.chapter_times[chapter.name] = {
+        "status": "interrupted" if interrupted else "failed", "seconds": round(seconds, 2),
+        "finished": _now(), "preset": job.options.preset,
+        "error": f"{getattr(exc, 'ename', type(exc).__name__)}",
+    }
+    job.timings["book"]["finished"] = _now()
+    job.save_timings()
+    if not isinstance(exc, Exception):
+        raise exc
+    raise BookError(_format_failure(chapter, shown, exc, kept)) from exc
+
+
+def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Callable[[], Any]):
+    """Run ``step``; an interruption becomes ``BookInterrupted`` with the command that resumes
+    (the selected chapters from ``chapter`` on, or the same command when the build was
+    interrupted)."""
+    try:
+        return step()
+    except BookInterrupted:
+        raise
+    except KeyboardInterrupt:
+        signum = received[0] if received else signal.SIGINT
+    again = job.options.command()
+    if chapter is None:
+        where, resume, hint = "while building the book", again, f"run the same command again: {again}"
+    else:
+        where = f"during chapter {chapter.name}"
+        rest = [c for c in job.selected if CHAPTERS.index(c) >= CHAPTERS.index(chapter)]
+        resume = job.options.command(rest or [chapter])
+        hint = (f"resume with: {resume} (or the same command again: {again}; finished runs are "
+                "reused and unfinished ones continue from their last finished epoch)")
+    message = (f"interrupted ({signal.Signals(signum).name}) {where}; every process it started "
+               f"was stopped; {hint}")
+    job.log(message)
+    raise BookInterrupted(message, resume=resume, signum=int(signum)) from None
+
+
+# ---- interruption: stop every process the job started ------------------------------------------
+
+
+def stop_descendants(grace: float = 2.0) -> list[int]:
+    """Stop every descendant process of this one (kernels and the workers they started).
+
+    The tree is read before anything is signalled (a kernel's workers outlive it and would
+    otherwise be lost to PID 1); all get SIGTERM, those still alive after ``grace`` seconds
+    (workers that ignore SIGTERM, e.g. submitit's) SIGKILL. Returns the PIDs signalled.
+    """
+    import psutil
+
+    me = psutil.Process()
+    seen: dict[int, Any] = {p.pid: p for p in me.children(recursive=True)}
+    for proc in seen.values():
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(seen.values()), timeout=grace)
+    for proc in me.children(recursive=True):  # started while the first ones were stopping
+        seen.setdefault(proc.pid, proc)
+        if proc not in alive:
+            alive.append(proc)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return sorted(seen)
+
+
+@contextlib.contextmanager
+def stop_descendants_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Inside the block, SIGINT and SIGTERM stop every descendant process (``stop_descendants``)
+    and then raise ``KeyboardInterrupt`` in the main thread; yields the signals received.
+
+    Kernels run in sessions of their own, so a terminal's Ctrl-C reaches only this process;
+    it has to stop them. Outside the main thread the block changes nothing.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received:  # already stopping
+            return
+        received.append(signum)
+        stop_descendants()
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def jupyter_book_executable() -> str:

@@ -5,6 +5,9 @@ Each command lives in its own module under ``ambcore.commands`` exposing
 returning an exit code. Errors of the user's input (``AmbError``), files that cannot be read
 or written (``OSError``: a read-only folder, a full disk) and pickles refused by torch print
 one ``error:`` line (no traceback) and exit 2.
+
+The commands that train or evaluate take ``--threads N`` (default ``AMB_THREADS``, else every
+core the process may use), applied before the command runs (``ambcore.threads``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pickle
 import sys
 
 from ambcore.errors import AmbError
+from ambcore.threads import apply_threads
 
 COMMAND_MODULES = (
     "ambcore.commands.data",  # data inspect | data synth | data from-sdk
@@ -25,6 +29,18 @@ COMMAND_MODULES = (
     "ambcore.commands.bench",  # bench
     "ambcore.commands.book",  # book (the main job)
 )
+
+# Commands that train or evaluate on the CPU: they take --threads.
+THREADED_COMMANDS = ("train", "evaluate", "predict", "sweep", "tune", "bench", "book")
+
+
+def _add_threads_option(sub) -> None:
+    for name in THREADED_COMMANDS:
+        if name in sub.choices:
+            sub.choices[name].add_argument(
+                "--threads", default=None, metavar="N",
+                help="CPU threads of this process (default: $AMB_THREADS, else every core it "
+                     "may use; parallel workers share the cores out, one thread each on two)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _add_threads_option(sub)
     return parser
 
 
@@ -48,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        apply_threads(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except AmbError as exc:
         return _error(str(exc))

@@ -191,11 +191,18 @@ def cell_overrides(name: str, preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise AmbError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     if preset == "paper":
-        return dict(cell.overrides)
+        return {**cell.overrides, **_env_set()}
     out = {k: v for k, v in cell.overrides.items() if k not in SCALED_KEYS}
     if str(out.get("finetune_layers", "")).startswith("last:"):
         out["finetune_layers"] = f"last:{GRIDS[preset].finetune_last}"
-    return out
+    return {**out, **_env_set()}
+
+
+def _env_set() -> dict[str, Any]:
+    """``AMB_SET`` (``ambcore.overrides``): values every cell takes, over its own recipe."""
+    from ambcore.overrides import from_env
+
+    return from_env()
 
 
 def cell_config(name: str, preset: str, seed: int = 0, **shared: Any) -> Config:
@@ -265,6 +272,8 @@ def runs_root(preset: str, shared: Mapping[str, Any] | None = None) -> Path:
     """``<runs>/<preset>``, or ``<runs>/<preset>-<hash>`` when ``shared`` overrides change the
     preset (e.g. another PLM or a dataset file); the sweep's ``runs_dir``."""
     changed = shared_changes(preset, shared)
+    if _env_set():  # a dry run's shrunk runs never share a folder with full ones
+        changed = {**changed, "AMB_SET": _env_set()}
     name = preset
     if changed:
         digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
@@ -527,13 +536,14 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         from ambcore import interrupt
+        from ambcore.threads import threads_per_process
 
-        # spawned workers read OMP_NUM_THREADS=1 when they import torch; they end with this
+        # spawned workers read OMP_NUM_THREADS when they import torch; they end with this
         # process, and an error or Ctrl-C here stops them at once instead of waiting for them
-        with _threads_per_process(1), interrupt.watched(), ProcessPoolExecutor(
-            min(parallel, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-            initializer=interrupt.die_with_parent,
-        ) as pool:
+        workers = min(parallel, len(todo))
+        with (_threads_per_process(threads_per_process(workers)), interrupt.watched(),
+              ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=interrupt.die_with_parent) as pool):  # fmt: skip
             try:
                 with interrupt.signals_ignored([signal.SIGINT]):  # the workers leave Ctrl-C here
                     jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
@@ -596,27 +606,21 @@ def planted_truth_check(drops, model: str) -> dict[str, Any]:
 def overrides_of(cfg: Config) -> dict[str, Any]:
     """The fields where ``cfg`` differs from its preset (seed excluded): the overrides a chapter
     shares with every cell (e.g. ``plm`` and ``data`` from its parameters)."""
-    base = get_config(cfg.preset)
+    base = get_config(cfg.preset, **_env_set())  # AMB_SET is every cell's already
     return {k: v for k, v in cfg.to_dict().items() if k != "seed" and v != getattr(base, k)}
 
 
 @contextlib.contextmanager
 def _threads_per_process(n: int):
-    """Child processes started inside the block use ``n`` CPU threads each (OpenMP/MKL).
+    """Child processes started inside the block use ``n`` CPU threads each (OpenMP/MKL) and
+    wait passively (``ambcore.threads``).
 
     Two runs with one thread each use two cores far better than one run with two threads,
     whose threads spin-wait for each other on a busy machine."""
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: str(n) for k in keys})
-    try:
+    from ambcore.threads import child_environment
+
+    with child_environment(n):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # Training seconds of one run per cell (sum of its epochs), measured in the embedded book (one
@@ -650,7 +654,9 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
     todo = sum(1 for _ in loaded.cells) * len(loaded.seeds)
     if parallel <= 1 or todo <= 1:
         return run_sweep(loaded, progress=progress)
-    with _threads_per_process(1 if cuda else max(1, cores // parallel)):
+    from ambcore.threads import threads_per_process
+
+    with _threads_per_process(1 if cuda else threads_per_process(parallel, cores=cores)):
         return run_sweep(loaded, backend="submitit", cluster="local", max_parallel=parallel,
                          progress=progress,
                          cost=lambda cell: RELATIVE_COST.get(cell.name, 0))  # fmt: skip

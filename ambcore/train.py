@@ -235,12 +235,16 @@ def _task_loss(cfg: Config, prediction: torch.Tensor, labels: torch.Tensor) -> t
     return F.mse_loss(prediction, labels)
 
 
+def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training/evaluation step: bf16 on CUDA with ``cfg.bf16``, else
+    None (fp32; autocast is never used on the CPU)."""
+    return torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
+
+
 def _autocast(cfg: Config, device: torch.device):
-    return torch.autocast(
-        device_type=device.type,
-        dtype=torch.bfloat16,
-        enabled=device.type == "cuda" and cfg.bf16,
-    )
+    dtype = autocast_dtype(cfg, device)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None)  # fmt: skip
 
 
 def _subset(split: Split, index: list[int]) -> Split:

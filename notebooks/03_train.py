@@ -47,16 +47,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore import experiments, runs
+from ambcore import experiments, plots, run_report, runs
 from ambcore.book import banner, config_from_parameters, numbered_table
 from ambcore.config import apply_overrides
-from ambcore.plots import (
-    confusion_matrix_figure,
-    learning_curves,
-    metrics_table,
-    prediction_scatter,
-    provenance_line,
-)
 from ambcore.train import train_and_evaluate
 
 cfg = apply_overrides(config_from_parameters(preset, data, plm, seed), list(overrides))
@@ -69,9 +62,7 @@ display(banner(cfg))
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-shown = ["preset", "model", "plm", "variant", "text_adaptation", "adapter_dim", "fusion_hidden",
-         "dropout", "loss", "lr", "batch_size", "max_epochs", "patience", "seed"]  # fmt: skip
-print(pd.Series({key: getattr(cfg, key) for key in shown}).to_string())
+display(run_report.config_table(cfg))
 
 # %% [markdown]
 # ## Training
@@ -84,11 +75,8 @@ result = train_and_evaluate(cfg, run_path, progress=True, resume=True)
 metrics = runs.read_metrics(run_path)
 history = runs.read_history(run_path)
 predictions = pd.read_csv(run_path / "test_predictions.csv")
-source = provenance_line(result.data_name, result.is_synthetic, result.plm)
-state = "reused (already finished)" if result.reused else f"trained in {result.seconds:.0f} s"
-print(f"run folder: {run_path}\n{state}; {result.epochs_run} epochs, best epoch {result.best_epoch}"
-      f"{' (stopped early)' if result.stopped_early else ''}; "
-      f"{result.n_trainable_params:,} trainable parameters")  # fmt: skip
+source = plots.provenance_line(result.data_name, result.is_synthetic, result.plm)
+print(run_report.training_summary(result))
 
 # %% [markdown]
 # The run folder's files; the tables and figures below are built from them. (The ablation and
@@ -96,9 +84,8 @@ print(f"run folder: {run_path}\n{state}; {result.epochs_run} epochs, best epoch 
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-later = {"sweep.json", experiments.ROBUSTNESS_FILE}
-print("\n".join(sorted(p.name for p in run_path.iterdir()
-                        if not p.name.startswith(".") and p.name not in later)))
+later = {"sweep.json", experiments.ROBUSTNESS_FILE}  # written by chapters 04 and 05
+print("\n".join(run_report.run_files(run_path, leave_out=later)))
 
 # %% [markdown]
 # ## Learning curves
@@ -107,7 +94,7 @@ print("\n".join(sorted(p.name for p in run_path.iterdir()
 # validation Acc-7 after every epoch; the dashed line marks the epoch whose checkpoint is kept.
 
 # %% tags=["hide-input"]
-fig = learning_curves(history, best_epoch=result.best_epoch, subtitle=source)
+fig = plots.learning_curves(history, best_epoch=result.best_epoch, subtitle=source)
 display(fig)
 plt.close(fig)
 
@@ -119,27 +106,12 @@ plt.close(fig)
 # something only where it beats it. Its correlation is undefined (a constant prediction).
 
 # %% tags=["hide-input"]
-table = metrics_table({
-    "valid (best checkpoint)": metrics["valid"],
-    "test (best checkpoint)": metrics["test"],
-    "test: predict the training mean": metrics["test_baseline_train_mean"],
-})  # fmt: skip
+table = run_report.metrics_overview(metrics)
 display(banner(cfg))
-display(numbered_table(table, f"AMB on {source}", name="tbl-train-metrics", digits=3))
-
-test = metrics["test"]
-baseline = metrics["test_baseline_train_mean"]
-glue("train_data", result.data_name, display=False)
-glue("train_plm", result.plm, display=False)
-glue("train_test_mae", f"{test['mae']:.3f}", display=False)
-glue("train_test_corr", "n/a" if test["corr"] is None else f"{test['corr']:.3f}", display=False)
-glue("train_test_acc7", f"{100 * test['acc7']:.1f}", display=False)
-glue("train_test_acc2_non0", f"{100 * test['acc2_non0']:.1f}", display=False)
-glue("train_test_f1_non0", f"{100 * test['f1_non0']:.1f}", display=False)
-glue("train_baseline_mae", f"{baseline['mae']:.3f}", display=False)
-glue("train_best_epoch", str(result.best_epoch), display=False)
-glue("train_epochs", str(result.epochs_run), display=False)
-glue("train_n_trainable", f"{result.n_trainable_params:,}", display=False)
+display(numbered_table(table, f"AMB on {source}", name="tbl-train-metrics",
+                           digits=run_report.METRIC_DIGITS))
+for name, value in run_report.glue_values(result, metrics).items():
+    glue(name, value, display=False)
 
 # %% [markdown]
 # On the test split the model reaches an MAE of {glue:text}`train_test_mae` (the mean-label
@@ -156,7 +128,7 @@ glue("train_n_trainable", f"{result.n_trainable_params:,}", display=False)
 # averages of annotators and lie on a grid of thirds, hence the columns.
 
 # %% tags=["hide-input"]
-fig = prediction_scatter(predictions["y_true"], predictions["y_pred"], subtitle=source)
+fig = plots.prediction_scatter(predictions["y_true"], predictions["y_pred"], subtitle=source)
 display(fig)
 plt.close(fig)
 
@@ -166,7 +138,7 @@ plt.close(fig)
 # predicted as the column's class.
 
 # %% tags=["hide-input"]
-fig = confusion_matrix_figure(predictions["y_true"], predictions["y_pred"], subtitle=source)
+fig = plots.confusion_matrix_figure(predictions["y_true"], predictions["y_pred"], subtitle=source)
 display(fig)
 plt.close(fig)
 
@@ -177,12 +149,4 @@ plt.close(fig)
 # fingerprint of the data.
 
 # %% tags=["hide-input"]
-env = runs.read_json(run_path / "env.json")
-print(pd.Series({
-    "device": env["device"],
-    "torch": env["versions"]["torch"],
-    "transformers": env["versions"]["transformers"],
-    "git revision": f"{env['git_revision']}{' (uncommitted changes)' if env['git_dirty'] else ''}",
-    "data fingerprint": env["data_fingerprint"],
-    "host / CPUs": f"{env['hostname']} / {env['cpu_count']}",
-}).to_string())
+display(run_report.provenance_table(runs.read_json(run_path / "env.json")))

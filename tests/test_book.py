@@ -41,6 +41,13 @@ ARTIFACTS = ROOT / "test-artifacts" / "book"
 # shows a placeholder page for it. Remove a chapter from this set when its notebook lands; from
 # then on a missing notebook (or a page that did not come from it) fails the build test.
 PENDING_CHAPTERS: set[str] = set()
+# Pages that still print a results file's full path (a temporary folder in the smoke book);
+# remove a page from this set once it names files relative to the results folder.
+PATHS_PENDING: set[str] = {"executed/05_robustness.html"}
+# Pages whose tables are still wider than their column at 1300 px (one column per value and
+# long provenance text per row); remove a page from this set once its tables fit.
+OVERFLOW_PENDING: set[str] = {"executed/04_ablation", "executed/05_robustness", "executed/06_results",
+                              "executed/07_status"}  # fmt: skip
 
 
 # ---- configuration and table of contents ----------------------------------------------------
@@ -280,6 +287,11 @@ def test_chapters_not_selected_keep_their_last_copy(tmp_path):
     assert timings["02_model"]["status"] == "ok" and timings["02_model"]["cpu_seconds"] > 0
     assert "one smoke" in (out / "01_data.ipynb").read_text()  # the earlier copy, untouched
     assert "two embedded" in (out / "02_model.ipynb").read_text()
+    # papermill's parameter cells stay in the executed notebook, hidden from the book's page
+    import nbformat
+
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(out / "02_model.ipynb", 4).cells]
+    assert ["parameters", "remove-cell"] in tags and ["injected-parameters", "remove-cell"] in tags
 
 
 def test_cli_error_for_paper_preset_without_data(monkeypatch, capsys):
@@ -452,6 +464,26 @@ def test_smoke_book_loads_no_script_from_the_network(smoke_book):
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
+def test_smoke_book_hides_parameter_cells_and_temporary_paths(smoke_book):
+    """Readers see neither papermill's parameter cells nor a path of the machine that built the
+    book (the smoke book is built under a temporary folder)."""
+    html, _, _ = smoke_book
+    work = html.parents[2]  # <tmp>/smoke-book*/book/_build/html
+    problems = []
+    for page in sorted(html.rglob("*.html")):
+        if "_static" in page.parts:
+            continue
+        text = page.read_text()
+        for tag in ("tag_parameters", "tag_injected-parameters"):
+            if tag in text:
+                problems.append(f"{page.relative_to(html)}: shows a cell tagged {tag[4:]}")
+        if (str(work) in text or str(work.resolve()) in text) and (
+            page.relative_to(html).as_posix() not in PATHS_PENDING
+        ):
+            problems.append(f"{page.relative_to(html)}: shows the temporary path {work}")
+    assert not problems, "\n".join(problems)
+
+
 def test_smoke_book_status_page_records_the_build(smoke_book):
     html, _, _ = smoke_book
     text = re.sub(r"<[^>]+>", " ", (html / "executed" / "07_status.html").read_text())
@@ -476,8 +508,11 @@ function ambBrowserCheck() {
   });
   var tables = Array.from(main.querySelectorAll("table")).map(function (t) {
     var box = t.getBoundingClientRect();
+    var box_of = t.parentElement;  // the table's container: wider content means it overflows
     return {rows: t.rows.length, cells: t.querySelectorAll("td").length,
-            height: box.height, width: box.width};
+            height: box.height, width: box.width,
+            overflow: box_of.scrollWidth - box_of.clientWidth,
+            caption: (t.caption ? t.caption.textContent : "").slice(0, 60)};
   });
   var math = Array.from(main.querySelectorAll(".math")).map(function (m) {
     return {typeset: m.querySelector("mjx-container") !== null,
@@ -527,7 +562,7 @@ def _open_in_chromium(exe: str, page: Path, screenshot: Path, profile: Path) -> 
         exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--hide-scrollbars",
-        "--virtual-time-budget=8000", "--window-size=1280,2000",
+        "--virtual-time-budget=8000", "--window-size=1300,2000",
         f"--screenshot={screenshot}", "--dump-dom", probe.as_uri(),
     ]  # fmt: skip
     try:
@@ -564,6 +599,9 @@ def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium
             n_tables += 1
             if table["rows"] < 2 or table["cells"] == 0 or table["height"] <= 0 or table["width"] <= 0:
                 problems.append(f"{name}: table {i} did not render ({table})")
+            if table["overflow"] > 1 and name not in OVERFLOW_PENDING:  # fits at 1300 px
+                problems.append(f"{name}: table {i} {table['caption']!r} is {table['overflow']} px "
+                                "wider than its column")
         for formula in result["math"]:  # MathJax is served by the book itself (no CDN)
             n_math += 1
             if not formula["typeset"]:

@@ -127,3 +127,39 @@ def test_designed_outcome_full_beats_text_only_beats_no_text(raw):
             corr[name] = np.corrcoef(prediction, y_test)[0, 1]
     assert corr["full"] > corr["text"] + 0.05
     assert corr["text"] > corr["no-text"] + 0.1
+
+
+def test_mosei_format_files_carry_mmsa_keys_and_load_back(tmp_path):
+    import pickle
+
+    from ambcore.cli import main
+    from ambcore.data.loaders import load_dataset
+
+    out = tmp_path / "mosei"
+    assert main(["data", "synth", "--mosei-format", "--out", str(out), "--n-train", "10",
+                 "--n-valid", "4", "--n-test", "4"]) == 0
+    for layout in ("aligned", "unaligned"):
+        path = out / f"{layout}_50.pkl"
+        raw = pickle.loads(path.read_bytes())
+        for split, n in (("train", 10), ("valid", 4), ("test", 4)):
+            arrays = raw[split]
+            # the keys and shapes MMSA's loader reads (use_bert and plain text features)
+            assert arrays["text_bert"].shape == (n, 3, 50)
+            assert arrays["text"].shape == (n, 50, 768)
+            assert arrays["vision"].shape[0] == arrays["audio"].shape[0] == n
+            assert arrays["vision"].shape[2] == 35 and arrays["audio"].shape[2] == 74
+            for key in ("raw_text", "id", "regression_labels", "classification_labels",
+                        "annotations"):
+                assert len(arrays[key]) == n, key
+            ids, mask = arrays["text_bert"][:, 0], arrays["text_bert"][:, 1]
+            assert (ids[:, 0] == 101).all() and (mask.sum(1) >= 3).all()  # [CLS] first
+            labels = arrays["regression_labels"]
+            assert ((arrays["classification_labels"] == 2) == (labels > 0)).all()
+            if layout == "unaligned":
+                assert arrays["audio"].shape[1] == arrays["vision"].shape[1] == 500
+                assert arrays["audio_lengths"].max() <= 500
+            else:
+                assert arrays["audio"].shape[1] == 50
+        dataset = load_dataset(path)
+        assert dataset.is_synthetic and dataset.visual_dim == 35 and dataset.acoustic_dim == 74
+        assert len(dataset.splits["train"]) == 10

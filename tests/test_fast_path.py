@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import replace
 
 import pytest
@@ -197,6 +198,28 @@ def test_bench_command_writes_the_record(tmp_path):
     table = summary_frame(record)
     assert list(table["model"]) == ["amb", "amb", "amb-ft", "amb-ft"]
     assert table["fast/naive epoch"].notna().sum() == 2
+    loaded = record["under_load"]  # the same steps beside one busy process, and idle
+    assert loaded["model"] == "amb" and loaded["competitors"] == 1
+    assert loaded["step_ms_idle"]["n"] == loaded["step_ms_loaded"]["n"] == 2 * loaded["batches"]
+    assert loaded["ratio"] == pytest.approx(
+        loaded["step_ms_loaded"]["median"] / loaded["step_ms_idle"]["median"], rel=1e-2)
+    assert loaded["torch_threads"] >= 1 and loaded["omp_wait_policy"]
+
+
+def test_busy_processes_spin_and_end_with_the_block():
+    import resource
+
+    from ambcore.bench import busy_processes
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    before = children_cpu()
+    with busy_processes(1) as procs:
+        time.sleep(0.5)
+    assert procs[0].poll() is not None  # killed and reaped
+    assert children_cpu() - before > 0.1  # it spun (about 1 s of wall time in the block)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

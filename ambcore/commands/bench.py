@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="where to write the JSON record (default results/bench-<preset>.json)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--load-competitors", type=int, default=1, metavar="N",
+                   help="busy processes beside the under-load training steps of the first "
+                        "model (default 1; 0 skips the measurement)")  # fmt: skip
     p.set_defaults(func=_bench)
 
 
@@ -65,6 +68,7 @@ def _bench(args: argparse.Namespace) -> int:
         measure_memory_peak=not args.no_memory,
         command=command,
         progress=not args.no_progress,
+        load_competitors=args.load_competitors,
     )
     out = Path(args.out) if args.out else default_output(cfg.preset)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -41,18 +42,34 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="where executed notebooks go (default: BOOK_DIR/executed, where the book "
                         "reads them; another folder needs --no-build)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config value for every chapter and every run, over the preset and "
+                        "the baselines' recipes (repeatable; the kernels read it as AMB_SET), "
+                        "e.g. --set max_epochs=1 for a dry run")
+    p.add_argument("--param", dest="chapter_params", action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="a papermill parameter (YAML value) for the chapters that declare it "
+                        "(repeatable), e.g. --param n_seeds=1 --param 'rates=[0.0, 1.0]'")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ambcore.book import run_book
+    from ambcore.book import BookInterrupted, run_book
 
-    result = run_book(
-        preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
-        chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
-        results_dir=args.results_dir,
-        book_dir=args.book_dir, out_dir=args.out,
-    )
+    try:
+        result = run_book(
+            preset=args.preset, data=args.data, plm=args.plm, seed=args.seed,
+            chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
+            results_dir=args.results_dir,
+            book_dir=args.book_dir, out_dir=args.out,
+            overrides=args.overrides, chapter_params=args.chapter_params,
+        )
+    except BookInterrupted as exc:  # the job printed what was stopped and how to resume
+        # Every file is written; exit now. A normal interpreter exit would wait seconds on the
+        # stopped kernels' ZeroMQ sockets (messages for a kernel that is gone).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + (exc.signum or 2))
     if result.html_dir is not None:
         print(f"[book] open {result.html_dir / 'index.html'}")
     return 0

@@ -3,7 +3,9 @@
 - ``data inspect PATH_OR_NAME [--json]``: splits, sizes, feature dims, sequence lengths, label
   statistics and every repair made while loading.
 - ``data synth --out FILE [--n-train N ...] [--aligned | --unaligned] [--seed S]``: write the
-  synthetic MOSEI-shaped dataset in the MMSA pickle layout.
+  synthetic MOSEI-shaped dataset in the MMSA pickle layout; with ``--mosei-format`` ``--out`` is
+  a folder that receives ``aligned_50.pkl`` and ``unaligned_50.pkl`` with every key of MMSA's
+  CMU-MOSEI files.
 
 Each subcommand is one ``add_*`` function in ``SUBCOMMANDS`` taking the ``data`` command's
 subparsers; adding a subcommand means appending one function.
@@ -53,7 +55,8 @@ def _add_synth(sub) -> None:
             "MOSEI's sizes are --n-train 16326 --n-valid 1871 --n-test 4659."
         ),
     )
-    p.add_argument("--out", required=True, help="output .pkl file")
+    p.add_argument("--out", required=True,
+                   help="output .pkl file (a folder with --mosei-format)")  # fmt: skip
     p.add_argument("--n-train", type=int, default=default.synthetic_n_train)
     p.add_argument("--n-valid", type=int, default=default.synthetic_n_valid)
     p.add_argument("--n-test", type=int, default=default.synthetic_n_test)
@@ -63,6 +66,10 @@ def _add_synth(sub) -> None:
                         help="word-aligned, 50 steps (aligned_50 layout; default)")  # fmt: skip
     layout.add_argument("--unaligned", dest="aligned", action="store_false",
                         help="frames per word with audio/vision lengths (unaligned layout)")  # fmt: skip
+    p.add_argument("--mosei-format", action="store_true",
+                   help="write OUT/aligned_50.pkl and OUT/unaligned_50.pkl as MMSA's CMU-MOSEI "
+                        "files (text_bert, text, annotations, classification_labels; unaligned "
+                        "padded to 500 steps); still SYNTHETIC data")  # fmt: skip
     p.set_defaults(func=run_synth)
 
 
@@ -75,6 +82,8 @@ def run_synth(args) -> int:
         if value < 1:
             raise AmbError(f"data synth: {flag} must be at least 1, got {value}")
     start = time.perf_counter()
+    if args.mosei_format:
+        return _synth_mosei_format(args, start)
     path = make_synthetic_dataset(
         args.n_train, args.n_valid, args.n_test, args.seed, args.aligned, out_path=args.out
     )
@@ -84,6 +93,17 @@ def run_synth(args) -> int:
         f"seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB) in "
         f"{time.perf_counter() - start:.1f} s"
     )
+    return 0
+
+
+def _synth_mosei_format(args, start: float) -> int:
+    from ambcore.data.synthetic import write_mosei_format
+
+    paths = write_mosei_format(args.out, args.n_train, args.n_valid, args.n_test, args.seed)
+    for layout, path in paths.items():
+        print(f"wrote {path} (SYNTHETIC, MOSEI format, {layout}, {args.n_train}/{args.n_valid}/"
+              f"{args.n_test}, seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+    print(f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -1,6 +1,7 @@
 """``model summary``: parameter counts by component (thesis 6.3.2).
 
     python -m ambcore model summary --preset NAME [--random-init] [--set k=v ...] [--json]
+    python -m ambcore model standin --out DIR [--tiny]
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="acoustic feature size (default 74, MOSEI COVAREP)")  # fmt: skip
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_summary)
+    t = sub.add_parser(
+        "standin",
+        help="write a bert-base-uncased stand-in (random weights) as a local model folder",
+        description="Write bert-base-uncased's architecture with seeded RANDOM weights and the "
+        "bundled all-MiniLM-L6-v2 tokenizer files (bert-base-uncased's vocabulary) as a local "
+        "Hugging Face folder; pass it as --plm DIR to run the paper preset's code path without "
+        "a download. Not a trained language model.",
+    )
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--tiny", action="store_true",
+                   help="a 4-layer width-32 BERT instead of bert-base (for tests)")  # fmt: skip
+    t.set_defaults(func=_standin)
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -47,4 +60,14 @@ def _summary(args: argparse.Namespace) -> int:
         acoustic_dim=args.acoustic_dim or MOSEI_ACOUSTIC_DIM,
     )
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _standin(args: argparse.Namespace) -> int:
+    from ambcore.models.plm import save_standin
+
+    out = save_standin(args.out, tiny=args.tiny)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    kind = "tiny BERT" if args.tiny else "bert-base-uncased architecture"
+    print(f"wrote {out} ({kind}, RANDOM weights, MiniLM tokenizer files, {size:.1f} MB)")
     return 0

@@ -76,14 +76,19 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan_frame(cells).to_string(index=False))
         return 0
-    result = run_sweep(
-        spec,
-        backend=args.backend,
-        cluster=args.cluster,
-        max_parallel=args.max_parallel,
-        fail_fast=args.fail_fast,
-        progress=not args.no_progress,
-    )
+    from ambcore.threads import child_environment, threads_per_process
+
+    # Parallel cells share the cores out (one thread each on two cores, or --threads).
+    workers = args.max_parallel or 1
+    with child_environment(threads_per_process(workers, getattr(args, "threads", None))):
+        result = run_sweep(
+            spec,
+            backend=args.backend,
+            cluster=args.cluster,
+            max_parallel=args.max_parallel,
+            fail_fast=args.fail_fast,
+            progress=not args.no_progress,
+        )
     frame = result.frame()[["cell", "seed", "status_before", "outcome", "seconds", "run_dir"]]
     print(frame.to_string(index=False, float_format=lambda s: f"{s:.1f}"))
     for failure in result.failed:

