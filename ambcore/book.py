@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ambcore.config import Config, get_config
 from ambcore.errors import AmbError
+from ambcore.interrupt import watched
 from ambcore.paths import PROJECT_ROOT, data_from_env
 
 __all__ = [
@@ -572,7 +573,7 @@ def run_book(
     options.out_dir.mkdir(parents=True, exist_ok=True)
     job = _start_job(options, cfg, selected, log)
     t_book = time.perf_counter()
-    with stop_descendants_on_signals() as received:
+    with stop_descendants_on_signals() as received, watched():  # workers end with the job
         for index, chapter in enumerate(CHAPTERS, 1):
             _resumable(job, chapter, received, lambda: _chapter_step(job, chapter, index))
         _finish_timings(job, time.perf_counter() - t_book)
@@ -834,29 +835,13 @@ def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Ca
 
 
 def stop_descendants(grace: float = 2.0) -> list[int]:
-    """Stop every descendant process of this one (kernels and the workers they started).
-
-    The tree is read before anything is signalled (a kernel's workers outlive it and would
-    otherwise be lost to PID 1); all get SIGTERM, those still alive after ``grace`` seconds
-    (workers that ignore SIGTERM, e.g. submitit's) SIGKILL. Returns the PIDs signalled.
+    """Stop every descendant process of this one (kernels and the workers they started):
+    ``ambcore.interrupt.kill_tree`` (the tree read before anything is signalled, SIGTERM, then
+    SIGKILL after ``grace`` seconds for workers that ignore SIGTERM). Returns the PIDs signalled.
     """
-    import psutil
+    from ambcore.interrupt import kill_tree
 
-    me = psutil.Process()
-    seen: dict[int, Any] = {p.pid: p for p in me.children(recursive=True)}
-    for proc in seen.values():
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(list(seen.values()), timeout=grace)
-    for proc in me.children(recursive=True):  # started while the first ones were stopping
-        seen.setdefault(proc.pid, proc)
-        if proc not in alive:
-            alive.append(proc)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace)
-    return sorted(seen)
+    return kill_tree(grace=grace)
 
 
 @contextlib.contextmanager

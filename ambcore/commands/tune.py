@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from ambcore import interrupt
 from ambcore.tune import load_tune_spec, set_aside, trials_frame, tune, write_record
 
 
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_tune)
 
 
+@interrupt.interruptible(interrupt.same_command)  # finished trials are kept; the rest rerun
 def _tune(args: argparse.Namespace) -> int:
     spec = load_tune_spec(args.spec, runs_dir=args.runs_dir)
     print(f"tune {spec.name}: {len(spec.cells)} cell(s) x {spec.n_trials} trial(s), "
