@@ -87,6 +87,7 @@ __all__ = [
     "phases_frame",
     "machine_frame",
     "record_machines",
+    "record_phases",
 ]
 
 NAIVE_PAD_TO = 50  # the thesis' fixed text length and the aligned_50 feature length
@@ -699,6 +700,29 @@ def record_machines(results_dir: str | os.PathLike | None = None):
                      "per-phase CPU time": "yes" if payload.get("phases") else "no"})  # fmt: skip
     return pd.DataFrame(rows, columns=["record", "CPU", "cores", "probe (GFLOP/s)",
                                        "load at probe", "per-phase CPU time"])  # fmt: skip
+
+
+def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
+    """``(file name, phases_frame)`` of every benchmark record under ``results_dir`` that holds
+    a per-phase breakdown (the phases of a record's ``phases_before``, if any, come first)."""
+    from ambcore.paths import PROJECT_ROOT
+
+    folder = Path(results_dir or PROJECT_ROOT / "results")
+    out = []
+    for path in sorted(folder.glob("bench*.json")):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(payload, dict):
+            continue
+        if payload.get("phases_before"):
+            before = payload["phases_before"]
+            out.append((f"{path.name} ({before.get('label', 'before')})",
+                        phases_frame({"phases": before["phases"]})))  # fmt: skip
+        if payload.get("phases"):
+            out.append((path.name, phases_frame(payload)))
+    return out
 
 
 def _target(median: float, minimum: float, limit: float, noisy: bool) -> dict[str, Any]:
