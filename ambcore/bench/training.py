@@ -101,6 +101,8 @@ BENCH_MODELS: dict[str, dict[str, Any]] = {
     "mag-bert": dict(model="mag-bert", text_adaptation="finetune", finetune_layers="all"),
     "misa-adapters": dict(model="misa", text_adaptation="adapters"),
     "mag-bert-adapters": dict(model="mag-bert", text_adaptation="adapters"),
+    "amb-text-only": dict(model="amb", text_adaptation="adapters", variant="text-only"),
+    "amb-no-text": dict(model="amb", text_adaptation="adapters", variant="no-text"),
 }
 DEFAULT_MODELS = ("amb", "amb-ft", "misa", "mag-bert")
 
