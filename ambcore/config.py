@@ -11,10 +11,10 @@ Presets
 - ``embedded``: the synthetic MOSEI-shaped dataset and the bundled all-MiniLM-L6-v2; the
   default main job. Sized so that the whole book (7 models x 3 seeds, plus the robustness
   runs) takes about a third of its earlier 26 minutes on two CPU cores: one AMB run (up to 4
-  epochs over 320 training utterances, 150 validation, 250 test) costs about 20 CPU-seconds
-  with one thread, against about 63 with the earlier 8 epochs over 600/200/300 (measured by
-  ``ambcore.bench.phases``: training is PLM forward and backward, a third of a run is
-  evaluation). Evaluation batches of 32 pad the short synthetic texts (15 word pieces on
+  epochs over 320 training utterances, 150 validation, 250 test) costs about 23 CPU-seconds
+  with one thread, against about 64 with the earlier 8 epochs over 600/200/300 (measured by
+  ``ambcore.bench.phases``, results/phases-embedded.json: training is PLM forward and
+  backward, a third of a run is evaluation). Evaluation batches of 32 pad the short synthetic texts (15 word pieces on
   average) to the longest of 32, not of 128.
 - ``paper``: CMU-MOSEI (path from ``--set data=...`` or ``AMB_DATA``) and bert-base-uncased with
   the thesis' hyper-parameters (adapter 384, fusion 220, Adam 5e-5, dropout 0.2, patience 10).

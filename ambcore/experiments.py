@@ -203,8 +203,9 @@ GRIDS: dict[str, Grid] = {
     "smoke": Grid(seeds=(0,), rates=(0.0, 0.5, 1.0), n_draws=1, finetune_last=1, parallel=1,
                   note="CI: a tiny random BERT, one seed, three rates"),
     # Three seeds (the training chapter's AMB run is seed 0): every cell is a full MiniLM
-    # training of up to 4 epochs over 320 utterances, about 20 CPU-seconds (AMB, one thread)
-    # to 45 (the fine-tuned baselines); two runs at a time on two cores. Four rates: the clean
+    # training of up to 4 epochs over 320 utterances, about 23 CPU-seconds (AMB, one thread)
+    # to 30 (the fine-tuned baselines; results/phases-embedded.json); two runs at a time
+    # on two cores. Four rates: the clean
     # pass (once for all kinds, see robustness_curves) and three corruption levels, 13 passes
     # over the test split per run instead of 20.
     "embedded": Grid(seeds=(0, 1, 2), rates=(0.0, 0.25, 0.5, 1.0), n_draws=1,

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from ambcore import runs
-from ambcore.bench import format_report, phases_frame, record_machines, run_benchmark
+from ambcore.bench import (format_report, phases_frame, record_machines, record_phases,
+                           run_benchmark)
 from ambcore.bench.phases import CONTEXTS, PhaseClock, profile_training_run
 from ambcore.config import get_config
 
@@ -80,9 +81,10 @@ def test_phases_only_record_has_the_machine_and_the_phases(tmp_path, monkeypatch
     assert "total" in set(frame["phase (CPU s)"])
     text = format_report(record)
     assert "21.5 GFLOP/s" in text and "backward" in text
-    (tmp_path / "bench-smoke.json").write_text(json.dumps(record))
+    (tmp_path / "phases-smoke.json").write_text(json.dumps(record))
     (tmp_path / "sdk_bench.json").write_text(json.dumps({"wall_s": 1.0}))
     machines = record_machines(tmp_path).set_index("record")
-    assert machines.loc["bench-smoke.json", "probe (GFLOP/s)"] == 21.5
-    assert machines.loc["bench-smoke.json", "per-phase CPU time"] == "yes"
+    assert machines.loc["phases-smoke.json", "probe (GFLOP/s)"] == 21.5
+    assert machines.loc["phases-smoke.json", "per-phase CPU time"] == "yes"
     assert machines.loc["sdk_bench.json", "probe (GFLOP/s)"] == "–"
+    assert [name for name, _ in record_phases(tmp_path)] == ["phases-smoke.json"]

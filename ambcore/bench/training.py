@@ -679,6 +679,13 @@ def machine_frame(block: dict[str, Any] | None = None):
     return pd.DataFrame(rows, columns=["what", "value"]).astype({"value": str})
 
 
+def _record_files(folder: Path) -> list[Path]:
+    """Benchmark records: ``bench*.json``, ``*_bench*.json`` and the per-phase records
+    ``phases*.json`` (``python -m ambcore bench --phases-only``)."""
+    patterns = ("bench*.json", "*_bench*.json", "phases*.json")
+    return sorted({p for pattern in patterns for p in folder.glob(pattern)})
+
+
 def record_machines(results_dir: str | os.PathLike | None = None):
     """One row per benchmark record under ``results_dir``: the machine that produced it and
     its probe (records written before the machine block was recorded show "–")."""
@@ -688,7 +695,7 @@ def record_machines(results_dir: str | os.PathLike | None = None):
 
     folder = Path(results_dir or PROJECT_ROOT / "results")
     rows = []
-    for path in sorted({*folder.glob("bench*.json"), *folder.glob("*_bench*.json")}):
+    for path in _record_files(folder):
         try:
             payload = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -711,7 +718,7 @@ def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[st
 
     folder = Path(results_dir or PROJECT_ROOT / "results")
     out = []
-    for path in sorted(folder.glob("bench*.json")):
+    for path in _record_files(folder):
         try:
             payload = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
