@@ -205,9 +205,8 @@ GRIDS: dict[str, Grid] = {
     # Three seeds (the training chapter's AMB run is seed 0): every cell is a full MiniLM
     # training of up to 4 epochs over 320 utterances, about 23 CPU-seconds (AMB, one thread)
     # to 30 (the fine-tuned baselines; results/phases-embedded.json); two runs at a time
-    # on two cores. Four rates: the clean
-    # pass (once for all kinds, see robustness_curves) and three corruption levels, 13 passes
-    # over the test split per run instead of 20.
+    # on two cores. Four rates: the clean pass (once for all kinds, see robustness_curves)
+    # and three corruption levels, 13 passes over the test split per run instead of 20.
     "embedded": Grid(seeds=(0, 1, 2), rates=(0.0, 0.25, 0.5, 1.0), n_draws=1,
                      note="sized for the 10-minute book on two CPU cores"),
     "paper": Grid(seeds=(0, 1, 2), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
@@ -581,7 +580,7 @@ def epoch_seconds(run_dir: str | os.PathLike) -> dict[str, float] | None:
         return None
     try:
         history = runs.read_history(paths.root)
-    except Exception:  # an unreadable history is no measurement
+    except (OSError, ValueError):  # an unreadable or empty history is no measurement
         return None
     seconds = history["seconds"].dropna() if "seconds" in history else []
     if len(seconds) == 0:
@@ -631,7 +630,8 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
 
     ``parallel``: runs at once. 0 picks one per GPU on a GPU machine, else one per CPU core (at
     most 2 on two cores); 1 trains in this process. Parallel runs are subprocesses (submitit's
-    local executor), each with ``cores // parallel`` threads.
+    local executor), each with ``cores // parallel`` threads, started costliest first by
+    ``scheduling_costs`` (earlier runs' ``history.csv``, scaled by the calibration probe).
     """
     import torch
 
