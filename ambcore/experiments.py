@@ -7,7 +7,7 @@ robustness (6.3.4) chapters and *where* each run lives:
   missing-modality variants, AMB-FT, MISA, MISA-Adapters, MAG-BERT, and AMB trained with noise
   augmentation).
 - ``GRIDS``: per preset, the seeds and the robustness grid (corruption rates, noise draws).
-  ``paper`` keeps the thesis' grids; ``embedded`` is sized to fit the 30-minute book on two CPU
+  ``paper`` keeps the thesis' grids; ``embedded`` is sized to fit the 10-minute book on two CPU
   cores; ``smoke`` to run each chapter in about a minute in CI.
 - ``runs_root`` / ``run_dir``: ``<runs>/<preset>[-<hash>]/<cell>/seed<seed>``, the layout of
   ``ambcore.sweep`` (``<runs_dir>/<cell>/seed<seed>``) with ``runs_dir = runs_root(...)``. The
