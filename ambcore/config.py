@@ -10,8 +10,12 @@ Presets
 - ``smoke``: CI-sized, a tiny random BERT and a few hundred synthetic utterances; seconds.
 - ``embedded``: the synthetic MOSEI-shaped dataset and the bundled all-MiniLM-L6-v2; the
   default main job. Sized so that the whole book (7 models x 3 seeds, plus the robustness
-  runs) fits in 30 minutes on two CPU cores: one AMB run (up to 8 epochs over 600 training
-  utterances) costs about 80 CPU-seconds with one thread (measured; see ambcore.experiments).
+  runs) takes about a third of its earlier 26 minutes on two CPU cores: one AMB run (up to 4
+  epochs over 320 training utterances, 150 validation, 250 test) costs about 23 CPU-seconds
+  with one thread, against about 64 with the earlier 8 epochs over 600/200/300 (measured by
+  ``ambcore.bench.phases``, results/phases-embedded.json: training is PLM forward and
+  backward, a third of a run is evaluation). Evaluation batches of 32 pad the short synthetic texts (15 word pieces on
+  average) to the longest of 32, not of 128.
 - ``paper``: CMU-MOSEI (path from ``--set data=...`` or ``AMB_DATA``) and bert-base-uncased with
   the thesis' hyper-parameters (adapter 384, fusion 220, Adam 5e-5, dropout 0.2, patience 10).
 
@@ -193,9 +197,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         preset="embedded",
         data="synthetic",
         plm="embedded",
-        synthetic_n_train=600,
-        synthetic_n_valid=200,
-        synthetic_n_test=300,
+        synthetic_n_train=320,
+        synthetic_n_valid=150,
+        synthetic_n_test=250,
         adapter_dim=192,  # half the hidden size, the thesis' ratio (384 of 768)
         encoder_dim=64,
         encoder_ffn_dim=128,
@@ -204,8 +208,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         misa_hidden=64,
         lr=1e-3,
         batch_size=32,
-        max_epochs=8,
-        patience=3,
+        eval_batch_size=32,
+        max_epochs=4,
+        patience=2,
     ),
     "paper": dict(
         preset="paper",

@@ -7,7 +7,7 @@ robustness (6.3.4) chapters and *where* each run lives:
   missing-modality variants, AMB-FT, MISA, MISA-Adapters, MAG-BERT, and AMB trained with noise
   augmentation).
 - ``GRIDS``: per preset, the seeds and the robustness grid (corruption rates, noise draws).
-  ``paper`` keeps the thesis' grids; ``embedded`` is sized to fit the 30-minute book on two CPU
+  ``paper`` keeps the thesis' grids; ``embedded`` is sized to fit the 10-minute book on two CPU
   cores; ``smoke`` to run each chapter in about a minute in CI.
 - ``runs_root`` / ``run_dir``: ``<runs>/<preset>[-<hash>]/<cell>/seed<seed>``, the layout of
   ``ambcore.sweep`` (``<runs_dir>/<cell>/seed<seed>``) with ``runs_dir = runs_root(...)``. The
@@ -85,7 +85,9 @@ __all__ = [
     "planted_truth_check",
     "overrides_of",
     "run_experiment",
-    "RELATIVE_COST",
+    "DEFAULT_EPOCH_SECONDS",
+    "epoch_seconds",
+    "scheduling_costs",
     "finished_runs",
     "spec_text",
 ]
@@ -235,10 +237,12 @@ GRIDS: dict[str, Grid] = {
     "smoke": Grid(seeds=(0,), rates=(0.0, 0.5, 1.0), n_draws=1, finetune_last=1, parallel=1,
                   note="CI: a tiny random BERT, one seed, three rates"),
     # Three seeds (the training chapter's AMB run is seed 0): every cell is a full MiniLM
-    # training of up to 8 epochs over 600 utterances, about 80 CPU-seconds (AMB, one thread)
-    # to 130 (the fine-tuned baselines); two runs at a time on two cores.
-    "embedded": Grid(seeds=(0, 1, 2), rates=(0.0, 0.1, 0.3, 0.5, 1.0), n_draws=1,
-                     note="sized for the 30-minute book on two CPU cores"),
+    # training of up to 4 epochs over 320 utterances, about 23 CPU-seconds (AMB, one thread)
+    # to 30 (the fine-tuned baselines; results/phases-embedded.json); two runs at a time
+    # on two cores. Four rates: the clean pass (once for all kinds, see robustness_curves)
+    # and three corruption levels, 13 passes over the test split per run instead of 20.
+    "embedded": Grid(seeds=(0, 1, 2), rates=(0.0, 0.25, 0.5, 1.0), n_draws=1,
+                     note="sized for the 10-minute book on two CPU cores"),
     "paper": Grid(seeds=(0, 1, 2), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
                   n_draws=3, note="the thesis: three runs, rates up to 1.0"),
 }  # fmt: skip
@@ -499,7 +503,7 @@ def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draw
     if frame is None:
         seed = runs.read_config(run_dir).seed
         frame = robustness_curve(run_dir, NOISE_KINDS, rates=rates, n_draws=n_draws, seed=seed,
-                                 progress=progress)  # fmt: skip
+                                 progress=progress)  # the clean split predicted once
         runs.atomic_write_text(run_dir / ROBUSTNESS_FILE, frame.to_csv(index=False))
     frame["run"] = str(run_dir)  # the folder may have moved since the cache was written
     # The cell's name in the book: AMB with noise augmentation is not "AMB".
@@ -623,13 +627,68 @@ def _threads_per_process(n: int):
         yield
 
 
-# Training seconds of one run per cell (sum of its epochs), measured in the embedded book (one
-# thread per run, two runs at a time; mean over seeds; AMB + noise augmentation assumed equal
-# to AMB).
-# Only the order in which parallel runs start uses them:
-# the costliest first, so that the sweep does not end with one long run on one core.
-RELATIVE_COST = {"mag-bert": 137, "misa": 109, "misa-adapters": 87, "amb-ft": 87, "amb": 61,
-                 "amb-noise-aug": 61, "amb-text-only": 56, "amb-no-text": 22}  # fmt: skip
+# ---- scheduling: run costs measured by earlier runs ---------------------------------------
+
+# Seconds of one training epoch assumed for a cell that no earlier run has measured, when no
+# other cell of the sweep has been measured either (then every cell costs the same per epoch
+# and the longer budget starts first). An unmeasured cell next to measured ones costs their
+# median per epoch. Only the order in which parallel runs start depends on these estimates.
+DEFAULT_EPOCH_SECONDS = 10.0
+
+
+def epoch_seconds(run_dir: str | os.PathLike) -> dict[str, float] | None:
+    """What an earlier run measured: its mean seconds per training epoch (``history.csv``) and
+    the calibration probe of the machine that ran it (``env.json``, GFLOP/s; None if absent).
+    None when the run has no finished epoch."""
+    from ambcore import runs
+
+    paths = runs.RunPaths(Path(run_dir))
+    if not paths.history.exists():
+        return None
+    try:
+        history = runs.read_history(paths.root)
+    except (OSError, ValueError):  # an unreadable or empty history is no measurement
+        return None
+    seconds = history["seconds"].dropna() if "seconds" in history else []
+    if len(seconds) == 0:
+        return None
+    probe = None
+    if paths.env.exists():
+        probe = ((runs.read_json(paths.env).get("machine") or {}).get("probe") or {}).get("gflops")
+    return {"epoch_s": float(seconds.mean()), "probe_gflops": float(probe) if probe else None}
+
+
+def _scaled(measured: dict[str, float], probe_now: float | None) -> float:
+    """Seconds per epoch on this machine: a faster probe here means a shorter epoch."""
+    then = measured["probe_gflops"]
+    if then and probe_now:
+        return measured["epoch_s"] * then / probe_now
+    return measured["epoch_s"]
+
+
+def scheduling_costs(cells, probe_now: float | None = None) -> dict[str, float]:
+    """Estimated training seconds per sweep cell name, for the order of parallel runs.
+
+    A cell's cost is its seconds per epoch, the median over its runs (any seed) that have
+    finished an epoch, scaled by the ratio of the calibration probes (``ambcore.runs
+    .matmul_probe``) of the machine that measured it and this one (``probe_now``), times its
+    ``max_epochs``. Unmeasured cells: the median of the measured ones per epoch, else
+    ``DEFAULT_EPOCH_SECONDS``. ``cells``: ``ambcore.sweep.SweepCell`` objects."""
+    import statistics
+
+    by_name: dict[str, list] = {}
+    for cell in cells:
+        by_name.setdefault(cell.name, []).append(cell)
+    per_epoch: dict[str, float] = {}
+    for name, group in by_name.items():
+        folders = {c.run_dir.parent for c in group}
+        runs_of_cell = sorted(d for f in folders if f.is_dir() for d in f.glob("seed*"))
+        measured = [m for m in map(epoch_seconds, runs_of_cell) if m is not None]
+        if measured:
+            per_epoch[name] = statistics.median(_scaled(m, probe_now) for m in measured)
+    fallback = statistics.median(per_epoch.values()) if per_epoch else DEFAULT_EPOCH_SECONDS
+    return {name: per_epoch.get(name, fallback) * max(g[0].cfg.max_epochs, 1)
+            for name, g in by_name.items()}  # fmt: skip
 
 
 def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = True):
@@ -638,7 +697,8 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
 
     ``parallel``: runs at once. 0 picks one per GPU on a GPU machine, else one per CPU core (at
     most 2 on two cores); 1 trains in this process. Parallel runs are subprocesses (submitit's
-    local executor), each with ``cores // parallel`` threads.
+    local executor), each with ``cores // parallel`` threads, started costliest first by
+    ``scheduling_costs`` (earlier runs' ``history.csv``, scaled by the calibration probe).
     """
     import torch
 
@@ -654,12 +714,16 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
     todo = sum(1 for _ in loaded.cells) * len(loaded.seeds)
     if parallel <= 1 or todo <= 1:
         return run_sweep(loaded, progress=progress)
+    from ambcore.runs import machine_block
+    from ambcore.sweep import plan
     from ambcore.threads import threads_per_process
 
+    # Measured once here: the workers inherit the probe (ambcore.runs.machine_block).
+    probe_now = machine_block()["probe"]["gflops"]
+    costs = scheduling_costs(plan(loaded), probe_now)
     with _threads_per_process(1 if cuda else threads_per_process(parallel, cores=cores)):
         return run_sweep(loaded, backend="submitit", cluster="local", max_parallel=parallel,
-                         progress=progress,
-                         cost=lambda cell: RELATIVE_COST.get(cell.name, 0))  # fmt: skip
+                         progress=progress, cost=lambda cell: costs.get(cell.name, 0.0))  # fmt: skip
 
 
 def finished_runs(spec: Mapping[str, Any]) -> list[Path]:

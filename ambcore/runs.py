@@ -81,6 +81,8 @@ __all__ = [
     "save_tensors",
     "load_tensors",
     "collect_env",
+    "machine_block",
+    "matmul_probe",
     "read_config",
     "read_metrics",
     "read_history",
@@ -390,7 +392,93 @@ def collect_env(
         "plm": dict(plm or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    env["machine"] = machine_block()
     return env
+
+
+# ---- the machine: CPU model, cores, calibration probe -------------------------------------
+
+PROBE_ENV = "AMB_MACHINE_PROBE"  # the probe of this process tree (JSON), measured once
+PROBE_SECONDS = 2.0  # how long the calibration probe runs
+PROBE_SIZE = 256  # the probe's square fp32 matrices
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def matmul_probe(seconds: float = PROBE_SECONDS, size: int = PROBE_SIZE) -> dict[str, Any]:
+    """The machine's single-thread fp32 matmul rate in GFLOP/s (a calibration probe).
+
+    ``size`` x ``size`` products (2 size^3 flops each) run for about ``seconds`` in chunks of
+    ten, with one thread; each chunk's rate divides its flops by the thread's CPU time, so
+    that time the scheduler gives to other processes on a shared machine does not count. The
+    fastest chunk is the probe (``gflops``, the least disturbed), the median is kept beside it,
+    with the load average when it was measured."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
+        out = torch.empty(size, size)
+        for _ in range(3):  # warm-up
+            torch.mm(a, b, out=out)
+        rates: list[float] = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or len(rates) < 3:
+            start = time.thread_time()
+            for _ in range(10):
+                torch.mm(a, b, out=out)
+            used = max(time.thread_time() - start, 1e-9)
+            rates.append(10 * 2 * size**3 / used / 1e9)
+    finally:
+        torch.set_num_threads(threads)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "gflops": round(max(rates), 2),
+        "gflops_median": round(float(np.median(rates)), 2),
+        "chunks": len(rates),
+        "what": f"single-thread fp32 {size}x{size} matmul, GFLOP/s per CPU-second (best chunk)",
+        "load_average_1_5_15min": [round(x, 2) for x in load] if load else None,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def machine_block(probe: bool = True) -> dict[str, Any]:
+    """The machine that produced a time: CPU model, core counts, and the calibration probe
+    (``matmul_probe``), measured once per process tree: the first measurement is kept in the
+    environment variable ``AMB_MACHINE_PROBE``, which child processes (sweep workers, chapter
+    kernels started later) inherit and reuse. ``probe=False``: without the probe."""
+    block: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": _usable_cores(),
+        "machine": platform.machine(),
+    }
+    if probe:
+        cached = os.environ.get(PROBE_ENV)
+        try:
+            block["probe"] = json.loads(cached) if cached else None
+        except json.JSONDecodeError:
+            block["probe"] = None
+        if not block["probe"]:
+            block["probe"] = matmul_probe()
+            os.environ[PROBE_ENV] = json.dumps(block["probe"])
+    return block
 
 
 # ---- readers used by notebooks, reports and the CLI ----------------------------------------

@@ -66,6 +66,24 @@ machine = pd.DataFrame(
 )
 numbered_table(machine, "What produced this build", name="tbl-status-machine")
 
+# %% [markdown]
+# ### Calibration probe
+#
+# Machines of one kind differ 2-3x in speed, so every time this book reports comes with the
+# machine that measured it: its CPU, its cores and a calibration probe, the single-thread
+# fp32 matrix-multiply rate in GFLOP/s per CPU-second (`ambcore.runs.matmul_probe`, about two
+# seconds), recorded in every run folder's `env.json` and every benchmark record. A time
+# measured on a machine with probe *p* compares to this one's after scaling by *p* / this
+# probe. This machine measured {glue:text}`probe_gflops` GFLOP/s.
+
+# %% tags=["hide-input"]
+from ambcore.bench import machine_frame
+from ambcore.runs import machine_block
+
+block = machine_block()
+glue("probe_gflops", f"{block['probe']['gflops']:.1f}", display=False)
+numbered_table(machine_frame(block), "This machine and its calibration probe", name="tbl-status-probe")
+
 # %% tags=["hide-input"]
 versions = pd.DataFrame(sorted(env["versions"].items()), columns=["package", "version"])
 numbered_table(versions, "Package versions", name="tbl-status-versions")
@@ -117,7 +135,15 @@ plt.close(fig)
 # ## Benchmarks
 #
 # Benchmark records under `results/` (`python -m ambcore bench --json`, the SDK alignment
-# benchmark); each names its device and command.
+# benchmark); each names its device and command, and the newer ones the machine's probe and
+# where a training run's CPU-seconds go, phase by phase (`ambcore.bench.phases`).
+
+# %% tags=["hide-input"]
+from ambcore.bench import record_machines, record_phases
+
+display(numbered_table(record_machines(results_dir or None), "Machines of the benchmark records"))
+for name, phases in record_phases(results_dir or None):
+    display(numbered_table(phases, f"CPU seconds by phase, {name}", digits=2))
 
 # %% tags=["hide-input"]
 benches = benchmark_tables(results_dir or None)

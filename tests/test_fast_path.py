@@ -174,6 +174,8 @@ def test_bench_command_writes_the_record(tmp_path):
     record = json.loads(out.read_text())
     assert record["device"] == "cpu" and record["cpu_count"] >= 1 and record["torch"]
     assert record["is_synthetic"] and record["n_train"] == BASE.synthetic_n_train
+    assert record["machine"]["probe"]["gflops"] > 0 and record["machine"]["cpu_model"]
+    assert set(record["phases"]) == {"amb", "amb-ft"}  # CPU seconds by phase (ambcore.bench.phases)
     assert set(record["models"]) == {"amb", "amb-ft"}
     amb, ft = record["models"]["amb"], record["models"]["amb-ft"]
     assert amb["trainable_params"] < ft["trainable_params"]

@@ -24,7 +24,7 @@ from ambcore.data.sdk import (
     load_folds,
     write_csd,
 )
-from ambcore.data.sdk_bench import SyntheticSdkSpec, generate_synthetic_sdk
+from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 from ambcore.errors import DataError
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ambcore.data.safe_pickle import safe_load
 from ambcore.data.sdk import add_from_sdk_parser
-from ambcore.data.sdk_bench import SyntheticSdkSpec, generate_synthetic_sdk
+from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 
 HAS_DATA_COMMAND = importlib.util.find_spec("ambcore.commands.data") is not None
 

@@ -36,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-steps", type=int, default=3,
                    help="training steps of the peak-memory subprocesses (default 3)")  # fmt: skip
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--phase-epochs", type=int, default=1,
+                   help="epochs of the per-phase CPU-time run of each model (0: no phases)")
+    p.add_argument("--phases-only", action="store_true",
+                   help="only the machine block and the per-phase CPU times (no timed rounds)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config field (repeatable); max_text_len defaults to "
                    f"{NAIVE_PAD_TO}, the naive path's fixed length")  # fmt: skip
@@ -69,6 +73,8 @@ def _bench(args: argparse.Namespace) -> int:
         command=command,
         progress=not args.no_progress,
         load_competitors=args.load_competitors,
+        phase_epochs=args.phase_epochs,
+        timing=not args.phases_only,
     )
     out = Path(args.out) if args.out else default_output(cfg.preset)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import pytest
 from ambcore.cli import main
 from ambcore.data.safe_pickle import safe_load
 from ambcore.data.sdk import CsdFile, SortedFrames, write_csd
-from ambcore.data.sdk_bench import SyntheticSdkSpec, generate_synthetic_sdk
+from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 from ambcore.data.types import SPLITS
 from ambcore.errors import DataError
 

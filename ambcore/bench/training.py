@@ -89,6 +89,11 @@ __all__ = [
     "format_report",
     "summary_frame",
     "default_output",
+    "phase_breakdown",
+    "phases_frame",
+    "machine_frame",
+    "record_machines",
+    "record_phases",
 ]
 
 NAIVE_PAD_TO = 50  # the thesis' fixed text length and the aligned_50 feature length
@@ -102,6 +107,8 @@ BENCH_MODELS: dict[str, dict[str, Any]] = {
     "mag-bert": dict(model="mag-bert", text_adaptation="finetune", finetune_layers="all"),
     "misa-adapters": dict(model="misa", text_adaptation="adapters"),
     "mag-bert-adapters": dict(model="mag-bert", text_adaptation="adapters"),
+    "amb-text-only": dict(model="amb", text_adaptation="adapters", variant="text-only"),
+    "amb-no-text": dict(model="amb", text_adaptation="adapters", variant="no-text"),
 }
 DEFAULT_MODELS = ("amb", "amb-ft", "misa", "mag-bert")
 
@@ -516,6 +523,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "git_revision": env["git_revision"],
         "git_dirty": env["git_dirty"],
         "load_average_1_5_15min": [round(x, 2) for x in load] if load else None,
+        "machine": env["machine"],  # CPU model, cores, calibration probe (ambcore.runs)
     }
 
 
@@ -618,9 +626,15 @@ def run_benchmark(
     command: str = "",
     progress: bool = True,
     load_competitors: int = 1,
+    phase_epochs: int = 1,
+    timing: bool = True,
 ) -> dict[str, Any]:
     """Time the fast and naive paths of ``models`` side by side; returns the JSON record.
-    ``load_competitors``: busy processes of the under-load measurement (0: none)."""
+
+    ``load_competitors``: busy processes of the under-load measurement (0: none).
+    ``phase_epochs`` > 0: the record also holds ``phases``, each model's CPU-seconds by phase
+    over a training run of that many epochs with its evaluations and a small noise grid
+    (``ambcore.bench.phases``). ``timing=False``: only the machine and the phases."""
     from ambcore.train import resolve_device
 
     models = list(models)
@@ -652,6 +666,10 @@ def run_benchmark(
         fast_path=FAST_PATH,
         naive_path=NAIVE_PATH,
     )
+    if phase_epochs > 0:
+        record["phases"] = phase_breakdown(cfg, models, phase_epochs, progress)
+    if not timing:
+        return record
     benches = {}
     for name in tqdm(models, desc="build models", disable=not progress, leave=False):
         benches[name] = _ModelBench(name, bench_config(cfg, name), dataset, tokenizer, device)
@@ -672,6 +690,111 @@ def run_benchmark(
     record["models"] = {name: benches[name].report(memory[name]) for name in models}
     record["targets"] = _targets(record["models"], record.get("paired_steps"))
     return record
+
+
+def phase_breakdown(cfg: Config, models: Iterable[str], epochs: int = 1,
+                    progress: bool = True) -> dict[str, Any]:
+    """CPU-seconds by phase of one short training run per model (``ambcore.bench.phases``),
+    each in a fresh temporary folder, ``epochs`` epochs without early stopping."""
+    import tempfile
+
+    from ambcore.bench.phases import profile_training_run
+
+    out: dict[str, Any] = {}
+    for name in tqdm(list(models), desc="phases", disable=not progress, leave=False):
+        run_cfg = replace(bench_config(cfg, name), max_epochs=epochs, patience=epochs + 1)
+        with tempfile.TemporaryDirectory(prefix="amb-phases-") as folder:
+            out[name] = profile_training_run(run_cfg, Path(folder) / "run")
+    return out
+
+
+def phases_frame(record: dict[str, Any]):
+    """CPU-seconds by phase (rows) and model (columns) of a record's ``phases``, with the
+    share of each phase in the model's total; an empty frame for a record without phases."""
+    import pandas as pd
+
+    phases = record.get("phases") or {}
+    if not phases:
+        return pd.DataFrame()
+    frame = pd.DataFrame({m: p["cpu_s_by_phase"] for m, p in phases.items()}).fillna(0.0)
+    frame.loc["total"] = [p["cpu_s_total"] for p in phases.values()]
+    frame.index.name = "phase (CPU s)"
+    return frame.reset_index()
+
+
+def machine_frame(block: dict[str, Any] | None = None):
+    """The machine block (``ambcore.runs.machine_block``; this machine's when None) as a
+    two-column table: CPU model, cores, the calibration probe and the load when measured."""
+    import pandas as pd
+
+    if block is None:
+        from ambcore.runs import machine_block
+
+        block = machine_block()
+    probe = block.get("probe") or {}
+    load = probe.get("load_average_1_5_15min")
+    rows = [("CPU", block.get("cpu_model")), ("CPU cores", block.get("cpu_count")),
+            ("usable cores", block.get("usable_cores")),
+            ("probe: fp32 matmul, 1 thread (GFLOP/s)", probe.get("gflops")),
+            ("probe: median chunk (GFLOP/s)", probe.get("gflops_median")),
+            ("load average 1/5/15 min at the probe", ", ".join(map(str, load)) if load else "–"),
+            ("probe measured", probe.get("measured", "–"))]  # fmt: skip
+    return pd.DataFrame(rows, columns=["what", "value"]).astype({"value": str})
+
+
+def _record_files(folder: Path) -> list[Path]:
+    """Benchmark records: ``bench*.json``, ``*_bench*.json`` and the per-phase records
+    ``phases*.json`` (``python -m ambcore bench --phases-only``)."""
+    patterns = ("bench*.json", "*_bench*.json", "phases*.json")
+    return sorted({p for pattern in patterns for p in folder.glob(pattern)})
+
+
+def record_machines(results_dir: str | os.PathLike | None = None):
+    """One row per benchmark record under ``results_dir``: the machine that produced it and
+    its probe (records written before the machine block was recorded show "–")."""
+    import pandas as pd
+
+    from ambcore.paths import PROJECT_ROOT
+
+    folder = Path(results_dir or PROJECT_ROOT / "results")
+    rows = []
+    for path in _record_files(folder):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        block = payload.get("machine") or {} if isinstance(payload, dict) else {}
+        probe = block.get("probe") or {}
+        rows.append({"record": path.name, "CPU": block.get("cpu_model", "–"),
+                     "cores": block.get("cpu_count", "–"),
+                     "probe (GFLOP/s)": probe.get("gflops", "–"),
+                     "load at probe": probe.get("load_average_1_5_15min", "–"),
+                     "per-phase CPU time": "yes" if payload.get("phases") else "no"})  # fmt: skip
+    return pd.DataFrame(rows, columns=["record", "CPU", "cores", "probe (GFLOP/s)",
+                                       "load at probe", "per-phase CPU time"])  # fmt: skip
+
+
+def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
+    """``(file name, phases_frame)`` of every benchmark record under ``results_dir`` that holds
+    a per-phase breakdown (the phases of a record's ``phases_before``, if any, come first)."""
+    from ambcore.paths import PROJECT_ROOT
+
+    folder = Path(results_dir or PROJECT_ROOT / "results")
+    out = []
+    for path in _record_files(folder):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(payload, dict):
+            continue
+        if payload.get("phases_before"):
+            before = payload["phases_before"]
+            out.append((f"{path.name} ({before.get('label', 'before')})",
+                        phases_frame({"phases": before["phases"]})))  # fmt: skip
+        if payload.get("phases"):
+            out.append((path.name, phases_frame(payload)))
+    return out
 
 
 def _target(median: float, minimum: float, limit: float, noisy: bool) -> dict[str, Any]:
@@ -761,8 +884,33 @@ def targets_frame(record: dict[str, Any]):
                                        "met (fastest)", "noisy"])  # fmt: skip
 
 
+def _machine_line(record: dict[str, Any]) -> str:
+    block = record.get("machine") or {}
+    probe = block.get("probe") or {}
+    return (f"machine: {block.get('cpu_model', '?')}, {block.get('cpu_count', '?')} cores, probe "
+            f"{probe.get('gflops', '?')} GFLOP/s (fp32 matmul, 1 thread; load "
+            f"{probe.get('load_average_1_5_15min')})")  # fmt: skip
+
+
+def _phase_lines(record: dict[str, Any]) -> list[str]:
+    frame = phases_frame(record)
+    if frame.empty:
+        return []
+    epochs = {m: p["epochs"] for m, p in record["phases"].items()}
+    return ["", f"CPU seconds by phase (one training run of {epochs} epochs, its evaluations "
+            "and a small noise grid; ambcore.bench.phases):",
+            frame.to_string(index=False, float_format=lambda x: f"{x:.2f}")]  # fmt: skip
+
+
 def format_report(record: dict[str, Any]) -> str:
-    """A plain-text table of a benchmark record."""
+    """A plain-text table of a benchmark record (the timings, the machine, the phases)."""
+    if "models" not in record:  # phases only (run_benchmark(timing=False))
+        return "\n".join([f"ambcore bench: preset {record['preset']}, {record['data']}, PLM "
+                          f"{record['plm']}", _machine_line(record), *_phase_lines(record)])
+    return "\n".join([_format_timings(record), _machine_line(record), *_phase_lines(record)])
+
+
+def _format_timings(record: dict[str, Any]) -> str:
     lines = [
         f"ambcore bench: preset {record['preset']}, {record['data']}, PLM {record['plm']}",
         f"device {record['device']} ({record['device_name']}), torch {record['torch']}, "

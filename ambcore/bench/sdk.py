@@ -7,8 +7,8 @@ frames at 100 Hz (74 dims), FACET-like visual frames at 30 Hz (35 dims) with fac
 ``sp`` pauses, and 7 label columns. It then times ``python -m ambcore data from-sdk``'s work
 (``convert_sdk_to_mmsa``) in a child process and records wall time and peak RSS::
 
-    python -m ambcore.data.sdk_bench                       # full size -> results/sdk_bench.json
-    python -m ambcore.data.sdk_bench --videos 50 --out /tmp/small.json
+    python -m ambcore.bench.sdk                       # full size -> results/sdk_bench.json
+    python -m ambcore.bench.sdk --videos 50 --out /tmp/small.json
 
 The feature values are random: the numbers measure speed and memory, nothing about MOSEI.
 """
@@ -288,7 +288,7 @@ def run_benchmark(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ambcore.data.sdk_bench", description=__doc__.split("\n\n")[0]
+        prog="python -m ambcore.bench.sdk", description=__doc__.split("\n\n")[0]
     )
     defaults = SyntheticSdkSpec()
     parser.add_argument("--videos", type=int, default=defaults.n_videos)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         n_videos=args.videos, utterances_per_video=args.utterances_per_video, seed=args.seed
     )
     given = argv if argv is not None else sys.argv[1:]
-    command = " ".join(["python -m ambcore.data.sdk_bench", *given])
+    command = " ".join(["python -m ambcore.bench.sdk", *given])
     result = run_benchmark(
         spec, args.max_len, tuple(args.unaligned_len), args.work_dir, args.keep, command
     )
