@@ -101,7 +101,7 @@ source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], su
 results_path = Path(results_dir or default_results_dir())
 atomic_write_text(results_path / "robustness_curves.csv", all_curves.to_csv(index=False))
 print(f"{len(run_dirs)} runs; {len(curves)} curve points; "
-      f"written: {results_path / 'robustness_curves.csv'}")  # fmt: skip
+      "written: robustness_curves.csv in the results folder")  # fmt: skip
 
 # %% [markdown]
 # ## Figure 6.3
@@ -171,32 +171,8 @@ print(", ".join(drops.columns))
 # a CMU-MOSEI build of this chapter can say whether the runs here repeat that.
 
 # %% tags=["hide-input"]
-synthetic = bool(summary["is_synthetic"].all())
-lines = []
-for model in dict.fromkeys(drops["model"]):
-    check = experiments.planted_truth_check(drops, model)
-    verdict = "recovers it" if check["recovered"] else "does not recover it"
-    if not synthetic:
-        verdict = "ordering text > visual > acoustic: " + str(check["recovered"])
-    lines.append(
-        f"{model}: text {check['text_drop']:+.3f}, visual {check['visual_drop']:+.3f}, "
-        f"acoustic {check['acoustic_drop']:+.3f} - {verdict}"
-        + ("" if check["recovered"] or not synthetic else
-           f" (text dominant: {check['text_dominant']}, visual above acoustic: "
-           f"{check['visual_over_acoustic']})")
-    )  # fmt: skip
-n_runs = int(summary["n_runs"].min())
-if synthetic:
-    intro = (
-        "The synthetic dataset plants text as the dominant modality, the visual features as "
-        "informative and the acoustic ones as weak. If a model uses what was planted, corrupting "
-        "text costs the most correlation, visual noise less, acoustic noise least. Drops in "
-        f"correlation at rate {max(rates):g} (mean over {n_runs} run(s) per model"
-        + (", so a single run: differences may be noise" if n_runs < 2 else "") + "):"
-    )
-else:
-    intro = ("This build is not on the synthetic dataset, so there is no planted ground truth; "
-             f"drops in correlation at rate {max(rates):g} (mean over {n_runs} run(s)):")
+intro, lines = experiments.planted_truth_text(drops, synthetic=bool(summary["is_synthetic"].all()),
+                                              n_runs=int(summary["n_runs"].min()), rate=max(rates))
 glue("rob_truth_intro", intro, display=False)
 glue("rob_truth_lines", "; ".join(lines) + ".", display=False)
 print(intro)

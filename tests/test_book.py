@@ -43,11 +43,10 @@ ARTIFACTS = ROOT / "test-artifacts" / "book"
 PENDING_CHAPTERS: set[str] = set()
 # Pages that still print a results file's full path (a temporary folder in the smoke book);
 # remove a page from this set once it names files relative to the results folder.
-PATHS_PENDING: set[str] = {"executed/05_robustness.html"}
+PATHS_PENDING: set[str] = set()
 # Pages whose tables are still wider than their column at 1300 px (one column per value and
 # long provenance text per row); remove a page from this set once its tables fit.
-OVERFLOW_PENDING: set[str] = {"executed/04_ablation", "executed/05_robustness", "executed/06_results",
-                              "executed/07_status"}  # fmt: skip
+OVERFLOW_PENDING: set[str] = set()
 
 
 # ---- configuration and table of contents ----------------------------------------------------

@@ -228,6 +228,13 @@ def test_modality_drops_and_planted_truth():
     swapped = drops.copy()
     swapped.loc[swapped["kind"] == "acoustic", "drop"] = 0.5
     assert not ex.planted_truth_check(swapped, "AMB")["recovered"]
+    intro, lines = ex.planted_truth_text(drops, synthetic=True, n_runs=3, rate=1.0)
+    assert "planted" in intro and "rate 1" in intro and "single run" not in intro
+    assert lines == ["AMB: text +0.700, visual +0.200, acoustic +0.050 - recovers it"]
+    _, lines = ex.planted_truth_text(swapped, synthetic=True, n_runs=1, rate=1.0)
+    assert "does not recover it" in lines[0] and "visual above acoustic: False" in lines[0]
+    intro, lines = ex.planted_truth_text(drops, synthetic=False, n_runs=3, rate=1.0)
+    assert "no planted ground truth" in intro and lines[0].endswith("visual > acoustic: True")
 
 
 def test_design_study_cells_and_verdicts():
