@@ -1,5 +1,6 @@
 """MISA and MAG-BERT on the tiny random BERT: shapes, trainability, gradients, masks, the gate."""
 
+import dataclasses
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -7,7 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from ambcore.config import get_config
+from ambcore.config import ConfigError, get_config
 from ambcore.data.types import Batch
 from ambcore.errors import ModelConfigError
 from ambcore.models.magbert import (
@@ -150,8 +151,10 @@ def test_misa_rejects_wrong_dims_and_variants(tokenizer):
         model(make_batch(tokenizer))
     with pytest.raises(ModelConfigError, match="variant='full' only"):
         MISA(smoke(model="misa", variant="text-only"), DV, DA)
-    with pytest.raises(ModelConfigError, match="must be even"):
-        MISA(smoke(model="misa", misa_hidden=15), DV, DA)
+    with pytest.raises(ConfigError, match="misa_hidden"):  # refused where the config is made
+        smoke(model="misa", misa_hidden=15)
+    with pytest.raises(ModelConfigError, match="must be even"):  # and by the model itself
+        MISA(dataclasses.replace(smoke(model="misa"), misa_hidden=15), DV, DA)
 
 
 # ---- MAG-BERT ----------------------------------------------------------------------------------
