@@ -1103,6 +1103,30 @@ def numbered_table(
     return NumberedTable(markdown=header + "\n".join(lines) + "\n:::\n", text=f"{caption}\n{frame}")
 
 
+def file_preview(frame, max_columns: int = 12, max_rows: int = 40):
+    """A results file as a reader can take it in on one page (chapter 06's listings), and a note
+    of what is left out.
+
+    At most ``max_rows`` rows. A file with more than ``max_columns`` columns is turned on its side
+    when its rows fit (one row per column of the file, one column per row of the file, headed by
+    the file's first column); otherwise its first ``max_columns`` columns are shown. The note
+    says how many rows or columns the file has beyond those shown (empty when nothing is left out).
+    """
+    shown = frame.head(max_rows)
+    left_out = []
+    if len(frame) > len(shown):
+        left_out.append(f"{len(frame) - len(shown)} more row(s)")
+    if len(shown.columns) > max_columns:
+        if len(shown) <= max_columns:
+            first = str(shown.columns[0])
+            sideways = shown.set_index(first).T.reset_index()
+            sideways.columns = [first, *[str(c) for c in sideways.columns[1:]]]
+            return sideways, "; ".join(left_out + ["shown on its side (one row per column)"])
+        left_out.append(f"{len(shown.columns) - max_columns} more column(s)")
+        shown = shown.iloc[:, :max_columns]
+    return shown, "; ".join(left_out)
+
+
 def missing_note(what: str, how: str) -> "Notice":
     """An admonition saying which input a page lacks and which chapter or command writes it."""
     return Notice(title=f"Missing: {what}", lines=[how])

@@ -29,7 +29,8 @@ from IPython.display import display
 from myst_nb import glue
 
 from ambcore import report
-from ambcore.book import banner, config_from_parameters, missing_note, numbered_table, results_csvs
+from ambcore.book import (banner, config_from_parameters, file_preview, missing_note, numbered_table,
+                          results_csvs)
 
 cfg = config_from_parameters(preset, data, plm)
 display(banner(cfg))
@@ -102,5 +103,5 @@ others = {k: v for k, v in found.items() if k not in ("table_6_1", "table_6_2")}
 if not others:
     display(missing_note("other results files", "No other CSV files under results/ yet."))
 for stem, path in others.items():
-    frame = pd.read_csv(path)
-    display(numbered_table(frame.head(40), f"results/{path.name} (first 40 rows)"))
+    shown, left_out = file_preview(pd.read_csv(path))
+    display(numbered_table(shown, f"results/{path.name}" + (f" ({left_out})" if left_out else "")))

@@ -611,3 +611,20 @@ def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium
     assert n_tables >= 5 and n_images >= 1, (n_tables, n_images)
     # the Model chapter's fusion equations
     assert n_math >= 1, "no formula found on any page"
+
+
+def test_file_preview_keeps_wide_files_readable():
+    import pandas as pd
+
+    from ambcore.book import file_preview
+
+    wide = pd.DataFrame({"cell": ["amb", "misa"], **{f"m{i}": [i, -i] for i in range(20)}})
+    shown, note = file_preview(wide, max_columns=12)
+    assert list(shown.columns) == ["cell", "amb", "misa"] and len(shown) == 20
+    assert shown.loc[shown["cell"] == "m3", "misa"].item() == -3 and "on its side" in note
+    long_and_wide = pd.DataFrame({f"c{i}": range(50) for i in range(15)})
+    shown, note = file_preview(long_and_wide, max_columns=12, max_rows=40)
+    assert shown.shape == (40, 12) and note == "10 more row(s); 3 more column(s)"
+    narrow = pd.DataFrame({"a": [1, 2]})
+    shown, note = file_preview(narrow)
+    assert shown.equals(narrow) and note == ""
