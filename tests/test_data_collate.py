@@ -131,8 +131,11 @@ def test_bucketing_deterministic_covers_every_item_once():
 def test_make_loader_orders(tokenizer):
     split = _split()
     cfg = get_config("smoke", batch_size=2, eval_batch_size=4)
-    evaluation = list(make_loader(split, tokenizer, cfg, shuffle=False))
+    evaluation = list(make_loader(split, tokenizer, cfg, shuffle=False, bucket=False))
     assert [b.ids for b in evaluation] == [["u0", "u1", "u2", "u3"], ["u4", "u5"]]
+    by_length = [b.ids for b in make_loader(split, tokenizer, cfg, shuffle=False, bucket=True)]
+    assert sorted(i for b in by_length for i in b) == sorted(split.ids)
+    assert [len(b) for b in by_length] == [4, 2]
     for bucket in (True, False):
         runs = [
             [b.ids for b in make_loader(split, tokenizer, cfg, shuffle=True,
@@ -141,3 +144,14 @@ def test_make_loader_orders(tokenizer):
         ]  # fmt: skip
         assert runs[0] == runs[1] and len(runs[0]) == 3
         assert sorted(i for b in runs[0] for i in b) == sorted(split.ids)
+
+
+def test_evaluation_batches_sorted_by_length_cover_every_utterance_once():
+    from ambcore.data.collate import sorted_batches
+
+    lengths = np.array([5, 1, 9, 1, 7, 3, 3])
+    batches = sorted_batches(lengths, 3)
+    assert batches == [[1, 3, 5], [6, 0, 4], [2]]
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(lengths[b].max() <= lengths[n].min() for b, n in zip(batches, batches[1:]))

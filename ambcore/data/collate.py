@@ -209,6 +209,14 @@ class BucketBatchSampler(Sampler[list[int]]):
             yield batches[j]
 
 
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Evaluation batches: indices by ascending ``lengths`` (ties in split order), cut into
+    batches of ``batch_size``. Every index appears once; a batch pads to its own longest
+    utterance, so similar lengths waste less compute than the split's order does."""
+    order = np.argsort(np.asarray(lengths), kind="stable").tolist()
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def make_loader(
     split: Split,
     tokenizer,
@@ -221,7 +229,9 @@ def make_loader(
     """A DataLoader of ``Batch`` over ``split`` (batch size, text length and variant from cfg).
 
     ``shuffle=True``: training order drawn from ``generator`` (length-bucketed when ``bucket``,
-    default ``cfg.fast_path``). ``shuffle=False``: split order, ``cfg.eval_batch_size``.
+    default ``cfg.fast_path``). ``shuffle=False``: batches of ``cfg.eval_batch_size``, by
+    ascending length when ``bucket`` (``sorted_batches``; ``predict_split`` puts the predictions
+    back in the split's order by id), else in split order.
     """
     dataset = SplitDataset(split, tokenizer, cfg.max_text_len)
     bucket = cfg.fast_path if bucket is None else bucket
@@ -232,6 +242,8 @@ def make_loader(
             sampler = BatchSampler(
                 torch.utils.data.RandomSampler(dataset, generator=generator), cfg.batch_size, False
             )
+    elif bucket:  # evaluation: utterances of similar length share a batch (less padding)
+        sampler = sorted_batches(dataset.sort_keys(), cfg.eval_batch_size)
     else:
         sampler = BatchSampler(SequentialSampler(dataset), cfg.eval_batch_size, False)
     return DataLoader(
