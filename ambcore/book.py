@@ -396,19 +396,12 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-@contextlib.contextmanager
 def _environment(values: Mapping[str, str]):
-    """Set environment variables for the kernels started inside the block, then restore."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """Set environment variables for the kernels started inside the block, then restore
+    (``ambcore.threads.environment``)."""
+    from ambcore.threads import environment
+
+    return environment(values)
 
 
 def kernel_thread_env() -> dict[str, str]:

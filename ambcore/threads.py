@@ -150,10 +150,18 @@ def child_environment(n_threads: int) -> Iterator[dict[str, str]]:
     """Processes started inside the block use ``n_threads`` threads each and wait passively; the
     previous environment comes back afterwards."""
     values = child_env(n_threads)
+    with environment(values):
+        yield values
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the processes started inside the block; the previous
+    values (or their absence) come back afterwards."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
-        yield values
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
