@@ -88,3 +88,24 @@ def test_phases_only_record_has_the_machine_and_the_phases(tmp_path, monkeypatch
     assert machines.loc["phases-smoke.json", "per-phase CPU time"] == "yes"
     assert machines.loc["sdk_bench.json", "probe (GFLOP/s)"] == "–"
     assert [name for name, _ in record_phases(tmp_path)] == ["phases-smoke.json"]
+
+
+def test_benchmark_records_are_read_once_for_machines_and_phases(tmp_path):
+    """Records that cannot be read are left out of both tables; the phases of
+    ``phases_before`` come before the record's own."""
+    phases = {"amb": {"cpu_s_by_phase": {"forward": 2.0, "backward": 3.0}, "cpu_s_total": 5.0}}
+    (tmp_path / "bench_a.json").write_text(json.dumps({
+        "machine": {"cpu_model": "CPU A", "cpu_count": 4, "probe": {"gflops": 12.5}},
+        "phases": phases, "phases_before": {"label": "slow path", "phases": phases}}))  # fmt: skip
+    (tmp_path / "bench_b.json").write_text(json.dumps({"wall_s": 1.0}))
+    (tmp_path / "bench_broken.json").write_text("{not json")
+    (tmp_path / "notes.json").write_text(json.dumps({"phases": phases}))  # not a record's name
+    machines = record_machines(tmp_path)
+    assert list(machines["record"]) == ["bench_a.json", "bench_b.json"]
+    assert machines.set_index("record").loc["bench_a.json", "cores"] == 4
+    assert machines.set_index("record").loc["bench_b.json", "CPU"] == "–"
+    assert list(machines["per-phase CPU time"]) == ["yes", "no"]
+    found = record_phases(tmp_path)
+    assert [name for name, _ in found] == ["bench_a.json (slow path)", "bench_a.json"]
+    total = found[1][1].set_index("phase (CPU s)").loc["total", "amb"]
+    assert total == 5.0

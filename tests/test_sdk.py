@@ -326,3 +326,15 @@ def test_synthetic_generator_layout_and_conversion(tmp_path):
     assert sum(report.n_videos.values()) == 6 and not report.skipped
     assert report.n_pauses_removed > 0 and sum(report.n_utterances.values()) >= 6
     assert list(report.outputs) == ["aligned_50"]
+
+
+def test_benchmark_child_interpreter_runs_in_the_project_root():
+    import subprocess
+
+    from ambcore.bench.sdk import _run_python
+    from ambcore.paths import PROJECT_ROOT
+
+    assert _run_python("import os; print(os.getcwd()); print(6 * 7)").splitlines() == [
+        str(PROJECT_ROOT), "42"]
+    with pytest.raises(subprocess.CalledProcessError):
+        _run_python("raise SystemExit(3)")

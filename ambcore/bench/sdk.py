@@ -163,6 +163,16 @@ def _grid(n: int, hz: float) -> np.ndarray:
     return np.column_stack([starts, starts + 1.0 / hz])
 
 
+def _run_python(code: str) -> str:
+    """Standard output of ``code`` run by a fresh interpreter in the project root (raises
+    ``subprocess.CalledProcessError`` when it fails)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+        check=True,
+    )  # fmt: skip
+    return proc.stdout
+
+
 def _convert_in_child(
     paths: dict[str, Path], out_dir: Path, max_len: int, unaligned_len: int
 ) -> dict:
@@ -179,11 +189,7 @@ def _convert_in_child(
         "result = {'wall_s': wall, 'peak_rss_mib': peak, 'report': r.to_dict()}\n"
         "print('RESULT ' + json.dumps(result))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
-        check=True,
-    )  # fmt: skip
-    line = next(row for row in proc.stdout.splitlines() if row.startswith("RESULT "))
+    line = next(row for row in _run_python(code).splitlines() if row.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
 
 
@@ -193,11 +199,7 @@ def _baseline_rss_mib() -> float:
         "import resource, ambcore.data.sdk\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
-        check=True,
-    )  # fmt: skip
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(_run_python(code).strip().splitlines()[-1])
 
 
 def _machine() -> dict:

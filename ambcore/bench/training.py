@@ -749,20 +749,27 @@ def _record_files(folder: Path) -> list[Path]:
     return sorted({p for pattern in patterns for p in folder.glob(pattern)})
 
 
+def _read_records(results_dir: str | os.PathLike | None) -> list[tuple[Path, Any]]:
+    """``(path, parsed JSON)`` of every benchmark record under ``results_dir`` (default: the
+    project's ``results/``); files that cannot be read or parsed are left out."""
+    from ambcore.paths import PROJECT_ROOT
+
+    records = []
+    for path in _record_files(Path(results_dir or PROJECT_ROOT / "results")):
+        try:
+            records.append((path, json.loads(path.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records
+
+
 def record_machines(results_dir: str | os.PathLike | None = None):
     """One row per benchmark record under ``results_dir``: the machine that produced it and
     its probe (records written before the machine block was recorded show "–")."""
     import pandas as pd
 
-    from ambcore.paths import PROJECT_ROOT
-
-    folder = Path(results_dir or PROJECT_ROOT / "results")
     rows = []
-    for path in _record_files(folder):
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for path, payload in _read_records(results_dir):
         block = payload.get("machine") or {} if isinstance(payload, dict) else {}
         probe = block.get("probe") or {}
         rows.append({"record": path.name, "CPU": block.get("cpu_model", "–"),
@@ -777,15 +784,8 @@ def record_machines(results_dir: str | os.PathLike | None = None):
 def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
     """``(file name, phases_frame)`` of every benchmark record under ``results_dir`` that holds
     a per-phase breakdown (the phases of a record's ``phases_before``, if any, come first)."""
-    from ambcore.paths import PROJECT_ROOT
-
-    folder = Path(results_dir or PROJECT_ROOT / "results")
     out = []
-    for path in _record_files(folder):
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for path, payload in _read_records(results_dir):
         if not isinstance(payload, dict):
             continue
         if payload.get("phases_before"):
