@@ -57,10 +57,14 @@ __all__ = [
     "stop_descendants_on_signals",
     "build_book",
     "environment_report",
+    "revision_label",
+    "device_label",
+    "build_provenance_table",
     "load_timings",
     "timings_table",
     "benchmark_tables",
     "results_csvs",
+    "results_table",
     "numbered_table",
     "missing_note",
 ]
@@ -945,6 +949,43 @@ def environment_report() -> dict[str, Any]:
     return env
 
 
+def revision_label(env: Mapping[str, Any]) -> str:
+    """The git revision of ``env`` (``environment_report``) as the Status page names it:
+    "unknown" outside a checkout, "(with uncommitted changes)" appended when the tree is dirty."""
+    revision = env["git_revision"] or "unknown"
+    return revision + " (with uncommitted changes)" if env["git_dirty"] else revision
+
+
+def device_label(env: Mapping[str, Any]) -> str:
+    """The device of ``env`` (``environment_report``), with its name where it has one:
+    ``cuda (NVIDIA H100)``, ``cpu``."""
+    return env["device"] + (f" ({env['device_name']})" if env["device_name"] else "")
+
+
+def build_provenance_table(env: Mapping[str, Any], cfg: Config):
+    """What produced this build of the book, one row each (columns ``what``, ``value``): the
+    preset, data and language model of ``cfg`` (as ``banner`` names them), the git revision,
+    the device and the machine of ``env`` (``environment_report``), the python and platform."""
+    import pandas as pd
+
+    shown = banner(cfg)
+    rows = [
+        ("preset", cfg.preset),
+        ("data", shown.data),
+        ("language model", shown.plm),
+        ("git revision", revision_label(env)),
+        ("device", env["device"]),
+        ("device name", env["device_name"] or "–"),
+        ("CPU", env["cpu_model"]),
+        ("CPU cores", env["cpu_count"]),
+        ("torch threads", env["torch_threads"]),
+        ("memory (GiB)", env["memory_gib"]),
+        ("python", env["python"]),
+        ("platform", env["platform"]),
+    ]
+    return pd.DataFrame(rows, columns=["what", "value"])
+
+
 def load_timings(path: Path | str | None = None) -> dict | None:
     """The main job's timings JSON, or None when there is none (a notebook run on its own)."""
     path = Path(path) if path else default_timings_path()
@@ -1046,6 +1087,48 @@ def results_csvs(results_dir: Path | str | None = None) -> dict[str, Path]:
     """The results CSV files written by the ablation and robustness chapters, by file stem."""
     results_dir = Path(results_dir or default_results_dir())
     return {p.stem: p for p in sorted(results_dir.glob("*.csv"))}
+
+
+def results_table(table: str, found: Mapping[str, Path]) -> tuple[list[Any], str]:
+    """Thesis table ``table`` ("6.1" or "6.2", thesis 6.3.2-6.3.3) as the Results page shows it:
+    what to display, in order, and a status line for the page's prose.
+
+    ``found``: the results files by stem (``results_csvs``). With ``table_6_1.csv`` (for "6.1")
+    among them: the file as a numbered table (the thesis' row, ours beside it), and a status
+    that counts our rows and gives AMB's paired test against each row
+    (``report.verdicts_from_table``). Without it: a note naming the chapter that writes the
+    file, the thesis' rows alone (the report's table of no runs), and "not run yet".
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from ambcore import report
+
+    if table not in ("6.1", "6.2"):
+        raise BookError(f"results_table: no thesis table {table!r}; expected '6.1' or '6.2'")
+    stem = "table_" + table.replace(".", "_")
+    if stem in found:
+        frame = pd.read_csv(found[stem])
+        ours = frame[frame["Source"].astype(str).str.startswith("this book")]
+        title = f"Thesis table {table} with our runs beside each model"
+        shown = numbered_table(report.compact_table(frame), report.table_caption(frame, title),
+                               name=f"tbl-results-{stem}")  # fmt: skip
+        said = "; ".join(report.verdicts_from_table(frame)) or "no paired test in the file"
+        return [shown], f"{len(ours)} row(s) of ours from results/{stem}.csv. AMB against each row: {said}"
+    with tempfile.TemporaryDirectory() as empty:
+        no_runs = report.summarize(report.collect_runs(empty))
+    note = missing_note(
+        f"results/{stem}.csv",
+        "The Ablation chapter (notebooks/04_ablation.py) writes it; until then only the "
+        "thesis' numbers are shown.",
+    )
+    thesis_only = numbered_table(
+        report.compact_table(getattr(report, stem)(no_runs)),
+        f"Thesis table {table} as printed (CMU-MOSEI, {report.THESIS_PLM}; no runs of ours yet)",
+        name=f"tbl-results-{stem}",
+    )
+    return [note, thesis_only], f"not run yet (results/{stem}.csv is missing)"
 
 
 # ---- tables that the book numbers -----------------------------------------------------------

@@ -27,19 +27,16 @@ seed = 0
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
 from IPython.display import display
-from myst_nb import glue
 
 from ambcore.book import banner, config_from_parameters
 from ambcore.config import get_config
-from ambcore.models import build_model, count_parameters
+from ambcore.models import build_model
 from ambcore.models.diagram import amb_figure
 from ambcore.models.amb import AMB
 from ambcore.models.budget import THESIS_AMB_M, amb_rows, baseline_budget, choose_design, design_candidates, thesis_budget, thesis_claims
 from ambcore.models.plm import load_plm
-from ambcore.models.summary import MOSEI_ACOUSTIC_DIM, MOSEI_VISUAL_DIM, amb_budgets, finetune_budgets, model_summary
-from ambcore.paths import PROJECT_ROOT
+from ambcore.models.summary import MOSEI_ACOUSTIC_DIM, MOSEI_VISUAL_DIM, amb_budgets, example_batch, finetune_budgets, forward_shapes, model_summary
 from ambcore.seeding import seed_everything
 
 cfg = config_from_parameters(preset, data, plm, seed)
@@ -221,6 +218,8 @@ print(ft_table.round(2).rename(columns=lambda c: c if "(M)" in c else f"{c} (M)"
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
+from ambcore.paths import PROJECT_ROOT
+
 thesis = pd.read_csv(PROJECT_ROOT / "results" / "thesis_tables.csv")
 literature = pd.read_csv(PROJECT_ROOT / "results" / "literature.csv")
 table_61 = pd.concat(
@@ -249,38 +248,13 @@ print(table_61.sort_values("thesis (M)").to_string(index=False))
 # PLM layers, `H` its width, `E` the encoder width and `P` the fused width.
 
 # %% tags=["hide-input"]
-from ambcore.data.types import Batch
-from ambcore.models.plm import load_tokenizer
+import torch
 
-texts = ["what a wonderful , moving film", "boring", "i did not like the ending at all"]
-tokens = load_tokenizer(cfg)(texts, padding=True, truncation=True, max_length=cfg.max_text_len, return_tensors="pt")
-generator = torch.Generator().manual_seed(cfg.seed)
-visual_lengths, acoustic_lengths = torch.tensor([6, 1, 9]), torch.tensor([6, 1, 9])
-step = torch.arange(9)[None, :, None]
-batch = Batch(
-    input_ids=tokens["input_ids"],
-    attention_mask=tokens["attention_mask"],
-    token_type_ids=tokens["token_type_ids"],
-    visual=torch.randn(3, 9, MOSEI_VISUAL_DIM, generator=generator) * (step < visual_lengths[:, None, None]),
-    visual_lengths=visual_lengths,
-    acoustic=torch.randn(3, 9, MOSEI_ACOUSTIC_DIM, generator=generator) * (step < acoustic_lengths[:, None, None]),
-    acoustic_lengths=acoustic_lengths,
-    labels=torch.zeros(3),
-    ids=["example-1", "example-2", "example-3"],
-)
+batch = example_batch(cfg)  # ambcore.models.summary.EXAMPLE_TEXTS, random features
 model.eval()
 with torch.no_grad():
     out = model(batch)
 print(f"PLM: {cfg.plm}; hand-made batch (random features, not dataset samples)")
-shapes = {
-    "input_ids (B, T)": batch.input_ids,
-    "visual (B, Lv, Dv)": batch.visual,
-    "acoustic (B, La, Da)": batch.acoustic,
-    "av_token (B, 2E)": out.av_token,
-    "fused_states (B, L, P)": out.fused_states,
-    "text_summary = last [CLS] (B, H)": out.text_summary,
-    "prediction (B,)": out.prediction,
-}
-for name, tensor in shapes.items():
-    print(f"{name:<34} {tuple(tensor.shape) if tensor is not None else None}")
+for name, shape in forward_shapes(batch, out).items():
+    print(f"{name:<34} {shape}")
 print("predictions of the untrained model:", [round(v, 3) for v in out.prediction.tolist()])

@@ -22,48 +22,17 @@ seed = 0
 results_dir = ""  # empty: the project's results/ folder
 
 # %% tags=["hide-input"]
-import tempfile
-
 import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
 from ambcore import report
 from ambcore.book import (banner, config_from_parameters, file_preview, missing_note, numbered_table,
-                          results_csvs)
+                          results_csvs, results_table)
 
 cfg = config_from_parameters(preset, data, plm)
 display(banner(cfg))
 found = results_csvs(results_dir or None)
-# The thesis' rows alone: the report's tables built from no runs of ours.
-no_runs = report.summarize(report.collect_runs(tempfile.mkdtemp()))
-
-
-def show_table(table: str, builder) -> str:
-    """Display thesis table ``table`` (ours beside it when its CSV exists); return a status line
-    and the computed verdicts (``report.verdicts_from_table``)."""
-    stem = "table_" + table.replace(".", "_")
-    if stem in found:
-        frame = pd.read_csv(found[stem])
-        ours = frame[frame["Source"].astype(str).str.startswith("this book")]
-        title = f"Thesis table {table} with our runs beside each model"
-        display(numbered_table(report.compact_table(frame), report.table_caption(frame, title),
-                               name=f"tbl-results-{stem}"))  # fmt: skip
-        said = "; ".join(report.verdicts_from_table(frame)) or "no paired test in the file"
-        return f"{len(ours)} row(s) of ours from results/{stem}.csv. AMB against each row: {said}"
-    display(missing_note(
-        f"results/{stem}.csv",
-        "The Ablation chapter (notebooks/04_ablation.py) writes it; until then only the "
-        "thesis' numbers are shown.",
-    ))
-    display(numbered_table(
-        report.compact_table(builder(no_runs)),
-        f"Thesis table {table} as printed (CMU-MOSEI, {report.THESIS_PLM}; no runs of ours yet)",
-        name=f"tbl-results-{stem}",
-    ))
-    return f"not run yet (results/{stem}.csv is missing)"
-
-
 glue("n_results_files", str(len(found)), display=False)
 glue("amb_mae", report.headline_mae(pd.read_csv(found["table_6_1"])) if "table_6_1" in found
      else "not available yet", display=False)
@@ -82,7 +51,9 @@ glue("amb_mae", report.headline_mae(pd.read_csv(found["table_6_1"])) if "table_6
 # is computed from those tests. Status: {glue:text}`status_6_1`.
 
 # %% tags=["hide-input"]
-glue("status_6_1", show_table("6.1", report.table_6_1), display=False)
+shown, status = results_table("6.1", found)
+display(*shown)
+glue("status_6_1", status, display=False)
 
 # %% [markdown]
 # ## Table 6.2: adapters against fine-tuning, and missing modalities
@@ -90,7 +61,9 @@ glue("status_6_1", show_table("6.1", report.table_6_1), display=False)
 # Status: {glue:text}`status_6_2`.
 
 # %% tags=["hide-input"]
-glue("status_6_2", show_table("6.2", report.table_6_2), display=False)
+shown, status = results_table("6.2", found)
+display(*shown)
+glue("status_6_2", status, display=False)
 
 # %% [markdown]
 # ## Other results files

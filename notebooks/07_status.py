@@ -21,16 +21,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore.book import (
-    benchmark_tables,
-    config_from_parameters,
-    environment_report,
-    load_timings,
-    missing_note,
-    numbered_table,
-    timings_table,
-    banner,
-)
+from ambcore.book import (banner, benchmark_tables, build_provenance_table, config_from_parameters, device_label,
+                          environment_report, load_timings, missing_note, numbered_table, revision_label,
+                          timings_table)
 
 cfg = config_from_parameters(preset, data, plm)
 display(banner(cfg))
@@ -42,29 +35,9 @@ display(banner(cfg))
 
 # %% tags=["hide-input"]
 env = environment_report()
-revision = env["git_revision"] or "unknown"
-if env["git_dirty"]:
-    revision += " (with uncommitted changes)"
-glue("git_revision", revision, display=False)
-glue("device", env["device"] + (f" ({env['device_name']})" if env["device_name"] else ""), display=False)
-machine = pd.DataFrame(
-    [
-        ("preset", cfg.preset),
-        ("data", banner(cfg).data),
-        ("language model", banner(cfg).plm),
-        ("git revision", revision),
-        ("device", env["device"]),
-        ("device name", env["device_name"] or "–"),
-        ("CPU", env["cpu_model"]),
-        ("CPU cores", env["cpu_count"]),
-        ("torch threads", env["torch_threads"]),
-        ("memory (GiB)", env["memory_gib"]),
-        ("python", env["python"]),
-        ("platform", env["platform"]),
-    ],
-    columns=["what", "value"],
-)
-numbered_table(machine, "What produced this build", name="tbl-status-machine")
+glue("git_revision", revision_label(env), display=False)
+glue("device", device_label(env), display=False)
+numbered_table(build_provenance_table(env, cfg), "What produced this build", name="tbl-status-machine")
 
 # %% [markdown]
 # ### Calibration probe

@@ -14,21 +14,28 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ambcore import get_config
+from ambcore import get_config, report
 from ambcore.book import (
     CHAPTERS,
     PLACEHOLDER_MARK,
     BookError,
+    Notice,
+    NumberedTable,
     banner,
     benchmark_tables,
+    build_provenance_table,
+    device_label,
     notebooks_agree,
     numbered_table,
+    results_table,
+    revision_label,
     run_book,
     select_chapters,
 )
@@ -306,24 +313,35 @@ def test_out_outside_the_book_needs_no_build(tmp_path):
         run_book("smoke", out_dir=tmp_path, build=True, log=lambda _: None)
 
 
-def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
-    """The Results chapter on a results folder written by ambcore.report from made-up runs."""
-    import tempfile
+def no_runs_summary():
+    """``report.summarize`` of no runs of ours: the thesis tables built from it hold the thesis'
+    and the cited rows alone."""
+    with tempfile.TemporaryDirectory() as empty:
+        return report.summarize(report.collect_runs(empty))
 
-    import nbformat
+
+def write_table_6_1_with_one_row_of_ours(folder: Path) -> dict[str, Path]:
+    """``folder/table_6_1.csv`` as ``ambcore.report`` writes it from one made-up AMB cell (test
+    MAE 0.4321, every other mean and std 0.5, 3 seeds); returns it as ``results_csvs`` would."""
     import pandas as pd
-    import papermill
 
-    from ambcore import report
-
-    summary = report.summarize(report.collect_runs(tempfile.mkdtemp()))
+    summary = no_runs_summary()
     row = {c: 0.5 for c in summary.columns if c.endswith(("_mean", "_std"))}
     row.update(cell="amb-full", row_name="AMB", model="amb", variant="full",
                text_adaptation="adapters", finetune_layers="all", preset="embedded",
                data="SYNTHETIC test data", is_synthetic=True, plm="all-MiniLM-L6-v2",
                n_seeds=3, seeds="0,1,2", trainable_params_m=1.5, test_mae_mean=0.4321)
-    summary = pd.DataFrame([row], columns=summary.columns)
-    report.table_6_1(summary).to_csv(tmp_path / "table_6_1.csv", index=False)
+    path = folder / "table_6_1.csv"
+    report.table_6_1(pd.DataFrame([row], columns=summary.columns)).to_csv(path, index=False)
+    return {"table_6_1": path}
+
+
+def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
+    """The Results chapter on a results folder written by ambcore.report from made-up runs."""
+    import nbformat
+    import papermill
+
+    write_table_6_1_with_one_row_of_ours(tmp_path)
     out = tmp_path / "06_results.ipynb"
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "06_results.ipynb"), str(out), kernel_name="python3",
@@ -334,6 +352,68 @@ def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
     assert "0.432 ± 0.500 over 3 seeds on SYNTHETIC test data" in text  # glued, from the CSV
     assert "1 row(s) of ours from results/table_6_1.csv" in text
     assert "results/table_6_2.csv is missing" in text  # the other table: thesis rows only
+
+
+# ---- the Results and Status pages' tables (ambcore.book; the chapters only call it) ------
+
+ENV = {
+    "git_revision": "0123abcd", "git_dirty": True, "device": "cuda", "device_name": "NVIDIA H200",
+    "cpu_model": "Some CPU", "cpu_count": 16, "torch_threads": 4, "memory_gib": 125.5,
+    "python": "3.11.9", "platform": "Linux-x86_64",
+}  # fmt: skip
+
+
+def test_revision_and_device_labels():
+    assert revision_label(ENV) == "0123abcd (with uncommitted changes)"
+    assert revision_label({"git_revision": None, "git_dirty": False}) == "unknown"
+    assert revision_label({"git_revision": "0123abcd", "git_dirty": False}) == "0123abcd"
+    assert device_label(ENV) == "cuda (NVIDIA H200)"
+    assert device_label({"device": "cpu", "device_name": None}) == "cpu"
+
+
+def test_build_provenance_table_names_data_model_revision_and_machine():
+    table = build_provenance_table(dict(ENV, device_name=None), get_config("smoke"))
+    assert list(table.columns) == ["what", "value"]
+    values = dict(zip(table["what"], table["value"]))
+    assert list(values) == ["preset", "data", "language model", "git revision", "device",
+                            "device name", "CPU", "CPU cores", "torch threads", "memory (GiB)",
+                            "python", "platform"]  # fmt: skip
+    assert values["preset"] == "smoke" and "SYNTHETIC" in values["data"]
+    assert "tiny randomly initialised BERT" in values["language model"]
+    assert values["git revision"] == "0123abcd (with uncommitted changes)"
+    assert values["device name"] == "–" and values["CPU cores"] == 16
+    assert values["memory (GiB)"] == 125.5
+
+
+def test_results_table_with_our_rows(tmp_path):
+    shown, status = results_table("6.1", write_table_6_1_with_one_row_of_ours(tmp_path))
+    assert len(shown) == 1 and isinstance(shown[0], NumberedTable)
+    assert shown[0].markdown.startswith(":::{table} Thesis table 6.1 with our runs beside each model.")
+    assert ":name: tbl-results-table_6_1" in shown[0].markdown
+    assert "SYNTHETIC test data" in shown[0].markdown and "0.432 ± 0.500" in shown[0].markdown
+    assert status == ("1 row(s) of ours from results/table_6_1.csv. AMB against each row: "
+                      "no paired test in the file")  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["6.1", "6.2"])
+def test_results_table_without_its_file_shows_the_thesis_rows(tmp_path, table):
+    stem = "table_" + table.replace(".", "_")
+    others = write_table_6_1_with_one_row_of_ours(tmp_path) if table == "6.2" else {}
+    shown, status = results_table(table, others)
+    assert [type(item) for item in shown] == [Notice, NumberedTable]
+    assert shown[0].title == f"Missing: results/{stem}.csv"
+    assert "notebooks/04_ablation.py" in shown[0].lines[0]
+    expected = report.compact_table(getattr(report, stem)(no_runs_summary()))
+    rows = [line for line in shown[1].markdown.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == len(expected) > 0 and all("| thesis |" in r or "| cited" in r for r in rows)
+    assert f"Thesis table {table} as printed (CMU-MOSEI, bert-base-uncased" in shown[1].markdown
+    assert f":name: tbl-results-{stem}" in shown[1].markdown
+    assert status == f"not run yet (results/{stem}.csv is missing)"
+
+
+def test_results_table_knows_only_the_thesis_tables():
+    with pytest.raises(BookError, match="'6.3'"):
+        results_table("6.3", {})
 
 
 # ---- the smoke book, built with warnings as errors ---------------------------------------------

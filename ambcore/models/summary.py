@@ -1,7 +1,10 @@
-"""Parameter budgets by component (thesis 6.3.2, tables 6.1 and 6.2: trainable parameters).
+"""Parameter budgets by component (thesis 6.3.2, tables 6.1 and 6.2: trainable parameters),
+and the shapes of one forward pass through a built model (thesis 6.2).
 
 Used by ``python -m ambcore model summary`` and the model chapter. Counts always come from a
-built model (``count_parameters``), never from formulas typed elsewhere.
+built model (``count_parameters``), never from formulas typed elsewhere. ``example_batch`` is
+the model chapter's hand-made batch (not dataset samples); ``forward_shapes`` names the shape
+of every intermediate tensor of its forward pass.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ __all__ = [
     "parameter_table",
     "amb_budgets",
     "finetune_budgets",
+    "EXAMPLE_TEXTS",
+    "EXAMPLE_LENGTHS",
+    "example_batch",
+    "forward_shapes",
 ]
 
 MOSEI_VISUAL_DIM = 35  # FACET (the synthetic dataset has the same layout)
@@ -120,3 +127,65 @@ def finetune_budgets(model: nn.Module, cfg, with_embeddings: bool) -> pd.Series:
     series = pd.Series(counts, name="trainable (embeddings trained)" if with_embeddings else "trainable")
     series.index.name = "finetune_layers"
     return series
+
+
+# The model chapter's hand-made batch: three sentences, and the true number of visual and
+# acoustic steps of each (the longest sets the padded length).
+EXAMPLE_TEXTS = ("what a wonderful , moving film", "boring", "i did not like the ending at all")
+EXAMPLE_LENGTHS = (6, 1, 9)
+
+
+def example_batch(cfg, texts: tuple[str, ...] = EXAMPLE_TEXTS,
+                  lengths: tuple[int, ...] = EXAMPLE_LENGTHS, visual_dim: int = MOSEI_VISUAL_DIM,
+                  acoustic_dim: int = MOSEI_ACOUSTIC_DIM):
+    """A hand-made ``Batch`` for one forward pass (thesis 6.2), not dataset samples.
+
+    ``texts`` tokenised by the tokenizer of ``cfg.plm`` (padded, cut at ``cfg.max_text_len``);
+    visual and acoustic sequences of random features (a generator seeded with ``cfg.seed``,
+    visual drawn first), ``lengths[i]`` real steps for utterance ``i`` in both modalities and
+    zeros after them; labels 0 and ids ``example-1``, ``example-2``, ...
+    """
+    import torch
+
+    from ambcore.data.types import Batch
+    from ambcore.models.plm import load_tokenizer
+
+    if len(texts) != len(lengths) or not texts:
+        raise ValueError(f"example_batch: {len(texts)} text(s) but {len(lengths)} length(s); "
+                         "expected one length per text, at least one text")  # fmt: skip
+    tokenizer = load_tokenizer(cfg)
+    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=cfg.max_text_len,
+                       return_tensors="pt")  # fmt: skip
+    generator = torch.Generator().manual_seed(cfg.seed)
+    n, steps = len(texts), max(lengths)
+    real = torch.arange(steps)[None, :, None] < torch.tensor(lengths)[:, None, None]  # (B, L, 1)
+    visual = torch.randn(n, steps, visual_dim, generator=generator) * real  # (B, Lv, Dv)
+    acoustic = torch.randn(n, steps, acoustic_dim, generator=generator) * real  # (B, La, Da)
+    return Batch(
+        input_ids=tokens["input_ids"],
+        attention_mask=tokens["attention_mask"],
+        token_type_ids=tokens["token_type_ids"],
+        visual=visual,
+        visual_lengths=torch.tensor(lengths),
+        acoustic=acoustic,
+        acoustic_lengths=torch.tensor(lengths),
+        labels=torch.zeros(n),
+        ids=[f"example-{i + 1}" for i in range(n)],
+    )
+
+
+def forward_shapes(batch, out) -> dict[str, tuple[int, ...] | None]:
+    """The shape of every tensor of one AMB forward pass, by name with its axes (``B`` batch,
+    ``T`` word pieces, ``Lv``/``La`` visual/acoustic steps, ``L`` PLM layers, ``H`` PLM width,
+    ``E`` encoder width, ``P`` fused width); None for a tensor the model does not produce (the
+    AV token of the text-only variant). ``out``: the model's ``ModelOutput`` for ``batch``."""
+    tensors = {
+        "input_ids (B, T)": batch.input_ids,
+        "visual (B, Lv, Dv)": batch.visual,
+        "acoustic (B, La, Da)": batch.acoustic,
+        "av_token (B, 2E)": out.av_token,
+        "fused_states (B, L, P)": out.fused_states,
+        "text_summary = last [CLS] (B, H)": out.text_summary,
+        "prediction (B,)": out.prediction,
+    }
+    return {name: None if t is None else tuple(t.shape) for name, t in tensors.items()}
