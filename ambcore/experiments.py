@@ -241,6 +241,8 @@ GRIDS: dict[str, Grid] = {
     # to 30 (the fine-tuned baselines; results/phases-embedded.json); two runs at a time
     # on two cores. Four rates: the clean pass (once for all kinds, see robustness_curves)
     # and three corruption levels, 13 passes over the test split per run instead of 20.
+    # AMB and MISA compute their text features once per test batch for every visual/acoustic
+    # pass (ambcore.models.text_cache): 8 against 22 CPU s for one AMB run's curves.
     "embedded": Grid(seeds=(0, 1, 2), rates=(0.0, 0.25, 0.5, 1.0), n_draws=1,
                      note="sized for the 10-minute book on two CPU cores"),
     "paper": Grid(seeds=(0, 1, 2), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),

@@ -9,6 +9,13 @@ Visual and acoustic noise is evaluated at both granularities of ``ambcore.noise`
 Gaussian scalar per selected step, the default, and one per element) on the same runs and the
 same selected steps; ``select_granularity`` picks one figure 6.3 out of the curves and
 ``granularity_figure`` shows the two side by side.
+
+Visual and acoustic noise leaves the text unchanged. For a model whose language model reads
+the text alone (AMB and MISA: ``ambcore.models.text_cache``) the text features of every test
+batch are computed once, in the first pass whose text is the clean one, and reused by every
+visual/acoustic condition and draw: the same numbers, bitwise, for a fraction of the passes
+through the PLM. MAG-BERT, whose BERT sees the visual and acoustic features, is predicted in
+full every time, as is every text-noise pass. ``reuse_text=False`` predicts every pass in full.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from ambcore import runs
 from ambcore.data.collate import make_loader
 from ambcore.metrics import sentiment_metrics
 from ambcore.models.plm import load_tokenizer
+from ambcore.models.text_cache import TextCache, reuses_text
 from ambcore.noise import (
     AV_KINDS,
     DEFAULT_GRANULARITY,
@@ -45,7 +53,11 @@ from ambcore.train import _load_data_for_run, _load_run_model, predict_split, re
 
 
 class _NoisyLoader:
-    """Wraps a loader: every batch corrupted by ``apply_noise``; counts what was corrupted."""
+    """Wraps a loader: every batch corrupted by ``apply_noise``; counts what was corrupted.
+
+    The batches come in the loader's order and composition (an evaluation loader's are fixed);
+    visual/acoustic noise replaces that modality's features and keeps the batch's text tensors.
+    """
 
     def __init__(self, loader, kind, rate, generator, tokenizer_info, granularity=DEFAULT_GRANULARITY):
         self.loader, self.kind, self.rate, self.granularity = loader, kind, rate, granularity
@@ -81,6 +93,7 @@ class _Evaluation:
     info: TokenizerInfo
     loader: Any
     identity: dict
+    text_cache: TextCache | None = None  # the clean text features, where the model allows reuse
 
 
 def _prepare(run_dir: Path, split: str) -> _Evaluation:
@@ -124,7 +137,9 @@ def _predict(ev: _Evaluation, kind: str, granularity: str, rate: float, seed: in
     generator = torch.Generator().manual_seed(seed)
     grain = DEFAULT_GRANULARITY if granularity == TEXT_GRANULARITY else granularity
     noisy = _NoisyLoader(ev.loader, kind, rate, generator, ev.info, grain)
-    pred = predict_split(ev.model, ev.dataset[ev.split], ev.tokenizer, ev.cfg, ev.device, loader=noisy)
+    clean_text = kind in AV_KINDS or rate == 0.0
+    pred = predict_split(ev.model, ev.dataset[ev.split], ev.tokenizer, ev.cfg, ev.device, loader=noisy,
+                         text_cache=ev.text_cache if clean_text else None)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant predictions
         metrics = sentiment_metrics(pred.y_pred, pred.y_true)
@@ -152,6 +167,7 @@ def robustness_curve(
     split: str = "test",
     progress: bool = False,
     granularities: Sequence[str] = NOISE_GRANULARITIES,
+    reuse_text: bool = True,
 ) -> pd.DataFrame:
     """Metrics of a run's best checkpoint on ``split`` with its inputs corrupted (thesis 6.3.4).
 
@@ -163,6 +179,10 @@ def robustness_curve(
     corruption rate, and the run's identity (model, variant, adaptation, seed, data, PLM), so
     that curves of several runs can be concatenated and averaged. Rate 0 changes nothing, so
     the clean split is predicted once and shared by every kind.
+
+    ``reuse_text``: the text features of AMB and MISA are computed once per test batch and
+    reused by the passes whose text is clean (module doc); ``False`` recomputes them in every
+    pass (the same rows, bitwise).
     """
     kinds = [kind] if isinstance(kind, str) else list(kind)
     for k in kinds:
@@ -173,6 +193,8 @@ def robustness_curve(
     if n_draws < 1:
         raise ValueError(f"n_draws must be at least 1, got {n_draws}")
     ev = _prepare(Path(run_dir), split)
+    if reuse_text and reuses_text(ev.model):
+        ev.text_cache = TextCache(ev.model)
     conditions = _conditions(kinds, rates, granularities)
     bar = tqdm(total=len(conditions), desc=f"noise {Path(run_dir).name}", disable=not progress, leave=False)
     clean, rows = None, []

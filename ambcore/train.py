@@ -62,7 +62,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -77,6 +77,9 @@ from ambcore.data.types import Batch, MultimodalDataset, Split
 from ambcore.errors import AmbError, DataError, ModelConfigError
 from ambcore.metrics import sentiment_metrics
 from ambcore.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from ambcore.models.text_cache import TextCache
 
 __all__ = [
     "DivergedError",
@@ -326,13 +329,19 @@ def predict_split(
     device: torch.device | str = "cpu",
     progress: bool = False,
     loader=None,
+    text_cache: TextCache | None = None,
 ) -> Predictions:
     """Predict every utterance of ``split`` (batches of ``cfg.eval_batch_size``, no shuffling).
 
     Reusable by other chapters (e.g. noise sweeps pass their own ``loader`` of perturbed
     batches); the model is put in eval mode and run under ``torch.inference_mode``
     (``torch.no_grad`` with ``cfg.fast_path=False``, the benchmark's reference path).
+    ``text_cache`` (``ambcore.models.text_cache.TextCache`` of ``model``): each batch's text
+    features come from it, computed on its first pass and reused by later passes whose text
+    is unchanged (the robustness curves' visual/acoustic noise, thesis 6.3.4).
     """
+    if text_cache is not None and text_cache.model is not model:
+        raise ValueError("predict_split: text_cache belongs to another model")
     device = torch.device(device)
     if loader is None:
         loader = _make_loader(split, tokenizer, cfg, shuffle=False)
@@ -345,7 +354,7 @@ def predict_split(
         for batch in tqdm(loader, desc=f"predict {split.name}", leave=False, disable=not progress):
             batch = batch.to(device, non_blocking=True)
             with _autocast(cfg, device):
-                out = model(batch)
+                out = model(batch) if text_cache is None else text_cache(batch)
             preds.append(out.prediction.float().reshape(-1))  # (B,) stays on the device
             labels.append(batch.labels.float().reshape(-1))  # (B,)
             ids.extend(batch.ids)

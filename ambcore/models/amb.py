@@ -278,6 +278,10 @@ def set_pooler(plm: nn.Module, wanted: bool) -> nn.Module:
 class AMB(PretrainedMixin, nn.Module):
     """Adapted Multimodal BERT (thesis 6.2); see the module docstring for every choice."""
 
+    # The PLM sees the text only: ``text_features`` can be computed once for passes whose
+    # visual/acoustic input changes and whose text does not (ambcore.models.text_cache).
+    text_is_av_independent = True
+
     def __init__(self, cfg, visual_dim: int, acoustic_dim: int, plm: nn.Module | None = None):
         super().__init__()
         if cfg.model != "amb":
@@ -308,8 +312,13 @@ class AMB(PretrainedMixin, nn.Module):
             return "encoders"
         return param_name.split(".", 1)[0]  # "fusion" | "predictor"
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        check_feature_dims(batch, self.visual_dim, self.acoustic_dim)
+    def text_features(self, batch: Batch) -> torch.Tensor:
+        """The adapted PLM's [CLS] state after every layer (6.2.2, 6.2.3): (B, L, H).
+
+        The PLM reads the text alone (the no-text variant's ``[CLS] [SEP]`` included), so these
+        states do not depend on the visual and acoustic input: a pass whose text is unchanged
+        (visual/acoustic noise, thesis 6.3.4) can reuse them through ``forward(batch, text=...)``.
+        """
         input_ids, attention_mask, token_type_ids = batch.input_ids, batch.attention_mask, batch.token_type_ids
         if self.cfg.variant == "no-text":
             input_ids, attention_mask, token_type_ids = reduce_to_cls_sep(input_ids, attention_mask, token_type_ids)
@@ -320,7 +329,13 @@ class AMB(PretrainedMixin, nn.Module):
             output_hidden_states=True,
         )
         # hidden_states: L + 1 tensors (B, T, H); [0] is the embedding output, not fused.
-        cls_states = torch.stack([h[:, 0] for h in text.hidden_states[1:]], dim=1)  # (B, L, H)
+        return torch.stack([h[:, 0] for h in text.hidden_states[1:]], dim=1)  # (B, L, H)
+
+    def forward(self, batch: Batch, text: torch.Tensor | None = None) -> ModelOutput:
+        """Predict a batch (6.2); ``text``: this batch's ``text_features`` if already computed
+        (the same result, bitwise, as computing them here)."""
+        check_feature_dims(batch, self.visual_dim, self.acoustic_dim)
+        cls_states = self.text_features(batch) if text is None else text  # (B, L, H)
 
         av = None
         if self.use_av:

@@ -181,6 +181,9 @@ class MAGBert(PretrainedMixin, nn.Module):
     """BERT with a multimodal adaptation gate before encoder layer ``cfg.mag_injection_layer``."""
 
     model_name = "mag-bert"
+    # The gate shifts BERT's token states by the visual/acoustic features: no part of the
+    # prediction depends on the text alone (ambcore.models.text_cache).
+    text_is_av_independent = False
 
     def __init__(self, cfg, visual_dim: int, acoustic_dim: int):
         super().__init__()

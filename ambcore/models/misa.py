@@ -139,6 +139,9 @@ class MISA(PretrainedMixin, nn.Module):
     """
 
     model_name = "misa"
+    # The PLM sees the text only: ``text_features`` can be computed once for passes whose
+    # visual/acoustic input changes and whose text does not (ambcore.models.text_cache).
+    text_is_av_independent = True
 
     def __init__(self, cfg, visual_dim: int, acoustic_dim: int):
         super().__init__()
@@ -202,8 +205,11 @@ class MISA(PretrainedMixin, nn.Module):
             return "predictor"
         return "encoders"  # LSTMs, projections, shared/private encoders, reconstruction
 
-    def encode_text(self, batch: Batch) -> torch.Tensor:
-        """Mean of the PLM's last hidden states over the real tokens: (B, H_plm)."""
+    def text_features(self, batch: Batch) -> torch.Tensor:
+        """Mean of the PLM's last hidden states over the real tokens: (B, H_plm).
+
+        The PLM reads the text alone, so a pass whose text is unchanged (visual/acoustic noise,
+        thesis 6.3.4) can reuse this through ``forward(batch, text=...)``."""
         states = self.plm(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -212,14 +218,16 @@ class MISA(PretrainedMixin, nn.Module):
         mask = batch.attention_mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
         return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward(self, batch: Batch, text: torch.Tensor | None = None) -> ModelOutput:
+        """Predict a batch and its auxiliary losses; ``text``: this batch's ``text_features`` if
+        already computed (the same result, bitwise, as computing them here)."""
         if batch.visual.shape[-1] != self.visual_dim or batch.acoustic.shape[-1] != self.acoustic_dim:
             raise ModelConfigError(
                 f"MISA was built for visual/acoustic dims {self.visual_dim}/{self.acoustic_dim}, "
                 f"the batch has {batch.visual.shape[-1]}/{batch.acoustic.shape[-1]}"
             )
         utterance = {
-            "t": self.encode_text(batch),  # (B, H_plm)
+            "t": self.text_features(batch) if text is None else text,  # (B, H_plm)
             "v": self.visual_encoder(batch.visual, batch.visual_lengths),  # (B, 4 Dv)
             "a": self.acoustic_encoder(batch.acoustic, batch.acoustic_lengths),  # (B, 4 Da)
         }
