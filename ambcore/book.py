@@ -84,6 +84,7 @@ class Chapter:
     name: str  # "01_data": the notebook stem and the page name under book/executed/
     title: str
     thesis_section: str
+    trains: bool = False  # its runs take the tuning record's values (tuning_step runs first)
 
     def source(self, notebooks_dir: Path) -> Path:
         return notebooks_dir / f"{self.name}.py"
@@ -97,9 +98,9 @@ class Chapter:
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter("01_data", "Data", "6.3.1"),
     Chapter("02_model", "Model", "6.2"),
-    Chapter("03_train", "Training", "6.3.1"),
-    Chapter("04_ablation", "Ablation", "6.3.2-6.3.3"),
-    Chapter("05_robustness", "Robustness", "6.3.4"),
+    Chapter("03_train", "Training", "6.3.1", trains=True),
+    Chapter("04_ablation", "Ablation", "6.3.2-6.3.3", trains=True),
+    Chapter("05_robustness", "Robustness", "6.3.4", trains=True),
     Chapter("06_results", "Results", "6.3"),
     Chapter("07_status", "Status", "-"),
 )
@@ -117,7 +118,9 @@ def default_notebooks_dir() -> Path:
 
 def default_results_dir() -> Path:
     """Where chapters write and read results files: ``AMB_RESULTS`` or the project's results/."""
-    return Path(os.environ.get("AMB_RESULTS") or PROJECT_ROOT / "results")
+    from ambcore.paths import results_dir
+
+    return results_dir()
 
 
 def default_timings_path(book_dir: Path | None = None) -> Path:
@@ -240,18 +243,22 @@ def banner(source: Any) -> Banner:
 
 
 def config_from_parameters(
-    preset: str, data: str | None = "", plm: str | None = "", seed: int | None = None, **overrides
-) -> Config:
+    preset: str, data: str | None = "", plm: str | None = "", seed: int | None = None,
+    tuned_for: str | None = None, **overrides,
+) -> Config:  # fmt: skip
     """The chapters' config from their papermill parameters (empty values keep the preset's).
 
     ``AMB_PLM`` switches the language model when ``plm`` is empty, as ``AMB_DATA`` does for the
     data of the paper preset; ``AMB_PRESET`` is read by the notebooks' parameter defaults.
-    ``AMB_SET`` (``python -m ambcore book --set``; ``ambcore.overrides``) applies on top of the
-    preset, below the chapter's own parameters.
+    ``tuned_for`` (a model): the values the preset's tuning record chose for it
+    (``experiments.tuned_values``) apply on top of the preset. ``AMB_SET`` (``python -m ambcore
+    book --set``; ``ambcore.overrides``) applies over those, below the chapter's own parameters.
     """
+    from ambcore.experiments import tuned_values
     from ambcore.overrides import from_env
 
-    values = {**from_env(), **overrides}
+    chosen = tuned_values(tuned_for, preset) if tuned_for else {}
+    values = {**chosen, **from_env(), **overrides}
     if data:
         values["data"] = data
     plm = plm or os.environ.get("AMB_PLM", "")
@@ -549,6 +556,7 @@ def run_book(
     log: Callable[[str], None] = _log,
     overrides: Iterable[str] = (),
     chapter_params: Iterable[str] = (),
+    retune: bool = False,
 ) -> BookResult:
     """Execute the chapters with papermill and build the book (the main job; see module doc).
 
@@ -557,6 +565,7 @@ def run_book(
     that declare a ``results_dir`` parameter write and read results files (default results/).
     ``overrides``: ``KEY=VALUE`` config values for every chapter and run (``AMB_SET``);
     ``chapter_params``: ``NAME=VALUE`` papermill parameters for the chapters that declare them.
+    ``retune``: run the preset's tuning studies afresh before the chapters (``tuning_step``).
 
     Ctrl-C or SIGTERM stops every process the job started (``stop_descendants``), records the
     chapter as interrupted and raises ``BookInterrupted`` naming the command that resumes.
@@ -571,6 +580,8 @@ def run_book(
     job = _start_job(options, cfg, selected, log)
     t_book = time.perf_counter()
     with stop_descendants_on_signals() as received, watched():  # workers end with the job
+        first = next((c for c in job.selected if c.trains), None)
+        _resumable(job, first, received, lambda: tuning_step(job, retune))
         for index, chapter in enumerate(CHAPTERS, 1):
             _resumable(job, chapter, received, lambda: _chapter_step(job, chapter, index))
         _finish_timings(job, time.perf_counter() - t_book)
@@ -635,6 +646,8 @@ def _kernel_environment(options: BookOptions) -> dict[str, str]:
         env["AMB_PLM"] = options.plm
     env.update(kernel_thread_env())
     env.update(options.set_env)
+    if options.results_dir:  # where the chapters find the tuning record (ambcore.tune)
+        env["AMB_RESULTS"] = str(Path(options.results_dir).resolve())
     return env
 
 
@@ -665,6 +678,39 @@ def _finish_timings(job: _Job, seconds: float) -> None:
     job.save_timings()
     if job.missing:
         job.log(f"missing chapters (placeholder pages): {', '.join(job.missing)}")
+
+
+def tuning_step(job: _Job, retune: bool = False) -> str:
+    """Before the chapters: the preset's tuning record (``ambcore.tune``), whose chosen values
+    every chapter's runs take (``experiments.cell_overrides``). A record that matches the spec
+    is kept; a missing or stale one is produced by ``python -m ambcore tune`` (its studies
+    resume from their journals), and ``retune`` starts them afresh. Returns what happened."""
+    from ambcore import tune
+
+    options = job.options
+    if not any(chapter.trains for chapter in job.selected):
+        return "tuning: no selected chapter trains"
+    spec = tune.spec_for_preset(options.preset)
+    record = _results_dir(options) / tune.record_name(options.preset)
+    with _environment({"AMB_RESULTS": str(_results_dir(options))}):
+        current = tune.current_record(options.preset) if spec.exists() else None
+    if not spec.exists():
+        said = f"tuning: no spec for the {options.preset} preset; the cells keep their recipes' values"
+    elif current is not None and not retune:
+        said = f"tuning: {record.name} matches {spec.name}; its chosen values are used"
+    else:
+        why = "--retune" if retune else f"no record matching {spec.name}"
+        job.log(f"tuning ({why}): python -m ambcore tune {spec.name} (resumable)")
+        command = [sys.executable, "-m", "ambcore", "tune", str(spec), "--record", str(record)]
+        with _environment(job.kernel_env):
+            subprocess.run(command + (["--retune"] if retune else []), check=True)
+        said = f"tuning: {record.name} written; its chosen values are used"
+    job.log(said)
+    return said
+
+
+def _results_dir(options: BookOptions) -> Path:
+    return Path(options.results_dir or default_results_dir()).resolve()
 
 
 def _chapter_step(job: _Job, chapter: Chapter, index: int) -> None:

@@ -135,10 +135,21 @@ class Config:
     # unaligned data: "error" (default) refuses; "resample" averages each token's proportional
     # segment of the sequence (an approximation, not the original method).
     mag_unaligned: str = "error"
+    # What the prediction head reads: "pooler" (the original: BERT's pooler, dense + tanh on
+    # [CLS], trained by bert-base's next-sentence task), "cls" (the [CLS] state itself) or "mean"
+    # (the mean of the real tokens' states). For PLMs whose pooler was never trained, such as
+    # the embedded all-MiniLM-L6-v2 (made for mean pooling); see ambcore.models.magbert.
+    mag_pooling: str = "pooler"
 
     # ---- training (ambcore.train) -------------------------------------------------------------
     loss: str = "l1"  # "l1" (thesis) | "mse"
     lr: float = 5e-5
+    # Learning rate of the parameters trained from scratch (adapters, encoders, fusion, gates,
+    # heads) when pretrained PLM weights train beside them; 0: ``lr`` for every parameter (the
+    # thesis and the recipes). Beyond the recipes: on a budget of a few dozen steps, a head
+    # that starts at zero output cannot reach the labels' scale at a fine-tuning rate
+    # (ambcore.train.make_optimizer).
+    new_params_lr: float = 0.0
     weight_decay: float = 0.0
     batch_size: int = 32
     eval_batch_size: int = 128
@@ -206,6 +217,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         fusion_proj_dim=64,
         fusion_hidden=110,
         misa_hidden=64,
+        # all-MiniLM-L6-v2 was trained for mean pooling; its pooler was never trained (bias 0,
+        # outputs that vary 6x less across utterances than [CLS]), so MAG-BERT reads the mean.
+        mag_pooling="mean",
         lr=1e-3,
         batch_size=32,
         eval_batch_size=32,
@@ -328,6 +342,7 @@ _CHOICES = {
     "cls_projection": ("shared", "per_layer"),
     "adapter_placement": ("ours", "pfeiffer"),
     "mag_unaligned": ("error", "resample"),
+    "mag_pooling": ("pooler", "cls", "mean"),
     "loss": ("l1", "mse"),
     "grad_clip_mode": ("norm", "value"),
     "optimizer": ("adam", "adamw"),
@@ -387,6 +402,7 @@ _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
 # key -> (low, high, high included?) for float fields; every float field must also be finite.
 _FLOAT_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "lr": (0.0, LR_MAX, True),
+    "new_params_lr": (0.0, LR_MAX, True),
     "weight_decay": (0.0, None, True),
     "dropout": (0.0, 1.0, False),
     "misa_dropout": (0.0, 1.0, False),

@@ -186,18 +186,30 @@ def _get_cell(name: str) -> Cell:
     return CELLS[name]
 
 
-def cell_overrides(name: str, preset: str) -> dict[str, Any]:
-    """The config overrides of cell ``name`` for ``preset`` (``SCALED_KEYS`` kept from the
-    preset unless it is ``paper``)."""
+def cell_overrides(name: str, preset: str, tuned: bool = True) -> dict[str, Any]:
+    """The config overrides of cell ``name`` for ``preset``: its recipe (``SCALED_KEYS`` kept
+    from the preset unless it is ``paper``), then, with ``tuned``, the values the preset's
+    tuning record chose for the cell's model (``tuned_values``), then ``AMB_SET``."""
     cell = _get_cell(name)
     if preset not in PRESETS:
         raise AmbError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    chosen = tuned_values(cell.overrides.get("model", "amb"), preset) if tuned else {}
     if preset == "paper":
-        return {**cell.overrides, **_env_set()}
+        return {**cell.overrides, **chosen, **_env_set()}
     out = {k: v for k, v in cell.overrides.items() if k not in SCALED_KEYS}
     if str(out.get("finetune_layers", "")).startswith("last:"):
         out["finetune_layers"] = f"last:{GRIDS[preset].finetune_last}"
-    return {**out, **_env_set()}
+    return {**out, **chosen, **_env_set()}
+
+
+def tuned_values(model: str, preset: str) -> dict[str, Any]:
+    """The values the tuning record of ``preset`` chose for ``model`` (``ambcore.tune``:
+    ``current_record``, ``chosen_values``); every cell of that model takes them (AMB's
+    variants, AMB-FT and the design alternatives AMB's, MISA-Adapters MISA's). {} without a
+    matching record."""
+    from ambcore import tune
+
+    return tune.chosen_values(tune.current_record(preset), model)
 
 
 def _env_set() -> dict[str, Any]:
@@ -245,8 +257,8 @@ GRIDS: dict[str, Grid] = {
     # pass (ambcore.models.text_cache): 8 against 22 CPU s for one AMB run's curves.
     "embedded": Grid(seeds=(0, 1, 2), rates=(0.0, 0.25, 0.5, 1.0), n_draws=1,
                      note="sized for the 10-minute book on two CPU cores"),
-    "paper": Grid(seeds=(0, 1, 2), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
-                  n_draws=3, note="the thesis: three runs, rates up to 1.0"),
+    "paper": Grid(seeds=(0, 1, 2, 3, 4), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+                  n_draws=3, note="five runs per cell as MMSA reports them, rates up to 1.0"),
 }  # fmt: skip
 
 
@@ -304,7 +316,8 @@ def run_dir(cfg: Config, cell: str) -> Path:
 
 
 def _spec(name: str, cells: Sequence[str], preset: str, n_seeds: int | None,
-          shared: Mapping[str, Any] | None, runs_dir: str | os.PathLike | None) -> dict[str, Any]:
+          shared: Mapping[str, Any] | None, runs_dir: str | os.PathLike | None,
+          tuned: bool = True) -> dict[str, Any]:
     g = grid(preset, n_seeds)
     shared = dict(shared or {})
     if runs_dir is None:
@@ -319,7 +332,7 @@ def _spec(name: str, cells: Sequence[str], preset: str, n_seeds: int | None,
     }
     if shared:
         spec["overrides"] = shared
-    spec["cells"] = [{"name": c, "overrides": cell_overrides(c, preset)} for c in cells]
+    spec["cells"] = [{"name": c, "overrides": cell_overrides(c, preset, tuned)} for c in cells]
     return spec
 
 
@@ -346,7 +359,35 @@ def design_spec(preset: str, n_seeds: int | None = None,
     return _spec("design", DESIGN_CELLS, preset, n_seeds, shared, runs_dir)
 
 
-_SPECS = {"ablation": ablation_spec, "robustness": robustness_spec, "design": design_spec}
+def recipes_spec(preset: str, n_seeds: int | None = None,
+                 shared: Mapping[str, Any] | None = None,
+                 runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The ablation's cells at their recipes' values, untouched by tuning: where the tuning
+    studies start (``experiments/tune_<preset>.yaml`` reads it) and a way to train the
+    recipes as published (runs folder ``<preset>-recipes``)."""
+    if runs_dir is None:
+        runs_dir = runs_root(preset, shared).with_name(f"{runs_root(preset, shared).name}-recipes")
+    return _spec("recipes", ABLATION_CELLS, preset, n_seeds, shared, runs_dir, tuned=False)
+
+
+_SPECS = {"recipes": recipes_spec, "ablation": ablation_spec, "robustness": robustness_spec,
+          "design": design_spec}  # fmt: skip
+
+
+def cells_table(spec: Mapping[str, Any]):
+    """The cells of a spec as a table: cell, the thesis row, its tables, and its overrides
+    (floats to 3 significant digits: tuned values are exact in the spec, rounded here)."""
+    import pandas as pd
+
+    def shown(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return pd.DataFrame([
+        {"cell": c["name"], "thesis row": CELLS[c["name"]].label,
+         "tables": ", ".join(CELLS[c["name"]].tables),
+         "overrides": ", ".join(f"{k}={shown(v)}" for k, v in c["overrides"].items())}
+        for c in spec["cells"]
+    ])  # fmt: skip
 
 
 def spec_path(kind: str, preset: str, folder: str | os.PathLike | None = None) -> Path:
@@ -354,21 +395,36 @@ def spec_path(kind: str, preset: str, folder: str | os.PathLike | None = None) -
 
 
 def spec_text(kind: str, preset: str) -> str:
-    """The committed YAML of spec ``kind`` ("ablation"/"robustness") for ``preset``."""
+    """The committed YAML of spec ``kind`` (``_SPECS``: recipes, ablation, robustness, design)
+    for ``preset``."""
     import yaml
 
-    spec = _SPECS[kind](preset, runs_dir=preset)
+    spec = _SPECS[kind](preset, runs_dir=f"{preset}-recipes" if kind == "recipes" else preset)
+    if kind == "recipes":
+        values = "the cells at their recipes' values (where tuning starts)"
+    elif tuned_values("amb", preset) or tuned_values("misa", preset):
+        values = f"with the values chosen by results/{_record_name(preset)}"
+    else:
+        values = "at the recipes' values (no tuning record for this preset)"
     header = (
         f"# Sweep spec generated by ambcore.experiments.write_spec_files(): the {kind} runs of\n"
-        f"# thesis chapter 6.3 for the {preset} preset ({GRIDS[preset].note}).\n"
+        f"# thesis chapter 6.3 for the {preset} preset ({GRIDS[preset].note}),\n"
+        f"# {values}.\n"
         f"#   python -m ambcore sweep {spec_path(kind, preset, 'experiments')}\n"
         "# runs_dir is relative to the runs folder (AMB_RUNS, default <root>/runs).\n"
     )
     return header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
 
 
+def _record_name(preset: str) -> str:
+    from ambcore.tune import record_name
+
+    return record_name(preset)
+
+
 def write_spec_files(folder: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``experiments/{ablation,robustness}_{preset}.yaml`` for every preset."""
+    """Write ``experiments/<kind>_<preset>.yaml`` for every kind of ``_SPECS`` and preset (the
+    recipes first: the tuning specs read them; the others take the tuning records' values)."""
     from ambcore.runs import atomic_write_text
 
     return [
@@ -755,6 +811,23 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
     with _threads_per_process(1 if cuda else threads_per_process(parallel, cores=cores)):
         return run_sweep(loaded, backend="submitit", cluster="local", max_parallel=parallel,
                          progress=progress, cost=lambda cell: costs.get(cell.name, 0.0))  # fmt: skip
+
+
+def train_spec(spec: Mapping[str, Any], parallel: int = 0, collect_only: bool = False):
+    """What a chapter's training cell does: ``run_experiment``, a table of the outcomes (cell,
+    seed, outcome, seconds) printed, and one error listing the failed runs. ``collect_only``:
+    train nothing. Returns the outcomes (None with ``collect_only``)."""
+    if collect_only:
+        print(f"collect_only: nothing is trained; reading the finished runs of {spec['name']}")
+        return None
+    result = run_experiment(spec, parallel=parallel)
+    outcomes = result.frame()[["cell", "seed", "outcome", "seconds"]]
+    print(outcomes.to_string(index=False, float_format=lambda s: f"{s:.0f}"))
+    print(f"trained {int((outcomes['outcome'] != 'skipped').sum())} run(s) in "
+          f"{outcomes['seconds'].sum():.0f} s of run time")  # fmt: skip
+    if result.failed:
+        raise RuntimeError("failed runs:\n" + "\n\n".join(f.error for f in result.failed))
+    return outcomes
 
 
 def finished_runs(spec: Mapping[str, Any]) -> list[Path]:

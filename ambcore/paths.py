@@ -2,8 +2,8 @@
 
 - ``AMB_DATA``: the dataset path used when a config says ``data=""`` (the paper preset).
 - ``AMB_RUNS``: the folder that holds run folders (default ``<root>/runs``).
-- ``AMB_RESULTS``: results files written by the chapters (default ``<root>/results``; see
-  ``ambcore.book.default_results_dir``).
+- ``AMB_RESULTS``: results files written by the chapters, the tuning records among them
+  (default ``<root>/results``).
 - ``AMB_CACHE``: generated synthetic datasets and token caches (default ``<root>/.cache``,
   falling back to ``~/.cache/ambcore`` when the package is installed outside a checkout).
 """
@@ -23,6 +23,10 @@ def _in_checkout() -> bool:
 
 def runs_dir() -> Path:
     return Path(os.environ.get("AMB_RUNS") or PROJECT_ROOT / "runs")
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("AMB_RESULTS") or PROJECT_ROOT / "results")
 
 
 def cache_dir() -> Path:

@@ -832,6 +832,7 @@ def check_best_config(run_dir: str | Path) -> None:
 
 
 def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; one ``AmbError`` line naming the file otherwise."""
     value = read_json(path)
     if not isinstance(value, dict):
         raise AmbError(f"{path}: expected a JSON object, got {type(value).__name__}")

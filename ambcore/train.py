@@ -62,7 +62,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -170,22 +170,45 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
 
 
-def make_optimizer(params, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: Config, device: torch.device,
+                   pretrained: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:  # fmt: skip
     """The optimizer over ``params`` (the trainable ones); the fused CUDA kernel on a GPU.
 
     ``cfg.optimizer="adam"``: Adam, the thesis' optimizer (6.3.1). ``"adamw"``: AdamW with
     ``cfg.weight_decay`` on matrices only; biases and normalisation weights (fewer than two
     dimensions) are not decayed, which is what MAG-BERT's name-based groups amount to.
+    ``cfg.new_params_lr`` > 0: the parameters not in ``pretrained`` (the PLM's own weights that
+    train) learn at that rate, the pretrained ones at ``cfg.lr``.
     """
     params = list(params)
     fused = (device.type == "cuda" and cfg.fast_path) or None
+    old = {id(p) for p in pretrained}
+    by_rate = [(params, cfg.lr)]
+    if cfg.new_params_lr > 0:
+        by_rate = [([p for p in params if id(p) in old], cfg.lr),
+                   ([p for p in params if id(p) not in old], cfg.new_params_lr)]  # fmt: skip
+    groups = []
+    for members, lr in by_rate:
+        if cfg.optimizer == "adamw":
+            groups += [
+                {"params": [p for p in members if p.ndim >= 2], "weight_decay": cfg.weight_decay,
+                 "lr": lr},
+                {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
+            ]  # fmt: skip
+        else:
+            groups.append({"params": members, "lr": lr})
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=fused)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def pretrained_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The PLM's own weights among ``model``'s trainable parameters (component "plm")."""
+    component_of = getattr(model, "component_of", None)
+    if component_of is None:
+        return []
+    return [p for n, p in model.named_parameters() if p.requires_grad and component_of(n) == "plm"]
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
@@ -544,7 +567,7 @@ def _set_up(cfg: Config, paths: runs.RunPaths, resume: bool,
     with _pickled_plm_refused(cfg):
         model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, cfg, device)
+    optimizer = make_optimizer(trainable, cfg, device, pretrained_parameters(model))
     scheduler = None
     if cfg.warmup_ratio > 0:  # created before a resumed optimizer state is loaded (initial_lr)
         steps = len(_epoch_loader(dataset["train"], tokenizer, cfg, 1, dist))

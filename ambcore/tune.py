@@ -72,8 +72,15 @@ __all__ = [
     "trials_figure",
     "spec_for_preset",
     "book_record",
+    "record_name",
+    "record_status",
+    "current_record",
+    "chosen_values",
 ]
 
+# Bumped when the way trials are chosen changes (a record of an older tuner is stale):
+# 2 = the recipe's own values are every study's first trial.
+TUNER_VERSION = 2
 SPEC_KEYS = ("name", "sweep", "cells", "space", "n_trials", "seed", "runs_dir", "pruner")
 STUDY_FILE = "study.journal"
 
@@ -263,6 +270,26 @@ def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
                                load_if_exists=True)  # fmt: skip
 
 
+def recipe_point(space: Mapping[str, Range], cfg: Config) -> dict[str, float]:
+    """The cell's own values (its recipe's, or the preset's for AMB) of the parameters whose
+    value lies in its range: the first trial of every study, so that the chosen values are
+    never worse on validation than the starting point. A parameter outside its range (a
+    ``new_params_lr`` of 0, "the same as lr") is left to the sampler."""
+    point = {}
+    for name, rng in space.items():
+        low, high = rng.bounds(cfg)
+        value = float(getattr(cfg, name))
+        if low <= value <= high:
+            point[name] = value
+    return point
+
+
+def _enqueue_recipe(study, space: Mapping[str, Range], cfg: Config) -> None:
+    """Queue ``recipe_point`` as the study's first trial (once: not when the study has any)."""
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(recipe_point(space, cfg), user_attrs={"recipe": True})
+
+
 def _finished(study) -> int:
     import optuna
 
@@ -291,6 +318,7 @@ def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None 
     study = _open_study(spec, cell, cell_dir)
     _requeue_stale(study)
     space = spec.space[cfg.model]
+    _enqueue_recipe(study, space, cfg)
 
     def objective(trial) -> float:
         return _objective(trial, cfg, space, cell_dir, data, train_fn)
@@ -367,17 +395,27 @@ def trials_frame(studies: Mapping[str, Any]) -> pd.DataFrame:
                          "value": value, "epochs": len(steps),
                          "valid_mae_by_epoch": json.dumps({int(k): v for k, v in steps.items()}),
                          **{f"param_{k}": v for k, v in t.params.items()},
+                         "recipe": bool(t.user_attrs.get("recipe", False)),
                          "run_dir": t.user_attrs.get("run_dir", "")})  # fmt: skip
     return pd.DataFrame(rows)
 
 
+def _changed_fields(cfg: Config) -> dict[str, Any]:
+    """The config's values that differ from ``Config()``'s: a new field with a default does
+    not change a fingerprint, a changed value does."""
+    default = Config()
+    return {k: v for k, v in cfg.to_dict().items() if v != getattr(default, k)}
+
+
 def fingerprint(spec: TuneSpec) -> str:
-    """What a record must match to be reused: preset, data, PLM, the cells' configs at the
-    tuning seed, the search spaces, the number of trials and the pruner. (The git revision is
-    recorded but not compared: every commit would otherwise invalidate a committed record.)"""
+    """What a record must match to be reused: the tuner's version, preset, data, PLM, the cells' configs at the
+    tuning seed (their values that differ from the defaults), the search spaces, the number of
+    trials and the pruner. (The git revision is recorded but not compared: every commit would
+    otherwise invalidate a committed record.)"""
     content = {
+        "tuner": TUNER_VERSION,
         "preset": spec.preset, "n_trials": spec.n_trials, "seed": spec.seed,
-        "pruner": spec.pruner, "cells": {c: cfg.to_dict() for c, cfg in spec.cells},
+        "pruner": spec.pruner, "cells": {c: _changed_fields(cfg) for c, cfg in spec.cells},
         "space": {m: {n: [r.low, r.high, r.factor, r.log] for n, r in ps.items()}
                   for m, ps in spec.space.items()},
     }  # fmt: skip
@@ -441,6 +479,15 @@ def ensure_record(spec_path: str | os.PathLike, record_path: str | os.PathLike,
     return json.loads(record_path.read_text(encoding="utf-8")), "tuned"
 
 
+def record_status(record: Mapping[str, Any], said: str) -> str:
+    """``said`` (where the record came from) with what produced it: git revision, date, host,
+    CPUs, data, PLM and the budget."""
+    return (f"{said} (git {str(record['git']['revision'])[:10]}, {record['date']}, "
+            f"{record['machine']['hostname']}, {record['machine']['cpus']} CPUs; data "
+            f"{record.get('data', '?')}, PLM {record.get('plm', '?')}; {record['n_trials']} "
+            f"trials of at most {record['max_epochs']} epochs)")  # fmt: skip
+
+
 def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
     """Per cell of a record: model, finished / pruned / failed trials, the chosen values and
     their validation MAE."""
@@ -481,30 +528,69 @@ def trials_figure(record: Mapping[str, Any]):
     return fig
 
 
+def record_name(preset: str) -> str:
+    return f"tuning_{preset}.json"
+
+
+_RECORDS: dict[tuple, tuple[dict, Path] | None] = {}
+
+
+def current_record(preset: str) -> dict[str, Any] | None:
+    """The tuning record of ``preset`` that matches its spec (``experiments/tune_<preset>.yaml``):
+    the one in the results folder (``AMB_RESULTS``), else the project's committed one; None
+    when there is no spec or no matching record (then the cells train at their recipes'
+    values)."""
+    found = _current_with_path(preset)
+    return None if found is None else found[0]
+
+
+def _current_with_path(preset: str) -> tuple[dict[str, Any], Path] | None:
+    spec_path = spec_for_preset(preset)
+    if not spec_path.exists():
+        return None
+    folders = dict.fromkeys([paths.results_dir().resolve(), (paths.PROJECT_ROOT / "results").resolve()])
+    candidates = [folder / record_name(preset) for folder in folders]
+    inputs = [*candidates, spec_path, *sorted(spec_path.parent.glob("*.yaml"))]  # spec, sweeps, spaces
+    key = (preset, *((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in inputs))
+    if key not in _RECORDS:
+        wanted = fingerprint(load_tune_spec(spec_path))
+        found = ((_read_record(p), p) for p in candidates if p.exists())  # fmt: skip
+        _RECORDS[key] = next((r for r in found if r[0].get("fingerprint") == wanted), None)
+    return _RECORDS[key]
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    return runs._json_object(path)  # one AmbError line naming the file when it is not a record
+
+
+def chosen_values(record: Mapping[str, Any] | None, model: str) -> dict[str, Any]:
+    """The values a record chose for ``model`` (its tuned cell of that model); {} when the
+    record is None or did not tune that model."""
+    if not record:
+        return {}
+    for cell, tuned_model in record.get("models", {}).items():
+        if tuned_model == model:
+            return dict(record["chosen"][cell].get("params") or {})
+    return {}
+
+
 def spec_for_preset(preset: str) -> Path:
     """The committed tuning spec of ``preset`` (``experiments/tune_<preset>.yaml``)."""
     return paths.PROJECT_ROOT / "experiments" / f"tune_{preset}.yaml"
 
 
-def book_record(preset: str, results_dir: str | os.PathLike, retune: bool = False,
-                tune_if_missing: bool = False, **kwargs) -> tuple[dict | None, str]:  # fmt: skip
-    """The record the Ablation chapter shows (``results/tuning_<preset>.json``) and a sentence
-    saying where it came from: read (it matches the spec), produced now (missing or stale and
-    ``tune_if_missing``, or ``retune``), or why there is none. ``kwargs`` go to
-    ``ensure_record``."""
+def book_record(preset: str) -> tuple[dict | None, str]:
+    """The record the Ablation chapter shows (``current_record``: the one the runs use) and a
+    sentence saying where it came from, or why there is none."""
     spec_path = spec_for_preset(preset)
-    record_path = Path(results_dir) / f"tuning_{preset}.json"
     if not spec_path.exists():
         return None, f"no tuning spec for the {preset} preset ({spec_path.name} does not exist)"
-    if not (retune or tune_if_missing):
-        if not record_path.exists():
-            return None, (f"no record yet: `python -m ambcore tune experiments/{spec_path.name} "
-                          f"--record results/{record_path.name}` produces it")  # fmt: skip
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("fingerprint") != fingerprint(load_tune_spec(spec_path)):
-            return None, (f"results/{record_path.name} was made for another spec; rerun "
-                          "the tuning to replace it")  # fmt: skip
-        return record, f"read from results/{record_path.name}"
-    record, how = ensure_record(spec_path, record_path, retune=retune, **kwargs)
-    verb = "read from" if how == "read" else "produced now and written to"
-    return record, f"{verb} results/{record_path.name}"
+    found = _current_with_path(preset)
+    if found is None:
+        return None, (f"no record matching experiments/{spec_path.name}: the cells train at "
+                      f"their recipes' values; `python -m ambcore tune experiments/"
+                      f"{spec_path.name} --record results/{record_name(preset)}` produces one")  # fmt: skip
+    record, path = found
+    where = ("the project's results/" if path.parent == (paths.PROJECT_ROOT / "results").resolve()
+             else "the results folder")  # fmt: skip
+    return record, f"read from {path.name} in {where}"

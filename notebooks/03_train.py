@@ -52,13 +52,16 @@ from ambcore.book import banner, config_from_parameters, numbered_table
 from ambcore.config import apply_overrides
 from ambcore.train import train_and_evaluate
 
-cfg = apply_overrides(config_from_parameters(preset, data, plm, seed), list(overrides))
+cfg = apply_overrides(config_from_parameters(preset, data, plm, seed, tuned_for="amb"),
+                      list(overrides))
 run_path = Path(run_dir) if run_dir else experiments.run_dir(cfg, "amb")
 display(banner(cfg))
 
 # %% [markdown]
-# The configuration of this run (the preset's values with the parameters applied); the full
-# resolved configuration is the run folder's `config.json`.
+# The configuration of this run: the preset's values, the learning rate and dropout chosen for
+# AMB by the tuning study on validation data (`results/tuning_<preset>.json`, shown in the
+# Ablation chapter), then the parameters; the full resolved configuration is the run folder's
+# `config.json`.
 
 # %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT

@@ -49,6 +49,7 @@ from ambcore.robustness import granularity_figure, select_granularity, summarize
 from ambcore.plots import robustness_figure
 from ambcore.runs import atomic_write_text
 
+# %% tags=["hide-input"]
 cfg = config_from_parameters(preset, data, plm)
 grid = experiments.grid(preset, n_seeds or None)
 rates = [float(r) for r in rates] or list(grid.rates)
@@ -74,14 +75,7 @@ print(f"rates {rates}; {n_draws} noise draw(s) per run and rate; kinds: deletion
 # is trained here.
 
 # %%
-if collect_only:
-    print("collect_only: nothing is trained")
-else:
-    result = experiments.run_experiment(spec, parallel=parallel)
-    outcomes = result.frame()[["cell", "seed", "outcome", "seconds"]]
-    print(outcomes.to_string(index=False, float_format=lambda s: f"{s:.0f}"))
-    if result.failed:
-        raise RuntimeError("failed runs:\n" + "\n\n".join(f.error for f in result.failed))
+outcomes = experiments.train_spec(spec, parallel=parallel, collect_only=collect_only)
 
 # %% [markdown]
 # ## Evaluating under noise

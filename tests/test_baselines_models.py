@@ -281,6 +281,31 @@ def test_mag_ignores_padding(tokenizer):
     torch.testing.assert_close(plain, padded, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_mag_pooling_reads_the_states_and_ignores_padding(tokenizer, pooling):
+    """mag_pooling "cls"/"mean": the head reads the [CLS] state or the real tokens' mean of the
+    last layer (of the MAG-shifted model); the pooler is not loaded at all."""
+    cfg = smoke(model="mag-bert", text_adaptation="finetune", mag_pooling=pooling)
+    model = MAGBert(cfg, DV, DA).eval()
+    assert model.plm.pooler is None and not any("pooler" in n for n, _ in model.named_parameters())
+    batch = make_batch(tokenizer)
+    states = {}
+    model.plm.encoder.layer[-1].register_forward_hook(
+        lambda module, args, output: states.__setitem__("last", output[0] if isinstance(output, tuple) else output))
+    with torch.no_grad():
+        summary = model(batch).text_summary
+        padded = model(make_batch(tokenizer, extra_token_pad=3, extra_step_pad=2)).text_summary
+    last, mask = states["last"], batch.attention_mask
+    if pooling == "cls":
+        expected = last[:, 0]
+    else:
+        expected = torch.stack([last[i, : int(mask[i].sum())].mean(0) for i in range(len(TEXTS))])
+    torch.testing.assert_close(summary, expected)
+    torch.testing.assert_close(summary, padded, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="mag_pooling"):
+        smoke(mag_pooling="max")
+
+
 # ---- registry, save/load ----------------------------------------------------------------------
 
 
@@ -306,3 +331,19 @@ def test_registry_and_save_load_round_trip(tmp_path, tokenizer, name, adaptation
     batch = make_batch(tokenizer)
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch).prediction, model(batch).prediction)
+
+
+def test_summary_spread_and_its_verdict():
+    from ambcore.models.plm import spread_verdict, summary_spread
+
+    rows = summary_spread(smoke(), TEXTS)
+    assert [r["summary"] for r in rows] == ["pooler", "[CLS] state", "token mean"]
+    assert all(r["std across texts"] > 0 for r in rows)
+    assert all(abs(r["mean |value|"]) < 1.0 for r in rows[:1])  # tanh output
+    made = [{"summary": "pooler", "mean |value|": 0.05, "std across texts": 0.03, "pooler |bias|": 0.0},
+            {"summary": "[CLS] state", "mean |value|": 0.2, "std across texts": 0.18},
+            {"summary": "token mean", "mean |value|": 0.2, "std across texts": 0.2}]  # fmt: skip
+    said = spread_verdict(made, "mean")
+    assert "6.0 times less" in said and "never trained" in said and "reads the token mean" in said
+    made[0]["pooler |bias|"] = 0.1
+    assert "so it was trained" in spread_verdict(made, "pooler")

@@ -300,6 +300,32 @@ def test_chapters_not_selected_keep_their_last_copy(tmp_path):
     assert ["parameters", "remove-cell"] in tags and ["injected-parameters", "remove-cell"] in tags
 
 
+def test_tuning_step_keeps_a_matching_record_and_tunes_otherwise(tmp_path, monkeypatch):
+    """Before chapters that train: a record matching the spec is used as it is; a missing one
+    (or --retune) runs `python -m ambcore tune SPEC --record RESULTS/tuning_<preset>.json`."""
+    from ambcore import book, tune
+
+    commands = []
+    monkeypatch.setattr(book.subprocess, "run", lambda cmd, check: commands.append(cmd))
+    said = []
+    for preset, retune, chapters in (("smoke", False, "03"), ("smoke", True, "04"),
+                                     ("smoke", False, "01,02"), ("paper", False, "03")):  # fmt: skip
+        options = book._book_options(preset, None, None, None, False, False, False,
+                                     tmp_path / "results", None, tmp_path / "out", None)  # fmt: skip
+        job = book._start_job(options, get_config("smoke"), book.select_chapters(chapters),
+                              lambda _: None)  # fmt: skip
+        said.append(book.tuning_step(job, retune))
+    assert tune.current_record("smoke") is not None  # the committed record
+    assert said[0].startswith("tuning: tuning_smoke.json matches tune_smoke.yaml")
+    assert said[1] == "tuning: tuning_smoke.json written; its chosen values are used"
+    assert said[2] == "tuning: no selected chapter trains"
+    assert said[3].startswith("tuning: no spec for the paper preset")
+    (command,) = commands
+    assert str(tune.spec_for_preset("smoke")) in command
+    assert command[1:4] == ["-m", "ambcore", "tune"] and command[-1] == "--retune"
+    assert command[-3:-1] == ["--record", str((tmp_path / "results").resolve() / "tuning_smoke.json")]
+
+
 def test_cli_error_for_paper_preset_without_data(monkeypatch, capsys):
     from ambcore.cli import main
 

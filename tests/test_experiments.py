@@ -70,7 +70,9 @@ def test_misa_recipe_in_full_on_paper_and_scaled_on_smaller_presets():
     embedded, base = ex.cell_config("misa", "embedded"), get_config("embedded")
     for key in ex.SCALED_KEYS:
         assert getattr(embedded, key) == getattr(base, key), key
-    assert (embedded.lr, embedded.loss) == (ORIGINAL_MOSEI_SETTINGS["lr"], "mse")
+    recipe = get_config("embedded", **ex.cell_overrides("misa", "embedded", tuned=False))
+    assert (recipe.lr, recipe.loss) == (ORIGINAL_MOSEI_SETTINGS["lr"], "mse")
+    assert embedded.lr == ex.tuned_values("misa", "embedded").get("lr", recipe.lr)
 
 
 def test_amb_ft_budget_follows_the_thesis_scheme():
@@ -163,7 +165,7 @@ def fake_train(cfg, run_dir, resume=True):
 
 
 def test_sweep_adopts_the_training_chapters_run_and_tables_group_it(tmp_path):
-    chapter_cfg = get_config("smoke", seed=0)
+    chapter_cfg = get_config("smoke", seed=0, **ex.tuned_values("amb", "smoke"))
     fake_train(chapter_cfg, ex.run_dir(chapter_cfg, "amb"))  # the training chapter's run
     calls = []
 
@@ -265,3 +267,56 @@ def test_design_study_cells_and_verdicts():
     assert study.set_index("cell").loc["amb-per-layer", "corr"] == "0.600 ± 0.010"
     with pytest.raises(AmbError, match="amb-pfeiffer"):
         ex.design_study(summary[summary["cell"] != "amb-pfeiffer"])
+
+
+def test_cells_take_the_values_tuned_for_their_model(tmp_path, monkeypatch):
+    """With a matching tuning record every cell takes its model's chosen values over its recipe
+    (AMB's variants and AMB-FT AMB's, MISA-Adapters MISA's); tuned=False gives the recipe; the
+    committed recipes file is what the tuning spec reads."""
+    from ambcore import tune
+
+    record = tune.current_record("smoke")
+    assert record is not None, "results/tuning_smoke.json must match experiments/tune_smoke.yaml"
+    amb = tune.chosen_values(record, "amb")
+    misa = tune.chosen_values(record, "misa")
+    assert amb and misa and set(amb) >= {"lr"}
+    for cell in ("amb", "amb-text-only", "amb-no-text", "amb-ft", "amb-pfeiffer"):
+        over = ex.cell_overrides(cell, "smoke")
+        assert {k: over[k] for k in amb} == amb, cell
+    for cell in ("misa", "misa-adapters"):
+        over = ex.cell_overrides(cell, "smoke")
+        assert {k: over[k] for k in misa} == misa, cell
+        assert ex.cell_overrides(cell, "smoke", tuned=False)["lr"] == 1e-4  # MISA's recipe
+    assert "lr" not in ex.cell_overrides("amb", "smoke", tuned=False)
+    assert load_spec(ex.spec_path("recipes", "smoke")).cells == tuple(
+        (c["name"], c["overrides"]) for c in ex.recipes_spec("smoke")["cells"])
+    # no record matching (another results folder with a stale one, a project without one)
+    monkeypatch.setattr(tune, "spec_for_preset", lambda preset: tmp_path / "none.yaml")
+    assert ex.cell_overrides("misa", "smoke")["lr"] == 1e-4 and ex.tuned_values("amb", "smoke") == {}
+
+
+def test_train_spec_prints_the_outcomes_and_raises_on_failed_runs(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    frame = pd.DataFrame({"cell": ["amb", "misa"], "seed": [0, 0],
+                          "outcome": ["skipped", "trained"], "seconds": [0.0, 12.4]})  # fmt: skip
+    failed = []
+    result = SimpleNamespace(frame=lambda: frame, failed=failed)
+    monkeypatch.setattr(ex, "run_experiment", lambda spec, parallel=0: result)
+    spec = {"name": "ablation_smoke"}
+    assert ex.train_spec(spec, collect_only=True) is None
+    assert "nothing is trained" in capsys.readouterr().out
+    outcomes = ex.train_spec(spec)
+    out = capsys.readouterr().out
+    assert list(outcomes["outcome"]) == ["skipped", "trained"] and "trained 1 run(s) in 12 s" in out
+    failed.append(SimpleNamespace(error="misa/seed0: boom"))
+    with pytest.raises(RuntimeError, match="misa/seed0: boom"):
+        ex.train_spec(spec)
+
+
+def test_cells_table_rounds_floats_and_names_the_thesis_rows():
+    spec = {"cells": [{"name": "misa", "overrides": {"model": "misa", "lr": 3.169379995161721e-05,
+                                                    "misa_cmd_moments": 5}}]}  # fmt: skip
+    table = ex.cells_table(spec)
+    assert table.loc[0, "thesis row"] == "MISA (FT)" and table.loc[0, "tables"] == "6.1, 6.2"
+    assert table.loc[0, "overrides"] == "model=misa, lr=3.17e-05, misa_cmd_moments=5"

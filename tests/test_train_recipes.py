@@ -48,6 +48,36 @@ def test_adamw_decays_matrices_only():
     assert type(adam) is torch.optim.Adam
 
 
+def test_new_params_lr_splits_pretrained_from_new_parameters():
+    """new_params_lr > 0: the parameters not passed as pretrained learn at that rate (in both
+    of AdamW's decay groups); 0 keeps one rate for all, as before."""
+    model = _toy()
+    params = list(model.parameters())
+    pretrained = params[:2]
+    cfg = get_config("smoke", optimizer="adamw", weight_decay=0.01, lr=1e-5, new_params_lr=3e-3)
+    opt = make_optimizer(params, cfg, CPU, pretrained)
+    rate_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert len(rate_of) == len(params)
+    assert all(rate_of[id(p)] == 1e-5 for p in pretrained)
+    assert all(rate_of[id(p)] == 3e-3 for p in params[2:])
+    assert {g["weight_decay"] for g in opt.param_groups if g["lr"] == 3e-3} == {0.0, 0.01}
+    same = make_optimizer(params, get_config("smoke", lr=2e-3), CPU, pretrained)
+    assert [g["lr"] for g in same.param_groups] == [2e-3]
+    with pytest.raises(ConfigError, match="new_params_lr"):
+        get_config("smoke", new_params_lr=-1.0)
+
+
+def test_pretrained_parameters_are_the_plm_component():
+    from ambcore.models.magbert import MAGBert
+    from ambcore.train import pretrained_parameters
+
+    model = MAGBert(get_config("smoke", model="mag-bert", text_adaptation="finetune"), 7, 5)
+    old = {id(p) for p in pretrained_parameters(model)}
+    for name, param in model.named_parameters():
+        assert (id(param) in old) == name.startswith("plm."), name
+    assert pretrained_parameters(torch.nn.Linear(2, 2)) == []
+
+
 def test_warmup_schedule_matches_transformers():
     from transformers import get_linear_schedule_with_warmup
 

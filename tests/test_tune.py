@@ -13,7 +13,7 @@ import optuna
 import pytest
 import yaml
 
-from ambcore import report, runs, tune
+from ambcore import paths, report, runs, tune
 from ambcore.cli import main
 from ambcore.errors import AmbError
 from ambcore.paths import PROJECT_ROOT
@@ -22,7 +22,7 @@ EXPERIMENTS = PROJECT_ROOT / "experiments"
 
 
 def write_spec(tmp_path: Path, n_trials=2, cells=("amb", "misa", "mag-bert"),
-               sweep=EXPERIMENTS / "ablation_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
+               sweep=EXPERIMENTS / "recipes_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
     spec = {"name": "t", "sweep": str(sweep), "cells": list(cells), "space": str(space),
             "n_trials": n_trials, "seed": 0, "runs_dir": str(tmp_path / "tune"),
             "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
@@ -188,26 +188,60 @@ def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smo
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "amb"
 
 
-def test_the_chapter_reads_or_produces_the_record(tmp_path, monkeypatch, smoke_data):
-    monkeypatch.setenv("AMB_RUNS", str(tmp_path / "runs"))
+def test_the_chapter_shows_the_record_the_runs_use(tmp_path, monkeypatch, smoke_data):
+    """book_record and current_record: the results folder's matching record first, then the
+    project's committed one; a stale one is never used; no spec, no record."""
     results = tmp_path / "results"
-    record, said = tune.book_record("paper", results)
+    monkeypatch.setenv("AMB_RESULTS", str(results))
+    monkeypatch.setenv("AMB_RUNS", str(tmp_path / "runs"))
+    record, said = tune.book_record("paper")
     assert record is None and "no tuning spec for the paper preset" in said
-    record, said = tune.book_record("smoke", results)
-    assert record is None and said.startswith("no record yet: `python -m ambcore tune")
-    fake = FakeTrain()
-    record, said = tune.book_record("smoke", results, tune_if_missing=True, train_fn=fake,
-                                    dataset=smoke_data)  # fmt: skip
-    n_trials = tune.load_tune_spec(tune.spec_for_preset("smoke")).n_trials
-    assert said == "produced now and written to results/tuning_smoke.json"
-    assert len(fake.calls) == 3 * n_trials and set(record["chosen"]) == {"amb", "misa", "mag-bert"}
-    assert (tmp_path / "runs" / "smoke-tune" / "amb" / tune.STUDY_FILE).exists()
-    again, said = tune.book_record("smoke", results)
-    assert again == record and said == "read from results/tuning_smoke.json"
-    stale = dict(record, fingerprint="0" * 16)
-    (results / "tuning_smoke.json").write_text(json.dumps(stale), encoding="utf-8")
-    record, said = tune.book_record("smoke", results)
-    assert record is None and "made for another spec" in said
+    committed, said = tune.book_record("smoke")
+    assert said == "read from tuning_smoke.json in the project's results/"
+    assert committed == tune.current_record("smoke")
+    mine = tune.ensure_record(tune.spec_for_preset("smoke"), results / "tuning_smoke.json",
+                              retune=True, train_fn=FakeTrain(), dataset=smoke_data)[0]  # fmt: skip
+    record, said = tune.book_record("smoke")
+    assert record == mine != committed and said == "read from tuning_smoke.json in the results folder"
+    (results / "tuning_smoke.json").write_text(json.dumps(dict(mine, fingerprint="0" * 16)))
+    assert tune.book_record("smoke")[0] == committed  # a stale record is passed over
+    other = write_spec(tmp_path, n_trials=7, cells=("amb",))
+    monkeypatch.setattr(tune, "spec_for_preset", lambda preset: other)
+    record, said = tune.book_record("smoke")
+    assert record is None and said.startswith("no record matching experiments/") and "recipes'" in said
+
+
+def test_chosen_values_by_model():
+    record = {"models": {"amb": "amb", "mag": "mag-bert"},
+              "chosen": {"amb": {"params": {"lr": 2e-3}}, "mag": {"params": {"lr": 3e-5}}}}  # fmt: skip
+    assert tune.chosen_values(record, "mag-bert") == {"lr": 3e-5}
+    assert tune.chosen_values(record, "misa") == {} and tune.chosen_values(None, "amb") == {}
+
+
+def test_the_fingerprint_holds_changed_values_only(tmp_path):
+    """Values equal to the defaults stay out of the fingerprint, so a new config field with a
+    default does not make a committed record stale; a changed value does."""
+    from dataclasses import replace
+
+    from ambcore.config import Config, get_config
+
+    assert tune._changed_fields(Config()) == {}
+    smoke = tune._changed_fields(get_config("smoke"))
+    assert smoke["preset"] == "smoke" and "mag_pooling" not in smoke and "lr" in smoke
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("amb", "misa")))
+    changed = replace(spec, cells=tuple((c, replace(cfg, lr=cfg.lr * 2)) for c, cfg in spec.cells))
+    assert tune.fingerprint(changed) != tune.fingerprint(spec)
+
+
+def test_the_committed_records_match_their_specs():
+    """The book's runs take the committed records' values; a spec or recipe change without a
+    new record would silently fall back to the recipes, so it fails here instead."""
+    for preset in ("smoke", "embedded"):
+        path = paths.PROJECT_ROOT / "results" / tune.record_name(preset)
+        assert path.exists(), f"{path} missing: python -m ambcore tune experiments/tune_{preset}.yaml --record results/{path.name}"
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        wanted = tune.fingerprint(tune.load_tune_spec(tune.spec_for_preset(preset)))
+        assert saved["fingerprint"] == wanted, f"{path} is stale: rerun the tuning (--retune)"
 
 
 def _finished_trials(journal: Path, cell: str):
@@ -261,3 +295,29 @@ def test_bounds_written_as_yaml_strings_are_numbers(tmp_path):
                      encoding="utf-8")  # fmt: skip
     r = tune.load_space(space)["amb"]["lr"]  # YAML 1.1 reads 1e-5 as a string
     assert (r.low, r.high) == (1e-5, 1e-3)
+
+
+def test_record_status_names_what_produced_the_record():
+    record = {"git": {"revision": "0123456789abcdef"}, "date": "2026-12-01T05:00:00+0000",
+              "machine": {"hostname": "box", "cpus": 2}, "data": "synthetic", "plm": "embedded",
+              "n_trials": 10, "max_epochs": 4}  # fmt: skip
+    said = tune.record_status(record, "read from x")
+    assert said == ("read from x (git 0123456789, 2026-12-01T05:00:00+0000, box, 2 CPUs; data "
+                    "synthetic, PLM embedded; 10 trials of at most 4 epochs)")
+
+
+def test_every_study_starts_at_the_recipe(tmp_path, smoke_data):
+    """The first trial of each study is the cell's own values (those inside their ranges), so
+    the chosen values are never worse on validation than the recipe."""
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("misa", "mag-bert")))
+    cells = dict(spec.cells)
+    misa_point = tune.recipe_point(spec.space["misa"], cells["misa"])
+    assert misa_point == {"lr": 1e-4, "misa_dropout": 0.5}  # new_params_lr 0: out of range
+    fake = FakeTrain()
+    studies = tune.tune(spec, train_fn=fake, dataset=smoke_data, progress=False)
+    for cell, study in studies.items():
+        first = study.get_trials(deepcopy=False)[0]
+        point = tune.recipe_point(spec.space[cells[cell].model], cells[cell])
+        assert first.user_attrs["recipe"] and {k: first.params[k] for k in point} == point
+    frame = tune.trials_frame(studies)
+    assert list(frame.groupby("cell")["recipe"].sum()) == [1, 1]

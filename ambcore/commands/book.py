@@ -50,6 +50,10 @@ def register(subparsers) -> None:
                    metavar="NAME=VALUE",
                    help="a papermill parameter (YAML value) for the chapters that declare it "
                         "(repeatable), e.g. --param n_seeds=1 --param 'rates=[0.0, 1.0]'")
+    p.add_argument("--retune", action="store_true",
+                   help="run the preset's tuning studies afresh (experiments/tune_<preset>.yaml) "
+                        "before the chapters; without it a matching results/tuning_<preset>.json "
+                        "is used and a missing one is produced")
     p.set_defaults(func=_run)
 
 
@@ -62,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             chapters=args.chapters, build=args.build, warnings_as_errors=args.strict, sync=args.sync,
             results_dir=args.results_dir,
             book_dir=args.book_dir, out_dir=args.out,
-            overrides=args.overrides, chapter_params=args.chapter_params,
+            overrides=args.overrides, chapter_params=args.chapter_params, retune=args.retune,
         )
     except BookInterrupted as exc:  # the job printed what was stopped and how to resume
         # Every file is written; exit now. A normal interpreter exit would wait seconds on the

@@ -19,7 +19,9 @@ code (github.com/WasifurRahman/BERT_multimodal_transformer, ``modeling.py``, ``b
 - word alignment: each word-piece of word i takes word i's features; [CLS], [SEP] and padding
   take zero vectors;
 - prediction: BERT's pooler (dense + tanh on [CLS]), dropout (BERT's ``hidden_dropout_prob``),
-  Linear(768, 1); the whole BERT is fine-tuned;
+  Linear(768, 1); the whole BERT is fine-tuned. ``cfg.mag_pooling`` ("cls", "mean") reads the
+  [CLS] state or the token mean instead, for a PLM whose pooler was never trained (the embedded
+  all-MiniLM-L6-v2: ``ambcore.models.plm.summary_spread`` measures it); not the original;
 - defaults: beta_shift 1.0, MAG dropout 0.5, AdamW lr 1e-5 with weight decay 0.01 (none on
   biases/LayerNorm) and linear warm-up over 10 % of the steps, batch 48, max 50 tokens,
   40 epochs, MSE training loss; all of them are config values (``ORIGINAL_SETTINGS``).
@@ -199,9 +201,12 @@ class MAGBert(PretrainedMixin, nn.Module):
             )
         self.cfg = cfg
         self.visual_dim, self.acoustic_dim = visual_dim, acoustic_dim
-        self.plm = prepare_plm(load_plm(cfg, add_pooling_layer=True), cfg)
+        with_pooler = cfg.mag_pooling == "pooler"
+        self.plm = prepare_plm(load_plm(cfg, add_pooling_layer=with_pooler), cfg)
         # The pooler is part of the prediction path: it trains whatever text_adaptation says.
-        self.plm.pooler.requires_grad_(True)
+        # Read elsewhere (mag_pooling "cls" or "mean"), it is not loaded at all.
+        if with_pooler:
+            self.plm.pooler.requires_grad_(True)
         layers = self.plm.encoder.layer
         k = cfg.mag_injection_layer
         if not 1 <= k <= len(layers):
@@ -247,6 +252,17 @@ class MAGBert(PretrainedMixin, nn.Module):
             "--set mag_unaligned=resample (each token averages its proportional segment)."
         )
 
+    def summary(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head reads (``cfg.mag_pooling``): the pooler's output, the [CLS] state, or
+        the mean of the real tokens' states; (B, H)."""
+        if self.cfg.mag_pooling == "pooler":
+            return out.pooler_output
+        states = out.last_hidden_state  # (B, T, H)
+        if self.cfg.mag_pooling == "cls":
+            return states[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+        return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
     def forward(self, batch: Batch) -> ModelOutput:
         if batch.visual.shape[-1] != self.visual_dim or batch.acoustic.shape[-1] != self.acoustic_dim:
             raise ModelConfigError(
@@ -258,12 +274,13 @@ class MAGBert(PretrainedMixin, nn.Module):
         target = self.plm.encoder.layer[self.cfg.mag_injection_layer - 1]
         target._mag_context = (self.gate, visual, acoustic)
         try:
-            pooled = self.plm(
+            out = self.plm(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 token_type_ids=batch.token_type_ids,
-            ).pooler_output  # (B, H)
+            )
         finally:
             target._mag_context = None
+        pooled = self.summary(out, batch.attention_mask)  # (B, H)
         prediction = self.head(self.dropout(pooled)).squeeze(-1)  # (B,)
         return ModelOutput(prediction=prediction, text_summary=pooled)

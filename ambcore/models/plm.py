@@ -43,6 +43,8 @@ __all__ = [
     "plm_config",
     "load_tokenizer",
     "load_plm",
+    "summary_spread",
+    "spread_verdict",
     "TOKENIZER_FILES",
     "save_standin",
     "standin_config",
@@ -240,3 +242,46 @@ def save_standin(out_dir: str | Path, tiny: bool = False) -> Path:
         "folder; it is not a trained language model.\n"
     )
     return out
+
+
+def summary_spread(cfg, texts: list[str], batch_size: int = 64) -> list[dict[str, float]]:
+    """How much the frozen PLM's three sentence summaries vary across ``texts``: BERT's pooler
+    (dense + tanh on [CLS]; what MAG-BERT's head reads, ``cfg.mag_pooling="pooler"``), the [CLS]
+    state, and the mean of the real tokens' states. Per summary: the mean absolute value, the
+    standard deviation across texts (mean over dimensions) and, for the pooler, the mean
+    absolute bias (0 for a pooler that was never trained). A head on a summary that hardly
+    varies needs large weights, which a short budget at a fine-tuning rate cannot reach."""
+    tokenizer = load_tokenizer(cfg)
+    plm = load_plm(cfg, add_pooling_layer=True).eval()
+    pooled, cls, mean = [], [], []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                            max_length=cfg.max_text_len, return_tensors="pt")  # fmt: skip
+            out = plm(**enc)
+            mask = enc["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)  # (B, T, 1)
+            pooled.append(out.pooler_output)  # (B, H)
+            cls.append(out.last_hidden_state[:, 0])  # (B, H)
+            mean.append((out.last_hidden_state * mask).sum(1) / mask.sum(1))  # (B, H)
+    rows = []
+    for name, parts in (("pooler", pooled), ("[CLS] state", cls), ("token mean", mean)):
+        values = torch.cat(parts)  # (N, H)
+        rows.append({"summary": name, "mean |value|": float(values.abs().mean()),
+                     "std across texts": float(values.std(dim=0).mean())})  # fmt: skip
+    rows[0]["pooler |bias|"] = float(plm.pooler.dense.bias.detach().abs().mean())
+    return rows
+
+
+def spread_verdict(rows: list[dict[str, float]], mag_pooling: str) -> str:
+    """One sentence on ``summary_spread``'s rows: how much less the pooler varies than the
+    [CLS] state, whether its bias says it was trained, and what MAG-BERT reads here."""
+    by = {r["summary"]: r for r in rows}
+    ratio = by["[CLS] state"]["std across texts"] / max(by["pooler"]["std across texts"], 1e-12)
+    trained = by["pooler"].get("pooler |bias|", 0.0) > 0
+    state = ("its bias is not zero, so it was trained" if trained
+             else "its bias is exactly zero: it was never trained")  # fmt: skip
+    reads = {"pooler": "the pooler (the original)", "cls": "the [CLS] state",
+             "mean": "the token mean"}[mag_pooling]  # fmt: skip
+    return (f"across the training texts the pooler's output varies {ratio:.1f} times less than "
+            f"the [CLS] state it is computed from, and {state}; MAG-BERT's head reads {reads} "
+            "in this configuration (mag_pooling)")
