@@ -480,6 +480,18 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COMPACT_COLUMNS))
 
 
+def thesis_table_page(summary: pd.DataFrame, table: str) -> tuple[pd.DataFrame, str, str]:
+    """What the Ablation chapter shows for thesis table ``table`` ("6.1" or "6.2"): the compact
+    table (ours beside the thesis' rows), its caption, and the verdicts of its paired tests as
+    one sentence ("no test" without any)."""
+    builders = {"6.1": table_6_1, "6.2": table_6_2}
+    if table not in builders:
+        raise ValueError(f"no thesis table {table!r}; tables: {', '.join(builders)}")
+    full = builders[table](summary)
+    caption = table_caption(full, f"Thesis table {table} beside our runs")
+    return compact_table(full), caption, "; ".join(table_verdicts(summary, table)) or "no test"
+
+
 def table_caption(table: pd.DataFrame, title: str) -> str:
     """``title`` plus, once, where the numbers come from: our rows' data and language model, the
     thesis' and cited rows' data, the Acc-2/F1 convention, the interval scheme and the mark."""

@@ -489,17 +489,21 @@ def record_status(record: Mapping[str, Any], said: str) -> str:
 
 
 def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
-    """Per cell of a record: model, finished / pruned / failed trials, the chosen values and
-    their validation MAE."""
+    """Per cell of a record: model, finished / pruned / failed trials, the chosen values, the
+    validation MAE of the recipe's own values (the study's first trial) and of the chosen ones."""
     trials = pd.DataFrame(record["trials"])
+    if "recipe" not in trials:
+        trials["recipe"] = False
     rows = []
     for cell, chosen in record["chosen"].items():
         mine = trials[trials["cell"] == cell]
+        recipe = mine[mine["recipe"].fillna(False).astype(bool)]["value"]
         rows.append({"cell": cell, "model": record.get("models", {}).get(cell, ""),
                      "trials": int(mine["state"].isin(["COMPLETE", "PRUNED"]).sum()),
                      "pruned": int((mine["state"] == "PRUNED").sum()),
                      "failed": int((mine["state"] == "FAIL").sum()),
                      "chosen": ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items()),
+                     "recipe's valid MAE": float(recipe.iloc[0]) if len(recipe) else float("nan"),
                      "best valid MAE": chosen["value"]})  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -30,6 +30,7 @@ from ambcore.report import (
     learns,
     non_learners,
     table_caption,
+    thesis_table_page,
     table_verdicts,
     headline_mae,
     verdicts_from_table,
@@ -308,6 +309,11 @@ def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
     assert shown["ΔMAE vs AMB [95 % CI]"].str.len().max() <= 24
     caption = table_caption(table, "Thesis table 6.2 beside our runs")
     assert caption.count(DATA_NAME) == 1 and "Holm" in caption and "†" in caption
+    page, page_caption, verdicts = thesis_table_page(summary, "6.2")
+    assert page.equals(shown) and page_caption == caption
+    assert verdicts == ("; ".join(table_verdicts(summary, "6.2")) or "no test")
+    with pytest.raises(ValueError, match="no thesis table '6.3'"):
+        thesis_table_page(summary, "6.3")
 
 
 def test_ablation_verdicts_are_computed_from_paired_tests(runs_dir):

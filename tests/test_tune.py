@@ -321,3 +321,8 @@ def test_every_study_starts_at_the_recipe(tmp_path, smoke_data):
         assert first.user_attrs["recipe"] and {k: first.params[k] for k in point} == point
     frame = tune.trials_frame(studies)
     assert list(frame.groupby("cell")["recipe"].sum()) == [1, 1]
+    record = json.loads(tune.write_record(spec, studies, tmp_path / "r.json").read_text())
+    summary = tune.record_summary(record).set_index("cell")
+    first = {c: s.get_trials(deepcopy=False)[0].value for c, s in studies.items()}
+    assert summary["recipe's valid MAE"].to_dict() == first
+    assert (summary["best valid MAE"] <= summary["recipe's valid MAE"]).all()
