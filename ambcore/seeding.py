@@ -20,9 +20,23 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_kernels()
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = False
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def _deterministic_kernels() -> None:
+    """torch's deterministic algorithms, warning where none exists. The public switch also
+    imports the inductor compiler to set its flag (about a second per process, measured: every
+    run of a sweep is a process); torch.compile is the only user of that flag, so it is set
+    through the public switch only when the compiler is already loaded."""
+    import sys
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)

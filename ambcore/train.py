@@ -640,6 +640,7 @@ def _training_model(setup: _Setup) -> nn.Module:
     """The model as the training steps call it: compiled on CUDA, wrapped by DDP on >1 rank."""
     train_model: nn.Module = setup.model
     if setup.cfg.compile and setup.device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)  # the compiler's flag too
         train_model = torch.compile(train_model)
     if setup.dist.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(

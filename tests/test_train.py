@@ -249,3 +249,16 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert metrics["world_size"] == 2 and (out / "DONE").exists()
     assert len(pd.read_csv(out / "test_predictions.csv")) == smoke_config().synthetic_n_test
     assert runs.read_json(out / "env.json")["world_size"] == 2
+
+
+def test_seeding_requests_deterministic_kernels_without_loading_the_compiler():
+    """seed_everything turns torch's deterministic algorithms on (warn only) and, unless the
+    compiler is already loaded, does not import torch._inductor (about a second per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from ambcore.seeding import seed_everything; seed_everything(3); "
+            "print(torch.are_deterministic_algorithms_enabled(), "
+            "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False"]
