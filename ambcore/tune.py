@@ -482,7 +482,8 @@ def ensure_record(spec_path: str | os.PathLike, record_path: str | os.PathLike,
 def record_status(record: Mapping[str, Any], said: str) -> str:
     """``said`` (where the record came from) with what produced it: git revision, date, host,
     CPUs, data, PLM and the budget."""
-    return (f"{said} (git {str(record['git']['revision'])[:10]}, {record['date']}, "
+    dirty = " with uncommitted changes" if record["git"].get("dirty") else ""
+    return (f"{said} (git {str(record['git']['revision'])[:10]}{dirty}, {record['date']}, "
             f"{record['machine']['hostname']}, {record['machine']['cpus']} CPUs; data "
             f"{record.get('data', '?')}, PLM {record.get('plm', '?')}; {record['n_trials']} "
             f"trials of at most {record['max_epochs']} epochs)")  # fmt: skip

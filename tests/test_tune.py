@@ -304,6 +304,8 @@ def test_record_status_names_what_produced_the_record():
     said = tune.record_status(record, "read from x")
     assert said == ("read from x (git 0123456789, 2026-12-01T05:00:00+0000, box, 2 CPUs; data "
                     "synthetic, PLM embedded; 10 trials of at most 4 epochs)")
+    record["git"]["dirty"] = True
+    assert "(git 0123456789 with uncommitted changes, " in tune.record_status(record, "x")
 
 
 def test_every_study_starts_at_the_recipe(tmp_path, smoke_data):
