@@ -399,11 +399,13 @@ def spec_text(kind: str, preset: str) -> str:
     for ``preset``."""
     import yaml
 
+    from ambcore.tune import record_name
+
     spec = _SPECS[kind](preset, runs_dir=f"{preset}-recipes" if kind == "recipes" else preset)
     if kind == "recipes":
         values = "the cells at their recipes' values (where tuning starts)"
     elif tuned_values("amb", preset) or tuned_values("misa", preset):
-        values = f"with the values chosen by results/{_record_name(preset)}"
+        values = f"with the values chosen by results/{record_name(preset)}"
     else:
         values = "at the recipes' values (no tuning record for this preset)"
     header = (
@@ -414,12 +416,6 @@ def spec_text(kind: str, preset: str) -> str:
         "# runs_dir is relative to the runs folder (AMB_RUNS, default <root>/runs).\n"
     )
     return header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)
-
-
-def _record_name(preset: str) -> str:
-    from ambcore.tune import record_name
-
-    return record_name(preset)
 
 
 def write_spec_files(folder: str | os.PathLike | None = None) -> list[Path]:

@@ -77,6 +77,7 @@ __all__ = [
     "atomic_write_text",
     "write_json",
     "read_json",
+    "read_json_object",
     "write_csv",
     "save_tensors",
     "load_tensors",
@@ -821,7 +822,7 @@ def check_best_config(run_dir: str | Path) -> None:
     best_path = paths.best / "config.json"
     if not best_path.is_file():
         raise AmbError(f"{paths.best}: no config.json (not a checkpoint of this run)")
-    best_cfg = config_from_dict(_json_object(best_path)).to_dict()
+    best_cfg = config_from_dict(read_json_object(best_path)).to_dict()
     diff = sorted(k for k in run_cfg if best_cfg.get(k) != run_cfg[k])
     if diff:
         changes = ", ".join(f"{k}: {run_cfg[k]!r} vs {best_cfg.get(k)!r}" for k in diff[:6])
@@ -831,7 +832,7 @@ def check_best_config(run_dir: str | Path) -> None:
         )
 
 
-def _json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: str | Path) -> dict[str, Any]:
     """A JSON file that must hold an object; one ``AmbError`` line naming the file otherwise."""
     value = read_json(path)
     if not isinstance(value, dict):

@@ -559,13 +559,9 @@ def _current_with_path(preset: str) -> tuple[dict[str, Any], Path] | None:
     key = (preset, *((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in inputs))
     if key not in _RECORDS:
         wanted = fingerprint(load_tune_spec(spec_path))
-        found = ((_read_record(p), p) for p in candidates if p.exists())  # fmt: skip
+        found = ((runs.read_json_object(p), p) for p in candidates if p.exists())  # fmt: skip
         _RECORDS[key] = next((r for r in found if r[0].get("fingerprint") == wanted), None)
     return _RECORDS[key]
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    return runs._json_object(path)  # one AmbError line naming the file when it is not a record
 
 
 def chosen_values(record: Mapping[str, Any] | None, model: str) -> dict[str, Any]:
