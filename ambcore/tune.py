@@ -25,10 +25,11 @@ Spec file (YAML)::
 
     name: tune_smoke
     sweep: ablation_smoke.yaml   # the cells (and their recipes), relative to this file
-    cells: [amb, misa, mag-bert] # optional: a subset of the sweep's cells
+    cells: [amb, amb-ft, misa]   # optional: a subset of the sweep's cells
     space: search_space.yaml     # search spaces per model, relative to this file
     n_trials: 3                  # finished trials per cell (complete or pruned)
-    seed: 0                      # the training seed of every trial and the sampler's seed
+    seed: 100                    # the training seed of every trial and the sampler's seed:
+                                 # never one of the sweep's (evaluation) seeds
     runs_dir: smoke-tune         # relative to the runs folder (AMB_RUNS)
     pruner: {n_startup_trials: 2, n_warmup_steps: 1}
 """
@@ -79,8 +80,10 @@ __all__ = [
 ]
 
 # Bumped when the way trials are chosen changes (a record of an older tuner is stale):
-# 2 = the recipe's own values are every study's first trial.
-TUNER_VERSION = 2
+# 2 = the recipe's own values are every study's first trial;
+# 3 = that first trial is the recipe exactly (every parameter, none left to the sampler), and a
+#     cell may have a search space of its own (``cells:`` in the space file).
+TUNER_VERSION = 3
 SPEC_KEYS = ("name", "sweep", "cells", "space", "n_trials", "seed", "runs_dir", "pruner")
 STUDY_FILE = "study.journal"
 
@@ -103,8 +106,21 @@ class Range:
     def bounds(self, cfg: Config) -> tuple[float, float]:
         if self.factor is None:
             return float(self.low), float(self.high)
-        centre = float(getattr(cfg, self.name))
+        centre = recipe_value(cfg, self.name)
         return centre / self.factor, centre * self.factor
+
+
+def recipe_value(cfg: Config, name: str) -> float:
+    """The value of ``name`` that ``cfg`` trains with: its field, except ``new_params_lr`` = 0,
+    which means "the same as ``lr``" (``ambcore.train.make_optimizer``) and is ``cfg.lr``."""
+    if name == "new_params_lr" and float(cfg.new_params_lr) == 0:
+        return float(cfg.lr)
+    return float(getattr(cfg, name))
+
+
+def space_of(space: Mapping[str, Mapping[str, Range]], cell: str, cfg: Config) -> Mapping[str, Range]:
+    """The search space of ``cell``: its own (``cells:`` of the space file), else its model's."""
+    return space[cell] if cell in space else space[cfg.model]
 
 
 @dataclass(frozen=True)
@@ -121,7 +137,10 @@ class TuneSpec:
 
 
 def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
-    """``model -> {parameter: Range}`` from a search-space file; every range needs a reason."""
+    """``model or cell -> {parameter: Range}`` from a search-space file; every range needs a
+    reason. ``models:`` holds a space per model; ``cells:`` (optional) a space for one cell
+    that trains parameters its model's other cells do not (AMB-FT's fine-tuned PLM layers,
+    MISA-Adapters' adapters). A cell's own space wins over its model's (``space_of``)."""
     path = Path(path)
     if not path.exists():
         raise AmbError(f"search space {path} does not exist")
@@ -129,12 +148,20 @@ def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
     models = data.get("models")
     if not isinstance(models, Mapping) or not models:
         raise AmbError(f"{path}: expected a mapping 'models: {{model: {{parameter: range}}}}'")
+    cells = data.get("cells") or {}
+    if not isinstance(cells, Mapping):
+        raise AmbError(f"{path}: 'cells' must be a mapping {{cell: {{parameter: range}}}}, got {cells!r}")
+    clash = sorted(set(models) & set(cells))
+    if clash:
+        raise AmbError(f"{path}: {clash} named under both 'models' and 'cells'")
     fields_ = set(Config.__dataclass_fields__)
     space: dict[str, dict[str, Range]] = {}
-    for model, params in models.items():
+    for section, owner, params in [*(("models", m, p) for m, p in models.items()),
+                                   *(("cells", c, p) for c, p in cells.items())]:  # fmt: skip
+        model = owner
         space[str(model)] = {}
         for name, spec in (params or {}).items():
-            where = f"{path}: models.{model}.{name}"
+            where = f"{path}: {section}.{model}.{name}"
             if name not in fields_:
                 raise AmbError(f"{where}: not a config field")
             if not isinstance(spec, Mapping) or not str(spec.get("reason", "")).strip():
@@ -170,6 +197,10 @@ def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None =
     if not isinstance(n_trials, int) or n_trials < 1:
         raise AmbError(f"{path}: n_trials must be a positive integer, got {n_trials!r}")
     sweep = load_spec(path.parent / data["sweep"])
+    if int(seed) in sweep.seeds:
+        raise AmbError(f"{path}: seed {seed} is one of the evaluation seeds of {data['sweep']} "
+                       f"({list(sweep.seeds)}); the tuning seed must be another, or the chosen "
+                       "trial is the very run the tables then report")  # fmt: skip
     by_cell = {c.name: c.cfg for c in plan(sweep) if c.seed == sweep.seeds[0]}
     wanted = data.get("cells") or list(by_cell)
     missing = [c for c in wanted if c not in by_cell]
@@ -193,8 +224,15 @@ def _check_budget(cells, space, source) -> None:
         raise AmbError(f"{source}: the cells have different epoch budgets ({listed}); tuning "
                        "compares models only on the same budget")  # fmt: skip
     for cell, cfg in cells:
-        if cfg.model not in space:
+        if cell not in space and cfg.model not in space:
             raise AmbError(f"{source}: no search space for model {cfg.model!r} (cell {cell!r})")
+        for name, rng in space_of(space, cell, cfg).items():
+            low, high = rng.bounds(cfg)
+            value = recipe_value(cfg, name)
+            if not low <= value <= high:
+                raise AmbError(f"{source}: cell {cell!r}: its recipe's {name}={value:g} lies outside "
+                               f"its range [{low:g}, {high:g}]; the first trial is the recipe, so "
+                               "the range must contain it")  # fmt: skip
 
 
 # ---- one study -------------------------------------------------------------------------------
@@ -271,17 +309,12 @@ def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
 
 
 def recipe_point(space: Mapping[str, Range], cfg: Config) -> dict[str, float]:
-    """The cell's own values (its recipe's, or the preset's for AMB) of the parameters whose
-    value lies in its range: the first trial of every study, so that the chosen values are
-    never worse on validation than the starting point. A parameter outside its range (a
-    ``new_params_lr`` of 0, "the same as lr") is left to the sampler."""
-    point = {}
-    for name, rng in space.items():
-        low, high = rng.bounds(cfg)
-        value = float(getattr(cfg, name))
-        if low <= value <= high:
-            point[name] = value
-    return point
+    """The cell's own values (its recipe's, or the preset's for AMB) of every parameter of
+    ``space``: the first trial of every study, so that the chosen values are never worse on
+    validation than the starting point. The trial trains exactly the recipe (``recipe_value``:
+    a ``new_params_lr`` of 0 is ``lr``, the same optimizer); ``load_tune_spec`` has checked
+    that every value lies in its range."""
+    return {name: recipe_value(cfg, name) for name in space}
 
 
 def _enqueue_recipe(study, space: Mapping[str, Range], cfg: Config) -> None:
@@ -317,7 +350,7 @@ def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None 
     cell_dir = spec.runs_dir / cell
     study = _open_study(spec, cell, cell_dir)
     _requeue_stale(study)
-    space = spec.space[cfg.model]
+    space = space_of(spec.space, cell, cfg)
     _enqueue_recipe(study, space, cfg)
 
     def objective(trial) -> float:
@@ -564,14 +597,20 @@ def _current_with_path(preset: str) -> tuple[dict[str, Any], Path] | None:
     return _RECORDS[key]
 
 
-def chosen_values(record: Mapping[str, Any] | None, model: str) -> dict[str, Any]:
-    """The values a record chose for ``model`` (its tuned cell of that model); {} when the
-    record is None or did not tune that model."""
+def chosen_values(record: Mapping[str, Any] | None, cell: str, model: str | None = None) -> dict[str, Any]:
+    """The values a record chose for ``cell``: its own study's when the record tuned that cell,
+    else those of the study of ``model`` (the cell named like the model: AMB's variants and
+    design alternatives take ``amb``'s values); {} when the record is None or tuned neither."""
     if not record:
         return {}
-    for cell, tuned_model in record.get("models", {}).items():
-        if tuned_model == model:
-            return dict(record["chosen"][cell].get("params") or {})
+    chosen = record.get("chosen", {})
+    if cell in chosen:
+        return dict(chosen[cell].get("params") or {})
+    model = model or cell
+    tuned = record.get("models", {})
+    for name in sorted(tuned, key=lambda c: c != model):  # the cell named like the model first
+        if tuned[name] == model:
+            return dict(chosen[name].get("params") or {})
     return {}
 
 

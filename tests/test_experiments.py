@@ -270,22 +270,24 @@ def test_design_study_cells_and_verdicts():
 
 
 def test_cells_take_the_values_tuned_for_their_model(tmp_path, monkeypatch):
-    """With a matching tuning record every cell takes its model's chosen values over its recipe
-    (AMB's variants and AMB-FT AMB's, MISA-Adapters MISA's); tuned=False gives the recipe; the
-    committed recipes file is what the tuning spec reads."""
+    """With a matching tuning record every row that trains its own parameters takes its own
+    study's values (AMB, AMB-FT, MISA, MISA-Adapters, MAG-BERT); AMB's variants and design
+    alternatives take AMB's; tuned=False gives the recipe; the committed recipes file is what
+    the tuning spec reads."""
     from ambcore import tune
 
     record = tune.current_record("smoke")
     assert record is not None, "results/tuning_smoke.json must match experiments/tune_smoke.yaml"
-    amb = tune.chosen_values(record, "amb")
-    misa = tune.chosen_values(record, "misa")
-    assert amb and misa and set(amb) >= {"lr"}
-    for cell in ("amb", "amb-text-only", "amb-no-text", "amb-ft", "amb-pfeiffer"):
+    assert set(record["chosen"]) == {"amb", "amb-ft", "misa", "misa-adapters", "mag-bert"}
+    for cell in ("amb", "amb-ft", "misa", "misa-adapters", "mag-bert"):
+        own = record["chosen"][cell]["params"]
+        over = ex.cell_overrides(cell, "smoke")
+        assert own and {k: over[k] for k in own} == own, cell
+    amb = record["chosen"]["amb"]["params"]
+    for cell in ("amb-text-only", "amb-no-text", "amb-pfeiffer", "amb-noise-aug"):
         over = ex.cell_overrides(cell, "smoke")
         assert {k: over[k] for k in amb} == amb, cell
     for cell in ("misa", "misa-adapters"):
-        over = ex.cell_overrides(cell, "smoke")
-        assert {k: over[k] for k in misa} == misa, cell
         assert ex.cell_overrides(cell, "smoke", tuned=False)["lr"] == 1e-4  # MISA's recipe
     assert "lr" not in ex.cell_overrides("amb", "smoke", tuned=False)
     assert load_spec(ex.spec_path("recipes", "smoke")).cells == tuple(

@@ -24,7 +24,7 @@ EXPERIMENTS = PROJECT_ROOT / "experiments"
 def write_spec(tmp_path: Path, n_trials=2, cells=("amb", "misa", "mag-bert"),
                sweep=EXPERIMENTS / "recipes_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
     spec = {"name": "t", "sweep": str(sweep), "cells": list(cells), "space": str(space),
-            "n_trials": n_trials, "seed": 0, "runs_dir": str(tmp_path / "tune"),
+            "n_trials": n_trials, "seed": 100, "runs_dir": str(tmp_path / "tune"),
             "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
@@ -211,10 +211,31 @@ def test_the_chapter_shows_the_record_the_runs_use(tmp_path, monkeypatch, smoke_
     assert record is None and said.startswith("no record matching experiments/") and "recipes'" in said
 
 
-def test_chosen_values_by_model():
-    record = {"models": {"amb": "amb", "mag": "mag-bert"},
-              "chosen": {"amb": {"params": {"lr": 2e-3}}, "mag": {"params": {"lr": 3e-5}}}}  # fmt: skip
-    assert tune.chosen_values(record, "mag-bert") == {"lr": 3e-5}
+def test_a_recipe_outside_its_range_is_refused(tmp_path):
+    """The first trial is the recipe: a range that does not contain it is a spec error."""
+    space = yaml.safe_load((EXPERIMENTS / "search_space.yaml").read_text())
+    space["models"]["misa"]["new_params_lr"]["low"] = 3e-4  # MISA's recipe trains all at 1e-4
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    with pytest.raises(AmbError, match=r"cell 'misa'.*new_params_lr=0.0001 lies outside"):
+        tune.load_tune_spec(write_spec(tmp_path, cells=("misa",), space=tmp_path / "space.yaml"))
+
+
+def test_the_tuning_seed_is_not_an_evaluation_seed(tmp_path):
+    spec = yaml.safe_load(write_spec(tmp_path).read_text())
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({**spec, "seed": 0}))
+    with pytest.raises(AmbError, match="seed 0 is one of the evaluation seeds"):
+        tune.load_tune_spec(tmp_path / "tune.yaml")
+
+
+def test_chosen_values_by_cell_then_model():
+    """A tuned cell takes its own study's values; another cell of the same model takes those of
+    the cell named like the model (AMB's variants take AMB's, not AMB-FT's)."""
+    record = {"models": {"amb-ft": "amb", "amb": "amb", "mag": "mag-bert"},
+              "chosen": {"amb-ft": {"params": {"lr": 1e-4}}, "amb": {"params": {"lr": 2e-3}},
+                         "mag": {"params": {"lr": 3e-5}}}}  # fmt: skip
+    assert tune.chosen_values(record, "mag", "mag-bert") == {"lr": 3e-5}
+    assert tune.chosen_values(record, "amb-ft", "amb") == {"lr": 1e-4}
+    assert tune.chosen_values(record, "amb-no-text", "amb") == {"lr": 2e-3}
     assert tune.chosen_values(record, "misa") == {} and tune.chosen_values(None, "amb") == {}
 
 
@@ -309,20 +330,22 @@ def test_record_status_names_what_produced_the_record():
 
 
 def test_every_study_starts_at_the_recipe(tmp_path, smoke_data):
-    """The first trial of each study is the cell's own values (those inside their ranges), so
-    the chosen values are never worse on validation than the recipe."""
-    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("misa", "mag-bert")))
+    """The first trial of each study is the cell's recipe exactly (every parameter of its space;
+    new_params_lr 0, "the same as lr", is lr), so the chosen values are never worse on
+    validation than the recipe; a cell with a space of its own (AMB-FT) uses it."""
+    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("misa", "mag-bert", "amb-ft")))
     cells = dict(spec.cells)
-    misa_point = tune.recipe_point(spec.space["misa"], cells["misa"])
-    assert misa_point == {"lr": 1e-4, "misa_dropout": 0.5}  # new_params_lr 0: out of range
+    misa_point = tune.recipe_point(tune.space_of(spec.space, "misa", cells["misa"]), cells["misa"])
+    assert misa_point == {"lr": 1e-4, "new_params_lr": 1e-4, "misa_dropout": 0.5}
+    assert set(tune.space_of(spec.space, "amb-ft", cells["amb-ft"])) == {"lr", "new_params_lr", "dropout"}
     fake = FakeTrain()
     studies = tune.tune(spec, train_fn=fake, dataset=smoke_data, progress=False)
     for cell, study in studies.items():
         first = study.get_trials(deepcopy=False)[0]
-        point = tune.recipe_point(spec.space[cells[cell].model], cells[cell])
-        assert first.user_attrs["recipe"] and {k: first.params[k] for k in point} == point
+        point = tune.recipe_point(tune.space_of(spec.space, cell, cells[cell]), cells[cell])
+        assert first.user_attrs["recipe"] and first.params == point
     frame = tune.trials_frame(studies)
-    assert list(frame.groupby("cell")["recipe"].sum()) == [1, 1]
+    assert list(frame.groupby("cell")["recipe"].sum()) == [1, 1, 1]
     record = json.loads(tune.write_record(spec, studies, tmp_path / "r.json").read_text())
     summary = tune.record_summary(record).set_index("cell")
     first = {c: s.get_trials(deepcopy=False)[0].value for c, s in studies.items()}
