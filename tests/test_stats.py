@@ -1,5 +1,5 @@
-"""Bootstrap intervals, paired tests, Holm's correction and verdicts (ambcore.stats) on
-synthetic predictions whose answer is known."""
+"""Comparisons over runs and test videos, intervals, Holm's correction, verdicts and the
+calibration of the test (ambcore.stats) on simulated predictions whose answer is known."""
 
 from __future__ import annotations
 
@@ -12,108 +12,123 @@ from ambcore.errors import AmbError
 from ambcore.metrics import sentiment_metrics
 
 
-def _labels(n=300, seed=0):
+def _split(n_videos=60, seed=0):
+    return stats._simulated_test_split(n_videos, np.random.default_rng(seed))
+
+
+def _cell(ids, y, n_runs=5, shift=0.0, seed=1, video_error=None):
+    """Runs of one model (``stats.simulate_cell``); the same ``video_error`` = the same model."""
     rng = np.random.default_rng(seed)
-    return np.clip(np.round(rng.normal(0, 1.5, n) * 3) / 3, -3, 3)
+    n_videos = len(set(stats.video_of(ids)))
+    if video_error is None:
+        video_error = np.random.default_rng(1000).normal(0, stats.SIM_VIDEO_ERROR, n_videos)
+    return stats.simulate_cell(y, ids, video_error, n_runs, rng, shift=shift)
 
 
-def _cell(y, noise, seeds=(0, 1, 2), bias=0.0, base=100):
-    """seed -> predictions: labels plus independent noise of std ``noise`` per seed."""
-    out = {}
-    for s in seeds:
-        rng = np.random.default_rng(base + s)
-        out[s] = pd.DataFrame({"id": [f"u{i}" for i in range(y.size)], "y_true": y,
-                               "y_pred": y + bias + rng.normal(0, noise, y.size)})  # fmt: skip
-    return out
+def test_video_of_takes_the_part_before_the_separator():
+    assert list(stats.video_of(["vid1$_$0", "vid1$_$1", "lonely", "a$_$b$_$c"])) == \
+        ["vid1", "vid1", "lonely", "a"]  # fmt: skip
 
 
-def test_estimate_is_the_mean_over_seeds_of_the_metrics():
-    y = _labels()
-    cell = _cell(y, 0.8)
+def test_weighted_metrics_equal_ambcore_metrics():
+    """The replicate-weighted metrics at weight 1 are ``ambcore.metrics``' (MMSA's)."""
+    ids, y = _split()
+    p = y + np.random.default_rng(3).normal(0, 0.8, y.size)
+    ours = stats._weighted_metrics(np.ones((1, y.size)), y, p)
+    theirs = sentiment_metrics(p, y)
+    for metric in stats.METRICS:
+        assert ours[metric][0] == pytest.approx(theirs[metric], abs=1e-12), metric
+
+
+def test_estimate_is_the_mean_over_runs_of_the_metrics():
+    ids, y = _split()
+    cell = _cell(ids, y)
     ci = stats.bootstrap_ci(cell, n_boot=200)
     for metric in stats.CI_METRICS:
-        expected = np.mean([sentiment_metrics(f["y_pred"], f["y_true"])[metric]
-                            for f in cell.values()])  # fmt: skip
-        assert ci[metric]["estimate"] == pytest.approx(expected, abs=1e-9)
-        assert ci[metric]["lo"] <= ci[metric]["estimate"] <= ci[metric]["hi"]
+        per_run = [sentiment_metrics(f["y_pred"], f["y_true"])[metric] for f in cell.values()]
+        assert ci[metric]["estimate"] == pytest.approx(np.mean(per_run))
+        assert ci[metric]["lo"] < ci[metric]["estimate"] < ci[metric]["hi"]
 
 
-def test_bootstrap_is_deterministic_and_seeded():
-    y = _labels()
-    cell = _cell(y, 0.8)
-    assert stats.bootstrap_ci(cell, n_boot=200, seed=3) == stats.bootstrap_ci(cell, n_boot=200, seed=3)
-    assert stats.bootstrap_ci(cell, n_boot=200, seed=3) != stats.bootstrap_ci(cell, n_boot=200, seed=4)
+def test_everything_is_deterministic_and_seeded():
+    ids, y = _split()
+    a, b = _cell(ids, y, seed=1), _cell(ids, y, seed=2)
+    assert stats.bootstrap_ci(a, n_boot=200, seed=3) == stats.bootstrap_ci(a, n_boot=200, seed=3)
+    assert stats.bootstrap_ci(a, n_boot=200, seed=3) != stats.bootstrap_ci(a, n_boot=200, seed=4)
+    assert stats.paired_test(a, b, seed=5) == stats.paired_test(a, b, seed=5)
 
 
-def test_interval_covers_the_true_mae_about_95_percent_of_the_time():
-    # Errors ~ N(0, 1): the population MAE is sqrt(2/pi). Over many independent test sets the
-    # 95 % interval should contain it in roughly 95 % of them.
-    truth = np.sqrt(2 / np.pi)
-    hits = 0
-    n_sets = 200
-    for k in range(n_sets):
-        y = np.zeros(200)
-        rng = np.random.default_rng(1000 + k)
-        cell = {0: pd.DataFrame({"id": [str(i) for i in range(200)], "y_true": y,
-                                 "y_pred": rng.normal(0, 1, 200)})}  # fmt: skip
-        ci = stats.bootstrap_ci(cell, n_boot=300, seed=k)["mae"]
-        hits += ci["lo"] <= truth <= ci["hi"]
-    assert 0.88 <= hits / n_sets <= 0.99
+def test_runs_are_not_paired_by_seed():
+    """Seed s of one cell and seed s of the other share only an integer: renaming the seeds of
+    one cell, or giving it other seeds, changes nothing."""
+    ids, y = _split()
+    a, b = _cell(ids, y, seed=1), _cell(ids, y, seed=2)
+    renamed = {10 + s: f for s, f in b.items()}
+    r1, r2 = stats.paired_test(a, b), stats.paired_test(a, renamed)
+    assert (r1.diff, r1.lo, r1.hi, r1.p_value) == (r2.diff, r2.lo, r2.hi, r2.p_value)
+    assert r2.seeds_b == (10, 11, 12, 13, 14) and r2.seeds == (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)
+    three = {s: b[s] for s in (0, 1, 2)}
+    r3 = stats.paired_test(a, three)
+    assert len(r3.per_seed_a) == 5 and len(r3.per_seed_b) == 3 and np.isfinite(r3.p_value)
 
 
-def test_interval_narrows_with_more_utterances():
-    small = stats.bootstrap_ci(_cell(_labels(100), 0.8), n_boot=300)["mae"]
-    large = stats.bootstrap_ci(_cell(_labels(1600), 0.8), n_boot=300)["mae"]
-    assert (large["hi"] - large["lo"]) < 0.5 * (small["hi"] - small["lo"])
-
-
-def test_identical_models_are_not_distinguishable():
-    y = _labels()
-    a = _cell(y, 0.8)
-    r = stats.paired_test(a, {s: f.copy() for s, f in a.items()}, n_perm=2000)
-    assert r.diff == 0.0 and r.p_value == 1.0
-    assert r.seeds == (0, 1, 2)
-
-
-def test_models_of_equal_quality_give_a_large_p_value():
-    y = _labels()
-    r = stats.paired_test(_cell(y, 0.8, base=100), _cell(y, 0.8, base=200), n_perm=2000)
-    assert r.p_value > 0.05
-    assert r.lo < 0 < r.hi
-
-
-def test_a_clearly_better_model_gives_a_small_p_value_and_a_negative_difference():
-    y = _labels()
-    better, worse = _cell(y, 0.3), _cell(y, 1.2)
-    r = stats.paired_test(better, worse, n_perm=2000)
-    assert r.p_value < 0.001
-    assert r.hi < 0 and r.lo <= r.diff <= r.hi
-    mae = lambda c: np.mean([np.abs(f["y_pred"] - f["y_true"]).mean() for f in c.values()])  # noqa: E731
-    assert r.diff == pytest.approx(mae(better) - mae(worse))
-
-
-def test_seeds_are_matched_and_utterance_order_does_not_matter():
-    y = _labels()
-    a, b = _cell(y, 0.5, seeds=(0, 1, 2)), _cell(y, 0.9, seeds=(1, 2, 5))
-    shuffled = {s: f.sample(frac=1.0, random_state=s) for s, f in b.items()}
-    r1 = stats.paired_test(a, b, n_perm=500)
-    r2 = stats.paired_test(a, shuffled, n_perm=500)
-    assert r1.seeds == (1, 2)
-    assert r1 == r2
-    with pytest.raises(AmbError, match="no common seed"):
-        stats.paired_test(_cell(y, 0.5, seeds=(0,)), _cell(y, 0.5, seeds=(1,)))
-
-
-def test_different_test_utterances_are_refused():
-    y = _labels()
-    a, b = _cell(y, 0.5), _cell(y, 0.5)
-    b[0] = b[0].iloc[1:]
+def test_utterance_order_does_not_matter_and_other_utterances_are_refused():
+    ids, y = _split()
+    a, b = _cell(ids, y, seed=1), _cell(ids, y, seed=2)
+    shuffled = {s: f.sample(frac=1.0, random_state=s).reset_index(drop=True) for s, f in b.items()}
+    assert stats.paired_test(a, b) == stats.paired_test(a, shuffled)
+    other = {s: f.assign(id=[f"x{i}" for i in range(len(f))]) for s, f in b.items()}
     with pytest.raises(AmbError, match="test utterances differ"):
-        stats.paired_test(a, b)
+        stats.paired_test(a, other)
+
+
+def test_a_single_run_gives_no_p_value():
+    """One run cannot say how much another seed would change it: no claim about the method."""
+    ids, y = _split()
+    a, b = _cell(ids, y, n_runs=1, seed=1), _cell(ids, y, seed=2)
+    r = stats.paired_test(a, b)
+    assert np.isfinite(r.diff) and np.isnan(r.p_value) and np.isnan(r.lo)
+    assert np.isnan(stats.bootstrap_ci(a)["mae"]["lo"])
+
+
+def test_five_runs_against_five_can_reach_significance():
+    """A planted, real difference of training procedures is found at five runs a cell."""
+    ids, y = _split(100)
+    better, worse = _cell(ids, y, seed=1), _cell(ids, y, seed=2, shift=0.8)
+    results = stats.compare(better, worse)
+    assert results["mae"].diff < 0 and results["mae"].p_value < 0.01
+    assert results["mae"].hi < 0 and results["mae"].win_share == 1.0
+    assert results["corr"].diff > -0.05  # a shift leaves the correlation about alone
+
+
+def test_seed_variance_widens_the_interval():
+    """The same test-split error with more seed-to-seed spread gives a wider interval: the
+    run term is part of the variance (the old per-utterance test ignored it)."""
+    ids, y = _split()
+    a = _cell(ids, y, seed=1)
+    b = _cell(ids, y, seed=2)
+    spread = {s: f.assign(y_pred=f["y_pred"] + 0.5 * (s - 2)) for s, f in b.items()}
+    narrow, wide = stats.paired_test(a, b), stats.paired_test(a, spread)
+    assert wide.se_runs > 1.5 * narrow.se_runs and wide.hi - wide.lo > narrow.hi - narrow.lo
+
+
+def test_videos_are_the_unit_of_the_test_sample():
+    """Clips of one video that err together count as one draw: a model error shared by the
+    clips of a video widens the interval more than the same error spread over utterances."""
+    ids, y = _split(40)
+    a = _cell(ids, y, seed=1)
+    b = _cell(ids, y, seed=2)
+    codes = np.unique(stats.video_of(ids), return_inverse=True)[1]
+    rng = np.random.default_rng(9)
+    per_video = rng.normal(0, 0.8, codes.max() + 1)[codes]
+    per_clip = rng.permutation(per_video)  # the same values, no longer grouped by video
+    by_video = stats.paired_test(a, {s: f.assign(y_pred=f["y_pred"] + per_video) for s, f in b.items()})
+    by_clip = stats.paired_test(a, {s: f.assign(y_pred=f["y_pred"] + per_clip) for s, f in b.items()})
+    assert by_video.se_videos > 1.5 * by_clip.se_videos
 
 
 def test_holm_against_a_hand_computed_example():
-    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> max(0.06, 0.04)
+    # p sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> 0.06)
     adjusted = stats.holm([0.01, 0.04, 0.03, 0.005])
     assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
@@ -121,24 +136,41 @@ def test_holm_against_a_hand_computed_example():
     assert np.isnan(nan[1]) and nan[[0, 2]] == pytest.approx([0.02, 0.02])
 
 
-def test_compare_to_adjusts_across_rows_and_verdicts_follow_the_test():
-    y = _labels()
-    amb = _cell(y, 0.4)
-    # errors of the same size, the other way round: equally good, a different model
-    mirrored = {s: f.assign(y_pred=2 * f["y_true"] - f["y_pred"]) for s, f in amb.items()}
-    preds = {"amb": amb, "same": mirrored, "worse": _cell(y, 1.2)}
-    frame = stats.compare_to(preds, "amb", ["amb", "same", "worse", "absent"], n_perm=2000)
-    assert list(frame["cell"]) == ["same", "worse"]
-    assert frame["p_holm"].tolist() == pytest.approx(list(stats.holm(frame["p"])))
-    rows = frame.set_index("cell")
-    assert "is lower than worse's" in stats.verdict(rows.loc["worse"], "AMB", "worse")
-    assert "not distinguishable" in stats.verdict(rows.loc["same"], "AMB", "same")
-    assert "Holm-adjusted p = " in stats.verdict(rows.loc["same"], "AMB", "same")
+def test_a_family_is_every_pair_and_every_metric_adjusted_together():
+    ids, y = _split()
+    preds = {"amb": _cell(ids, y, seed=1), "same": _cell(ids, y, seed=2),
+             "worse": _cell(ids, y, seed=3, shift=0.8), "single": _cell(ids, y, n_runs=1, seed=4)}  # fmt: skip
+    pairs = [("s", "amb", "same"), ("w", "amb", "worse"), ("one", "amb", "single"),
+             ("gone", "amb", "absent")]  # fmt: skip
+    frame = stats.family(preds, pairs)
+    assert len(frame) == 4 * len(stats.METRICS)
+    finite = frame["p"].notna()
+    assert finite.sum() == 2 * len(stats.METRICS)  # the single run and the absent cell: no p
+    assert frame.loc[finite, "p_holm"].tolist() == pytest.approx(list(stats.holm(frame.loc[finite, "p"])))
+    rows = {(r["key"], r["metric"]): r for _, r in frame.iterrows()}
+    assert "is lower than worse's" in stats.verdict(rows[("w", "mae")], "AMB", "worse")
+    assert "AMB's Acc-7 is" in stats.verdict(rows[("s", "acc7")], "AMB", "same")
+    assert "single run" in stats.verdict(rows[("one", "mae")], "AMB", "single")
+    assert "no finished runs" in stats.verdict(rows[("gone", "mae")], "AMB", "absent")
+    details = stats.verdict_details(rows[("w", "mae")], "AMB", "worse")
+    assert "better in 25 of 25 seed pairs" in details and "MAE per seed: AMB" in details
+    # compare_to is a family of its own over one metric
+    small = stats.compare_to(preds, "amb", ["same", "worse"])
+    assert small["p_holm"].tolist() == pytest.approx(list(stats.holm(small["p"])))
+
+
+def test_the_validation_difference_stands_beside_the_test_difference():
+    ids, y = _split()
+    preds = {"a": _cell(ids, y, seed=1), "b": _cell(ids, y, seed=2)}
+    runs_frame = pd.DataFrame({"cell": ["a"] * 5 + ["b"] * 5, "valid_mae": [0.5] * 5 + [0.7] * 5})
+    row = stats.family(preds, [("ab", "a", "b")], metrics=("mae",), runs_frame=runs_frame).iloc[0]
+    assert row["valid_diff"] == pytest.approx(-0.2)
+    assert "validation difference -0.200" in stats.verdict_details(row, "A", "B")
 
 
 def test_cell_intervals_reads_run_folders(tmp_path):
-    y = _labels(50)
-    cell = _cell(y, 0.5, seeds=(0, 1))
+    ids, y = _split(20)
+    cell = _cell(ids, y, n_runs=2)
     records = []
     for seed, frame in cell.items():
         folder = tmp_path / f"amb/seed{seed}"
@@ -153,16 +185,55 @@ def test_cell_intervals_reads_run_folders(tmp_path):
         stats.read_predictions(tmp_path)
 
 
-def test_a_cell_without_a_common_seed_is_not_tested():
-    y = _labels()
-    preds = {"amb": _cell(y, 0.4), "other": _cell(y, 1.2, seeds=(7,)), "worse": _cell(y, 1.2)}
-    frame = stats.compare_to(preds, "amb", ["other", "worse"], n_perm=500).set_index("cell")
-    assert np.isnan(frame.loc["other", "p_holm"]) and frame.loc["other", "n_seeds"] == 0
-    assert frame.loc["worse", "p_holm"] == frame.loc["worse", "p"]  # a family of one
-    assert "could not be compared" in stats.verdict(frame.loc["other"], "AMB", "other")
-
-
 def test_verdict_names_read_as_english():
     row = {"diff": -0.1, "lo": -0.2, "hi": -0.05, "p_holm": 0.001}
     assert stats.verdict(row, "AMB", "MISA-Adapters").startswith(
         "AMB's MAE is lower than MISA-Adapters': difference -0.100 [-0.200, -0.050]")
+    row = {"diff": 0.1, "lo": -0.2, "hi": 0.3, "p_holm": 0.4, "metric": "corr"}
+    assert stats.verdict(row, "AMB", "MISA").startswith("AMB's Corr is not distinguishable from MISA's")
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return stats.calibration(sizes=((3, 40), (5, 60)), n_sims=300, planted=0.5, n_boot=200, seed=11)
+
+
+def test_calibration_a_a_pairs_reject_at_most_at_the_nominal_rate(calibration):
+    """Two cells of the same model (seed shifts, a per-video error, utterance noise): the test
+    calls them different in at most 5 % of simulated experiments (within Monte-Carlo error,
+    two standard errors), for every metric and size."""
+    for _, row in calibration.iterrows():
+        bound = 0.05 + 2 * row["mc_se"]
+        for metric in stats.METRICS:
+            rate = row[f"false positives {stats.METRIC_LABELS[metric]}"]
+            assert rate <= bound, (metric, row["runs per cell"], rate)
+
+
+def test_calibration_the_interval_covers_the_true_zero(calibration):
+    for _, row in calibration.iterrows():
+        for metric in stats.METRICS:
+            coverage = row[f"coverage {stats.METRIC_LABELS[metric]}"]
+            assert coverage >= 0.95 - 2 * row["mc_se"], (metric, row["runs per cell"], coverage)
+
+
+def test_calibration_a_planted_difference_is_found(calibration):
+    power = calibration.set_index("runs per cell")["power MAE (shift 0.5)"]
+    assert power[5] > 0.5 and power[5] >= power[3]
+
+
+def test_the_old_per_utterance_test_would_fail_the_calibration():
+    """The check can fail: averaging the seeds and resampling utterances as independent (the
+    scheme this module replaced) rejects far more than 5 % of A/A pairs on the same
+    simulation."""
+    rng = np.random.default_rng(5)
+    rejected, n_sims = 0, 150
+    for _ in range(n_sims):
+        ids, y = stats._simulated_test_split(40, rng)
+        video_error = rng.normal(0, stats.SIM_VIDEO_ERROR, 40)
+        a = stats.simulate_cell(y, ids, video_error, 3, rng)
+        b = stats.simulate_cell(y, ids, video_error, 3, rng)
+        d = np.mean([np.abs(a[s]["y_pred"] - y) - np.abs(b[s]["y_pred"] - y) for s in a], axis=0)
+        boot = rng.choice(d, size=(400, d.size)).mean(axis=1)  # utterances as independent
+        lo, hi = np.quantile(boot, [0.025, 0.975])
+        rejected += not lo <= 0 <= hi
+    assert rejected / n_sims > 0.10
