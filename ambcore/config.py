@@ -85,6 +85,10 @@ class Config:
     # "full" (text + audio + visual), "text-only" (no audio-visual input), "no-text" (the
     # text reaching the model is reduced to [CLS] [SEP]).
     variant: str = "full"
+    # A control, not a model: the visual and acoustic features of each split are permuted
+    # across its utterances (one fixed permutation, the same for every seed), so they carry no
+    # information about the label or the text (the negative control of the Ablation chapter).
+    av_shuffle: bool = False
 
     # ---- AMB (thesis 6.2) ---------------------------------------------------------------------
     adapter_dim: int = 384  # bottleneck size; scaled down for smaller PLMs by the presets

@@ -56,12 +56,15 @@ __all__ = [
     "CELLS",
     "CELL_NAMES",
     "ABLATION_CELLS",
+    "CONTROL_CELLS",
     "ROBUSTNESS_CELLS",
     "DESIGN_ALTERNATIVES",
     "DESIGN_CELLS",
     "design_spec",
     "design_study",
     "design_verdict",
+    "design_family",
+    "DESIGN_FAMILY",
     "AUGMENT_RATE",
     "SCALED_KEYS",
     "Grid",
@@ -78,7 +81,6 @@ __all__ = [
     "write_spec_files",
     "SPEC_DIR",
     "write_ablation_results",
-    "compare_cells",
     "robustness_curves",
     "robustness_curves_of_runs",
     "modality_drops",
@@ -149,6 +151,8 @@ def _cells() -> tuple[Cell, ...]:
              recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS, adapters"),
         Cell("mag-bert", "MAG-BERT (FT)", _magbert_recipe(), ("6.1",),
              recipe="ambcore.models.magbert.ORIGINAL_SETTINGS"),
+        Cell("amb-shuffled-av", "AMB, audio-visual shuffled", {"model": "amb", "av_shuffle": True},
+             recipe="negative control: audio-visual features permuted across utterances"),
         Cell("amb-noise-aug", "AMB + noise augmentation",
              {"model": "amb", "noise_augment_rate": AUGMENT_RATE}, (), robustness=True,
              recipe=f"noise_augment_rate={AUGMENT_RATE} (beyond the thesis)"),
@@ -176,6 +180,8 @@ def _design_cells() -> tuple[Cell, ...]:
 CELLS: dict[str, Cell] = {c.name: c for c in _cells() + _design_cells()}
 CELL_NAMES = tuple(CELLS)
 ABLATION_CELLS = tuple(c.name for c in CELLS.values() if c.tables)
+# The controls of the chapter's test (ambcore.report.CONTROLS) train in the ablation's sweep.
+CONTROL_CELLS = ("amb-shuffled-av",)
 ROBUSTNESS_CELLS = tuple(c.name for c in CELLS.values() if c.robustness)
 DESIGN_CELLS = ("amb", *DESIGN_ALTERNATIVES)
 
@@ -342,8 +348,9 @@ def _spec(name: str, cells: Sequence[str], preset: str, n_seeds: int | None,
 def ablation_spec(preset: str, n_seeds: int | None = None,
                   shared: Mapping[str, Any] | None = None,
                   runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The sweep of tables 6.1/6.2: every ablation cell over the preset's seeds."""
-    return _spec("ablation", ABLATION_CELLS, preset, n_seeds, shared, runs_dir)
+    """The sweep of tables 6.1/6.2: every ablation cell and the controls of the test
+    (``CONTROL_CELLS``) over the preset's seeds."""
+    return _spec("ablation", ABLATION_CELLS + CONTROL_CELLS, preset, n_seeds, shared, runs_dir)
 
 
 def robustness_spec(preset: str, n_seeds: int | None = None,
@@ -436,13 +443,16 @@ def write_spec_files(folder: str | os.PathLike | None = None) -> list[Path]:
 
 # ---- results files for the book ------------------------------------------------------------
 
-def write_ablation_results(runs_frame, summary, results_dir, acc2: str = "non0") -> dict[str, Path]:
+def write_ablation_results(runs_frame, summary, results_dir, acc2: str = "non0",
+                           family=None) -> dict[str, Path]:  # fmt: skip
     """Write the ablation's results files into ``results_dir``, in the layout of
     ``ambcore.report.write_report`` (which the Results chapter reads): ``table_6_1.csv`` and
     ``table_6_2.csv`` (``report.table_6_1/6_2``: the thesis' and cited rows, ours beside them),
     ``figure_6_2_points.csv``, and ``ablation_runs.csv`` / ``ablation_summary.csv`` (one row per
-    run / per cell). Unlike ``write_report`` it takes the frames, so that only the ablation's
-    cells are written (a runs folder also holds the robustness chapter's runs)."""
+    run / per cell), and with ``family`` (``report.ablation_family``) ``ablation_comparisons.csv``
+    (every comparison of the chapter, every metric). Unlike ``write_report`` it takes the
+    frames, so that only the ablation's cells are written (a runs folder also holds the
+    robustness chapter's runs)."""
     from ambcore import report
     from ambcore.runs import atomic_write_text
 
@@ -454,27 +464,10 @@ def write_ablation_results(runs_frame, summary, results_dir, acc2: str = "non0")
         "ablation_runs": runs_frame,
         "ablation_summary": summary,
     }
+    if family is not None:
+        frames["ablation_comparisons"] = family
     return {name: atomic_write_text(results_dir / f"{name}.csv", frame.to_csv(index=False))
             for name, frame in frames.items()}  # fmt: skip
-
-
-def compare_cells(summary, cell_a: str, cell_b: str, metric: str = "test_corr") -> dict[str, Any]:
-    """``cell_a`` minus ``cell_b`` on ``metric`` (mean over seeds) and whether the difference
-    exceeds the spread of the seeds (the larger of the two stds; NaN std: not decidable)."""
-    import math
-
-    rows = {c: summary[summary["cell"] == c] for c in (cell_a, cell_b)}
-    missing = [c for c, r in rows.items() if r.empty]
-    if missing:
-        raise AmbError(f"compare_cells: no finished runs of cell(s) {missing} in the summary")
-    a, b = (rows[c].iloc[0] for c in (cell_a, cell_b))
-    diff = float(a[f"{metric}_mean"] - b[f"{metric}_mean"])
-    spread = max(float(a[f"{metric}_std"]), float(b[f"{metric}_std"]))
-    return {
-        "a": float(a[f"{metric}_mean"]), "b": float(b[f"{metric}_mean"]), "diff": diff,
-        "spread": spread, "n_seeds": int(min(a["n_seeds"], b["n_seeds"])),
-        "beyond_spread": (not math.isnan(spread)) and abs(diff) > spread,
-    }  # fmt: skip
 
 
 def _mean_std(row, metric: str) -> str:
@@ -483,29 +476,33 @@ def _mean_std(row, metric: str) -> str:
 
 
 DESIGN_METRICS = {"test_mae": "MAE", "test_corr": "corr", "test_acc7": "Acc-7"}
+# Family 2 of the Ablation chapter: each alternative against AMB's default, every metric of
+# ambcore.stats.METRICS, Holm-adjusted together (the difference is the alternative minus AMB).
+DESIGN_FAMILY = tuple((cell, cell, "amb") for cell in DESIGN_ALTERNATIVES)
 
 
-def design_verdict(summary, cell: str) -> str:
-    """A sentence: does ``cell`` differ from AMB's default beyond the spread over seeds, on
-    test MAE, correlation or Acc-7 (``compare_cells``; one seed: no conclusion)?"""
+def design_family(predictions, runs_frame=None, n_boot: int = 1000, seed: int = 0):
+    """``ambcore.stats.family`` of ``DESIGN_FAMILY``: the design study's comparisons."""
+    from ambcore import stats
+
+    return stats.family(predictions, DESIGN_FAMILY, runs_frame=runs_frame, n_boot=n_boot, seed=seed)
+
+
+def design_verdict(family, cell: str, synthetic: bool, alpha: float = 0.05) -> str:
+    """The sentence for one alternative (``report.pair_sentence`` of its row of the design
+    family), led by the choice it changes."""
+    from ambcore.report import pair_sentence
+
     choice, default, alternative, _ = DESIGN_ALTERNATIVES[cell]
-    compared = {name: compare_cells(summary, cell, "amb", metric) for metric, name in DESIGN_METRICS.items()}
-    n_seeds = min(c["n_seeds"] for c in compared.values())
-    if n_seeds < 2:
-        return f"{choice}: {alternative} vs {default} - one seed, so no conclusion about the difference."
-    beyond = [f"{name} {c['diff']:+.3f} (spread {c['spread']:.3f})" for name, c in compared.items() if c["beyond_spread"]]
-    within = ", ".join(f"{name} {c['diff']:+.3f}" for name, c in compared.items())
-    if beyond:
-        return (f"{choice}: {alternative} minus {default} is beyond the spread over {n_seeds} seeds on "
-                + "; ".join(beyond) + ".")
-    return (f"{choice}: {alternative} minus {default} ({within}) is within the spread over "
-            f"{n_seeds} seeds on every metric: the data do not separate the two.")  # fmt: skip
+    names = {cell: f"{alternative} ({choice})", "amb": f"{default} (AMB's default)"}
+    return f"{choice}: " + pair_sentence(family, cell, names, synthetic, alpha)
 
 
-def design_study(summary):
+def design_study(summary, family, synthetic: bool):
     """One row per setting of each open choice: trainable parameters (M), test MAE / corr /
     Acc-7 as mean ± std over seeds, and for the alternatives ``design_verdict``'s sentence.
-    ``summary`` is ``ambcore.report.summarize`` output holding the ``DESIGN_CELLS``."""
+    ``summary`` is ``ambcore.report.summarize`` output holding the ``DESIGN_CELLS``;
+    ``family`` is ``design_family``'s."""
     import pandas as pd
 
     by_cell = summary.set_index("cell")
@@ -519,7 +516,7 @@ def design_study(summary):
             rows.append({"choice": choice, "setting": setting, "cell": name, "n_seeds": int(row["n_seeds"]),
                          "trainable (M)": round(float(row["trainable_params_m"]), 3),
                          **{label: _mean_std(row, m) for m, label in DESIGN_METRICS.items()},
-                         "verdict": "" if name == "amb" else design_verdict(summary, cell)})  # fmt: skip
+                         "verdict": "" if name == "amb" else design_verdict(family, cell, synthetic)})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "provenance_line",
     "acc7_params_figure",
     "robustness_figure",
+    "calibration_figure",
 ]
 
 # metric key -> (column title, scale); accuracies and F1 are shown in percent as in the thesis.
@@ -223,4 +224,34 @@ def robustness_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "
     axes[0, 0].legend(fontsize=8)
     if subtitle:
         fig.suptitle(subtitle, fontsize=9)
+    return fig
+
+
+def calibration_figure(calibration: pd.DataFrame, alpha: float = 0.05):
+    """The comparison's measured calibration (``ambcore.stats.calibration``): A/A false-positive
+    rate per metric against the nominal ``alpha`` (left) and the interval's coverage of the true
+    zero against 95 % (right), one bar group per simulated size, Monte-Carlo error bars."""
+    import matplotlib.pyplot as plt
+
+    fp_cols = [c for c in calibration.columns if c.startswith("false positives ")]
+    cov_cols = [c for c in calibration.columns if c.startswith("coverage ")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    width = 0.8 / max(len(calibration), 1)
+    for i, (_, row) in enumerate(calibration.iterrows()):
+        label = f"{int(row['runs per cell'])} runs, {int(row['test videos'])} videos"
+        x = np.arange(len(fp_cols)) + i * width
+        axes[0].bar(x, [row[c] for c in fp_cols], width, yerr=row["mc_se"], label=label)
+        axes[1].bar(x, [row[c] for c in cov_cols], width, yerr=row["mc_se"], label=label)
+    axes[0].axhline(alpha, color="k", ls="--", lw=1, label=f"nominal {alpha:g}")
+    axes[1].axhline(1 - alpha, color="k", ls="--", lw=1, label=f"nominal {1 - alpha:g}")
+    for ax, cols, title in ((axes[0], fp_cols, "A/A false-positive rate"),
+                            (axes[1], cov_cols, "coverage of the true difference 0")):  # fmt: skip
+        ax.set_xticks(np.arange(len(cols)) + width * (len(calibration) - 1) / 2)
+        ax.set_xticklabels([c.split(" ", 1)[1] if c.startswith("coverage") else c.split(" ", 2)[2]
+                            for c in cols])  # fmt: skip
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    axes[1].set_ylim(0.8, 1.01)
+    fig.suptitle("Calibration of ambcore.stats.compare on simulated runs", fontsize=10)
+    fig.tight_layout()
     return fig

@@ -61,6 +61,12 @@ __all__ = [
     "add_statistics",
     "table_verdicts",
     "ablation_verdicts",
+    "ablation_family",
+    "ABLATION_FAMILY",
+    "PLANTED",
+    "CONTROLS",
+    "pair_sentence",
+    "control_outcomes",
     "verdicts_from_table",
     "headline_mae",
     "non_learner_sentence",
@@ -153,7 +159,8 @@ def _run_row(run_dir: Path, runs_dir: Path) -> dict:
     row = {
         "run": relative,
         "cell": cell or relative,
-        "row_name": row_name(cfg.model, cfg.text_adaptation, cfg.variant),
+        "row_name": row_name(cfg.model, cfg.text_adaptation, cfg.variant)
+        + (", audio-visual shuffled (control)" if cfg.av_shuffle else ""),
         "model": cfg.model,
         "variant": cfg.variant,
         "text_adaptation": cfg.text_adaptation,
@@ -237,16 +244,18 @@ _TABLE_KEYS = {"6.1": "6_1", "6.2": "6_2"}
 
 
 def add_statistics(
-    summary: pd.DataFrame, predictions: dict, n_boot: int = 1000, n_perm: int = 5000,
-    seed: int = 0,
+    summary: pd.DataFrame, predictions: dict, n_boot: int = 1000, seed: int = 0,
+    family: pd.DataFrame | None = None,
 ) -> pd.DataFrame:  # fmt: skip
-    """``summary`` with 95 % bootstrap intervals and, per thesis table, the paired test of AMB
-    against each other row of ours (``ambcore.stats``; Holm-adjusted across the table's rows).
+    """``summary`` with 95 % intervals per cell and, per thesis table, AMB against each other
+    row of ours (``ambcore.stats``), taken from the chapter's ``family`` (``ablation_family``,
+    computed here when not given) so that a pair shows the same numbers in every table.
 
     ``predictions``: cell -> {seed: test predictions} (``stats.available_predictions``); a
     cell without them gets NaN. New columns: ``test_<m>_lo`` / ``test_<m>_hi`` for
     ``stats.CI_METRICS``, and for table ``6_1``/``6_2``: ``mae_diff_<t>`` (AMB minus the row),
-    ``mae_diff_lo_<t>``, ``mae_diff_hi_<t>``, ``p_<t>``, ``p_holm_<t>``.
+    ``mae_diff_lo_<t>``, ``mae_diff_hi_<t>``, ``p_<t>``, ``p_holm_<t>`` (Holm across the
+    family).
     """
     from ambcore import stats
 
@@ -256,31 +265,24 @@ def add_statistics(
     for metric in stats.CI_METRICS:
         for end in ("lo", "hi"):
             out[f"test_{metric}_{end}"] = out["cell"].map(intervals[f"{metric}_{end}"])
+    if family is None:
+        family = ablation_family(predictions, n_boot=n_boot, seed=seed)
+    reference = family[(family["a"] == REFERENCE_CELL) & (family["metric"] == "mae")].set_index("b")
     for table, key in _TABLE_KEYS.items():
-        tests = _table_tests(out, table, have, n_perm, seed)
+        in_table = out["row_name"].isin(_table_row_names(table))
         for column, source in (("mae_diff", "diff"), ("mae_diff_lo", "lo"),
                                ("mae_diff_hi", "hi"), ("p", "p"), ("p_holm", "p_holm")):  # fmt: skip
-            out[f"{column}_{key}"] = out["cell"].map(tests[source]) if len(tests) else np.nan
+            out[f"{column}_{key}"] = out["cell"].map(reference[source]).where(in_table)
     return out
 
 
-def _table_tests(summary: pd.DataFrame, table: str, predictions: dict, n_perm: int, seed: int):
-    """``stats.compare_to`` of AMB's cell against our other rows of thesis table ``table``."""
-    from ambcore import stats
-
-    names = {thesis_display_name(m, a) for m, a in
-             zip(thesis_rows(table)["model"], thesis_rows(table)["text_adaptation"])}  # fmt: skip
-    ours = summary[summary["row_name"].isin(names) & summary["cell"].isin(list(predictions))]
-    reference = ours[ours["row_name"] == REFERENCE_ROW]["cell"]
-    if reference.empty:
-        return pd.DataFrame(columns=["cell", "diff", "lo", "hi", "p", "p_holm"]).set_index("cell")
-    frame = stats.compare_to(predictions, reference.iloc[0], list(ours["cell"]), seed=seed,
-                             n_perm=n_perm)  # fmt: skip
-    return frame.set_index("cell")
+def _table_row_names(table: str) -> set[str]:
+    rows = thesis_rows(table)
+    return {thesis_display_name(m, a) for m, a in zip(rows["model"], rows["text_adaptation"])}
 
 
 def table_verdicts(summary: pd.DataFrame, table: str, alpha: float = 0.05) -> list[str]:
-    """One computed sentence per row of ours in thesis table ``table``: AMB against it
+    """One computed sentence per row of ours in thesis table ``table``: AMB against it on MAE
     (``stats.verdict``), from the columns ``add_statistics`` adds."""
     from ambcore import stats
 
@@ -288,11 +290,101 @@ def table_verdicts(summary: pd.DataFrame, table: str, alpha: float = 0.05) -> li
     if f"p_holm_{key}" not in summary:
         return []
     sentences = []
-    for _, s in summary.dropna(subset=[f"p_{key}"]).iterrows():
+    for _, s in summary.dropna(subset=[f"mae_diff_{key}"]).iterrows():
         row = {k: s[f"{c}_{key}"] for k, c in (("diff", "mae_diff"), ("lo", "mae_diff_lo"),
                                                 ("hi", "mae_diff_hi"), ("p_holm", "p_holm"))}  # fmt: skip
+        row["note"] = "a cell has a single run: its seed variance cannot be estimated"
         sentences.append(stats.verdict(row, REFERENCE_ROW, str(s["row_name"]), alpha=alpha))
     return sentences
+
+
+# ---- the chapter's families of comparisons (ambcore.stats.family) ----------------------------
+
+REFERENCE_CELL = "amb"
+# Family 1 of the Ablation chapter: every comparison of tables 6.1 and 6.2 and of the ablation's
+# reading (thesis 6.3.2-6.3.3), each on every metric of stats.METRICS, Holm-adjusted together.
+# (key, cell A, cell B): the difference is A minus B.
+ABLATION_FAMILY = (
+    ("misa", "amb", "misa"),  # table 6.1 and 6.2
+    ("mag-bert", "amb", "mag-bert"),  # table 6.1
+    ("ft", "amb", "amb-ft"),  # table 6.2: adapters against fine-tuning, AMB
+    ("misa-adapters", "amb", "misa-adapters"),  # table 6.2
+    ("tav", "amb", "amb-text-only"),  # table 6.2: audio-visual information
+    ("notext", "amb", "amb-no-text"),  # table 6.2: text
+    ("misa-ft", "misa-adapters", "misa"),  # adapters against fine-tuning, MISA
+)
+# What the synthetic data plants (ambcore.data.synthetic): a verdict on any other comparison
+# says that it is no evidence about CMU-MOSEI.
+PLANTED = {"tav": "the audio-visual cues are planted", "notext": "the text signal is planted"}
+# The controls of the test, on real runs, each tested alone at alpha (not part of a family):
+# (key, cell A, cell B, expected: True = must be called different, False = must not).
+CONTROLS = (
+    ("negative", "amb-shuffled-av", "amb-text-only", False),
+    ("positive", "amb-no-text", "amb", True),
+)
+
+
+def ablation_family(predictions: dict, runs_frame: pd.DataFrame | None = None,
+                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """``stats.family`` of ``ABLATION_FAMILY``: the one place the chapter's comparisons are
+    computed."""
+    from ambcore import stats
+
+    return stats.family(predictions, ABLATION_FAMILY, runs_frame=runs_frame, n_boot=n_boot, seed=seed)
+
+
+def pair_sentence(family: pd.DataFrame, key: str, names: dict, synthetic: bool,
+                  alpha: float = 0.05) -> str:  # fmt: skip
+    """The chapter's sentence for one pair of a family: the MAE verdict, every other metric's
+    difference and adjusted p, the per-seed numbers, the share of seed pairs won, the
+    validation difference; on synthetic data, whether the comparison was planted."""
+    from ambcore import stats
+
+    rows = family[family["key"] == key]
+    if rows.empty:
+        raise AmbError(f"pair_sentence: no comparison {key!r} in the family")
+    first = rows.iloc[0]
+    a, b = names.get(first["a"], first["a"]), names.get(first["b"], first["b"])
+    by_metric = {r["metric"]: r for _, r in rows.iterrows()}
+    text = stats.verdict(by_metric["mae"], a, b, alpha=alpha)
+    others = []
+    for metric, r in by_metric.items():
+        if metric == "mae" or pd.isna(r["p_holm"]):
+            continue
+        word = "not distinguishable" if r["p_holm"] >= alpha else ("higher" if r["diff"] > 0 else "lower")
+        others.append(f"{stats.METRIC_LABELS[metric]} {word} ({r['diff']:+.3f} [{r['lo']:+.3f}, "
+                      f"{r['hi']:+.3f}], p = {stats._p(r['p_holm'])})")  # fmt: skip
+    if others:
+        text += "; " + ", ".join(others)
+    details = stats.verdict_details(by_metric["mae"], a, b)
+    if details:
+        text += f" ({details})"
+    if synthetic:
+        text += (f" [planted: {PLANTED[key]}]" if key in PLANTED
+                 else " [not planted: no evidence about CMU-MOSEI]")
+    return text
+
+
+def control_outcomes(predictions: dict, names: dict, alpha: float = 0.05, n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """The controls (``CONTROLS``) on MAE, each alone at ``alpha``: columns control, a, b,
+    expected, diff, lo, hi, p, called different, outcome ("pass", "FAIL" or "not run")."""
+    from ambcore import stats
+
+    rows = []
+    for key, a, b, expected in CONTROLS:
+        row = {"control": key, "a": names.get(a, a), "b": names.get(b, b),
+               "expected": "different" if expected else "not distinguishable"}  # fmt: skip
+        if a not in predictions or b not in predictions:
+            rows.append({**row, "outcome": "not run"})
+            continue
+        r = stats.paired_test(predictions[a], predictions[b], n_boot=n_boot, seed=seed)
+        called = bool(r.p_value < alpha) if np.isfinite(r.p_value) else None
+        outcome = "not testable (single run)" if called is None else ("pass" if called == expected else "FAIL")
+        rows.append({**row, "diff": r.diff, "lo": r.lo, "hi": r.hi, "p": r.p_value,
+                     "called different": called, "outcome": outcome})  # fmt: skip
+    return pd.DataFrame(rows, columns=["control", "a", "b", "expected", "diff", "lo", "hi", "p",
+                                       "called different", "outcome"])  # fmt: skip
 
 
 # ---- the thesis' numbers ---------------------------------------------------------------------
@@ -480,16 +572,23 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COMPACT_COLUMNS))
 
 
-def thesis_table_page(summary: pd.DataFrame, table: str) -> tuple[pd.DataFrame, str, str]:
-    """What the Ablation chapter shows for thesis table ``table`` ("6.1" or "6.2"): the compact
-    table (ours beside the thesis' rows), its caption, and the verdicts of its paired tests as
-    one sentence ("no test" without any)."""
+def thesis_table_page(summary: pd.DataFrame, table: str) -> tuple[pd.DataFrame, str, pd.DataFrame, str, str]:
+    """What the Ablation chapter shows for thesis table ``table`` ("6.1" or "6.2"): our rows
+    and the thesis' (and cited) rows as two tables, each titled with its own data, and the
+    verdicts of AMB against each of our rows as one sentence ("no test" without any).
+    Returns (ours, its caption, thesis, its caption, verdicts)."""
     builders = {"6.1": table_6_1, "6.2": table_6_2}
     if table not in builders:
         raise ValueError(f"no thesis table {table!r}; tables: {', '.join(builders)}")
     full = builders[table](summary)
-    caption = table_caption(full, f"Thesis table {table} beside our runs")
-    return compact_table(full), caption, "; ".join(table_verdicts(summary, table)) or "no test"
+    is_ours = full["Source"].astype(str).str.startswith("this book")
+    ours, theirs = full[is_ours].reset_index(drop=True), full[~is_ours].reset_index(drop=True)
+    ours_caption = table_caption(ours, f"Our runs of the rows of thesis table {table}")
+    theirs_caption = (f"Thesis table {table} as published: CMU-MOSEI, {THESIS_PLM} (cited rows: "
+                      "their own text features); numbers from the thesis, not rerun here.")  # fmt: skip
+    shown_theirs = compact_table(theirs).drop(columns=["Seeds", "ΔMAE vs AMB [95 % CI]", "p (Holm)"])
+    verdicts = "; ".join(table_verdicts(summary, table)) or "no test"
+    return compact_table(ours), ours_caption, shown_theirs, theirs_caption, verdicts
 
 
 def table_caption(table: pd.DataFrame, title: str) -> str:
@@ -505,13 +604,15 @@ def table_caption(table: pd.DataFrame, title: str) -> str:
     parts = [
         title,
         f"ours: {provenance or 'no runs yet'}",
-        f"thesis and cited rows: CMU-MOSEI, {THESIS_PLM} (cited: their own text features)",
         f"our Acc-2/F1: {convention}",
-        "ours: mean ± std over seeds [95 % bootstrap CI over test utterances]; ΔMAE = AMB's MAE "
-        "minus the row's (paired over seeds and utterances; its interval is not adjusted), "
-        "p: sign-flip test, Holm-adjusted across the table's rows",
+        "ours: mean ± std over seeds [95 % interval over seeds and test videos]; ΔMAE = AMB's MAE "
+        "minus the row's (runs of each cell independent, test videos resampled as clusters; its "
+        "interval is not adjusted), p: Welch-Satterthwaite t, Holm-adjusted across the chapter's "
+        "family (ambcore.stats)",
         f"{NON_LEARNER_MARK}: best validation MAE not below the mean-label predictor's",
     ]
+    if not ours.empty and set(ours["Source"].astype(str)) != set(table["Source"].astype(str)):
+        parts.insert(2, f"thesis and cited rows: CMU-MOSEI, {THESIS_PLM} (cited: their own text features)")
     return ". ".join(parts) + "."
 
 
@@ -596,41 +697,12 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
 
 # ---- the computed reading of the ablation chapter (thesis 6.3.3) -----------------------------
 
-# (glue key, cell A, cell B): A against B, paired on MAE; Holm across the four, one family.
-ABLATION_COMPARISONS = (
-    ("tav", "amb", "amb-text-only"),  # audio-visual information
-    ("notext", "amb", "amb-no-text"),  # text
-    ("ft", "amb", "amb-ft"),  # adapters against fine-tuning, AMB
-    ("misa", "misa-adapters", "misa"),  # adapters against fine-tuning, MISA
-)
-
-
-def ablation_verdicts(
-    summary: pd.DataFrame, predictions: dict, n_perm: int = 5000, seed: int = 0,
-    alpha: float = 0.05,
-) -> dict[str, str]:  # fmt: skip
-    """``{key: sentence}`` for ``ABLATION_COMPARISONS``: the paired test of cell A against cell B
-    on per-utterance absolute errors (``stats.paired_test``), Holm-adjusted across the
-    comparisons that could be made. A comparison whose cells did not run (or have no
-    predictions, or no seed in common) says so instead of judging."""
-    from ambcore import stats
-
+def ablation_verdicts(summary: pd.DataFrame, family: pd.DataFrame, synthetic: bool,
+                      alpha: float = 0.05) -> dict[str, str]:  # fmt: skip
+    """``{key: sentence}`` for every pair of the chapter's family (``pair_sentence``); a pair
+    whose cells did not run says so instead of judging."""
     names = dict(zip(summary["cell"], summary["row_name"]))
-    results, out = {}, {}
-    for key, a, b in ABLATION_COMPARISONS:
-        if a not in predictions or b not in predictions or a not in names or b not in names:
-            out[key] = f"cannot be judged: cell(s) {a!r}/{b!r} have no finished runs with predictions"
-        elif not set(predictions[a]) & set(predictions[b]):
-            out[key] = f"cannot be judged: {names[a]} and {names[b]} have no seed in common"
-        else:
-            results[key] = stats.paired_test(predictions[a], predictions[b], n_perm=n_perm, seed=seed)
-    adjusted = dict(zip(results, stats.holm([r.p_value for r in results.values()])))
-    for key, r in results.items():
-        _, a, b = next(c for c in ABLATION_COMPARISONS if c[0] == key)
-        row = {"diff": r.diff, "lo": r.lo, "hi": r.hi, "p_holm": adjusted[key]}
-        seeds = f"{len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
-        out[key] = stats.verdict(row, names[a], names[b], alpha=alpha) + f" ({seeds})"
-    return out
+    return {key: pair_sentence(family, key, names, synthetic, alpha) for key in dict.fromkeys(family["key"])}
 
 
 def non_learner_sentence(summary: pd.DataFrame) -> str:
@@ -697,4 +769,7 @@ def headline_mae(table: pd.DataFrame, model: str = REFERENCE_ROW) -> str:
         text += " (one seed)"
     if pd.notna(o.get("MAE lo", np.nan)):
         text += f", 95 % interval [{o['MAE lo']:.3f}, {o['MAE hi']:.3f}]"
-    return f"{text} on {o['Data']} with {o['PLM / text features']} (thesis: {t['MAE']:.3f} on CMU-MOSEI)"
+    text = f"{text} on {o['Data']} with {o['PLM / text features']}"
+    if "SYNTHETIC" in str(o["Data"]).upper():
+        return text  # no CMU-MOSEI number beside a synthetic one
+    return f"{text} (thesis: {t['MAE']:.3f} on CMU-MOSEI)"

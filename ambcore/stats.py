@@ -514,7 +514,8 @@ def verdict(row: Mapping, name_a: str, name_b: str, alpha: float = 0.05, digits:
 def verdict_details(row: Mapping, name_a: str, name_b: str) -> str:
     """What stands beside a verdict: the per-seed numbers, the share of seed pairs in which A is
     better, and the validation difference next to the test difference."""
-    if not str(row.get("per_seed_a", "") or ""):
+    per_seed = row.get("per_seed_a", "")
+    if not isinstance(per_seed, str) or not per_seed:
         return ""
     label = METRIC_LABELS.get(str(row.get("metric", "mae")), str(row.get("metric")))
     n_pairs = int(row["n_a"]) * int(row["n_b"])

@@ -176,7 +176,7 @@ def test_sweep_adopts_the_training_chapters_run_and_tables_group_it(tmp_path):
     spec = ex.ablation_spec("smoke", n_seeds=2)
     result = run_sweep(spec, train_fn=counting, progress=False)
     assert not result.failed and "amb/seed0" not in calls and "amb/seed1" in calls
-    assert len(calls) == 2 * len(ex.ABLATION_CELLS) - 1
+    assert len(calls) == 2 * len(ex.ABLATION_CELLS + ex.CONTROL_CELLS) - 1
 
     frame = collect_runs(ex.runs_root("smoke"))
     summary = summarize(frame)
@@ -196,14 +196,10 @@ def test_sweep_adopts_the_training_chapters_run_and_tables_group_it(tmp_path):
     t61 = pd.read_csv(written["table_6_1"])
     assert set(t61.loc[t61["Source"].str.startswith("this book"), "Model"]) == {
         "AMB", "MISA (FT)", "MAG-BERT (FT)"}
-    assert set(pd.read_csv(written["ablation_runs"])["cell"]) == set(ex.ABLATION_CELLS)
+    assert set(pd.read_csv(written["ablation_runs"])["cell"]) == set(ex.ABLATION_CELLS + ex.CONTROL_CELLS)
     # The Results chapter formats the file as read back.
     formatted = report.format_table(t62)
     assert formatted["MAE"].str.contains("±").sum() == len(ours)
-
-    cmp = ex.compare_cells(summary, "amb", "amb-no-text", "test_corr")
-    means = summary.set_index("cell")["test_corr_mean"]
-    assert cmp["diff"] == pytest.approx(means["amb"] - means["amb-no-text"]) and cmp["n_seeds"] == 2
 
 
 def test_a_foreign_run_in_a_cell_folder_is_refused():
@@ -240,34 +236,46 @@ def test_modality_drops_and_planted_truth():
 
 
 def test_design_study_cells_and_verdicts():
-    """The open-choice study: the default AMB cell plus one cell per alternative, and a verdict
-    computed from the spread over seeds."""
+    """The open-choice study: the default AMB cell plus one cell per alternative, and verdicts
+    from the design family (ambcore.stats: runs and test videos, Holm across the family)."""
+    import numpy as np
     import pandas as pd
+
+    from ambcore import stats
 
     assert ex.DESIGN_CELLS == ("amb", "amb-per-layer", "amb-independent", "amb-pfeiffer")
     assert not set(ex.DESIGN_CELLS[1:]) & set(ex.ABLATION_CELLS)
     spec = ex.design_spec("embedded")
-    assert spec["seeds"] == list(ex.grid("embedded").seeds)
+    assert spec["seeds"] == list(ex.grid("embedded").seeds) and len(spec["seeds"]) >= 5
     assert [c["name"] for c in spec["cells"]] == list(ex.DESIGN_CELLS)
     assert ex.cell_config("amb-pfeiffer", "embedded").adapter_placement == "pfeiffer"
 
-    def row(cell, corr, std, n=3):
+    def row(cell, corr, std, n=5):
         return {"cell": cell, "n_seeds": n, "trainable_params_m": 1.0,
                 **{f"{m}_{s}": v for m in ("test_mae", "test_corr", "test_acc7")
                    for s, v in (("mean", corr), ("std", std))}}  # fmt: skip
 
     summary = pd.DataFrame([row("amb", 0.50, 0.01), row("amb-per-layer", 0.60, 0.01),
                             row("amb-independent", 0.505, 0.02), row("amb-pfeiffer", 0.5, 0.0, n=1)])
-    study = ex.design_study(summary)
+    rng = np.random.default_rng(0)
+    ids, y = stats._simulated_test_split(60, rng)
+    error = rng.normal(0, stats.SIM_VIDEO_ERROR, 60)
+    preds = {"amb": stats.simulate_cell(y, ids, error, 5, rng),
+             "amb-per-layer": stats.simulate_cell(y, ids, error, 5, rng, shift=1.0),
+             "amb-independent": stats.simulate_cell(y, ids, error, 5, rng),
+             "amb-pfeiffer": stats.simulate_cell(y, ids, error, 1, rng)}  # fmt: skip
+    family = ex.design_family(preds)
+    assert set(family["key"]) == set(ex.DESIGN_ALTERNATIVES) and set(family["b"]) == {"amb"}
+    study = ex.design_study(summary, family, synthetic=True)
     assert len(study) == 6 and study["verdict"].iloc[0] == ""
     verdicts = study.set_index("cell")["verdict"]
-    assert "beyond the spread over 3 seeds" in verdicts["amb-per-layer"]
-    assert "within the spread" in verdicts["amb-independent"]
-    assert "one seed" in verdicts["amb-pfeiffer"]
+    assert "MAE is higher than" in verdicts["amb-per-layer"]
+    assert "not distinguishable" in verdicts["amb-independent"]
+    assert "single run" in verdicts["amb-pfeiffer"]
+    assert "not planted" in verdicts["amb-independent"]
     assert study.set_index("cell").loc["amb-per-layer", "corr"] == "0.600 ± 0.010"
     with pytest.raises(AmbError, match="amb-pfeiffer"):
-        ex.design_study(summary[summary["cell"] != "amb-pfeiffer"])
-
+        ex.design_study(summary[summary["cell"] != "amb-pfeiffer"], family, synthetic=True)
 
 def test_cells_take_the_values_tuned_for_their_model(tmp_path, monkeypatch):
     """With a matching tuning record every row that trains its own parameters takes its own

@@ -19,9 +19,11 @@ from ambcore.config import get_config
 from ambcore.errors import AmbError
 from ambcore.metrics import sentiment_metrics
 from ambcore.report import (
-    ABLATION_COMPARISONS,
+    ABLATION_FAMILY,
     COMPACT_COLUMNS,
+    ablation_family,
     ablation_verdicts,
+    control_outcomes,
     budget_sentence,
     non_learner_sentence,
     acc7_vs_params,
@@ -51,10 +53,10 @@ DATA_NAME = "SYNTHETIC MOSEI-shaped (seed 1234)"
 CELLS = {
     "amb": (dict(model="amb"), 8_600, 0.3),
     "amb-ft": (dict(model="amb", text_adaptation="finetune", finetune_layers="last:1"), 47_200, 0.6),
-    "misa-ft": (dict(model="misa", text_adaptation="finetune"), 47_100, 0.5),
+    "misa": (dict(model="misa", text_adaptation="finetune"), 47_100, 0.5),
     "amb-no-text": (dict(model="amb", variant="no-text"), 8_600, 2.0),
 }
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def write_run(root, cell, overrides, n_params, noise, seed, done=True, sweep=True):
@@ -135,7 +137,7 @@ def test_collect_runs_reads_every_finished_run(runs_dir):
 def test_summarize_mean_and_std_over_seeds(runs_dir):
     root, expected = runs_dir
     summary = summarize(collect_runs(root)).set_index("cell")
-    assert summary.loc["amb", "n_seeds"] == 3 and summary.loc["amb", "seeds"] == "0,1,2"
+    assert summary.loc["amb", "n_seeds"] == 5 and summary.loc["amb", "seeds"] == "0,1,2,3,4"
     for cell in CELLS:
         for key in ("mae", "corr", "acc7"):
             values = np.array([expected[(cell, s)][key] for s in SEEDS])
@@ -183,7 +185,7 @@ def test_table_6_1_puts_our_rows_beside_the_thesis_and_cited_rows(runs_dir):
     f1 = np.array([expected[("amb", s)]["f1_non0"] for s in SEEDS]) * 100
     assert amb["F1 (%)"] == pytest.approx(f1.mean())
     assert amb["Data"] == DATA_NAME and "tiny random BERT" in amb["PLM / text features"]
-    assert amb["n seeds"] == 3 and amb["Acc-2/F1 convention"].startswith("non-0")
+    assert amb["n seeds"] == 5 and amb["Acc-2/F1 convention"].startswith("non-0")
     has0 = table_6_1(summary, acc2="has0")
     acc2 = np.array([expected[("amb", s)]["acc2_has0"] for s in SEEDS]) * 100
     assert has0[has0["Source"].str.startswith("this") & (has0["Model"] == "AMB")][
@@ -208,7 +210,7 @@ def test_format_table_and_write_report(runs_dir, tmp_path_factory):
     summary = summarize(collect_runs(root))
     shown = format_table(table_6_1(summary))
     amb = shown[shown["Source"].str.startswith("this") & (shown["Model"] == "AMB")].iloc[0]
-    assert " ± " in amb["MAE"] and " ± " in amb["Acc-7 (%)"] and amb["n seeds"] == "3"
+    assert " ± " in amb["MAE"] and " ± " in amb["Acc-7 (%)"] and amb["n seeds"] == "5"
     thesis_amb = shown[shown["Source"].str.startswith("thesis") & (shown["Model"] == "AMB")].iloc[0]
     assert "±" not in thesis_amb["MAE"]
     assert shown[shown["Model"] == "ICCN (B)"]["Trainable params (M)"].item() == "–"
@@ -266,7 +268,7 @@ def test_non_learners_are_computed_and_marked(runs_dir):
     assert len(sentences) == 4  # three tested rows and the non-learner
     amb = written[written["Source"].str.startswith("this book") & (written["Model"] == "AMB")].iloc[0]
     headline = headline_mae(written)
-    assert f"{amb['MAE']:.3f} ± {amb['MAE std']:.3f} over 3 seeds" in headline
+    assert f"{amb['MAE']:.3f} ± {amb['MAE std']:.3f} over 5 seeds" in headline
     assert f"[{amb['MAE lo']:.3f}, {amb['MAE hi']:.3f}]" in headline and DATA_NAME in headline
 
 
@@ -279,18 +281,23 @@ def tmp_path_of(root):
 def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
     root, _ = runs_dir
     frame = collect_runs(root)
-    summary = add_statistics(summarize(frame), stats.available_predictions(frame, root),
-                             n_boot=300, n_perm=1000)  # fmt: skip
+    preds = stats.available_predictions(frame, root)
+    family = ablation_family(preds, frame, n_boot=300)
+    summary = add_statistics(summarize(frame), preds, n_boot=300, family=family)
     cells = summary.set_index("cell")
     for cell in CELLS:
         assert cells.loc[cell, "test_mae_lo"] < cells.loc[cell, "test_mae_mean"] < cells.loc[cell, "test_mae_hi"]
-    # table 6.2: AMB against AMB-FT, MISA (FT) and AMB no-text, Holm across those three
+    # table 6.2: AMB against AMB-FT, MISA (FT) and AMB no-text, Holm across the chapter's
+    # family (every pair, every metric); the same numbers as the family's rows, in both tables
     p = cells[["p_6_2", "p_holm_6_2"]].dropna()
-    assert set(p.index) == {"amb-ft", "misa-ft", "amb-no-text"}
-    assert list(p["p_holm_6_2"]) == pytest.approx(list(stats.holm(p["p_6_2"])))
+    assert set(p.index) == {"amb-ft", "misa", "amb-no-text"}
+    mae = family[(family["metric"] == "mae") & (family["a"] == "amb")].set_index("b")
+    assert list(p["p_holm_6_2"]) == list(mae.loc[p.index, "p_holm"])
+    assert family["p_holm"].dropna().tolist() == pytest.approx(list(stats.holm(family["p"].dropna())))
+    assert cells.loc["misa", "p_holm_6_1"] == cells.loc["misa", "p_holm_6_2"]
     assert cells.loc["amb-no-text", "mae_diff_hi_6_2"] < 0 and cells.loc["amb-no-text", "p_holm_6_2"] < 0.01
     amb_mae = cells.loc["amb", "test_mae_mean"]
-    assert cells.loc["misa-ft", "mae_diff_6_2"] == pytest.approx(amb_mae - cells.loc["misa-ft", "test_mae_mean"])
+    assert cells.loc["misa", "mae_diff_6_2"] == pytest.approx(amb_mae - cells.loc["misa", "test_mae_mean"])
     # table 6.1: MAG-BERT's only run is seed 5, AMB has 0-2: nothing to pair, no p-value
     assert np.isnan(cells.loc["adhoc/mag/seed5", "p_6_1"])
     sentences = table_verdicts(summary.reset_index(drop=True), "6.2")
@@ -309,29 +316,50 @@ def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
     assert shown["ΔMAE vs AMB [95 % CI]"].str.len().max() <= 24
     caption = table_caption(table, "Thesis table 6.2 beside our runs")
     assert caption.count(DATA_NAME) == 1 and "Holm" in caption and "†" in caption
-    page, page_caption, verdicts = thesis_table_page(summary, "6.2")
-    assert page.equals(shown) and page_caption == caption
+    page, page_caption, theirs, theirs_caption, verdicts = thesis_table_page(summary, "6.2")
+    assert page.equals(compact_table(table[table["Source"].str.startswith("this book")].reset_index(drop=True)))
+    assert set(page["Source"]) == {"ours"} and set(theirs["Source"]) <= {"thesis", "cited"}
+    assert DATA_NAME in page_caption and "CMU-MOSEI" in theirs_caption
+    assert DATA_NAME not in theirs_caption and "CMU-MOSEI" not in page_caption
     assert verdicts == ("; ".join(table_verdicts(summary, "6.2")) or "no test")
     with pytest.raises(ValueError, match="no thesis table '6.3'"):
         thesis_table_page(summary, "6.3")
 
 
-def test_ablation_verdicts_are_computed_from_paired_tests(runs_dir):
+def test_ablation_verdicts_are_computed_from_the_family(runs_dir):
     root, _ = runs_dir
     frame = collect_runs(root)
     summary = summarize(frame)
     preds = stats.available_predictions(frame, root)
-    text = ablation_verdicts(summary, preds, n_perm=1000)
-    assert set(text) == {key for key, *_ in ABLATION_COMPARISONS}
-    assert text["tav"].startswith("cannot be judged") and text["misa"].startswith("cannot be judged")
+    family = ablation_family(preds, frame, n_boot=300)
+    assert len(family) == len(ABLATION_FAMILY) * len(stats.METRICS)
+    text = ablation_verdicts(summary, family, synthetic=True)
+    assert set(text) == {key for key, *_ in ABLATION_FAMILY}
+    assert "no finished runs" in text["tav"] and "no finished runs" in text["misa-ft"]
     assert text["notext"].startswith("AMB's MAE is lower than AMB no-text's")
-    # two comparisons were made: Holm over two
-    raw = stats.paired_test(preds["amb"], preds["amb-ft"], n_perm=1000)
-    other = stats.paired_test(preds["amb"], preds["amb-no-text"], n_perm=1000)
-    adjusted = stats.holm([other.p_value, raw.p_value])[1]
-    assert f"Holm-adjusted p = {stats._p(adjusted)}" in text["ft"] and "(3 seeds)" in text["ft"]
+    assert "[planted:" in text["notext"] and "[not planted: no evidence about CMU-MOSEI]" in text["ft"]
+    assert "MAE per seed: AMB" in text["ft"] and "seed pairs" in text["ft"] and "validation difference" in text["ft"]
+    row = family[(family["key"] == "ft") & (family["metric"] == "mae")].iloc[0]
+    assert f"Holm-adjusted p = {stats._p(row['p_holm'])}" in text["ft"]
+    assert "Corr" in text["ft"] and "Acc-7" in text["ft"]
+    assert "planted" not in ablation_verdicts(summary, family, synthetic=False)["ft"]
     assert "AMB no-text did not beat the mean-label predictor" in non_learner_sentence(summary)
     assert non_learner_sentence(summary[summary["cell"] == "amb"]).startswith("every cell beats")
+
+
+def test_controls_pass_or_fail_on_the_test(runs_dir):
+    root, _ = runs_dir
+    frame = collect_runs(root)
+    preds = stats.available_predictions(frame, root)
+    names = dict(zip(frame["cell"], frame["row_name"]))
+    shuffled = {s: f.copy() for s, f in preds["amb"].items()}
+    out = control_outcomes({**preds, "amb-shuffled-av": shuffled, "amb-text-only": preds["amb"]}, names)
+    by = out.set_index("control")
+    assert by.loc["positive", "outcome"] == "pass" and by.loc["positive", "called different"]
+    assert by.loc["negative", "outcome"] == "pass"  # the same predictions: not different
+    wrong = control_outcomes({**preds, "amb-shuffled-av": preds["amb-no-text"], "amb-text-only": preds["amb"]}, names)
+    assert wrong.set_index("control").loc["negative", "outcome"] == "FAIL"
+    assert control_outcomes({}, names)["outcome"].eq("not run").all()
 
 
 def test_budget_sentence_names_runs_still_improving():

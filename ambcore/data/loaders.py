@@ -39,6 +39,7 @@ peaks are documented there); the loader's own copies add at most the features in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from ambcore.data.types import SPLITS, MultimodalDataset, Split
 from ambcore.errors import DataError
 from ambcore.paths import data_from_env
 
-__all__ = ["load_dataset", "detect_format", "synthetic_cache_path", "LABEL_RANGE", "FEATURE_LIMIT"]
+__all__ = ["load_dataset", "shuffle_audio_visual", "detect_format", "synthetic_cache_path", "LABEL_RANGE", "FEATURE_LIMIT"]
 
 LABEL_RANGE = (-3.0, 3.0)
 FEATURE_LIMIT = 1e15  # |feature| above this is refused (float32 overflows once squared and summed)
@@ -88,8 +89,29 @@ def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> Mul
             cfg.synthetic_seed,
             cfg.synthetic_aligned,
         )
-        return _load_file(path)
-    return _load_file(Path(path_or_name).expanduser())
+        dataset = _load_file(path)
+    else:
+        dataset = _load_file(Path(path_or_name).expanduser())
+    if cfg is not None and getattr(cfg, "av_shuffle", False):
+        dataset = shuffle_audio_visual(dataset)
+    return dataset
+
+
+AV_SHUFFLE_SEED = 0  # one permutation per split, the same for every run of a cell
+
+
+def shuffle_audio_visual(dataset: MultimodalDataset, seed: int = AV_SHUFFLE_SEED) -> MultimodalDataset:
+    """``dataset`` with each split's visual and acoustic features permuted (together) across its
+    utterances: ids, texts, words and labels stay, so the audio-visual input carries no
+    information about them (``Config.av_shuffle``, a negative control). Named in ``name``."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for key, split in dataset.splits.items():
+        order = rng.permutation(len(split))
+        splits[key] = dataclasses.replace(split, visual=[split.visual[i] for i in order],
+                                          acoustic=[split.acoustic[i] for i in order])  # fmt: skip
+    return dataclasses.replace(dataset, splits=splits,
+                               name=f"{dataset.name}, audio-visual features shuffled across utterances")  # fmt: skip
 
 
 def _sha256(path: Path) -> str:
