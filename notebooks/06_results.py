@@ -1,16 +1,18 @@
 # %% [markdown]
 # # Results beside the thesis
 #
-# This chapter puts the runs of the {doc}`04_ablation` chapter beside the thesis' tables 6.1
+# This chapter gathers the results of the {doc}`04_ablation` chapter and the thesis' tables 6.1
 # and 6.2 (CMU-MOSEI, bert-base-uncased) {cite}`chlapanis2022amb`. It reads the tables that the
 # ablation chapter writes with `ambcore.report.write_report` (`results/table_6_1.csv`,
-# `results/table_6_2.csv`: for every model the thesis' row followed by ours, mean ± std over
-# seeds, each row naming its data and language model) and the thesis' own numbers from
-# `results/thesis_tables.csv` and `results/literature.csv`. Nothing on this page is typed by
-# hand.
+# `results/table_6_2.csv`: our rows, mean ± std over seeds, each naming its data and language
+# model, and the thesis' rows) and the thesis' own numbers from `results/thesis_tables.csv` and
+# `results/literature.csv`. Our rows and the thesis' are shown as separate tables, each titled
+# with its data. Nothing on this page is typed by hand.
 #
-# Our runs on the embedded preset use a synthetic dataset and a smaller language model: compare
-# their *pattern* (which variant wins, by how much) with the thesis, not their values.
+# On the embedded preset our runs use a synthetic dataset and a smaller language model: they
+# check that the pipeline recovers what the synthetic data plant (see {doc}`04_ablation`), and
+# say nothing about how the models compare on CMU-MOSEI. With the paper preset on CMU-MOSEI
+# the two tables hold the same measurement.
 
 # %% tags=["parameters"]
 import os
@@ -43,10 +45,10 @@ glue("amb_mae", report.headline_mae(pd.read_csv(found["table_6_1"])) if "table_6
 #
 # ## Table 6.1: AMB against the state of the art
 #
-# The rows *cited* were copied by the thesis from other papers and are not rerun here; for the
-# models rerun here, the thesis' row comes first and ours follow it. Our rows carry 95 %
-# bootstrap intervals over test utterances and AMB's paired test against each row (ΔMAE = AMB's
-# MAE minus the row's, Holm-adjusted p; the scheme is stated in {doc}`04_ablation`); a row
+# The first table holds our rows, the second the thesis' table as published (its *cited* rows
+# were copied by the thesis from other papers and are not rerun here). Our rows carry 95 %
+# intervals over seeds and test videos and AMB's comparison with each row (ΔMAE = AMB's MAE
+# minus the row's, Holm-adjusted p; the scheme is stated in {doc}`04_ablation`); a row
 # marked † did not beat the mean-label predictor on validation. Every comparison sentence here
 # is computed from those tests. Status: {glue:text}`status_6_1`.
 
