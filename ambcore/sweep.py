@@ -165,7 +165,7 @@ def read_spec_file(path: Path, kind: str = "sweep spec") -> dict[str, Any]:
         message = " ".join(str(exc).split())[:300]  # one line
         raise AmbError(f"{path}: cannot parse the {kind} ({message})") from None
     if not isinstance(data, dict):
-        raise AmbError(f"{path}: a {kind} is a mapping, got {type(data).__name__}")
+        raise AmbError(f"{path}: a {kind} is a mapping, got {type(data).__name__} {show(data)}")
     return data
 
 

@@ -35,6 +35,7 @@ Spec file (YAML)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ import socket
 import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ __all__ = [
     "ensure_record",
     "set_aside",
     "check_journal",
+    "check_trial_values",
+    "optuna_log",
     "JournalLock",
     "record_summary",
     "trials_figure",
@@ -368,21 +371,28 @@ def _dead_here(worker: str | None) -> bool:
 
 
 def _requeue_stale(study) -> int:
-    """Mark the trials of killed processes on this host failed; queue their values again."""
+    """Trials of killed processes on this host (left RUNNING) are marked failed; those and the
+    trials that Ctrl-C or SIGTERM stopped (failed, marked ``interrupted``) are queued again,
+    once, with their values and their recipe mark. Returns how many were queued."""
     import optuna
 
-    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-             if _dead_here(t.user_attrs.get("worker"))]  # fmt: skip
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    stale = [t for t in trials if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]
     for t in stale:
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
-    return len(stale)
+        study.tell(t.number, state=state.FAIL)
+    queued = {t.user_attrs.get("requeued_from") for t in trials}
+    stopped = [t for t in trials if t.state == state.FAIL and t.user_attrs.get("interrupted")]
+    again = [t for t in stale + stopped if t.number not in queued]
+    for t in again:
+        recipe = {"recipe": True} if t.user_attrs.get("recipe") else {}
+        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number, **recipe})
+    return len(again)
 
 
 def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cell_dir.mkdir(parents=True, exist_ok=True)
     check_journal(spec, cell_dir)
     storage = _load_journal(cell_dir)
@@ -604,21 +614,49 @@ def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None 
         dataset = load_dataset(cfg.data, cfg)
     data = train_valid_only(dataset)
     cell_dir = spec.runs_dir / cell
-    study = _open_study(spec, cell, cell_dir)
-    _requeue_stale(study)
-    space = spec.space[cfg.model]
-    _enqueue_recipe(study, space, cfg)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    with optuna_log(cell_dir):
+        study = _open_study(spec, cell, cell_dir)
+        _requeue_stale(study)
+        space = spec.space[cfg.model]
+        _enqueue_recipe(study, space, cfg)
 
-    def objective(trial) -> float:
-        return _objective(trial, cfg, space, cell_dir, data, train_fn)
+        def objective(trial) -> float:
+            return _objective(trial, cfg, space, cell_dir, data, train_fn)
 
-    remaining = spec.n_trials - _finished(study)
-    if remaining > 0:
-        budget = remaining if stop_after is None else min(remaining, stop_after)
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        study.optimize(objective, n_trials=budget, catch=(),
-                       callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)])  # fmt: skip
+        remaining = spec.n_trials - _finished(study)
+        if remaining > 0:
+            budget = remaining if stop_after is None else min(remaining, stop_after)
+            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            study.optimize(objective, n_trials=budget, catch=(),
+                           callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)])  # fmt: skip
     return study
+
+
+@contextlib.contextmanager
+def optuna_log(cell_dir: Path) -> Iterator[Path]:
+    """Inside the block Optuna's messages (every trial's outcome; the traceback of a trial that
+    Ctrl-C or SIGTERM stopped) go to ``<cell>/optuna.log``, not to the terminal, which gets the
+    tuner's own lines and the command's one-line resume hint."""
+    import logging
+
+    import optuna
+
+    path = cell_dir / LOG_FILE
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("optuna")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.disable_default_handler()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+        optuna.logging.enable_default_handler()
 
 
 def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> float:
@@ -642,8 +680,12 @@ def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> fl
         if trial.should_prune():
             raise optuna.TrialPruned(f"valid MAE at epoch {epoch} is behind the median")
 
-    result = train_fn(cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end,
-                      dataset=data)  # fmt: skip
+    try:
+        result = train_fn(cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end,
+                          dataset=data)  # fmt: skip
+    except KeyboardInterrupt:  # Optuna marks the trial failed; the next run queues it again
+        trial.set_user_attr("interrupted", True)
+        raise
     return float(result.valid["mae"])
 
 
@@ -713,7 +755,9 @@ def fingerprint(spec: TuneSpec) -> str:
 
 def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """The tuning record (JSON): git revision, date, machine, preset, data, PLM, the budget, the
-    search spaces with their reasons, and every trial; the chosen values per cell."""
+    search spaces with their reasons, and every trial; the chosen values per cell. Each
+    finished trial's value is first checked against its own folder (``check_trial_values``)."""
+    check_trial_values(spec, studies)
     cfg = spec.cells[0][1]
     record = {
         "spec": spec.name, "fingerprint": fingerprint(spec), "preset": spec.preset,
@@ -732,6 +776,58 @@ def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.Path
         "trials": trials_frame(studies).to_dict("records"),
     }  # fmt: skip
     return runs.atomic_write_text(Path(path), json.dumps(record, indent=1, default=str) + "\n")
+
+
+def check_trial_values(spec: TuneSpec, studies: Mapping[str, Any]) -> None:
+    """Every finished trial's values in the journal against its trial folder's own
+    ``history.csv``: each reported epoch's validation MAE must be that epoch's row, and a
+    complete trial's value the best validation MAE of its history. A journal that says
+    otherwise (edited, or of other runs) is one ``AmbError`` naming the cell and the trial:
+    the record would otherwise choose values the runs never reached."""
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for cell, study in studies.items():
+        for trial in study.get_trials(deepcopy=False, states=finished):
+            folder = spec.runs_dir / cell / str(trial.user_attrs.get("run_dir", ""))
+            problem = _trial_value_problem(trial, folder)
+            if problem:
+                raise AmbError(f"{spec.runs_dir / cell / STUDY_FILE}: cell {cell!r} trial "
+                               f"{trial.number} ({folder.name or 'no folder'}): {problem}; the "
+                               "record is not written (start the study afresh with --retune)")  # fmt: skip
+
+
+def _close(a: float, b: float) -> bool:
+    import math
+
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _trial_value_problem(trial, folder: Path) -> str | None:
+    import math
+
+    if not trial.user_attrs.get("run_dir") or not (folder / "history.csv").is_file():
+        return "its folder has no history.csv to check its value against"
+    try:
+        history = runs.read_history(folder)
+        by_epoch = {int(e): float(m) for e, m in zip(history["epoch"], history["valid_mae"])}
+    except Exception as exc:  # noqa: BLE001 - pandas' errors for a damaged CSV vary
+        return f"its history.csv cannot be read ({type(exc).__name__}: {exc})"
+    for epoch, value in sorted(trial.intermediate_values.items()):
+        if epoch not in by_epoch:
+            return f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its history.csv does not have"
+        if not _close(float(value), by_epoch[epoch]):
+            return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
+                    f"history.csv {by_epoch[epoch]:.6g}")  # fmt: skip
+    if trial.value is not None:
+        finite = {e: m for e, m in by_epoch.items() if math.isfinite(m)}
+        if not finite:
+            return f"the journal says value {trial.value:.6g}, its history.csv has no finite validation MAE"
+        epoch = min(finite, key=finite.get)
+        if not _close(float(trial.value), finite[epoch]):
+            return (f"the journal says value {trial.value:.6g}, its history.csv's best "
+                    f"validation MAE is {finite[epoch]:.6g} (epoch {epoch})")  # fmt: skip
+    return None
 
 
 def set_aside(spec: TuneSpec) -> list[Path]:
