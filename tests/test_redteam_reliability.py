@@ -475,3 +475,62 @@ def test_a_cell_time_limit_that_is_not_seconds_is_one_line(tmp_path, capsys, mon
     code, out, err = _cli(capsys, *argv, *(["--cell-timeout", given] if given else []))
     _one_error(code, err, *words, "seconds")
     assert not (tmp_path / "out").exists()
+
+
+# ---- 6. repeated ids -----------------------------------------------------------------------------
+
+
+def _mmsa_file(tmp_path: Path, ids: dict[str, list[str]]) -> Path:
+    """An MMSA pickle whose splits have the given ids (features and labels made up)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    obj = {}
+    for split, names in ids.items():
+        n = len(names)
+        obj[split] = {"raw_text": np.array(["a b c"] * n, dtype=object),
+                      "id": np.array(names, dtype=object),
+                      "audio": rng.normal(size=(n, 3, 4)).astype(np.float32),
+                      "vision": rng.normal(size=(n, 3, 5)).astype(np.float32),
+                      "regression_labels": rng.uniform(-3, 3, n).astype(np.float32)}  # fmt: skip
+    path = tmp_path / "ids.pkl"
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+    return path
+
+
+def test_a_repeated_id_within_a_split_gets_a_counted_suffix(tmp_path, capsys):
+    """MulT-style files repeat the video part as the id; a file the user cannot fix must load,
+    with ids unique within each split (the paired statistics match predictions by id)."""
+    from ambcore.data.loaders import load_dataset
+
+    train = ["vid", "vid", "vid", "v$_$1", "v$_$1", "vid$_$2", "w$_$0"]
+    path = _mmsa_file(tmp_path, {"train": train, "valid": ["x$_$0"], "test": ["y$_$0", "y$_$1"]})
+    code, out, err = _cli(capsys, "data", "inspect", path, "--json")
+    assert code == 0 and err == "", err
+    repairs = json.loads(out)["repairs"]
+    [key] = [k for k in repairs if k.startswith("train/id:")]
+    assert repairs[key] == 3 and "2 repeated id(s)" in key and "'vid'" in key and "'v$_$1'" in key
+    ids = load_dataset(path)["train"].ids
+    assert len(set(ids)) == len(ids) == len(train)
+    assert ids == ["vid", "vid$_$3", "vid$_$4", "v$_$1", "v$_$1#2", "vid$_$2", "w$_$0"]
+    assert [i.split("$_$")[0] for i in ids] == [i.split("$_$")[0] for i in train]  # videos kept
+
+
+def test_an_id_in_two_splits_is_reported_as_possible_leakage(tmp_path, capsys):
+    from ambcore.data import report
+    from ambcore.data.loaders import load_dataset
+
+    path = _mmsa_file(tmp_path, {"train": ["a$_$0", "a$_$1", "b$_$0"], "valid": ["a$_$1", "c$_$0"],
+                                 "test": ["b$_$0", "a$_$1", "d$_$0"]})  # fmt: skip
+    code, out, err = _cli(capsys, "data", "inspect", path)
+    assert code == 0 and err == "", err
+    assert "ids in more than one split (possible leakage between splits):" in out
+    assert "train & valid: 1 (e.g. 'a$_$1')" in out and "train & test: 2" in out
+    described = report.describe(load_dataset(path))
+    assert described["shared_ids"]["train & test"] == {"count": 2, "examples": ["a$_$1", "b$_$0"]}
+    assert described["shared_ids"]["valid & test"]["count"] == 1
+    note = report.shared_ids_note(described)  # the data chapter's sentence
+    assert note.startswith("**Possible leakage: 4 id(s) appear in more than one split**")
+    assert "train & test: 2" in note
