@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ambcore.config import Config, get_config
+from ambcore.config import CELL_TIMEOUT_S, Config, cell_timeout as preset_cell_timeout, get_config
 from ambcore.errors import AmbError
 from ambcore.interrupt import watched
 from ambcore.paths import PROJECT_ROOT, data_from_env
@@ -487,6 +487,14 @@ class BookOptions:
     notebooks_dir: Path
     set_env: dict[str, str] = field(default_factory=dict)  # AMB_SET from --set (ambcore.overrides)
     chapter_params: dict[str, Any] = field(default_factory=dict)  # --param NAME=VALUE
+    cell_timeout: float | None = None  # seconds a cell may run; None: the preset's; 0: no limit
+
+    @property
+    def cell_limit(self) -> float | None:
+        """The seconds a cell may run (None: no limit)."""
+        if self.cell_timeout is None:
+            return CELL_TIMEOUT_S.get(self.preset)
+        return self.cell_timeout or None
 
     def command(self, chapters: Iterable[Chapter] | None = None) -> str:
         """The ``python -m ambcore book`` command line of these options (for resume hints)."""
@@ -509,6 +517,8 @@ class BookOptions:
             args += ["--set", f"{key}={value}"]
         for name, value in self.chapter_params.items():
             args += ["--param", f"{name}={json.dumps(value)}"]
+        if self.cell_timeout is not None:
+            args += ["--cell-timeout", f"{self.cell_timeout:g}"]
         if chapters is not None:
             args += ["--chapters", ",".join(c.name[:2] for c in chapters)]
         return "python -m ambcore book " + shlex.join(args)
@@ -557,6 +567,7 @@ def run_book(
     overrides: Iterable[str] = (),
     chapter_params: Iterable[str] = (),
     retune: bool = False,
+    cell_timeout: float | str | None = None,
 ) -> BookResult:
     """Execute the chapters with papermill and build the book (the main job; see module doc).
 
@@ -566,6 +577,10 @@ def run_book(
     ``overrides``: ``KEY=VALUE`` config values for every chapter and run (``AMB_SET``);
     ``chapter_params``: ``NAME=VALUE`` papermill parameters for the chapters that declare them.
     ``retune``: run the preset's tuning studies afresh before the chapters (``tuning_step``).
+    ``cell_timeout``: the seconds a cell may run (default ``$AMB_CELL_TIMEOUT``, else the
+    preset's ``ambcore.config.CELL_TIMEOUT_S``; 0: no limit). A cell that runs longer stops
+    the book: every process the chapter started is stopped, the partial notebook kept, and a
+    ``BookError`` names the chapter, the cell and the limit.
 
     Ctrl-C or SIGTERM stops every process the job started (``stop_descendants``), records the
     chapter as interrupted and raises ``BookInterrupted`` naming the command that resumes.
@@ -573,7 +588,8 @@ def run_book(
     options = _book_options(preset, data, plm, seed, build, warnings_as_errors, sync,
                             results_dir, book_dir, out_dir, notebooks_dir)  # fmt: skip
     options = dataclasses.replace(options, set_env=overrides_env(overrides),
-                                  chapter_params=parse_chapter_params(chapter_params))
+                                  chapter_params=parse_chapter_params(chapter_params),
+                                  cell_timeout=_cell_timeout(preset, cell_timeout))
     cfg = _checked_config(options)
     selected = select_chapters(chapters)
     options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -591,6 +607,13 @@ def run_book(
                 options.book_dir, warnings_as_errors=warnings_as_errors, log=log))
     return BookResult(executed=job.executed, missing=job.missing, timings_path=job.timings_path,
                       html_dir=html_dir)  # fmt: skip
+
+
+def _cell_timeout(preset: str, given: float | str | None) -> float | None:
+    """``BookOptions.cell_timeout`` from ``run_book``'s argument (``ambcore.config.cell_timeout``:
+    the argument, else ``$AMB_CELL_TIMEOUT``): None when it is the preset's, 0 for no limit."""
+    limit = preset_cell_timeout(preset, given)
+    return None if limit == CELL_TIMEOUT_S.get(preset) else float(limit or 0)
 
 
 def _book_options(preset, data, plm, seed, build, warnings_as_errors, sync, results_dir,
@@ -820,12 +843,89 @@ def _prepare_input(job: _Job, chapter: Chapter) -> tuple[Path, dict[str, Any]]:
 def _papermill(job: _Job, source_nb: Path, running: Path, params: dict[str, Any]) -> None:
     import papermill
 
-    with _environment(job.kernel_env):
-        papermill.execute_notebook(
-            str(source_nb), str(running), parameters=params, kernel_name="python3",
-            language="python", cwd=str(job.options.notebooks_dir), progress_bar=True,
-            log_output=False,
-        )
+    with _environment(job.kernel_env), CellClock(job.options.cell_limit) as clock:
+        try:
+            papermill.execute_notebook(
+                str(source_nb), str(running), parameters=params, kernel_name="python3",
+                language="python", cwd=str(job.options.notebooks_dir), progress_bar=True,
+                log_output=False, on_cell_execute=clock.on_cell_execute,
+                on_cell_executed=clock.on_cell_executed,
+            )
+        except Exception as exc:
+            if clock.fired is not None:  # the kernel died because the clock stopped it
+                raise CellTimedOut(clock.fired, clock.limit) from exc
+            raise
+
+
+class CellTimedOut(Exception):
+    """A cell ran past the book's cell time limit (``CellClock``)."""
+
+    def __init__(self, cell_index: int, limit: float):
+        super().__init__(f"cell {cell_index} ran past {limit:g} s")
+        self.cell_index, self.limit = cell_index, limit
+
+
+class CellClock:
+    """The cell time limit of a chapter: papermill's client reports each cell's start and end
+    (``on_cell_execute``, ``on_cell_executed``); a thread stops the kernel and every process
+    it started (``ambcore.interrupt.kill_tree``: SIGTERM, then SIGKILL) once a cell has run
+    ``limit`` seconds, and papermill then fails on the dead kernel. Stopping the kernel from
+    outside, rather than with nbclient's own timeout (which interrupts the kernel and shuts it
+    down through its sockets), leaves no kernel traceback on the terminal and no process of
+    the chapter behind, one in a session of its own that ignores SIGTERM included. The client's
+    log lines about the dead kernel are dropped once the clock has fired. ``limit`` None: no
+    limit."""
+
+    PERIOD_S = 0.2
+
+    def __init__(self, limit: float | None):
+        self.limit = limit
+        self.fired: int | None = None  # the index of the cell that ran too long
+        self._cell: int | None = None
+        self._since: float | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_cell_execute(self, cell=None, cell_index: int = 0, **_: Any) -> None:
+        with self._lock:
+            self._cell, self._since = cell_index, time.monotonic()
+
+    def on_cell_executed(self, **_: Any) -> None:
+        with self._lock:
+            self._since = None
+
+    def _watch(self) -> None:
+        from ambcore.interrupt import kill_tree
+
+        while not self._done.wait(self.PERIOD_S):
+            with self._lock:
+                late = self._since is not None and time.monotonic() - self._since > self.limit
+                if late and self.fired is None:
+                    self.fired = self._cell
+            if late:
+                kill_tree()  # the kernel and what it started: this process's descendants
+                return
+
+    def filter(self, record) -> bool:  # a logging filter on papermill's logger
+        return self.fired is None
+
+    def __enter__(self) -> "CellClock":
+        import logging
+
+        if self.limit:
+            logging.getLogger("papermill").addFilter(self)
+            self._thread = threading.Thread(target=self._watch, name="amb-cell-clock", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import logging
+
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            logging.getLogger("papermill").removeFilter(self)
 
 
 def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: float,
@@ -837,8 +937,10 @@ def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: fl
     if running.exists():
         os.replace(running, kept)
     interrupted = isinstance(exc, KeyboardInterrupt)
+    timed_out = isinstance(exc, CellTimedOut)
+    status = "interrupted" if interrupted else "timed out" if timed_out else "failed"
     job.chapter_times[chapter.name] = {
-        "status": "interrupted" if interrupted else "failed", "seconds": round(seconds, 2),
+        "status": status, "seconds": round(seconds, 2),
         "finished": _now(), "preset": job.options.preset,
         "error": f"{getattr(exc, 'ename', type(exc).__name__)}",
     }
@@ -846,7 +948,26 @@ def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: fl
     job.save_timings()
     if not isinstance(exc, Exception):
         raise exc
+    if timed_out:
+        raise BookError(_format_timeout(chapter, shown, exc, job.options, kept)) from None
     raise BookError(_format_failure(chapter, shown, exc, kept)) from exc
+
+
+def _format_timeout(chapter: Chapter, nb: Path, exc: CellTimedOut, options: BookOptions,
+                    kept: Path) -> str:  # fmt: skip
+    """One line: the chapter, the cell that ran past the limit (its first line, from the kept
+    notebook), the limit and where it comes from."""
+    import nbformat
+
+    where = f"cell {exc.cell_index}"
+    with contextlib.suppress(Exception):
+        lines = nbformat.read(kept, as_version=4).cells[exc.cell_index].source.strip().splitlines()
+        where += f" ({(lines[0] if lines else '')!r})"
+    limit = exc.limit
+    return (f"chapter {chapter.name} stopped: {nb} {where} ran past the cell time limit of "
+            f"{limit:g} s (the {options.preset} preset's is {CELL_TIMEOUT_S.get(options.preset, 0):g} s; "
+            f"--cell-timeout or AMB_CELL_TIMEOUT sets it); every process the chapter started was "
+            f"stopped; the partially executed notebook is kept at {kept}")
 
 
 def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Callable[[], Any]):

@@ -42,6 +42,9 @@ __all__ = [
     "config_from_dict",
     "ConfigError",
     "validate",
+    "CELL_TIMEOUT_S",
+    "CELL_TIMEOUT_ENV",
+    "cell_timeout",
 ]
 
 
@@ -250,6 +253,37 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_text_len=50,
     ),
 }
+
+
+# Seconds one cell of a book chapter may run (``ambcore.book``: papermill's execution timeout
+# per cell), by preset. Not a ``Config`` field: it bounds the job, not a run. The longest cell
+# of the embedded book (the ablation's sweep) takes about 7 minutes on a 2-core machine, the
+# smoke book's under a minute; a paper cell trains a whole sweep on a GPU. A cell that runs
+# longer stops the book (a hung kernel would otherwise hang it forever).
+CELL_TIMEOUT_S: dict[str, float] = {"smoke": 900, "embedded": 3600, "paper": 172_800}
+CELL_TIMEOUT_ENV = "AMB_CELL_TIMEOUT"  # overrides the preset's value; `book --cell-timeout` too
+
+
+def cell_timeout(preset: str, given: Any = None) -> float | None:
+    """The cell time limit of a book of ``preset`` in seconds: ``given`` (``book
+    --cell-timeout``) if not None, else ``$AMB_CELL_TIMEOUT`` if set, else ``CELL_TIMEOUT_S``.
+    ``0`` means no limit (None). Anything but a number >= 0 is a ``ConfigError``."""
+    import math
+    import os
+
+    where = "--cell-timeout"
+    if given is None and os.environ.get(CELL_TIMEOUT_ENV, "").strip():
+        given, where = os.environ[CELL_TIMEOUT_ENV], CELL_TIMEOUT_ENV
+    if given is None:
+        return CELL_TIMEOUT_S.get(preset, max(CELL_TIMEOUT_S.values()))
+    try:
+        seconds = float(given) if not isinstance(given, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"{where} {given!r}: expected the seconds a cell may run (a number "
+                          ">= 0; 0 for no limit)")  # fmt: skip
+    return seconds or None
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:

@@ -81,6 +81,10 @@ __all__ = [
     "plan",
     "run_sweep",
     "MAX_CELLS",
+    "read_spec_file",
+    "confined_runs_dir",
+    "check_name",
+    "show",
 ]
 
 BACKENDS = ("local", "submitit")
@@ -96,7 +100,7 @@ _repr = reprlib.Repr()  # keyword arguments only from Python 3.12
 _repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 2, 6, 6, 60, 60
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A bounded one-line repr of user input for error messages."""
     return " ".join(_repr.repr(value).split())[:200]
 
@@ -120,7 +124,7 @@ class SweepSpec:
     source: str = "<dict>"  # the spec file, for error messages
 
 
-def _yaml_without_aliases(text: str, path: Path) -> Any:
+def _yaml_without_aliases(text: str, path: Path, kind: str = "sweep spec") -> Any:
     """``yaml.safe_load`` that refuses aliases (``*name``, ``<<: *name``): a few lines of
     nested aliases expand into gigabytes wherever the value is later copied or printed."""
     import yaml
@@ -131,35 +135,37 @@ def _yaml_without_aliases(text: str, path: Path) -> Any:
                 event = self.peek_event()
                 raise AmbError(
                     f"{path}: line {event.start_mark.line + 1}: YAML alias *{event.anchor} is "
-                    "not allowed in a sweep spec; write the value out"
+                    f"not allowed in a {kind}; write the value out"
                 )
             return super().compose_node(parent, index)
 
     return yaml.load(text, Loader=SpecLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _read_spec_file(path: Path) -> dict[str, Any]:
+def read_spec_file(path: Path, kind: str = "sweep spec") -> dict[str, Any]:
+    """A spec file (YAML without aliases, TOML or JSON) as a mapping, at most
+    ``MAX_SPEC_BYTES``; ``kind`` names it in the errors (``ambcore.tune`` reads its specs so)."""
     size = path.stat().st_size
     if size > MAX_SPEC_BYTES:
-        raise AmbError(f"{path}: {size} bytes; a sweep spec may have at most {MAX_SPEC_BYTES}")
+        raise AmbError(f"{path}: {size} bytes; a {kind} may have at most {MAX_SPEC_BYTES}")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            data = _yaml_without_aliases(text, path)
+            data = _yaml_without_aliases(text, path, kind)
         elif suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            raise AmbError(f"{path}: unknown sweep spec format {suffix!r}; use .yaml, .toml or .json")
+            raise AmbError(f"{path}: unknown {kind} format {suffix!r}; use .yaml, .toml or .json")
     except AmbError:
         raise
     except Exception as exc:  # the parsers' own errors name line and column
         message = " ".join(str(exc).split())[:300]  # one line
-        raise AmbError(f"{path}: cannot parse the sweep spec ({message})") from None
+        raise AmbError(f"{path}: cannot parse the {kind} ({message})") from None
     if not isinstance(data, dict):
-        raise AmbError(f"{path}: a sweep spec is a mapping, got {type(data).__name__}")
+        raise AmbError(f"{path}: a {kind} is a mapping, got {type(data).__name__} {show(data)}")
     return data
 
 
@@ -180,16 +186,16 @@ def load_spec(
         path = Path(spec)
         if not path.is_file():
             raise AmbError(f"sweep spec {path} does not exist")
-        data, source, default_name = _read_spec_file(path), str(path), path.stem
+        data, source, default_name = read_spec_file(path), str(path), path.stem
     unknown = sorted(map(str, set(data) - set(SPEC_KEYS)))
     if unknown:
-        raise AmbError(f"{source}: unknown sweep spec key(s) {_show(unknown)}; "
+        raise AmbError(f"{source}: unknown sweep spec key(s) {show(unknown)}; "
                        f"valid: {list(SPEC_KEYS)}")  # fmt: skip
 
-    name = _check_name(data.get("name") or default_name, source, "name")
+    name = check_name(data.get("name") or default_name, source, "name")
     preset = str(data.get("preset", "embedded"))
     if type(max_cells) is not int or max_cells < 1:
-        raise AmbError(f"max_cells must be a positive integer, got {_show(max_cells)}")
+        raise AmbError(f"max_cells must be a positive integer, got {show(max_cells)}")
     seeds = data.get("seeds", [0])
     if isinstance(seeds, list):
         _check_count(1, len(seeds), max_cells, source)
@@ -209,7 +215,7 @@ def load_spec(
             raise AmbError(f"{source}: cell {cell!r} sets 'seed'; list seeds under 'seeds'")
         _build_config(preset, over, seeds[0], source, cell)  # fail now, not hours later
 
-    root = _sweep_root(data, name, source, runs_dir)
+    root = confined_runs_dir(data, name, source, runs_dir)
     _check_inside(root, [c for c, _ in cells], seeds, source)
     return SweepSpec(
         name=name,
@@ -225,19 +231,20 @@ def load_spec(
 def _check_seeds(seeds: Any, source: str) -> list[int]:
     allowed = f"'seeds' must be a non-empty list of integers from 0 to {MAX_SEED}"
     if not isinstance(seeds, list) or not seeds:
-        raise AmbError(f"{source}: {allowed}, got {_show(seeds)}")
+        raise AmbError(f"{source}: {allowed}, got {show(seeds)}")
     for i, seed in enumerate(seeds):
         if type(seed) is not int or not 0 <= seed <= MAX_SEED:  # bools and floats are refused
-            raise AmbError(f"{source}: seeds[{i}] = {_show(seed)}: {allowed}")
+            raise AmbError(f"{source}: seeds[{i}] = {show(seed)}: {allowed}")
     if len(set(seeds)) != len(seeds):
-        raise AmbError(f"{source}: 'seeds' has duplicates: {_show(seeds)}")
+        raise AmbError(f"{source}: 'seeds' has duplicates: {show(seeds)}")
     return seeds
 
 
-def _sweep_root(data: Mapping[str, Any], name: str, source: str,
+def confined_runs_dir(data: Mapping[str, Any], name: str, source: str,
                 runs_dir: str | os.PathLike | None) -> Path:
     """The sweep's folder: ``runs_dir`` if given, else the spec's ``runs_dir`` (or its name)
-    inside the runs folder. Only a spec given as a dict may name an absolute folder."""
+    inside the runs folder. Only a spec given as a dict may name an absolute folder. The tuner
+    (``ambcore.tune``) confines its studies with the same function."""
     if runs_dir is not None:
         return Path(runs_dir)
     given = data.get("runs_dir") or name
@@ -247,7 +254,7 @@ def _sweep_root(data: Mapping[str, Any], name: str, source: str,
     parts = PurePosixPath(given).parts if isinstance(given, str) else ()
     if not parts or not all(_NAME_OK.match(part) for part in parts):
         raise AmbError(
-            f"{source}: runs_dir {_show(given)} is not allowed; give a folder inside the runs "
+            f"{source}: runs_dir {show(given)} is not allowed; give a folder inside the runs "
             f"folder {root} (relative, each part letters, digits and . _ + = -, no '..')"
         )
     folder = root.joinpath(*parts)
@@ -272,14 +279,14 @@ def _check_inside(root: Path, cells: Sequence[str], seeds: Sequence[int], source
 
 def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise AmbError(f"{source}: '{key}' must be a mapping, got {_show(value)}")
+        raise AmbError(f"{source}: '{key}' must be a mapping, got {show(value)}")
     return dict(value)
 
 
-def _check_name(name: Any, source: str, key: str = "cell name") -> str:
+def check_name(name: Any, source: str, key: str = "cell name") -> str:
     if not isinstance(name, str) or not _NAME_OK.match(name):
         raise AmbError(
-            f"{source}: {key} {_show(name)} is not a valid folder name "
+            f"{source}: {key} {show(name)} is not a valid folder name "
             "(letters, digits and . _ + = - only, not starting with a symbol)"
         )
     return name
@@ -301,12 +308,12 @@ def _cells_from_list(cells: Any, source: str, n_seeds: int, max_cells: int
     out = []
     for i, cell in enumerate(cells):
         if not isinstance(cell, Mapping) or "name" not in cell:
-            raise AmbError(f"{source}: cells[{i}] must be a mapping with a 'name', got {_show(cell)}")
+            raise AmbError(f"{source}: cells[{i}] must be a mapping with a 'name', got {show(cell)}")
         extra = sorted(map(str, set(cell) - {"name", "overrides"}))
         if extra:
-            raise AmbError(f"{source}: cells[{i}] has unknown key(s) {_show(extra)}; "
+            raise AmbError(f"{source}: cells[{i}] has unknown key(s) {show(extra)}; "
                            "valid: name, overrides")  # fmt: skip
-        name = _check_name(cell["name"], source)
+        name = check_name(cell["name"], source)
         out.append((name, _mapping(cell.get("overrides", {}), source, f"cells[{i}].overrides")))
     names = [n for n, _ in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -322,14 +329,14 @@ def _cells_from_grid(grid: Any, source: str, n_seeds: int, max_cells: int
         raise AmbError(f"{source}: 'grid' is empty")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise AmbError(f"{source}: grid key {_show(key)} must list its values, "
-                           f"got {_show(values)}")  # fmt: skip
+            raise AmbError(f"{source}: grid key {show(key)} must list its values, "
+                           f"got {show(values)}")  # fmt: skip
     # counted before product() expands anything
     _check_count(math.prod(len(v) for v in grid.values()), n_seeds, max_cells, source)
     keys = list(grid)
     out = []
     for combo in product(*(grid[k] for k in keys)):
-        name = _check_name("_".join(str(v) for v in combo), source)
+        name = check_name("_".join(str(v) for v in combo), source)
         out.append((name, dict(zip(keys, combo))))
     return out
 

@@ -36,19 +36,20 @@ Spec file (YAML)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
+import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from ambcore import paths, runs
 from ambcore.config import Config, config_from_dict
@@ -56,6 +57,7 @@ from ambcore.errors import AmbError
 
 __all__ = [
     "SPEC_KEYS",
+    "MAX_TRIALS",
     "Range",
     "TuneSpec",
     "load_tune_spec",
@@ -69,6 +71,10 @@ __all__ = [
     "fingerprint",
     "ensure_record",
     "set_aside",
+    "check_journal",
+    "check_trial_values",
+    "optuna_log",
+    "JournalLock",
     "record_summary",
     "trials_figure",
     "spec_for_preset",
@@ -85,7 +91,11 @@ __all__ = [
 #     cell may have a search space of its own (``cells:`` in the space file).
 TUNER_VERSION = 3
 SPEC_KEYS = ("name", "sweep", "cells", "space", "n_trials", "seed", "runs_dir", "pruner")
+PRUNER_KEYS = ("n_startup_trials", "n_warmup_steps")
+MAX_TRIALS = 1000  # finished trials per cell; a study of the paper has a few dozen
 STUDY_FILE = "study.journal"
+FINGERPRINT_FILE = "study.fingerprint"  # the spec's fingerprint, beside its journal
+LOG_FILE = "optuna.log"  # Optuna's messages of a study (the terminal gets one line per cell)
 
 
 # ---- the spec and the search spaces ----------------------------------------------------------
@@ -140,62 +150,114 @@ def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
     """``model or cell -> {parameter: Range}`` from a search-space file; every range needs a
     reason. ``models:`` holds a space per model; ``cells:`` (optional) a space for one cell
     that trains parameters its model's other cells do not (AMB-FT's fine-tuned PLM layers,
-    MISA-Adapters' adapters). A cell's own space wins over its model's (``space_of``)."""
+    MISA-Adapters' adapters). A cell's own space wins over its model's (``space_of``). A value
+    of the wrong type (a file that is not a mapping, a bound that is not a number, a parameter
+    that is not a numeric config field) is one error naming file, key and value."""
+    from ambcore.sweep import read_spec_file, show
+
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise AmbError(f"search space {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = read_spec_file(path, kind="search space")
     models = data.get("models")
     if not isinstance(models, Mapping) or not models:
-        raise AmbError(f"{path}: expected a mapping 'models: {{model: {{parameter: range}}}}'")
+        raise AmbError(f"{path}: expected a mapping 'models: {{model: {{parameter: range}}}}', "
+                       f"got models = {show(models)}")  # fmt: skip
     cells = data.get("cells") or {}
     if not isinstance(cells, Mapping):
-        raise AmbError(f"{path}: 'cells' must be a mapping {{cell: {{parameter: range}}}}, got {cells!r}")
+        raise AmbError(f"{path}: cells = {show(cells)}: expected a mapping {{cell: {{parameter: range}}}}")
     clash = sorted(set(models) & set(cells))
     if clash:
         raise AmbError(f"{path}: {clash} named under both 'models' and 'cells'")
-    fields_ = set(Config.__dataclass_fields__)
     space: dict[str, dict[str, Range]] = {}
     for section, owner, params in [*(("models", m, p) for m, p in models.items()),
                                    *(("cells", c, p) for c, p in cells.items())]:  # fmt: skip
-        model = owner
-        space[str(model)] = {}
+        if params is not None and not isinstance(params, Mapping):
+            raise AmbError(f"{path}: {section}.{owner} = {show(params)}: expected a mapping "
+                           "{parameter: range}")  # fmt: skip
+        space[str(owner)] = {}
         for name, spec in (params or {}).items():
-            where = f"{path}: {section}.{model}.{name}"
-            if name not in fields_:
-                raise AmbError(f"{where}: not a config field")
-            if not isinstance(spec, Mapping) or not str(spec.get("reason", "")).strip():
-                raise AmbError(f"{where}: a range needs 'reason' (why this range) and bounds")
-            factor = spec.get("factor")
-            low, high = spec.get("low"), spec.get("high")
-            if factor is None and (low is None or high is None or not float(low) < float(high)):
-                raise AmbError(f"{where}: give low < high, or factor (around the recipe's value)")
-            if factor is not None and float(factor) <= 1:
-                raise AmbError(f"{where}: factor must be > 1, got {factor}")
-            low, high = (None if v is None else float(v) for v in (low, high))
-            space[str(model)][name] = Range(name, low, high, bool(spec.get("log", False)),
-                                            None if factor is None else float(factor),
-                                            str(spec["reason"]).strip())  # fmt: skip
+            space[str(owner)][name] = _range(name, spec, f"{path}: {section}.{owner}.{name}")
     return space
 
 
-def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> TuneSpec:
-    """Parse and check a tuning spec (module docstring): cells, spaces, the common budget."""
+_RANGE_KEYS = ("low", "high", "factor", "log", "reason")
+
+
+def _range(name: Any, spec: Any, where: str) -> Range:
+    """One range of a search-space file, checked (``where`` names file and key)."""
+    from ambcore.sweep import show
+
+    default = Config()
+    if name not in Config.__dataclass_fields__:
+        raise AmbError(f"{where}: not a config field")
+    value = getattr(default, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AmbError(f"{where}: config field {name!r} is not a number ({show(value)}); only "
+                       "numeric fields can be tuned")  # fmt: skip
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("reason"), str) \
+            or not spec["reason"].strip():  # fmt: skip
+        raise AmbError(f"{where}: a range needs 'reason' (why this range) and bounds, got "
+                       f"{show(spec)}")  # fmt: skip
+    unknown = sorted(map(str, set(spec) - set(_RANGE_KEYS)))
+    if unknown:
+        raise AmbError(f"{where}: unknown key(s) {unknown}; valid: {list(_RANGE_KEYS)}")
+    low, high, factor = (_bound(spec.get(k), f"{where}.{k}") for k in ("low", "high", "factor"))
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise AmbError(f"{where}.log = {show(log)}: expected true or false")
+    if factor is None and (low is None or high is None or not low < high):
+        raise AmbError(f"{where}: give low < high, or factor (around the recipe's value); got "
+                       f"low = {show(spec.get('low'))}, high = {show(spec.get('high'))}")  # fmt: skip
+    if factor is not None and (low is not None or high is not None):
+        raise AmbError(f"{where}: give either low and high or factor, not both")
+    if factor is not None and factor <= 1:
+        raise AmbError(f"{where}: factor must be > 1, got {spec['factor']}")
+    if log and factor is None and low <= 0:
+        raise AmbError(f"{where}: a log range needs low > 0, got low = {show(spec['low'])}")
+    return Range(name, low, high, log, factor, spec["reason"].strip())
+
+
+def _bound(value: Any, where: str) -> float | None:
+    """A finite number (YAML 1.1 reads ``1e-5`` as a string: numeric strings are numbers)."""
+    import math
+
+    from ambcore.sweep import show
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AmbError(f"{where} = {show(value)}: expected a number") from None
+    if not math.isfinite(number):
+        raise AmbError(f"{where} = {show(value)}: expected a finite number")
+    return number
+
+
+def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None,
+                   max_trials: int = MAX_TRIALS) -> TuneSpec:  # fmt: skip
+    """Parse and check a tuning spec (module docstring): cells, spaces, the common budget.
+
+    ``runs_dir`` replaces the spec's (the command's ``--runs-dir``); the spec's own must stay
+    inside the runs folder, exactly as a sweep's (``ambcore.sweep.confined_runs_dir``).
+    ``max_trials``: the most trials per cell accepted (``--max-trials``)."""
     from ambcore.sweep import load_spec, plan
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise AmbError(f"tuning spec {path} does not exist")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = _read_tune_spec(path)
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise AmbError(f"{path}: unknown tuning spec key(s) {unknown}; valid: {list(SPEC_KEYS)}")
     for key in ("sweep", "space", "n_trials"):
         if key not in data:
             raise AmbError(f"{path}: missing key {key!r}")
+    _check_spec_fields(data, path, max_trials)
     n_trials, seed = data["n_trials"], data.get("seed", 0)
-    if not isinstance(n_trials, int) or n_trials < 1:
-        raise AmbError(f"{path}: n_trials must be a positive integer, got {n_trials!r}")
     sweep = load_spec(path.parent / data["sweep"])
     if int(seed) in sweep.seeds:
         raise AmbError(f"{path}: seed {seed} is one of the evaluation seeds of {data['sweep']} "
@@ -209,11 +271,70 @@ def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None =
     cells = tuple((c, config_from_dict({**by_cell[c].to_dict(), "seed": seed})) for c in wanted)
     space = load_space(path.parent / data["space"])
     _check_budget(cells, space, path)
+    _check_ranges(cells, space, path)
     name = str(data.get("name") or path.stem)
-    given = runs_dir or data.get("runs_dir") or name
-    root = Path(given) if Path(given).is_absolute() else paths.runs_dir() / given
+    root = _confined_root(data, name, path, runs_dir)
     return TuneSpec(name, sweep.preset, cells, space, n_trials, int(seed), root,
                     dict(data.get("pruner") or {}), str(path))  # fmt: skip
+
+
+def _read_tune_spec(path: Path) -> dict[str, Any]:
+    """The spec file as a mapping: bounded in size, YAML without aliases (``ambcore.sweep``)."""
+    from ambcore.sweep import read_spec_file
+
+    return read_spec_file(path, kind="tuning spec")
+
+
+def _check_spec_fields(data: Mapping[str, Any], source: Path, max_trials: int) -> None:
+    """Every field of a tuning spec of the type it needs, in one line naming file, key and value
+    (``runs_dir`` is checked by ``_confined_root``)."""
+    from ambcore.sweep import MAX_SEED, check_name, show
+
+    if type(max_trials) is not int or max_trials < 1:
+        raise AmbError(f"max_trials must be a positive integer, got {show(max_trials)}")
+    if "name" in data:
+        check_name(data["name"], str(source), "name")
+    for key in ("sweep", "space"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise AmbError(f"{source}: {key} = {show(data[key])}: expected a file name (relative "
+                           "to the spec)")  # fmt: skip
+    cells = data.get("cells")
+    if cells is not None:
+        if not isinstance(cells, list) or not cells or not all(isinstance(c, str) for c in cells):
+            raise AmbError(f"{source}: cells = {show(cells)}: expected a non-empty list of cell "
+                           "names")  # fmt: skip
+        repeated = sorted({c for c in cells if cells.count(c) > 1})
+        if repeated:
+            raise AmbError(f"{source}: cells = {show(cells)}: {repeated} listed twice")
+    n_trials = data["n_trials"]
+    if type(n_trials) is not int or n_trials < 1:  # bools and floats are refused
+        raise AmbError(f"{source}: n_trials = {show(n_trials)}: expected a positive integer")
+    if n_trials > max_trials:
+        raise AmbError(f"{source}: n_trials = {n_trials}: at most {max_trials} trials per cell "
+                       "allowed (raise it with --max-trials if this is intended)")  # fmt: skip
+    seed = data.get("seed", 0)
+    if type(seed) is not int or not 0 <= seed <= MAX_SEED:
+        raise AmbError(f"{source}: seed = {show(seed)}: expected an integer from 0 to {MAX_SEED}")
+    pruner = data.get("pruner") or {}
+    if not isinstance(pruner, Mapping):
+        raise AmbError(f"{source}: pruner = {show(pruner)}: expected a mapping "
+                       f"{{{', '.join(PRUNER_KEYS)}}}")  # fmt: skip
+    for key, value in pruner.items():
+        if key not in PRUNER_KEYS:
+            raise AmbError(f"{source}: pruner.{key}: unknown key; valid: {list(PRUNER_KEYS)}")
+        if type(value) is not int or value < 0:
+            raise AmbError(f"{source}: pruner.{key} = {show(value)}: expected a non-negative "
+                           "integer")  # fmt: skip
+
+
+def _confined_root(data: Mapping[str, Any], name: str, source: Path,
+                   runs_dir: str | os.PathLike | None) -> Path:  # fmt: skip
+    """The studies' folder, confined as a sweep's: ``runs_dir`` (the command line's) if given,
+    else the spec's ``runs_dir`` (or its name) inside the runs folder (no ``..``, no absolute
+    path, no symlink leading out)."""
+    from ambcore.sweep import confined_runs_dir
+
+    return confined_runs_dir(data, name, str(source), runs_dir)
 
 
 def _check_budget(cells, space, source) -> None:
@@ -233,6 +354,18 @@ def _check_budget(cells, space, source) -> None:
                 raise AmbError(f"{source}: cell {cell!r}: its recipe's {name}={value:g} lies outside "
                                f"its range [{low:g}, {high:g}]; the first trial is the recipe, so "
                                "the range must contain it")  # fmt: skip
+
+
+def _check_ranges(cells, space, source) -> None:
+    """Each cell's ranges are usable at its own values: a ``factor`` range around a recipe
+    value of 0 (or below) is empty, a log range needs positive bounds."""
+    for cell, cfg in cells:
+        for name, rng in space_of(space, cell, cfg).items():
+            low, high = rng.bounds(cfg)
+            if not low < high or (rng.log and low <= 0):
+                raise AmbError(f"{source}: cell {cell!r}: the range of {name} is [{low:g}, "
+                               f"{high:g}] at its value {getattr(cfg, name)!r}; give low and "
+                               "high for it in the search space")  # fmt: skip
 
 
 # ---- one study -------------------------------------------------------------------------------
@@ -275,25 +408,31 @@ def _dead_here(worker: str | None) -> bool:
 
 
 def _requeue_stale(study) -> int:
-    """Mark the trials of killed processes on this host failed; queue their values again."""
+    """Trials of killed processes on this host (left RUNNING) are marked failed; those and the
+    trials that Ctrl-C or SIGTERM stopped (failed, marked ``interrupted``) are queued again,
+    once, with their values and their recipe mark. Returns how many were queued."""
     import optuna
 
-    stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-             if _dead_here(t.user_attrs.get("worker"))]  # fmt: skip
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    stale = [t for t in trials if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]
     for t in stale:
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
-    return len(stale)
+        study.tell(t.number, state=state.FAIL)
+    queued = {t.user_attrs.get("requeued_from") for t in trials}
+    stopped = [t for t in trials if t.state == state.FAIL and t.user_attrs.get("interrupted")]
+    again = [t for t in stale + stopped if t.number not in queued]
+    for t in again:
+        recipe = {"recipe": True} if t.user_attrs.get("recipe") else {}
+        study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number, **recipe})
+    return len(again)
 
 
 def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(cell_dir / STUDY_FILE)))
+    check_journal(spec, cell_dir)
+    storage = _load_journal(cell_dir)
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=int(spec.pruner.get("n_startup_trials", 2)),
         n_warmup_steps=int(spec.pruner.get("n_warmup_steps", 1)),
@@ -306,6 +445,165 @@ def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
     return optuna.create_study(storage=storage, study_name=cell, direction="minimize",
                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
                                load_if_exists=True)  # fmt: skip
+
+
+# ---- the journal: its lock, its fingerprint, damage ------------------------------------------
+
+
+class JournalLock:
+    """The journal's lock: ``flock`` on ``<journal>.flock``, held while a process appends.
+
+    The kernel releases it when its holder dies, so a ``kill -9`` during an append leaves
+    nothing for the next process to wait out (Optuna's default lock, a symlink, is waited on
+    for 30 s and then broken). Linux NFS clients map ``flock`` to NFS byte-range locks, so
+    processes on several machines sharing a journal still exclude each other."""
+
+    def __init__(self, journal: str | os.PathLike):
+        self.path = f"{journal}.flock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "JournalLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _say(message: str) -> None:
+    """One line on stderr: what the tuner repaired or set aside."""
+    print(f"tune: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _journal_storage(journal: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalLock(journal)))
+
+
+def check_journal(spec: TuneSpec, cell_dir: Path, say: Callable[[str], None] = _say) -> str:
+    """Before a cell's study is opened: its journal is of this spec and readable.
+
+    - A journal whose stored fingerprint (``study.fingerprint``, the record's ``fingerprint``
+      of the spec that made it) is not this spec's, or that has none, is set aside with its
+      trial folders (``study.journal.stale-N``, ``trial-*.stale-N``): it is never extended.
+    - A last line without its newline (what a process killed during an append leaves) is
+      dropped; the trial it described is then unfinished and runs again.
+    - A journal with a line that is not a journal entry is set aside (``study.journal.corrupt-N``)
+      and the study starts afresh; its trial folders stay (a trial with the same values reads
+      its finished folder back).
+
+    Each is one line through ``say``. Returns ``"new"``, ``"ok"``, ``"stale"``, ``"cut"`` or
+    ``"corrupt"``. Runs under the journal's lock, so a live process's append is never cut."""
+    journal, stamp = cell_dir / STUDY_FILE, cell_dir / FINGERPRINT_FILE
+    wanted = fingerprint(spec)
+    with JournalLock(journal):
+        if not journal.exists() or journal.stat().st_size == 0:
+            outcome = "new"
+        else:
+            found = stamp.read_text(encoding="utf-8").strip() if stamp.exists() else None
+            if found != wanted:
+                aside = _set_journal_aside(cell_dir, "stale", trials=True)
+                say(f"{journal}: made for another spec (fingerprint {found or 'not stored'}, "
+                    f"this spec's {wanted}); set aside as {aside.name} with its trial folders; "
+                    "the study starts afresh")  # fmt: skip
+                outcome = "stale"
+            else:
+                outcome = _repair_journal(journal, say)
+        if not stamp.exists() or stamp.read_text(encoding="utf-8").strip() != wanted:
+            runs.atomic_write_text(stamp, wanted + "\n")
+    return outcome
+
+
+def _repair_journal(journal: Path, say: Callable[[str], None]) -> str:
+    """``"ok"``, or drop a cut last line (``"cut"``), or set an unreadable journal aside
+    (``"corrupt"``). The caller holds the lock."""
+    data = journal.read_bytes()
+    end = data.rfind(b"\n") + 1
+    body, tail = data[:end], data[end:]
+    for number, line in enumerate(body.splitlines(), 1):
+        problem = _entry_problem(line)
+        if problem:
+            return _journal_corrupt(journal, f"line {number} {problem}", say)
+    if not tail:
+        return "ok"
+    if not tail.startswith(b"{"):
+        return _journal_corrupt(journal, f"its last line is not a journal entry ({tail[:40]!r})", say)
+    with open(journal, "r+b") as fh:
+        fh.truncate(end)
+        fh.flush()
+        os.fsync(fh.fileno())
+    say(f"{journal}: its last line was cut ({len(tail)} bytes without an end: a process stopped "
+        "during a write); dropped it; the trial it described runs again")  # fmt: skip
+    return "cut"
+
+
+def _entry_problem(line: bytes) -> str | None:
+    """Why ``line`` is not an entry of Optuna's journal (a JSON object with an ``op_code``)."""
+    try:
+        entry = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"is not JSON ({' '.join(str(exc).split())[:80]})"
+    if not isinstance(entry, dict) or "op_code" not in entry:
+        return f"is not a journal entry ({line[:40]!r})"
+    return None
+
+
+def _journal_corrupt(journal: Path, why: str, say: Callable[[str], None]) -> str:
+    aside = _set_journal_aside(journal.parent, "corrupt", trials=False)
+    say(f"{journal}: cannot be read ({why}); set aside as {aside.name}; the study starts afresh "
+        "(its trial folders stay: a trial of the same values reads its finished folder back)")  # fmt: skip
+    return "corrupt"
+
+
+def _set_journal_aside(cell_dir: Path, kind: str, trials: bool) -> Path:
+    """Rename the journal (with ``trials`` also its fingerprint and the trial folders, which
+    belong to another spec) to ``<name>.<kind>-N``, the first N free for all of them. Returns
+    the journal's new path."""
+    moving = [cell_dir / STUDY_FILE]
+    if trials:
+        moving.append(cell_dir / FINGERPRINT_FILE)
+        moving += sorted(p for p in cell_dir.glob("trial-*") if p.is_dir() and "." not in p.name)
+    moving = [p for p in moving if p.exists()]
+    n = 1
+    while any(p.with_name(f"{p.name}.{kind}-{n}").exists() for p in moving + [cell_dir / STUDY_FILE]):
+        n += 1
+    for p in moving:
+        os.replace(p, p.with_name(f"{p.name}.{kind}-{n}"))
+    return cell_dir / f"{STUDY_FILE}.{kind}-{n}"
+
+
+def _load_journal(cell_dir: Path):
+    """The journal's storage; a journal whose entries Optuna cannot replay (lines of JSON that
+    are no valid history) is set aside as corrupt and a new one started, in one line."""
+    journal = cell_dir / STUDY_FILE
+    try:
+        return _journal_storage(journal)
+    except Exception as exc:  # noqa: BLE001 - Optuna's replay raises what the entries cause
+        with JournalLock(journal):
+            _journal_corrupt(journal, f"Optuna cannot replay it: {type(exc).__name__}: {exc}", _say)
+        return _journal_storage(journal)
 
 
 def recipe_point(space: Mapping[str, Range], cfg: Config) -> dict[str, float]:
@@ -348,21 +646,49 @@ def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None 
         dataset = load_dataset(cfg.data, cfg)
     data = train_valid_only(dataset)
     cell_dir = spec.runs_dir / cell
-    study = _open_study(spec, cell, cell_dir)
-    _requeue_stale(study)
-    space = space_of(spec.space, cell, cfg)
-    _enqueue_recipe(study, space, cfg)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    with optuna_log(cell_dir):
+        study = _open_study(spec, cell, cell_dir)
+        _requeue_stale(study)
+        space = space_of(spec.space, cell, cfg)
+        _enqueue_recipe(study, space, cfg)
 
-    def objective(trial) -> float:
-        return _objective(trial, cfg, space, cell_dir, data, train_fn)
+        def objective(trial) -> float:
+            return _objective(trial, cfg, space, cell_dir, data, train_fn)
 
-    remaining = spec.n_trials - _finished(study)
-    if remaining > 0:
-        budget = remaining if stop_after is None else min(remaining, stop_after)
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        study.optimize(objective, n_trials=budget, catch=(),
-                       callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)])  # fmt: skip
+        remaining = spec.n_trials - _finished(study)
+        if remaining > 0:
+            budget = remaining if stop_after is None else min(remaining, stop_after)
+            states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            study.optimize(objective, n_trials=budget, catch=(),
+                           callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)])  # fmt: skip
     return study
+
+
+@contextlib.contextmanager
+def optuna_log(cell_dir: Path) -> Iterator[Path]:
+    """Inside the block Optuna's messages (every trial's outcome; the traceback of a trial that
+    Ctrl-C or SIGTERM stopped) go to ``<cell>/optuna.log``, not to the terminal, which gets the
+    tuner's own lines and the command's one-line resume hint."""
+    import logging
+
+    import optuna
+
+    path = cell_dir / LOG_FILE
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("optuna")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.disable_default_handler()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        optuna.logging.set_verbosity(max(level, optuna.logging.WARNING))
+        optuna.logging.enable_default_handler()
 
 
 def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> float:
@@ -386,8 +712,12 @@ def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> fl
         if trial.should_prune():
             raise optuna.TrialPruned(f"valid MAE at epoch {epoch} is behind the median")
 
-    result = train_fn(cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end,
-                      dataset=data)  # fmt: skip
+    try:
+        result = train_fn(cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end,
+                          dataset=data)  # fmt: skip
+    except KeyboardInterrupt:  # Optuna marks the trial failed; the next run queues it again
+        trial.set_user_attr("interrupted", True)
+        raise
     return float(result.valid["mae"])
 
 
@@ -457,7 +787,9 @@ def fingerprint(spec: TuneSpec) -> str:
 
 def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """The tuning record (JSON): git revision, date, machine, preset, data, PLM, the budget, the
-    search spaces with their reasons, and every trial; the chosen values per cell."""
+    search spaces with their reasons, and every trial; the chosen values per cell. Each
+    finished trial's value is first checked against its own folder (``check_trial_values``)."""
+    check_trial_values(spec, studies)
     cfg = spec.cells[0][1]
     record = {
         "spec": spec.name, "fingerprint": fingerprint(spec), "preset": spec.preset,
@@ -476,6 +808,58 @@ def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.Path
         "trials": trials_frame(studies).to_dict("records"),
     }  # fmt: skip
     return runs.atomic_write_text(Path(path), json.dumps(record, indent=1, default=str) + "\n")
+
+
+def check_trial_values(spec: TuneSpec, studies: Mapping[str, Any]) -> None:
+    """Every finished trial's values in the journal against its trial folder's own
+    ``history.csv``: each reported epoch's validation MAE must be that epoch's row, and a
+    complete trial's value the best validation MAE of its history. A journal that says
+    otherwise (edited, or of other runs) is one ``AmbError`` naming the cell and the trial:
+    the record would otherwise choose values the runs never reached."""
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for cell, study in studies.items():
+        for trial in study.get_trials(deepcopy=False, states=finished):
+            folder = spec.runs_dir / cell / str(trial.user_attrs.get("run_dir", ""))
+            problem = _trial_value_problem(trial, folder)
+            if problem:
+                raise AmbError(f"{spec.runs_dir / cell / STUDY_FILE}: cell {cell!r} trial "
+                               f"{trial.number} ({folder.name or 'no folder'}): {problem}; the "
+                               "record is not written (start the study afresh with --retune)")  # fmt: skip
+
+
+def _close(a: float, b: float) -> bool:
+    import math
+
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _trial_value_problem(trial, folder: Path) -> str | None:
+    import math
+
+    if not trial.user_attrs.get("run_dir") or not (folder / "history.csv").is_file():
+        return "its folder has no history.csv to check its value against"
+    try:
+        history = runs.read_history(folder)
+        by_epoch = {int(e): float(m) for e, m in zip(history["epoch"], history["valid_mae"])}
+    except Exception as exc:  # noqa: BLE001 - pandas' errors for a damaged CSV vary
+        return f"its history.csv cannot be read ({type(exc).__name__}: {exc})"
+    for epoch, value in sorted(trial.intermediate_values.items()):
+        if epoch not in by_epoch:
+            return f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its history.csv does not have"
+        if not _close(float(value), by_epoch[epoch]):
+            return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
+                    f"history.csv {by_epoch[epoch]:.6g}")  # fmt: skip
+    if trial.value is not None:
+        finite = {e: m for e, m in by_epoch.items() if math.isfinite(m)}
+        if not finite:
+            return f"the journal says value {trial.value:.6g}, its history.csv has no finite validation MAE"
+        epoch = min(finite, key=finite.get)
+        if not _close(float(trial.value), finite[epoch]):
+            return (f"the journal says value {trial.value:.6g}, its history.csv's best "
+                    f"validation MAE is {finite[epoch]:.6g} (epoch {epoch})")  # fmt: skip
+    return None
 
 
 def set_aside(spec: TuneSpec) -> list[Path]:

@@ -133,6 +133,14 @@ plt.show()
 display(data_report.repairs_table(report))
 
 # %% [markdown]
+# A repeated id within a split is one of the repairs (its later occurrences get a suffix, since
+# the paired statistics match predictions by id); an id in more than one split is kept and
+# reported here as possible leakage.
+
+# %% tags=["hide-input"]
+display(Markdown(data_report.shared_ids_note(report)))
+
+# %% [markdown]
 # ## What the synthetic dataset is, and what it is not
 #
 # CMU-MOSEI cannot be redistributed, so the book's default chapters run on a synthetic,

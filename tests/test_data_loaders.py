@@ -12,7 +12,7 @@ from ambcore.data.loaders import load_dataset
 from ambcore.errors import DataError
 
 SIZES = {"train": 5, "valid": 3, "test": 4}
-_VIDEOS = itertools.count()  # video numbers: ids are unique across splits (the loader checks)
+_VIDEOS = itertools.count()  # video numbers: ids are unique across splits (the loader reports shared ones)
 
 
 def _text(rng, n_words):

@@ -24,11 +24,17 @@ EXPERIMENTS = PROJECT_ROOT / "experiments"
 def write_spec(tmp_path: Path, n_trials=2, cells=("amb", "misa", "mag-bert"),
                sweep=EXPERIMENTS / "recipes_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
     spec = {"name": "t", "sweep": str(sweep), "cells": list(cells), "space": str(space),
-            "n_trials": n_trials, "seed": 100, "runs_dir": str(tmp_path / "tune"),
+            "n_trials": n_trials, "seed": 100, "runs_dir": "tune",  # inside AMB_RUNS = tmp_path
             "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch):
+    """The runs folder of every test is its tmp_path: a spec's runs_dir stays inside it."""
+    monkeypatch.setenv("AMB_RUNS", str(tmp_path))
 
 
 class FakeTrain:
@@ -176,7 +182,9 @@ def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smo
     bigger = FakeTrain()
     _, how = tune.ensure_record(write_spec(tmp_path, n_trials=3, cells=("amb", "misa")),
                                 record_path, train_fn=bigger, dataset=smoke_data)  # fmt: skip
-    assert how == "tuned" and len(bigger.calls) == 2  # another spec: the studies go on to 3
+    # another spec: its journals are set aside, never extended, and every trial trains anew
+    assert how == "tuned" and len(bigger.calls) == 6
+    assert (tmp_path / "tune" / "amb" / "study.journal.stale-1").exists()
 
     summary = tune.record_summary(json.loads(record_path.read_text(encoding="utf-8")))
     assert list(summary["cell"]) == ["amb", "misa"] and list(summary["trials"]) == [3, 3]

@@ -54,6 +54,12 @@ def register(subparsers) -> None:
                    help="run the preset's tuning studies afresh (experiments/tune_<preset>.yaml) "
                         "before the chapters; without it a matching results/tuning_<preset>.json "
                         "is used and a missing one is produced")
+    from ambcore.config import CELL_TIMEOUT_S
+
+    presets = ", ".join(f"{name} {seconds:g}" for name, seconds in CELL_TIMEOUT_S.items())
+    p.add_argument("--cell-timeout", default=None, metavar="SECONDS",
+                   help="the seconds one cell may run before the book stops (default: "
+                        f"$AMB_CELL_TIMEOUT, else the preset's: {presets}; 0: no limit)")
     p.set_defaults(func=_run)
 
 
@@ -67,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
             results_dir=args.results_dir,
             book_dir=args.book_dir, out_dir=args.out,
             overrides=args.overrides, chapter_params=args.chapter_params, retune=args.retune,
+            cell_timeout=args.cell_timeout,
         )
     except BookInterrupted as exc:  # the job printed what was stopped and how to resume
         # Every file is written; exit now. A normal interpreter exit would wait seconds on the

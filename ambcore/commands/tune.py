@@ -1,9 +1,11 @@
 """``tune`` command: one Optuna study per cell of a tuning spec, on validation only
 (see ``ambcore.tune``).
 
-    python -m ambcore tune SPEC [--runs-dir DIR] [--record FILE] [--retune]
+    python -m ambcore tune SPEC [--runs-dir DIR] [--record FILE] [--retune] [--max-trials N]
 
-A killed study started again keeps its finished trials and runs only the missing ones.
+A killed study started again keeps its finished trials and runs only the missing ones. The
+spec's ``runs_dir`` stays inside the runs folder (as a sweep's), and a spec of more than
+``MAX_TRIALS`` trials per cell is refused unless ``--max-trials`` allows it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from ambcore import interrupt
-from ambcore.tune import load_tune_spec, set_aside, trials_frame, tune, write_record
+from ambcore.tune import MAX_TRIALS, load_tune_spec, set_aside, trials_frame, tune, write_record
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,12 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the tuning record (JSON: revision, date, machine, every trial)")  # fmt: skip
     p.add_argument("--retune", action="store_true",
                    help="start every study afresh (the old study folders are set aside)")  # fmt: skip
+    p.add_argument("--max-trials", type=int, default=MAX_TRIALS, metavar="N",
+                   help=f"refuse a spec of more trials per cell than this (default {MAX_TRIALS})")  # fmt: skip
     p.set_defaults(func=_tune)
 
 
 @interrupt.interruptible(interrupt.same_command)  # finished trials are kept; the rest rerun
 def _tune(args: argparse.Namespace) -> int:
-    spec = load_tune_spec(args.spec, runs_dir=args.runs_dir)
+    spec = load_tune_spec(args.spec, runs_dir=args.runs_dir, max_trials=args.max_trials)
     print(f"tune {spec.name}: {len(spec.cells)} cell(s) x {spec.n_trials} trial(s), "
           f"max_epochs {spec.cells[0][1].max_epochs} -> {spec.runs_dir}")  # fmt: skip
     if args.retune:

@@ -29,9 +29,18 @@ and kind (e.g. ``"train/audio: -inf -> 0": 312``), never silently; a modality of
 no finite value at all is refused. Also refused: an empty split; text that is not a string
 (``None``) or holds a lone UTF-16 surrogate; complex features and features beyond
 ``FEATURE_LIMIT`` (1e15) in magnitude (they overflow float32 once squared and summed in a layer
-norm); fractional lengths; an id repeated within a split or across splits. An MMSA file whose
+norm); fractional lengths. An MMSA file whose
 visual and acoustic step counts agree (the aligned shape) but that carries length arrays is
 read as unaligned, and counted in the report.
+
+Ids. A split's ids must be unique (the paired statistics match predictions by id), but the
+field's loaders do not check, and MOSEI derivatives name clips in other ways (MulT's files store
+(video, start, end) triples whose video part repeats). A repeated id within a split therefore
+gets a suffix from its second occurrence on, counted and named in the repairs: ``video$_$clip``
+becomes ``video$_$clip#2``, an id without ``$_$`` (a video) becomes ``video$_$2``, so that the
+video part before ``$_$`` stays that of the first occurrence. An id found in more than one split
+is kept and reported as possible leakage between the splits (``dataset.shared_ids``, shown by
+``data inspect`` and the data chapter): a clip in both train and test inflates the test scores.
 
 Reading a file is memory-bounded by ``ambcore.data.safe_pickle`` (its limits and measured
 peaks are documented there); the loader's own copies add at most the features in float32.
@@ -52,7 +61,8 @@ from ambcore.data.types import SPLITS, MultimodalDataset, Split
 from ambcore.errors import DataError
 from ambcore.paths import data_from_env
 
-__all__ = ["load_dataset", "shuffle_audio_visual", "detect_format", "synthetic_cache_path", "LABEL_RANGE", "FEATURE_LIMIT"]
+__all__ = ["load_dataset", "shuffle_audio_visual", "detect_format", "synthetic_cache_path",
+           "shared_ids", "LABEL_RANGE", "FEATURE_LIMIT", "ID_SEPARATOR"]
 
 LABEL_RANGE = (-3.0, 3.0)
 FEATURE_LIMIT = 1e15  # |feature| above this is refused (float32 overflows once squared and summed)
@@ -139,6 +149,8 @@ def _load_file(path: Path) -> MultimodalDataset:
             s: _list_split(obj[_list_key(obj, s)], str(path), s, fmt, repairs) for s in SPLITS
         }
     _check_splits(splits, str(path))
+    _unique_ids(splits, repairs)
+    shared = shared_ids(splits)
     visual_dim, acoustic_dim = _common_dims(splits, str(path))
     meta = obj.get("meta") if isinstance(obj, dict) else None
     is_synthetic = isinstance(meta, dict) and meta.get("generator") == "ambcore.data.synthetic"
@@ -158,6 +170,7 @@ def _load_file(path: Path) -> MultimodalDataset:
         is_synthetic=is_synthetic,
         repairs=repairs,
         fingerprint=fingerprint,
+        shared_ids=shared,
     )
 
 
@@ -220,22 +233,68 @@ def _error(source: str, split: str, key: str, problem: str, expected: str) -> Da
 
 
 def _check_splits(splits: dict[str, Split], source: str) -> None:
-    """Every split has utterances; every id is unique within and across splits."""
-    seen: dict[str, str] = {}
+    """Every split has utterances."""
     for name, split in splits.items():
         if len(split) == 0:
             raise DataError(
                 f"{source}: split {name!r} has no utterances; expected at least one in each "
                 "of train, valid and test"
             )
-        for row, uid in enumerate(split.ids):
-            if uid in seen:
-                where = "the same split" if seen[uid] == name else f"split {seen[uid]!r}"
-                raise _error(
-                    source, name, "id", f"id {uid!r} at row {row} also appears in {where}",
-                    "one id per utterance, unique across train, valid and test",
-                )  # fmt: skip
-            seen[uid] = name
+
+
+ID_SEPARATOR = "$_$"  # MMSA's "<video>$_$<clip>"
+
+
+def _suffixed(uid: str, k: int) -> str:
+    """The ``k``-th occurrence of ``uid`` made unique; the video part (before ``$_$``) kept."""
+    return f"{uid}#{k}" if ID_SEPARATOR in uid else f"{uid}{ID_SEPARATOR}{k}"
+
+
+def _unique_ids(splits: dict[str, Split], repairs: dict[str, int]) -> None:
+    """Within each split, the second and later occurrences of an id get a suffix
+    (``_suffixed``, the first number that is free in the split); counted and named in
+    ``repairs``."""
+    from collections import Counter
+
+    for name, split in splits.items():
+        counts = Counter(split.ids)
+        repeated = [uid for uid, n in counts.items() if n > 1]
+        if not repeated:
+            continue
+        taken, seen, renamed, first = set(split.ids), Counter(), 0, None
+        ids = []
+        for uid in split.ids:
+            seen[uid] += 1
+            if seen[uid] == 1:
+                ids.append(uid)
+                continue
+            k = seen[uid]
+            while _suffixed(uid, k) in taken:
+                k += 1
+            new = _suffixed(uid, k)
+            taken.add(new)
+            ids.append(new)
+            renamed += 1
+            first = first or (uid, new)
+        split.ids = ids
+        shown = ", ".join(repr(u) for u in repeated[:3]) + (", ..." if len(repeated) > 3 else "")
+        key = (f"{name}/id: {len(repeated)} repeated id(s) ({shown}) made unique by a suffix "
+               f"(e.g. {first[0]!r} -> {first[1]!r}); utterances renamed")  # fmt: skip
+        repairs[key] = renamed
+
+
+def shared_ids(splits: dict[str, Split]) -> dict[str, list[str]]:
+    """The ids found in more than one split (possible leakage), by pair of splits
+    (``"train & test"``), in the order of the first split; {} when there are none."""
+    shared: dict[str, list[str]] = {}
+    names = list(splits)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            other = set(splits[second].ids)
+            both = [uid for uid in splits[first].ids if uid in other]
+            if both:
+                shared[f"{first} & {second}"] = both
+    return shared
 
 
 def _check_feature_dtype(x: np.ndarray, source: str, split: str, key: str) -> None:

@@ -1,8 +1,9 @@
 """What a researcher checks first about a dataset (thesis 6.3.1): ``describe(dataset)``.
 
 Split sizes, feature dimensions, sequence lengths, label statistics (with the 7-class bins
-of Acc-7: labels clipped to [-3, 3] and rounded half to even, as MMSA's metrics do) and every
-repair the loader made. Used by ``python -m ambcore data inspect`` and the data chapter, which
+of Acc-7: labels clipped to [-3, 3] and rounded half to even, as MMSA's metrics do), every
+repair the loader made, and the ids found in more than one split (possible leakage:
+``shared_ids_note``). Used by ``python -m ambcore data inspect`` and the data chapter, which
 shows the report's tables (``sizes_table``, ``label_table``, ``length_table``,
 ``repairs_table``) and sentences (``dataset_notice``, ``label_skew_note``) as they are.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "label_table",
     "length_table",
     "repairs_table",
+    "shared_ids_note",
     "label_skew_note",
     "glue_values",
     "example_utterances",
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 SEVEN_CLASSES = (-3, -2, -1, 0, 1, 2, 3)
+SHARED_EXAMPLES = 5  # ids shown per pair of splits that share some
 
 
 def seven_class_counts(labels: np.ndarray) -> dict[int, int]:
@@ -92,6 +95,8 @@ def describe(dataset: MultimodalDataset) -> dict[str, Any]:
         "sizes": {name: len(dataset.splits[name]) for name in SPLITS},
         "splits": splits,
         "repairs": dict(dataset.repairs),
+        "shared_ids": {pair: {"count": len(ids), "examples": ids[:SHARED_EXAMPLES]}
+                       for pair, ids in dataset.shared_ids.items()},  # fmt: skip
     }
 
 
@@ -128,6 +133,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [f"  {key}: {count}" for key, count in report["repairs"].items()]
     else:
         lines.append("  none (no NaN/inf values, no length adjustments)")
+    lines += ["", "ids in more than one split (possible leakage between splits):"]
+    shared = report.get("shared_ids") or {}
+    if shared:
+        lines += [f"  {pair}: {s['count']} (e.g. {', '.join(map(repr, s['examples']))})"
+                  for pair, s in shared.items()]  # fmt: skip
+    else:
+        lines.append("  none")
     return "\n".join(lines)
 
 
@@ -201,6 +213,20 @@ def repairs_table(report: dict[str, Any]):
 
     repairs = report["repairs"] or {"none: no NaN/inf values, no length adjustments": 0}
     return pd.DataFrame({"count": pd.Series(repairs, dtype="int64")}).rename_axis("repair")
+
+
+def shared_ids_note(report: dict[str, Any]) -> str:
+    """The sentence on ids found in more than one split: none, or each pair's count as
+    possible leakage (a clip in train and test inflates the test scores)."""
+    shared = report.get("shared_ids") or {}
+    if not shared:
+        return "No id appears in more than one split."
+    pairs = "; ".join(f"{pair}: {s['count']:,} (e.g. {', '.join(f'`{u}`' for u in s['examples'])})"
+                      for pair, s in shared.items())  # fmt: skip
+    total = sum(s["count"] for s in shared.values())
+    return (f"**Possible leakage: {total:,} id(s) appear in more than one split** ({pairs}). "
+            "If they name the same clip, the model is tested on utterances it was trained or "
+            "tuned on, and its test scores are too good; the loader keeps them and says so.")
 
 
 def _label_shares(dataset: MultimodalDataset) -> tuple[float, float, float]:

@@ -47,6 +47,9 @@ class MultimodalDataset:
     # Every repair made while loading, e.g. {"train/audio: -inf -> 0": 123}; never silent.
     repairs: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""  # sha256 of the file (or of the generator's parameters)
+    # Ids found in more than one split, by pair ("train & test": [ids]): possible leakage,
+    # reported (``ambcore.data.report``), not refused.
+    shared_ids: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def aligned(self) -> bool:

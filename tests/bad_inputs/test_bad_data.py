@@ -214,10 +214,6 @@ VALIDATION = {
                            ("'audio_lengths'", "1.5")),
     "none-text": (dict(train=_split(raw_text=np.array([None, "c"], object))),
                   ("'raw_text'", "row 0", "None")),
-    "duplicate-id-within": (dict(train=_split(id=np.array(["a", "a"], object))),
-                            ("'train'", "'id'", "'a'")),
-    "duplicate-id-across": (dict(valid=_split(id=np.array(["v1$_$0", "x"], object))),
-                            ("'valid'", "'v1$_$0'", "'train'")),
     "all-nan-features": (dict(train=_split(audio=np.full((2, 3, 4), np.nan, np.float32))),
                          ("'train'", "'audio'", "no finite value")),
 }  # fmt: skip
