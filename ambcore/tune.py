@@ -812,8 +812,9 @@ def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.Path
 
 def check_trial_values(spec: TuneSpec, studies: Mapping[str, Any]) -> None:
     """Every finished trial's values in the journal against its trial folder's own
-    ``history.csv``: each reported epoch's validation MAE must be that epoch's row, and a
-    complete trial's value the best validation MAE of its history. A journal that says
+    ``history.csv``: each reported epoch's validation MAE must be that epoch's row, a complete
+    trial's value the best validation MAE of its history, a pruned trial's value (Optuna's:
+    its last reported one) that epoch's row. A journal that says
     otherwise (edited, or of other runs) is one ``AmbError`` naming the cell and the trial:
     the record would otherwise choose values the runs never reached."""
     import optuna
@@ -851,6 +852,12 @@ def _trial_value_problem(trial, folder: Path) -> str | None:
         if not _close(float(value), by_epoch[epoch]):
             return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
                     f"history.csv {by_epoch[epoch]:.6g}")  # fmt: skip
+    if trial.state.name == "PRUNED":  # Optuna gives a pruned trial its last reported value
+        last = max(trial.intermediate_values, default=None)
+        if trial.value is not None and last is not None and not _close(float(trial.value), by_epoch[last]):
+            return (f"the journal says value {trial.value:.6g} for a trial pruned at epoch {last}, "
+                    f"its history.csv {by_epoch[last]:.6g}")  # fmt: skip
+        return None
     if trial.value is not None:
         finite = {e: m for e, m in by_epoch.items() if math.isfinite(m)}
         if not finite:

@@ -359,3 +359,19 @@ def test_every_study_starts_at_the_recipe(tmp_path, smoke_data):
     first = {c: s.get_trials(deepcopy=False)[0].value for c, s in studies.items()}
     assert summary["recipe's valid MAE"].to_dict() == first
     assert (summary["best valid MAE"] <= summary["recipe's valid MAE"]).all()
+
+
+def test_a_pruned_trial_is_checked_at_its_last_reported_epoch(tmp_path):
+    """Optuna gives a pruned trial the value of its last report, not its best: the record's
+    cross-check accepts that value and refuses any other."""
+    (tmp_path / "history.csv").write_text("epoch,valid_mae\n1,1.26\n2,1.29\n3,1.32\n")
+
+    def trial(state, value, steps):
+        return SimpleNamespace(state=SimpleNamespace(name=state), value=value,
+                               intermediate_values=steps, user_attrs={"run_dir": "x"})  # fmt: skip
+
+    steps = {1: 1.26, 2: 1.29, 3: 1.32}
+    assert tune._trial_value_problem(trial("PRUNED", 1.32, steps), tmp_path) is None
+    assert "pruned at epoch 3" in tune._trial_value_problem(trial("PRUNED", 1e-9, steps), tmp_path)
+    assert tune._trial_value_problem(trial("COMPLETE", 1.26, steps), tmp_path) is None
+    assert "best validation MAE is 1.26" in tune._trial_value_problem(trial("COMPLETE", 1.32, steps), tmp_path)
