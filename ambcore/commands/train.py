@@ -85,7 +85,9 @@ def _data_label(name: str, is_synthetic: bool) -> str:
 
 
 def _resume_command(args: argparse.Namespace) -> str:
-    argv = ["python", "-m", "ambcore", "train", "--preset", args.preset, "--seed", str(args.seed),
+    from ambcore.cli import command_name
+
+    argv = [*command_name().split(), "train", "--preset", args.preset, "--seed", str(args.seed),
             "--out", args.out] + [a for item in args.overrides for a in ("--set", item)]  # fmt: skip
     return shlex.join(argv + ["--resume"])
 
