@@ -784,8 +784,10 @@ def _commit_epoch(setup: _Setup, loop: _Loop, epoch: int) -> None:
 
 def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
     """The best checkpoint, read back from disk (the reported numbers are those of the files),
-    on valid and test; then test_predictions.csv, metrics.json and DONE."""
+    on valid and test; then test_predictions.csv, metrics.json, best/'s model card (data,
+    metrics, intervals) and DONE."""
     from ambcore.models import load_pretrained
+    from ambcore.models.card import write_model_card
 
     cfg, dataset, paths = setup.cfg, setup.dataset, setup.paths
     if loop.best_epoch == 0:
@@ -805,6 +807,8 @@ def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
             runs.write_csv(paths.test_predictions, test_pred.frame().to_dict("records"),
                            ("id", "y_true", "y_pred"))  # fmt: skip
         runs.write_json(paths.metrics, metrics)
+        write_model_card(paths.best, best_model, metrics,
+                         None if test_pred is None else test_pred.frame())  # fmt: skip
         runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     setup.dist.barrier()
 

@@ -169,7 +169,7 @@ def _corrupt(run_dir: Path, how: str) -> None:
         weights.write_bytes(weights.read_bytes()[:-100])
     elif how == "best/ of another config":
         other = json.loads((paths.best / "config.json").read_text())
-        (paths.best / "config.json").write_text(json.dumps({**other, "seed": 99}))
+        (paths.best / "config.json").write_text(json.dumps({**other, "cfg": {**other["cfg"], "seed": 99}}))
     elif how == "no config.json":
         paths.config.unlink()
     elif how == "weights unlike their hash":
