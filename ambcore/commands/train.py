@@ -126,9 +126,37 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ambcore.train import predict
+    """The run's best checkpoint (``ambcore.from_pretrained``) on every split of ``--data``,
+    through ``model.predict`` (the library's call on raw inputs)."""
+    from pathlib import Path
 
-    frame = predict(args.run_dir, args.data, args.out, progress=True)
-    counts = ", ".join(f"{k} {v}" for k, v in frame["split"].value_counts(sort=False).items())
-    print(f"wrote {len(frame)} predictions ({counts}) to {args.out}")
+    from ambcore import runs
+    from ambcore.data import load_dataset
+    from ambcore.data.types import SPLITS
+    from ambcore.errors import AmbError, DataError
+    from ambcore.models import from_pretrained
+    from ambcore.train import resolve_device
+
+    if Path(args.out).is_dir():
+        raise AmbError(f"{args.out} is a folder; the predictions go to a CSV file path")
+    model = from_pretrained(args.run_dir)
+    cfg = model.cfg
+    dataset = load_dataset(args.data or cfg.data, cfg)
+    if (dataset.visual_dim, dataset.acoustic_dim) != (model.visual_dim, model.acoustic_dim):
+        raise DataError(
+            f"{dataset.source}: visual/acoustic feature dims are ({dataset.visual_dim}, "
+            f"{dataset.acoustic_dim}); the model in {args.run_dir} was trained on "
+            f"({model.visual_dim}, {model.acoustic_dim})"
+        )
+    model.to(resolve_device(cfg.device))
+    rows, counts = [], []
+    for name in (s for s in SPLITS if s in dataset.splits):
+        split = dataset[name]
+        scores = model.predict(split.texts, split.visual, split.acoustic, words=split.words,
+                               progress=True)  # fmt: skip
+        rows += [{"split": name, "id": i, "y_true": float(y), "y_pred": float(p)}
+                 for i, y, p in zip(split.ids, split.labels, scores)]  # fmt: skip
+        counts.append(f"{name} {len(split)}")
+    runs.write_csv(args.out, rows, ("split", "id", "y_true", "y_pred"))
+    print(f"wrote {len(rows)} predictions ({', '.join(counts)}) to {args.out}")
     return 0
