@@ -1,6 +1,6 @@
 """``train``, ``evaluate`` and ``predict`` commands (thesis 6.3.1).
 
-    python -m ambcore train --preset NAME --seed N --out DIR [--set k=v ...] [--resume]
+    python -m ambcore train --preset NAME --seed N [--out DIR] [--set k=v ...] [--resume]
     python -m ambcore evaluate RUN_DIR [--data PATH]
     python -m ambcore predict RUN_DIR --data PATH --out preds.csv
 
@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--out", default=None,
+                   help="the run folder (default: RUNS/train-PRESET/MODEL-seedN, RUNS being "
+                        "$AMB_RUNS, else runs/ of the checkout or of the current folder)")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable), e.g. --set lr=1e-4")  # fmt: skip
     p.add_argument(
@@ -84,11 +86,19 @@ def _data_label(name: str, is_synthetic: bool) -> str:
     return f"{'SYNTHETIC' if is_synthetic else 'real'} data: {name}"
 
 
+def default_run_dir(cfg):
+    """Where ``train`` writes without ``--out``: ``<runs>/train-<preset>/<model>-seed<N>``."""
+    from ambcore.paths import runs_dir
+
+    return runs_dir() / f"train-{cfg.preset}" / f"{cfg.model}-seed{cfg.seed}"
+
+
 def _resume_command(args: argparse.Namespace) -> str:
     from ambcore.cli import command_name
 
     argv = [*command_name().split(), "train", "--preset", args.preset, "--seed", str(args.seed),
-            "--out", args.out] + [a for item in args.overrides for a in ("--set", item)]  # fmt: skip
+            *(["--out", args.out] if args.out else []),
+            *[a for item in args.overrides for a in ("--set", item)]]  # fmt: skip
     return shlex.join(argv + ["--resume"])
 
 
@@ -97,6 +107,8 @@ def _train(args: argparse.Namespace) -> int:
     from ambcore.train import train_and_evaluate
 
     cfg = apply_overrides(get_config(args.preset, seed=args.seed), args.overrides)
+    if args.out is None:
+        args.out = str(default_run_dir(cfg))
     result = train_and_evaluate(cfg, args.out, progress=not args.no_progress, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
