@@ -8,12 +8,12 @@ neither torch nor transformers (``COMMANDS`` holds the one-line help of the othe
 Exit status:
 
 - 0: done;
-- 1: the command failed at run time: an error of the user's input (``AmbError``: a dataset, a
-  run folder or a spec that cannot be used), a file that cannot be read or written
+- 1: the command failed: an error of the user's input (``AmbError``: a dataset, a run folder,
+  a spec or a ``--set`` value that cannot be used), a file that cannot be read or written
   (``OSError``: a read-only folder, a full disk) or a pickle refused by torch; one ``error:``
   line, no traceback;
-- 2: a usage error: an unknown command or option (argparse), or a configuration that cannot be
-  built from the options (``ConfigError``: an unknown preset, a ``--set`` key or value);
+- 2: a usage error: the command line itself does not parse (argparse: an unknown command or
+  option, a missing argument, a value outside an option's choices);
 - 130 / 143: interrupted by Ctrl-C (SIGINT) / SIGTERM.
 
 The usage line names the command as it was invoked (``ambcore`` from the console script,
@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted by {sig.name}", file=sys.stderr, flush=True)
         return EXIT_SIGNAL[sig]
     except AmbError as exc:
-        from ambcore.config import ConfigError
-
-        return _error(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_RUNTIME)
+        return _error(str(exc))
     except FileNotFoundError as exc:
         return _error(f"file not found: {exc.filename or exc}")
     except OSError as exc:

@@ -51,11 +51,13 @@ def test_exit_codes(tmp_path, capsys):
     assert main(["nope"]) == 2  # unknown command: usage
     assert main([]) == 2
     assert main(["train", "--no-such-option"]) == 2
-    assert main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2  # ConfigError
+    assert main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2  # not a choice
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path)]) == 1  # a runtime error: one line
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    for argv in (["evaluate", str(tmp_path)],  # not a run folder
+                 ["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", "lr=-1"]):
+        assert main(argv) == 1  # the command failed: one line
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])

@@ -174,14 +174,14 @@ def test_evaluate_run_reproduces_metrics_and_predict_covers_every_split(referenc
 
 
 def test_cli_unknown_preset_and_key_list_the_valid_ones(tmp_path, capsys):
-    assert cli_main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2
-    assert "valid presets: smoke, embedded, paper" in capsys.readouterr().err
+    assert cli_main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2  # usage
+    assert "invalid choice: 'nope' (choose from 'smoke', 'embedded', 'paper')" in capsys.readouterr().err
     assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
-                     "--set", "learning_rate=1"]) == 2  # fmt: skip
+                     "--set", "learning_rate=1"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "unknown config key(s) 'learning_rate'" in err and "lr" in err
     assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
-                     "--set", "lr"]) == 2  # fmt: skip
+                     "--set", "lr"]) == 1  # fmt: skip
     assert "key=value" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 

@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default=os.environ.get("AMB_PRESET", "embedded"),
+        choices=list(PRESETS),
         help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)",
     )
     p.add_argument("--seed", type=int, default=0)

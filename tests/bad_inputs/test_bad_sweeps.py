@@ -40,7 +40,7 @@ def _dry_run(capsys, spec: Path, *extra: str) -> tuple[int, list[str], str]:
 
 
 def _assert_one_error_line(code: int, err: list[str], *words: str) -> None:
-    assert code == 2, err
+    assert code == 1, err
     assert len(err) == 1 and err[0].startswith("error: "), err
     for word in words:
         assert word in err[0], err[0]
