@@ -103,3 +103,12 @@ def test_train_then_the_readme_snippet_from_an_empty_folder(installed, tmp_path)
     out = _run([python, "-c", readme_snippet()], tmp_path, env)
     scores = [float(x) for x in re.findall(r"-?\d+\.\d+(?:e[-+]?\d+)?", out)]
     assert len(scores) == 3 and all(-3.5 < s < 3.5 for s in scores), out
+
+
+def test_the_book_outside_a_checkout_says_what_it_needs(installed, tmp_path):
+    python, script, env = installed
+    proc = subprocess.run([str(script), "book", "--preset", "smoke", "--no-build"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: the book needs a checkout of the project")
+    assert not list(tmp_path.iterdir())  # nothing written
