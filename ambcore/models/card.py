@@ -2,7 +2,7 @@
 
 ``model.save_pretrained(dir)`` writes a card that says what the model is (class, AMB design,
 variant, trainable parameters, inputs and output), which PLM it needs and its configuration. A
-finished run rewrites the card of its ``best/`` (``write_model_card``) with the data it was
+finished run rewrites the card of its ``best/`` (``checkpoint.write_model_card``) with the data it was
 trained on (and the SYNTHETIC warning where it applies) and its metrics on valid and test, each
 test number with its 95 % bootstrap interval over the test utterances (``ambcore.stats``).
 
@@ -13,14 +13,13 @@ the PLM as ``base_model`` when it is a Hub model, and ``model-index`` results on
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["model_card", "write_model_card", "CARD_METRICS", "EMBEDDED_HUB_NAME"]
+__all__ = ["model_card", "CARD_METRICS", "EMBEDDED_HUB_NAME"]
 
 # (metrics.json key, column title) of the metrics table
 CARD_METRICS = (("mae", "MAE"), ("corr", "Corr"), ("acc7", "Acc-7"), ("acc2_non0", "Acc-2 (non-0)"),
@@ -183,18 +182,3 @@ def model_card(model, metrics: Mapping | None = None, intervals: Mapping | None 
     data = _card_data(model, metrics, intervals)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
-
-def write_model_card(folder: str | os.PathLike, model, metrics: Mapping | None = None,
-                     test_predictions=None, seed: int = 0) -> Path:  # fmt: skip
-    """Write ``folder/README.md`` for ``model`` with a run's ``metrics`` and, from its
-    ``test_predictions`` (a frame with id, y_true, y_pred), the test intervals; atomically."""
-    intervals = None
-    if test_predictions is not None and len(test_predictions) > 1:
-        from ambcore import stats
-
-        intervals = stats.bootstrap_ci({0: test_predictions}, seed=seed)
-    path = Path(folder) / "README.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(str(model_card(model, metrics=metrics, intervals=intervals)), encoding="utf-8")
-    os.replace(tmp, path)
-    return path

@@ -49,6 +49,7 @@ __all__ = [
     "MODEL_FILE",
     "CARD_FILE",
     "PretrainedMixin",
+    "write_model_card",
     "frozen_plm_fingerprint",
     "read_checkpoint",
     "saved_config",
@@ -193,6 +194,21 @@ class PretrainedMixin(
 
         return predict(self, texts, visual, acoustic, words=words, batch_size=batch_size,
                        device=device, progress=progress)  # fmt: skip
+
+
+def write_model_card(directory: str | os.PathLike, model, metrics: dict | None = None,
+                     test_predictions=None) -> Path:  # fmt: skip
+    """Rewrite ``directory``'s model card with a finished run's ``metrics`` (metrics.json) and
+    the 95 % bootstrap intervals of its ``test_predictions`` (a frame: id, y_true, y_pred;
+    ``ambcore.stats.bootstrap_ci``, seeded)."""
+    from ambcore import stats
+
+    intervals = None
+    if test_predictions is not None and len(test_predictions) > 1:
+        intervals = stats.bootstrap_ci({0: test_predictions})
+    path = Path(directory) / CARD_FILE
+    _atomic_write_text(path, str(model.generate_model_card(metrics=metrics, intervals=intervals)))
+    return path
 
 
 def read_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict, dict[str, torch.Tensor]]:

@@ -22,7 +22,7 @@ import torch
 from ambcore.data.types import Split
 from ambcore.errors import DataError
 
-__all__ = ["predict", "check_inputs"]
+__all__ = ["predict", "check_inputs", "run_batches", "autocast_dtype", "autocast"]
 
 
 def _as_features(name: str, values, dim: int, n: int) -> list[np.ndarray]:
@@ -86,11 +86,50 @@ def _device_of(model) -> torch.device:
     return torch.device("cpu") if param is None else param.device
 
 
+def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training/evaluation step: bf16 on CUDA with ``cfg.bf16``, else
+    None (fp32; autocast is never used on the CPU)."""
+    return torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
+
+
+def autocast(cfg, device: torch.device):
+    """``torch.autocast`` as ``autocast_dtype`` says (a no-op context when it says None)."""
+    dtype = autocast_dtype(cfg, device)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None)  # fmt: skip
+
+
+def run_batches(model, loader, cfg, device: torch.device, progress: bool = False,
+                desc: str = "predict", text_cache=None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(ids, predictions (N,), labels (N,)) of ``model`` over ``loader``'s batches, in the
+    loader's order, on ``device``: evaluation mode, ``torch.inference_mode`` (``torch.no_grad``
+    with ``cfg.fast_path=False``), bf16 autocast on CUDA with ``cfg.bf16``. The tensors stay on
+    the device (one copy to the host for the whole pass, by the caller). ``text_cache``: a
+    ``TextCache`` of ``model`` that computes the text features (``ambcore.models.text_cache``).
+    The evaluation loop of training (``ambcore.train.predict_split``) and ``predict``."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    ids: list[str] = []
+    preds: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    no_grad = torch.inference_mode() if cfg.fast_path else torch.no_grad()
+    with no_grad:
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+            batch = batch.to(device, non_blocking=True)
+            with autocast(cfg, device):
+                out = model(batch) if text_cache is None else text_cache(batch)
+            preds.append(out.prediction.float().reshape(-1))  # (B,) stays on the device
+            labels.append(batch.labels.float().reshape(-1))  # (B,)
+            ids.extend(batch.ids)
+    if not preds:
+        return ids, torch.zeros(0), torch.zeros(0)
+    return ids, torch.cat(preds), torch.cat(labels)
+
+
 def predict(model, texts, visual, acoustic, *, words=None, batch_size: int | None = None,
             device=None, progress: bool = False) -> np.ndarray:  # fmt: skip
     """Scores (N,) float64 of ``model`` for raw inputs, in their order (module docstring)."""
-    from tqdm.auto import tqdm
-
     from ambcore.data.collate import make_loader
 
     split = check_inputs(model, texts, visual, acoustic, words)
@@ -103,21 +142,12 @@ def predict(model, texts, visual, acoustic, *, words=None, batch_size: int | Non
         cfg = dataclasses.replace(cfg, eval_batch_size=int(batch_size))
     if device is not None:
         model.to(device)
-    device = _device_of(model)
     loader = make_loader(split, _tokenizer(model), cfg, shuffle=False)
-    dtype = torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
     was_training = model.training
-    model.eval()
-    scores = np.zeros(len(split), dtype=np.float64)
     try:
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
-                batch = batch.to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
-                                    enabled=dtype is not None):  # fmt: skip
-                    out = model(batch)
-                index = [int(i) for i in batch.ids]
-                scores[index] = out.prediction.float().reshape(-1).cpu().numpy()
+        ids, preds, _ = run_batches(model, loader, cfg, _device_of(model), progress)
     finally:
         model.train(was_training)
+    scores = np.zeros(len(split), dtype=np.float64)
+    scores[[int(i) for i in ids]] = preds.cpu().numpy()  # back in the input order
     return scores
