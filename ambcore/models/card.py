@@ -64,8 +64,9 @@ def _metrics_section(metrics: Mapping | None, intervals: Mapping | None) -> list
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     n_test = (metrics.get("test") or {}).get("n")
     if intervals:
-        lines += ["", f"Test numbers: the estimate and its 95 % percentile bootstrap interval over "
-                      f"the {n_test or 'N'} test utterances (`ambcore.stats.bootstrap_ci`). The "
+        with_ci = ", ".join(title for key, title in CARD_METRICS if key in intervals)
+        lines += ["", f"Test numbers: the estimate and, for {with_ci}, its 95 % percentile bootstrap "
+                      f"interval over the {n_test or 'N'} test utterances (`ambcore.stats.bootstrap_ci`). The "
                       "mean-label predictor always predicts the training labels' mean: a model "
                       "that does not beat it has learnt nothing."]  # fmt: skip
     elif metrics.get("valid_only"):
@@ -81,10 +82,12 @@ def _card_data(model, metrics: Mapping | None, intervals: Mapping | None) -> Mod
     test = (metrics or {}).get("test")
     if test:
         data_name = str(metrics.get("data"))
+        if synthetic and "SYNTHETIC" not in data_name.upper():
+            data_name = f"SYNTHETIC {data_name}"
         eval_results = [
             EvalResult(task_type=TASK, task_name="Multimodal sentiment analysis (score in [-3, 3])",
-                       dataset_type="synthetic" if synthetic else "cmu-mosei",
-                       dataset_name=("SYNTHETIC: " if synthetic else "") + data_name,
+                       dataset_type="synthetic" if synthetic else Path(str(metrics.get("data_source"))).stem,
+                       dataset_name=data_name,
                        dataset_split="test", metric_type=key, metric_name=title,
                        metric_value=float(test[key]))  # fmt: skip
             for key, title in CARD_METRICS
