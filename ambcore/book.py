@@ -1040,7 +1040,8 @@ def jupyter_book_executable() -> str:
     local = Path(sys.executable).with_name("jupyter-book")
     found = str(local) if local.exists() else shutil.which("jupyter-book")
     if not found:
-        raise BookError("jupyter-book is not installed (it is pinned in pyproject.toml)")
+        raise BookError("jupyter-book is not installed (the book extra: pip install -e \".[book]\" "
+                        "-c constraints.txt, which scripts/setup.sh runs)")
     return found
 
 

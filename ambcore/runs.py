@@ -817,12 +817,14 @@ def run_status(run_dir: str | Path) -> str:
 def check_best_config(run_dir: str | Path) -> None:
     """``best/config.json`` must be the run's ``config.json``: a best/ folder swapped in from
     another seed or configuration is refused (one line naming the differing keys)."""
+    from ambcore.models.checkpoint import saved_config
+
     paths = RunPaths(run_dir)
     run_cfg = read_config(run_dir).to_dict()
     best_path = paths.best / "config.json"
     if not best_path.is_file():
         raise AmbError(f"{paths.best}: no config.json (not a checkpoint of this run)")
-    best_cfg = config_from_dict(read_json_object(best_path)).to_dict()
+    best_cfg = config_from_dict(saved_config(paths.best)).to_dict()
     diff = sorted(k for k in run_cfg if best_cfg.get(k) != run_cfg[k])
     if diff:
         changes = ", ".join(f"{k}: {run_cfg[k]!r} vs {best_cfg.get(k)!r}" for k in diff[:6])

@@ -76,6 +76,7 @@ from ambcore.config import Config, config_from_dict
 from ambcore.data.types import Batch, MultimodalDataset, Split
 from ambcore.errors import AmbError, DataError, ModelConfigError
 from ambcore.metrics import sentiment_metrics
+from ambcore.models.inference import autocast, autocast_dtype, run_batches
 from ambcore.seeding import seed_everything
 
 if TYPE_CHECKING:
@@ -261,18 +262,6 @@ def _task_loss(cfg: Config, prediction: torch.Tensor, labels: torch.Tensor) -> t
     return F.mse_loss(prediction, labels)
 
 
-def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a training/evaluation step: bf16 on CUDA with ``cfg.bf16``, else
-    None (fp32; autocast is never used on the CPU)."""
-    return torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
-
-
-def _autocast(cfg: Config, device: torch.device):
-    dtype = autocast_dtype(cfg, device)
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
-                          enabled=dtype is not None)  # fmt: skip
-
-
 def _subset(split: Split, index: list[int]) -> Split:
     return Split(
         name=split.name,
@@ -368,22 +357,11 @@ def predict_split(
     device = torch.device(device)
     if loader is None:
         loader = _make_loader(split, tokenizer, cfg, shuffle=False)
-    model.eval()
-    ids: list[str] = []
-    preds: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
-    no_grad = torch.inference_mode() if cfg.fast_path else torch.no_grad()
-    with no_grad:
-        for batch in tqdm(loader, desc=f"predict {split.name}", leave=False, disable=not progress):
-            batch = batch.to(device, non_blocking=True)
-            with _autocast(cfg, device):
-                out = model(batch) if text_cache is None else text_cache(batch)
-            preds.append(out.prediction.float().reshape(-1))  # (B,) stays on the device
-            labels.append(batch.labels.float().reshape(-1))  # (B,)
-            ids.extend(batch.ids)
+    ids, preds, labels = run_batches(model, loader, cfg, device, progress,
+                                     desc=f"predict {split.name}", text_cache=text_cache)  # fmt: skip
     # One device-to-host copy for the whole split (no sync per batch).
-    y_pred = torch.cat(preds).cpu().numpy().astype(np.float64)
-    y_true = torch.cat(labels).cpu().numpy().astype(np.float64)
+    y_pred = preds.cpu().numpy().astype(np.float64)
+    y_true = labels.cpu().numpy().astype(np.float64)
     # Loaders may bucket by length: put the predictions back in the split's order.
     if ids != list(split.ids):
         position = {uid: i for i, uid in enumerate(ids)}
@@ -784,8 +762,10 @@ def _commit_epoch(setup: _Setup, loop: _Loop, epoch: int) -> None:
 
 def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
     """The best checkpoint, read back from disk (the reported numbers are those of the files),
-    on valid and test; then test_predictions.csv, metrics.json and DONE."""
+    on valid and test; then test_predictions.csv, metrics.json, best/'s model card (data,
+    metrics, intervals) and DONE."""
     from ambcore.models import load_pretrained
+    from ambcore.models.checkpoint import write_model_card
 
     cfg, dataset, paths = setup.cfg, setup.dataset, setup.paths
     if loop.best_epoch == 0:
@@ -805,6 +785,8 @@ def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
             runs.write_csv(paths.test_predictions, test_pred.frame().to_dict("records"),
                            ("id", "y_true", "y_pred"))  # fmt: skip
         runs.write_json(paths.metrics, metrics)
+        write_model_card(paths.best, best_model, metrics,
+                         None if test_pred is None else test_pred.frame())  # fmt: skip
         runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     setup.dist.barrier()
 
@@ -913,7 +895,7 @@ def _train_one_epoch(
         if augment is not None:
             batch = augment(batch)  # on the CPU, before the batch moves to the device
         batch: Batch = batch.to(device, non_blocking=True)
-        with _autocast(cfg, device):
+        with autocast(cfg, device):
             out = model(batch)
         task = _task_loss(cfg, out.prediction, batch.labels)  # ()
         loss = task if out.aux_loss is None else task + out.aux_loss.float()

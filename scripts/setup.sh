@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project's virtual environment in .venv with the pinned dependencies.
-# Re-running is cheap: nothing is reinstalled unless pyproject.toml changed.
+# Create (or refresh) the project's virtual environment in .venv: the package (editable) with its
+# book and dev extras, at the exact versions of constraints.txt.
+# Re-running is cheap: nothing is reinstalled unless pyproject.toml, setup.py or constraints.txt changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -10,11 +11,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.ambcore-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing pinned dependencies (a few minutes the first time)"
+  echo "[setup] installing the pinned environment (a few minutes the first time)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -e ".[dev,book]" -c constraints.txt
   .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
   echo "$want" > "$stamp"
 fi

@@ -330,7 +330,7 @@ def test_cli_error_for_paper_preset_without_data(monkeypatch, capsys):
     from ambcore.cli import main
 
     monkeypatch.delenv("AMB_DATA", raising=False)
-    assert main(["book", "--preset", "paper", "--no-build"]) == 2
+    assert main(["book", "--preset", "paper", "--no-build"]) == 1
     assert "needs a dataset file" in capsys.readouterr().err
 
 

@@ -70,7 +70,7 @@ def test_inspect_bad_input_one_line_error(tmp_path, capsys, case):
                  "vision": rng.normal(size=(1, 2, 3)), "audio": rng.normal(size=(1, 2, 4)),
                  "regression_labels": np.array([4.0])}  # fmt: skip
         path.write_bytes(pickle.dumps({"train": split, "valid": split, "test": split}))
-    assert main(["data", "inspect", str(path)]) == 2
+    assert main(["data", "inspect", str(path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and str(path) in err
     if case == "evil":
@@ -85,5 +85,5 @@ def test_exit_code_as_a_process(tmp_path):
         [sys.executable, "-m", "ambcore", "data", "inspect", str(tmp_path / "none.pkl")],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "no such dataset file" in result.stderr

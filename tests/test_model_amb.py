@@ -243,7 +243,8 @@ def test_save_load_round_trip(tmp_path, variant):
     model.eval()
     batch = make_batch()
     model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.json", "weights.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.json",
+                                                          "weights.safetensors"]  # fmt: skip
     saved = load_file(str(tmp_path / "weights.safetensors"))
     assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
     plm_keys = {k for k in saved if k.startswith("plm.") and ".adapter." not in k}
@@ -271,7 +272,7 @@ def test_loading_refuses_a_different_plm_and_bad_folders(tmp_path):
 def test_loading_a_config_with_unknown_keys_is_an_error(tmp_path):
     build().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["fusion_layers"] = 3
+    config["cfg"]["fusion_layers"] = 3
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="fusion_layers"):
         load_pretrained(tmp_path)
@@ -280,7 +281,7 @@ def test_loading_a_config_with_unknown_keys_is_an_error(tmp_path):
 def test_loading_checks_tensor_names(tmp_path):
     build().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["variant"] = "text-only"  # a model without encoders: the encoder tensors are unexpected
+    config["cfg"]["variant"] = "text-only"  # a model without encoders: the encoder tensors are unexpected
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelConfigError, match="unexpected: \\['acoustic_encoder"):
         load_pretrained(tmp_path)
@@ -345,7 +346,7 @@ def test_amb_ft_pooler_is_counted_trainable_and_never_read():
 def _strip_design_fields(folder):
     config = json.loads((folder / "config.json").read_text())
     for key in ("cls_projection", "adapter_placement", "amb_finetune_pooler"):
-        config.pop(key)
+        config["cfg"].pop(key)
     (folder / "config.json").write_text(json.dumps(config))
 
 

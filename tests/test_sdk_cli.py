@@ -93,4 +93,4 @@ def test_from_sdk_cli_reports_bad_input_in_one_line(tmp_path, capsys):
         "--labels", missing, "--folds", missing, "--out", str(tmp_path / "out"), "--no-progress",
     ])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: ") and "nope.csd" in err
+    assert code == 1 and err.startswith("error: ") and "nope.csd" in err

@@ -189,7 +189,7 @@ def test_cli_dry_run_and_overrides(tmp_path, capsys):
     ]
     assert "lr=0.5" in out
     assert not (tmp_path / "runs" / "amb" / "seed0").exists()  # nothing was trained
-    assert cli_main(["sweep", str(tmp_path / "missing.yaml"), "--dry-run"]) == 2
+    assert cli_main(["sweep", str(tmp_path / "missing.yaml"), "--dry-run"]) == 1
 
 
 @pytest.mark.slow

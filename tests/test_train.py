@@ -174,21 +174,21 @@ def test_evaluate_run_reproduces_metrics_and_predict_covers_every_split(referenc
 
 
 def test_cli_unknown_preset_and_key_list_the_valid_ones(tmp_path, capsys):
-    assert cli_main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2
-    assert "valid presets: smoke, embedded, paper" in capsys.readouterr().err
+    assert cli_main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2  # usage
+    assert "invalid choice: 'nope' (choose from 'smoke', 'embedded', 'paper')" in capsys.readouterr().err
     assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
-                     "--set", "learning_rate=1"]) == 2  # fmt: skip
+                     "--set", "learning_rate=1"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "unknown config key(s) 'learning_rate'" in err and "lr" in err
     assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
-                     "--set", "lr"]) == 2  # fmt: skip
+                     "--set", "lr"]) == 1  # fmt: skip
     assert "key=value" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
 def test_cli_evaluate_and_predict(reference_run, tmp_path, capsys):
     run_dir, result = reference_run
-    assert cli_main(["evaluate", str(tmp_path)]) == 2
+    assert cli_main(["evaluate", str(tmp_path)]) == 1  # a runtime error, not a usage error
     assert "not a run folder" in capsys.readouterr().err
     assert cli_main(["evaluate", str(run_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -262,3 +262,59 @@ def test_seeding_requests_deterministic_kernels_without_loading_the_compiler():
             "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "False"]
+
+
+# ---- the run's best/ as a library model (Hugging Face conventions) ------------------------------
+
+
+def test_best_folder_loads_with_from_pretrained_and_has_a_model_card(reference_run, tmp_path):
+    import ambcore
+    from ambcore.data import load_dataset
+    from ambcore.models.amb import AMB
+    from ambcore.models.misa import MISA
+
+    run_dir, result = reference_run
+    model = ambcore.from_pretrained(run_dir)  # the run folder: its best/ checkpoint
+    assert isinstance(model, AMB) and not model.training
+    assert isinstance(AMB.from_pretrained(run_dir / "best"), AMB)
+    with pytest.raises(AmbError, match="class AMB.*not MISA"):
+        MISA.from_pretrained(run_dir)
+    # the same predictions as the run's own evaluation, from raw inputs
+    test = load_dataset("synthetic", smoke_config())["test"]
+    scores = model.predict(test.texts, test.visual, test.acoustic)
+    saved = pd.read_csv(run_dir / "test_predictions.csv")
+    assert isinstance(scores, np.ndarray) and scores.shape == (len(test),)
+    np.testing.assert_allclose(scores, saved["y_pred"].to_numpy(), atol=1e-6)
+    # config.json: the constructor's arguments, the ambcore Config nested (not a transformers config)
+    config = json.loads((run_dir / "best" / "config.json").read_text())
+    assert sorted(config) == ["acoustic_dim", "cfg", "visual_dim"] and "model_type" not in config
+    assert config["cfg"] == runs.read_config(run_dir).to_dict()
+    # the model card: the Hub's metadata block, data (SYNTHETIC), metrics with intervals
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(run_dir / "best" / "README.md")
+    assert card.data.library_name == "ambcore" and "synthetic-data" in card.data.tags
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["mae"].metric_value == pytest.approx(result.test["mae"])
+    assert results["mae"].dataset_split == "test" and "SYNTHETIC" in results["mae"].dataset_name
+    lo, hi = results["mae"].metric_args["ci95_lo"], results["mae"].metric_args["ci95_hi"]
+    assert lo < result.test["mae"] < hi
+    text = card.text
+    assert "**SYNTHETIC data.**" in text and "tiny-random" in text
+    assert f"{result.test['mae']:.3f} [{lo:.3f}, {hi:.3f}]" in text
+
+
+def test_cli_predict_is_model_predict(reference_run, tmp_path):
+    import ambcore
+    from ambcore.data import load_dataset
+
+    run_dir, _ = reference_run
+    assert cli_main(["predict", str(run_dir), "--data", "synthetic", "--out", str(tmp_path / "p.csv")]) == 0
+    on_disk = pd.read_csv(tmp_path / "p.csv")
+    library = predict(run_dir, "synthetic", tmp_path / "q.csv")  # the evaluation loop's numbers
+    pd.testing.assert_frame_equal(on_disk, pd.read_csv(tmp_path / "q.csv"), atol=1e-6)
+    assert len(library) == len(on_disk)
+    train = load_dataset("synthetic", smoke_config())["train"]
+    scores = ambcore.from_pretrained(run_dir).predict(train.texts, train.visual, train.acoustic,
+                                                      batch_size=7)  # fmt: skip
+    np.testing.assert_allclose(scores, on_disk[on_disk["split"] == "train"]["y_pred"], atol=1e-6)

@@ -64,7 +64,14 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ambcore import paths
     from ambcore.book import BookInterrupted, run_book
+    from ambcore.errors import AmbError
+
+    if not paths.IN_CHECKOUT:
+        raise AmbError("the book needs a checkout of the project (notebooks/, book/, _config.yml); "
+                       "installed, ambcore has the library and its specs only: run the book in a "
+                       "clone with `bash scripts/run_book.sh`")  # fmt: skip
 
     try:
         result = run_book(

@@ -1,6 +1,6 @@
 """``train``, ``evaluate`` and ``predict`` commands (thesis 6.3.1).
 
-    python -m ambcore train --preset NAME --seed N --out DIR [--set k=v ...] [--resume]
+    python -m ambcore train --preset NAME --seed N [--out DIR] [--set k=v ...] [--resume]
     python -m ambcore evaluate RUN_DIR [--data PATH]
     python -m ambcore predict RUN_DIR --data PATH --out preds.csv
 
@@ -30,10 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default=os.environ.get("AMB_PRESET", "embedded"),
+        choices=list(PRESETS),
         help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="the run folder")
+    p.add_argument("--out", default=None,
+                   help="the run folder (default: RUNS/train-PRESET/MODEL-seedN, RUNS being "
+                        "$AMB_RUNS, else runs/ of the checkout or of the current folder)")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable), e.g. --set lr=1e-4")  # fmt: skip
     p.add_argument(
@@ -84,9 +87,19 @@ def _data_label(name: str, is_synthetic: bool) -> str:
     return f"{'SYNTHETIC' if is_synthetic else 'real'} data: {name}"
 
 
+def default_run_dir(cfg):
+    """Where ``train`` writes without ``--out``: ``<runs>/train-<preset>/<model>-seed<N>``."""
+    from ambcore.paths import runs_dir
+
+    return runs_dir() / f"train-{cfg.preset}" / f"{cfg.model}-seed{cfg.seed}"
+
+
 def _resume_command(args: argparse.Namespace) -> str:
-    argv = ["python", "-m", "ambcore", "train", "--preset", args.preset, "--seed", str(args.seed),
-            "--out", args.out] + [a for item in args.overrides for a in ("--set", item)]  # fmt: skip
+    from ambcore.cli import command_name
+
+    argv = [*command_name().split(), "train", "--preset", args.preset, "--seed", str(args.seed),
+            *(["--out", args.out] if args.out else []),
+            *[a for item in args.overrides for a in ("--set", item)]]  # fmt: skip
     return shlex.join(argv + ["--resume"])
 
 
@@ -95,6 +108,8 @@ def _train(args: argparse.Namespace) -> int:
     from ambcore.train import train_and_evaluate
 
     cfg = apply_overrides(get_config(args.preset, seed=args.seed), args.overrides)
+    if args.out is None:
+        args.out = str(default_run_dir(cfg))
     result = train_and_evaluate(cfg, args.out, progress=not args.no_progress, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
@@ -124,9 +139,37 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ambcore.train import predict
+    """The run's best checkpoint (``ambcore.from_pretrained``) on every split of ``--data``,
+    through ``model.predict`` (the library's call on raw inputs)."""
+    from pathlib import Path
 
-    frame = predict(args.run_dir, args.data, args.out, progress=True)
-    counts = ", ".join(f"{k} {v}" for k, v in frame["split"].value_counts(sort=False).items())
-    print(f"wrote {len(frame)} predictions ({counts}) to {args.out}")
+    from ambcore import runs
+    from ambcore.data import load_dataset
+    from ambcore.data.types import SPLITS
+    from ambcore.errors import AmbError, DataError
+    from ambcore.models import from_pretrained
+    from ambcore.train import resolve_device
+
+    if Path(args.out).is_dir():
+        raise AmbError(f"{args.out} is a folder; the predictions go to a CSV file path")
+    model = from_pretrained(args.run_dir)
+    cfg = model.cfg
+    dataset = load_dataset(args.data or cfg.data, cfg)
+    if (dataset.visual_dim, dataset.acoustic_dim) != (model.visual_dim, model.acoustic_dim):
+        raise DataError(
+            f"{dataset.source}: visual/acoustic feature dims are ({dataset.visual_dim}, "
+            f"{dataset.acoustic_dim}); the model in {args.run_dir} was trained on "
+            f"({model.visual_dim}, {model.acoustic_dim})"
+        )
+    model.to(resolve_device(cfg.device))
+    rows, counts = [], []
+    for name in (s for s in SPLITS if s in dataset.splits):
+        split = dataset[name]
+        scores = model.predict(split.texts, split.visual, split.acoustic, words=split.words,
+                               progress=True)  # fmt: skip
+        rows += [{"split": name, "id": i, "y_true": float(y), "y_pred": float(p)}
+                 for i, y, p in zip(split.ids, split.labels, scores)]  # fmt: skip
+        counts.append(f"{name} {len(split)}")
+    runs.write_csv(args.out, rows, ("split", "id", "y_true", "y_pred"))
+    print(f"wrote {len(rows)} predictions ({', '.join(counts)}) to {args.out}")
     return 0

@@ -8,9 +8,12 @@ Sequences are stored unpadded (their true lengths); padding happens per batch in
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where a Batch is used, so reading data does not load it
+    import torch
 
 SPLITS = ("train", "valid", "test")
 
@@ -77,6 +80,8 @@ class Batch:
     word_index: torch.Tensor | None = None  # (B, T) long
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        import torch
+
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -88,6 +93,8 @@ class Batch:
     def pin_memory(self) -> "Batch":
         """The batch in page-locked memory (``DataLoader(pin_memory=True)`` calls this), so that
         ``to(cuda, non_blocking=True)`` copies asynchronously."""
+        import torch
+
         pinned = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -100,11 +107,15 @@ class Batch:
     @property
     def visual_mask(self) -> torch.Tensor:
         """(B, Lv) bool, True at real (unpadded) steps."""
+        import torch
+
         steps = torch.arange(self.visual.shape[1], device=self.visual.device)
         return steps[None, :] < self.visual_lengths[:, None]
 
     @property
     def acoustic_mask(self) -> torch.Tensor:
         """(B, La) bool, True at real (unpadded) steps."""
+        import torch
+
         steps = torch.arange(self.acoustic.shape[1], device=self.acoustic.device)
         return steps[None, :] < self.acoustic_lengths[:, None]

@@ -46,7 +46,7 @@ def inspected(tmp_path_factory) -> dict[str, Result]:
 
 def assert_one_line_error(inspected, name: str) -> str:
     path, result = inspected[name]
-    assert result.code == 2, f"exit {result.code}: {result.err[-800:]}"
+    assert result.code == 1, f"exit {result.code}: {result.err[-800:]}"
     assert result.out == "", "partial output"
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.err[-800:]
@@ -168,11 +168,11 @@ def test_a_plain_file_still_loads_in_bounded_memory(inspected):
 
 
 def test_one_file_through_python_m_ambcore(tmp_path):
-    """The real command line, as a process: exit 2, one line, nothing on stdout."""
+    """The real command line, as a process: exit 1, one line, nothing on stdout."""
     path = write(tmp_path, "forged", CASES[FORGED[0]][0])
     child = subprocess.run([sys.executable, "-m", "ambcore", "data", "inspect", str(path)],
                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-    assert child.returncode == 2 and child.stdout == ""
+    assert child.returncode == 1 and child.stdout == ""
     assert child.stderr.count("\n") == 1 and child.stderr.startswith(f"error: {path}")
 
 

@@ -221,7 +221,7 @@ def test_best_folder_from_another_seed_is_refused(capsys, finished, run_copy):
 def test_best_folder_from_another_config_is_refused(capsys, run_copy):
     path = run_copy / "best" / "config.json"
     config = json.loads(path.read_text())
-    config["lr"] = config["lr"] / 2
+    config["cfg"]["lr"] = config["cfg"]["lr"] / 2
     path.write_text(json.dumps(config))
     _one_error(*_cli(capsys, "predict", str(run_copy), "--data", "synthetic", "--out",
                      str(run_copy.parent / "p.csv")), "lr", "another run")  # fmt: skip

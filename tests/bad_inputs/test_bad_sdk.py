@@ -79,7 +79,7 @@ def test_damaged_csd_through_from_sdk_cli(tmp_path, capsys):
             str(tmp_path / "folds.json"), "--no-progress"]  # fmt: skip
     for key, path in paths.items():
         argv += [f"--{key}", str(path)]
-    assert main(argv) == 2
+    assert main(argv) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "V.csd" in lines[0], captured.err
