@@ -22,7 +22,10 @@ import pytest
 from ambcore import interrupt, runs
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    pytest.mark.alone,  # signals process trees and waits a few seconds for them to end
+]
 
 
 def _session_pids(sid: int) -> list[int]:
