@@ -70,3 +70,34 @@ def test_the_status_page_reads_the_efficiency_of_a_record(record, tmp_path):
     (tmp_path / "bench-smoke.json").write_text(json.dumps(record, default=str))
     (found,) = benchmark_tables(tmp_path)
     assert list(found.efficiency["model"]) == ["amb", "misa"]
+
+
+def test_paper_geometry_records_a_step_a_batch_and_a_mosei_epoch(tmp_path):
+    """The paper preset's record on the tiny stand-in (the bert-base folder's code path, 1 MB)."""
+    from ambcore.bench.paper import MOSEI_SIZES, epoch_seconds_at, paper_geometry
+    from ambcore.models.plm import save_standin
+
+    folder = save_standin(tmp_path / "bert-base-uncased", tiny=True)
+    block = paper_geometry(folder, models=["amb"])
+    paper = get_config("paper")
+    amb = block["models"]["amb"]
+    assert block["batch_size"] == paper.batch_size and block["plm_geometry"]["layers"] == 4
+    assert amb["train_step"]["batch"] == paper.batch_size
+    assert amb["eval_batch"]["batch"] == paper.eval_batch_size
+    assert amb["train_step"]["flops"] > 0 and amb["train_step"]["seconds"] > 0
+    per = amb["flops_per_utterance"]
+    assert per["train"] > per["eval"] > 0
+    assert amb["mosei_epoch_flops"]["train"] == pytest.approx(per["train"] * MOSEI_SIZES["train"])
+    total = amb["mosei_epoch_flops"]["total"]
+    assert total == pytest.approx(per["train"] * 16326 + per["eval"] * 1871)
+    assert epoch_seconds_at(block, "amb", 10.0) == pytest.approx(total / 1e13)
+
+    import json
+
+    from ambcore.book import benchmark_tables
+
+    (tmp_path / "bench-smoke.json").write_text(json.dumps({"models": {}, "paper_geometry": block}))
+    (found,) = benchmark_tables(tmp_path)
+    row = found.paper.iloc[0]
+    assert row["model"] == "amb" and row["MOSEI epoch (TFLOP)"] == pytest.approx(total / 1e12)
+    assert row["estimate: epoch at 10 TFLOP/s (s)"] == pytest.approx(total / 1e13)
