@@ -91,6 +91,11 @@ def test_paper_geometry_records_a_step_a_batch_and_a_mosei_epoch(tmp_path):
     total = amb["mosei_epoch_flops"]["total"]
     assert total == pytest.approx(per["train"] * 16326 + per["eval"] * 1871)
     assert epoch_seconds_at(block, "amb", 10.0) == pytest.approx(total / 1e13)
+    # padded to the preset's text length, an utterance costs more than at its own length
+    assert amb["padded_text_tokens"] == paper.max_text_len
+    assert amb["text_tokens_per_utterance"]["train"] < paper.max_text_len
+    assert amb["flops_per_utterance_padded"]["train"] > per["train"]
+    assert epoch_seconds_at(block, "amb", 10.0, padded=True) > epoch_seconds_at(block, "amb", 10.0)
 
     import json
 

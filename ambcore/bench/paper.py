@@ -11,7 +11,9 @@ on a device that sustains ``tflops``: an ESTIMATE, until a GPU measures it
 (``scripts/gpu_check.sh``).
 
 The batches are synthetic (``data=synthetic``; the text lengths are the synthetic data's, see
-``text_tokens_per_utterance``); the first step and batch are counted, the second timed.
+``text_tokens_per_utterance``, shorter than most MOSEI utterances); the first step and batch
+are counted, the second timed. The FLOPs are also counted with every utterance padded to
+``max_text_len`` (``*_padded``: the thesis' fixed padding, an upper bound for MOSEI).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def _timed(fn, device: torch.device) -> float:
 
 def _one_model(name: str, base: Config, dataset, tokenizer, device: torch.device) -> dict[str, Any]:
     from ambcore.bench.training import (_build, _epoch_generator, _make_optimizer, bench_config,
-                                        count_flops, fast_loader, fast_train_epoch)  # fmt: skip
+                                        count_flops, fast_loader, fast_train_epoch,
+                                        naive_loader)  # fmt: skip
 
     cfg = bench_config(base, name)
     model = _build(cfg, dataset, device)
@@ -74,6 +77,15 @@ def _one_model(name: str, base: Config, dataset, tokenizer, device: torch.device
     per_train = train_flops / len(train[0].labels)
     per_eval = eval_flops / len(valid[0].labels)
     epoch = {"train": per_train * MOSEI_SIZES["train"], "valid": per_eval * MOSEI_SIZES["valid"]}
+    # The same with every utterance padded to max_text_len (the thesis' fixed padding of
+    # aligned_50; the upper bound for MOSEI, whose utterances are mostly shorter)
+    padded_train = next(iter(naive_loader(dataset["train"], tokenizer, cfg, True,
+                                          _epoch_generator(cfg, 1))))  # fmt: skip
+    padded_valid = next(iter(naive_loader(dataset["valid"], tokenizer, cfg, False)))
+    padded = {"train": count_flops(lambda: step(padded_train)) / len(padded_train.labels),
+              "eval": count_flops(lambda: evaluate(padded_valid)) / len(padded_valid.labels)}
+    padded_epoch = {"train": padded["train"] * MOSEI_SIZES["train"],
+                    "valid": padded["eval"] * MOSEI_SIZES["valid"]}  # fmt: skip
     return {
         "config": {k: getattr(cfg, k) for k in ("model", "text_adaptation", "finetune_layers")},
         "trainable_params": sum(p.numel() for p in trainable),
@@ -86,6 +98,10 @@ def _one_model(name: str, base: Config, dataset, tokenizer, device: torch.device
             "train": train[0].input_ids.shape[1], "eval": valid[0].input_ids.shape[1]},
         "flops_per_utterance": {"train": per_train, "eval": per_eval},
         "mosei_epoch_flops": {**epoch, "total": epoch["train"] + epoch["valid"]},
+        "padded_text_tokens": padded_train.input_ids.shape[1],
+        "flops_per_utterance_padded": padded,
+        "mosei_epoch_flops_padded": {**padded_epoch,
+                                     "total": padded_epoch["train"] + padded_epoch["valid"]},
         "mosei_epoch_s_here": (MOSEI_SIZES["train"] / len(train[0].labels) * step_s
                                + MOSEI_SIZES["valid"] / len(valid[0].labels) * eval_s),
     }  # fmt: skip
@@ -121,10 +137,13 @@ def paper_geometry(plm: str | Path, models: Iterable[str] = ("amb", "amb-ft"),
     }  # fmt: skip
 
 
-def epoch_seconds_at(block: dict[str, Any], model: str, tflops: float) -> float:
+def epoch_seconds_at(block: dict[str, Any], model: str, tflops: float,
+                     padded: bool = False) -> float:  # fmt: skip
     """ESTIMATED seconds of one MOSEI epoch (training plus validation) of ``model`` on a device
-    that sustains ``tflops`` TFLOP/s on these operations (not its peak rate)."""
-    return block["models"][model]["mosei_epoch_flops"]["total"] / (tflops * 1e12)
+    that sustains ``tflops`` TFLOP/s on these operations (not its peak rate); ``padded``: with
+    every utterance padded to ``max_text_len`` (the upper bound)."""
+    key = "mosei_epoch_flops_padded" if padded else "mosei_epoch_flops"
+    return block["models"][model][key]["total"] / (tflops * 1e12)
 
 
 def paper_geometry_frame(record: dict[str, Any]):
@@ -143,10 +162,15 @@ def paper_geometry_frame(record: dict[str, Any]):
             "eval batch (s)": m["eval_batch"]["seconds"],
             "eval batch (GFLOP)": m["eval_batch"]["flops"] / 1e9,
             "GFLOP/s here (train)": m["train_step"]["gflop_per_s"],
+            "tokens per utterance": m["text_tokens_per_utterance"]["train"],
             "MOSEI epoch (TFLOP)": m["mosei_epoch_flops"]["total"] / 1e12,
+            f"MOSEI epoch, text padded to {m['padded_text_tokens']} (TFLOP)":
+                m["mosei_epoch_flops_padded"]["total"] / 1e12,
             "MOSEI epoch here (s)": m["mosei_epoch_s_here"],
         }
         for rate in ESTIMATE_TFLOPS:
             row[f"estimate: epoch at {rate:g} TFLOP/s (s)"] = epoch_seconds_at(block, name, rate)
+            row[f"estimate, padded: epoch at {rate:g} TFLOP/s (s)"] = epoch_seconds_at(
+                block, name, rate, padded=True)
         rows.append(row)
     return pd.DataFrame(rows)
