@@ -96,6 +96,11 @@ def test_paper_geometry_records_a_step_a_batch_and_a_mosei_epoch(tmp_path):
     assert amb["text_tokens_per_utterance"]["train"] < paper.max_text_len
     assert amb["flops_per_utterance_padded"]["train"] > per["train"]
     assert epoch_seconds_at(block, "amb", 10.0, padded=True) > epoch_seconds_at(block, "amb", 10.0)
+    from ambcore.bench.paper import format_lines
+
+    (head, line) = format_lines(block)
+    assert "4 layers" in head and line.startswith("  amb: training step (batch 32)")
+    assert "ESTIMATE at 10 TFLOP/s" in line
 
     import json
 

@@ -26,7 +26,7 @@ import torch
 
 from ambcore.config import Config, get_config
 
-__all__ = ["MOSEI_SIZES", "ESTIMATE_TFLOPS", "paper_geometry", "epoch_seconds_at", "paper_geometry_frame"]
+__all__ = ["MOSEI_SIZES", "ESTIMATE_TFLOPS", "paper_geometry", "epoch_seconds_at", "paper_geometry_frame", "format_lines"]
 
 MOSEI_SIZES = {"train": 16326, "valid": 1871, "test": 4659}  # CMU-MOSEI's standard splits
 ESTIMATE_TFLOPS = (10.0, 50.0)  # sustained rates the Status page turns into epoch estimates
@@ -174,3 +174,23 @@ def paper_geometry_frame(record: dict[str, Any]):
                 block, name, rate, padded=True)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def format_lines(block: dict[str, Any] | None) -> list[str]:
+    """The paper-geometry block as lines of ``python -m ambcore bench``'s report."""
+    if not block:
+        return []
+    g = block["plm_geometry"]
+    lines = [f"paper preset at the geometry of {block['plm']} ({g['layers']} layers, width "
+             f"{g['hidden']}), {block['torch_threads']} thread(s) on {block['device']}:"]
+    for name, m in block["models"].items():
+        t, e = m["train_step"], m["eval_batch"]
+        lines.append(
+            f"  {name}: training step (batch {t['batch']}) {t['flops'] / 1e9:.1f} GFLOP in "
+            f"{t['seconds']:.2f} s, evaluation batch ({e['batch']}) {e['flops'] / 1e9:.1f} GFLOP in "
+            f"{e['seconds']:.2f} s; a MOSEI epoch {m['mosei_epoch_flops']['total'] / 1e12:.0f} "
+            f"TFLOP ({m['mosei_epoch_flops_padded']['total'] / 1e12:.0f} padded to "
+            f"{m['padded_text_tokens']} tokens); ESTIMATE at 10 TFLOP/s: "
+            f"{epoch_seconds_at(block, name, 10.0):.0f}-{epoch_seconds_at(block, name, 10.0, True):.0f} s"
+        )
+    return lines
