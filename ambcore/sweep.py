@@ -692,8 +692,8 @@ def _run_persistent(spec: SweepSpec, todo: list[SweepCell], max_parallel: int | 
         else:
             record(cell, status, None, outcome[1], outcome[2])
 
-    run_on_workers(queue, lambda cell: _cell_args(cell, spec), train_fn, _slots(max_parallel),
-                   spec.runs_dir / "_workers", report)  # fmt: skip
+    run_on_workers(queue, run_cell, lambda cell: _cell_args(cell, spec), {"train_fn": train_fn},
+                   _slots(max_parallel), spec.runs_dir / "_workers", report)  # fmt: skip
 
 
 def _run_here(spec: SweepSpec, todo: list[SweepCell], train_fn: TrainFn | None,

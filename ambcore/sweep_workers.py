@@ -18,8 +18,8 @@ DONE check, ``sweep.json``; the adoption checks happen in the sweep before any c
   parent-death signal plus the watchdog over ``$AMB_WATCH_PIDS``).
 
 The protocol is two pipes per worker (``multiprocessing.connection.Connection`` over inherited
-file descriptors): the sweep sends a cloudpickled ``(train_fn, run_cell arguments)`` (empty
-bytes: stop), the worker answers with a pickled ``("ok", result)`` or ``("error", message,
+file descriptors): the sweep sends a cloudpickled ``(run_cell, its arguments, {"train_fn": ...})``
+(empty bytes: stop), the worker answers with a pickled ``("ok", result)`` or ``("error", message,
 traceback)``. The worker runs as ``python -m ambcore.sweep_workers`` (its name shows in ``ps``).
 """
 
@@ -87,11 +87,11 @@ class Worker:
         self.outbox = Connection(to_worker_w, readable=False)
         self.inbox = Connection(from_worker_r, writable=False)
 
-    def send(self, train_fn: Callable[..., Any] | None, args: tuple) -> None:
+    def send(self, target: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> None:
         import cloudpickle  # submitit's dependency; carries a train_fn defined in a test or notebook
 
         self.cells += 1
-        self.outbox.send_bytes(cloudpickle.dumps((train_fn, args)))
+        self.outbox.send_bytes(cloudpickle.dumps((target, args, kwargs)))
 
     def receive(self) -> tuple:
         """The worker's answer to the cell it runs; ``WorkerCrashed`` if it ended instead."""
@@ -137,15 +137,17 @@ Report = Callable[[Any, tuple], None]
 
 def run_on_workers(
     cells: Sequence[Any],
+    target: Callable[..., Any],
     args_of: Callable[[Any], tuple],
-    train_fn: Callable[..., Any] | None,
+    kwargs: dict[str, Any],
     slots: Sequence[int | None],
     log_folder: Path,
     report: Report,
 ) -> None:
-    """Run ``cells`` (in this order) on one persistent worker per slot and ``report`` each as
-    it ends. Whatever ends this early (Ctrl-C, SIGTERM, an exception from ``report``) first
-    stops every worker. A worker that ended while it ran a cell is replaced for the next one."""
+    """Call ``target(*args_of(cell), **kwargs)`` for each of ``cells`` (in this order) on one
+    persistent worker per slot and ``report`` each as it ends (``ambcore.sweep`` passes
+    ``run_cell``). Whatever ends this early (Ctrl-C, SIGTERM, an exception from ``report``)
+    first stops every worker. A worker that ended while it ran a cell is replaced for the next."""
     queue = list(cells)
     workers: list[Worker | None] = [None] * len(slots)
     running: dict[int, Any] = {}  # slot index -> the cell its worker runs
@@ -160,7 +162,7 @@ def run_on_workers(
                         started += 1
                         workers[i] = Worker(gpu, log_folder / f"worker{i}-{started}.log")
                     cell = queue.pop(0)
-                    workers[i].send(train_fn, args_of(cell))
+                    workers[i].send(target, args_of(cell), kwargs)
                     running[i] = cell
                 ready = wait([workers[i].inbox for i in running], timeout=1.0)
                 ended = [i for i in running
@@ -194,7 +196,6 @@ def _serve(inbox: Connection, outbox: Connection) -> int:
     import cloudpickle
     import torch
 
-    from ambcore import sweep
     from ambcore.models import plm
 
     plm.keep_loaded(True)
@@ -208,9 +209,9 @@ def _serve(inbox: Connection, outbox: Connection) -> int:
             return 0
         if not message:
             return 0
-        train_fn, args = cloudpickle.loads(message)
+        target, args, kwargs = cloudpickle.loads(message)
         try:
-            reply = ("ok", sweep.run_cell(*args, train_fn=train_fn))
+            reply = ("ok", target(*args, **kwargs))
         except Exception as exc:  # noqa: BLE001 - reported to the sweep, the worker goes on
             line = " ".join(traceback.format_exception_only(exc)[-1].split())[:400]
             reply = ("error", line, "\n".join(traceback.format_exc().rstrip().splitlines()[-12:]))

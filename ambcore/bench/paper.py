@@ -26,7 +26,8 @@ import torch
 
 from ambcore.config import Config, get_config
 
-__all__ = ["MOSEI_SIZES", "ESTIMATE_TFLOPS", "paper_geometry", "epoch_seconds_at", "paper_geometry_frame", "format_lines"]
+__all__ = ["MOSEI_SIZES", "ESTIMATE_TFLOPS", "paper_geometry", "epoch_seconds_at",
+           "paper_geometry_frame", "format_lines"]
 
 MOSEI_SIZES = {"train": 16326, "valid": 1871, "test": 4659}  # CMU-MOSEI's standard splits
 ESTIMATE_TFLOPS = (10.0, 50.0)  # sustained rates the Status page turns into epoch estimates

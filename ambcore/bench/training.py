@@ -994,15 +994,10 @@ def _phase_lines(record: dict[str, Any]) -> list[str]:
 
 def format_report(record: dict[str, Any]) -> str:
     """A plain-text table of a benchmark record (the timings, the machine, the phases)."""
-    from ambcore.bench.paper import format_lines
-
-    paper = format_lines(record.get("paper_geometry"))
     if "models" not in record:  # phases only (run_benchmark(timing=False))
         return "\n".join([f"ambcore bench: preset {record['preset']}, {record['data']}, PLM "
-                          f"{record['plm']}", _machine_line(record), *_phase_lines(record),
-                          *paper])  # fmt: skip
-    return "\n".join([_format_timings(record), _machine_line(record), *_phase_lines(record),
-                      *paper])  # fmt: skip
+                          f"{record['plm']}", _machine_line(record), *_phase_lines(record)])
+    return "\n".join([_format_timings(record), _machine_line(record), *_phase_lines(record)])
 
 
 def _format_timings(record: dict[str, Any]) -> str:

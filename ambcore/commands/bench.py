@@ -92,6 +92,11 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_output(cfg.preset)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, record)
-    print(json.dumps(record, indent=2) if args.json else format_report(record))
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        from ambcore.bench.paper import format_lines
+
+        print("\n".join([format_report(record), *format_lines(record.get("paper_geometry"))]))
     print(f"written: {out}", file=sys.stderr)
     return 0
