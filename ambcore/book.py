@@ -1207,6 +1207,8 @@ class BenchmarkRecord:
     caption: str
     table: Any  # pandas DataFrame
     targets: Any = None  # pandas DataFrame of an ``ambcore bench`` record's targets, else None
+    efficiency: Any = None  # its FLOPs and achieved GFLOP/s (``ambcore.bench.efficiency_frame``)
+    paper: Any = None  # its paper-geometry step (``ambcore.bench.paper.paper_geometry_frame``)
 
 
 def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRecord]:
@@ -1233,18 +1235,22 @@ def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRec
             if isinstance(payload, Mapping) and payload.get(key)
         )
         caption = f"results/{path.name}" + (f" ({where})" if where else "")
-        targets = None
+        targets = efficiency = paper = None
         if isinstance(payload, Mapping) and isinstance(payload.get("models"), Mapping):
-            from ambcore.bench import summary_frame, targets_frame
+            from ambcore.bench import efficiency_frame, summary_frame, targets_frame
 
             table = summary_frame(payload)
             targets = targets_frame(payload)
+            efficiency = efficiency_frame(payload)
+            from ambcore.bench.paper import paper_geometry_frame
+
+            paper = paper_geometry_frame(payload)
         else:
             flat = _flatten(payload)
             table = pd.DataFrame(
                 [{"key": k, "value": v} for k, v in flat.items()], columns=["key", "value"]
             )
-        records.append(BenchmarkRecord(path.name, caption, table, targets))
+        records.append(BenchmarkRecord(path.name, caption, table, targets, efficiency, paper))
     return records
 
 

@@ -779,8 +779,8 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
     unfinished ones resumed.
 
     ``parallel``: runs at once. 0 picks one per GPU on a GPU machine, else one per CPU core (at
-    most 2 on two cores); 1 trains in this process. Parallel runs are subprocesses (submitit's
-    local executor), each with ``cores // parallel`` threads, started costliest first by
+    most 2 on two cores); 1 trains in this process. Parallel runs go to one persistent worker
+    process per slot (``ambcore.sweep_workers``), each with ``cores // parallel`` threads, started costliest first by
     ``scheduling_costs`` (earlier runs' ``history.csv``, scaled by the calibration probe).
     """
     import torch
@@ -805,8 +805,11 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
     probe_now = machine_block()["probe"]["gflops"]
     costs = scheduling_costs(plan(loaded), probe_now)
     with _threads_per_process(1 if cuda else threads_per_process(parallel, cores=cores)):
-        return run_sweep(loaded, backend="submitit", cluster="local", max_parallel=parallel,
-                         progress=progress, cost=lambda cell: costs.get(cell.name, 0.0))  # fmt: skip
+        # One persistent worker per slot (ambcore.sweep_workers: imports and the PLM once);
+        # AMB_SWEEP_WORKERS=fresh starts a process per run instead (the earlier path).
+        workers = os.environ.get("AMB_SWEEP_WORKERS", "persistent")
+        return run_sweep(loaded, max_parallel=parallel, workers=workers, progress=progress,
+                         cost=lambda cell: costs.get(cell.name, 0.0))  # fmt: skip
 
 
 def train_spec(spec: Mapping[str, Any], parallel: int = 0, collect_only: bool = False):

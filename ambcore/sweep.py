@@ -35,7 +35,13 @@ more than ``MAX_CELLS`` (cell, seed) pairs is refused before anything is expande
 
 Backends
 --------
-- ``local`` (default): the cells one after another in this process (one GPU or the CPU).
+- ``local`` (default): this machine. With one slot (``max_parallel`` unset or 1) the cells run
+  one after another in this process. With more (``max_parallel`` > 1), each slot gets a
+  persistent worker process (``ambcore.sweep_workers``) that imports once, loads each PLM once
+  and trains cell after cell; ``workers="fresh"`` starts a fresh process per run instead
+  (submitit's local executor, the path of ``submitit`` with ``cluster="local"``), and
+  ``workers="persistent"`` asks for worker processes even with one slot. The metrics are the
+  same bit for bit on every path (``tests/test_sweep_workers.py``).
 - ``submitit``: each cell is a job of `submitit <https://github.com/facebookincubator/submitit>`_,
   ``cluster="slurm"`` for SLURM clusters (job arrays; the spec's ``submitit`` section gives
   ``timeout_min``, ``gpus_per_node``, ``slurm_partition``, ``slurm_array_parallelism``, ...),
@@ -73,6 +79,7 @@ from ambcore.errors import AmbError
 __all__ = [
     "BACKENDS",
     "CLUSTERS",
+    "WORKERS",
     "SweepSpec",
     "SweepCell",
     "CellOutcome",
@@ -88,6 +95,7 @@ __all__ = [
 ]
 
 BACKENDS = ("local", "submitit")
+WORKERS = ("here", "persistent", "fresh")  # the local backend: this process, or worker processes
 CLUSTERS = ("local", "slurm")
 SPEC_KEYS = ("name", "preset", "runs_dir", "seeds", "overrides", "cells", "grid", "submitit")
 CELL_FILE = "sweep.json"
@@ -590,6 +598,7 @@ def run_sweep(
     cost: Callable[[SweepCell], float] | None = None,
     finished_ok: FinishedCheck | None = None,
     max_cells: int = MAX_CELLS,
+    workers: str | None = None,
 ) -> SweepResult:
     """Run every cell of ``spec`` that is not DONE; see the module docstring for the backends.
 
@@ -600,6 +609,9 @@ def run_sweep(
     finish is a short one. ``finished_ok(run_dir, cfg)``: when a DONE folder counts as
     finished (default: ``_finished_ok``, or only its config for a custom ``train_fn``). An
     interruption (Ctrl-C, SIGTERM) stops the local jobs it started before it propagates.
+    ``workers`` (local backend): ``here`` (this process), ``persistent`` (one worker process
+    per slot, for every cell) or ``fresh`` (one process per run); default: ``here`` with one
+    slot, ``persistent`` with ``max_parallel`` > 1.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, runs_dir=runs_dir, max_cells=max_cells)
@@ -607,6 +619,7 @@ def run_sweep(
         raise AmbError(f"unknown sweep backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if cluster not in CLUSTERS:
         raise AmbError(f"unknown submitit cluster {cluster!r}; valid: {', '.join(CLUSTERS)}")
+    mode = _local_mode(backend, workers, max_parallel)
     cells = plan(spec)
     check = finished_ok or (_finished_ok if train_fn is None else _config_only)
     set_aside = {(c.name, c.seed) for c in cells if _adopt(c, spec.name, check)}
@@ -634,14 +647,60 @@ def run_sweep(
                 raise AmbError(f"sweep {spec.name}: {cell.run_dir} failed (fail_fast): {error}")
 
     try:
-        if backend == "local":
+        if mode == "here":
             _run_here(spec, todo, train_fn, record)
+        elif mode == "persistent":
+            _run_persistent(spec, todo, max_parallel, train_fn, record, cost)
+        elif mode == "fresh":
+            _run_submitit(spec, todo, "local", max_parallel, train_fn, record, cost)
         else:
             _run_submitit(spec, todo, cluster, max_parallel, train_fn, record, cost)
     finally:
         bar.close()
     ordered = [outcomes[(c.name, c.seed)] for c in cells if (c.name, c.seed) in outcomes]
     return SweepResult(spec, ordered)
+
+
+def _local_mode(backend: str, workers: str | None, max_parallel: int | None) -> str | None:
+    """How the local backend runs its cells (``WORKERS``); None for the submitit backend."""
+    if workers is not None and workers not in WORKERS:
+        raise AmbError(f"unknown sweep workers {workers!r}; valid: {', '.join(WORKERS)}")
+    if backend != "local":
+        if workers is not None:
+            raise AmbError(f"workers={workers!r} is an option of the local backend, not of "
+                           f"{backend!r}")  # fmt: skip
+        return None
+    if workers is not None:
+        return workers
+    return "persistent" if max_parallel is not None and max_parallel > 1 else "here"
+
+
+def _slots(max_parallel: int | None) -> list[int | None]:
+    """One slot per visible GPU (at most ``max_parallel``), else ``max_parallel`` CPU slots."""
+    gpus = _visible_gpus()
+    slots: list[int | None] = list(gpus) if gpus else [None] * (max_parallel or 1)
+    return slots[:max_parallel] if max_parallel else slots
+
+
+def _run_persistent(spec: SweepSpec, todo: list[SweepCell], max_parallel: int | None,
+                    train_fn: TrainFn | None, record: Callable[..., None],
+                    cost: Callable[[SweepCell], float] | None) -> None:  # fmt: skip
+    """The local backend with worker processes: one per slot, each for cell after cell
+    (``ambcore.sweep_workers``), costliest cells first when ``cost`` is given."""
+    from ambcore.sweep_workers import run_on_workers
+
+    statuses = {(c.name, c.seed): c.status for c in todo}
+    queue = sorted(todo, key=cost, reverse=True) if cost else list(todo)  # stable: spec order
+
+    def report(cell: SweepCell, outcome: tuple) -> None:
+        status = statuses[(cell.name, cell.seed)]
+        if outcome[0] == "ok":
+            record(cell, status, outcome[1])
+        else:
+            record(cell, status, None, outcome[1], outcome[2])
+
+    run_on_workers(queue, run_cell, lambda cell: _cell_args(cell, spec), {"train_fn": train_fn},
+                   _slots(max_parallel), spec.runs_dir / "_workers", report)  # fmt: skip
 
 
 def _run_here(spec: SweepSpec, todo: list[SweepCell], train_fn: TrainFn | None,
@@ -767,10 +826,7 @@ def _run_local_jobs(spec: SweepSpec, executor: Any, todo: list[SweepCell],
                     ) -> None:  # fmt: skip
     """Local subprocesses: at most one cell per GPU at a time (or max_parallel on the CPU).
     Whatever ends this early (Ctrl-C, SIGTERM, fail_fast) first stops the running jobs."""
-    gpus = _visible_gpus()
-    slots: list[int | None] = list(gpus) if gpus else [None] * (max_parallel or 1)
-    if max_parallel:
-        slots = slots[:max_parallel]
+    slots = _slots(max_parallel)
     queue = sorted(todo, key=cost, reverse=True) if cost else list(todo)  # stable: spec order
     running: list[tuple[Any, SweepCell, int | None]] = []
     try:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests, plus strict nbval on the notebooks in the
 # smoke preset (the cells stored with outputs, marked NBVAL_CHECK_OUTPUT, are compared). Extra
-# args go to pytest.
+# args go to both passes of pytest (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,5 +21,24 @@ export AMB_RESULTS=$AMB_RUNS/results
 # Strict nbval: every cell stored with outputs (those marked NBVAL_CHECK_OUTPUT) is compared;
 # cells stored unrun are executed without comparison (tests/test_nbval_mode.py). Paths, times
 # and durations are masked by tests/nbval_sanitize.cfg.
-exec .venv/bin/python -m pytest tests notebooks --nbval \
-  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@"
+#
+# Two passes. First every test not marked `alone`, on one pytest-xdist worker per usable core
+# (AMB_TEST_WORKERS sets the count): the tests of one file go to one worker, the notebooks to
+# one worker in chapter order (tests/conftest.py), each worker with its own runs folder. Then
+# the tests marked `alone` (they measure time, signal process trees or build the whole book),
+# with no other worker beside them.
+workers=${AMB_TEST_WORKERS:-$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')}
+parallel=()
+if [ "$workers" -gt 1 ]; then
+  parallel=(-n "$workers" --dist loadfile)
+fi
+status=0
+.venv/bin/python -m pytest notebooks tests --nbval \
+  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider \
+  "${parallel[@]}" -m "not alone" "$@" || status=$?
+alone=0
+.venv/bin/python -m pytest tests -p no:cacheprovider -m alone "$@" || alone=$?
+# Exit status 5 is "no test selected" (e.g. a -k that matches only one pass).
+if [ "$status" -eq 5 ] && [ "$alone" -ne 5 ]; then status=0; fi
+if [ "$alone" -ne 5 ] && [ "$alone" -ne 0 ] && [ "$status" -eq 0 ]; then status=$alone; fi
+exit "$status"

@@ -20,6 +20,8 @@ import pytest
 
 from ambcore.book import BookOptions, CHAPTERS
 
+pytestmark = pytest.mark.alone  # signals the main job's process tree and times its end
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

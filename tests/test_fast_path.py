@@ -208,6 +208,7 @@ def test_bench_command_writes_the_record(tmp_path):
     assert loaded["torch_threads"] >= 1 and loaded["omp_wait_policy"]
 
 
+@pytest.mark.alone  # measures the CPU time a busy process gets in half a second
 def test_busy_processes_spin_and_end_with_the_block():
     import resource
 

@@ -1,9 +1,9 @@
 """Interruption (ambcore.interrupt): SIGTERM or Ctrl-C stops every process a command started,
 leaves its runs resumable and prints the command that resumes them.
 
-The end-to-end tests start ``python -m ambcore sweep`` (two parallel submitit workers) and
-``python -m ambcore train`` in a session of their own, send SIGTERM while they train, and then
-look in ``/proc`` for any process left in that session.
+The end-to-end tests start ``python -m ambcore sweep`` (two parallel submitit tasks, or two
+persistent workers) and ``python -m ambcore train`` in a session of their own, send SIGTERM
+while they train, and then look in ``/proc`` for any process left in that session.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ import pytest
 from ambcore import interrupt, runs
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    pytest.mark.alone,  # signals process trees and waits a few seconds for them to end
+]
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -100,12 +103,18 @@ def _run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProce
                           text=True, timeout=500)  # fmt: skip
 
 
+# How a sweep trains in parallel: a submitit task per run, or persistent worker processes
+# (ambcore.sweep_workers, the local backend's default with --max-parallel > 1).
+SWEEP_PATHS = {"submitit": ["--backend", "submitit"], "persistent": []}
+
+
 def _workers(sid: int) -> list[int]:
-    """The submitit tasks (the processes that train) of session ``sid``."""
+    """The processes that train (submitit tasks or persistent workers) of session ``sid``."""
     found = []
     for pid in _session_pids(sid):
         try:
-            if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"submitit.core._submit" in cmdline or b"ambcore.sweep_workers" in cmdline:
                 found.append(pid)
         except OSError:
             pass
@@ -113,13 +122,14 @@ def _workers(sid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
+@pytest.mark.parametrize("path", list(SWEEP_PATHS))
+def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path, path):
     spec = tmp_path / "long.yaml"
     spec.write_text("name: long\npreset: smoke\nseeds: [0]\noverrides: {max_epochs: 30, patience: 30}\n"
                     "cells:\n  - {name: amb, overrides: {model: amb}}\n"
                     "  - {name: text-only, overrides: {model: amb, variant: text-only}}\n")  # fmt: skip
     runs_dir, env = tmp_path / "runs", _env(tmp_path / "root")
-    args = ["sweep", str(spec), "--backend", "submitit", "--max-parallel", "2",
+    args = ["sweep", str(spec), *SWEEP_PATHS[path], "--max-parallel", "2",
             "--runs-dir", str(runs_dir), "--no-progress"]  # fmt: skip
     proc = _start(args, env, tmp_path / "sweep")
     run_dirs = [runs_dir / "amb" / "seed0", runs_dir / "text-only" / "seed0"]
@@ -134,7 +144,8 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
         _kill_session(proc.pid)
         raise
     command = _terminate_and_check(proc, tmp_path / "sweep",
-                                   f"python -m ambcore sweep {spec} --backend submitit")  # fmt: skip
+                                   shlex.join(["python", "-m", "ambcore", "sweep", str(spec),
+                                               *SWEEP_PATHS[path]]))  # fmt: skip
 
     again = _run_command(command, env)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
@@ -147,12 +158,13 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_workers_of_a_sweep_killed_by_sigkill_end_too(tmp_path):
+@pytest.mark.parametrize("path", list(SWEEP_PATHS))
+def test_the_workers_of_a_sweep_killed_by_sigkill_end_too(tmp_path, path):
     """No handler runs on ``kill -9``: the workers notice that the sweep is gone."""
     spec = tmp_path / "long.yaml"
     spec.write_text("name: long\npreset: smoke\nseeds: [0, 1]\noverrides: {max_epochs: 30, patience: 30}\n"
                     "cells:\n  - {name: amb, overrides: {model: amb}}\n")  # fmt: skip
-    args = ["sweep", str(spec), "--backend", "submitit", "--max-parallel", "2",
+    args = ["sweep", str(spec), *SWEEP_PATHS[path], "--max-parallel", "2",
             "--runs-dir", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
     proc = _start(args, _env(tmp_path / "root"), tmp_path / "sweep")
     try:

@@ -88,6 +88,9 @@ __all__ = [
     "busy_processes",
     "format_report",
     "summary_frame",
+    "efficiency_frame",
+    "count_flops",
+    "achieved",
     "default_output",
     "phase_breakdown",
     "phases_frame",
@@ -410,6 +413,7 @@ class _ModelBench:
         self.n_trainable = sum(p.numel() for p in self.trainable)
         self.n_total = sum(p.numel() for p in model.parameters())
         self.naive, naive_params = make_naive_model(model)
+        self.model = model  # uncompiled (FLOPs are counted on it)
         self.fast = model
         if cfg.compile and device.type == "cuda":
             self.fast = torch.compile(model)
@@ -422,6 +426,7 @@ class _ModelBench:
         }
         self.steps = {"fast": 0, "naive": 0}
         self.tokens = {"fast": 0, "naive": 0}
+        self.flops: dict[str, int] | None = None
 
     def _train_loaders(self, epoch: int):
         fast = fast_loader(self.train_split, self.tokenizer, self.cfg, True,
@@ -461,6 +466,23 @@ class _ModelBench:
         self.times["naive_eval"].append(_timed(
             lambda: naive_predict(self.naive, self.naive_eval_loader, self.device), self.device))
 
+    def count_flops(self, epoch: int = 1) -> dict[str, int]:
+        """FLOPs of one training epoch (forward, backward; the batches of a timed round) and
+        of one evaluation pass on the fast path, counted by ``FlopCounterMode`` (matrix
+        products, attention, convolutions: the operations that dominate; element-wise ops and
+        the optimizer's update are not counted). The epoch really trains the model once more."""
+        fast, _ = self._train_loaders(epoch)
+        self.flops = {
+            "train_epoch": count_flops(lambda: fast_train_epoch(
+                self.model, fast, self.fast_opt, self.trainable, self.tokenizer, self.cfg,
+                self.device, epoch)),
+            "eval_pass": count_flops(lambda: fast_predict(
+                self.model, self.valid_split, self.tokenizer, self.cfg, self.device,
+                self.fast_eval_loader)),
+            "train_steps": len(fast),
+        }  # fmt: skip
+        return self.flops
+
     def padded_tokens(self) -> dict[str, int]:
         """Text positions (B x T summed over batches) that one epoch feeds the PLM, per path."""
         fast, naive = self._train_loaders(1)
@@ -497,7 +519,39 @@ class _ModelBench:
         out["ratio_fast_over_naive"] = {"train_epoch": _stats(paired_train),
                                         "eval": _stats(paired_eval)}  # fmt: skip
         out["memory"] = memory
+        if self.flops is not None:
+            out["flops"] = {**self.flops, "per_train_sample": self.flops["train_epoch"] / n_train,
+                            "per_eval_sample": self.flops["eval_pass"] / n_valid}  # fmt: skip
         return out
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """The FLOPs ``fn()`` runs, by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
+    counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def achieved(flops: dict[str, Any], timings: dict[str, Any], probe_gflops: float | None,
+             threads: int, device: str) -> dict[str, Any]:
+    """Achieved GFLOP/s of a model's training epoch and evaluation pass (its FLOPs over the
+    median time of the fast path), beside the machine's probe x threads (thesis 6.3.1: how far
+    the code is from the machine). On a GPU the CPU probe is no bound: no fraction then."""
+    train = flops["train_epoch"] / 1e9 / timings["train_epoch_s"]["median"]
+    evaluate = flops["eval_pass"] / 1e9 / timings["eval_s"]["median"]
+    bound = probe_gflops * threads if probe_gflops and device == "cpu" else None
+    return {
+        "train_gflop_per_s": train,
+        "eval_gflop_per_s": evaluate,
+        "probe_gflop_per_s": probe_gflops,
+        "threads": threads,
+        "probe_x_threads_gflop_per_s": bound,
+        "train_fraction_of_probe_x_threads": train / bound if bound else None,
+        "eval_fraction_of_probe_x_threads": evaluate / bound if bound else None,
+    }
 
 
 def default_output(preset: str) -> Path:
@@ -628,13 +682,16 @@ def run_benchmark(
     load_competitors: int = 1,
     phase_epochs: int = 1,
     timing: bool = True,
+    flops: bool = True,
 ) -> dict[str, Any]:
     """Time the fast and naive paths of ``models`` side by side; returns the JSON record.
 
     ``load_competitors``: busy processes of the under-load measurement (0: none).
     ``phase_epochs`` > 0: the record also holds ``phases``, each model's CPU-seconds by phase
     over a training run of that many epochs with its evaluations and a small noise grid
-    (``ambcore.bench.phases``). ``timing=False``: only the machine and the phases."""
+    (``ambcore.bench.phases``). ``timing=False``: only the machine and the phases.
+    ``flops``: each model's ``flops`` (one training epoch, one evaluation pass; ``count_flops``)
+    and ``achieved`` GFLOP/s beside the probe x threads (``achieved``)."""
     from ambcore.train import resolve_device
 
     models = list(models)
@@ -687,7 +744,15 @@ def run_benchmark(
         jobs = [(n, p) for n in models for p in ("fast", "naive")]
         for name, path in tqdm(jobs, desc="peak memory", disable=not progress, leave=False):
             memory[name][path] = _memory_in_subprocess(benches[name].cfg, path, memory_steps)
+    if flops:
+        for name in tqdm(models, desc="count FLOPs", disable=not progress, leave=False):
+            benches[name].count_flops(epoch=1)
     record["models"] = {name: benches[name].report(memory[name]) for name in models}
+    probe = (record.get("machine") or {}).get("probe", {}).get("gflops")
+    for res in record["models"].values():
+        if "flops" in res:
+            res["achieved"] = achieved(res["flops"], res["fast"], probe, record["torch_threads"],
+                                       record["device"])  # fmt: skip
     record["targets"] = _targets(record["models"], record.get("paired_steps"))
     return record
 
@@ -866,6 +931,31 @@ def summary_frame(record: dict[str, Any]):
     return pd.DataFrame(rows)
 
 
+def efficiency_frame(record: dict[str, Any]):
+    """One row per model of a benchmark record that counted FLOPs: GFLOP of a training epoch
+    and of an evaluation pass, achieved GFLOP/s (fast path) and the share of probe x threads;
+    empty for a record without FLOPs."""
+    import pandas as pd
+
+    rows = []
+    for name, res in (record.get("models") or {}).items():
+        if "flops" not in res or "achieved" not in res:
+            continue
+        f, a = res["flops"], res["achieved"]
+        share = a.get("train_fraction_of_probe_x_threads")
+        rows.append({
+            "model": name,
+            "train epoch (GFLOP)": f["train_epoch"] / 1e9,
+            "eval pass (GFLOP)": f["eval_pass"] / 1e9,
+            "train (GFLOP/s)": a["train_gflop_per_s"],
+            "eval (GFLOP/s)": a["eval_gflop_per_s"],
+            "threads": a["threads"],
+            "probe × threads (GFLOP/s)": a.get("probe_x_threads_gflop_per_s"),
+            "train % of probe × threads": None if share is None else 100 * share,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def targets_frame(record: dict[str, Any]):
     """The record's targets, one row each: the limit, what each estimator measured, met or not."""
     import pandas as pd
@@ -938,6 +1028,15 @@ def _format_timings(record: dict[str, Any]) -> str:
             f"[{ratio['train_epoch']['min']:.2f}, {ratio['train_epoch']['max']:.2f}], "
             f"evaluation {ratio['eval']['median']:.2f}"
         )
+        if "achieved" in res:
+            a, f = res["achieved"], res["flops"]
+            share = a["train_fraction_of_probe_x_threads"]
+            lines.append(
+                f"{'':<18}FLOPs: training epoch {f['train_epoch'] / 1e9:.2f} GFLOP at "
+                f"{a['train_gflop_per_s']:.1f} GFLOP/s"
+                + (f" ({100 * share:.0f} % of probe x {a['threads']} threads)" if share else "")
+                + f", evaluation {f['eval_pass'] / 1e9:.2f} GFLOP at {a['eval_gflop_per_s']:.1f} GFLOP/s"
+            )
     lines.append("")
     word = lambda met: "met" if met else "MISSED"
     for text, t in record["targets"].items():

@@ -2,6 +2,7 @@
 
     python -m ambcore bench [--preset NAME] [--models amb,amb-ft,misa,mag-bert] [--repeats N]
                             [--set k=v ...] [--json] [--out results/bench-<preset>.json]
+                            [--paper-geometry PLM_DIR [--paper-models amb,amb-ft]]
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--load-competitors", type=int, default=1, metavar="N",
                    help="busy processes beside the under-load training steps of the first "
                         "model (default 1; 0 skips the measurement)")  # fmt: skip
+    p.add_argument("--paper-geometry", default=None, metavar="PLM_DIR",
+                   help="also time one training step and one evaluation batch of the paper "
+                        "preset at the geometry of PLM_DIR (python -m ambcore model standin "
+                        "--out DIR) and count the FLOPs of a MOSEI epoch (ambcore.bench.paper)")  # fmt: skip
+    p.add_argument("--paper-models", default="amb,amb-ft",
+                   help="models of --paper-geometry (default amb,amb-ft)")
     p.set_defaults(func=_bench)
 
 
@@ -76,9 +83,20 @@ def _bench(args: argparse.Namespace) -> int:
         phase_epochs=args.phase_epochs,
         timing=not args.phases_only,
     )
+    if args.paper_geometry:
+        from ambcore.bench.paper import paper_geometry
+
+        paper_models = [m.strip() for m in args.paper_models.split(",") if m.strip()]
+        record["paper_geometry"] = paper_geometry(args.paper_geometry, paper_models,
+                                                  device=str(record["device"]))  # fmt: skip
     out = Path(args.out) if args.out else default_output(cfg.preset)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, record)
-    print(json.dumps(record, indent=2) if args.json else format_report(record))
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        from ambcore.bench.paper import format_lines
+
+        print("\n".join([format_report(record), *format_lines(record.get("paper_geometry"))]))
     print(f"written: {out}", file=sys.stderr)
     return 0

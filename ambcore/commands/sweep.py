@@ -1,8 +1,8 @@
 """``sweep`` command: every cell of a sweep spec into its own run folder (see ``ambcore.sweep``).
 
     python -m ambcore sweep SPEC [--dry-run] [--backend local|submitit] [--cluster local|slurm]
-                                 [--runs-dir DIR] [--max-parallel N] [--set k=v ...] [--fail-fast]
-                                 [--max-cells N]
+                                 [--runs-dir DIR] [--max-parallel N] [--workers here|persistent|fresh]
+                                 [--set k=v ...] [--fail-fast] [--max-cells N]
 
 Finished cells (DONE, whose files check out) are skipped and unfinished ones resumed, so
 re-running a sweep after a crash, a preemption or an interruption only trains what is missing.
@@ -18,7 +18,8 @@ import shlex
 
 from ambcore import interrupt
 from ambcore.config import apply_overrides, get_config
-from ambcore.sweep import BACKENDS, CLUSTERS, MAX_CELLS, load_spec, plan, plan_frame, run_sweep
+from ambcore.sweep import (BACKENDS, CLUSTERS, MAX_CELLS, WORKERS, load_spec, plan, plan_frame,
+                           run_sweep)  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,13 +32,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the cells, their run folders and status; train nothing")  # fmt: skip
     p.add_argument("--backend", choices=BACKENDS, default="local",
-                   help="local: one cell after another in this process (default); "
-                        "submitit: one job per cell (see --cluster)")  # fmt: skip
+                   help="local: this machine, in this process or in worker processes (see "
+                        "--max-parallel, --workers; default); submitit: one job per cell "
+                        "(see --cluster)")  # fmt: skip
     p.add_argument("--cluster", choices=CLUSTERS, default="local",
                    help="for --backend submitit: local subprocesses (one per GPU) or SLURM")  # fmt: skip
     p.add_argument("--runs-dir", default=None, help="where the run folders go (overrides the spec)")
     p.add_argument("--max-parallel", type=int, default=None,
-                   help="submitit local: cells at once (default: one per visible GPU, else 1)")  # fmt: skip
+                   help="cells at once (local: worker processes, each for cell after cell; "
+                        "submitit local: default one per visible GPU, else 1)")  # fmt: skip
+    p.add_argument("--workers", choices=WORKERS, default=None,
+                   help="--backend local: 'here' (this process), 'persistent' (one worker "
+                        "process per slot for every cell) or 'fresh' (a new process per run); "
+                        "default: here with one slot, persistent with --max-parallel > 1")  # fmt: skip
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field in every cell (repeatable)")  # fmt: skip
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
@@ -52,6 +59,7 @@ def _resume_command(args: argparse.Namespace) -> str:
     argv = ["python", "-m", "ambcore", "sweep", args.spec]
     for flag, value in (("--backend", args.backend), ("--cluster", args.cluster),
                         ("--runs-dir", args.runs_dir), ("--max-parallel", args.max_parallel),
+                        ("--workers", args.workers),
                         ("--max-cells", args.max_cells if args.max_cells != MAX_CELLS else None)):
         if value is not None and not (flag in ("--backend", "--cluster") and value == "local"):
             argv += [flag, str(value)]
@@ -79,13 +87,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from ambcore.threads import child_environment, threads_per_process
 
     # Parallel cells share the cores out (one thread each on two cores, or --threads).
-    workers = args.max_parallel or 1
-    with child_environment(threads_per_process(workers, getattr(args, "threads", None))):
+    slots = args.max_parallel or 1
+    with child_environment(threads_per_process(slots, getattr(args, "threads", None))):
         result = run_sweep(
             spec,
             backend=args.backend,
             cluster=args.cluster,
             max_parallel=args.max_parallel,
+            workers=args.workers,
             fail_fast=args.fail_fast,
             progress=not args.no_progress,
         )

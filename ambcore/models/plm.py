@@ -43,6 +43,7 @@ __all__ = [
     "plm_config",
     "load_tokenizer",
     "load_plm",
+    "keep_loaded",
     "summary_spread",
     "spread_verdict",
     "TOKENIZER_FILES",
@@ -157,12 +158,48 @@ def _check_bert_family(model: torch.nn.Module, name: str) -> None:
         ) from None
 
 
+# PLMs kept by a process that trains run after run (keep_loaded); None: nothing is kept.
+_kept: dict[tuple, torch.nn.Module] | None = None
+
+
+def keep_loaded(on: bool = True) -> None:
+    """In a process that trains one run after another (a sweep's worker,
+    ``ambcore.sweep_workers``): ``load_plm`` keeps each PLM it loaded and hands out exact
+    copies of it (``copy.deepcopy``: the same weights, bit for bit), so that only the first run
+    reads the files. A folder whose files change (name, size, modification time) is read again.
+    ``on=False`` forgets what was kept."""
+    global _kept
+    _kept = {} if on else None
+
+
+def _kept_key(cfg, add_pooling_layer: bool) -> tuple:
+    random_init = bool(cfg.plm_random_init or cfg.plm == TINY_RANDOM)
+    location = None if random_init else resolve_plm_path(cfg.plm)
+    files: tuple = ()
+    if location is not None and Path(location).is_dir():
+        files = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                             for p in Path(location).iterdir() if p.is_file()))  # fmt: skip
+    return (cfg.plm, random_init, location, files, add_pooling_layer)
+
+
 def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedModel:
     """The PLM encoder named by ``cfg.plm`` (a ``transformers.BertModel`` for BERT checkpoints).
 
     Pretrained weights are read from local files only; ``cfg.plm_random_init`` (and the
-    ``tiny-random`` PLM) build the architecture with seeded random weights instead.
+    ``tiny-random`` PLM) build the architecture with seeded random weights instead. With
+    ``keep_loaded()``, a PLM loaded before is copied instead of read again.
     """
+    if _kept is None:
+        return _load_plm(cfg, add_pooling_layer)
+    import copy
+
+    key = _kept_key(cfg, add_pooling_layer)
+    if key not in _kept:
+        _kept[key] = _load_plm(cfg, add_pooling_layer)
+    return copy.deepcopy(_kept[key])
+
+
+def _load_plm(cfg, add_pooling_layer: bool) -> transformers.PreTrainedModel:
     random_init = cfg.plm_random_init or cfg.plm == TINY_RANDOM
     if random_init:
         config = plm_config(cfg.plm)
