@@ -78,6 +78,7 @@ class _NoisyLoader:
 
 TEXT_GRANULARITY = "token"  # the granularity column of the text kinds (one token at a time)
 METRICS = ("corr", "mae", "acc7")
+ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"  # in a run folder: its noisy predictions
 
 
 @dataclass
@@ -132,8 +133,10 @@ def _conditions(kinds: Sequence[str], rates: Sequence[float],
     return out
 
 
-def _predict(ev: _Evaluation, kind: str, granularity: str, rate: float, seed: int) -> dict:
-    """Metrics of one noise draw (seeded by ``seed``) and its realised corruption rate."""
+def _predict(ev: _Evaluation, kind: str, granularity: str, rate: float, seed: int,
+             keep: list | None = None) -> dict:  # fmt: skip
+    """Metrics of one noise draw (seeded by ``seed``) and its realised corruption rate;
+    ``keep``: a list the per-utterance predictions are appended to (a frame)."""
     generator = torch.Generator().manual_seed(seed)
     grain = DEFAULT_GRANULARITY if granularity == TEXT_GRANULARITY else granularity
     noisy = _NoisyLoader(ev.loader, kind, rate, generator, ev.info, grain)
@@ -144,6 +147,9 @@ def _predict(ev: _Evaluation, kind: str, granularity: str, rate: float, seed: in
         warnings.simplefilter("ignore", RuntimeWarning)  # constant predictions
         metrics = sentiment_metrics(pred.y_pred, pred.y_true)
     realised = noisy.n_corrupted / noisy.n_eligible if noisy.n_eligible else np.nan
+    if keep is not None:
+        keep.append(pd.DataFrame({"kind": kind, "granularity": granularity, "rate": rate,
+                                  "id": pred.ids, "y_true": pred.y_true, "y_pred": pred.y_pred}))  # fmt: skip
     return {**{m: metrics[m] for m in METRICS}, "realised_rate": realised}
 
 
@@ -168,6 +174,7 @@ def robustness_curve(
     progress: bool = False,
     granularities: Sequence[str] = NOISE_GRANULARITIES,
     reuse_text: bool = True,
+    predictions_out: str | Path | None = None,
 ) -> pd.DataFrame:
     """Metrics of a run's best checkpoint on ``split`` with its inputs corrupted (thesis 6.3.4).
 
@@ -183,6 +190,10 @@ def robustness_curve(
     ``reuse_text``: the text features of AMB and MISA are computed once per test batch and
     reused by the passes whose text is clean (module doc); ``False`` recomputes them in every
     pass (the same rows, bitwise).
+
+    ``predictions_out``: a CSV file that gets the per-utterance predictions of the first draw at
+    the highest rate of every kind and granularity (columns kind, granularity, rate, id, y_true,
+    y_pred): what ``ambcore.stats`` compares conditions with (``robustness_predictions``).
     """
     kinds = [kind] if isinstance(kind, str) else list(kind)
     for k in kinds:
@@ -197,18 +208,42 @@ def robustness_curve(
         ev.text_cache = TextCache(ev.model)
     conditions = _conditions(kinds, rates, granularities)
     bar = tqdm(total=len(conditions), desc=f"noise {Path(run_dir).name}", disable=not progress, leave=False)
-    clean, rows = None, []
+    clean, rows, kept = None, [], []
+    top = max(rates)
     for k, grain, rate in conditions:
         if rate == 0.0:
             clean = clean or _predict(ev, k, grain, 0.0, draw_seed(seed, k, 0))
             draws = [clean] * n_draws
         else:
-            draws = [_predict(ev, k, grain, rate, draw_seed(seed, k, d)) for d in range(n_draws)]
+            keep = kept if (predictions_out is not None and rate == top) else None
+            draws = [_predict(ev, k, grain, rate, draw_seed(seed, k, d), keep if d == 0 else None)
+                     for d in range(n_draws)]  # fmt: skip
         rows.append({**ev.identity, "kind": k, "granularity": grain, "rate": rate, "n_draws": n_draws,
                      **_summarise_draws(draws)})  # fmt: skip
         bar.update(1)
     bar.close()
+    if predictions_out is not None:
+        runs.atomic_write_text(Path(predictions_out), pd.concat(kept, ignore_index=True).to_csv(index=False))
     return pd.DataFrame(rows)
+
+
+def robustness_predictions(run_dirs: Sequence[str | Path], kind: str,
+                           granularity: str = DEFAULT_GRANULARITY) -> dict[int, pd.DataFrame]:
+    """``{seed: frame(id, y_true, y_pred)}`` of the runs' predictions at the highest rate of
+    ``kind`` (text kinds: granularity ``"token"``), from the file ``robustness_curve`` wrote
+    (``ROBUSTNESS_PREDICTIONS`` in each run folder): a cell for ``ambcore.stats.compare``."""
+    grain = TEXT_GRANULARITY if kind in TEXT_KINDS else granularity
+    out = {}
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / ROBUSTNESS_PREDICTIONS
+        if not path.exists():
+            raise ValueError(f"{path} is missing: the run's noisy predictions are needed")
+        frame = pd.read_csv(path, dtype={"id": str})
+        part = frame[(frame["kind"] == kind) & (frame["granularity"] == grain)]
+        if part.empty:
+            raise ValueError(f"{path}: no predictions of kind {kind!r}, granularity {grain!r}")
+        out[int(runs.read_config(run_dir).seed)] = part[["id", "y_true", "y_pred"]].reset_index(drop=True)
+    return out
 
 
 def select_granularity(curves: pd.DataFrame, granularity: str) -> pd.DataFrame:

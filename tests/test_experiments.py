@@ -226,13 +226,21 @@ def test_modality_drops_and_planted_truth():
     swapped = drops.copy()
     swapped.loc[swapped["kind"] == "acoustic", "drop"] = 0.5
     assert not ex.planted_truth_check(swapped, "AMB")["recovered"]
-    intro, lines = ex.planted_truth_text(drops, synthetic=True, n_runs=3, rate=1.0)
+    def family(p_visual_acoustic, diff=-0.3):
+        rows = [{"key": f"AMB|{a}<{b}", "diff": diff, "lo": diff - 0.1, "hi": diff + 0.1,
+                 "p_holm": p_visual_acoustic if a == "visual" else 0.001} for a, b in ex.MODALITY_PAIRS]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    intro, lines = ex.planted_truth_text(drops, family(0.01), synthetic=True, n_runs=3, rate=1.0)
     assert "planted" in intro and "rate 1" in intro and "single run" not in intro
-    assert lines == ["AMB: text +0.700, visual +0.200, acoustic +0.050 - recovers it"]
-    _, lines = ex.planted_truth_text(swapped, synthetic=True, n_runs=1, rate=1.0)
-    assert "does not recover it" in lines[0] and "visual above acoustic: False" in lines[0]
-    intro, lines = ex.planted_truth_text(drops, synthetic=False, n_runs=3, rate=1.0)
-    assert "no planted ground truth" in intro and lines[0].endswith("visual > acoustic: True")
+    assert lines[0].startswith("AMB: text +0.700, visual +0.200, acoustic +0.050 - recovers it: ")
+    assert "visual noise costs more than acoustic noise (corr -0.300" in lines[0]
+    _, lines = ex.planted_truth_text(drops, family(0.4), synthetic=True, n_runs=3, rate=1.0)
+    assert "does not recover it" in lines[0] and "visual against acoustic: not distinguishable" in lines[0]
+    _, lines = ex.planted_truth_text(drops, family(float("nan")), synthetic=True, n_runs=1, rate=1.0)
+    assert "does not recover it" in lines[0] and "not testable" in lines[0]
+    intro, lines = ex.planted_truth_text(drops, family(0.01), synthetic=False, n_runs=3, rate=1.0)
+    assert "no planted ground truth" in intro and "recover" not in lines[0]
 
 
 def test_design_study_cells_and_verdicts():
