@@ -243,7 +243,7 @@ def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None =
     _check_budget(cells, space, path)
     _check_ranges(cells, space, path)
     name = str(data.get("name") or path.stem)
-    root = _confined_root(data, name, path, runs_dir)
+    root = _confined_root(data, name, path, runs_dir, [c for c, _ in cells])
     return TuneSpec(name, sweep.preset, cells, space, n_trials, int(seed), root,
                     dict(data.get("pruner") or {}), str(path))  # fmt: skip
 
@@ -298,13 +298,15 @@ def _check_spec_fields(data: Mapping[str, Any], source: Path, max_trials: int) -
 
 
 def _confined_root(data: Mapping[str, Any], name: str, source: Path,
-                   runs_dir: str | os.PathLike | None) -> Path:  # fmt: skip
+                   runs_dir: str | os.PathLike | None, cells: list[str]) -> Path:  # fmt: skip
     """The studies' folder, confined as a sweep's: ``runs_dir`` (the command line's) if given,
     else the spec's ``runs_dir`` (or its name) inside the runs folder (no ``..``, no absolute
-    path, no symlink leading out)."""
-    from ambcore.sweep import confined_runs_dir
+    path, no symlink leading out); no cell's study folder a symlink out of it."""
+    from ambcore.sweep import check_inside, confined_runs_dir
 
-    return confined_runs_dir(data, name, str(source), runs_dir)
+    root = confined_runs_dir(data, name, str(source), runs_dir)
+    check_inside(root, cells, [], str(source), owner="study")
+    return root
 
 
 def _check_budget(cells, space, source) -> None:

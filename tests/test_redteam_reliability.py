@@ -205,6 +205,10 @@ def test_a_tuning_spec_cannot_follow_a_symlink_out(tmp_path, runs_root, capsys, 
     (runs_root / "link").symlink_to(outside)
     code, _, err = _cli(capsys, "tune", _tune_spec(tmp_path, runs_dir="link"))
     _one_error(code, err, "runs_dir", "link", "leads out of the runs folder")
+    (runs_root / "rt").mkdir()
+    (runs_root / "rt" / "amb").symlink_to(outside)  # a cell's study folder leading out
+    code, _, err = _cli(capsys, "tune", _tune_spec(tmp_path))
+    _one_error(code, err, "cell 'amb'", "symlink out of the study's folder")
     assert list(outside.iterdir()) == []
 
 
