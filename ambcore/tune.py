@@ -380,7 +380,8 @@ def _requeue_stale(study) -> int:
 
     state = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
-    stale = [t for t in trials if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]
+    stale = [t for t in trials
+             if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]  # fmt: skip
     for t in stale:
         study.tell(t.number, state=state.FAIL)
     queued = {t.user_attrs.get("requeued_from") for t in trials}
@@ -514,7 +515,8 @@ def _repair_journal(journal: Path, say: Callable[[str], None]) -> str:
     if not tail:
         return "ok"
     if not tail.startswith(b"{"):
-        return _journal_corrupt(journal, f"its last line is not a journal entry ({tail[:40]!r})", say)
+        why = f"its last line is not a journal entry ({tail[:40]!r})"
+        return _journal_corrupt(journal, why, say)
     with open(journal, "r+b") as fh:
         fh.truncate(end)
         fh.flush()
@@ -552,7 +554,7 @@ def _set_journal_aside(cell_dir: Path, kind: str, trials: bool) -> Path:
         moving += sorted(p for p in cell_dir.glob("trial-*") if p.is_dir() and "." not in p.name)
     moving = [p for p in moving if p.exists()]
     n = 1
-    while any(p.with_name(f"{p.name}.{kind}-{n}").exists() for p in moving + [cell_dir / STUDY_FILE]):
+    while any(p.with_name(f"{p.name}.{kind}-{n}").exists() for p in [*moving, cell_dir / STUDY_FILE]):
         n += 1
     for p in moving:
         os.replace(p, p.with_name(f"{p.name}.{kind}-{n}"))
@@ -565,6 +567,8 @@ def _load_journal(cell_dir: Path):
     journal = cell_dir / STUDY_FILE
     try:
         return _journal_storage(journal)
+    except OSError:  # a file that cannot be read or written is not a damaged journal
+        raise
     except Exception as exc:  # noqa: BLE001 - Optuna's replay raises what the entries cause
         with JournalLock(journal):
             _journal_corrupt(journal, f"Optuna cannot replay it: {type(exc).__name__}: {exc}", _say)
@@ -817,14 +821,16 @@ def _trial_value_problem(trial, folder: Path) -> str | None:
         return f"its history.csv cannot be read ({type(exc).__name__}: {exc})"
     for epoch, value in sorted(trial.intermediate_values.items()):
         if epoch not in by_epoch:
-            return f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its history.csv does not have"
+            return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its "
+                    "history.csv does not have")  # fmt: skip
         if not _close(float(value), by_epoch[epoch]):
             return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
                     f"history.csv {by_epoch[epoch]:.6g}")  # fmt: skip
     if trial.value is not None:
         finite = {e: m for e, m in by_epoch.items() if math.isfinite(m)}
         if not finite:
-            return f"the journal says value {trial.value:.6g}, its history.csv has no finite validation MAE"
+            return (f"the journal says value {trial.value:.6g}, its history.csv has no finite "
+                    "validation MAE")  # fmt: skip
         epoch = min(finite, key=finite.get)
         if not _close(float(trial.value), finite[epoch]):
             return (f"the journal says value {trial.value:.6g}, its history.csv's best "
