@@ -963,9 +963,9 @@ def _format_timeout(chapter: Chapter, nb: Path, exc: CellTimedOut, options: Book
     with contextlib.suppress(Exception):
         lines = nbformat.read(kept, as_version=4).cells[exc.cell_index].source.strip().splitlines()
         where += f" ({(lines[0] if lines else '')!r})"
-    limit = exc.limit
+    limit, preset = exc.limit, CELL_TIMEOUT_S.get(options.preset, 0)
     return (f"chapter {chapter.name} stopped: {nb} {where} ran past the cell time limit of "
-            f"{limit:g} s (the {options.preset} preset's is {CELL_TIMEOUT_S.get(options.preset, 0):g} s; "
+            f"{limit:g} s (the {options.preset} preset's is {preset:g} s; "
             f"--cell-timeout or AMB_CELL_TIMEOUT sets it); every process the chapter started was "
             f"stopped; the partially executed notebook is kept at {kept}")
 

@@ -91,6 +91,7 @@ __all__ = [
     "read_spec_file",
     "confined_runs_dir",
     "check_name",
+    "check_inside",
     "show",
 ]
 
@@ -224,7 +225,7 @@ def load_spec(
         _build_config(preset, over, seeds[0], source, cell)  # fail now, not hours later
 
     root = confined_runs_dir(data, name, source, runs_dir)
-    _check_inside(root, [c for c, _ in cells], seeds, source)
+    check_inside(root, [c for c, _ in cells], seeds, source)
     return SweepSpec(
         name=name,
         preset=preset,
@@ -276,13 +277,15 @@ def _is_inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def _check_inside(root: Path, cells: Sequence[str], seeds: Sequence[int], source: str) -> None:
-    """No cell folder leads out of the sweep's folder through a symlink."""
+def check_inside(root: Path, cells: Sequence[str], seeds: Sequence[int], source: str,
+                 owner: str = "sweep") -> None:  # fmt: skip
+    """No cell folder leads out of the ``owner``'s folder through a symlink (``seeds`` empty:
+    the cell folders only, as the tuner's studies)."""
     for cell in cells:
         for folder in [root / cell] + [root / cell / f"seed{s}" for s in seeds]:
             if folder.is_symlink() and not _is_inside(folder, root):
-                raise AmbError(f"{source}: cell {cell!r}: {folder} is a symlink out of the sweep's "
-                               f"folder {root} (to {folder.resolve()})")  # fmt: skip
+                raise AmbError(f"{source}: cell {cell!r}: {folder} is a symlink out of the "
+                               f"{owner}'s folder {root} (to {folder.resolve()})")  # fmt: skip
 
 
 def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:

@@ -273,7 +273,7 @@ def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None =
     _check_budget(cells, space, path)
     _check_ranges(cells, space, path)
     name = str(data.get("name") or path.stem)
-    root = _confined_root(data, name, path, runs_dir)
+    root = _confined_root(data, name, path, runs_dir, [c for c, _ in cells])
     return TuneSpec(name, sweep.preset, cells, space, n_trials, int(seed), root,
                     dict(data.get("pruner") or {}), str(path))  # fmt: skip
 
@@ -328,13 +328,15 @@ def _check_spec_fields(data: Mapping[str, Any], source: Path, max_trials: int) -
 
 
 def _confined_root(data: Mapping[str, Any], name: str, source: Path,
-                   runs_dir: str | os.PathLike | None) -> Path:  # fmt: skip
+                   runs_dir: str | os.PathLike | None, cells: list[str]) -> Path:  # fmt: skip
     """The studies' folder, confined as a sweep's: ``runs_dir`` (the command line's) if given,
     else the spec's ``runs_dir`` (or its name) inside the runs folder (no ``..``, no absolute
-    path, no symlink leading out)."""
-    from ambcore.sweep import confined_runs_dir
+    path, no symlink leading out); no cell's study folder a symlink out of it."""
+    from ambcore.sweep import check_inside, confined_runs_dir
 
-    return confined_runs_dir(data, name, str(source), runs_dir)
+    root = confined_runs_dir(data, name, str(source), runs_dir)
+    check_inside(root, cells, [], str(source), owner="study")
+    return root
 
 
 def _check_budget(cells, space, source) -> None:
@@ -415,7 +417,8 @@ def _requeue_stale(study) -> int:
 
     state = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
-    stale = [t for t in trials if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]
+    stale = [t for t in trials
+             if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]  # fmt: skip
     for t in stale:
         study.tell(t.number, state=state.FAIL)
     queued = {t.user_attrs.get("requeued_from") for t in trials}
@@ -549,7 +552,8 @@ def _repair_journal(journal: Path, say: Callable[[str], None]) -> str:
     if not tail:
         return "ok"
     if not tail.startswith(b"{"):
-        return _journal_corrupt(journal, f"its last line is not a journal entry ({tail[:40]!r})", say)
+        why = f"its last line is not a journal entry ({tail[:40]!r})"
+        return _journal_corrupt(journal, why, say)
     with open(journal, "r+b") as fh:
         fh.truncate(end)
         fh.flush()
@@ -587,7 +591,7 @@ def _set_journal_aside(cell_dir: Path, kind: str, trials: bool) -> Path:
         moving += sorted(p for p in cell_dir.glob("trial-*") if p.is_dir() and "." not in p.name)
     moving = [p for p in moving if p.exists()]
     n = 1
-    while any(p.with_name(f"{p.name}.{kind}-{n}").exists() for p in moving + [cell_dir / STUDY_FILE]):
+    while any(p.with_name(f"{p.name}.{kind}-{n}").exists() for p in [*moving, cell_dir / STUDY_FILE]):
         n += 1
     for p in moving:
         os.replace(p, p.with_name(f"{p.name}.{kind}-{n}"))
@@ -600,6 +604,8 @@ def _load_journal(cell_dir: Path):
     journal = cell_dir / STUDY_FILE
     try:
         return _journal_storage(journal)
+    except OSError:  # a file that cannot be read or written is not a damaged journal
+        raise
     except Exception as exc:  # noqa: BLE001 - Optuna's replay raises what the entries cause
         with JournalLock(journal):
             _journal_corrupt(journal, f"Optuna cannot replay it: {type(exc).__name__}: {exc}", _say)
@@ -848,7 +854,8 @@ def _trial_value_problem(trial, folder: Path) -> str | None:
         return f"its history.csv cannot be read ({type(exc).__name__}: {exc})"
     for epoch, value in sorted(trial.intermediate_values.items()):
         if epoch not in by_epoch:
-            return f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its history.csv does not have"
+            return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its "
+                    "history.csv does not have")  # fmt: skip
         if not _close(float(value), by_epoch[epoch]):
             return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
                     f"history.csv {by_epoch[epoch]:.6g}")  # fmt: skip
@@ -861,7 +868,8 @@ def _trial_value_problem(trial, folder: Path) -> str | None:
     if trial.value is not None:
         finite = {e: m for e, m in by_epoch.items() if math.isfinite(m)}
         if not finite:
-            return f"the journal says value {trial.value:.6g}, its history.csv has no finite validation MAE"
+            return (f"the journal says value {trial.value:.6g}, its history.csv has no finite "
+                    "validation MAE")  # fmt: skip
         epoch = min(finite, key=finite.get)
         if not _close(float(trial.value), finite[epoch]):
             return (f"the journal says value {trial.value:.6g}, its history.csv's best "

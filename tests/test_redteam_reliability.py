@@ -205,6 +205,10 @@ def test_a_tuning_spec_cannot_follow_a_symlink_out(tmp_path, runs_root, capsys, 
     (runs_root / "link").symlink_to(outside)
     code, _, err = _cli(capsys, "tune", _tune_spec(tmp_path, runs_dir="link"))
     _one_error(code, err, "runs_dir", "link", "leads out of the runs folder")
+    (runs_root / "rt").mkdir()
+    (runs_root / "rt" / "amb").symlink_to(outside)  # a cell's study folder leading out
+    code, _, err = _cli(capsys, "tune", _tune_spec(tmp_path))
+    _one_error(code, err, "cell 'amb'", "symlink out of the study's folder")
     assert list(outside.iterdir()) == []
 
 
@@ -323,7 +327,8 @@ def test_a_journal_with_a_cut_last_line_drops_it_and_reruns_the_trial(tmp_path, 
 
 
 @pytest.mark.parametrize("garbage", [b"this is not a journal\n", b"\x00\xff\x10 binary",
-                                     b'{"op_code": 0}\n{"op_cod', b"[1, 2, 3]\n"])  # fmt: skip
+                                     b'{"op_code": 0}\n{"op_cod', b"[1, 2, 3]\n",
+                                     b'{"op_code": 42, "worker_id": "w"}\n'])  # fmt: skip
 def test_an_unreadable_journal_is_set_aside_and_the_study_restarts(tmp_path, runs_root, capsys,
                                                                    fake, garbage):  # fmt: skip
     spec, journal = _a_finished_study(tmp_path, runs_root)
