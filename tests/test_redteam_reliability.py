@@ -50,8 +50,9 @@ def _lines(text: str) -> list[str]:
 
 
 def _one_error(code: int, err: str, *needles: str) -> str:
-    """A refusal: exit 2, exactly one line on stderr, ``error: ...`` naming every needle."""
-    assert code == 2, err[-2000:]
+    """A refusal: exit 1 (2 is for a command line that does not parse), one line on stderr,
+    ``error: ...`` naming every needle."""
+    assert code == 1, err[-2000:]
     assert "Traceback" not in err, err[-2000:]
     lines = _lines(err)
     assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
@@ -456,7 +457,7 @@ def test_a_hung_cell_stops_the_book_in_one_line_and_every_process_with_it(tmp_pa
         alive = False
     if alive:
         os.kill(worker, signal.SIGKILL)
-    assert child.returncode == 2 and "Traceback" not in child.stderr, child.stderr[-3000:]
+    assert child.returncode == 1 and "Traceback" not in child.stderr, child.stderr[-3000:]
     errors = [line for line in child.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, child.stderr[-3000:]
     line = errors[0]
