@@ -1210,6 +1210,22 @@ class BenchmarkRecord:
     efficiency: Any = None  # its FLOPs and achieved GFLOP/s (``ambcore.bench.efficiency_frame``)
     paper: Any = None  # its paper-geometry step (``ambcore.bench.paper.paper_geometry_frame``)
 
+    def tables(self) -> list[tuple[Any, str]]:
+        """(frame, caption) of every table the Status page shows for this record, in order."""
+        shown = [(self.table, f"Benchmark {self.caption}")]
+        if self.efficiency is not None and not self.efficiency.empty:
+            shown.append((self.efficiency, f"FLOPs and achieved rate of {self.name}: one training "
+                          "epoch and one evaluation pass (fast path), counted by FlopCounterMode, "
+                          "against the probe × threads"))  # fmt: skip
+        if self.paper is not None and not self.paper.empty:
+            shown.append((self.paper, f"The paper preset at bert-base geometry, {self.name}: one "
+                          "training step and one evaluation batch here, and a MOSEI epoch (the "
+                          "seconds at a given TFLOP/s are an ESTIMATE, not a measurement)"))  # fmt: skip
+        if self.targets is not None and not self.targets.empty:
+            shown.append((self.targets, f"Targets of {self.name}: the ratio by each estimator "
+                          "(median of rounds or pairs; fastest rounds or steps)"))  # fmt: skip
+        return shown
+
 
 def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRecord]:
     """Every benchmark JSON under results/ (``bench*.json``, ``*_bench*.json``).

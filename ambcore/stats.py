@@ -78,6 +78,7 @@ __all__ = [
     "available_predictions",
     "video_of",
     "bootstrap_ci",
+    "run_interval",
     "cell_intervals",
     "PairedResult",
     "compare",
@@ -298,6 +299,28 @@ def bootstrap_ci(
         parts = [(_var(full[metric]) / n, n - 1), (_shared_variance(boot[metric]), n_videos - 1)]
         _, _, lo, hi, _ = _t_interval(estimate, parts, level)
         out[metric] = {"estimate": estimate, "lo": lo, "hi": hi}
+    return out
+
+
+def run_interval(
+    predictions: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """One run's metrics and their percentile intervals over a cluster bootstrap of the test
+    videos: how much the numbers of *this* run depend on which videos are in the test split
+    (a single run says nothing of the seed-to-seed variance; a cell's ``bootstrap_ci`` does).
+    ``predictions``: a frame with id, y_true, y_pred. Returns ``{metric: {"estimate", "lo",
+    "hi"}}`` for ``CI_METRICS``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    _, ids, y, p = _stack({0: predictions})
+    weights, _ = _video_weights(ids, n_boot, np.random.default_rng(seed))
+    full, boot = _run_metrics(y, p, weights)
+    alpha = (1 - level) / 2
+    out = {}
+    for metric in CI_METRICS:
+        finite = boot[metric][0][np.isfinite(boot[metric][0])]
+        lo, hi = np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (np.nan, np.nan)
+        out[metric] = {"estimate": float(full[metric][0]), "lo": float(lo), "hi": float(hi)}
     return out
 
 

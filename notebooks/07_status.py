@@ -123,16 +123,5 @@ benches = benchmark_tables(results_dir or None)
 if not benches:
     display(missing_note("benchmark files", "No results/bench*.json or results/*_bench*.json yet."))
 for record in benches:
-    display(numbered_table(record.table, f"Benchmark {record.caption}"))
-    if record.efficiency is not None and not record.efficiency.empty:
-        display(numbered_table(record.efficiency, f"FLOPs and achieved rate of {record.name}: "
-                               "one training epoch and one evaluation pass (fast path), counted "
-                               "by FlopCounterMode, against the probe × threads"))
-    if record.paper is not None and not record.paper.empty:
-        display(numbered_table(record.paper, f"The paper preset at bert-base geometry, "
-                               f"{record.name}: one training step and one evaluation batch "
-                               "here, and a MOSEI epoch (the seconds at a given TFLOP/s are "
-                               "an ESTIMATE, not a measurement)"))
-    if record.targets is not None and not record.targets.empty:
-        display(numbered_table(record.targets, f"Targets of {record.name}: the ratio by each "
-                               "estimator (median of rounds or pairs; fastest rounds or steps)"))
+    for frame, caption in record.tables():
+        display(numbered_table(frame, caption))

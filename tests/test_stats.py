@@ -237,3 +237,12 @@ def test_the_old_per_utterance_test_would_fail_the_calibration():
         lo, hi = np.quantile(boot, [0.025, 0.975])
         rejected += not lo <= 0 <= hi
     assert rejected / n_sims > 0.10
+
+
+def test_one_run_gets_an_interval_over_test_videos_only():
+    ids, y = _split()
+    run = _cell(ids, y, n_runs=1)[0]
+    ci = stats.run_interval(run, n_boot=300)
+    for metric in stats.CI_METRICS:
+        assert ci[metric]["lo"] < ci[metric]["estimate"] < ci[metric]["hi"], metric
+    assert ci["mae"]["estimate"] == pytest.approx(sentiment_metrics(run["y_pred"], run["y_true"])["mae"])

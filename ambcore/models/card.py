@@ -4,7 +4,7 @@
 variant, trainable parameters, inputs and output), which PLM it needs and its configuration. A
 finished run rewrites the card of its ``best/`` (``checkpoint.write_model_card``) with the data it was
 trained on (and the SYNTHETIC warning where it applies) and its metrics on valid and test, each
-test number with its 95 % bootstrap interval over the test utterances (``ambcore.stats``).
+test number with its 95 % bootstrap interval over the test videos (``ambcore.stats.run_interval``).
 
 The YAML block at the top is ``huggingface_hub.ModelCardData``: library ``ambcore``, tags,
 the PLM as ``base_model`` when it is a Hub model, and ``model-index`` results on the test split.
@@ -65,8 +65,10 @@ def _metrics_section(metrics: Mapping | None, intervals: Mapping | None) -> list
     n_test = (metrics.get("test") or {}).get("n")
     if intervals:
         with_ci = ", ".join(title for key, title in CARD_METRICS if key in intervals)
-        lines += ["", f"Test numbers: the estimate and, for {with_ci}, its 95 % percentile bootstrap "
-                      f"interval over the {n_test or 'N'} test utterances (`ambcore.stats.bootstrap_ci`). The "
+        lines += ["", f"Test numbers: the estimate and, for {with_ci}, its 95 % percentile interval "
+                      f"over a bootstrap of the test videos ({n_test or 'N'} utterances; "
+                      "`ambcore.stats.run_interval`): this run only, so another seed's spread is not "
+                      "in it. The "
                       "mean-label predictor always predicts the training labels' mean: a model "
                       "that does not beat it has learnt nothing."]  # fmt: skip
     elif metrics.get("valid_only"):
@@ -111,7 +113,7 @@ def _card_data(model, metrics: Mapping | None, intervals: Mapping | None) -> Mod
 def model_card(model, metrics: Mapping | None = None, intervals: Mapping | None = None,
                **_ignored) -> ModelCard:  # fmt: skip
     """The card of ``model``; ``metrics``: a run's metrics.json (data, splits' metrics),
-    ``intervals``: ``stats.bootstrap_ci`` of its test predictions."""
+    ``intervals``: ``stats.run_interval`` of its test predictions."""
     from ambcore.models import count_parameters, design_label
 
     cfg = model.cfg

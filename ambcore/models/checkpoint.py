@@ -200,12 +200,12 @@ def write_model_card(directory: str | os.PathLike, model, metrics: dict | None =
                      test_predictions=None) -> Path:  # fmt: skip
     """Rewrite ``directory``'s model card with a finished run's ``metrics`` (metrics.json) and
     the 95 % bootstrap intervals of its ``test_predictions`` (a frame: id, y_true, y_pred;
-    ``ambcore.stats.bootstrap_ci``, seeded)."""
+    ``ambcore.stats.run_interval``: over the test videos, seeded)."""
     from ambcore import stats
 
     intervals = None
     if test_predictions is not None and len(test_predictions) > 1:
-        intervals = stats.bootstrap_ci({0: test_predictions})
+        intervals = stats.run_interval(test_predictions)
     path = Path(directory) / CARD_FILE
     _atomic_write_text(path, str(model.generate_model_card(metrics=metrics, intervals=intervals)))
     return path
