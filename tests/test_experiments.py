@@ -235,6 +235,13 @@ def test_modality_drops_and_planted_truth():
     assert "planted" in intro and "rate 1" in intro and "single run" not in intro
     assert lines[0].startswith("AMB: text +0.700, visual +0.200, acoustic +0.050 - recovers it: ")
     assert "visual noise costs more than acoustic noise (corr -0.300" in lines[0]
+    one_text = family(0.01)
+    one_text.loc[0, "p_holm"] = 0.5  # deletion against visual not distinguishable; replacement called
+    _, lines = ex.planted_truth_text(drops, one_text, synthetic=True, n_runs=3, rate=1.0)
+    assert "recovers it" in lines[0] and "deletion against visual: not distinguishable" in lines[0]
+    no_text = family(0.01)
+    no_text.loc[[0, 1], "p_holm"] = 0.5
+    assert "does not recover it" in ex.planted_truth_text(drops, no_text, True, 3, 1.0)[1][0]
     _, lines = ex.planted_truth_text(drops, family(0.4), synthetic=True, n_runs=3, rate=1.0)
     assert "does not recover it" in lines[0] and "visual against acoustic: not distinguishable" in lines[0]
     _, lines = ex.planted_truth_text(drops, family(float("nan")), synthetic=True, n_runs=1, rate=1.0)
