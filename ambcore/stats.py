@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from ambcore.data.loaders import ID_SEPARATOR  # MMSA's ids: video$_$clip
 from ambcore.errors import AmbError
 
 __all__ = [
@@ -100,7 +101,6 @@ METRIC_LABELS = {"mae": "MAE", "corr": "Corr", "acc7": "Acc-7", "acc2_non0": "Ac
                  "f1_non0": "F1"}  # fmt: skip
 HIGHER_IS_BETTER = {"mae": False, "corr": True, "acc7": True, "acc2_non0": True, "f1_non0": True}
 PREDICTIONS_FILE = "test_predictions.csv"
-VIDEO_SEPARATOR = "$_$"  # MMSA's ids: video$_$clip
 
 # seed -> frame with columns id, y_true, y_pred (one row per test utterance)
 SeedPredictions = Mapping[int, pd.DataFrame]
@@ -146,7 +146,7 @@ def available_predictions(runs_frame: pd.DataFrame, runs_dir: str | os.PathLike)
 def video_of(ids: Sequence[str]) -> np.ndarray:
     """The video (cluster) of each utterance id: the part before ``$_$``; an id without it is
     its own cluster."""
-    return np.array([i.split(VIDEO_SEPARATOR, 1)[0] if VIDEO_SEPARATOR in i else i
+    return np.array([i.split(ID_SEPARATOR, 1)[0] if ID_SEPARATOR in i else i
                      for i in map(str, ids)], dtype=object)  # fmt: skip
 
 
