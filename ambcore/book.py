@@ -20,9 +20,9 @@ model that produced the numbers, so a build on synthetic data can never be read 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import html
-import dataclasses
 import json
 import os
 import platform
@@ -32,11 +32,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-from ambcore.config import CELL_TIMEOUT_S, Config, cell_timeout as preset_cell_timeout, get_config
+from ambcore.config import CELL_TIMEOUT_S, Config, get_config
+from ambcore.config import cell_timeout as preset_cell_timeout
 from ambcore.errors import AmbError
 from ambcore.interrupt import watched
 from ambcore.paths import PROJECT_ROOT, data_from_env
@@ -243,9 +245,13 @@ def banner(source: Any) -> Banner:
 
 
 def config_from_parameters(
-    preset: str, data: str | None = "", plm: str | None = "", seed: int | None = None,
-    tuned_for: str | None = None, **overrides,
-) -> Config:  # fmt: skip
+    preset: str,
+    data: str | None = "",
+    plm: str | None = "",
+    seed: int | None = None,
+    tuned_for: str | None = None,
+    **overrides,
+) -> Config:
     """The chapters' config from their papermill parameters (empty values keep the preset's).
 
     ``AMB_PLM`` switches the language model when ``plm`` is empty, as ``AMB_DATA`` does for the
@@ -277,7 +283,7 @@ def _log(message: str) -> None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -343,7 +349,11 @@ def _update_inputs(old, new):
 def _write_placeholder(chapter: Chapter, out_dir: Path, reason: str) -> Path:
     page = out_dir / f"{chapter.name}.md"
     (out_dir / f"{chapter.name}.ipynb").unlink(missing_ok=True)
-    about = f" It covers thesis section {chapter.thesis_section}." if chapter.thesis_section != "-" else ""
+    about = (
+        f" It covers thesis section {chapter.thesis_section}."
+        if chapter.thesis_section != "-"
+        else ""
+    )
     page.write_text(
         f"# {chapter.title}\n\n"
         f'<div class="admonition warning {PLACEHOLDER_MARK}">'
@@ -501,16 +511,27 @@ class BookOptions:
         import shlex
 
         args = ["--preset", self.preset]
-        for flag, value in (("--data", self.data), ("--plm", self.plm), ("--seed", self.seed),
-                            ("--results-dir", self.results_dir)):  # fmt: skip
+        for flag, value in (
+            ("--data", self.data),
+            ("--plm", self.plm),
+            ("--seed", self.seed),
+            ("--results-dir", self.results_dir),
+        ):
             if value not in (None, ""):
                 args += [flag, str(value)]
         if self.book_dir != default_book_dir().resolve():
             args += ["--book-dir", str(self.book_dir)]
         if self.out_dir != self.book_dir / "executed":
             args += ["--out", str(self.out_dir)]
-        args += [flag for flag, on in (("--no-build", not self.build), ("-W", self.warnings_as_errors),
-                                       ("--no-sync", not self.sync)) if on]  # fmt: skip
+        args += [
+            flag
+            for flag, on in (
+                ("--no-build", not self.build),
+                ("-W", self.warnings_as_errors),
+                ("--no-sync", not self.sync),
+            )
+            if on
+        ]
         from ambcore.overrides import from_env
 
         for key, value in from_env(self.set_env).items():
@@ -585,11 +606,25 @@ def run_book(
     Ctrl-C or SIGTERM stops every process the job started (``stop_descendants``), records the
     chapter as interrupted and raises ``BookInterrupted`` naming the command that resumes.
     """
-    options = _book_options(preset, data, plm, seed, build, warnings_as_errors, sync,
-                            results_dir, book_dir, out_dir, notebooks_dir)  # fmt: skip
-    options = dataclasses.replace(options, set_env=overrides_env(overrides),
-                                  chapter_params=parse_chapter_params(chapter_params),
-                                  cell_timeout=_cell_timeout(preset, cell_timeout))
+    options = _book_options(
+        preset,
+        data,
+        plm,
+        seed,
+        build,
+        warnings_as_errors,
+        sync,
+        results_dir,
+        book_dir,
+        out_dir,
+        notebooks_dir,
+    )
+    options = dataclasses.replace(
+        options,
+        set_env=overrides_env(overrides),
+        chapter_params=parse_chapter_params(chapter_params),
+        cell_timeout=_cell_timeout(preset, cell_timeout),
+    )
     cfg = _checked_config(options)
     selected = select_chapters(chapters)
     options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -603,10 +638,17 @@ def run_book(
         _finish_timings(job, time.perf_counter() - t_book)
         html_dir = None
         if build:
-            html_dir = _resumable(job, None, received, lambda: build_book(
-                options.book_dir, warnings_as_errors=warnings_as_errors, log=log))
-    return BookResult(executed=job.executed, missing=job.missing, timings_path=job.timings_path,
-                      html_dir=html_dir)  # fmt: skip
+            html_dir = _resumable(
+                job,
+                None,
+                received,
+                lambda: build_book(
+                    options.book_dir, warnings_as_errors=warnings_as_errors, log=log
+                ),
+            )
+    return BookResult(
+        executed=job.executed, missing=job.missing, timings_path=job.timings_path, html_dir=html_dir
+    )
 
 
 def _cell_timeout(preset: str, given: float | str | None) -> float | None:
@@ -616,8 +658,19 @@ def _cell_timeout(preset: str, given: float | str | None) -> float | None:
     return None if limit == CELL_TIMEOUT_S.get(preset) else float(limit or 0)
 
 
-def _book_options(preset, data, plm, seed, build, warnings_as_errors, sync, results_dir,
-                  book_dir, out_dir, notebooks_dir) -> BookOptions:
+def _book_options(
+    preset,
+    data,
+    plm,
+    seed,
+    build,
+    warnings_as_errors,
+    sync,
+    results_dir,
+    book_dir,
+    out_dir,
+    notebooks_dir,
+) -> BookOptions:
     """Resolve the folders; the book reads executed notebooks only from BOOK_DIR/executed."""
     book_dir = Path(book_dir or default_book_dir()).resolve()
     notebooks_dir = Path(notebooks_dir or default_notebooks_dir()).resolve()
@@ -627,10 +680,19 @@ def _book_options(preset, data, plm, seed, build, warnings_as_errors, sync, resu
             f"the book reads executed notebooks from {book_dir / 'executed'}, not {out_dir}; "
             "use --no-build to execute the chapters elsewhere"
         )
-    return BookOptions(preset=preset, data=data, plm=plm, seed=seed, build=build,
-                       warnings_as_errors=warnings_as_errors, sync=sync,
-                       results_dir=Path(results_dir).resolve() if results_dir is not None else None,
-                       book_dir=book_dir, out_dir=out_dir, notebooks_dir=notebooks_dir)  # fmt: skip
+    return BookOptions(
+        preset=preset,
+        data=data,
+        plm=plm,
+        seed=seed,
+        build=build,
+        warnings_as_errors=warnings_as_errors,
+        sync=sync,
+        results_dir=Path(results_dir).resolve() if results_dir is not None else None,
+        book_dir=book_dir,
+        out_dir=out_dir,
+        notebooks_dir=notebooks_dir,
+    )
 
 
 def _checked_config(options: BookOptions) -> Config:
@@ -674,8 +736,9 @@ def _kernel_environment(options: BookOptions) -> dict[str, str]:
     return env
 
 
-def _start_job(options: BookOptions, cfg: Config, selected: list[Chapter],
-               log: Callable[[str], None]) -> _Job:
+def _start_job(
+    options: BookOptions, cfg: Config, selected: list[Chapter], log: Callable[[str], None]
+) -> _Job:
     """The job's shared state, with the timings record of this build started."""
     timings = _read_json(options.out_dir / "timings.json")
     timings["book"] = {
@@ -690,9 +753,16 @@ def _start_job(options: BookOptions, cfg: Config, selected: list[Chapter],
         "chapter_params": dict(options.chapter_params),
     }
     timings.setdefault("chapters", {})
-    return _Job(options=options, parameters=_papermill_parameters(options),
-                kernel_env=_kernel_environment(options), timings=timings, log=log,
-                executed=[], missing=[], selected=selected)  # fmt: skip
+    return _Job(
+        options=options,
+        parameters=_papermill_parameters(options),
+        kernel_env=_kernel_environment(options),
+        timings=timings,
+        log=log,
+        executed=[],
+        missing=[],
+        selected=selected,
+    )
 
 
 def _finish_timings(job: _Job, seconds: float) -> None:
@@ -718,7 +788,9 @@ def tuning_step(job: _Job, retune: bool = False) -> str:
     with _environment({"AMB_RESULTS": str(_results_dir(options))}):
         current = tune.current_record(options.preset) if spec.exists() else None
     if not spec.exists():
-        said = f"tuning: no spec for the {options.preset} preset; the cells keep their recipes' values"
+        said = (
+            f"tuning: no spec for the {options.preset} preset; the cells keep their recipes' values"
+        )
     elif current is not None and not retune:
         said = f"tuning: {record.name} matches {spec.name}; its chosen values are used"
     else:
@@ -753,7 +825,8 @@ def _record_missing(job: _Job, chapter: Chapter, prefix: str) -> None:
     job.missing.append(chapter.name)
     job.chapter_times[chapter.name] = {"status": "missing", "seconds": None, "finished": _now()}
     _write_placeholder(
-        chapter, job.options.out_dir,
+        chapter,
+        job.options.out_dir,
         f"The notebook notebooks/{chapter.name}.py of this chapter does not exist yet.",
     )
     job.log(f"{prefix}: MISSING (notebooks/{chapter.name}.py does not exist)")
@@ -770,7 +843,8 @@ def _keep_last_copy(job: _Job, chapter: Chapter, prefix: str) -> None:
         return
     times[chapter.name] = {"status": "not executed", "seconds": None, "finished": _now()}
     _write_placeholder(
-        chapter, job.options.out_dir,
+        chapter,
+        job.options.out_dir,
         f"This chapter was not executed in this build (run `python -m ambcore book "
         f"--chapters {chapter.name[:2]}`).",
     )
@@ -783,8 +857,10 @@ def _execute_chapter(job: _Job, chapter: Chapter, prefix: str) -> None:
     out_dir = job.options.out_dir
     running = out_dir / f".{chapter.name}.running.ipynb"
     shown = _shown_source(chapter, job.options.notebooks_dir)
-    job.log(f"{prefix}: executing {shown.relative_to(job.options.notebooks_dir.parent)} "
-            f"with {', '.join(f'{k}={v}' for k, v in params.items())}")  # fmt: skip
+    job.log(
+        f"{prefix}: executing {shown.relative_to(job.options.notebooks_dir.parent)} "
+        f"with {', '.join(f'{k}={v}' for k, v in params.items())}"
+    )
     job.save_timings()
     t0, cpu0 = time.perf_counter(), _children_cpu_seconds()
     try:
@@ -800,8 +876,13 @@ def _execute_chapter(job: _Job, chapter: Chapter, prefix: str) -> None:
     os.replace(running, out_dir / f"{chapter.name}.ipynb")
     book = job.timings["book"]
     job.chapter_times[chapter.name] = {
-        "status": "ok", "seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2),
-        "finished": _now(), "preset": job.options.preset, "data": book["data"], "plm": book["plm"],
+        "status": "ok",
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "finished": _now(),
+        "preset": job.options.preset,
+        "data": book["data"],
+        "plm": book["plm"],
     }
     job.save_timings()
     job.executed.append(chapter.name)
@@ -846,9 +927,15 @@ def _papermill(job: _Job, source_nb: Path, running: Path, params: dict[str, Any]
     with _environment(job.kernel_env), CellClock(job.options.cell_limit) as clock:
         try:
             papermill.execute_notebook(
-                str(source_nb), str(running), parameters=params, kernel_name="python3",
-                language="python", cwd=str(job.options.notebooks_dir), progress_bar=True,
-                log_output=False, on_cell_execute=clock.on_cell_execute,
+                str(source_nb),
+                str(running),
+                parameters=params,
+                kernel_name="python3",
+                language="python",
+                cwd=str(job.options.notebooks_dir),
+                progress_bar=True,
+                log_output=False,
+                on_cell_execute=clock.on_cell_execute,
                 on_cell_executed=clock.on_cell_executed,
             )
         except Exception as exc:
@@ -910,7 +997,7 @@ class CellClock:
     def filter(self, record) -> bool:  # a logging filter on papermill's logger
         return self.fired is None
 
-    def __enter__(self) -> "CellClock":
+    def __enter__(self) -> CellClock:
         import logging
 
         if self.limit:
@@ -928,8 +1015,15 @@ class CellClock:
             logging.getLogger("papermill").removeFilter(self)
 
 
-def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: float,
-                    source_nb: Path, running: Path, shown: Path) -> None:
+def _record_failure(
+    job: _Job,
+    chapter: Chapter,
+    exc: BaseException,
+    seconds: float,
+    source_nb: Path,
+    running: Path,
+    shown: Path,
+) -> None:
     """Keep the partial notebook as NN.failed.ipynb, record the chapter, and raise: a
     ``BookError`` naming notebook and cell, or the interruption itself."""
     source_nb.unlink(missing_ok=True)
@@ -940,8 +1034,10 @@ def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: fl
     timed_out = isinstance(exc, CellTimedOut)
     status = "interrupted" if interrupted else "timed out" if timed_out else "failed"
     job.chapter_times[chapter.name] = {
-        "status": status, "seconds": round(seconds, 2),
-        "finished": _now(), "preset": job.options.preset,
+        "status": status,
+        "seconds": round(seconds, 2),
+        "finished": _now(),
+        "preset": job.options.preset,
         "error": f"{getattr(exc, 'ename', type(exc).__name__)}",
     }
     job.timings["book"]["finished"] = _now()
@@ -953,8 +1049,9 @@ def _record_failure(job: _Job, chapter: Chapter, exc: BaseException, seconds: fl
     raise BookError(_format_failure(chapter, shown, exc, kept)) from exc
 
 
-def _format_timeout(chapter: Chapter, nb: Path, exc: CellTimedOut, options: BookOptions,
-                    kept: Path) -> str:  # fmt: skip
+def _format_timeout(
+    chapter: Chapter, nb: Path, exc: CellTimedOut, options: BookOptions, kept: Path
+) -> str:
     """One line: the chapter, the cell that ran past the limit (its first line, from the kept
     notebook), the limit and where it comes from."""
     import nbformat
@@ -964,10 +1061,12 @@ def _format_timeout(chapter: Chapter, nb: Path, exc: CellTimedOut, options: Book
         lines = nbformat.read(kept, as_version=4).cells[exc.cell_index].source.strip().splitlines()
         where += f" ({(lines[0] if lines else '')!r})"
     limit, preset = exc.limit, CELL_TIMEOUT_S.get(options.preset, 0)
-    return (f"chapter {chapter.name} stopped: {nb} {where} ran past the cell time limit of "
-            f"{limit:g} s (the {options.preset} preset's is {preset:g} s; "
-            f"--cell-timeout or AMB_CELL_TIMEOUT sets it); every process the chapter started was "
-            f"stopped; the partially executed notebook is kept at {kept}")
+    return (
+        f"chapter {chapter.name} stopped: {nb} {where} ran past the cell time limit of "
+        f"{limit:g} s (the {options.preset} preset's is {preset:g} s; "
+        f"--cell-timeout or AMB_CELL_TIMEOUT sets it); every process the chapter started was "
+        f"stopped; the partially executed notebook is kept at {kept}"
+    )
 
 
 def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Callable[[], Any]):
@@ -982,15 +1081,23 @@ def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Ca
         signum = received[0] if received else signal.SIGINT
     again = job.options.command()
     if chapter is None:
-        where, resume, hint = "while building the book", again, f"run the same command again: {again}"
+        where, resume, hint = (
+            "while building the book",
+            again,
+            f"run the same command again: {again}",
+        )
     else:
         where = f"during chapter {chapter.name}"
         rest = [c for c in job.selected if CHAPTERS.index(c) >= CHAPTERS.index(chapter)]
         resume = job.options.command(rest or [chapter])
-        hint = (f"resume with: {resume} (or the same command again: {again}; finished runs are "
-                "reused and unfinished ones continue from their last finished epoch)")
-    message = (f"interrupted ({signal.Signals(signum).name}) {where}; every process it started "
-               f"was stopped; {hint}")
+        hint = (
+            f"resume with: {resume} (or the same command again: {again}; finished runs are "
+            "reused and unfinished ones continue from their last finished epoch)"
+        )
+    message = (
+        f"interrupted ({signal.Signals(signum).name}) {where}; every process it started "
+        f"was stopped; {hint}"
+    )
     job.log(message)
     raise BookInterrupted(message, resume=resume, signum=int(signum)) from None
 
@@ -1040,13 +1147,16 @@ def jupyter_book_executable() -> str:
     local = Path(sys.executable).with_name("jupyter-book")
     found = str(local) if local.exists() else shutil.which("jupyter-book")
     if not found:
-        raise BookError("jupyter-book is not installed (the book extra: pip install -e \".[book]\" "
-                        "-c constraints.txt, which scripts/setup.sh runs)")
+        raise BookError(
+            'jupyter-book is not installed (the book extra: pip install -e ".[book]" '
+            "-c constraints.txt, which scripts/setup.sh runs)"
+        )
     return found
 
 
 def build_book(
-    book_dir: Path | None = None, warnings_as_errors: bool = False,
+    book_dir: Path | None = None,
+    warnings_as_errors: bool = False,
     log: Callable[[str], None] = _log,
 ) -> Path:
     """``jupyter-book build BOOK_DIR`` (``-W --keep-going`` with warnings_as_errors); the HTML dir."""
@@ -1089,7 +1199,15 @@ def _memory_gib() -> float | None:
 
 
 # Beyond the training packages that a run folder's env.json records.
-BOOK_PACKAGES = ("pandas", "matplotlib", "jupyter-book", "myst-nb", "sphinx", "papermill", "jupytext")
+BOOK_PACKAGES = (
+    "pandas",
+    "matplotlib",
+    "jupyter-book",
+    "myst-nb",
+    "sphinx",
+    "papermill",
+    "jupytext",
+)
 
 
 def environment_report() -> dict[str, Any]:
@@ -1171,15 +1289,17 @@ def timings_table(timings: Mapping[str, Any] | None):
         status = entry.get("status", "not run")
         if entry.get("earlier_build"):
             status += " (earlier build)"
-        rows.append({
-            "chapter": chapter.name,
-            "title": chapter.title,
-            "status": status,
-            "wall time (s)": entry.get("seconds"),
-            "CPU time (s)": entry.get("cpu_seconds"),
-            "preset": entry.get("preset", ""),
-            "finished (UTC)": entry.get("finished", ""),
-        })
+        rows.append(
+            {
+                "chapter": chapter.name,
+                "title": chapter.title,
+                "status": status,
+                "wall time (s)": entry.get("seconds"),
+                "CPU time (s)": entry.get("cpu_seconds"),
+                "preset": entry.get("preset", ""),
+                "finished (UTC)": entry.get("finished", ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -1214,16 +1334,31 @@ class BenchmarkRecord:
         """(frame, caption) of every table the Status page shows for this record, in order."""
         shown = [(self.table, f"Benchmark {self.caption}")]
         if self.efficiency is not None and not self.efficiency.empty:
-            shown.append((self.efficiency, f"FLOPs and achieved rate of {self.name}: one training "
-                          "epoch and one evaluation pass (fast path), counted by FlopCounterMode, "
-                          "against the probe × threads"))  # fmt: skip
+            shown.append(
+                (
+                    self.efficiency,
+                    f"FLOPs and achieved rate of {self.name}: one training "
+                    "epoch and one evaluation pass (fast path), counted by FlopCounterMode, "
+                    "against the probe × threads",
+                )
+            )
         if self.paper is not None and not self.paper.empty:
-            shown.append((self.paper, f"The paper preset at bert-base geometry, {self.name}: one "
-                          "training step and one evaluation batch here, and a MOSEI epoch (the "
-                          "seconds at a given TFLOP/s are an ESTIMATE, not a measurement)"))  # fmt: skip
+            shown.append(
+                (
+                    self.paper,
+                    f"The paper preset at bert-base geometry, {self.name}: one "
+                    "training step and one evaluation batch here, and a MOSEI epoch (the "
+                    "seconds at a given TFLOP/s are an ESTIMATE, not a measurement)",
+                )
+            )
         if self.targets is not None and not self.targets.empty:
-            shown.append((self.targets, f"Targets of {self.name}: the ratio by each estimator "
-                          "(median of rounds or pairs; fastest rounds or steps)"))  # fmt: skip
+            shown.append(
+                (
+                    self.targets,
+                    f"Targets of {self.name}: the ratio by each estimator "
+                    "(median of rounds or pairs; fastest rounds or steps)",
+                )
+            )
         return shown
 
 
@@ -1247,7 +1382,8 @@ def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRec
             records.append(BenchmarkRecord(path.name, f"results/{path.name} (unreadable)", table))
             continue
         where = ", ".join(
-            f"{key} {payload[key]}" for key in ("device", "device_name", "preset", "data")
+            f"{key} {payload[key]}"
+            for key in ("device", "device_name", "preset", "data")
             if isinstance(payload, Mapping) and payload.get(key)
         )
         caption = f"results/{path.name}" + (f" ({where})" if where else "")
@@ -1303,20 +1439,31 @@ def results_table(table: str, found: Mapping[str, Path]) -> tuple[list[Any], str
         is_ours = frame["Source"].astype(str).str.startswith("this book")
         ours, theirs = frame[is_ours].reset_index(drop=True), frame[~is_ours].reset_index(drop=True)
         shown = [
-            numbered_table(report.compact_table(ours),
-                           report.table_caption(ours, f"Our runs of the rows of thesis table {table}"),
-                           name=f"tbl-results-{stem}"),
-            numbered_table(report.compact_table(theirs).drop(columns=["Seeds", "ΔMAE vs AMB [95 % CI]",
-                                                                     "p (Holm)"]),
-                           f"Thesis table {table} as published (CMU-MOSEI, {report.THESIS_PLM}; "
-                           "cited rows: their own text features)", name=f"tbl-results-thesis-{stem}"),
-        ]  # fmt: skip
+            numbered_table(
+                report.compact_table(ours),
+                report.table_caption(ours, f"Our runs of the rows of thesis table {table}"),
+                name=f"tbl-results-{stem}",
+            ),
+            numbered_table(
+                report.compact_table(theirs).drop(
+                    columns=["Seeds", "ΔMAE vs AMB [95 % CI]", "p (Holm)"]
+                ),
+                f"Thesis table {table} as published (CMU-MOSEI, {report.THESIS_PLM}; "
+                "cited rows: their own text features)",
+                name=f"tbl-results-thesis-{stem}",
+            ),
+        ]
         said = "; ".join(report.verdicts_from_table(frame)) or "no paired test in the file"
         if ours["Data"].astype(str).str.upper().str.contains("SYNTHETIC").any():
-            said += (". On synthetic data only AMB against AMB text-only and AMB no-text test "
-                     "what the generator planted; the other comparisons are no evidence about "
-                     "CMU-MOSEI either way")  # fmt: skip
-        return shown, f"{len(ours)} row(s) of ours from results/{stem}.csv. AMB against each row: {said}"
+            said += (
+                ". On synthetic data only AMB against AMB text-only and AMB no-text test "
+                "what the generator planted; the other comparisons are no evidence about "
+                "CMU-MOSEI either way"
+            )
+        return (
+            shown,
+            f"{len(ours)} row(s) of ours from results/{stem}.csv. AMB against each row: {said}",
+        )
     with tempfile.TemporaryDirectory() as empty:
         no_runs = report.summarize(report.collect_runs(empty))
     note = missing_note(
@@ -1367,16 +1514,16 @@ def numbered_table(
     ``digits``: decimals of float cells, for all columns or per column name (default 3).
     """
     columns = [str(c) for c in frame.columns]
-    per_column = [
-        digits.get(c, 3) if isinstance(digits, Mapping) else digits for c in columns
-    ]
+    per_column = [digits.get(c, 3) if isinstance(digits, Mapping) else digits for c in columns]
     lines = [
         "| " + " | ".join(_cell(c, 0) for c in columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
     ]
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(_cell(v, d) for v, d in zip(row, per_column)) + " |")
-    header = f":::{{table}} {caption}\n" + (f":name: {name}\n" if name else "") + ":align: center\n\n"
+    header = (
+        f":::{{table}} {caption}\n" + (f":name: {name}\n" if name else "") + ":align: center\n\n"
+    )
     return NumberedTable(markdown=header + "\n".join(lines) + "\n:::\n", text=f"{caption}\n{frame}")
 
 
@@ -1404,7 +1551,7 @@ def file_preview(frame, max_columns: int = 12, max_rows: int = 40):
     return shown, "; ".join(left_out)
 
 
-def missing_note(what: str, how: str) -> "Notice":
+def missing_note(what: str, how: str) -> Notice:
     """An admonition saying which input a page lacks and which chapter or command writes it."""
     return Notice(title=f"Missing: {what}", lines=[how])
 

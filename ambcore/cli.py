@@ -39,18 +39,29 @@ from ambcore.threads import apply_threads
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("ambcore.commands.data", "inspect datasets, write the synthetic one"),
     "model": ("ambcore.commands.model", "inspect models"),
-    "train": ("ambcore.commands.train",
-              "train one model into a run folder and evaluate its best checkpoint"),
+    "train": (
+        "ambcore.commands.train",
+        "train one model into a run folder and evaluate its best checkpoint",
+    ),
     "evaluate": ("ambcore.commands.train", "metrics of a run's best checkpoint on valid and test"),
     "predict": ("ambcore.commands.train", "predictions for every utterance of a dataset file"),
-    "sweep": ("ambcore.commands.sweep",
-              "train a grid of models x variants x seeds, skipping finished cells"),
-    "tune": ("ambcore.commands.tune",
-             "tune every cell's hyper-parameters on validation (Optuna), resuming a killed study"),
-    "bench": ("ambcore.commands.bench",
-              "training/evaluation throughput and peak memory, fast path vs naive path"),
-    "book": ("ambcore.commands.book", "execute every chapter with papermill and build the jupyter-book"),
-}  # fmt: skip
+    "sweep": (
+        "ambcore.commands.sweep",
+        "train a grid of models x variants x seeds, skipping finished cells",
+    ),
+    "tune": (
+        "ambcore.commands.tune",
+        "tune every cell's hyper-parameters on validation (Optuna), resuming a killed study",
+    ),
+    "bench": (
+        "ambcore.commands.bench",
+        "training/evaluation throughput and peak memory, fast path vs naive path",
+    ),
+    "book": (
+        "ambcore.commands.book",
+        "execute every chapter with papermill and build the jupyter-book",
+    ),
+}
 COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values()))
 
 # Commands that train or evaluate on the CPU: they take --threads.
@@ -79,9 +90,12 @@ def _add_threads_option(sub) -> None:
         parser = sub.choices.get(name)
         if parser is not None and parser.get_default("func") is not None:
             parser.add_argument(
-                "--threads", default=None, metavar="N",
+                "--threads",
+                default=None,
+                metavar="N",
                 help="CPU threads of this process (default: $AMB_THREADS, else every core it "
-                     "may use; parallel workers share the cores out, one thread each on two)")
+                "may use; parallel workers share the cores out, one thread each on two)",
+            )
 
 
 def _wanted_command(argv: list[str] | None) -> str | None:

@@ -281,8 +281,10 @@ def cell_timeout(preset: str, given: Any = None) -> float | None:
     except (TypeError, ValueError):
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds >= 0):
-        raise ConfigError(f"{where} {given!r}: expected the seconds a cell may run (a number "
-                          ">= 0; 0 for no limit)")  # fmt: skip
+        raise ConfigError(
+            f"{where} {given!r}: expected the seconds a cell may run (a number "
+            ">= 0; 0 for no limit)"
+        )
     return seconds or None
 
 
@@ -339,7 +341,11 @@ def get_config(preset: str = "embedded", **overrides: Any) -> Config:
 # Design fields added after configs were first saved, with the value every config saved
 # before them was built with: a saved config without the field rebuilds the design it was
 # trained with (old checkpoints and run folders keep loading).
-LEGACY_DESIGN = {"cls_projection": "per_layer", "adapter_placement": "ours", "amb_finetune_pooler": False}
+LEGACY_DESIGN = {
+    "cls_projection": "per_layer",
+    "adapter_placement": "ours",
+    "amb_finetune_pooler": False,
+}
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

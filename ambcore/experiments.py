@@ -43,9 +43,10 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ambcore import paths
 from ambcore.config import PRESETS, Config, get_config
@@ -105,8 +106,14 @@ AUGMENT_RATE = 0.3
 
 # Keys of the baselines' original recipes that size the model or the training time; the
 # smaller presets keep their own values for these (see the module docstring).
-SCALED_KEYS = ("misa_hidden", "misa_fusion_ffn_dim", "batch_size", "max_epochs", "patience",
-               "max_text_len")  # fmt: skip
+SCALED_KEYS = (
+    "misa_hidden",
+    "misa_fusion_ffn_dim",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "max_text_len",
+)
 
 
 @dataclass(frozen=True)
@@ -135,31 +142,63 @@ def _magbert_recipe() -> dict[str, Any]:
 
 def _cells() -> tuple[Cell, ...]:
     misa = _misa_recipe()
-    misa_adapters = {k: v for k, v in misa.items() if k not in ("finetune_layers",
-                                                                "misa_finetune_embeddings")}
+    misa_adapters = {
+        k: v for k, v in misa.items() if k not in ("finetune_layers", "misa_finetune_embeddings")
+    }
     misa_adapters["text_adaptation"] = "adapters"
     return (
         Cell("amb", "AMB", {"model": "amb"}, ("6.1", "6.2"), robustness=True),
         Cell("amb-text-only", "AMB text-only", {"model": "amb", "variant": "text-only"}, ("6.2",)),
         Cell("amb-no-text", "AMB no-text", {"model": "amb", "variant": "no-text"}, ("6.2",)),
         Cell(
-            "amb-ft", "AMB-FT",
-            {"model": "amb", "text_adaptation": "finetune", "finetune_layers": "last:3",
-             "amb_finetune_embeddings": True},
-            ("6.2",), robustness=True,
+            "amb-ft",
+            "AMB-FT",
+            {
+                "model": "amb",
+                "text_adaptation": "finetune",
+                "finetune_layers": "last:3",
+                "amb_finetune_embeddings": True,
+            },
+            ("6.2",),
+            robustness=True,
         ),
-        Cell("misa", "MISA (FT)", misa, ("6.1", "6.2"), robustness=True,
-             recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS"),
-        Cell("misa-adapters", "MISA-Adapters", misa_adapters, ("6.2",),
-             recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS, adapters"),
-        Cell("mag-bert", "MAG-BERT (FT)", _magbert_recipe(), ("6.1",),
-             recipe="ambcore.models.magbert.ORIGINAL_SETTINGS"),
-        Cell("amb-shuffled-av", "AMB, audio-visual shuffled", {"model": "amb", "av_shuffle": True},
-             recipe="negative control: audio-visual features permuted across utterances"),
-        Cell("amb-noise-aug", "AMB + noise augmentation",
-             {"model": "amb", "noise_augment_rate": AUGMENT_RATE}, (), robustness=True,
-             recipe=f"noise_augment_rate={AUGMENT_RATE} (beyond the thesis)"),
-    )  # fmt: skip
+        Cell(
+            "misa",
+            "MISA (FT)",
+            misa,
+            ("6.1", "6.2"),
+            robustness=True,
+            recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS",
+        ),
+        Cell(
+            "misa-adapters",
+            "MISA-Adapters",
+            misa_adapters,
+            ("6.2",),
+            recipe="ambcore.models.misa.ORIGINAL_MOSEI_SETTINGS, adapters",
+        ),
+        Cell(
+            "mag-bert",
+            "MAG-BERT (FT)",
+            _magbert_recipe(),
+            ("6.1",),
+            recipe="ambcore.models.magbert.ORIGINAL_SETTINGS",
+        ),
+        Cell(
+            "amb-shuffled-av",
+            "AMB, audio-visual shuffled",
+            {"model": "amb", "av_shuffle": True},
+            recipe="negative control: audio-visual features permuted across utterances",
+        ),
+        Cell(
+            "amb-noise-aug",
+            "AMB + noise augmentation",
+            {"model": "amb", "noise_augment_rate": AUGMENT_RATE},
+            (),
+            robustness=True,
+            recipe=f"noise_augment_rate={AUGMENT_RATE} (beyond the thesis)",
+        ),
+    )
 
 
 # The choices the thesis leaves open (ambcore.models.amb): one cell per alternative to AMB's
@@ -168,14 +207,23 @@ DESIGN_ALTERNATIVES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     # cell: (choice, default setting, alternative setting, overrides)
     "amb-per-layer": ("[CLS] projection", "shared", "per layer", {"cls_projection": "per_layer"}),
     "amb-independent": ("fusion wiring", "chain", "independent", {"fusion_connect": "independent"}),
-    "amb-pfeiffer": ("adapter placement", "ours", "Pfeiffer (AdapterHub)", {"adapter_placement": "pfeiffer"}),
+    "amb-pfeiffer": (
+        "adapter placement",
+        "ours",
+        "Pfeiffer (AdapterHub)",
+        {"adapter_placement": "pfeiffer"},
+    ),
 }
 
 
 def _design_cells() -> tuple[Cell, ...]:
     return tuple(
-        Cell(name, f"AMB, {choice}: {alternative}", {"model": "amb", **overrides},
-             recipe="a choice the thesis leaves open")  # fmt: skip
+        Cell(
+            name,
+            f"AMB, {choice}: {alternative}",
+            {"model": "amb", **overrides},
+            recipe="a choice the thesis leaves open",
+        )
         for name, (choice, _, alternative, overrides) in DESIGN_ALTERNATIVES.items()
     )
 
@@ -257,8 +305,14 @@ class Grid:
 
 
 GRIDS: dict[str, Grid] = {
-    "smoke": Grid(seeds=(0,), rates=(0.0, 0.5, 1.0), n_draws=1, finetune_last=1, parallel=1,
-                  note="CI: a tiny random BERT, one seed, three rates"),
+    "smoke": Grid(
+        seeds=(0,),
+        rates=(0.0, 0.5, 1.0),
+        n_draws=1,
+        finetune_last=1,
+        parallel=1,
+        note="CI: a tiny random BERT, one seed, three rates",
+    ),
     # Five seeds, so that a run-level comparison of two cells can reach significance (ambcore.stats;
     # the training chapter's AMB run is seed 0; tuning trains at seed 100, never evaluated): every cell is a full MiniLM
     # training of up to 4 epochs over 320 utterances, about 23 CPU-seconds (AMB, one thread)
@@ -267,11 +321,19 @@ GRIDS: dict[str, Grid] = {
     # and three corruption levels, 13 passes over the test split per run instead of 20.
     # AMB and MISA compute their text features once per test batch for every visual/acoustic
     # pass (ambcore.models.text_cache): 8 against 22 CPU s for one AMB run's curves.
-    "embedded": Grid(seeds=(0, 1, 2, 3, 4), rates=(0.0, 0.25, 0.5, 1.0), n_draws=1,
-                     note="sized for the 10-minute book on two CPU cores"),
-    "paper": Grid(seeds=(0, 1, 2, 3, 4), rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
-                  n_draws=3, note="five runs per cell as MMSA reports them, rates up to 1.0"),
-}  # fmt: skip
+    "embedded": Grid(
+        seeds=(0, 1, 2, 3, 4),
+        rates=(0.0, 0.25, 0.5, 1.0),
+        n_draws=1,
+        note="sized for the 10-minute book on two CPU cores",
+    ),
+    "paper": Grid(
+        seeds=(0, 1, 2, 3, 4),
+        rates=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+        n_draws=3,
+        note="five runs per cell as MMSA reports them, rates up to 1.0",
+    ),
+}
 
 
 def grid(preset: str, n_seeds: int | None = None) -> Grid:
@@ -319,17 +381,22 @@ def run_dir(cfg: Config, cell: str) -> Path:
     ``run_dir(cfg, "amb")`` and thereby trains the ablation's AMB seed.
     """
     own = cell_config(cell, cfg.preset, seed=cfg.seed)
-    shared = {k: v for k, v in cfg.to_dict().items()
-              if k != "seed" and v != getattr(own, k)}  # fmt: skip
+    shared = {k: v for k, v in cfg.to_dict().items() if k != "seed" and v != getattr(own, k)}
     return runs_root(cfg.preset, shared) / cell / f"seed{cfg.seed}"
 
 
 # ---- sweep specs ------------------------------------------------------------------------------
 
 
-def _spec(name: str, cells: Sequence[str], preset: str, n_seeds: int | None,
-          shared: Mapping[str, Any] | None, runs_dir: str | os.PathLike | None,
-          tuned: bool = True) -> dict[str, Any]:
+def _spec(
+    name: str,
+    cells: Sequence[str],
+    preset: str,
+    n_seeds: int | None,
+    shared: Mapping[str, Any] | None,
+    runs_dir: str | os.PathLike | None,
+    tuned: bool = True,
+) -> dict[str, Any]:
     g = grid(preset, n_seeds)
     shared = dict(shared or {})
     if runs_dir is None:
@@ -348,33 +415,45 @@ def _spec(name: str, cells: Sequence[str], preset: str, n_seeds: int | None,
     return spec
 
 
-def ablation_spec(preset: str, n_seeds: int | None = None,
-                  shared: Mapping[str, Any] | None = None,
-                  runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def ablation_spec(
+    preset: str,
+    n_seeds: int | None = None,
+    shared: Mapping[str, Any] | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The sweep of tables 6.1/6.2: every ablation cell and the controls of the test
     (``CONTROL_CELLS``) over the preset's seeds."""
     return _spec("ablation", ABLATION_CELLS + CONTROL_CELLS, preset, n_seeds, shared, runs_dir)
 
 
-def robustness_spec(preset: str, n_seeds: int | None = None,
-                    shared: Mapping[str, Any] | None = None,
-                    runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def robustness_spec(
+    preset: str,
+    n_seeds: int | None = None,
+    shared: Mapping[str, Any] | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The runs of figure 6.3: AMB, MISA, AMB-FT (shared with the ablation, found finished)
     and AMB with noise augmentation."""
     return _spec("robustness", ROBUSTNESS_CELLS, preset, n_seeds, shared, runs_dir)
 
 
-def design_spec(preset: str, n_seeds: int | None = None,
-                shared: Mapping[str, Any] | None = None,
-                runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def design_spec(
+    preset: str,
+    n_seeds: int | None = None,
+    shared: Mapping[str, Any] | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The study of the choices the thesis leaves open: AMB (the ablation's runs, found
     finished) and one cell per alternative (``DESIGN_ALTERNATIVES``), over the preset's seeds."""
     return _spec("design", DESIGN_CELLS, preset, n_seeds, shared, runs_dir)
 
 
-def recipes_spec(preset: str, n_seeds: int | None = None,
-                 shared: Mapping[str, Any] | None = None,
-                 runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def recipes_spec(
+    preset: str,
+    n_seeds: int | None = None,
+    shared: Mapping[str, Any] | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The ablation's cells at their recipes' values, untouched by tuning: where the tuning
     studies start (``experiments/tune_<preset>.yaml`` reads it) and a way to train the
     recipes as published (runs folder ``<preset>-recipes``)."""
@@ -383,8 +462,12 @@ def recipes_spec(preset: str, n_seeds: int | None = None,
     return _spec("recipes", ABLATION_CELLS, preset, n_seeds, shared, runs_dir, tuned=False)
 
 
-_SPECS = {"recipes": recipes_spec, "ablation": ablation_spec, "robustness": robustness_spec,
-          "design": design_spec}  # fmt: skip
+_SPECS = {
+    "recipes": recipes_spec,
+    "ablation": ablation_spec,
+    "robustness": robustness_spec,
+    "design": design_spec,
+}
 
 
 def cells_table(spec: Mapping[str, Any]):
@@ -395,12 +478,17 @@ def cells_table(spec: Mapping[str, Any]):
     def shown(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)
 
-    return pd.DataFrame([
-        {"cell": c["name"], "thesis row": CELLS[c["name"]].label,
-         "tables": ", ".join(CELLS[c["name"]].tables),
-         "overrides": ", ".join(f"{k}={shown(v)}" for k, v in c["overrides"].items())}
-        for c in spec["cells"]
-    ])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "cell": c["name"],
+                "thesis row": CELLS[c["name"]].label,
+                "tables": ", ".join(CELLS[c["name"]].tables),
+                "overrides": ", ".join(f"{k}={shown(v)}" for k, v in c["overrides"].items()),
+            }
+            for c in spec["cells"]
+        ]
+    )
 
 
 def spec_path(kind: str, preset: str, folder: str | os.PathLike | None = None) -> Path:
@@ -443,11 +531,12 @@ def write_spec_files(folder: str | os.PathLike | None = None) -> list[Path]:
     ]
 
 
-
 # ---- results files for the book ------------------------------------------------------------
 
-def write_ablation_results(runs_frame, summary, results_dir, acc2: str = "non0",
-                           family=None) -> dict[str, Path]:  # fmt: skip
+
+def write_ablation_results(
+    runs_frame, summary, results_dir, acc2: str = "non0", family=None
+) -> dict[str, Path]:
     """Write the ablation's results files into ``results_dir``, in the layout of
     ``ambcore.report.write_report`` (which the Results chapter reads): ``table_6_1.csv`` and
     ``table_6_2.csv`` (``report.table_6_1/6_2``: the thesis' and cited rows, ours beside them),
@@ -469,13 +558,19 @@ def write_ablation_results(runs_frame, summary, results_dir, acc2: str = "non0",
     }
     if family is not None:
         frames["ablation_comparisons"] = family
-    return {name: atomic_write_text(results_dir / f"{name}.csv", frame.to_csv(index=False))
-            for name, frame in frames.items()}  # fmt: skip
+    return {
+        name: atomic_write_text(results_dir / f"{name}.csv", frame.to_csv(index=False))
+        for name, frame in frames.items()
+    }
 
 
 def _mean_std(row, metric: str) -> str:
     std = row[f"{metric}_std"]
-    return f"{row[f'{metric}_mean']:.3f} ± {std:.3f}" if std == std else f"{row[f'{metric}_mean']:.3f} (one seed)"
+    return (
+        f"{row[f'{metric}_mean']:.3f} ± {std:.3f}"
+        if std == std
+        else f"{row[f'{metric}_mean']:.3f} (one seed)"
+    )
 
 
 DESIGN_METRICS = {"test_mae": "MAE", "test_corr": "corr", "test_acc7": "Acc-7"}
@@ -516,10 +611,17 @@ def design_study(summary, family, synthetic: bool):
     for cell, (choice, default, alternative, _) in DESIGN_ALTERNATIVES.items():
         for name, setting in (("amb", f"{default} (AMB's default)"), (cell, alternative)):
             row = by_cell.loc[name]
-            rows.append({"choice": choice, "setting": setting, "cell": name, "n_seeds": int(row["n_seeds"]),
-                         "trainable (M)": round(float(row["trainable_params_m"]), 3),
-                         **{label: _mean_std(row, m) for m, label in DESIGN_METRICS.items()},
-                         "verdict": "" if name == "amb" else design_verdict(family, cell, synthetic)})  # fmt: skip
+            rows.append(
+                {
+                    "choice": choice,
+                    "setting": setting,
+                    "cell": name,
+                    "n_seeds": int(row["n_seeds"]),
+                    "trainable (M)": round(float(row["trainable_params_m"]), 3),
+                    **{label: _mean_std(row, m) for m, label in DESIGN_METRICS.items()},
+                    "verdict": "" if name == "amb" else design_verdict(family, cell, synthetic),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -533,22 +635,24 @@ def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
     import pandas as pd
 
     from ambcore.noise import NOISE_GRANULARITIES, NOISE_KINDS
-
     from ambcore.robustness import ROBUSTNESS_PREDICTIONS
 
     cache = run_dir / ROBUSTNESS_FILE
     if not cache.exists() or not (run_dir / ROBUSTNESS_PREDICTIONS).exists():
         return None
     frame = pd.read_csv(cache)
-    same = (sorted(frame["rate"].unique()) == sorted(set(rates))
-            and set(frame["n_draws"]) == {n_draws}
-            and set(frame["kind"]) == set(NOISE_KINDS)
-            and set(NOISE_GRANULARITIES) <= set(frame.get("granularity", ())))  # fmt: skip
+    same = (
+        sorted(frame["rate"].unique()) == sorted(set(rates))
+        and set(frame["n_draws"]) == {n_draws}
+        and set(frame["kind"]) == set(NOISE_KINDS)
+        and set(NOISE_GRANULARITIES) <= set(frame.get("granularity", ()))
+    )
     return frame if same else None
 
 
-def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draws: int,
-                      progress: bool = False):
+def robustness_curves(
+    run_dir: str | os.PathLike, rates: Sequence[float], n_draws: int, progress: bool = False
+):
     """``ambcore.robustness.robustness_curve`` of a run for all four kinds, cached in the run folder
     (``robustness.csv``; recomputed when the rates or draws differ). Noise seeds are the
     run's seed, so every run of a model gets independent draws."""
@@ -563,8 +667,15 @@ def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draw
         seed = runs.read_config(run_dir).seed
         from ambcore.robustness import ROBUSTNESS_PREDICTIONS
 
-        frame = robustness_curve(run_dir, NOISE_KINDS, rates=rates, n_draws=n_draws, seed=seed,
-                                 progress=progress, predictions_out=run_dir / ROBUSTNESS_PREDICTIONS)
+        frame = robustness_curve(
+            run_dir,
+            NOISE_KINDS,
+            rates=rates,
+            n_draws=n_draws,
+            seed=seed,
+            progress=progress,
+            predictions_out=run_dir / ROBUSTNESS_PREDICTIONS,
+        )
         # the clean split predicted once; the noisy predictions kept for the chapter's tests
         runs.atomic_write_text(run_dir / ROBUSTNESS_FILE, frame.to_csv(index=False))
     frame["run"] = str(run_dir)  # the folder may have moved since the cache was written
@@ -577,8 +688,13 @@ def robustness_curves(run_dir: str | os.PathLike, rates: Sequence[float], n_draw
     return frame
 
 
-def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequence[float],
-                              n_draws: int, parallel: int = 0, progress: bool = True):
+def robustness_curves_of_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    rates: Sequence[float],
+    n_draws: int,
+    parallel: int = 0,
+    progress: bool = True,
+):
     """``robustness_curves`` of every run, concatenated in the order of ``run_dirs``.
 
     Runs without a valid cache are evaluated ``parallel`` at a time in worker processes with
@@ -594,8 +710,13 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
     todo = {r for r in run_dirs if _cached_curves(r, rates, n_draws) is None}
     if parallel <= 0:
         parallel = 1 if torch.cuda.is_available() else (os.cpu_count() or 1)
-    bar = tqdm(total=len(run_dirs), initial=len(run_dirs) - len(todo), desc="noise", unit="run",
-               disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=len(run_dirs),
+        initial=len(run_dirs) - len(todo),
+        desc="noise",
+        unit="run",
+        disable=not progress,
+    )
     if min(parallel, len(todo)) > 1:
         import multiprocessing
         import signal
@@ -607,9 +728,15 @@ def robustness_curves_of_runs(run_dirs: Sequence[str | os.PathLike], rates: Sequ
         # spawned workers read OMP_NUM_THREADS when they import torch; they end with this
         # process, and an error or Ctrl-C here stops them at once instead of waiting for them
         workers = min(parallel, len(todo))
-        with (_threads_per_process(threads_per_process(workers)), interrupt.watched(),
-              ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=interrupt.die_with_parent) as pool):  # fmt: skip
+        with (
+            _threads_per_process(threads_per_process(workers)),
+            interrupt.watched(),
+            ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=interrupt.die_with_parent,
+            ) as pool,
+        ):
             try:
                 with interrupt.signals_ignored([signal.SIGINT]):  # the workers leave Ctrl-C here
                     jobs = [pool.submit(robustness_curves, r, rates, n_draws) for r in todo]
@@ -639,12 +766,19 @@ def modality_drops(curve_summary, metric: str = "corr"):
     for (model, kind), part in curve_summary.groupby(["row_name", "kind"], sort=False):
         part = part.sort_values("rate")
         clean, worst = part.iloc[0], part.iloc[-1]
-        rows.append({
-            "model": model, "kind": kind, "clean_rate": clean["rate"], "max_rate": worst["rate"],
-            f"{metric}_clean": clean[f"{metric}_mean"], f"{metric}_at_max": worst[f"{metric}_mean"],
-            "drop": clean[f"{metric}_mean"] - worst[f"{metric}_mean"],
-            "std_at_max": worst[f"{metric}_std"], "n_runs": int(part["n_runs"].min()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "kind": kind,
+                "clean_rate": clean["rate"],
+                "max_rate": worst["rate"],
+                f"{metric}_clean": clean[f"{metric}_mean"],
+                f"{metric}_at_max": worst[f"{metric}_mean"],
+                "drop": clean[f"{metric}_mean"] - worst[f"{metric}_mean"],
+                "std_at_max": worst[f"{metric}_std"],
+                "n_runs": int(part["n_runs"].min()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -659,11 +793,14 @@ def planted_truth_check(drops, model: str) -> dict[str, Any]:
     text = float(max(part["deletion"], part["replacement"]))
     visual, acoustic = float(part["visual"]), float(part["acoustic"])
     return {
-        "model": model, "text_drop": text, "visual_drop": visual, "acoustic_drop": acoustic,
+        "model": model,
+        "text_drop": text,
+        "visual_drop": visual,
+        "acoustic_drop": acoustic,
         "text_dominant": text > visual and text > acoustic,
         "visual_over_acoustic": visual > acoustic,
         "recovered": text > visual > acoustic,
-    }  # fmt: skip
+    }
 
 
 # The robustness chapter's family: per model, the correlation at the highest rate of each text
@@ -673,8 +810,9 @@ def planted_truth_check(drops, model: str) -> dict[str, Any]:
 MODALITY_PAIRS = (("deletion", "visual"), ("replacement", "visual"), ("visual", "acoustic"))
 
 
-def modality_family(run_dirs_by_model: Mapping[str, Sequence[str | os.PathLike]], n_boot: int = 1000,
-                    seed: int = 0):  # fmt: skip
+def modality_family(
+    run_dirs_by_model: Mapping[str, Sequence[str | os.PathLike]], n_boot: int = 1000, seed: int = 0
+):
     """``ambcore.stats.family`` of ``MODALITY_PAIRS`` for every model (``{row name: its run
     folders}``), on the correlation of the noisy predictions each run kept at the highest rate
     (``ambcore.robustness.robustness_predictions``). The two conditions of a pair are the same
@@ -691,8 +829,9 @@ def modality_family(run_dirs_by_model: Mapping[str, Sequence[str | os.PathLike]]
     return stats.family(predictions, pairs, metrics=("corr",), n_boot=n_boot, seed=seed)
 
 
-def planted_truth_text(drops, family, synthetic: bool, n_runs: int, rate: float,
-                       alpha: float = 0.05) -> tuple[str, list[str]]:  # fmt: skip
+def planted_truth_text(
+    drops, family, synthetic: bool, n_runs: int, rate: float, alpha: float = 0.05
+) -> tuple[str, list[str]]:
     """The robustness chapter's reading: an introduction and one line per model with its text,
     visual and acoustic drops in correlation at ``rate`` (``modality_drops``) and what the
     tests of ``family`` (``modality_family``) say of the ordering text > visual > acoustic.
@@ -709,18 +848,31 @@ def planted_truth_text(drops, family, synthetic: bool, n_runs: int, rate: float,
                 continue
             r = rows.iloc[0]
             called = bool(r["p_holm"] < alpha and r["diff"] < 0)
-            word = (f"{a} noise costs more than {b} noise" if called else
-                    f"{a} against {b}: not distinguishable" if r["p_holm"] >= alpha else
-                    f"{a} noise costs less than {b} noise")  # fmt: skip
-            found.append((a, b, called, f"{word} (corr {r['diff']:+.3f} [{r['lo']:+.3f}, "
-                                        f"{r['hi']:+.3f}], p = {r['p_holm']:.2g})"))  # fmt: skip
+            word = (
+                f"{a} noise costs more than {b} noise"
+                if called
+                else f"{a} against {b}: not distinguishable"
+                if r["p_holm"] >= alpha
+                else f"{a} noise costs less than {b} noise"
+            )
+            found.append(
+                (
+                    a,
+                    b,
+                    called,
+                    f"{word} (corr {r['diff']:+.3f} [{r['lo']:+.3f}, "
+                    f"{r['hi']:+.3f}], p = {r['p_holm']:.2g})",
+                )
+            )
         tested = "; ".join(text for *_, text in found)
         # text dominant: at least one of the two text corruptions costs more than visual noise
         # (both are in the Holm family); then visual above acoustic
         text_step = any(called for a, b, called, _ in found if b == "visual" and a != "visual")
         recovered = text_step and all(called for a, _, called, _ in found if a == "visual")
-        head = (f"{model}: text {check['text_drop']:+.3f}, visual {check['visual_drop']:+.3f}, "
-                f"acoustic {check['acoustic_drop']:+.3f}")  # fmt: skip
+        head = (
+            f"{model}: text {check['text_drop']:+.3f}, visual {check['visual_drop']:+.3f}, "
+            f"acoustic {check['acoustic_drop']:+.3f}"
+        )
         if synthetic:
             verdict = "recovers it" if recovered else "does not recover it"
             lines.append(f"{head} - {verdict}: {tested}")
@@ -728,8 +880,10 @@ def planted_truth_text(drops, family, synthetic: bool, n_runs: int, rate: float,
             lines.append(f"{head}: {tested}")
     many = f"{n_runs} run(s) per model, Holm-adjusted across every model's three comparisons"
     if not synthetic:
-        return ("This build is not on the synthetic dataset, so there is no planted ground truth; "
-                f"drops in correlation at rate {rate:g} and the tests of their ordering ({many}):"), lines
+        return (
+            "This build is not on the synthetic dataset, so there is no planted ground truth; "
+            f"drops in correlation at rate {rate:g} and the tests of their ordering ({many}):"
+        ), lines
     intro = (
         "The synthetic dataset plants text as the dominant modality, the visual features as "
         "informative and the acoustic ones as weak. If a model uses what was planted, corrupting "
@@ -737,7 +891,8 @@ def planted_truth_text(drops, family, synthetic: bool, n_runs: int, rate: float,
         "recovers it when the test (ambcore.stats: runs and test videos) calls each step of that "
         "ordering: at least one text corruption costing more than visual noise, and visual noise "
         f"more than acoustic noise. Drops in correlation at rate {rate:g} and the tests ({many}"
-        + ("; a single run cannot be tested" if n_runs < 2 else "") + "):"
+        + ("; a single run cannot be tested" if n_runs < 2 else "")
+        + "):"
     )
     return intro, lines
 
@@ -825,8 +980,10 @@ def scheduling_costs(cells, probe_now: float | None = None) -> dict[str, float]:
         if measured:
             per_epoch[name] = statistics.median(_scaled(m, probe_now) for m in measured)
     fallback = statistics.median(per_epoch.values()) if per_epoch else DEFAULT_EPOCH_SECONDS
-    return {name: per_epoch.get(name, fallback) * max(g[0].cfg.max_epochs, 1)
-            for name, g in by_name.items()}  # fmt: skip
+    return {
+        name: per_epoch.get(name, fallback) * max(g[0].cfg.max_epochs, 1)
+        for name, g in by_name.items()
+    }
 
 
 def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = True):
@@ -863,8 +1020,13 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
         # One persistent worker per slot (ambcore.sweep_workers: imports and the PLM once);
         # AMB_SWEEP_WORKERS=fresh starts a process per run instead (the earlier path).
         workers = os.environ.get("AMB_SWEEP_WORKERS", "persistent")
-        return run_sweep(loaded, max_parallel=parallel, workers=workers, progress=progress,
-                         cost=lambda cell: costs.get(cell.name, 0.0))  # fmt: skip
+        return run_sweep(
+            loaded,
+            max_parallel=parallel,
+            workers=workers,
+            progress=progress,
+            cost=lambda cell: costs.get(cell.name, 0.0),
+        )
 
 
 def train_spec(spec: Mapping[str, Any], parallel: int = 0, collect_only: bool = False):
@@ -877,8 +1039,10 @@ def train_spec(spec: Mapping[str, Any], parallel: int = 0, collect_only: bool = 
     result = run_experiment(spec, parallel=parallel)
     outcomes = result.frame()[["cell", "seed", "outcome", "seconds"]]
     print(outcomes.to_string(index=False, float_format=lambda s: f"{s:.0f}"))
-    print(f"trained {int((outcomes['outcome'] != 'skipped').sum())} run(s) in "
-          f"{outcomes['seconds'].sum():.0f} s of run time")  # fmt: skip
+    print(
+        f"trained {int((outcomes['outcome'] != 'skipped').sum())} run(s) in "
+        f"{outcomes['seconds'].sum():.0f} s of run time"
+    )
     if result.failed:
         raise RuntimeError("failed runs:\n" + "\n\n".join(f.error for f in result.failed))
     return outcomes

@@ -34,7 +34,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 __all__ = [
     "WATCH_ENV",
@@ -263,8 +264,9 @@ def die_with_parent(parent: bool = True) -> None:
     """
     global _watchdog_started
     me, ppid = str(os.getpid()), os.getppid()
-    tokens = [t for t in os.environ.get(WATCH_ENV, "").split(",")
-              if t and t.rsplit(":", 2)[1:2] != [me]]  # fmt: skip
+    tokens = [
+        t for t in os.environ.get(WATCH_ENV, "").split(",") if t and t.rsplit(":", 2)[1:2] != [me]
+    ]
     if parent and ppid != 1:
         tokens.append(_token(ppid))
     if _watchdog_started or not tokens:
@@ -325,8 +327,12 @@ def interruptible(resume: Callable[[Any], str]) -> Callable[[Command], Command]:
             except KeyboardInterrupt:
                 stop_children()
                 sig = _received[-1] if _received else signal.SIGINT
-                print(f"interrupted by {signal.Signals(sig).name}; every process it started is "
-                      f"stopped; resume with: {resume(args)}", file=sys.stderr, flush=True)
+                print(
+                    f"interrupted by {signal.Signals(sig).name}; every process it started is "
+                    f"stopped; resume with: {resume(args)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return EXIT_CODES.get(sig, 130)
             finally:
                 restore_signals(saved)

@@ -47,8 +47,9 @@ each perturbed sample gets one randomly chosen kind of noise.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -105,7 +106,7 @@ class TokenizerInfo:
         object.__setattr__(self, "replacement_ids", ids)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, exclude_unused: bool = True) -> "TokenizerInfo":
+    def from_tokenizer(cls, tokenizer, exclude_unused: bool = True) -> TokenizerInfo:
         """From a Hugging Face tokenizer: its special ids, its ``[UNK]`` id and its vocabulary."""
         if tokenizer.unk_token_id is None:
             raise ValueError(f"tokenizer {type(tokenizer).__name__} has no unk token")
@@ -238,7 +239,10 @@ def scale_steps(
     selected = _select(eligible_steps, _check_rate(rate), generator)  # (B, L)
     width = features.shape[-1] if check_granularity(granularity) == "element" else 1
     noise = torch.randn(
-        (*features.shape[:-1], width), generator=generator, device=generator.device, dtype=torch.float32
+        (*features.shape[:-1], width),
+        generator=generator,
+        device=generator.device,
+        dtype=torch.float32,
     ).to(device=features.device, dtype=features.dtype)
     noise = gaussian_mean + gaussian_std * noise  # (B, L, D) or (B, L, 1)
     factor = torch.where(selected[..., None], noise, torch.ones_like(noise))
@@ -272,9 +276,10 @@ def apply_noise(
     if kind in TEXT_KINDS:
         if tokenizer_info is None:
             raise ValueError(f"noise kind {kind!r} needs tokenizer_info (TokenizerInfo)")
-        eligible = eligible_token_mask(
-            batch.input_ids, batch.attention_mask, tokenizer_info.special_ids
-        ) & rows[:, None]  # (B, T)
+        eligible = (
+            eligible_token_mask(batch.input_ids, batch.attention_mask, tokenizer_info.special_ids)
+            & rows[:, None]
+        )  # (B, T)
         corrupt = delete_tokens if kind == "deletion" else replace_tokens
         new_ids, selected = corrupt(batch.input_ids, eligible, rate, generator, tokenizer_info)
         noisy = replace(batch, input_ids=new_ids)
@@ -338,8 +343,15 @@ def noise_augment(
         for i in rows.nonzero().flatten().tolist():
             labels[i] = kind
         batch = apply_noise(
-            batch, kind, element_rate, generator, tokenizer_info, samples=rows,
-            gaussian_mean=gaussian_mean, gaussian_std=gaussian_std, granularity=granularity,
+            batch,
+            kind,
+            element_rate,
+            generator,
+            tokenizer_info,
+            samples=rows,
+            gaussian_mean=gaussian_mean,
+            gaussian_std=gaussian_std,
+            granularity=granularity,
         ).batch
     return AugmentResult(batch, labels)
 

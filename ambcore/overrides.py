@@ -12,7 +12,7 @@ live in their own runs folder (``ambcore.experiments.runs_root``), never beside 
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from ambcore.config import ConfigError, get_config
 

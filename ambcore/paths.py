@@ -25,8 +25,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PACKAGE_DIR", "CHECKOUT_ROOT", "IN_CHECKOUT", "PROJECT_ROOT", "PACKAGE_DATA_DIR",
-           "runs_dir", "results_dir", "cache_dir", "data_from_env"]  # fmt: skip
+__all__ = [
+    "PACKAGE_DIR",
+    "CHECKOUT_ROOT",
+    "IN_CHECKOUT",
+    "PROJECT_ROOT",
+    "PACKAGE_DATA_DIR",
+    "runs_dir",
+    "results_dir",
+    "cache_dir",
+    "data_from_env",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKOUT_ROOT = PACKAGE_DIR.parent
@@ -66,4 +75,3 @@ def cache_dir() -> Path:
 def data_from_env() -> str | None:
     value = os.environ.get("AMB_DATA")
     return value or None
-

@@ -10,7 +10,8 @@ the figure itself so that a figure copied out of the book still says where it ca
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,8 +86,15 @@ def learning_curves(history: pd.DataFrame, best_epoch: int | None = None, subtit
     if best_epoch:
         for ax in axes:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1)
-        axes[1].annotate("best", (best_epoch, axes[1].get_ylim()[1]), ha="left", va="top",
-                         color="grey", xytext=(3, -3), textcoords="offset points")  # fmt: skip
+        axes[1].annotate(
+            "best",
+            (best_epoch, axes[1].get_ylim()[1]),
+            ha="left",
+            va="top",
+            color="grey",
+            xytext=(3, -3),
+            textcoords="offset points",
+        )
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
     if subtitle:
@@ -105,9 +113,13 @@ def prediction_scatter(y_true, y_pred, subtitle: str = "", split: str = "test"):
     ax.scatter(y_true + jitter, y_pred, s=8, alpha=0.45, edgecolor="none")
     lim = (-3.3, 3.3)
     ax.plot(lim, lim, color="grey", lw=1, ls="--", label="y = x")
-    ax.set(xlim=lim, ylim=(min(lim[0], y_pred.min() - 0.1), max(lim[1], y_pred.max() + 0.1)),
-           xlabel="true sentiment", ylabel="predicted sentiment",
-           title=f"{split}: predicted vs true (N={len(y_true)})")  # fmt: skip
+    ax.set(
+        xlim=lim,
+        ylim=(min(lim[0], y_pred.min() - 0.1), max(lim[1], y_pred.max() + 0.1)),
+        xlabel="true sentiment",
+        ylabel="predicted sentiment",
+        title=f"{split}: predicted vs true (N={len(y_true)})",
+    )
     ax.set_aspect("equal", adjustable="box")
     ax.legend(loc="upper left")
     if subtitle:
@@ -127,15 +139,25 @@ def confusion_matrix_figure(y_true, y_pred, subtitle: str = "", split: str = "te
     for i in range(7):
         for j in range(7):
             if counts[i, j]:
-                ax.text(j, i, f"{share[i, j]:.0f}%\n{counts[i, j]}", ha="center", va="center",
-                        fontsize=7, color="white" if share[i, j] > 55 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{share[i, j]:.0f}%\n{counts[i, j]}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 55 else "black",
+                )
     ticks = range(7)
     labels = [f"{c:+d}" if c else "0" for c in SENTIMENT_CLASSES]
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, [f"{lab} (n={int(t)})" for lab, t in zip(labels, totals[:, 0])])
     acc7 = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"{split}: 7-class confusion (Acc-7 {100 * acc7:.1f}%)")  # fmt: skip
+    ax.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"{split}: 7-class confusion (Acc-7 {100 * acc7:.1f}%)",
+    )
     fig.colorbar(image, ax=ax, label="% of the true class")
     if subtitle:
         fig.suptitle(textwrap.fill(subtitle, 72), fontsize=7)
@@ -166,20 +188,36 @@ def acc7_params_figure(points: pd.DataFrame, subtitle: str = ""):
         part = placed[placed["source"] == source]
         if part.empty:
             continue
-        label = {"this book": "this book (mean ± std over seeds)",
-                 "thesis": "thesis (CMU-MOSEI, bert-base)",
-                 "cited": "cited in the thesis (CMU-MOSEI)"}[source]  # fmt: skip
+        label = {
+            "this book": "this book (mean ± std over seeds)",
+            "thesis": "thesis (CMU-MOSEI, bert-base)",
+            "cited": "cited in the thesis (CMU-MOSEI)",
+        }[source]
         ax.scatter(part["trainable_params_m"], part["acc7_pct"], label=label, **style)
         if source == "this book":
-            ax.errorbar(part["trainable_params_m"], part["acc7_pct"],
-                        yerr=part["acc7_pct_std"].fillna(0.0), fmt="none",
-                        ecolor=style["color"], alpha=0.6)  # fmt: skip
+            ax.errorbar(
+                part["trainable_params_m"],
+                part["acc7_pct"],
+                yerr=part["acc7_pct_std"].fillna(0.0),
+                fmt="none",
+                ecolor=style["color"],
+                alpha=0.6,
+            )
         for _, row in part.iterrows():
-            ax.annotate(row["model"], (row["trainable_params_m"], row["acc7_pct"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points", color=style["color"])  # fmt: skip
+            ax.annotate(
+                row["model"],
+                (row["trainable_params_m"], row["acc7_pct"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+                color=style["color"],
+            )
     ax.set_xscale("log")
-    ax.set(xlabel="trainable parameters (millions, log scale)", ylabel="Acc-7 (%)",
-           title="Acc-7 against trainable parameters")  # fmt: skip
+    ax.set(
+        xlabel="trainable parameters (millions, log scale)",
+        ylabel="Acc-7 (%)",
+        title="Acc-7 against trainable parameters",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     if subtitle:
@@ -214,13 +252,20 @@ def robustness_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "
                 continue
             mean, std = curve[f"{metric}_mean"], curve[f"{metric}_std"].fillna(0.0)
             n_runs = int(curve["n_runs"].min())
-            ax.plot(curve["rate"], mean, marker=_CURVE_STYLE[i % len(_CURVE_STYLE)],
-                    color=f"C{i}", label=f"{model} ({n_runs} run{'s' if n_runs != 1 else ''})")
+            ax.plot(
+                curve["rate"],
+                mean,
+                marker=_CURVE_STYLE[i % len(_CURVE_STYLE)],
+                color=f"C{i}",
+                label=f"{model} ({n_runs} run{'s' if n_runs != 1 else ''})",
+            )
             ax.fill_between(curve["rate"], mean - std, mean + std, color=f"C{i}", alpha=0.15)
         ax.set(title=title, xlabel=xlabel, xlim=(-0.02, 1.02))
         ax.grid(True, alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel({"corr": "Pearson correlation", "mae": "MAE", "acc7": "Acc-7"}.get(metric, metric))
+        ax.set_ylabel(
+            {"corr": "Pearson correlation", "mae": "MAE", "acc7": "Acc-7"}.get(metric, metric)
+        )
     axes[0, 0].legend(fontsize=8)
     if subtitle:
         fig.suptitle(subtitle, fontsize=9)
@@ -244,11 +289,14 @@ def calibration_figure(calibration: pd.DataFrame, alpha: float = 0.05):
         axes[1].bar(x, [row[c] for c in cov_cols], width, yerr=row["mc_se"], label=label)
     axes[0].axhline(alpha, color="k", ls="--", lw=1, label=f"nominal {alpha:g}")
     axes[1].axhline(1 - alpha, color="k", ls="--", lw=1, label=f"nominal {1 - alpha:g}")
-    for ax, cols, title in ((axes[0], fp_cols, "A/A false-positive rate"),
-                            (axes[1], cov_cols, "coverage of the true difference 0")):  # fmt: skip
+    for ax, cols, title in (
+        (axes[0], fp_cols, "A/A false-positive rate"),
+        (axes[1], cov_cols, "coverage of the true difference 0"),
+    ):
         ax.set_xticks(np.arange(len(cols)) + width * (len(calibration) - 1) / 2)
-        ax.set_xticklabels([c.split(" ", 1)[1] if c.startswith("coverage") else c.split(" ", 2)[2]
-                            for c in cols])  # fmt: skip
+        ax.set_xticklabels(
+            [c.split(" ", 1)[1] if c.startswith("coverage") else c.split(" ", 2)[2] for c in cols]
+        )
         ax.set_title(title)
         ax.legend(fontsize=7)
     axes[1].set_ylim(0.8, 1.01)

@@ -77,12 +77,29 @@ __all__ = [
 
 # What identifies a cell; constant over its seeds.
 IDENTITY_COLUMNS = (
-    "cell", "row_name", "model", "variant", "text_adaptation", "finetune_layers", "preset",
-    "data", "is_synthetic", "plm",
-)  # fmt: skip
+    "cell",
+    "row_name",
+    "model",
+    "variant",
+    "text_adaptation",
+    "finetune_layers",
+    "preset",
+    "data",
+    "is_synthetic",
+    "plm",
+)
 METRIC_COLUMNS = tuple(f"{split}_{m}" for split in ("valid", "test") for m in METRIC_NAMES)
-RUN_COLUMNS = ("run", *IDENTITY_COLUMNS, "seed", "n_trainable_params", "trainable_params_m",
-               "best_epoch", "epochs_run", *METRIC_COLUMNS, "valid_baseline_mae")  # fmt: skip
+RUN_COLUMNS = (
+    "run",
+    *IDENTITY_COLUMNS,
+    "seed",
+    "n_trainable_params",
+    "trainable_params_m",
+    "best_epoch",
+    "epochs_run",
+    *METRIC_COLUMNS,
+    "valid_baseline_mae",
+)
 # A cell "learns" when its best validation MAE (mean over seeds) is at least this fraction below
 # the MAE of the mean-label predictor (mean of the training labels, evaluated on valid). The
 # margin is there because for MAE a constant near the median beats the mean by a little: a
@@ -219,7 +236,9 @@ def summarize(runs_frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def learns(valid_mae: float, baseline_mae: float, margin: float = NON_LEARNER_MARGIN) -> bool | None:
+def learns(
+    valid_mae: float, baseline_mae: float, margin: float = NON_LEARNER_MARGIN
+) -> bool | None:
     """Whether a best validation MAE beats the mean-label predictor's by ``margin`` (relative);
     None when either is unknown (NaN)."""
     if pd.isna(valid_mae) or pd.isna(baseline_mae):
@@ -244,9 +263,12 @@ _TABLE_KEYS = {"6.1": "6_1", "6.2": "6_2"}
 
 
 def add_statistics(
-    summary: pd.DataFrame, predictions: dict, n_boot: int = 1000, seed: int = 0,
+    summary: pd.DataFrame,
+    predictions: dict,
+    n_boot: int = 1000,
+    seed: int = 0,
     family: pd.DataFrame | None = None,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """``summary`` with 95 % intervals per cell and, per thesis table, AMB against each other
     row of ours (``ambcore.stats``), taken from the chapter's ``family`` (``ablation_family``,
     computed here when not given) so that a pair shows the same numbers in every table.
@@ -270,8 +292,13 @@ def add_statistics(
     reference = family[(family["a"] == REFERENCE_CELL) & (family["metric"] == "mae")].set_index("b")
     for table, key in _TABLE_KEYS.items():
         in_table = out["row_name"].isin(_table_row_names(table))
-        for column, source in (("mae_diff", "diff"), ("mae_diff_lo", "lo"),
-                               ("mae_diff_hi", "hi"), ("p", "p"), ("p_holm", "p_holm")):  # fmt: skip
+        for column, source in (
+            ("mae_diff", "diff"),
+            ("mae_diff_lo", "lo"),
+            ("mae_diff_hi", "hi"),
+            ("p", "p"),
+            ("p_holm", "p_holm"),
+        ):
             out[f"{column}_{key}"] = out["cell"].map(reference[source]).where(in_table)
     return out
 
@@ -291,8 +318,15 @@ def table_verdicts(summary: pd.DataFrame, table: str, alpha: float = 0.05) -> li
         return []
     sentences = []
     for _, s in summary.dropna(subset=[f"mae_diff_{key}"]).iterrows():
-        row = {k: s[f"{c}_{key}"] for k, c in (("diff", "mae_diff"), ("lo", "mae_diff_lo"),
-                                                ("hi", "mae_diff_hi"), ("p_holm", "p_holm"))}  # fmt: skip
+        row = {
+            k: s[f"{c}_{key}"]
+            for k, c in (
+                ("diff", "mae_diff"),
+                ("lo", "mae_diff_lo"),
+                ("hi", "mae_diff_hi"),
+                ("p_holm", "p_holm"),
+            )
+        }
         row["note"] = "a cell has a single run: its seed variance cannot be estimated"
         sentences.append(stats.verdict(row, REFERENCE_ROW, str(s["row_name"]), alpha=alpha))
     return sentences
@@ -324,17 +358,21 @@ CONTROLS = (
 )
 
 
-def ablation_family(predictions: dict, runs_frame: pd.DataFrame | None = None,
-                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:  # fmt: skip
+def ablation_family(
+    predictions: dict, runs_frame: pd.DataFrame | None = None, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """``stats.family`` of ``ABLATION_FAMILY``: the one place the chapter's comparisons are
     computed."""
     from ambcore import stats
 
-    return stats.family(predictions, ABLATION_FAMILY, runs_frame=runs_frame, n_boot=n_boot, seed=seed)
+    return stats.family(
+        predictions, ABLATION_FAMILY, runs_frame=runs_frame, n_boot=n_boot, seed=seed
+    )
 
 
-def pair_sentence(family: pd.DataFrame, key: str, names: dict, synthetic: bool,
-                  alpha: float = 0.05) -> str:  # fmt: skip
+def pair_sentence(
+    family: pd.DataFrame, key: str, names: dict, synthetic: bool, alpha: float = 0.05
+) -> str:
     """The chapter's sentence for one pair of a family: the MAE verdict, every other metric's
     difference and adjusted p, the per-seed numbers, the share of seed pairs won, the
     validation difference; on synthetic data, whether the comparison was planted."""
@@ -351,40 +389,80 @@ def pair_sentence(family: pd.DataFrame, key: str, names: dict, synthetic: bool,
     for metric, r in by_metric.items():
         if metric == "mae" or pd.isna(r["p_holm"]):
             continue
-        word = "not distinguishable" if r["p_holm"] >= alpha else ("higher" if r["diff"] > 0 else "lower")
-        others.append(f"{stats.METRIC_LABELS[metric]} {word} ({r['diff']:+.3f} [{r['lo']:+.3f}, "
-                      f"{r['hi']:+.3f}], p = {stats._p(r['p_holm'])})")  # fmt: skip
+        word = (
+            "not distinguishable"
+            if r["p_holm"] >= alpha
+            else ("higher" if r["diff"] > 0 else "lower")
+        )
+        others.append(
+            f"{stats.METRIC_LABELS[metric]} {word} ({r['diff']:+.3f} [{r['lo']:+.3f}, "
+            f"{r['hi']:+.3f}], p = {stats._p(r['p_holm'])})"
+        )
     if others:
         text += "; " + ", ".join(others)
     details = stats.verdict_details(by_metric["mae"], a, b)
     if details:
         text += f" ({details})"
     if synthetic:
-        text += (f" [planted: {PLANTED[key]}]" if key in PLANTED
-                 else " [not planted: no evidence about CMU-MOSEI]")
+        text += (
+            f" [planted: {PLANTED[key]}]"
+            if key in PLANTED
+            else " [not planted: no evidence about CMU-MOSEI]"
+        )
     return text
 
 
-def control_outcomes(predictions: dict, names: dict, alpha: float = 0.05, n_boot: int = 1000,
-                     seed: int = 0) -> pd.DataFrame:  # fmt: skip
+def control_outcomes(
+    predictions: dict, names: dict, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """The controls (``CONTROLS``) on MAE, each alone at ``alpha``: columns control, a, b,
     expected, diff, lo, hi, p, called different, outcome ("pass", "FAIL" or "not run")."""
     from ambcore import stats
 
     rows = []
     for key, a, b, expected in CONTROLS:
-        row = {"control": key, "a": names.get(a, a), "b": names.get(b, b),
-               "expected": "different" if expected else "not distinguishable"}  # fmt: skip
+        row = {
+            "control": key,
+            "a": names.get(a, a),
+            "b": names.get(b, b),
+            "expected": "different" if expected else "not distinguishable",
+        }
         if a not in predictions or b not in predictions:
             rows.append({**row, "outcome": "not run"})
             continue
         r = stats.paired_test(predictions[a], predictions[b], n_boot=n_boot, seed=seed)
         called = bool(r.p_value < alpha) if np.isfinite(r.p_value) else None
-        outcome = "not testable (single run)" if called is None else ("pass" if called == expected else "FAIL")
-        rows.append({**row, "diff": r.diff, "lo": r.lo, "hi": r.hi, "p": r.p_value,
-                     "called different": called, "outcome": outcome})  # fmt: skip
-    return pd.DataFrame(rows, columns=["control", "a", "b", "expected", "diff", "lo", "hi", "p",
-                                       "called different", "outcome"])  # fmt: skip
+        outcome = (
+            "not testable (single run)"
+            if called is None
+            else ("pass" if called == expected else "FAIL")
+        )
+        rows.append(
+            {
+                **row,
+                "diff": r.diff,
+                "lo": r.lo,
+                "hi": r.hi,
+                "p": r.p_value,
+                "called different": called,
+                "outcome": outcome,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "control",
+            "a",
+            "b",
+            "expected",
+            "diff",
+            "lo",
+            "hi",
+            "p",
+            "called different",
+            "outcome",
+        ],
+    )
 
 
 # ---- the thesis' numbers ---------------------------------------------------------------------
@@ -436,12 +514,18 @@ _TABLE_METRICS = (
 # The paired test of AMB against the row (MAE of AMB minus MAE of the row; see ambcore.stats).
 TEST_COLUMNS = ("ΔMAE vs AMB", "ΔMAE lo", "ΔMAE hi", "p vs AMB", "p vs AMB (Holm)")
 TABLE_COLUMNS = (
-    "Model", "Source", "Data", "PLM / text features", "n seeds",
-    *(h for head, *_ in _TABLE_METRICS
-      for h in (head, f"{head} std", f"{head} lo", f"{head} hi")),
-    *TEST_COLUMNS, "Learns",
-    "Trainable params (M)", "Acc-2/F1 convention", "Reference",
-)  # fmt: skip
+    "Model",
+    "Source",
+    "Data",
+    "PLM / text features",
+    "n seeds",
+    *(h for head, *_ in _TABLE_METRICS for h in (head, f"{head} std", f"{head} lo", f"{head} hi")),
+    *TEST_COLUMNS,
+    "Learns",
+    "Trainable params (M)",
+    "Acc-2/F1 convention",
+    "Reference",
+)
 _ADAPTATION = {"adapters": "adapters", "finetune": "fine-tuned", "frozen": "frozen"}
 
 
@@ -484,7 +568,9 @@ def _our_row(s: pd.Series, acc2: str, table: str) -> dict:
         for end in ("lo", "hi"):
             row[f"{head} {end}"] = s.get(f"{metric}_{end}", np.nan) * scale
     key = _TABLE_KEYS[table]
-    for column, name in zip(TEST_COLUMNS, ("mae_diff", "mae_diff_lo", "mae_diff_hi", "p", "p_holm")):
+    for column, name in zip(
+        TEST_COLUMNS, ("mae_diff", "mae_diff_lo", "mae_diff_hi", "p", "p_holm")
+    ):
         row[column] = s.get(f"{name}_{key}", np.nan)
     row["Learns"] = s.get("learns")
     return row
@@ -494,11 +580,14 @@ def _thesis_table(table: str, summary: pd.DataFrame, acc2: str) -> pd.DataFrame:
     if acc2 not in ("non0", "has0"):
         raise ValueError(f"acc2 must be 'non0' or 'has0', got {acc2!r}")
     rows = [
-        _reference_row(ref, f"{ref['model']} ({ref['text_features']})",
-                       f"cited in thesis table {table} from {ref['numbers_from']}",
-                       _TEXT_FEATURES.get(ref["text_features"], ref["text_features"]))
+        _reference_row(
+            ref,
+            f"{ref['model']} ({ref['text_features']})",
+            f"cited in thesis table {table} from {ref['numbers_from']}",
+            _TEXT_FEATURES.get(ref["text_features"], ref["text_features"]),
+        )
         for _, ref in cited_rows(table).iterrows()
-    ]  # fmt: skip
+    ]
     for _, ref in thesis_rows(table).iterrows():
         name = thesis_display_name(ref["model"], ref["text_adaptation"])
         text = f"{THESIS_PLM} + {_ADAPTATION.get(ref['text_adaptation'], ref['text_adaptation'])}"
@@ -526,9 +615,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     out["n seeds"] = table["n seeds"].map(lambda n: "" if pd.isna(n) else str(int(n)))
     for head, _, _, percent in _TABLE_METRICS:
         digits = 1 if percent else 3
-        out[head] = [
-            _pm(mean, std, digits) for mean, std in zip(table[head], table[f"{head} std"])
-        ]
+        out[head] = [_pm(mean, std, digits) for mean, std in zip(table[head], table[f"{head} std"])]
     out["Trainable params (M)"] = table["Trainable params (M)"].map(
         lambda v: "–" if pd.isna(v) else f"{v:.3g}"
     )
@@ -538,8 +625,19 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 NON_LEARNER_MARK = "†"
-COMPACT_COLUMNS = ("Model", "Source", "Seeds", "MAE", "Corr", "Acc-7 (%)", "Acc-2 (%)", "F1 (%)",
-                   "Params (M)", "ΔMAE vs AMB [95 % CI]", "p (Holm)")  # fmt: skip
+COMPACT_COLUMNS = (
+    "Model",
+    "Source",
+    "Seeds",
+    "MAE",
+    "Corr",
+    "Acc-7 (%)",
+    "Acc-2 (%)",
+    "F1 (%)",
+    "Params (M)",
+    "ΔMAE vs AMB [95 % CI]",
+    "p (Holm)",
+)
 
 
 def compact_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -554,8 +652,11 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
     for _, r in table.iterrows():
         ours = str(r["Source"]).startswith("this book")
         mark = f" {NON_LEARNER_MARK}" if ours and _is_false(_as_flag(r.get("Learns"))) else ""
-        row = {"Model": f"{r['Model']}{mark}", "Source": _short_source(str(r["Source"])),
-               "Seeds": "" if pd.isna(r["n seeds"]) else str(int(r["n seeds"]))}  # fmt: skip
+        row = {
+            "Model": f"{r['Model']}{mark}",
+            "Source": _short_source(str(r["Source"])),
+            "Seeds": "" if pd.isna(r["n seeds"]) else str(int(r["n seeds"])),
+        }
         for head, _, _, percent in _TABLE_METRICS:
             digits = 1 if percent else 3
             text = _pm(r[head], r[f"{head} std"], digits)
@@ -564,15 +665,18 @@ def compact_table(table: pd.DataFrame) -> pd.DataFrame:
         params = r["Trainable params (M)"]
         row["Params (M)"] = "–" if pd.isna(params) else f"{params:.3g}"
         diff = r.get("ΔMAE vs AMB", np.nan)
-        row["ΔMAE vs AMB [95 % CI]"] = "" if pd.isna(diff) else \
-            f"{diff:+.3f} [{r['ΔMAE lo']:+.3f}, {r['ΔMAE hi']:+.3f}]"
+        row["ΔMAE vs AMB [95 % CI]"] = (
+            "" if pd.isna(diff) else f"{diff:+.3f} [{r['ΔMAE lo']:+.3f}, {r['ΔMAE hi']:+.3f}]"
+        )
         p = r.get("p vs AMB (Holm)", np.nan)
         row["p (Holm)"] = "" if pd.isna(p) else (f"{p:.2g}" if p >= 0.001 else f"{p:.1e}")
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COMPACT_COLUMNS))
 
 
-def thesis_table_page(summary: pd.DataFrame, table: str) -> tuple[pd.DataFrame, str, pd.DataFrame, str, str]:
+def thesis_table_page(
+    summary: pd.DataFrame, table: str
+) -> tuple[pd.DataFrame, str, pd.DataFrame, str, str]:
     """What the Ablation chapter shows for thesis table ``table`` ("6.1" or "6.2"): our rows
     and the thesis' (and cited) rows as two tables, each titled with its own data, and the
     verdicts of AMB against each of our rows as one sentence ("no test" without any).
@@ -584,9 +688,13 @@ def thesis_table_page(summary: pd.DataFrame, table: str) -> tuple[pd.DataFrame, 
     is_ours = full["Source"].astype(str).str.startswith("this book")
     ours, theirs = full[is_ours].reset_index(drop=True), full[~is_ours].reset_index(drop=True)
     ours_caption = table_caption(ours, f"Our runs of the rows of thesis table {table}")
-    theirs_caption = (f"Thesis table {table} as published: CMU-MOSEI, {THESIS_PLM} (cited rows: "
-                      "their own text features); numbers from the thesis, not rerun here.")  # fmt: skip
-    shown_theirs = compact_table(theirs).drop(columns=["Seeds", "ΔMAE vs AMB [95 % CI]", "p (Holm)"])
+    theirs_caption = (
+        f"Thesis table {table} as published: CMU-MOSEI, {THESIS_PLM} (cited rows: "
+        "their own text features); numbers from the thesis, not rerun here."
+    )
+    shown_theirs = compact_table(theirs).drop(
+        columns=["Seeds", "ΔMAE vs AMB [95 % CI]", "p (Holm)"]
+    )
     verdicts = "; ".join(table_verdicts(summary, table)) or "no test"
     return compact_table(ours), ours_caption, shown_theirs, theirs_caption, verdicts
 
@@ -612,7 +720,9 @@ def table_caption(table: pd.DataFrame, title: str) -> str:
         f"{NON_LEARNER_MARK}: best validation MAE not below the mean-label predictor's",
     ]
     if not ours.empty and set(ours["Source"].astype(str)) != set(table["Source"].astype(str)):
-        parts.insert(2, f"thesis and cited rows: CMU-MOSEI, {THESIS_PLM} (cited: their own text features)")
+        parts.insert(
+            2, f"thesis and cited rows: CMU-MOSEI, {THESIS_PLM} (cited: their own text features)"
+        )
     return ". ".join(parts) + "."
 
 
@@ -647,27 +757,44 @@ def acc7_vs_params(summary: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for _, ref in cited_rows("6.1").iterrows():
-        rows.append({
-            "model": f"{ref['model']} ({ref['text_features']})", "source": "cited",
-            "acc7_pct": ref["acc7"], "acc7_pct_std": np.nan,
-            "trainable_params_m": ref["trainable_params_m"], "data": ref["dataset"],
-            "plm": _TEXT_FEATURES.get(ref["text_features"], ref["text_features"]),
-            "n_seeds": np.nan,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": f"{ref['model']} ({ref['text_features']})",
+                "source": "cited",
+                "acc7_pct": ref["acc7"],
+                "acc7_pct_std": np.nan,
+                "trainable_params_m": ref["trainable_params_m"],
+                "data": ref["dataset"],
+                "plm": _TEXT_FEATURES.get(ref["text_features"], ref["text_features"]),
+                "n_seeds": np.nan,
+            }
+        )
     for _, ref in thesis_rows("6.1").iterrows():
-        rows.append({
-            "model": thesis_display_name(ref["model"], ref["text_adaptation"]), "source": "thesis",
-            "acc7_pct": ref["acc7"], "acc7_pct_std": np.nan,
-            "trainable_params_m": ref["trainable_params_m"], "data": ref["dataset"],
-            "plm": THESIS_PLM, "n_seeds": np.nan,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": thesis_display_name(ref["model"], ref["text_adaptation"]),
+                "source": "thesis",
+                "acc7_pct": ref["acc7"],
+                "acc7_pct_std": np.nan,
+                "trainable_params_m": ref["trainable_params_m"],
+                "data": ref["dataset"],
+                "plm": THESIS_PLM,
+                "n_seeds": np.nan,
+            }
+        )
     for _, s in summary.iterrows():
-        rows.append({
-            "model": s["row_name"], "source": "this book",
-            "acc7_pct": 100 * s["test_acc7_mean"], "acc7_pct_std": 100 * s["test_acc7_std"],
-            "trainable_params_m": s["trainable_params_m"], "data": s["data"], "plm": s["plm"],
-            "n_seeds": s["n_seeds"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": s["row_name"],
+                "source": "this book",
+                "acc7_pct": 100 * s["test_acc7_mean"],
+                "acc7_pct_std": 100 * s["test_acc7_std"],
+                "trainable_params_m": s["trainable_params_m"],
+                "data": s["data"],
+                "plm": s["plm"],
+                "n_seeds": s["n_seeds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -697,12 +824,17 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
 
 # ---- the computed reading of the ablation chapter (thesis 6.3.3) -----------------------------
 
-def ablation_verdicts(summary: pd.DataFrame, family: pd.DataFrame, synthetic: bool,
-                      alpha: float = 0.05) -> dict[str, str]:  # fmt: skip
+
+def ablation_verdicts(
+    summary: pd.DataFrame, family: pd.DataFrame, synthetic: bool, alpha: float = 0.05
+) -> dict[str, str]:
     """``{key: sentence}`` for every pair of the chapter's family (``pair_sentence``); a pair
     whose cells did not run says so instead of judging."""
     names = dict(zip(summary["cell"], summary["row_name"]))
-    return {key: pair_sentence(family, key, names, synthetic, alpha) for key in dict.fromkeys(family["key"])}
+    return {
+        key: pair_sentence(family, key, names, synthetic, alpha)
+        for key in dict.fromkeys(family["key"])
+    }
 
 
 def non_learner_sentence(summary: pd.DataFrame) -> str:
@@ -710,9 +842,11 @@ def non_learner_sentence(summary: pd.DataFrame) -> str:
     names = non_learners(summary)
     unknown = [str(n) for n, flag in zip(summary["row_name"], summary["learns"]) if pd.isna(flag)]
     if names:
-        text = (f"{', '.join(names)} did not beat the mean-label predictor on validation "
-                f"(best validation MAE not {100 * NON_LEARNER_MARGIN:.0f} % below it): "
-                "these rows (marked † in the tables) have not learnt from their inputs")
+        text = (
+            f"{', '.join(names)} did not beat the mean-label predictor on validation "
+            f"(best validation MAE not {100 * NON_LEARNER_MARGIN:.0f} % below it): "
+            "these rows (marked † in the tables) have not learnt from their inputs"
+        )
     else:
         text = "every cell beats the mean-label predictor on validation"
     if unknown:
@@ -726,12 +860,20 @@ def budget_sentence(runs_frame: pd.DataFrame, max_epochs: int) -> str:
     still = (runs_frame["best_epoch"] == runs_frame["epochs_run"]) & (
         runs_frame["epochs_run"] >= max_epochs
     )
-    counts = runs_frame.assign(still=still).groupby("row_name", sort=False)["still"].agg(["sum", "count"])
+    counts = (
+        runs_frame.assign(still=still)
+        .groupby("row_name", sort=False)["still"]
+        .agg(["sum", "count"])
+    )
     counts = counts[counts["sum"] > 0]
     if counts.empty:
         return "none, every run had passed its best epoch"
-    listed = ", ".join(f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in counts.iterrows())
-    return listed + "; read these cells as lower bounds of what their recipes reach with more epochs"
+    listed = ", ".join(
+        f"{name} {int(r['sum'])} of {int(r['count'])} runs" for name, r in counts.iterrows()
+    )
+    return (
+        listed + "; read these cells as lower bounds of what their recipes reach with more epochs"
+    )
 
 
 def verdicts_from_table(table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
@@ -743,14 +885,20 @@ def verdicts_from_table(table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     sentences = []
     if "p vs AMB" in ours:
         for _, r in ours.dropna(subset=["p vs AMB"]).iterrows():
-            row = {"diff": r["ΔMAE vs AMB"], "lo": r["ΔMAE lo"], "hi": r["ΔMAE hi"],
-                   "p_holm": r["p vs AMB (Holm)"]}  # fmt: skip
+            row = {
+                "diff": r["ΔMAE vs AMB"],
+                "lo": r["ΔMAE lo"],
+                "hi": r["ΔMAE hi"],
+                "p_holm": r["p vs AMB (Holm)"],
+            }
             sentences.append(stats.verdict(row, REFERENCE_ROW, str(r["Model"]), alpha=alpha))
     if "Learns" in ours:
         marked = [str(m) for m, f in zip(ours["Model"], ours["Learns"]) if _is_false(_as_flag(f))]
         if marked:
-            sentences.append(f"{', '.join(marked)} did not beat the mean-label predictor on "
-                             f"validation ({NON_LEARNER_MARK})")  # fmt: skip
+            sentences.append(
+                f"{', '.join(marked)} did not beat the mean-label predictor on "
+                f"validation ({NON_LEARNER_MARK})"
+            )
     return sentences
 
 

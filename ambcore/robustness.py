@@ -21,9 +21,10 @@ full every time, as is every text-noise pass. ``reuse_text=False`` predicts ever
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,9 @@ class _NoisyLoader:
     visual/acoustic noise replaces that modality's features and keeps the batch's text tensors.
     """
 
-    def __init__(self, loader, kind, rate, generator, tokenizer_info, granularity=DEFAULT_GRANULARITY):
+    def __init__(
+        self, loader, kind, rate, generator, tokenizer_info, granularity=DEFAULT_GRANULARITY
+    ):
         self.loader, self.kind, self.rate, self.granularity = loader, kind, rate, granularity
         self.generator, self.tokenizer_info = generator, tokenizer_info
         self.n_corrupted = self.n_eligible = 0
@@ -69,8 +72,14 @@ class _NoisyLoader:
 
     def __iter__(self):
         for batch in self.loader:
-            result = apply_noise(batch, self.kind, self.rate, self.generator, self.tokenizer_info,
-                                 granularity=self.granularity)  # fmt: skip
+            result = apply_noise(
+                batch,
+                self.kind,
+                self.rate,
+                self.generator,
+                self.tokenizer_info,
+                granularity=self.granularity,
+            )
             self.n_corrupted += result.n_corrupted
             self.n_eligible += result.n_eligible
             yield result.batch
@@ -118,13 +127,22 @@ def _prepare(run_dir: Path, split: str) -> _Evaluation:
         "plm": plm_label(cfg.plm, cfg.plm_random_init),
         "split": split,
     }
-    return _Evaluation(cfg, device, dataset, split, _load_run_model(run_dir, device), tokenizer,
-                       TokenizerInfo.from_tokenizer(tokenizer),
-                       make_loader(dataset[split], tokenizer, cfg, shuffle=False), identity)  # fmt: skip
+    return _Evaluation(
+        cfg,
+        device,
+        dataset,
+        split,
+        _load_run_model(run_dir, device),
+        tokenizer,
+        TokenizerInfo.from_tokenizer(tokenizer),
+        make_loader(dataset[split], tokenizer, cfg, shuffle=False),
+        identity,
+    )
 
 
-def _conditions(kinds: Sequence[str], rates: Sequence[float],
-                granularities: Sequence[str]) -> list[tuple[str, str, float]]:
+def _conditions(
+    kinds: Sequence[str], rates: Sequence[float], granularities: Sequence[str]
+) -> list[tuple[str, str, float]]:
     """(kind, granularity, rate) to evaluate: text kinds once, visual/acoustic per granularity."""
     out = []
     for kind in kinds:
@@ -133,23 +151,41 @@ def _conditions(kinds: Sequence[str], rates: Sequence[float],
     return out
 
 
-def _predict(ev: _Evaluation, kind: str, granularity: str, rate: float, seed: int,
-             keep: list | None = None) -> dict:  # fmt: skip
+def _predict(
+    ev: _Evaluation, kind: str, granularity: str, rate: float, seed: int, keep: list | None = None
+) -> dict:
     """Metrics of one noise draw (seeded by ``seed``) and its realised corruption rate;
     ``keep``: a list the per-utterance predictions are appended to (a frame)."""
     generator = torch.Generator().manual_seed(seed)
     grain = DEFAULT_GRANULARITY if granularity == TEXT_GRANULARITY else granularity
     noisy = _NoisyLoader(ev.loader, kind, rate, generator, ev.info, grain)
     clean_text = kind in AV_KINDS or rate == 0.0
-    pred = predict_split(ev.model, ev.dataset[ev.split], ev.tokenizer, ev.cfg, ev.device, loader=noisy,
-                         text_cache=ev.text_cache if clean_text else None)  # fmt: skip
+    pred = predict_split(
+        ev.model,
+        ev.dataset[ev.split],
+        ev.tokenizer,
+        ev.cfg,
+        ev.device,
+        loader=noisy,
+        text_cache=ev.text_cache if clean_text else None,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant predictions
         metrics = sentiment_metrics(pred.y_pred, pred.y_true)
     realised = noisy.n_corrupted / noisy.n_eligible if noisy.n_eligible else np.nan
     if keep is not None:
-        keep.append(pd.DataFrame({"kind": kind, "granularity": granularity, "rate": rate,
-                                  "id": pred.ids, "y_true": pred.y_true, "y_pred": pred.y_pred}))  # fmt: skip
+        keep.append(
+            pd.DataFrame(
+                {
+                    "kind": kind,
+                    "granularity": granularity,
+                    "rate": rate,
+                    "id": pred.ids,
+                    "y_true": pred.y_true,
+                    "y_pred": pred.y_pred,
+                }
+            )
+        )
     return {**{m: metrics[m] for m in METRICS}, "realised_rate": realised}
 
 
@@ -207,7 +243,9 @@ def robustness_curve(
     if reuse_text and reuses_text(ev.model):
         ev.text_cache = TextCache(ev.model)
     conditions = _conditions(kinds, rates, granularities)
-    bar = tqdm(total=len(conditions), desc=f"noise {Path(run_dir).name}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(conditions), desc=f"noise {Path(run_dir).name}", disable=not progress, leave=False
+    )
     clean, rows, kept = None, [], []
     top = max(rates)
     for k, grain, rate in conditions:
@@ -216,19 +254,32 @@ def robustness_curve(
             draws = [clean] * n_draws
         else:
             keep = kept if (predictions_out is not None and rate == top) else None
-            draws = [_predict(ev, k, grain, rate, draw_seed(seed, k, d), keep if d == 0 else None)
-                     for d in range(n_draws)]  # fmt: skip
-        rows.append({**ev.identity, "kind": k, "granularity": grain, "rate": rate, "n_draws": n_draws,
-                     **_summarise_draws(draws)})  # fmt: skip
+            draws = [
+                _predict(ev, k, grain, rate, draw_seed(seed, k, d), keep if d == 0 else None)
+                for d in range(n_draws)
+            ]
+        rows.append(
+            {
+                **ev.identity,
+                "kind": k,
+                "granularity": grain,
+                "rate": rate,
+                "n_draws": n_draws,
+                **_summarise_draws(draws),
+            }
+        )
         bar.update(1)
     bar.close()
     if predictions_out is not None:
-        runs.atomic_write_text(Path(predictions_out), pd.concat(kept, ignore_index=True).to_csv(index=False))
+        runs.atomic_write_text(
+            Path(predictions_out), pd.concat(kept, ignore_index=True).to_csv(index=False)
+        )
     return pd.DataFrame(rows)
 
 
-def robustness_predictions(run_dirs: Sequence[str | Path], kind: str,
-                           granularity: str = DEFAULT_GRANULARITY) -> dict[int, pd.DataFrame]:
+def robustness_predictions(
+    run_dirs: Sequence[str | Path], kind: str, granularity: str = DEFAULT_GRANULARITY
+) -> dict[int, pd.DataFrame]:
     """``{seed: frame(id, y_true, y_pred)}`` of the runs' predictions at the highest rate of
     ``kind`` (text kinds: granularity ``"token"``), from the file ``robustness_curve`` wrote
     (``ROBUSTNESS_PREDICTIONS`` in each run folder): a cell for ``ambcore.stats.compare``."""
@@ -242,7 +293,9 @@ def robustness_predictions(run_dirs: Sequence[str | Path], kind: str,
         part = frame[(frame["kind"] == kind) & (frame["granularity"] == grain)]
         if part.empty:
             raise ValueError(f"{path}: no predictions of kind {kind!r}, granularity {grain!r}")
-        out[int(runs.read_config(run_dir).seed)] = part[["id", "y_true", "y_pred"]].reset_index(drop=True)
+        out[int(runs.read_config(run_dir).seed)] = part[["id", "y_true", "y_pred"]].reset_index(
+            drop=True
+        )
     return out
 
 
@@ -252,7 +305,9 @@ def select_granularity(curves: pd.DataFrame, granularity: str) -> pd.DataFrame:
     Curves without a granularity column (computed before it existed) are element-wise."""
     check_granularity(granularity)
     if "granularity" not in curves:
-        curves = curves.assign(granularity=np.where(curves["kind"].isin(TEXT_KINDS), TEXT_GRANULARITY, "element"))
+        curves = curves.assign(
+            granularity=np.where(curves["kind"].isin(TEXT_KINDS), TEXT_GRANULARITY, "element")
+        )
     keep = curves["granularity"].isin([TEXT_GRANULARITY, granularity])
     return curves[keep].reset_index(drop=True)
 
@@ -262,18 +317,25 @@ def granularity_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = 
     (rows: visual, acoustic; columns: ``NOISE_GRANULARITIES``); from ``summarize_curves``."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(NOISE_GRANULARITIES), figsize=(10, 7), sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(
+        2, len(NOISE_GRANULARITIES), figsize=(10, 7), sharey=True, constrained_layout=True
+    )
     models = list(dict.fromkeys(summary["row_name"]))
     for row, kind in enumerate(AV_KINDS):
         for col, grain in enumerate(NOISE_GRANULARITIES):
-            ax, part = axes[row, col], summary[(summary["kind"] == kind) & (summary["granularity"] == grain)]
+            ax, part = (
+                axes[row, col],
+                summary[(summary["kind"] == kind) & (summary["granularity"] == grain)],
+            )
             for i, model in enumerate(models):
                 curve = part[part["row_name"] == model].sort_values("rate")
                 mean, std = curve[f"{metric}_mean"], curve[f"{metric}_std"].fillna(0.0)
                 ax.plot(curve["rate"], mean, marker="o^dsv"[i % 5], color=f"C{i}", label=model)
                 ax.fill_between(curve["rate"], mean - std, mean + std, color=f"C{i}", alpha=0.15)
             default = " (default)" if grain == DEFAULT_GRANULARITY else ""
-            ax.set(title=f"{kind} noise, one draw per {grain}{default}", xlabel="noise insertion rate")
+            ax.set(
+                title=f"{kind} noise, one draw per {grain}{default}", xlabel="noise insertion rate"
+            )
             ax.grid(True, alpha=0.3)
         axes[row, 0].set_ylabel(metric)
     axes[0, 0].legend(fontsize=8)
@@ -282,8 +344,20 @@ def granularity_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = 
     return fig
 
 
-CURVE_KEYS = ("row_name", "model", "variant", "text_adaptation", "preset", "data",
-              "is_synthetic", "plm", "split", "kind", "granularity", "rate")  # fmt: skip
+CURVE_KEYS = (
+    "row_name",
+    "model",
+    "variant",
+    "text_adaptation",
+    "preset",
+    "data",
+    "is_synthetic",
+    "plm",
+    "split",
+    "kind",
+    "granularity",
+    "rate",
+)
 
 
 def summarize_curves(curves: pd.DataFrame) -> pd.DataFrame:
@@ -295,18 +369,25 @@ def summarize_curves(curves: pd.DataFrame) -> pd.DataFrame:
     ``n_runs`` and the mean ``realised_rate`` - the band of figure 6.3.
     """
     if "granularity" not in curves:  # curves computed before granularities existed: element-wise
-        curves = curves.assign(granularity=np.where(curves["kind"].isin(TEXT_KINDS), TEXT_GRANULARITY, "element"))
+        curves = curves.assign(
+            granularity=np.where(curves["kind"].isin(TEXT_KINDS), TEXT_GRANULARITY, "element")
+        )
     missing = [k for k in (*CURVE_KEYS, "run", "corr", "mae", "acc7") if k not in curves]
     if missing:
-        raise ValueError(f"summarize_curves: columns {missing} missing; pass robustness_curve output")
+        raise ValueError(
+            f"summarize_curves: columns {missing} missing; pass robustness_curve output"
+        )
     grouped = curves.groupby(list(CURVE_KEYS), sort=False, dropna=False)
     out = grouped.agg(
         n_runs=("run", "nunique"),
-        corr_mean=("corr", "mean"), corr_std=("corr", "std"),
-        mae_mean=("mae", "mean"), mae_std=("mae", "std"),
-        acc7_mean=("acc7", "mean"), acc7_std=("acc7", "std"),
+        corr_mean=("corr", "mean"),
+        corr_std=("corr", "std"),
+        mae_mean=("mae", "mean"),
+        mae_std=("mae", "std"),
+        acc7_mean=("acc7", "mean"),
+        acc7_std=("acc7", "std"),
         realised_rate=("realised_rate", "mean"),
-    ).reset_index()  # fmt: skip
+    ).reset_index()
     duplicated = grouped["run"].size() != grouped["run"].nunique()
     if duplicated.any():
         raise ValueError("summarize_curves: a run appears twice for the same kind and rate")

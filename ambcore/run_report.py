@@ -9,8 +9,9 @@ folder, so a page never carries the temporary path of the machine that built it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -31,15 +32,30 @@ __all__ = [
 ]
 
 # The fields of a run's config that the training chapter shows (all of them: config.json).
-CONFIG_SHOWN = ("preset", "model", "plm", "variant", "text_adaptation", "adapter_dim",
-                "fusion_hidden", "dropout", "loss", "lr", "batch_size", "max_epochs", "patience",
-                "seed")  # fmt: skip
+CONFIG_SHOWN = (
+    "preset",
+    "model",
+    "plm",
+    "variant",
+    "text_adaptation",
+    "adapter_dim",
+    "fusion_hidden",
+    "dropout",
+    "loss",
+    "lr",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "seed",
+)
 
 
 def config_table(cfg: Config, keys: Iterable[str] = CONFIG_SHOWN) -> pd.DataFrame:
     """``keys`` of ``cfg`` and their values, one row each."""
-    return pd.DataFrame({"value": [str(getattr(cfg, key)) for key in keys]},
-                        index=pd.Index(list(keys), name="setting"))  # fmt: skip
+    return pd.DataFrame(
+        {"value": [str(getattr(cfg, key)) for key in keys]},
+        index=pd.Index(list(keys), name="setting"),
+    )
 
 
 def shown_path(path: str | Path) -> str:
@@ -70,18 +86,21 @@ def training_summary(result: Any) -> str:
 def run_files(run_dir: str | Path, leave_out: Iterable[str] = ()) -> list[str]:
     """The names in a run folder, sorted, without hidden files and ``leave_out``."""
     skip = set(leave_out)
-    return sorted(p.name for p in Path(run_dir).iterdir()
-                  if not p.name.startswith(".") and p.name not in skip)  # fmt: skip
+    return sorted(
+        p.name for p in Path(run_dir).iterdir() if not p.name.startswith(".") and p.name not in skip
+    )
 
 
 def metrics_overview(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """The best checkpoint on valid and test, and the test baseline that predicts the mean
     training label (``metrics.json``), as ``ambcore.plots.metrics_table`` rows."""
-    return metrics_table({
-        "valid (best checkpoint)": metrics["valid"],
-        "test (best checkpoint)": metrics["test"],
-        "test: predict the training mean": metrics["test_baseline_train_mean"],
-    })  # fmt: skip
+    return metrics_table(
+        {
+            "valid (best checkpoint)": metrics["valid"],
+            "test (best checkpoint)": metrics["test"],
+            "test: predict the training mean": metrics["test_baseline_train_mean"],
+        }
+    )
 
 
 # Decimals of a metrics table: MAE and correlation 3, percentages 1 (as in the thesis' tables).

@@ -57,9 +57,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -376,9 +377,14 @@ def collect_env(
         "versions": {
             name: _version(name)
             for name in (
-                "torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn",
+                "torch",
+                "transformers",
+                "tokenizers",
+                "safetensors",
+                "numpy",
+                "scikit-learn",
                 "ambcore",
-            )  # fmt: skip
+            )
         },
         "device": str(device),
         "device_name": (
@@ -672,8 +678,9 @@ def load_optimizer_state(folder: str | Path) -> dict[str, Any]:
     missing = [n for n in (OPTIMIZER_TENSORS, OPTIMIZER_JSON) if not (folder / n).exists()]
     if missing:
         raise FileNotFoundError(f"{folder}: no saved optimizer state ({', '.join(missing)})")
-    return _join_optimizer_state(load_tensors(folder / OPTIMIZER_TENSORS),
-                                 read_json(folder / OPTIMIZER_JSON))  # fmt: skip
+    return _join_optimizer_state(
+        load_tensors(folder / OPTIMIZER_TENSORS), read_json(folder / OPTIMIZER_JSON)
+    )
 
 
 def load_resume_state(last_dir: str | Path) -> ResumeState | None:
@@ -805,7 +812,7 @@ def read_diverged(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def run_status(run_dir: str | Path) -> str:
-    """"done", "diverged", "unfinished" (a config.json, no marker) or "empty"."""
+    """ "done", "diverged", "unfinished" (a config.json, no marker) or "empty"."""
     paths = RunPaths(run_dir)
     if paths.diverged.exists():
         return "diverged"

@@ -97,8 +97,13 @@ __all__ = [
 # the non-0 convention of MISA's and MAG-BERT's code (ambcore.metrics).
 METRICS = ("mae", "corr", "acc7", "acc2_non0", "f1_non0")
 CI_METRICS = METRICS  # the metrics that get an interval
-METRIC_LABELS = {"mae": "MAE", "corr": "Corr", "acc7": "Acc-7", "acc2_non0": "Acc-2",
-                 "f1_non0": "F1"}  # fmt: skip
+METRIC_LABELS = {
+    "mae": "MAE",
+    "corr": "Corr",
+    "acc7": "Acc-7",
+    "acc2_non0": "Acc-2",
+    "f1_non0": "F1",
+}
 HIGHER_IS_BETTER = {"mae": False, "corr": True, "acc7": True, "acc2_non0": True, "f1_non0": True}
 PREDICTIONS_FILE = "test_predictions.csv"
 
@@ -146,8 +151,10 @@ def available_predictions(runs_frame: pd.DataFrame, runs_dir: str | os.PathLike)
 def video_of(ids: Sequence[str]) -> np.ndarray:
     """The video (cluster) of each utterance id: the part before ``$_$``; an id without it is
     its own cluster."""
-    return np.array([i.split(ID_SEPARATOR, 1)[0] if ID_SEPARATOR in i else i
-                     for i in map(str, ids)], dtype=object)  # fmt: skip
+    return np.array(
+        [i.split(ID_SEPARATOR, 1)[0] if ID_SEPARATOR in i else i for i in map(str, ids)],
+        dtype=object,
+    )
 
 
 def _stack(preds: SeedPredictions, ids: Sequence[str] | None = None):
@@ -179,7 +186,9 @@ def _stack(preds: SeedPredictions, ids: Sequence[str] | None = None):
 # ---- metrics under bootstrap weights ---------------------------------------------------------
 
 
-def _video_weights(ids: Sequence[str], n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def _video_weights(
+    ids: Sequence[str], n_boot: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
     """(n_boot, N) weights of a cluster bootstrap: each replicate draws the test videos with
     replacement (as many as there are) and every utterance weighs as often as its video was
     drawn. Returns the weights and the number of videos."""
@@ -199,12 +208,23 @@ def _weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, 
     runs = np.atleast_2d(np.asarray(p, dtype=np.float64))  # (S, N)
     pos, neg = (y > 0), (y < 0)
     shape = runs.shape
-    terms = np.stack([
-        np.ones(shape), np.abs(runs - y), runs, runs * y, runs * runs,
-        np.broadcast_to(y, shape), np.broadcast_to(y * y, shape),
-        np.round(np.clip(runs, -3, 3)) == np.round(np.clip(y, -3, 3)),
-        pos & (runs > 0), pos & (runs <= 0), neg & (runs > 0), neg & (runs <= 0),
-    ], axis=1).astype(np.float64)  # (S, 12, N)
+    terms = np.stack(
+        [
+            np.ones(shape),
+            np.abs(runs - y),
+            runs,
+            runs * y,
+            runs * runs,
+            np.broadcast_to(y, shape),
+            np.broadcast_to(y * y, shape),
+            np.round(np.clip(runs, -3, 3)) == np.round(np.clip(y, -3, 3)),
+            pos & (runs > 0),
+            pos & (runs <= 0),
+            neg & (runs > 0),
+            neg & (runs <= 0),
+        ],
+        axis=1,
+    ).astype(np.float64)  # (S, 12, N)
     sums = terms @ w.T  # (S, 12, B)
     total, abs_err, sp, spy, spp, sy, syy, hit7, tp, fn, fp, tn = np.moveaxis(sums, 1, 0)
     mp, my = sp / total, sy / total
@@ -218,8 +238,13 @@ def _weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict[str, 
         f1_pos = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
         f1_neg = np.where(2 * tn + fn + fp > 0, 2 * tn / (2 * tn + fn + fp), 0.0)
         f1 = (n_pos * f1_pos + n_neg * f1_neg) / (n_pos + n_neg)
-    out = {"mae": abs_err / total, "corr": corr, "acc7": hit7 / total, "acc2_non0": acc2,
-           "f1_non0": f1}  # fmt: skip
+    out = {
+        "mae": abs_err / total,
+        "corr": corr,
+        "acc7": hit7 / total,
+        "acc2_non0": acc2,
+        "f1_non0": f1,
+    }
     return out if np.ndim(p) == 2 else {k: v[0] for k, v in out.items()}
 
 
@@ -332,7 +357,11 @@ def cell_intervals(
     for cell, preds in predictions.items():
         row: dict = {"cell": cell}
         for metric, ci in bootstrap_ci(preds, n_boot=n_boot, seed=seed).items():
-            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = ci["estimate"], ci["lo"], ci["hi"]
+            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = (
+                ci["estimate"],
+                ci["lo"],
+                ci["hi"],
+            )
         rows.append(row)
     columns = ["cell", *(f"{m}{s}" for m in CI_METRICS for s in ("", "_lo", "_hi"))]
     return pd.DataFrame(rows, columns=columns)
@@ -378,9 +407,13 @@ def _win_share(a: np.ndarray, b: np.ndarray, higher_is_better: bool) -> float:
 
 
 def compare(
-    a: SeedPredictions, b: SeedPredictions, metrics: Sequence[str] = METRICS,
-    n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-) -> dict[str, PairedResult]:  # fmt: skip
+    a: SeedPredictions,
+    b: SeedPredictions,
+    metrics: Sequence[str] = METRICS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, PairedResult]:
     """Cell A against cell B on each of ``metrics`` (module docstring): the runs of each cell
     are independent samples (any seed sets), the test videos one shared cluster bootstrap.
     Both cells must have predicted the same test utterances (matched by id)."""
@@ -401,24 +434,39 @@ def compare(
         v_a, v_b = _var(full_a[m]) / n_a, _var(full_b[m]) / n_b
         v_videos = _shared_variance(boot_a[m], boot_b[m])
         se, df, lo, hi, p = _t_interval(
-            diff, [(v_a, n_a - 1), (v_b, n_b - 1), (v_videos, n_videos - 1)], level)
+            diff, [(v_a, n_a - 1), (v_b, n_b - 1), (v_videos, n_videos - 1)], level
+        )
         out[m] = PairedResult(
-            diff=diff, lo=lo, hi=hi, p_value=p, metric=m,
-            estimate_a=float(np.mean(full_a[m])), estimate_b=float(np.mean(full_b[m])),
-            se=se, df=df, se_runs=math.sqrt(v_a + v_b) if np.isfinite(v_a + v_b) else float("nan"),
+            diff=diff,
+            lo=lo,
+            hi=hi,
+            p_value=p,
+            metric=m,
+            estimate_a=float(np.mean(full_a[m])),
+            estimate_b=float(np.mean(full_b[m])),
+            se=se,
+            df=df,
+            se_runs=math.sqrt(v_a + v_b) if np.isfinite(v_a + v_b) else float("nan"),
             se_videos=math.sqrt(v_videos) if np.isfinite(v_videos) else float("nan"),
-            seeds_a=tuple(seeds_a), seeds_b=tuple(seeds_b),
-            per_seed_a=tuple(map(float, full_a[m])), per_seed_b=tuple(map(float, full_b[m])),
+            seeds_a=tuple(seeds_a),
+            seeds_b=tuple(seeds_b),
+            per_seed_a=tuple(map(float, full_a[m])),
+            per_seed_b=tuple(map(float, full_b[m])),
             win_share=_win_share(full_a[m], full_b[m], HIGHER_IS_BETTER[m]),
-            n_utterances=int(y.size), n_videos=n_videos,
-        )  # fmt: skip
+            n_utterances=int(y.size),
+            n_videos=n_videos,
+        )
     return out
 
 
 def paired_test(
-    a: SeedPredictions, b: SeedPredictions, n_boot: int = 1000, level: float = 0.95,
-    seed: int = 0, metric: str = "mae",
-) -> PairedResult:  # fmt: skip
+    a: SeedPredictions,
+    b: SeedPredictions,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    metric: str = "mae",
+) -> PairedResult:
     """``compare``'s result for one metric (MAE by default): MAE(A) - MAE(B) over runs and test
     videos, with its interval and two-sided p-value."""
     return compare(a, b, metrics=(metric,), n_boot=n_boot, level=level, seed=seed)[metric]
@@ -439,17 +487,42 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 # ---- a chapter's family of comparisons ---------------------------------------------------------
 
-FAMILY_COLUMNS = ("key", "a", "b", "metric", "estimate_a", "estimate_b", "diff", "lo", "hi",
-                  "p", "p_holm", "se", "df", "se_runs", "se_videos", "n_a", "n_b", "n_videos",
-                  "n_utterances", "win_share", "per_seed_a", "per_seed_b", "valid_diff",
-                  "note")  # fmt: skip
+FAMILY_COLUMNS = (
+    "key",
+    "a",
+    "b",
+    "metric",
+    "estimate_a",
+    "estimate_b",
+    "diff",
+    "lo",
+    "hi",
+    "p",
+    "p_holm",
+    "se",
+    "df",
+    "se_runs",
+    "se_videos",
+    "n_a",
+    "n_b",
+    "n_videos",
+    "n_utterances",
+    "win_share",
+    "per_seed_a",
+    "per_seed_b",
+    "valid_diff",
+    "note",
+)
 
 
 def family(
-    predictions: Mapping[str, SeedPredictions], pairs: Sequence[tuple[str, str, str]],
-    metrics: Sequence[str] = METRICS, runs_frame: pd.DataFrame | None = None,
-    n_boot: int = 1000, seed: int = 0,
-) -> pd.DataFrame:  # fmt: skip
+    predictions: Mapping[str, SeedPredictions],
+    pairs: Sequence[tuple[str, str, str]],
+    metrics: Sequence[str] = METRICS,
+    runs_frame: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Every comparison of a chapter, once: one row per (pair, metric) of ``pairs`` ((key,
     cell A, cell B) each) with ``compare``'s numbers, Holm-adjusted across the whole family
     (``p_holm``). A pair that cannot be compared (a cell without predictions, a single run)
@@ -458,20 +531,37 @@ def family(
     rows = []
     for key, a, b in pairs:
         missing = [c for c in (a, b) if c not in predictions]
-        results = {} if missing else compare(predictions[a], predictions[b], metrics, n_boot, seed=seed)
+        results = (
+            {} if missing else compare(predictions[a], predictions[b], metrics, n_boot, seed=seed)
+        )
         for m in metrics:
             row = {"key": key, "a": a, "b": b, "metric": m}
             if missing:
                 row["note"] = f"cell(s) {', '.join(missing)} have no finished runs with predictions"
             else:
                 r = results[m]
-                row.update(estimate_a=r.estimate_a, estimate_b=r.estimate_b, diff=r.diff, lo=r.lo,
-                           hi=r.hi, p=r.p_value, se=r.se, df=r.df, se_runs=r.se_runs,
-                           se_videos=r.se_videos, n_a=len(r.seeds_a), n_b=len(r.seeds_b),
-                           n_videos=r.n_videos, n_utterances=r.n_utterances, win_share=r.win_share,
-                           per_seed_a=_joined(r.per_seed_a), per_seed_b=_joined(r.per_seed_b),
-                           note="" if np.isfinite(r.p_value) else
-                           "a cell has a single run: its seed variance cannot be estimated")  # fmt: skip
+                row.update(
+                    estimate_a=r.estimate_a,
+                    estimate_b=r.estimate_b,
+                    diff=r.diff,
+                    lo=r.lo,
+                    hi=r.hi,
+                    p=r.p_value,
+                    se=r.se,
+                    df=r.df,
+                    se_runs=r.se_runs,
+                    se_videos=r.se_videos,
+                    n_a=len(r.seeds_a),
+                    n_b=len(r.seeds_b),
+                    n_videos=r.n_videos,
+                    n_utterances=r.n_utterances,
+                    win_share=r.win_share,
+                    per_seed_a=_joined(r.per_seed_a),
+                    per_seed_b=_joined(r.per_seed_b),
+                    note=""
+                    if np.isfinite(r.p_value)
+                    else "a cell has a single run: its seed variance cannot be estimated",
+                )
             row["valid_diff"] = _valid_diff(runs_frame, a, b, m)
             rows.append(row)
     frame = pd.DataFrame(rows, columns=list(FAMILY_COLUMNS))
@@ -493,9 +583,13 @@ def _valid_diff(runs_frame: pd.DataFrame | None, a: str, b: str, metric: str) ->
 
 
 def compare_to(
-    predictions: Mapping[str, SeedPredictions], reference: str, others: Sequence[str],
-    seed: int = 0, metric: str = "mae", n_boot: int = 1000,
-) -> pd.DataFrame:  # fmt: skip
+    predictions: Mapping[str, SeedPredictions],
+    reference: str,
+    others: Sequence[str],
+    seed: int = 0,
+    metric: str = "mae",
+    n_boot: int = 1000,
+) -> pd.DataFrame:
     """``reference`` against each of ``others`` on one metric, Holm-adjusted across ``others``
     (a family of its own: ``family`` for a chapter's). Columns: cell, reference, diff
     (reference minus cell), lo, hi, p, p_holm, n_seeds (the reference's runs), n_utterances."""
@@ -503,10 +597,19 @@ def compare_to(
         raise AmbError(f"compare_to: no predictions of the reference cell {reference!r}")
     pairs = [(c, reference, c) for c in others if c != reference and c in predictions]
     frame = family(predictions, pairs, metrics=(metric,), n_boot=n_boot, seed=seed)
-    return pd.DataFrame({"cell": frame["b"], "reference": frame["a"], "diff": frame["diff"],
-                         "lo": frame["lo"], "hi": frame["hi"], "p": frame["p"],
-                         "p_holm": frame["p_holm"], "n_seeds": frame["n_a"],
-                         "n_utterances": frame["n_utterances"]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "cell": frame["b"],
+            "reference": frame["a"],
+            "diff": frame["diff"],
+            "lo": frame["lo"],
+            "hi": frame["hi"],
+            "p": frame["p"],
+            "p_holm": frame["p_holm"],
+            "n_seeds": frame["n_a"],
+            "n_utterances": frame["n_utterances"],
+        }
+    )
 
 
 # ---- sentences ---------------------------------------------------------------------------------
@@ -526,8 +629,10 @@ def verdict(row: Mapping, name_a: str, name_b: str, alpha: float = 0.05, digits:
     if math.isnan(p):
         note = str(row.get("note", "") or "no p-value")
         return f"{a} and {b} {label} cannot be compared ({note})"
-    numbers = (f"difference {diff:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], "
-               f"Holm-adjusted p = {_p(p)}")  # fmt: skip
+    numbers = (
+        f"difference {diff:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], "
+        f"Holm-adjusted p = {_p(p)}"
+    )
     if p < alpha:
         way = "lower" if diff < 0 else "higher"
         return f"{a} {label} is {way} than {b}: {numbers}"
@@ -543,8 +648,10 @@ def verdict_details(row: Mapping, name_a: str, name_b: str) -> str:
     label = METRIC_LABELS.get(str(row.get("metric", "mae")), str(row.get("metric")))
     n_pairs = int(row["n_a"]) * int(row["n_b"])
     wins = float(row["win_share"]) * n_pairs
-    text = (f"{label} per seed: {name_a} {row['per_seed_a']}; {name_b} {row['per_seed_b']}; "
-            f"{name_a} better in {wins:g} of {n_pairs} seed pairs")  # fmt: skip
+    text = (
+        f"{label} per seed: {name_a} {row['per_seed_a']}; {name_b} {row['per_seed_b']}; "
+        f"{name_a} better in {wins:g} of {n_pairs} seed pairs"
+    )
     valid = row.get("valid_diff", float("nan"))
     if valid is not None and np.isfinite(float(valid)):
         text += f"; validation difference {float(valid):+.3f} (test {float(row['diff']):+.3f})"
@@ -569,8 +676,14 @@ SIM_RUN_VIDEO_ERROR = 0.15  # per video and run (what a seed learns differently)
 SIM_SEED_SHIFT = 0.15  # per run, on every prediction
 
 
-def simulate_cell(y: np.ndarray, ids: Sequence[str], video_error: np.ndarray, n_runs: int,
-                  rng: np.random.Generator, shift: float = 0.0) -> dict[int, pd.DataFrame]:
+def simulate_cell(
+    y: np.ndarray,
+    ids: Sequence[str],
+    video_error: np.ndarray,
+    n_runs: int,
+    rng: np.random.Generator,
+    shift: float = 0.0,
+) -> dict[int, pd.DataFrame]:
     """``n_runs`` runs of one model on test labels ``y``: each prediction is the label plus the
     model's per-video error (``video_error``, one value per video of ``ids``), a per-run shift,
     a per-run per-video error, utterance noise and ``shift`` (a planted difference)."""
@@ -578,9 +691,14 @@ def simulate_cell(y: np.ndarray, ids: Sequence[str], video_error: np.ndarray, n_
     n_videos = int(codes.max()) + 1
     runs = {}
     for r in range(n_runs):
-        pred = (y + shift + video_error[codes] + rng.normal(0, SIM_SEED_SHIFT)
-                + rng.normal(0, SIM_RUN_VIDEO_ERROR, n_videos)[codes]
-                + rng.normal(0, SIM_NOISE, y.size))  # fmt: skip
+        pred = (
+            y
+            + shift
+            + video_error[codes]
+            + rng.normal(0, SIM_SEED_SHIFT)
+            + rng.normal(0, SIM_RUN_VIDEO_ERROR, n_videos)[codes]
+            + rng.normal(0, SIM_NOISE, y.size)
+        )
         runs[r] = pd.DataFrame({"id": list(ids), "y_true": y, "y_pred": pred})
     return runs
 
@@ -593,9 +711,14 @@ def _simulated_test_split(n_videos: int, rng: np.random.Generator):
     return ids, y
 
 
-def calibration(sizes: Sequence[tuple[int, int]] = ((3, 50), (5, 50), (5, 100)),
-                n_sims: int = 200, planted: float = 0.25, n_boot: int = 300,
-                alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:  # fmt: skip
+def calibration(
+    sizes: Sequence[tuple[int, int]] = ((3, 50), (5, 50), (5, 100)),
+    n_sims: int = 200,
+    planted: float = 0.25,
+    n_boot: int = 300,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
     """The comparison's error rates on simulated experiments: for each (runs per cell, test
     videos) of ``sizes``, ``n_sims`` experiments draw a new test split and new runs.
 
@@ -620,7 +743,9 @@ def calibration(sizes: Sequence[tuple[int, int]] = ((3, 50), (5, 50), (5, 100)),
                 rejected[m] += bool(r.p_value < alpha)
                 covered[m] += bool(r.lo <= 0 <= r.hi)
             shifted = simulate_cell(y, ids, video_error, n_runs, rng, shift=planted)
-            found += bool(compare(a, shifted, metrics=("mae",), n_boot=n_boot, seed=i)["mae"].p_value < alpha)
+            found += bool(
+                compare(a, shifted, metrics=("mae",), n_boot=n_boot, seed=i)["mae"].p_value < alpha
+            )
         row = {"runs per cell": n_runs, "test videos": n_videos, "simulations": n_sims}
         for m in METRICS:
             row[f"false positives {METRIC_LABELS[m]}"] = rejected[m] / n_sims

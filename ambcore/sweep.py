@@ -64,10 +64,11 @@ import signal
 import time
 import tomllib
 import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -112,6 +113,7 @@ _repr.maxlevel, _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother = 
 def show(value: Any) -> str:
     """A bounded one-line repr of user input for error messages."""
     return " ".join(_repr.repr(value).split())[:200]
+
 
 # train_fn(cfg, run_dir, resume=True) trains one cell; the default is train_and_evaluate.
 TrainFn = Callable[..., Any]
@@ -198,8 +200,9 @@ def load_spec(
         data, source, default_name = read_spec_file(path), str(path), path.stem
     unknown = sorted(map(str, set(data) - set(SPEC_KEYS)))
     if unknown:
-        raise AmbError(f"{source}: unknown sweep spec key(s) {show(unknown)}; "
-                       f"valid: {list(SPEC_KEYS)}")  # fmt: skip
+        raise AmbError(
+            f"{source}: unknown sweep spec key(s) {show(unknown)}; valid: {list(SPEC_KEYS)}"
+        )
 
     name = check_name(data.get("name") or default_name, source, "name")
     preset = str(data.get("preset", "embedded"))
@@ -249,8 +252,9 @@ def _check_seeds(seeds: Any, source: str) -> list[int]:
     return seeds
 
 
-def confined_runs_dir(data: Mapping[str, Any], name: str, source: str,
-                runs_dir: str | os.PathLike | None) -> Path:
+def confined_runs_dir(
+    data: Mapping[str, Any], name: str, source: str, runs_dir: str | os.PathLike | None
+) -> Path:
     """The sweep's folder: ``runs_dir`` if given, else the spec's ``runs_dir`` (or its name)
     inside the runs folder. Only a spec given as a dict may name an absolute folder. The tuner
     (``ambcore.tune``) confines its studies with the same function."""
@@ -268,8 +272,10 @@ def confined_runs_dir(data: Mapping[str, Any], name: str, source: str,
         )
     folder = root.joinpath(*parts)
     if not _is_inside(folder, root):
-        raise AmbError(f"{source}: runs_dir {given!r} leads out of the runs folder {root} "
-                       f"(a symlink to {folder.resolve()})")  # fmt: skip
+        raise AmbError(
+            f"{source}: runs_dir {given!r} leads out of the runs folder {root} "
+            f"(a symlink to {folder.resolve()})"
+        )
     return folder
 
 
@@ -277,15 +283,18 @@ def _is_inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def check_inside(root: Path, cells: Sequence[str], seeds: Sequence[int], source: str,
-                 owner: str = "sweep") -> None:  # fmt: skip
+def check_inside(
+    root: Path, cells: Sequence[str], seeds: Sequence[int], source: str, owner: str = "sweep"
+) -> None:
     """No cell folder leads out of the ``owner``'s folder through a symlink (``seeds`` empty:
     the cell folders only, as the tuner's studies)."""
     for cell in cells:
         for folder in [root / cell] + [root / cell / f"seed{s}" for s in seeds]:
             if folder.is_symlink() and not _is_inside(folder, root):
-                raise AmbError(f"{source}: cell {cell!r}: {folder} is a symlink out of the "
-                               f"{owner}'s folder {root} (to {folder.resolve()})")  # fmt: skip
+                raise AmbError(
+                    f"{source}: cell {cell!r}: {folder} is a symlink out of the "
+                    f"{owner}'s folder {root} (to {folder.resolve()})"
+                )
 
 
 def _mapping(value: Any, source: str, key: str) -> dict[str, Any]:
@@ -311,19 +320,23 @@ def _check_count(n_cells: int, n_seeds: int, max_cells: int, source: str) -> Non
         )
 
 
-def _cells_from_list(cells: Any, source: str, n_seeds: int, max_cells: int
-                     ) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+def _cells_from_list(
+    cells: Any, source: str, n_seeds: int, max_cells: int
+) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(cells, list) or not cells:
         raise AmbError(f"{source}: 'cells' must be a non-empty list of {{name, overrides}}")
     _check_count(len(cells), n_seeds, max_cells, source)
     out = []
     for i, cell in enumerate(cells):
         if not isinstance(cell, Mapping) or "name" not in cell:
-            raise AmbError(f"{source}: cells[{i}] must be a mapping with a 'name', got {show(cell)}")
+            raise AmbError(
+                f"{source}: cells[{i}] must be a mapping with a 'name', got {show(cell)}"
+            )
         extra = sorted(map(str, set(cell) - {"name", "overrides"}))
         if extra:
-            raise AmbError(f"{source}: cells[{i}] has unknown key(s) {show(extra)}; "
-                           "valid: name, overrides")  # fmt: skip
+            raise AmbError(
+                f"{source}: cells[{i}] has unknown key(s) {show(extra)}; valid: name, overrides"
+            )
         name = check_name(cell["name"], source)
         out.append((name, _mapping(cell.get("overrides", {}), source, f"cells[{i}].overrides")))
     names = [n for n, _ in out]
@@ -333,15 +346,17 @@ def _cells_from_list(cells: Any, source: str, n_seeds: int, max_cells: int
     return out
 
 
-def _cells_from_grid(grid: Any, source: str, n_seeds: int, max_cells: int
-                     ) -> list[tuple[str, dict[str, Any]]]:  # fmt: skip
+def _cells_from_grid(
+    grid: Any, source: str, n_seeds: int, max_cells: int
+) -> list[tuple[str, dict[str, Any]]]:
     grid = _mapping(grid, source, "grid")
     if not grid:
         raise AmbError(f"{source}: 'grid' is empty")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise AmbError(f"{source}: grid key {show(key)} must list its values, "
-                           f"got {show(values)}")  # fmt: skip
+            raise AmbError(
+                f"{source}: grid key {show(key)} must list its values, got {show(values)}"
+            )
     # counted before product() expands anything
     _check_count(math.prod(len(v) for v in grid.values()), n_seeds, max_cells, source)
     keys = list(grid)
@@ -352,7 +367,9 @@ def _cells_from_grid(grid: Any, source: str, n_seeds: int, max_cells: int
     return out
 
 
-def _build_config(preset: str, overrides: Mapping[str, Any], seed: int, source: str, cell: str) -> Config:
+def _build_config(
+    preset: str, overrides: Mapping[str, Any], seed: int, source: str, cell: str
+) -> Config:
     over = dict(overrides)
     cell_preset = str(over.pop("preset", preset))
     try:
@@ -632,15 +649,28 @@ def run_sweep(
         for c in cells
         if c.status == "done"
     }
-    bar = tqdm(total=len(cells), initial=len(outcomes), desc=f"sweep {spec.name}",
-               unit="run", disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=len(cells),
+        initial=len(outcomes),
+        desc=f"sweep {spec.name}",
+        unit="run",
+        disable=not progress,
+    )
 
-    def record(cell: SweepCell, status: str, result: dict | None, error: str = "",
-               details: str = "") -> None:  # fmt: skip
+    def record(
+        cell: SweepCell, status: str, result: dict | None, error: str = "", details: str = ""
+    ) -> None:
         status = "corrupt" if (cell.name, cell.seed) in set_aside else status
-        outcome = CellOutcome(cell.name, cell.seed, cell.run_dir, status,
-                              result["outcome"] if result else "failed",
-                              result["seconds"] if result else 0.0, error, details)  # fmt: skip
+        outcome = CellOutcome(
+            cell.name,
+            cell.seed,
+            cell.run_dir,
+            status,
+            result["outcome"] if result else "failed",
+            result["seconds"] if result else 0.0,
+            error,
+            details,
+        )
         outcomes[(cell.name, cell.seed)] = outcome
         bar.update(1)
         bar.set_postfix_str(f"{cell.name} seed {cell.seed}: {outcome.outcome}")
@@ -670,8 +700,9 @@ def _local_mode(backend: str, workers: str | None, max_parallel: int | None) -> 
         raise AmbError(f"unknown sweep workers {workers!r}; valid: {', '.join(WORKERS)}")
     if backend != "local":
         if workers is not None:
-            raise AmbError(f"workers={workers!r} is an option of the local backend, not of "
-                           f"{backend!r}")  # fmt: skip
+            raise AmbError(
+                f"workers={workers!r} is an option of the local backend, not of {backend!r}"
+            )
         return None
     if workers is not None:
         return workers
@@ -685,9 +716,14 @@ def _slots(max_parallel: int | None) -> list[int | None]:
     return slots[:max_parallel] if max_parallel else slots
 
 
-def _run_persistent(spec: SweepSpec, todo: list[SweepCell], max_parallel: int | None,
-                    train_fn: TrainFn | None, record: Callable[..., None],
-                    cost: Callable[[SweepCell], float] | None) -> None:  # fmt: skip
+def _run_persistent(
+    spec: SweepSpec,
+    todo: list[SweepCell],
+    max_parallel: int | None,
+    train_fn: TrainFn | None,
+    record: Callable[..., None],
+    cost: Callable[[SweepCell], float] | None,
+) -> None:
     """The local backend with worker processes: one per slot, each for cell after cell
     (``ambcore.sweep_workers``), costliest cells first when ``cost`` is given."""
     from ambcore.sweep_workers import run_on_workers
@@ -702,12 +738,20 @@ def _run_persistent(spec: SweepSpec, todo: list[SweepCell], max_parallel: int | 
         else:
             record(cell, status, None, outcome[1], outcome[2])
 
-    run_on_workers(queue, run_cell, lambda cell: _cell_args(cell, spec), {"train_fn": train_fn},
-                   _slots(max_parallel), spec.runs_dir / "_workers", report)  # fmt: skip
+    run_on_workers(
+        queue,
+        run_cell,
+        lambda cell: _cell_args(cell, spec),
+        {"train_fn": train_fn},
+        _slots(max_parallel),
+        spec.runs_dir / "_workers",
+        report,
+    )
 
 
-def _run_here(spec: SweepSpec, todo: list[SweepCell], train_fn: TrainFn | None,
-              record: Callable[..., None]) -> None:  # fmt: skip
+def _run_here(
+    spec: SweepSpec, todo: list[SweepCell], train_fn: TrainFn | None, record: Callable[..., None]
+) -> None:
     """The local backend: one cell after another in this process."""
     for cell in todo:
         status = cell.status
@@ -738,15 +782,22 @@ def _adopt(cell: SweepCell, sweep_name: str, finished_ok: FinishedCheck) -> bool
     if problem:
         aside = _set_aside(cell.run_dir, problem)
         if aside is not None:
-            tqdm.write(f"[sweep] {cell.run_dir}: marked DONE but {problem}; "
-                       f"moved to {aside.name}, training it again")  # fmt: skip
+            tqdm.write(
+                f"[sweep] {cell.run_dir}: marked DONE but {problem}; "
+                f"moved to {aside.name}, training it again"
+            )
         return aside is not None
     if not (cell.run_dir / CELL_FILE).exists():
         runs.write_json(
             cell.run_dir / CELL_FILE,
-            {"sweep": sweep_name, "cell": cell.name, "seed": cell.seed,
-             "overrides": cell.overrides, "adopted": True},
-        )  # fmt: skip
+            {
+                "sweep": sweep_name,
+                "cell": cell.name,
+                "seed": cell.seed,
+                "overrides": cell.overrides,
+                "adopted": True,
+            },
+        )
     return False
 
 
@@ -823,10 +874,15 @@ def _run_submitit(
         _run_local_jobs(spec, executor, todo, max_parallel, train_fn, collect, cost)
 
 
-def _run_local_jobs(spec: SweepSpec, executor: Any, todo: list[SweepCell],
-                    max_parallel: int | None, train_fn: TrainFn | None,
-                    collect: Callable[..., None], cost: Callable[[SweepCell], float] | None,
-                    ) -> None:  # fmt: skip
+def _run_local_jobs(
+    spec: SweepSpec,
+    executor: Any,
+    todo: list[SweepCell],
+    max_parallel: int | None,
+    train_fn: TrainFn | None,
+    collect: Callable[..., None],
+    cost: Callable[[SweepCell], float] | None,
+) -> None:
     """Local subprocesses: at most one cell per GPU at a time (or max_parallel on the CPU).
     Whatever ends this early (Ctrl-C, SIGTERM, fail_fast) first stops the running jobs."""
     slots = _slots(max_parallel)

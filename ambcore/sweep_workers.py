@@ -32,10 +32,11 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ambcore import interrupt
 
@@ -78,9 +79,12 @@ class Worker:
             with open(self.log, "ab") as log, interrupt.signals_ignored([signal.SIGINT]):
                 self.proc = subprocess.Popen(  # from the main thread: see die_with_parent
                     [sys.executable, "-m", WORKER_MODULE, str(to_worker_r), str(from_worker_w)],
-                    pass_fds=(to_worker_r, from_worker_w), env=env, stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    pass_fds=(to_worker_r, from_worker_w),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         finally:
             os.close(to_worker_r)
             os.close(from_worker_w)
@@ -101,9 +105,10 @@ class Worker:
             return pickle.loads(self.inbox.recv_bytes())
         except (EOFError, OSError):
             code = self.proc.wait(timeout=30)
-            status = (f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}")
-            raise WorkerCrashed(f"the worker process ended ({status}) while it trained; "
-                                f"its log: {self.log}") from None  # fmt: skip
+            status = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            raise WorkerCrashed(
+                f"the worker process ended ({status}) while it trained; its log: {self.log}"
+            ) from None
 
     def log_tail(self) -> str:
         try:
@@ -165,8 +170,11 @@ def run_on_workers(
                     workers[i].send(target, args_of(cell), kwargs)
                     running[i] = cell
                 ready = wait([workers[i].inbox for i in running], timeout=1.0)
-                ended = [i for i in running
-                         if workers[i].inbox in ready or workers[i].proc.poll() is not None]
+                ended = [
+                    i
+                    for i in running
+                    if workers[i].inbox in ready or workers[i].proc.poll() is not None
+                ]
                 for i in ended:
                     worker, cell = workers[i], running.pop(i)
                     try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 __all__ = [
     "ENV_VAR",
@@ -61,8 +61,9 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def requested_threads(threads: int | str | None = None,
-                      env: Mapping[str, str] | None = None) -> int | None:
+def requested_threads(
+    threads: int | str | None = None, env: Mapping[str, str] | None = None
+) -> int | None:
     """The explicit thread count: ``threads`` (e.g. ``--threads``), else ``AMB_THREADS``, else
     None. A value that is not a positive integer raises ``ConfigError`` naming its source."""
     from ambcore.config import ConfigError
@@ -83,8 +84,12 @@ def requested_threads(threads: int | str | None = None,
     return count
 
 
-def threads_per_process(workers: int = 1, threads: int | str | None = None,
-                        cores: int | None = None, env: Mapping[str, str] | None = None) -> int:
+def threads_per_process(
+    workers: int = 1,
+    threads: int | str | None = None,
+    cores: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Threads for each of ``workers`` processes running side by side.
 
     An explicit count (``threads`` / ``AMB_THREADS``) wins; otherwise the cores are shared out,
@@ -110,8 +115,7 @@ def set_passive_wait_policy(env: dict[str, str] | None = None) -> str:
     return env.setdefault(WAIT_POLICY_VAR, "PASSIVE")
 
 
-def process_threads(threads: int | str | None = None,
-                    env: Mapping[str, str] | None = None) -> int:
+def process_threads(threads: int | str | None = None, env: Mapping[str, str] | None = None) -> int:
     """Threads of a process working alone: ``threads`` / ``AMB_THREADS``, else an
     ``OMP_NUM_THREADS`` already in the environment (set by whoever started the process), else
     every core it may use."""

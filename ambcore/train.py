@@ -60,9 +60,10 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,7 @@ from ambcore.config import Config, config_from_dict
 from ambcore.data.types import Batch, MultimodalDataset, Split
 from ambcore.errors import AmbError, DataError, ModelConfigError
 from ambcore.metrics import sentiment_metrics
-from ambcore.models.inference import autocast, autocast_dtype, run_batches
+from ambcore.models.inference import autocast, run_batches
 from ambcore.seeding import seed_everything
 
 if TYPE_CHECKING:
@@ -171,8 +172,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
 
 
-def make_optimizer(params, cfg: Config, device: torch.device,
-                   pretrained: Iterable[nn.Parameter] = ()) -> torch.optim.Optimizer:  # fmt: skip
+def make_optimizer(
+    params, cfg: Config, device: torch.device, pretrained: Iterable[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
     """The optimizer over ``params`` (the trainable ones); the fused CUDA kernel on a GPU.
 
     ``cfg.optimizer="adam"``: Adam, the thesis' optimizer (6.3.1). ``"adamw"``: AdamW with
@@ -186,16 +188,21 @@ def make_optimizer(params, cfg: Config, device: torch.device,
     old = {id(p) for p in pretrained}
     by_rate = [(params, cfg.lr)]
     if cfg.new_params_lr > 0:
-        by_rate = [([p for p in params if id(p) in old], cfg.lr),
-                   ([p for p in params if id(p) not in old], cfg.new_params_lr)]  # fmt: skip
+        by_rate = [
+            ([p for p in params if id(p) in old], cfg.lr),
+            ([p for p in params if id(p) not in old], cfg.new_params_lr),
+        ]
     groups = []
     for members, lr in by_rate:
         if cfg.optimizer == "adamw":
             groups += [
-                {"params": [p for p in members if p.ndim >= 2], "weight_decay": cfg.weight_decay,
-                 "lr": lr},
+                {
+                    "params": [p for p in members if p.ndim >= 2],
+                    "weight_decay": cfg.weight_decay,
+                    "lr": lr,
+                },
                 {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
-            ]  # fmt: skip
+            ]
         else:
             groups.append({"params": members, "lr": lr})
     groups = [g for g in groups if g["params"]]
@@ -240,8 +247,9 @@ def _clip_gradients(trainable, cfg: Config) -> None:
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
 
 
-def _restore_best(model: nn.Module, optimizer: torch.optim.Optimizer, paths: runs.RunPaths,
-                  device: torch.device) -> None:
+def _restore_best(
+    model: nn.Module, optimizer: torch.optim.Optimizer, paths: runs.RunPaths, device: torch.device
+) -> None:
     """Put the best epoch's trainable weights and optimizer state back (``cfg.lr_halvings``)."""
     from ambcore.models.checkpoint import WEIGHTS_FILE
 
@@ -357,8 +365,9 @@ def predict_split(
     device = torch.device(device)
     if loader is None:
         loader = _make_loader(split, tokenizer, cfg, shuffle=False)
-    ids, preds, labels = run_batches(model, loader, cfg, device, progress,
-                                     desc=f"predict {split.name}", text_cache=text_cache)  # fmt: skip
+    ids, preds, labels = run_batches(
+        model, loader, cfg, device, progress, desc=f"predict {split.name}", text_cache=text_cache
+    )
     # One device-to-host copy for the whole split (no sync per batch).
     y_pred = preds.cpu().numpy().astype(np.float64)
     y_true = labels.cpu().numpy().astype(np.float64)
@@ -496,8 +505,13 @@ class _Loop:
     def start(cls, state: runs.ResumeState | None) -> _Loop:
         if state is None:
             return cls(history=[])
-        return cls(list(state.history), state.best_valid_mae, state.best_epoch,
-                   state.epochs_since_best, state.lr_halvings_done)  # fmt: skip
+        return cls(
+            list(state.history),
+            state.best_valid_mae,
+            state.best_epoch,
+            state.epochs_since_best,
+            state.lr_halvings_done,
+        )
 
 
 def _is_rank_zero() -> bool:
@@ -530,8 +544,9 @@ def _check_can_train(paths: runs.RunPaths, cfg: Config, resume: bool) -> None:
         _check_same_config(paths, cfg)
 
 
-def _set_up(cfg: Config, paths: runs.RunPaths, resume: bool,
-            dataset: MultimodalDataset | None = None) -> _Setup:
+def _set_up(
+    cfg: Config, paths: runs.RunPaths, resume: bool, dataset: MultimodalDataset | None = None
+) -> _Setup:
     """Seed, then data, tokenizer, model, optimizer and schedule; the resume state restored."""
     from ambcore.data import load_dataset
     from ambcore.models import build_model
@@ -550,8 +565,11 @@ def _set_up(cfg: Config, paths: runs.RunPaths, resume: bool,
     if cfg.warmup_ratio > 0:  # created before a resumed optimizer state is loaded (initial_lr)
         steps = len(_epoch_loader(dataset["train"], tokenizer, cfg, 1, dist))
         scheduler = make_scheduler(optimizer, cfg, steps)
-    plm_ref = {"name": cfg.plm, "resolved": resolve_plm_path(cfg.plm),
-               "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random")}  # fmt: skip
+    plm_ref = {
+        "name": cfg.plm,
+        "resolved": resolve_plm_path(cfg.plm),
+        "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random"),
+    }
     state = runs.load_resume_state(paths.last) if resume else None
     if state is not None:
         _check_state(state, model, paths)
@@ -561,8 +579,21 @@ def _set_up(cfg: Config, paths: runs.RunPaths, resume: bool,
             scheduler.load_state_dict(state.scheduler)
         runs.restore_rng_state(state.rng_tensors, state.rng_scalars)
     n_trainable = sum(p.numel() for p in trainable)
-    return _Setup(cfg, paths, dist, device, dataset, tokenizer, model, trainable, n_trainable,
-                  optimizer, scheduler, plm_ref, state)  # fmt: skip
+    return _Setup(
+        cfg,
+        paths,
+        dist,
+        device,
+        dataset,
+        tokenizer,
+        model,
+        trainable,
+        n_trainable,
+        optimizer,
+        scheduler,
+        plm_ref,
+        state,
+    )
 
 
 @contextlib.contextmanager
@@ -596,8 +627,11 @@ def _write_run_header(setup: _Setup) -> None:
             runs.write_csv(paths.history, state.history, runs.HISTORY_COLUMNS)
             env = runs.read_json(paths.env)
             env.setdefault("resumed", []).append(
-                {"after_epoch": state.epoch, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "hostname": runs.collect_env(setup.device)["hostname"]}  # fmt: skip
+                {
+                    "after_epoch": state.epoch,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "hostname": runs.collect_env(setup.device)["hostname"],
+                }
             )
         runs.write_json(paths.env, env)
     dist.barrier()
@@ -605,8 +639,14 @@ def _write_run_header(setup: _Setup) -> None:
 
 def _new_env(setup: _Setup) -> dict[str, Any]:
     dataset = setup.dataset
-    env = runs.collect_env(setup.device, dataset.fingerprint, dataset.name,
-                           dataset.is_synthetic, setup.plm_ref, setup.dist.world_size)  # fmt: skip
+    env = runs.collect_env(
+        setup.device,
+        dataset.fingerprint,
+        dataset.name,
+        dataset.is_synthetic,
+        setup.plm_ref,
+        setup.dist.world_size,
+    )
     env["data_source"] = dataset.source
     env["data_dims"] = {"visual": dataset.visual_dim, "acoustic": dataset.acoustic_dim}
     env["data_repairs"] = dataset.repairs
@@ -638,26 +678,56 @@ def _train_epochs(setup: _Setup, progress: bool, on_epoch_end) -> _Loop:
     loop.stopped_early = loop.since_best >= cfg.patience
     first_epoch = setup.state.epoch + 1 if setup.state else 1
     epochs = range(first_epoch, cfg.max_epochs + 1) if not loop.stopped_early else range(0)
-    bar = tqdm(epochs, desc=f"train {cfg.model} ({cfg.preset}, seed {cfg.seed})",
-               disable=not (progress and dist.main))  # fmt: skip
+    bar = tqdm(
+        epochs,
+        desc=f"train {cfg.model} ({cfg.preset}, seed {cfg.seed})",
+        disable=not (progress and dist.main),
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         loader = _epoch_loader(setup.dataset["train"], setup.tokenizer, cfg, epoch, dist)
         train_loss, train_aux = _train_one_epoch(
-            train_model, loader, setup.tokenizer, setup.optimizer, setup.trainable, cfg,
-            setup.device, dist, epoch, progress, scheduler=setup.scheduler,
-        )  # fmt: skip
-        valid_pred = predict_split(setup.model, setup.dataset["valid"], setup.tokenizer, cfg,
-                                   setup.device, loader=valid_loader)  # fmt: skip
+            train_model,
+            loader,
+            setup.tokenizer,
+            setup.optimizer,
+            setup.trainable,
+            cfg,
+            setup.device,
+            dist,
+            epoch,
+            progress,
+            scheduler=setup.scheduler,
+        )
+        valid_pred = predict_split(
+            setup.model,
+            setup.dataset["valid"],
+            setup.tokenizer,
+            cfg,
+            setup.device,
+            loader=valid_loader,
+        )
         _stop_if_diverged(setup, loop, epoch, train_loss, valid_pred)
         valid = _metrics(valid_pred)
         _track_best(setup, loop, epoch, valid["mae"])
         _halve_lr_if_patience_ran_out(setup, loop)
-        loop.history.append(_history_row(epoch, train_loss, train_aux, valid_pred, valid,
-                                         time.perf_counter() - t0, setup.optimizer))  # fmt: skip
+        loop.history.append(
+            _history_row(
+                epoch,
+                train_loss,
+                train_aux,
+                valid_pred,
+                valid,
+                time.perf_counter() - t0,
+                setup.optimizer,
+            )
+        )
         _commit_epoch(setup, loop, epoch)
-        bar.set_postfix(train_loss=f"{train_loss:.3f}", valid_mae=f"{valid['mae']:.3f}",
-                        best_epoch=loop.best_epoch)  # fmt: skip
+        bar.set_postfix(
+            train_loss=f"{train_loss:.3f}",
+            valid_mae=f"{valid['mae']:.3f}",
+            best_epoch=loop.best_epoch,
+        )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         if loop.since_best >= cfg.patience:
@@ -667,23 +737,36 @@ def _train_epochs(setup: _Setup, progress: bool, on_epoch_end) -> _Loop:
     return loop
 
 
-def _stop_if_diverged(setup: _Setup, loop: _Loop, epoch: int, train_loss: float,
-                      valid_pred: Predictions) -> None:  # fmt: skip
+def _stop_if_diverged(
+    setup: _Setup, loop: _Loop, epoch: int, train_loss: float, valid_pred: Predictions
+) -> None:
     """A non-finite training loss or validation prediction ends the run: ``DIVERGED`` is written,
     best/ and last/ keep the last good epochs (this epoch is not committed)."""
     if math.isfinite(train_loss) and bool(np.isfinite(valid_pred.y_pred).all()):
         return
     valid_mae = float(np.mean(np.abs(valid_pred.y_pred - valid_pred.y_true)))
-    kept = (f"best/ keeps epoch {loop.best_epoch}, last/ epoch {epoch - 1}" if loop.best_epoch
-            else "no earlier epoch was kept")  # fmt: skip
-    message = (f"{setup.paths.root}: diverged at epoch {epoch} (training loss {train_loss:.4g}, "
-               f"validation MAE {valid_mae:.4g}); {kept}; try a lower lr or grad_clip")  # fmt: skip
+    kept = (
+        f"best/ keeps epoch {loop.best_epoch}, last/ epoch {epoch - 1}"
+        if loop.best_epoch
+        else "no earlier epoch was kept"
+    )
+    message = (
+        f"{setup.paths.root}: diverged at epoch {epoch} (training loss {train_loss:.4g}, "
+        f"validation MAE {valid_mae:.4g}); {kept}; try a lower lr or grad_clip"
+    )
     if setup.dist.main:
-        runs.mark_diverged(setup.paths.root, {
-            "epoch": epoch, "train_loss": train_loss, "valid_mae": valid_mae,
-            "best_epoch": loop.best_epoch, "last_epoch": epoch - 1, "message": message,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })  # fmt: skip
+        runs.mark_diverged(
+            setup.paths.root,
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "valid_mae": valid_mae,
+                "best_epoch": loop.best_epoch,
+                "last_epoch": epoch - 1,
+                "message": message,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
     raise DivergedError(message)
 
 
@@ -692,9 +775,10 @@ def _track_best(setup: _Setup, loop: _Loop, epoch: int, valid_mae: float) -> Non
     if valid_mae < loop.best_mae:
         loop.best_mae, loop.best_epoch, loop.since_best = valid_mae, epoch, 0
         if setup.dist.main:
-            runs.replace_dir(setup.paths.best,
-                             lambda folder: _save_best(setup.model, setup.optimizer, setup.cfg,
-                                                       folder))  # fmt: skip
+            runs.replace_dir(
+                setup.paths.best,
+                lambda folder: _save_best(setup.model, setup.optimizer, setup.cfg, folder),
+            )
     else:
         loop.since_best += 1
 
@@ -717,8 +801,15 @@ def _halve_lr_if_patience_ran_out(setup: _Setup, loop: _Loop) -> None:
     loop.since_best = 0
 
 
-def _history_row(epoch: int, train_loss: float, train_aux: float, valid_pred: Predictions,
-                 valid: dict[str, Any], seconds: float, optimizer) -> dict[str, Any]:  # fmt: skip
+def _history_row(
+    epoch: int,
+    train_loss: float,
+    train_aux: float,
+    valid_pred: Predictions,
+    valid: dict[str, Any],
+    seconds: float,
+    optimizer,
+) -> dict[str, Any]:
     return {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -743,8 +834,11 @@ def _commit_epoch(setup: _Setup, loop: _Loop, epoch: int) -> None:
             setup.paths.last,
             runs.ResumeState(
                 epoch=epoch,
-                model={n: p.detach() for n, p in _unwrap(setup.model).named_parameters()
-                       if p.requires_grad},  # fmt: skip
+                model={
+                    n: p.detach()
+                    for n, p in _unwrap(setup.model).named_parameters()
+                    if p.requires_grad
+                },
                 optimizer=setup.optimizer.state_dict(),
                 rng_tensors=rng_tensors,
                 rng_scalars=rng_scalars,
@@ -769,30 +863,44 @@ def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
 
     cfg, dataset, paths = setup.cfg, setup.dataset, setup.paths
     if loop.best_epoch == 0:
-        raise AmbError(f"{paths.root}: no epoch has a validation MAE to select "
-                       f"(max_epochs={cfg.max_epochs}, patience={cfg.patience})")  # fmt: skip
+        raise AmbError(
+            f"{paths.root}: no epoch has a validation MAE to select "
+            f"(max_epochs={cfg.max_epochs}, patience={cfg.patience})"
+        )
     runs.check_best_config(paths.root)
     with _pickled_plm_refused(cfg):
         best_model = load_pretrained(paths.best).to(setup.device)
     valid_pred = predict_split(best_model, dataset["valid"], setup.tokenizer, cfg, setup.device)
     valid_only = "test" not in dataset.splits  # a tuning trial: the test split is not given
-    test_pred = None if valid_only else predict_split(best_model, dataset["test"],
-                                                      setup.tokenizer, cfg, setup.device)  # fmt: skip
+    test_pred = (
+        None
+        if valid_only
+        else predict_split(best_model, dataset["test"], setup.tokenizer, cfg, setup.device)
+    )
     train_mean = float(np.mean(dataset["train"].labels))
     metrics = _metrics_record(setup, loop, valid_pred, test_pred, train_mean)
     if setup.dist.main:
         if test_pred is not None:
-            runs.write_csv(paths.test_predictions, test_pred.frame().to_dict("records"),
-                           ("id", "y_true", "y_pred"))  # fmt: skip
+            runs.write_csv(
+                paths.test_predictions,
+                test_pred.frame().to_dict("records"),
+                ("id", "y_true", "y_pred"),
+            )
         runs.write_json(paths.metrics, metrics)
-        write_model_card(paths.best, best_model, metrics,
-                         None if test_pred is None else test_pred.frame())  # fmt: skip
+        write_model_card(
+            paths.best, best_model, metrics, None if test_pred is None else test_pred.frame()
+        )
         runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     setup.dist.barrier()
 
 
-def _metrics_record(setup: _Setup, loop: _Loop, valid_pred: Predictions,
-                    test_pred: Predictions | None, train_mean: float) -> dict[str, Any]:  # fmt: skip
+def _metrics_record(
+    setup: _Setup,
+    loop: _Loop,
+    valid_pred: Predictions,
+    test_pred: Predictions | None,
+    train_mean: float,
+) -> dict[str, Any]:
     """metrics.json: the best checkpoint's numbers, the mean-label predictor's (the mean of the
     training labels: a run that does not beat it on valid has learnt nothing), and what produced
     them. A valid-only run (no test split given) has no test entries."""
@@ -834,8 +942,9 @@ def _save_best(model: nn.Module, optimizer, cfg: Config, folder: Path) -> None:
         runs.save_optimizer_state(folder, optimizer.state_dict())
 
 
-def _check_trainable_tensors(saved: Mapping[str, torch.Tensor], model: nn.Module, source: Path,
-                             what: str) -> dict[str, nn.Parameter]:  # fmt: skip
+def _check_trainable_tensors(
+    saved: Mapping[str, torch.Tensor], model: nn.Module, source: Path, what: str
+) -> dict[str, nn.Parameter]:
     """``saved`` must hold exactly the model's trainable parameters (names and shapes); returns
     those parameters by name. Shared by the resume state and the best-epoch restore."""
     params = {n: p for n, p in _unwrap(model).named_parameters() if p.requires_grad}
@@ -867,7 +976,16 @@ def _epoch_loader(split: Split, tokenizer, cfg: Config, epoch: int, dist: _Dist)
 
 
 def _train_one_epoch(
-    model, loader, tokenizer, optimizer, trainable, cfg, device, dist, epoch, progress,
+    model,
+    loader,
+    tokenizer,
+    optimizer,
+    trainable,
+    cfg,
+    device,
+    dist,
+    epoch,
+    progress,
     scheduler=None,
 ):
     """One pass over ``loader``; returns the mean task loss and mean auxiliary loss per sample.
@@ -1003,4 +1121,3 @@ def predict(
     frame = pd.concat(frames, ignore_index=True)
     runs.write_csv(out_csv, frame.to_dict("records"), ("split", "id", "y_true", "y_pred"))
     return frame
-

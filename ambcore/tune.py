@@ -128,7 +128,9 @@ def recipe_value(cfg: Config, name: str) -> float:
     return float(getattr(cfg, name))
 
 
-def space_of(space: Mapping[str, Mapping[str, Range]], cell: str, cfg: Config) -> Mapping[str, Range]:
+def space_of(
+    space: Mapping[str, Mapping[str, Range]], cell: str, cfg: Config
+) -> Mapping[str, Range]:
     """The search space of ``cell``: its own (``cells:`` of the space file), else its model's."""
     return space[cell] if cell in space else space[cfg.model]
 
@@ -161,20 +163,28 @@ def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
     data = read_spec_file(path, kind="search space")
     models = data.get("models")
     if not isinstance(models, Mapping) or not models:
-        raise AmbError(f"{path}: expected a mapping 'models: {{model: {{parameter: range}}}}', "
-                       f"got models = {show(models)}")  # fmt: skip
+        raise AmbError(
+            f"{path}: expected a mapping 'models: {{model: {{parameter: range}}}}', "
+            f"got models = {show(models)}"
+        )
     cells = data.get("cells") or {}
     if not isinstance(cells, Mapping):
-        raise AmbError(f"{path}: cells = {show(cells)}: expected a mapping {{cell: {{parameter: range}}}}")
+        raise AmbError(
+            f"{path}: cells = {show(cells)}: expected a mapping {{cell: {{parameter: range}}}}"
+        )
     clash = sorted(set(models) & set(cells))
     if clash:
         raise AmbError(f"{path}: {clash} named under both 'models' and 'cells'")
     space: dict[str, dict[str, Range]] = {}
-    for section, owner, params in [*(("models", m, p) for m, p in models.items()),
-                                   *(("cells", c, p) for c, p in cells.items())]:  # fmt: skip
+    for section, owner, params in [
+        *(("models", m, p) for m, p in models.items()),
+        *(("cells", c, p) for c, p in cells.items()),
+    ]:
         if params is not None and not isinstance(params, Mapping):
-            raise AmbError(f"{path}: {section}.{owner} = {show(params)}: expected a mapping "
-                           "{parameter: range}")  # fmt: skip
+            raise AmbError(
+                f"{path}: {section}.{owner} = {show(params)}: expected a mapping "
+                "{parameter: range}"
+            )
         space[str(owner)] = {}
         for name, spec in (params or {}).items():
             space[str(owner)][name] = _range(name, spec, f"{path}: {section}.{owner}.{name}")
@@ -193,12 +203,18 @@ def _range(name: Any, spec: Any, where: str) -> Range:
         raise AmbError(f"{where}: not a config field")
     value = getattr(default, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise AmbError(f"{where}: config field {name!r} is not a number ({show(value)}); only "
-                       "numeric fields can be tuned")  # fmt: skip
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("reason"), str) \
-            or not spec["reason"].strip():  # fmt: skip
-        raise AmbError(f"{where}: a range needs 'reason' (why this range) and bounds, got "
-                       f"{show(spec)}")  # fmt: skip
+        raise AmbError(
+            f"{where}: config field {name!r} is not a number ({show(value)}); only "
+            "numeric fields can be tuned"
+        )
+    if (
+        not isinstance(spec, Mapping)
+        or not isinstance(spec.get("reason"), str)
+        or not spec["reason"].strip()
+    ):
+        raise AmbError(
+            f"{where}: a range needs 'reason' (why this range) and bounds, got {show(spec)}"
+        )
     unknown = sorted(map(str, set(spec) - set(_RANGE_KEYS)))
     if unknown:
         raise AmbError(f"{where}: unknown key(s) {unknown}; valid: {list(_RANGE_KEYS)}")
@@ -207,8 +223,10 @@ def _range(name: Any, spec: Any, where: str) -> Range:
     if not isinstance(log, bool):
         raise AmbError(f"{where}.log = {show(log)}: expected true or false")
     if factor is None and (low is None or high is None or not low < high):
-        raise AmbError(f"{where}: give low < high, or factor (around the recipe's value); got "
-                       f"low = {show(spec.get('low'))}, high = {show(spec.get('high'))}")  # fmt: skip
+        raise AmbError(
+            f"{where}: give low < high, or factor (around the recipe's value); got "
+            f"low = {show(spec.get('low'))}, high = {show(spec.get('high'))}"
+        )
     if factor is not None and (low is not None or high is not None):
         raise AmbError(f"{where}: give either low and high or factor, not both")
     if factor is not None and factor <= 1:
@@ -237,8 +255,9 @@ def _bound(value: Any, where: str) -> float | None:
     return number
 
 
-def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None,
-                   max_trials: int = MAX_TRIALS) -> TuneSpec:  # fmt: skip
+def load_tune_spec(
+    path: str | os.PathLike, runs_dir: str | os.PathLike | None = None, max_trials: int = MAX_TRIALS
+) -> TuneSpec:
     """Parse and check a tuning spec (module docstring): cells, spaces, the common budget.
 
     ``runs_dir`` replaces the spec's (the command's ``--runs-dir``); the spec's own must stay
@@ -260,22 +279,35 @@ def load_tune_spec(path: str | os.PathLike, runs_dir: str | os.PathLike | None =
     n_trials, seed = data["n_trials"], data.get("seed", 0)
     sweep = load_spec(path.parent / data["sweep"])
     if int(seed) in sweep.seeds:
-        raise AmbError(f"{path}: seed {seed} is one of the evaluation seeds of {data['sweep']} "
-                       f"({list(sweep.seeds)}); the tuning seed must be another, or the chosen "
-                       "trial is the very run the tables then report")  # fmt: skip
+        raise AmbError(
+            f"{path}: seed {seed} is one of the evaluation seeds of {data['sweep']} "
+            f"({list(sweep.seeds)}); the tuning seed must be another, or the chosen "
+            "trial is the very run the tables then report"
+        )
     by_cell = {c.name: c.cfg for c in plan(sweep) if c.seed == sweep.seeds[0]}
     wanted = data.get("cells") or list(by_cell)
     missing = [c for c in wanted if c not in by_cell]
     if missing:
-        raise AmbError(f"{path}: cell(s) {missing} are not in {data['sweep']}; it has {list(by_cell)}")
+        raise AmbError(
+            f"{path}: cell(s) {missing} are not in {data['sweep']}; it has {list(by_cell)}"
+        )
     cells = tuple((c, config_from_dict({**by_cell[c].to_dict(), "seed": seed})) for c in wanted)
     space = load_space(path.parent / data["space"])
     _check_budget(cells, space, path)
     _check_ranges(cells, space, path)
     name = str(data.get("name") or path.stem)
     root = _confined_root(data, name, path, runs_dir, [c for c, _ in cells])
-    return TuneSpec(name, sweep.preset, cells, space, n_trials, int(seed), root,
-                    dict(data.get("pruner") or {}), str(path))  # fmt: skip
+    return TuneSpec(
+        name,
+        sweep.preset,
+        cells,
+        space,
+        n_trials,
+        int(seed),
+        root,
+        dict(data.get("pruner") or {}),
+        str(path),
+    )
 
 
 def _read_tune_spec(path: Path) -> dict[str, Any]:
@@ -296,13 +328,15 @@ def _check_spec_fields(data: Mapping[str, Any], source: Path, max_trials: int) -
         check_name(data["name"], str(source), "name")
     for key in ("sweep", "space"):
         if not isinstance(data[key], str) or not data[key].strip():
-            raise AmbError(f"{source}: {key} = {show(data[key])}: expected a file name (relative "
-                           "to the spec)")  # fmt: skip
+            raise AmbError(
+                f"{source}: {key} = {show(data[key])}: expected a file name (relative to the spec)"
+            )
     cells = data.get("cells")
     if cells is not None:
         if not isinstance(cells, list) or not cells or not all(isinstance(c, str) for c in cells):
-            raise AmbError(f"{source}: cells = {show(cells)}: expected a non-empty list of cell "
-                           "names")  # fmt: skip
+            raise AmbError(
+                f"{source}: cells = {show(cells)}: expected a non-empty list of cell names"
+            )
         repeated = sorted({c for c in cells if cells.count(c) > 1})
         if repeated:
             raise AmbError(f"{source}: cells = {show(cells)}: {repeated} listed twice")
@@ -310,25 +344,34 @@ def _check_spec_fields(data: Mapping[str, Any], source: Path, max_trials: int) -
     if type(n_trials) is not int or n_trials < 1:  # bools and floats are refused
         raise AmbError(f"{source}: n_trials = {show(n_trials)}: expected a positive integer")
     if n_trials > max_trials:
-        raise AmbError(f"{source}: n_trials = {n_trials}: at most {max_trials} trials per cell "
-                       "allowed (raise it with --max-trials if this is intended)")  # fmt: skip
+        raise AmbError(
+            f"{source}: n_trials = {n_trials}: at most {max_trials} trials per cell "
+            "allowed (raise it with --max-trials if this is intended)"
+        )
     seed = data.get("seed", 0)
     if type(seed) is not int or not 0 <= seed <= MAX_SEED:
         raise AmbError(f"{source}: seed = {show(seed)}: expected an integer from 0 to {MAX_SEED}")
     pruner = data.get("pruner") or {}
     if not isinstance(pruner, Mapping):
-        raise AmbError(f"{source}: pruner = {show(pruner)}: expected a mapping "
-                       f"{{{', '.join(PRUNER_KEYS)}}}")  # fmt: skip
+        raise AmbError(
+            f"{source}: pruner = {show(pruner)}: expected a mapping {{{', '.join(PRUNER_KEYS)}}}"
+        )
     for key, value in pruner.items():
         if key not in PRUNER_KEYS:
             raise AmbError(f"{source}: pruner.{key}: unknown key; valid: {list(PRUNER_KEYS)}")
         if type(value) is not int or value < 0:
-            raise AmbError(f"{source}: pruner.{key} = {show(value)}: expected a non-negative "
-                           "integer")  # fmt: skip
+            raise AmbError(
+                f"{source}: pruner.{key} = {show(value)}: expected a non-negative integer"
+            )
 
 
-def _confined_root(data: Mapping[str, Any], name: str, source: Path,
-                   runs_dir: str | os.PathLike | None, cells: list[str]) -> Path:  # fmt: skip
+def _confined_root(
+    data: Mapping[str, Any],
+    name: str,
+    source: Path,
+    runs_dir: str | os.PathLike | None,
+    cells: list[str],
+) -> Path:
     """The studies' folder, confined as a sweep's: ``runs_dir`` (the command line's) if given,
     else the spec's ``runs_dir`` (or its name) inside the runs folder (no ``..``, no absolute
     path, no symlink leading out); no cell's study folder a symlink out of it."""
@@ -343,9 +386,13 @@ def _check_budget(cells, space, source) -> None:
     """The same epoch budget for every cell, and a search space for each cell's model."""
     budgets = {(cfg.max_epochs, cfg.patience) for _, cfg in cells}
     if len(budgets) > 1:
-        listed = ", ".join(f"{c}: max_epochs={g.max_epochs} patience={g.patience}" for c, g in cells)
-        raise AmbError(f"{source}: the cells have different epoch budgets ({listed}); tuning "
-                       "compares models only on the same budget")  # fmt: skip
+        listed = ", ".join(
+            f"{c}: max_epochs={g.max_epochs} patience={g.patience}" for c, g in cells
+        )
+        raise AmbError(
+            f"{source}: the cells have different epoch budgets ({listed}); tuning "
+            "compares models only on the same budget"
+        )
     for cell, cfg in cells:
         if cell not in space and cfg.model not in space:
             raise AmbError(f"{source}: no search space for model {cfg.model!r} (cell {cell!r})")
@@ -353,9 +400,11 @@ def _check_budget(cells, space, source) -> None:
             low, high = rng.bounds(cfg)
             value = recipe_value(cfg, name)
             if not low <= value <= high:
-                raise AmbError(f"{source}: cell {cell!r}: its recipe's {name}={value:g} lies outside "
-                               f"its range [{low:g}, {high:g}]; the first trial is the recipe, so "
-                               "the range must contain it")  # fmt: skip
+                raise AmbError(
+                    f"{source}: cell {cell!r}: its recipe's {name}={value:g} lies outside "
+                    f"its range [{low:g}, {high:g}]; the first trial is the recipe, so "
+                    "the range must contain it"
+                )
 
 
 def _check_ranges(cells, space, source) -> None:
@@ -365,9 +414,11 @@ def _check_ranges(cells, space, source) -> None:
         for name, rng in space_of(space, cell, cfg).items():
             low, high = rng.bounds(cfg)
             if not low < high or (rng.log and low <= 0):
-                raise AmbError(f"{source}: cell {cell!r}: the range of {name} is [{low:g}, "
-                               f"{high:g}] at its value {getattr(cfg, name)!r}; give low and "
-                               "high for it in the search space")  # fmt: skip
+                raise AmbError(
+                    f"{source}: cell {cell!r}: the range of {name} is [{low:g}, "
+                    f"{high:g}] at its value {getattr(cfg, name)!r}; give low and "
+                    "high for it in the search space"
+                )
 
 
 # ---- one study -------------------------------------------------------------------------------
@@ -417,8 +468,9 @@ def _requeue_stale(study) -> int:
 
     state = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
-    stale = [t for t in trials
-             if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))]  # fmt: skip
+    stale = [
+        t for t in trials if t.state == state.RUNNING and _dead_here(t.user_attrs.get("worker"))
+    ]
     for t in stale:
         study.tell(t.number, state=state.FAIL)
     queued = {t.user_attrs.get("requeued_from") for t in trials}
@@ -442,12 +494,22 @@ def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
     )
     # The sampler's seed depends on the trials already in the study: a resumed study does not
     # propose the values of its first trials again, and the same history gives the same values.
-    known = optuna.create_study(storage=storage, study_name=cell, direction="minimize",
-                                load_if_exists=True)  # fmt: skip
-    seed = spec.seed + zlib.crc32(cell.encode()) % 10_000 + 10_007 * len(known.get_trials(deepcopy=False))
-    return optuna.create_study(storage=storage, study_name=cell, direction="minimize",
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
-                               load_if_exists=True)  # fmt: skip
+    known = optuna.create_study(
+        storage=storage, study_name=cell, direction="minimize", load_if_exists=True
+    )
+    seed = (
+        spec.seed
+        + zlib.crc32(cell.encode()) % 10_000
+        + 10_007 * len(known.get_trials(deepcopy=False))
+    )
+    return optuna.create_study(
+        storage=storage,
+        study_name=cell,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
+        load_if_exists=True,
+    )
 
 
 # ---- the journal: its lock, its fingerprint, damage ------------------------------------------
@@ -485,7 +547,7 @@ class JournalLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def __enter__(self) -> "JournalLock":
+    def __enter__(self) -> JournalLock:
         self.acquire()
         return self
 
@@ -528,9 +590,11 @@ def check_journal(spec: TuneSpec, cell_dir: Path, say: Callable[[str], None] = _
             found = stamp.read_text(encoding="utf-8").strip() if stamp.exists() else None
             if found != wanted:
                 aside = _set_journal_aside(cell_dir, "stale", trials=True)
-                say(f"{journal}: made for another spec (fingerprint {found or 'not stored'}, "
+                say(
+                    f"{journal}: made for another spec (fingerprint {found or 'not stored'}, "
                     f"this spec's {wanted}); set aside as {aside.name} with its trial folders; "
-                    "the study starts afresh")  # fmt: skip
+                    "the study starts afresh"
+                )
                 outcome = "stale"
             else:
                 outcome = _repair_journal(journal, say)
@@ -558,8 +622,10 @@ def _repair_journal(journal: Path, say: Callable[[str], None]) -> str:
         fh.truncate(end)
         fh.flush()
         os.fsync(fh.fileno())
-    say(f"{journal}: its last line was cut ({len(tail)} bytes without an end: a process stopped "
-        "during a write); dropped it; the trial it described runs again")  # fmt: skip
+    say(
+        f"{journal}: its last line was cut ({len(tail)} bytes without an end: a process stopped "
+        "during a write); dropped it; the trial it described runs again"
+    )
     return "cut"
 
 
@@ -576,8 +642,10 @@ def _entry_problem(line: bytes) -> str | None:
 
 def _journal_corrupt(journal: Path, why: str, say: Callable[[str], None]) -> str:
     aside = _set_journal_aside(journal.parent, "corrupt", trials=False)
-    say(f"{journal}: cannot be read ({why}); set aside as {aside.name}; the study starts afresh "
-        "(its trial folders stay: a trial of the same values reads its finished folder back)")  # fmt: skip
+    say(
+        f"{journal}: cannot be read ({why}); set aside as {aside.name}; the study starts afresh "
+        "(its trial folders stay: a trial of the same values reads its finished folder back)"
+    )
     return "corrupt"
 
 
@@ -591,7 +659,9 @@ def _set_journal_aside(cell_dir: Path, kind: str, trials: bool) -> Path:
         moving += sorted(p for p in cell_dir.glob("trial-*") if p.is_dir() and "." not in p.name)
     moving = [p for p in moving if p.exists()]
     n = 1
-    while any(p.with_name(f"{p.name}.{kind}-{n}").exists() for p in [*moving, cell_dir / STUDY_FILE]):
+    while any(
+        p.with_name(f"{p.name}.{kind}-{n}").exists() for p in [*moving, cell_dir / STUDY_FILE]
+    ):
         n += 1
     for p in moving:
         os.replace(p, p.with_name(f"{p.name}.{kind}-{n}"))
@@ -634,8 +704,14 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None = None,
-              dataset=None, stop_after: int | None = None):  # fmt: skip
+def run_study(
+    spec: TuneSpec,
+    cell: str,
+    cfg: Config,
+    train_fn: Callable | None = None,
+    dataset=None,
+    stop_after: int | None = None,
+):
     """Run (or resume) the study of ``cell`` until it has ``spec.n_trials`` finished trials.
 
     ``train_fn`` defaults to ``ambcore.train.train_and_evaluate``; ``dataset`` to ``cfg.data``,
@@ -666,8 +742,12 @@ def run_study(spec: TuneSpec, cell: str, cfg: Config, train_fn: Callable | None 
         if remaining > 0:
             budget = remaining if stop_after is None else min(remaining, stop_after)
             states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            study.optimize(objective, n_trials=budget, catch=(),
-                           callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)])  # fmt: skip
+            study.optimize(
+                objective,
+                n_trials=budget,
+                catch=(),
+                callbacks=[optuna.study.MaxTrialsCallback(spec.n_trials, states=states)],
+            )
     return study
 
 
@@ -719,8 +799,9 @@ def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> fl
             raise optuna.TrialPruned(f"valid MAE at epoch {epoch} is behind the median")
 
     try:
-        result = train_fn(cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end,
-                          dataset=data)  # fmt: skip
+        result = train_fn(
+            cfg, run_dir, progress=False, resume=True, on_epoch_end=on_epoch_end, dataset=data
+        )
     except KeyboardInterrupt:  # Optuna marks the trial failed; the next run queues it again
         trial.set_user_attr("interrupted", True)
         raise
@@ -730,8 +811,9 @@ def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> fl
 # ---- all cells, and the record ---------------------------------------------------------------
 
 
-def tune(spec: TuneSpec, train_fn: Callable | None = None, dataset=None,
-         progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def tune(
+    spec: TuneSpec, train_fn: Callable | None = None, dataset=None, progress: bool = True
+) -> dict[str, Any]:
     """Every cell's study (run or resumed). Returns ``{cell: study}``."""
     studies = {}
     for cell, cfg in spec.cells:
@@ -739,8 +821,10 @@ def tune(spec: TuneSpec, train_fn: Callable | None = None, dataset=None,
         studies[cell] = run_study(spec, cell, cfg, train_fn=train_fn, dataset=dataset)
         if progress:
             best = _best(studies[cell])
-            print(f"tune {cell}: {_finished(studies[cell])} finished trial(s), best valid MAE "
-                  f"{best['value']:.4f} at {best['params']} ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+            print(
+                f"tune {cell}: {_finished(studies[cell])} finished trial(s), best valid MAE "
+                f"{best['value']:.4f} at {best['params']} ({time.perf_counter() - t0:.0f} s)"
+            )
     return studies
 
 
@@ -760,12 +844,19 @@ def trials_frame(studies: Mapping[str, Any]) -> pd.DataFrame:
         for t in study.get_trials(deepcopy=False):
             steps = t.intermediate_values
             value = t.value if t.value is not None else (steps[max(steps)] if steps else None)
-            rows.append({"cell": cell, "number": t.number, "state": t.state.name,
-                         "value": value, "epochs": len(steps),
-                         "valid_mae_by_epoch": json.dumps({int(k): v for k, v in steps.items()}),
-                         **{f"param_{k}": v for k, v in t.params.items()},
-                         "recipe": bool(t.user_attrs.get("recipe", False)),
-                         "run_dir": t.user_attrs.get("run_dir", "")})  # fmt: skip
+            rows.append(
+                {
+                    "cell": cell,
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": value,
+                    "epochs": len(steps),
+                    "valid_mae_by_epoch": json.dumps({int(k): v for k, v in steps.items()}),
+                    **{f"param_{k}": v for k, v in t.params.items()},
+                    "recipe": bool(t.user_attrs.get("recipe", False)),
+                    "run_dir": t.user_attrs.get("run_dir", ""),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -783,12 +874,19 @@ def fingerprint(spec: TuneSpec) -> str:
     otherwise invalidate a committed record.)"""
     content = {
         "tuner": TUNER_VERSION,
-        "preset": spec.preset, "n_trials": spec.n_trials, "seed": spec.seed,
-        "pruner": spec.pruner, "cells": {c: _changed_fields(cfg) for c, cfg in spec.cells},
-        "space": {m: {n: [r.low, r.high, r.factor, r.log] for n, r in ps.items()}
-                  for m, ps in spec.space.items()},
-    }  # fmt: skip
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        "preset": spec.preset,
+        "n_trials": spec.n_trials,
+        "seed": spec.seed,
+        "pruner": spec.pruner,
+        "cells": {c: _changed_fields(cfg) for c, cfg in spec.cells},
+        "space": {
+            m: {n: [r.low, r.high, r.factor, r.log] for n, r in ps.items()}
+            for m, ps in spec.space.items()
+        },
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
 def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -798,21 +896,38 @@ def write_record(spec: TuneSpec, studies: Mapping[str, Any], path: str | os.Path
     check_trial_values(spec, studies)
     cfg = spec.cells[0][1]
     record = {
-        "spec": spec.name, "fingerprint": fingerprint(spec), "preset": spec.preset,
-        "data": cfg.data, "plm": cfg.plm,
+        "spec": spec.name,
+        "fingerprint": fingerprint(spec),
+        "preset": spec.preset,
+        "data": cfg.data,
+        "plm": cfg.plm,
         "models": {cell: c.model for cell, c in spec.cells},
-        "git": {"revision": runs._git("rev-parse", "HEAD"),
-                "dirty": bool(runs._git("status", "--porcelain"))},
+        "git": {
+            "revision": runs._git("rev-parse", "HEAD"),
+            "dirty": bool(runs._git("status", "--porcelain")),
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"hostname": socket.gethostname(), "cpus": os.cpu_count()},
-        "n_trials": spec.n_trials, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
+        "n_trials": spec.n_trials,
+        "max_epochs": cfg.max_epochs,
+        "patience": cfg.patience,
         "seed": spec.seed,
-        "space": {m: {n: {"low": r.low, "high": r.high, "factor": r.factor, "log": r.log,
-                          "reason": r.reason} for n, r in ps.items()}
-                  for m, ps in spec.space.items()},
+        "space": {
+            m: {
+                n: {
+                    "low": r.low,
+                    "high": r.high,
+                    "factor": r.factor,
+                    "log": r.log,
+                    "reason": r.reason,
+                }
+                for n, r in ps.items()
+            }
+            for m, ps in spec.space.items()
+        },
         "chosen": {cell: _best(study) for cell, study in studies.items()},
         "trials": trials_frame(studies).to_dict("records"),
-    }  # fmt: skip
+    }
     return runs.atomic_write_text(Path(path), json.dumps(record, indent=1, default=str) + "\n")
 
 
@@ -831,9 +946,11 @@ def check_trial_values(spec: TuneSpec, studies: Mapping[str, Any]) -> None:
             folder = spec.runs_dir / cell / str(trial.user_attrs.get("run_dir", ""))
             problem = _trial_value_problem(trial, folder)
             if problem:
-                raise AmbError(f"{spec.runs_dir / cell / STUDY_FILE}: cell {cell!r} trial "
-                               f"{trial.number} ({folder.name or 'no folder'}): {problem}; the "
-                               "record is not written (start the study afresh with --retune)")  # fmt: skip
+                raise AmbError(
+                    f"{spec.runs_dir / cell / STUDY_FILE}: cell {cell!r} trial "
+                    f"{trial.number} ({folder.name or 'no folder'}): {problem}; the "
+                    "record is not written (start the study afresh with --retune)"
+                )
 
 
 def _close(a: float, b: float) -> bool:
@@ -854,26 +971,40 @@ def _trial_value_problem(trial, folder: Path) -> str | None:
         return f"its history.csv cannot be read ({type(exc).__name__}: {exc})"
     for epoch, value in sorted(trial.intermediate_values.items()):
         if epoch not in by_epoch:
-            return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its "
-                    "history.csv does not have")  # fmt: skip
+            return (
+                f"the journal reports validation MAE {value:.6g} at epoch {epoch}, which its "
+                "history.csv does not have"
+            )
         if not _close(float(value), by_epoch[epoch]):
-            return (f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
-                    f"history.csv {by_epoch[epoch]:.6g}")  # fmt: skip
+            return (
+                f"the journal reports validation MAE {value:.6g} at epoch {epoch}, its "
+                f"history.csv {by_epoch[epoch]:.6g}"
+            )
     if trial.state.name == "PRUNED":  # Optuna gives a pruned trial its last reported value
         last = max(trial.intermediate_values, default=None)
-        if trial.value is not None and last is not None and not _close(float(trial.value), by_epoch[last]):
-            return (f"the journal says value {trial.value:.6g} for a trial pruned at epoch {last}, "
-                    f"its history.csv {by_epoch[last]:.6g}")  # fmt: skip
+        if (
+            trial.value is not None
+            and last is not None
+            and not _close(float(trial.value), by_epoch[last])
+        ):
+            return (
+                f"the journal says value {trial.value:.6g} for a trial pruned at epoch {last}, "
+                f"its history.csv {by_epoch[last]:.6g}"
+            )
         return None
     if trial.value is not None:
         finite = {e: m for e, m in by_epoch.items() if math.isfinite(m)}
         if not finite:
-            return (f"the journal says value {trial.value:.6g}, its history.csv has no finite "
-                    "validation MAE")  # fmt: skip
+            return (
+                f"the journal says value {trial.value:.6g}, its history.csv has no finite "
+                "validation MAE"
+            )
         epoch = min(finite, key=finite.get)
         if not _close(float(trial.value), finite[epoch]):
-            return (f"the journal says value {trial.value:.6g}, its history.csv's best "
-                    f"validation MAE is {finite[epoch]:.6g} (epoch {epoch})")  # fmt: skip
+            return (
+                f"the journal says value {trial.value:.6g}, its history.csv's best "
+                f"validation MAE is {finite[epoch]:.6g} (epoch {epoch})"
+            )
     return None
 
 
@@ -890,10 +1021,15 @@ def set_aside(spec: TuneSpec) -> list[Path]:
     return moved
 
 
-def ensure_record(spec_path: str | os.PathLike, record_path: str | os.PathLike,
-                  retune: bool = False, runs_dir: str | os.PathLike | None = None,
-                  progress: bool = False, train_fn: Callable | None = None,
-                  dataset=None) -> tuple[dict[str, Any], str]:  # fmt: skip
+def ensure_record(
+    spec_path: str | os.PathLike,
+    record_path: str | os.PathLike,
+    retune: bool = False,
+    runs_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    train_fn: Callable | None = None,
+    dataset=None,
+) -> tuple[dict[str, Any], str]:
     """The tuning record of ``spec_path``: read from ``record_path`` when it matches the spec
     (``fingerprint``), else produced by running (or resuming) the studies and written there.
     ``retune``: start the studies afresh (their journals are set aside). Returns the record and
@@ -906,8 +1042,9 @@ def ensure_record(spec_path: str | os.PathLike, record_path: str | os.PathLike,
             return record, "read"
     if retune:
         set_aside(spec)
-    write_record(spec, tune(spec, train_fn=train_fn, dataset=dataset, progress=progress),
-                 record_path)  # fmt: skip
+    write_record(
+        spec, tune(spec, train_fn=train_fn, dataset=dataset, progress=progress), record_path
+    )
     return json.loads(record_path.read_text(encoding="utf-8")), "tuned"
 
 
@@ -915,10 +1052,12 @@ def record_status(record: Mapping[str, Any], said: str) -> str:
     """``said`` (where the record came from) with what produced it: git revision, date, host,
     CPUs, data, PLM and the budget."""
     dirty = " with uncommitted changes" if record["git"].get("dirty") else ""
-    return (f"{said} (git {str(record['git']['revision'])[:10]}{dirty}, {record['date']}, "
-            f"{record['machine']['hostname']}, {record['machine']['cpus']} CPUs; data "
-            f"{record.get('data', '?')}, PLM {record.get('plm', '?')}; {record['n_trials']} "
-            f"trials of at most {record['max_epochs']} epochs)")  # fmt: skip
+    return (
+        f"{said} (git {str(record['git']['revision'])[:10]}{dirty}, {record['date']}, "
+        f"{record['machine']['hostname']}, {record['machine']['cpus']} CPUs; data "
+        f"{record.get('data', '?')}, PLM {record.get('plm', '?')}; {record['n_trials']} "
+        f"trials of at most {record['max_epochs']} epochs)"
+    )
 
 
 def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
@@ -931,13 +1070,18 @@ def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
     for cell, chosen in record["chosen"].items():
         mine = trials[trials["cell"] == cell]
         recipe = mine[mine["recipe"].fillna(False).astype(bool)]["value"]
-        rows.append({"cell": cell, "model": record.get("models", {}).get(cell, ""),
-                     "trials": int(mine["state"].isin(["COMPLETE", "PRUNED"]).sum()),
-                     "pruned": int((mine["state"] == "PRUNED").sum()),
-                     "failed": int((mine["state"] == "FAIL").sum()),
-                     "chosen": ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items()),
-                     "recipe's valid MAE": float(recipe.iloc[0]) if len(recipe) else float("nan"),
-                     "best valid MAE": chosen["value"]})  # fmt: skip
+        rows.append(
+            {
+                "cell": cell,
+                "model": record.get("models", {}).get(cell, ""),
+                "trials": int(mine["state"].isin(["COMPLETE", "PRUNED"]).sum()),
+                "pruned": int((mine["state"] == "PRUNED").sum()),
+                "failed": int((mine["state"] == "FAIL").sum()),
+                "chosen": ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items()),
+                "recipe's valid MAE": float(recipe.iloc[0]) if len(recipe) else float("nan"),
+                "best valid MAE": chosen["value"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -951,14 +1095,17 @@ def trials_figure(record: Mapping[str, Any]):
     fig, axes = plt.subplots(1, len(cells), figsize=(4 * len(cells), 3.2), squeeze=False)
     for ax, cell in zip(axes[0], cells):
         mine = trials[(trials["cell"] == cell) & trials["value"].notna()]
-        for state, style in (("COMPLETE", dict(marker="o")),
-                             ("PRUNED", dict(marker="o", facecolors="none", edgecolors="C1"))):  # fmt: skip
+        for state, style in (
+            ("COMPLETE", dict(marker="o")),
+            ("PRUNED", dict(marker="o", facecolors="none", edgecolors="C1")),
+        ):
             part = mine[mine["state"] == state]
             ax.scatter(part["number"], part["value"], label=state.lower(), **style)
         best = record["chosen"][cell]
         if best["number"] is not None:
-            ax.scatter([best["number"]], [best["value"]], marker="*", s=200, color="C3",
-                       label="chosen")  # fmt: skip
+            ax.scatter(
+                [best["number"]], [best["value"]], marker="*", s=200, color="C3", label="chosen"
+            )
         ax.set(title=cell, xlabel="trial", ylabel="best validation MAE")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -985,18 +1132,26 @@ def _current_with_path(preset: str) -> tuple[dict[str, Any], Path] | None:
     spec_path = spec_for_preset(preset)
     if not spec_path.exists():
         return None
-    folders = dict.fromkeys([paths.results_dir().resolve(), (paths.PROJECT_ROOT / "results").resolve()])
+    folders = dict.fromkeys(
+        [paths.results_dir().resolve(), (paths.PROJECT_ROOT / "results").resolve()]
+    )
     candidates = [folder / record_name(preset) for folder in folders]
-    inputs = [*candidates, spec_path, *sorted(spec_path.parent.glob("*.yaml"))]  # spec, sweeps, spaces
+    inputs = [
+        *candidates,
+        spec_path,
+        *sorted(spec_path.parent.glob("*.yaml")),
+    ]  # spec, sweeps, spaces
     key = (preset, *((str(p), p.stat().st_mtime_ns if p.exists() else None) for p in inputs))
     if key not in _RECORDS:
         wanted = fingerprint(load_tune_spec(spec_path))
-        found = ((runs.read_json_object(p), p) for p in candidates if p.exists())  # fmt: skip
+        found = ((runs.read_json_object(p), p) for p in candidates if p.exists())
         _RECORDS[key] = next((r for r in found if r[0].get("fingerprint") == wanted), None)
     return _RECORDS[key]
 
 
-def chosen_values(record: Mapping[str, Any] | None, cell: str, model: str | None = None) -> dict[str, Any]:
+def chosen_values(
+    record: Mapping[str, Any] | None, cell: str, model: str | None = None
+) -> dict[str, Any]:
     """The values a record chose for ``cell``: its own study's when the record tuned that cell,
     else those of the study of ``model`` (the cell named like the model: AMB's variants and
     design alternatives take ``amb``'s values); {} when the record is None or tuned neither."""
@@ -1026,10 +1181,15 @@ def book_record(preset: str) -> tuple[dict | None, str]:
         return None, f"no tuning spec for the {preset} preset ({spec_path.name} does not exist)"
     found = _current_with_path(preset)
     if found is None:
-        return None, (f"no record matching experiments/{spec_path.name}: the cells train at "
-                      f"their recipes' values; `python -m ambcore tune experiments/"
-                      f"{spec_path.name} --record results/{record_name(preset)}` produces one")  # fmt: skip
+        return None, (
+            f"no record matching experiments/{spec_path.name}: the cells train at "
+            f"their recipes' values; `python -m ambcore tune experiments/"
+            f"{spec_path.name} --record results/{record_name(preset)}` produces one"
+        )
     record, path = found
-    where = ("the project's results/" if path.parent == (paths.PROJECT_ROOT / "results").resolve()
-             else "the results folder")  # fmt: skip
+    where = (
+        "the project's results/"
+        if path.parent == (paths.PROJECT_ROOT / "results").resolve()
+        else "the results folder"
+    )
     return record, f"read from {path.name} in {where}"

@@ -30,8 +30,13 @@ def refresh(name: str, workdir: Path) -> int:
     if not target.exists():
         raise SystemExit(f"no notebook {target}")
     executed = workdir / target.name
-    papermill.execute_notebook(str(target), str(executed), parameters={"preset": "smoke"},
-                               cwd=str(ROOT / "notebooks"), progress_bar=False)  # fmt: skip
+    papermill.execute_notebook(
+        str(target),
+        str(executed),
+        parameters={"preset": "smoke"},
+        cwd=str(ROOT / "notebooks"),
+        progress_bar=False,
+    )
     ran = nbformat.read(executed, as_version=4)
     committed = nbformat.read(target, as_version=4)
     fresh = {c.source: c.outputs for c in ran.cells if c.cell_type == "code" and MARK in c.source}

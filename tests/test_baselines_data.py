@@ -1,7 +1,6 @@
 """The cited-number files in results/ parse, are labelled as cited, and match the thesis text."""
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -34,7 +33,12 @@ def test_thesis_rows_cover_both_tables():
     frame = _read("thesis_tables.csv")
     assert set(frame[frame["table"] == 6.1]["model"]) == {"MAG-BERT", "MISA", "AMB"}
     assert set(frame[frame["table"] == 6.2]["model"]) == {
-        "AMB no-text", "AMB text-only", "MISA-Adapters", "MISA", "AMB-FT", "AMB"
+        "AMB no-text",
+        "AMB text-only",
+        "MISA-Adapters",
+        "MISA",
+        "AMB-FT",
+        "AMB",
     }
     assert set(frame["dataset"]) == {"CMU-MOSEI"}
     assert set(frame["text_adaptation"]) <= {"adapters", "finetune"}
@@ -47,7 +51,7 @@ def test_every_row_is_the_thesis_line_it_cites(name):
     for row in _read(name).itertuples():
         line = lines[row.thesis_line - 1]
         assert line.startswith(row.thesis_label + " "), (row.model, line)
-        printed = line[len(row.thesis_label):].split()
+        printed = line[len(row.thesis_label) :].split()
         assert len(printed) == 6, line
         for column, text in zip(METRICS, printed):
             value = getattr(row, column)

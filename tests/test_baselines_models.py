@@ -49,9 +49,16 @@ def make_batch(tokenizer, texts=TEXTS, extra_token_pad=0, extra_step_pad=0, seed
     real = torch.arange(steps)[None, :] < n_words[:, None]
     visual, acoustic = visual * real[..., None], acoustic * real[..., None]
     return Batch(
-        input_ids=ids, attention_mask=mask, token_type_ids=types,
-        visual=visual, visual_lengths=n_words, acoustic=acoustic, acoustic_lengths=n_words,
-        labels=torch.tensor([1.0, -2.0, 0.5]), ids=["a", "b", "c"], word_index=word_index,
+        input_ids=ids,
+        attention_mask=mask,
+        token_type_ids=types,
+        visual=visual,
+        visual_lengths=n_words,
+        acoustic=acoustic,
+        acoustic_lengths=n_words,
+        labels=torch.tensor([1.0, -2.0, 0.5]),
+        ids=["a", "b", "c"],
+        word_index=word_index,
     )
 
 
@@ -101,8 +108,12 @@ def test_misa_adapters_trains_adapters_only_inside_the_plm(tokenizer):
     assert any(".adapter." in n for n in grads)
     # The up-projection starts at zero, so it is the adapter tensor with a non-zero gradient.
     assert grads["plm.encoder.layer.0.output.adapter.up.weight"].abs().sum() > 0
-    for name in ("visual_encoder.rnn1.weight_ih_l0", "fusion.layers.0.linear1.weight",
-                 "reconstruct.a.weight", "head.0.weight"):
+    for name in (
+        "visual_encoder.rnn1.weight_ih_l0",
+        "fusion.layers.0.linear1.weight",
+        "reconstruct.a.weight",
+        "head.0.weight",
+    ):
         assert grads[name].abs().sum() > 0, name
 
 
@@ -120,8 +131,16 @@ def test_misa_finetune_trains_plm_and_last_k_keeps_early_layers_frozen(tokenizer
     assert "plm.encoder.layer.1.output.dense.weight" in trainable
     assert "plm.embeddings.word_embeddings.weight" in trainable
     assert "plm.encoder.layer.0.output.dense.weight" not in trainable
-    model = MISA(smoke(model="misa", text_adaptation="finetune", finetune_layers="last:1",
-                       misa_finetune_embeddings=False), DV, DA)
+    model = MISA(
+        smoke(
+            model="misa",
+            text_adaptation="finetune",
+            finetune_layers="last:1",
+            misa_finetune_embeddings=False,
+        ),
+        DV,
+        DA,
+    )
     assert not model.plm.embeddings.word_embeddings.weight.requires_grad
 
 
@@ -173,8 +192,9 @@ def test_gate_shift_is_norm_bounded_and_exact_below_the_bound():
     with torch.no_grad():
         for lin in (gate.project_visual, gate.project_acoustic):
             lin.bias.zero_()
-    h = torch.relu(gate.gate_visual(torch.cat([small_v, z], -1))) * gate.project_visual(small_v) + \
-        torch.relu(gate.gate_acoustic(torch.cat([small_a, z], -1))) * gate.project_acoustic(small_a)
+    h = torch.relu(gate.gate_visual(torch.cat([small_v, z], -1))) * gate.project_visual(
+        small_v
+    ) + torch.relu(gate.gate_acoustic(torch.cat([small_a, z], -1))) * gate.project_acoustic(small_a)
     torch.testing.assert_close(gate.shift(z, small_v, small_a), h)
     # The output is LayerNorm(z + shift).
     out = gate.eval()(z, big_v, big_a)
@@ -214,8 +234,11 @@ def test_mag_with_zero_shift_equals_the_plain_plm(tokenizer):
     batch = make_batch(tokenizer)
     with torch.no_grad():
         ours = model(batch).text_summary
-        reference = plain(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                          token_type_ids=batch.token_type_ids).pooler_output
+        reference = plain(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+        ).pooler_output
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
@@ -235,8 +258,11 @@ def test_mag_injection_layer_changes_only_later_layers(tokenizer):
     batch = make_batch(tokenizer)
     with torch.no_grad():
         model(batch)
-        plain(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-              token_type_ids=batch.token_type_ids)
+        plain(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+        )
     first = lambda x: x[0] if isinstance(x, tuple) else x  # noqa: E731
     torch.testing.assert_close(first(captured["mag0"]), first(captured["plain0"]))
     assert not torch.allclose(first(captured["mag1"]), first(captured["plain1"]), atol=1e-3)
@@ -248,9 +274,14 @@ def test_mag_finetune_trains_plm_gate_and_head(tokenizer):
     model = MAGBert(smoke(model="mag-bert", text_adaptation="finetune"), DV, DA)
     grads = grads_after_backward(model, make_batch(tokenizer))
     assert all(p.requires_grad for p in model.parameters())
-    for name in ("plm.embeddings.word_embeddings.weight", "plm.encoder.layer.1.output.dense.weight",
-                 "plm.pooler.dense.weight", "gate.gate_visual.weight", "gate.project_acoustic.weight",
-                 "head.weight"):
+    for name in (
+        "plm.embeddings.word_embeddings.weight",
+        "plm.encoder.layer.1.output.dense.weight",
+        "plm.pooler.dense.weight",
+        "gate.gate_visual.weight",
+        "gate.project_acoustic.weight",
+        "head.weight",
+    ):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
 
 
@@ -291,7 +322,10 @@ def test_mag_pooling_reads_the_states_and_ignores_padding(tokenizer, pooling):
     batch = make_batch(tokenizer)
     states = {}
     model.plm.encoder.layer[-1].register_forward_hook(
-        lambda module, args, output: states.__setitem__("last", output[0] if isinstance(output, tuple) else output))
+        lambda module, args, output: states.__setitem__(
+            "last", output[0] if isinstance(output, tuple) else output
+        )
+    )
     with torch.no_grad():
         summary = model(batch).text_summary
         padded = model(make_batch(tokenizer, extra_token_pad=3, extra_step_pad=2)).text_summary
@@ -309,8 +343,9 @@ def test_mag_pooling_reads_the_states_and_ignores_padding(tokenizer, pooling):
 # ---- registry, save/load ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,adaptation", [("misa", "adapters"), ("misa", "finetune"),
-                                             ("mag-bert", "finetune")])
+@pytest.mark.parametrize(
+    "name,adaptation", [("misa", "adapters"), ("misa", "finetune"), ("mag-bert", "finetune")]
+)
 def test_registry_and_save_load_round_trip(tmp_path, tokenizer, name, adaptation):
     from safetensors.torch import load_file
 
@@ -340,9 +375,11 @@ def test_summary_spread_and_its_verdict():
     assert [r["summary"] for r in rows] == ["pooler", "[CLS] state", "token mean"]
     assert all(r["std across texts"] > 0 for r in rows)
     assert all(abs(r["mean |value|"]) < 1.0 for r in rows[:1])  # tanh output
-    made = [{"summary": "pooler", "mean |value|": 0.05, "std across texts": 0.03, "pooler |bias|": 0.0},
-            {"summary": "[CLS] state", "mean |value|": 0.2, "std across texts": 0.18},
-            {"summary": "token mean", "mean |value|": 0.2, "std across texts": 0.2}]  # fmt: skip
+    made = [
+        {"summary": "pooler", "mean |value|": 0.05, "std across texts": 0.03, "pooler |bias|": 0.0},
+        {"summary": "[CLS] state", "mean |value|": 0.2, "std across texts": 0.18},
+        {"summary": "token mean", "mean |value|": 0.2, "std across texts": 0.2},
+    ]
     said = spread_verdict(made, "mean")
     assert "6.0 times less" in said and "never trained" in said and "reads the token mean" in said
     made[0]["pooler |bias|"] = 0.1

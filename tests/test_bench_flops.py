@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ambcore.bench import (NAIVE_PAD_TO, achieved, count_flops, efficiency_frame,
-                           run_benchmark)  # fmt: skip
+from ambcore.bench import NAIVE_PAD_TO, achieved, count_flops, efficiency_frame, run_benchmark
 from ambcore.config import get_config
 
 
@@ -33,9 +32,16 @@ def test_achieved_rate_is_flops_over_the_median_time_and_a_share_of_probe_x_thre
 @pytest.fixture(scope="module")
 def record():
     cfg = get_config("smoke", max_text_len=NAIVE_PAD_TO)
-    return run_benchmark(cfg, ["amb", "misa"], repeats=1, warmup_steps=1,
-                         measure_memory_peak=False, progress=False, load_competitors=0,
-                         phase_epochs=0)  # fmt: skip
+    return run_benchmark(
+        cfg,
+        ["amb", "misa"],
+        repeats=1,
+        warmup_steps=1,
+        measure_memory_peak=False,
+        progress=False,
+        load_competitors=0,
+        phase_epochs=0,
+    )
 
 
 def test_every_model_records_its_flops_and_achieved_rate(record):
@@ -54,7 +60,9 @@ def test_every_model_records_its_flops_and_achieved_rate(record):
         assert a["train_fraction_of_probe_x_threads"] < 1.5
     table = efficiency_frame(record)
     assert list(table["model"]) == ["amb", "misa"]
-    assert (table["train epoch (GFLOP)"] > 0).all() and table["train % of probe × threads"].notna().all()
+    assert (table["train epoch (GFLOP)"] > 0).all() and table[
+        "train % of probe × threads"
+    ].notna().all()
 
 
 def test_a_record_without_flops_has_an_empty_efficiency_table():

@@ -8,8 +8,7 @@ import json
 import pytest
 
 from ambcore import runs
-from ambcore.bench import (format_report, phases_frame, record_machines, record_phases,
-                           run_benchmark)
+from ambcore.bench import format_report, phases_frame, record_machines, record_phases, run_benchmark
 from ambcore.bench.phases import CONTEXTS, PhaseClock, profile_training_run
 from ambcore.config import get_config
 
@@ -36,22 +35,37 @@ def test_phase_clock_charges_the_innermost_phase():
     clock.push("backward")
     tick.now = 7.0
     clock.pop()
-    assert clock.totals() == {"other": 1.0, "evaluation": 1.0, "evaluation: plm forward": 3.0,
-                              "backward": 2.0}  # fmt: skip
+    assert clock.totals() == {
+        "other": 1.0,
+        "evaluation": 1.0,
+        "evaluation: plm forward": 3.0,
+        "backward": 2.0,
+    }
     assert sum(clock.totals().values()) == pytest.approx(7.0)
 
 
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
     cfg = get_config("smoke", max_epochs=1)
-    return profile_training_run(cfg, tmp_path_factory.mktemp("phases") / "run",
-                                noise_rates=(0.0, 1.0), noise_kinds=("visual",))  # fmt: skip
+    return profile_training_run(
+        cfg,
+        tmp_path_factory.mktemp("phases") / "run",
+        noise_rates=(0.0, 1.0),
+        noise_kinds=("visual",),
+    )
 
 
 def test_profile_splits_the_run_into_phases(profile):
     phases = profile["cpu_s_by_phase"]
-    for phase in ("plm forward", "adapters", "av encoders", "backward", "optimizer",
-                  "evaluation: plm forward", "noise evaluation: plm forward"):
+    for phase in (
+        "plm forward",
+        "adapters",
+        "av encoders",
+        "backward",
+        "optimizer",
+        "evaluation: plm forward",
+        "noise evaluation: plm forward",
+    ):
         assert phases.get(phase, 0.0) > 0, phase
     assert all(v >= 0 for v in phases.values())
     assert sum(phases.values()) == pytest.approx(profile["cpu_s_total"], abs=0.01)
@@ -73,8 +87,9 @@ def test_profile_leaves_nothing_patched(profile):
 
 def test_phases_only_record_has_the_machine_and_the_phases(tmp_path, monkeypatch):
     monkeypatch.setenv(runs.PROBE_ENV, json.dumps({"gflops": 21.5, "measured": "now"}))
-    record = run_benchmark(get_config("smoke"), ["amb"], timing=False, phase_epochs=1,
-                           progress=False)  # fmt: skip
+    record = run_benchmark(
+        get_config("smoke"), ["amb"], timing=False, phase_epochs=1, progress=False
+    )
     assert record["machine"]["probe"]["gflops"] == 21.5 and record["machine"]["cpu_model"]
     assert "models" not in record and set(record["phases"]) == {"amb"}
     frame = phases_frame(record)
@@ -94,9 +109,15 @@ def test_benchmark_records_are_read_once_for_machines_and_phases(tmp_path):
     """Records that cannot be read are left out of both tables; the phases of
     ``phases_before`` come before the record's own."""
     phases = {"amb": {"cpu_s_by_phase": {"forward": 2.0, "backward": 3.0}, "cpu_s_total": 5.0}}
-    (tmp_path / "bench_a.json").write_text(json.dumps({
-        "machine": {"cpu_model": "CPU A", "cpu_count": 4, "probe": {"gflops": 12.5}},
-        "phases": phases, "phases_before": {"label": "slow path", "phases": phases}}))  # fmt: skip
+    (tmp_path / "bench_a.json").write_text(
+        json.dumps(
+            {
+                "machine": {"cpu_model": "CPU A", "cpu_count": 4, "probe": {"gflops": 12.5}},
+                "phases": phases,
+                "phases_before": {"label": "slow path", "phases": phases},
+            }
+        )
+    )
     (tmp_path / "bench_b.json").write_text(json.dumps({"wall_s": 1.0}))
     (tmp_path / "bench_broken.json").write_text("{not json")
     (tmp_path / "notes.json").write_text(json.dumps({"phases": phases}))  # not a record's name

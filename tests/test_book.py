@@ -70,11 +70,13 @@ def test_book_config_is_the_top_level_file(tmp_path):
     # The command as written reads it: jupyter-book's resolved Sphinx configuration (written as
     # conf.py by `jupyter-book config sphinx`, here in a copy of the book) carries our settings.
     shutil.copy2(ROOT / "_config.yml", tmp_path / "_config.yml")
-    shutil.copytree(BOOK, tmp_path / "book", symlinks=True,
-                    ignore=shutil.ignore_patterns("_build", "executed"))
+    shutil.copytree(
+        BOOK, tmp_path / "book", symlinks=True, ignore=shutil.ignore_patterns("_build", "executed")
+    )
     exe = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(exe), "config", "sphinx", str(tmp_path / "book")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), "config", "sphinx", str(tmp_path / "book")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     conf_py = (tmp_path / "book" / "conf.py").read_text()
     assert config["title"] in conf_py
@@ -99,10 +101,16 @@ def test_bibliography_has_every_cited_key():
     bib = (BOOK / "references.bib").read_text()
     keys = set(re.findall(r"@\w+\{([^,]+),", bib))
     required = {
-        "devlin2019bert", "houlsby2019adapters", "pfeiffer2021adapterfusion", "chlapanis2022amb",
-        "hazarika2020misa", "rahman2020magbert", "tsai2019mult", "zadeh2018mosei",
+        "devlin2019bert",
+        "houlsby2019adapters",
+        "pfeiffer2021adapterfusion",
+        "chlapanis2022amb",
+        "hazarika2020misa",
+        "rahman2020magbert",
+        "tsai2019mult",
+        "zadeh2018mosei",
         "hazarika2022robustness",
-    }  # fmt: skip
+    }
     assert required <= keys
     sources = [*BOOK.glob("*.md"), *(ROOT / "notebooks").glob("*.py")]
     cited = set()
@@ -188,20 +196,40 @@ def test_numbered_table_is_a_myst_table_with_caption():
 
 def test_benchmark_tables_read_bench_and_other_records(tmp_path):
     epoch = {"median": 2.0, "min": 1.5, "max": 2.5}
-    path_result = {"train_epoch_s": epoch, "train_samples_per_s": 48.0, "train_step_ms": 300.0,
-                   "eval_samples_per_s": 200.0, "peak_memory_mib": 900.0}
+    path_result = {
+        "train_epoch_s": epoch,
+        "train_samples_per_s": 48.0,
+        "train_step_ms": 300.0,
+        "eval_samples_per_s": 200.0,
+        "peak_memory_mib": 900.0,
+    }
     record = {
-        "device": "cpu", "preset": "embedded", "data": "SYNTHETIC",
-        "models": {"amb": {"fast": path_result, "naive": path_result, "trainable_params": 10,
-                           "ratio_fast_over_naive": {"train_epoch": {"median": 0.5}}}},
-        "targets": {
-            "amb: fast/naive training epoch <= 0.5": {"median": 0.5, "of_minimums": 0.45,
-                                                      "met_median": True, "met_of_minimums": True,
-                                                      "noisy": False},
-            "amb peak memory < amb-ft peak memory (fast path)": {"amb_mib": 800.0,
-                                                                 "amb_ft_mib": 900.0, "met": True},
+        "device": "cpu",
+        "preset": "embedded",
+        "data": "SYNTHETIC",
+        "models": {
+            "amb": {
+                "fast": path_result,
+                "naive": path_result,
+                "trainable_params": 10,
+                "ratio_fast_over_naive": {"train_epoch": {"median": 0.5}},
+            }
         },
-    }  # fmt: skip
+        "targets": {
+            "amb: fast/naive training epoch <= 0.5": {
+                "median": 0.5,
+                "of_minimums": 0.45,
+                "met_median": True,
+                "met_of_minimums": True,
+                "noisy": False,
+            },
+            "amb peak memory < amb-ft peak memory (fast path)": {
+                "amb_mib": 800.0,
+                "amb_ft_mib": 900.0,
+                "met": True,
+            },
+        },
+    }
     (tmp_path / "bench_cpu.json").write_text(json.dumps(record))
     (tmp_path / "sdk_bench.json").write_text(json.dumps({"wall_s": 12.5, "spec": {"n": 3}}))
     (tmp_path / "other.json").write_text("{}")
@@ -231,19 +259,22 @@ def test_select_chapters():
 def _write_notebook(folder: Path, name: str, body: str) -> None:
     import jupytext
 
-    text = (
-        '# %% tags=["parameters"]\npreset = "embedded"\ndata = ""\nplm = ""\nseed = 0\n\n' + body
-    )
+    text = '# %% tags=["parameters"]\npreset = "embedded"\ndata = ""\nplm = ""\nseed = 0\n\n' + body
     nb = jupytext.reads(text, fmt="py:percent")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     (folder / f"{name}.py").write_text(text)
     jupytext.write(nb, folder / f"{name}.ipynb")
 
 
 def test_missing_chapters_get_placeholders_and_are_recorded(tmp_path):
     out = tmp_path / "executed"
-    result = run_book("smoke", notebooks_dir=tmp_path / "notebooks", out_dir=out, build=False,
-                      log=lambda _: None)
+    result = run_book(
+        "smoke", notebooks_dir=tmp_path / "notebooks", out_dir=out, build=False, log=lambda _: None
+    )
     assert result.missing == [c.name for c in CHAPTERS] and result.executed == []
     for chapter in CHAPTERS:
         assert PLACEHOLDER_MARK in (out / f"{chapter.name}.md").read_text()
@@ -256,14 +287,21 @@ def test_failing_chapter_names_notebook_and_cell_and_keeps_it(tmp_path):
     notebooks, out = tmp_path / "notebooks", tmp_path / "executed"
     notebooks.mkdir()
     _write_notebook(
-        notebooks, "01_data",
+        notebooks,
+        "01_data",
         "# %%\nimport os\nprint('env:', os.environ['AMB_PRESET'], os.environ['MPLBACKEND'])\n\n"
         "# %%\nprint(preset)\n1 / 0\n",
     )
     backend_before = os.environ.get("MPLBACKEND")
     with pytest.raises(BookError) as info:
-        run_book("smoke", notebooks_dir=notebooks, out_dir=out, build=False, chapters="01",
-                 log=lambda _: None)
+        run_book(
+            "smoke",
+            notebooks_dir=notebooks,
+            out_dir=out,
+            build=False,
+            chapters="01",
+            log=lambda _: None,
+        )
     message = str(info.value)
     assert "notebooks/01_data.py" in message
     assert "cell 3" in message and "ZeroDivisionError" in message  # cell 1 is papermill's
@@ -308,12 +346,28 @@ def test_tuning_step_keeps_a_matching_record_and_tunes_otherwise(tmp_path, monke
     commands = []
     monkeypatch.setattr(book.subprocess, "run", lambda cmd, check: commands.append(cmd))
     said = []
-    for preset, retune, chapters in (("smoke", False, "03"), ("smoke", True, "04"),
-                                     ("smoke", False, "01,02"), ("paper", False, "03")):  # fmt: skip
-        options = book._book_options(preset, None, None, None, False, False, False,
-                                     tmp_path / "results", None, tmp_path / "out", None)  # fmt: skip
-        job = book._start_job(options, get_config("smoke"), book.select_chapters(chapters),
-                              lambda _: None)  # fmt: skip
+    for preset, retune, chapters in (
+        ("smoke", False, "03"),
+        ("smoke", True, "04"),
+        ("smoke", False, "01,02"),
+        ("paper", False, "03"),
+    ):
+        options = book._book_options(
+            preset,
+            None,
+            None,
+            None,
+            False,
+            False,
+            False,
+            tmp_path / "results",
+            None,
+            tmp_path / "out",
+            None,
+        )
+        job = book._start_job(
+            options, get_config("smoke"), book.select_chapters(chapters), lambda _: None
+        )
         said.append(book.tuning_step(job, retune))
     assert tune.current_record("smoke") is not None  # the committed record
     assert said[0].startswith("tuning: tuning_smoke.json matches tune_smoke.yaml")
@@ -323,7 +377,10 @@ def test_tuning_step_keeps_a_matching_record_and_tunes_otherwise(tmp_path, monke
     (command,) = commands
     assert str(tune.spec_for_preset("smoke")) in command
     assert command[1:4] == ["-m", "ambcore", "tune"] and command[-1] == "--retune"
-    assert command[-3:-1] == ["--record", str((tmp_path / "results").resolve() / "tuning_smoke.json")]
+    assert command[-3:-1] == [
+        "--record",
+        str((tmp_path / "results").resolve() / "tuning_smoke.json"),
+    ]
 
 
 def test_cli_error_for_paper_preset_without_data(monkeypatch, capsys):
@@ -353,10 +410,22 @@ def write_table_6_1_with_one_row_of_ours(folder: Path) -> dict[str, Path]:
 
     summary = no_runs_summary()
     row = {c: 0.5 for c in summary.columns if c.endswith(("_mean", "_std"))}
-    row.update(cell="amb-full", row_name="AMB", model="amb", variant="full",
-               text_adaptation="adapters", finetune_layers="all", preset="embedded",
-               data="SYNTHETIC test data", is_synthetic=True, plm="all-MiniLM-L6-v2",
-               n_seeds=3, seeds="0,1,2", trainable_params_m=1.5, test_mae_mean=0.4321)
+    row.update(
+        cell="amb-full",
+        row_name="AMB",
+        model="amb",
+        variant="full",
+        text_adaptation="adapters",
+        finetune_layers="all",
+        preset="embedded",
+        data="SYNTHETIC test data",
+        is_synthetic=True,
+        plm="all-MiniLM-L6-v2",
+        n_seeds=3,
+        seeds="0,1,2",
+        trainable_params_m=1.5,
+        test_mae_mean=0.4321,
+    )
     path = folder / "table_6_1.csv"
     report.table_6_1(pd.DataFrame([row], columns=summary.columns)).to_csv(path, index=False)
     return {"table_6_1": path}
@@ -370,10 +439,13 @@ def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
     write_table_6_1_with_one_row_of_ours(tmp_path)
     out = tmp_path / "06_results.ipynb"
     papermill.execute_notebook(
-        str(ROOT / "notebooks" / "06_results.ipynb"), str(out), kernel_name="python3",
-        parameters={"preset": "smoke", "results_dir": str(tmp_path)}, progress_bar=False,
+        str(ROOT / "notebooks" / "06_results.ipynb"),
+        str(out),
+        kernel_name="python3",
+        parameters={"preset": "smoke", "results_dir": str(tmp_path)},
+        progress_bar=False,
         cwd=str(ROOT / "notebooks"),
-    )  # fmt: skip
+    )
     text = json.dumps(nbformat.read(out, as_version=4).cells, ensure_ascii=False)
     assert "0.432 ± 0.500 over 3 seeds on SYNTHETIC test data" in text  # glued, from the CSV
     assert "1 row(s) of ours from results/table_6_1.csv" in text
@@ -383,10 +455,17 @@ def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
 # ---- the Results and Status pages' tables (ambcore.book; the chapters only call it) ------
 
 ENV = {
-    "git_revision": "0123abcd", "git_dirty": True, "device": "cuda", "device_name": "NVIDIA H200",
-    "cpu_model": "Some CPU", "cpu_count": 16, "torch_threads": 4, "memory_gib": 125.5,
-    "python": "3.11.9", "platform": "Linux-x86_64",
-}  # fmt: skip
+    "git_revision": "0123abcd",
+    "git_dirty": True,
+    "device": "cuda",
+    "device_name": "NVIDIA H200",
+    "cpu_model": "Some CPU",
+    "cpu_count": 16,
+    "torch_threads": 4,
+    "memory_gib": 125.5,
+    "python": "3.11.9",
+    "platform": "Linux-x86_64",
+}
 
 
 def test_revision_and_device_labels():
@@ -401,9 +480,20 @@ def test_build_provenance_table_names_data_model_revision_and_machine():
     table = build_provenance_table(dict(ENV, device_name=None), get_config("smoke"))
     assert list(table.columns) == ["what", "value"]
     values = dict(zip(table["what"], table["value"]))
-    assert list(values) == ["preset", "data", "language model", "git revision", "device",
-                            "device name", "CPU", "CPU cores", "torch threads", "memory (GiB)",
-                            "python", "platform"]  # fmt: skip
+    assert list(values) == [
+        "preset",
+        "data",
+        "language model",
+        "git revision",
+        "device",
+        "device name",
+        "CPU",
+        "CPU cores",
+        "torch threads",
+        "memory (GiB)",
+        "python",
+        "platform",
+    ]
     assert values["preset"] == "smoke" and "SYNTHETIC" in values["data"]
     assert "tiny randomly initialised BERT" in values["language model"]
     assert values["git revision"] == "0123abcd (with uncommitted changes)"
@@ -416,11 +506,15 @@ def test_results_table_with_our_rows(tmp_path):
     assert len(shown) == 2 and all(isinstance(t, NumberedTable) for t in shown)
     ours, theirs = (t.markdown for t in shown)
     assert ours.startswith(":::{table} Our runs of the rows of thesis table 6.1.")
-    assert ":name: tbl-results-table_6_1" in ours and ":name: tbl-results-thesis-table_6_1" in theirs
+    assert (
+        ":name: tbl-results-table_6_1" in ours and ":name: tbl-results-thesis-table_6_1" in theirs
+    )
     assert "SYNTHETIC test data" in ours and "0.432 ± 0.500" in ours and "CMU-MOSEI" not in ours
     assert "SYNTHETIC" not in theirs and "as published (CMU-MOSEI" in theirs
-    assert status.startswith("1 row(s) of ours from results/table_6_1.csv. AMB against each row: "
-                             "no paired test in the file. On synthetic data only")  # fmt: skip
+    assert status.startswith(
+        "1 row(s) of ours from results/table_6_1.csv. AMB against each row: "
+        "no paired test in the file. On synthetic data only"
+    )
     assert "no evidence about CMU-MOSEI" in status
 
 
@@ -461,16 +555,36 @@ def smoke_book(tmp_path_factory):
     (work / "results").mkdir()
     for bench in (ROOT / "results").glob("*.json"):
         shutil.copy2(bench, work / "results" / bench.name)
-    env = dict(os.environ, AMB_RUNS=str(work / "runs"), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        AMB_RUNS=str(work / "runs"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("AMB_DATA", None)
     env.pop("AMB_PLM", None)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "ambcore", "book", "--preset", "smoke", "-W", "--no-sync",
-         "--book-dir", str(work / "book"), "--results-dir", str(work / "results")],
-        capture_output=True, text=True, env=env, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ambcore",
+            "book",
+            "--preset",
+            "smoke",
+            "-W",
+            "--no-sync",
+            "--book-dir",
+            str(work / "book"),
+            "--results-dir",
+            str(work / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     seconds = time.perf_counter() - t0
     log = proc.stdout + proc.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -485,7 +599,7 @@ def smoke_book(tmp_path_factory):
 
 def _pages(html: Path) -> dict[str, Path]:
     """Every page of the book: the root (index.html redirects to it) and each toc entry."""
-    assert 'url=intro.html' in (html / "index.html").read_text(), "index.html must open intro"
+    assert "url=intro.html" in (html / "index.html").read_text(), "index.html must open intro"
     pages = {"intro": html / "intro.html"}
     for f in _toc_files():
         pages[f] = html / f"{f}.html"
@@ -503,10 +617,14 @@ def test_smoke_book_has_a_page_for_every_chapter(smoke_book):
         chapter = name.split("/", 1)[1]
         text = page.read_text()
         if (notebooks / f"{chapter}.py").exists():
-            assert PLACEHOLDER_MARK not in text, f"{chapter}: the notebook exists but did not render"
+            assert PLACEHOLDER_MARK not in text, (
+                f"{chapter}: the notebook exists but did not render"
+            )
             assert "amb-banner" in text, f"{chapter}: no data/PLM banner (ambcore.book.banner)"
         else:
-            assert chapter in PENDING_CHAPTERS, f"chapter {chapter} is missing: notebooks/{chapter}.py"
+            assert chapter in PENDING_CHAPTERS, (
+                f"chapter {chapter} is missing: notebooks/{chapter}.py"
+            )
             assert PLACEHOLDER_MARK in text
     assert re.search(r"06_results: done in [\d.]+ s", log)
 
@@ -672,19 +790,31 @@ def _open_in_chromium(exe: str, page: Path, screenshot: Path, profile: Path) -> 
     probe = page.with_name(f"_browser_check_{page.name}")
     probe.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>", 1))
     cmd = [
-        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--hide-scrollbars",
-        "--virtual-time-budget=8000", "--window-size=1300,2000",
-        f"--screenshot={screenshot}", "--dump-dom", probe.as_uri(),
-    ]  # fmt: skip
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+        "--virtual-time-budget=8000",
+        "--window-size=1300,2000",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     finally:
         probe.unlink(missing_ok=True)
     match = re.search(r'<pre id="amb-browser-check"[^>]*>(.*?)</pre>', proc.stdout, re.S)
-    assert match, f"{page.name}: Chromium returned no check result (exit {proc.returncode}):\n" + (
-        proc.stderr[-2000:]
+    assert match, (
+        f"{page.name}: Chromium returned no check result (exit {proc.returncode}):\n"
+        + (proc.stderr[-2000:])
     )
     import html as html_lib
 
@@ -711,16 +841,25 @@ def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium
                 problems.append(f"{name}: image {image['src']} did not load")
         for i, table in enumerate(result["tables"]):
             n_tables += 1
-            if table["rows"] < 2 or table["cells"] == 0 or table["height"] <= 0 or table["width"] <= 0:
+            if (
+                table["rows"] < 2
+                or table["cells"] == 0
+                or table["height"] <= 0
+                or table["width"] <= 0
+            ):
                 problems.append(f"{name}: table {i} did not render ({table})")
             if table["overflow"] > 1 and name not in OVERFLOW_PENDING:  # fits at 1300 px
-                problems.append(f"{name}: table {i} {table['caption']!r} is {table['overflow']} px "
-                                "wider than its column")
+                problems.append(
+                    f"{name}: table {i} {table['caption']!r} is {table['overflow']} px "
+                    "wider than its column"
+                )
         for formula in result["math"]:  # MathJax is served by the book itself (no CDN)
             n_math += 1
             if not formula["typeset"]:
-                problems.append(f"{name}: formula {formula['text']!r} was not typeset "
-                                f"(MathJax: {result['mathjax']})")
+                problems.append(
+                    f"{name}: formula {formula['text']!r} was not typeset "
+                    f"(MathJax: {result['mathjax']})"
+                )
     assert not problems, "\n".join(problems)
     # the Results page shows the thesis' tables; the Status page its tables and a figure
     assert n_tables >= 5 and n_images >= 1, (n_tables, n_images)

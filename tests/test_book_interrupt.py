@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ambcore.book import BookOptions, CHAPTERS
+from ambcore.book import CHAPTERS, BookOptions
 
 pytestmark = pytest.mark.alone  # signals the main job's process tree and times its end
 
@@ -27,9 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,  # a signal for it never reaches pytest
-    )  # fmt: skip
+    )
 
 
 def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float) -> list[str]:
@@ -89,7 +94,7 @@ def _terminate_and_check(proc: subprocess.Popen, tree: list[psutil.Process]) -> 
     return rest
 
 
-CHAPTER = '''\
+CHAPTER = """\
 # %% tags=["parameters"]
 preset = "embedded"
 data = ""
@@ -103,7 +108,7 @@ code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time
 worker = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
 open(pid_file, "w").write(str(worker.pid))
 time.sleep(600)
-'''
+"""
 
 
 def test_sigterm_stops_the_kernel_and_its_workers_that_ignore_sigterm(tmp_path):
@@ -111,10 +116,15 @@ def test_sigterm_stops_the_kernel_and_its_workers_that_ignore_sigterm(tmp_path):
 
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    (notebooks / "01_data.py").write_text(CHAPTER.replace('pid_file = ""',
-                                                          f'pid_file = "{tmp_path / "worker.pid"}"'))
+    (notebooks / "01_data.py").write_text(
+        CHAPTER.replace('pid_file = ""', f'pid_file = "{tmp_path / "worker.pid"}"')
+    )
     nb = jupytext.read(notebooks / "01_data.py")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     jupytext.write(nb, notebooks / "01_data.ipynb")
     script = textwrap.dedent(f"""
         import os, sys
@@ -149,10 +159,19 @@ def test_resume_command_names_the_options_that_differ_from_the_defaults(tmp_path
     from ambcore.book import default_book_dir
 
     book = default_book_dir().resolve()
-    options = BookOptions(preset="smoke", data=None, plm="tiny-random", seed=3, build=False,
-                          warnings_as_errors=True, sync=False, results_dir=tmp_path / "r",
-                          book_dir=book, out_dir=book / "executed",
-                          notebooks_dir=tmp_path)  # fmt: skip
+    options = BookOptions(
+        preset="smoke",
+        data=None,
+        plm="tiny-random",
+        seed=3,
+        build=False,
+        warnings_as_errors=True,
+        sync=False,
+        results_dir=tmp_path / "r",
+        book_dir=book,
+        out_dir=book / "executed",
+        notebooks_dir=tmp_path,
+    )
     assert options.command(CHAPTERS[3:5]) == (
         f"python -m ambcore book --preset smoke --plm tiny-random --seed 3 --results-dir "
         f"{tmp_path / 'r'} --no-build -W --no-sync --chapters 04,05"
@@ -161,14 +180,33 @@ def test_resume_command_names_the_options_that_differ_from_the_defaults(tmp_path
 
 @pytest.mark.slow
 def test_sigterm_during_the_smoke_book_leaves_no_process_and_says_how_to_resume(tmp_path):
-    env = dict(os.environ, AMB_RUNS=str(tmp_path / "runs"), PYTHONPATH=str(ROOT),
-               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = dict(
+        os.environ,
+        AMB_RUNS=str(tmp_path / "runs"),
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     env.pop("AMB_DATA", None)
     env.pop("AMB_PLM", None)
     proc = _start(
-        [sys.executable, "-m", "ambcore", "book", "--preset", "smoke", "--no-build", "--no-sync",
-         "--out", str(tmp_path / "executed"), "--results-dir", str(tmp_path / "results")], env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ambcore",
+            "book",
+            "--preset",
+            "smoke",
+            "--no-build",
+            "--no-sync",
+            "--out",
+            str(tmp_path / "executed"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        env,
+    )
     _wait_for_line(proc, "03_train: executing", timeout=400)
     time.sleep(3)  # the kernel has started and is running the chapter
     tree = _descendants(proc.pid)
@@ -190,7 +228,7 @@ def _launcher_copy(tmp_path: Path, setup: str) -> Path:
     launcher.write_text((ROOT / "scripts" / "run_book.sh").read_text())
     (tmp_path / "scripts" / "setup.sh").write_text(setup)
     python = tmp_path / ".venv" / "bin" / "python"
-    python.write_text('#!/usr/bin/env bash\necho $$ > book.pid\nexec sleep 600\n')
+    python.write_text("#!/usr/bin/env bash\necho $$ > book.pid\nexec sleep 600\n")
     python.chmod(0o755)
     return launcher
 

@@ -16,14 +16,24 @@ HEAVY = ("torch", "transformers", "sklearn", "pandas")
 
 def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(CHECKOUT_ROOT)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=CHECKOUT_ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=CHECKOUT_ROOT,
+    )
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["data", "inspect", "synthetic", "--preset", "smoke"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["data", "inspect", "synthetic", "--preset", "smoke"]]
+)
 def test_help_version_and_data_inspect_load_no_torch(argv):
-    proc = _python("import sys; from ambcore.cli import main; code = main(%r); "
-                   "print(code, [m for m in %r if m in sys.modules])" % (argv, HEAVY))  # fmt: skip
+    proc = _python(
+        f"import sys; from ambcore.cli import main; code = main({argv!r}); "
+        f"print(code, [m for m in {HEAVY!r} if m in sys.modules])"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "0 []"
 
@@ -31,9 +41,18 @@ def test_help_version_and_data_inspect_load_no_torch(argv):
 def test_usage_names_the_command_as_invoked(capsys):
     assert command_name("/somewhere/bin/ambcore") == "ambcore"
     assert command_name("/somewhere/ambcore/__main__.py") == "python -m ambcore"
-    assert build_parser([], prog=command_name("/x/bin/ambcore")).format_usage().startswith("usage: ambcore ")
-    proc = subprocess.run([sys.executable, "-m", "ambcore", "--help"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(CHECKOUT_ROOT)}, timeout=60)  # fmt: skip
+    assert (
+        build_parser([], prog=command_name("/x/bin/ambcore"))
+        .format_usage()
+        .startswith("usage: ambcore ")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ambcore", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT_ROOT)},
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m ambcore ")
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("ambcore ")
@@ -53,8 +72,10 @@ def test_exit_codes(tmp_path, capsys):
     assert main(["train", "--no-such-option"]) == 2
     assert main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2  # not a choice
     capsys.readouterr()
-    for argv in (["evaluate", str(tmp_path)],  # not a run folder
-                 ["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", "lr=-1"]):
+    for argv in (
+        ["evaluate", str(tmp_path)],  # not a run folder
+        ["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", "lr=-1"],
+    ):
         assert main(argv) == 1  # the command failed: one line
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err

@@ -2,7 +2,14 @@
 
 import pytest
 
-from ambcore.config import PRESETS, Config, ConfigError, apply_overrides, config_from_dict, get_config
+from ambcore.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    get_config,
+)
 
 
 def test_presets_build_and_name_themselves():
@@ -15,12 +22,19 @@ def test_presets_build_and_name_themselves():
 def test_paper_preset_has_thesis_hyperparameters():
     cfg = get_config("paper")
     assert (cfg.adapter_dim, cfg.fusion_hidden, cfg.lr, cfg.dropout, cfg.patience) == (
-        384, 220, 5e-5, 0.2, 10)
+        384,
+        220,
+        5e-5,
+        0.2,
+        10,
+    )
     assert cfg.plm == "bert-base-uncased" and cfg.loss == "l1"
 
 
 def test_overrides_are_typed():
-    cfg = apply_overrides(get_config("smoke"), ["lr=0.5", "max_epochs=3", "bf16=false", "model=misa"])
+    cfg = apply_overrides(
+        get_config("smoke"), ["lr=0.5", "max_epochs=3", "bf16=false", "model=misa"]
+    )
     assert cfg.lr == 0.5 and cfg.max_epochs == 3 and cfg.bf16 is False and cfg.model == "misa"
 
 
@@ -30,18 +44,23 @@ def test_unknown_key_lists_valid_keys():
 
 
 def test_unknown_preset_lists_valid_presets():
-    with pytest.raises(ConfigError, match="unknown preset 'big'; valid presets: smoke, embedded, paper"):
+    with pytest.raises(
+        ConfigError, match="unknown preset 'big'; valid presets: smoke, embedded, paper"
+    ):
         get_config("big")
 
 
-@pytest.mark.parametrize("item, message", [
-    ("lr=fast", "expected float"),
-    ("max_epochs=2.5", "expected int"),
-    ("bf16=maybe", "expected a boolean"),
-    ("model=gpt", "valid values: amb, misa, mag-bert"),
-    ("finetune_layers=some", "expected 'all' or 'last:K'"),
-    ("lr", "not of the form key=value"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("lr=fast", "expected float"),
+        ("max_epochs=2.5", "expected int"),
+        ("bf16=maybe", "expected a boolean"),
+        ("model=gpt", "valid values: amb, misa, mag-bert"),
+        ("finetune_layers=some", "expected 'all' or 'last:K'"),
+        ("lr", "not of the form key=value"),
+    ],
+)
 def test_bad_values_are_refused(item, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(get_config("smoke"), [item])

@@ -19,16 +19,49 @@ from ambcore.data.synthetic import synthetic_bytes
 @pytest.fixture()
 def synth_file(tmp_path):
     path = tmp_path / "synth.pkl"
-    assert main(["data", "synth", "--out", str(path), "--n-train", "20", "--n-valid", "6",
-                 "--n-test", "7", "--seed", "3"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(path),
+                "--n-train",
+                "20",
+                "--n-valid",
+                "6",
+                "--n-test",
+                "7",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     return path
 
 
 def test_synth_writes_the_generator_bytes(synth_file, tmp_path):
     assert synth_file.read_bytes() == synthetic_bytes(20, 6, 7, seed=3)
     unaligned = tmp_path / "u.pkl"
-    assert main(["data", "synth", "--out", str(unaligned), "--unaligned", "--n-train", "5",
-                 "--n-valid", "2", "--n-test", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(unaligned),
+                "--unaligned",
+                "--n-train",
+                "5",
+                "--n-valid",
+                "2",
+                "--n-test",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert unaligned.read_bytes() == synthetic_bytes(5, 2, 2, seed=1234, aligned=False)
 
 
@@ -66,9 +99,12 @@ def test_inspect_bad_input_one_line_error(tmp_path, capsys, case):
         path.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
     elif case == "bad-label":
         rng = np.random.default_rng(0)
-        split = {"raw_text": np.array(["a b"], dtype=object),
-                 "vision": rng.normal(size=(1, 2, 3)), "audio": rng.normal(size=(1, 2, 4)),
-                 "regression_labels": np.array([4.0])}  # fmt: skip
+        split = {
+            "raw_text": np.array(["a b"], dtype=object),
+            "vision": rng.normal(size=(1, 2, 3)),
+            "audio": rng.normal(size=(1, 2, 4)),
+            "regression_labels": np.array([4.0]),
+        }
         path.write_bytes(pickle.dumps({"train": split, "valid": split, "test": split}))
     assert main(["data", "inspect", str(path)]) == 1
     err = capsys.readouterr().err.strip()
@@ -83,7 +119,10 @@ def test_exit_code_as_a_process(tmp_path):
     env = {**os.environ, "AMB_DATA": ""}
     result = subprocess.run(
         [sys.executable, "-m", "ambcore", "data", "inspect", str(tmp_path / "none.pkl")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "no such dataset file" in result.stderr

@@ -22,8 +22,14 @@ def tokenizer():
 
 def _split(aligned=True, n=6, dv=3, da=2):
     rng = np.random.default_rng(0)
-    words = [["the", "movie", "was", "unbelievably", "good"], ["bad"], ["so", "so"],
-             ["i", "loved", "it"], ["meh"], ["the", "plot", "was", "confusing", "but", "fun"]]  # fmt: skip
+    words = [
+        ["the", "movie", "was", "unbelievably", "good"],
+        ["bad"],
+        ["so", "so"],
+        ["i", "loved", "it"],
+        ["meh"],
+        ["the", "plot", "was", "confusing", "but", "fun"],
+    ]
     words = words[:n]
     steps = [len(w) if aligned else 3 * len(w) for w in words]
     return Split(
@@ -122,7 +128,9 @@ def test_bucketing_deterministic_covers_every_item_once():
     epoch = list(sampler)
     assert len(epoch) == len(sampler) == 13
     assert sorted(i for b in epoch for i in b) == list(range(103))
-    assert epoch == list(BucketBatchSampler(keys, 8, torch.Generator().manual_seed(1), pool_batches=4))
+    assert epoch == list(
+        BucketBatchSampler(keys, 8, torch.Generator().manual_seed(1), pool_batches=4)
+    )
     assert epoch != list(sampler)  # the next epoch is another order
     spread = np.mean([np.ptp(keys[b]) for b in epoch])
     assert spread < np.ptp(keys) / 2  # batches group similar lengths
@@ -138,10 +146,19 @@ def test_make_loader_orders(tokenizer):
     assert [len(b) for b in by_length] == [4, 2]
     for bucket in (True, False):
         runs = [
-            [b.ids for b in make_loader(split, tokenizer, cfg, shuffle=True,
-                                        generator=torch.Generator().manual_seed(5), bucket=bucket)]
+            [
+                b.ids
+                for b in make_loader(
+                    split,
+                    tokenizer,
+                    cfg,
+                    shuffle=True,
+                    generator=torch.Generator().manual_seed(5),
+                    bucket=bucket,
+                )
+            ]
             for _ in range(2)
-        ]  # fmt: skip
+        ]
         assert runs[0] == runs[1] and len(runs[0]) == 3
         assert sorted(i for b in runs[0] for i in b) == sorted(split.ids)
 

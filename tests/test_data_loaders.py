@@ -12,7 +12,9 @@ from ambcore.data.loaders import load_dataset
 from ambcore.errors import DataError
 
 SIZES = {"train": 5, "valid": 3, "test": 4}
-_VIDEOS = itertools.count()  # video numbers: ids are unique across splits (the loader reports shared ones)
+_VIDEOS = (
+    itertools.count()
+)  # video numbers: ids are unique across splits (the loader reports shared ones)
 
 
 def _text(rng, n_words):
@@ -275,7 +277,11 @@ def test_list_layout_words_and_features_disagree(tmp_path):
     rng = np.random.default_rng(0)
     data = {k: list_items(rng, 2) for k in ("train", "dev", "test")}
     (words, visual, acoustic), label, segment = data["dev"][1]
-    data["dev"][1] = ((words, visual[:-1] if len(visual) > 1 else visual[:0], acoustic), label, segment)
+    data["dev"][1] = (
+        (words, visual[:-1] if len(visual) > 1 else visual[:0], acoustic),
+        label,
+        segment,
+    )
     _expect_error(_write(tmp_path, data), "'valid'", "item 1", "word-aligned")
 
 

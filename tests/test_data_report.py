@@ -30,9 +30,17 @@ def _dataset(synthetic: bool = False, repairs: dict | None = None) -> Multimodal
         "valid": _split("valid", [1.0, -0.5], [3, 3], rng),
         "test": _split("test", [2.0, -2.0, 0.2, 1.4], [4, 2, 3, 5], rng),
     }
-    return MultimodalDataset(name="hand-made", source="/x/hand.pkl", format="mmsa-aligned",
-                             splits=splits, visual_dim=3, acoustic_dim=2, is_synthetic=synthetic,
-                             repairs=repairs or {}, fingerprint="abc")  # fmt: skip
+    return MultimodalDataset(
+        name="hand-made",
+        source="/x/hand.pkl",
+        format="mmsa-aligned",
+        splits=splits,
+        visual_dim=3,
+        acoustic_dim=2,
+        is_synthetic=synthetic,
+        repairs=repairs or {},
+        fingerprint="abc",
+    )
 
 
 def test_tables_of_the_report():
@@ -53,7 +61,9 @@ def test_tables_of_the_report():
     none = data_report.repairs_table(data_report.describe(_dataset()))
     assert list(none["count"]) == [0] and none.index[0].startswith("none")
     assert data_report.headline(report).splitlines() == [
-        "dataset: hand-made", "format:  mmsa-aligned, visual 3-d, acoustic 2-d"]
+        "dataset: hand-made",
+        "format:  mmsa-aligned, visual 3-d, acoustic 2-d",
+    ]
 
 
 def test_sentences_and_glued_values():
@@ -68,8 +78,10 @@ def test_sentences_and_glued_values():
     values = data_report.glue_values(dataset, data_report.describe(dataset))
     assert values["data_n_train"] == "5" and values["data_positive_pct"] == "40"
     assert values["data_label_mean"] == "-0.20" and values["data_av_only_pct"].startswith("n/a")
-    assert data_report.synthetic_overrides(10, None, 3) == {"synthetic_n_train": 10,
-                                                             "synthetic_n_test": 3}
+    assert data_report.synthetic_overrides(10, None, 3) == {
+        "synthetic_n_train": 10,
+        "synthetic_n_test": 3,
+    }
 
 
 def test_examples_correlations_and_design():
@@ -97,8 +109,11 @@ def test_figures_draw_every_panel():
     import matplotlib.pyplot as plt
 
     dataset = _dataset(synthetic=True)
-    for fig, panels in ((figures.label_figure(dataset), 2), (figures.length_figure(dataset), 3),
-                        (figures.correlation_figure(dataset), 2)):  # fmt: skip
+    for fig, panels in (
+        (figures.label_figure(dataset), 2),
+        (figures.length_figure(dataset), 3),
+        (figures.correlation_figure(dataset), 2),
+    ):
         assert len([ax for ax in fig.axes if ax.get_title() or ax.get_xlabel()]) == panels
         plt.close(fig)
     fig = figures.utterance_figure(dataset, 0)

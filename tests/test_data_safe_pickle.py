@@ -84,7 +84,9 @@ def test_truncated_and_garbage(tmp_path):
 def test_loaded_arrays_pickle_and_copy_as_plain_ndarrays():
     import copy
 
-    back = safe_loads(pickle.dumps({"a": np.arange(6.0).reshape(2, 3), "s": np.array(["x"], object)}))
+    back = safe_loads(
+        pickle.dumps({"a": np.arange(6.0).reshape(2, 3), "s": np.array(["x"], object)})
+    )
     again = pickle.loads(pickle.dumps(back))
     assert type(again["a"]) is np.ndarray and again["s"].tolist() == ["x"]
     np.testing.assert_array_equal(copy.deepcopy(back)["a"], np.arange(6.0).reshape(2, 3))

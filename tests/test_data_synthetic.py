@@ -46,7 +46,9 @@ def test_written_file_loads_as_synthetic(tmp_path):
 
 
 def test_unaligned_layout(tmp_path):
-    path = syn.make_synthetic_dataset(30, 10, 12, seed=5, aligned=False, out_path=tmp_path / "u.pkl")
+    path = syn.make_synthetic_dataset(
+        30, 10, 12, seed=5, aligned=False, out_path=tmp_path / "u.pkl"
+    )
     ds = load_dataset(path)
     assert ds.format == "mmsa-unaligned" and ds["train"].words is None
     for text, v, a in zip(ds["train"].texts, ds["train"].visual, ds["train"].acoustic):
@@ -77,10 +79,12 @@ def test_labels_in_thirds_and_slightly_positive(raw):
 def test_text_valence_follows_the_lexicon(raw):
     split = raw["train"]
     valence = split["synthetic_text_valence"]
-    words_valence = np.array([
-        sum(syn.POSITIVE_WORDS.get(w, 0) + syn.NEGATIVE_WORDS.get(w, 0) for w in t.split())
-        for t in split["raw_text"]
-    ])  # fmt: skip
+    words_valence = np.array(
+        [
+            sum(syn.POSITIVE_WORDS.get(w, 0) + syn.NEGATIVE_WORDS.get(w, 0) for w in t.split())
+            for t in split["raw_text"]
+        ]
+    )
     assert np.corrcoef(words_valence, split["regression_labels"])[0, 1] > 0.4
     ordinary = ~np.isin(split["synthetic_kind"], ["ironic", "neutral-av"])
     assert np.corrcoef(valence[ordinary], split["regression_labels"][ordinary])[0, 1] > 0.9
@@ -98,7 +102,9 @@ def test_informative_dims_carry_the_expressed_sentiment(raw):
     vision, audio = _summaries(raw["train"])
     y = raw["train"]["regression_labels"]
     visual_probe = LinearRegression().fit(vision[:, syn.VISUAL_INFORMATIVE], y)
-    distractors = [d for d in range(35) if d not in syn.VISUAL_INFORMATIVE + (syn.VISUAL_IRONY_CUE,)]
+    distractors = [
+        d for d in range(35) if d not in syn.VISUAL_INFORMATIVE + (syn.VISUAL_IRONY_CUE,)
+    ]
     distractor_probe = LinearRegression().fit(vision[:, distractors[:4]], y)
     acoustic_probe = LinearRegression().fit(audio[:, syn.ACOUSTIC_INFORMATIVE], y)
     r2_v = visual_probe.score(vision[:, syn.VISUAL_INFORMATIVE], y)
@@ -114,8 +120,11 @@ def test_designed_outcome_full_beats_text_only_beats_no_text(raw):
     def features(split):
         vision, audio = _summaries(split)
         text = split["synthetic_text_valence"][:, None]
-        return {"text": text, "no-text": np.hstack([vision, audio]),
-                "full": np.hstack([text, vision, audio])}  # fmt: skip
+        return {
+            "text": text,
+            "no-text": np.hstack([vision, audio]),
+            "full": np.hstack([text, vision, audio]),
+        }
 
     train, test = features(raw["train"]), features(raw["test"])
     y_train, y_test = raw["train"]["regression_labels"], raw["test"]["regression_labels"]
@@ -136,8 +145,24 @@ def test_mosei_format_files_carry_mmsa_keys_and_load_back(tmp_path):
     from ambcore.data.loaders import load_dataset
 
     out = tmp_path / "mosei"
-    assert main(["data", "synth", "--mosei-format", "--out", str(out), "--n-train", "10",
-                 "--n-valid", "4", "--n-test", "4"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--mosei-format",
+                "--out",
+                str(out),
+                "--n-train",
+                "10",
+                "--n-valid",
+                "4",
+                "--n-test",
+                "4",
+            ]
+        )
+        == 0
+    )
     for layout in ("aligned", "unaligned"):
         path = out / f"{layout}_50.pkl"
         raw = pickle.loads(path.read_bytes())
@@ -148,8 +173,13 @@ def test_mosei_format_files_carry_mmsa_keys_and_load_back(tmp_path):
             assert arrays["text"].shape == (n, 50, 768)
             assert arrays["vision"].shape[0] == arrays["audio"].shape[0] == n
             assert arrays["vision"].shape[2] == 35 and arrays["audio"].shape[2] == 74
-            for key in ("raw_text", "id", "regression_labels", "classification_labels",
-                        "annotations"):
+            for key in (
+                "raw_text",
+                "id",
+                "regression_labels",
+                "classification_labels",
+                "annotations",
+            ):
                 assert len(arrays[key]) == n, key
             ids, mask = arrays["text_bert"][:, 0], arrays["text_bert"][:, 1]
             assert (ids[:, 0] == 101).all() and (mask.sum(1) >= 3).all()  # [CLS] first

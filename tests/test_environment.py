@@ -31,6 +31,7 @@ USED_WITHOUT_IMPORT = {
     "sphinxcontrib-bibtex": "a Sphinx extension named in _config.yml",
     "sphinx-mathjax-offline": "a Sphinx extension named in _config.yml",
     "ipykernel": "the chapters' kernel (scripts/setup.sh installs its spec)",
+    "ruff": "the formatter and linter of .ci/run",
     "matplotlib-inline": "the kernels' MPLBACKEND (ambcore.book)",
     "jupyterlab": "`jupyter lab notebooks/` (README; tests/test_jupyterlab.py)",
     "nbval": "the pytest plugin of `pytest --nbval` (scripts/test.sh)",
@@ -48,13 +49,18 @@ def _declared() -> dict[str, dict[str, Requirement]]:
     """group ("dependencies", "book", "dev") -> {canonical name: requirement}."""
     meta = _project()
     groups = {"dependencies": meta["dependencies"], **meta["optional-dependencies"]}
-    return {g: {canonicalize_name(Requirement(r).name): Requirement(r) for r in reqs}
-            for g, reqs in groups.items()}  # fmt: skip
+    return {
+        g: {canonicalize_name(Requirement(r).name): Requirement(r) for r in reqs}
+        for g, reqs in groups.items()
+    }
 
 
 def _lines(path: Path) -> list[str]:
-    return [line.split("#")[0].strip() for line in path.read_text().splitlines()
-            if line.split("#")[0].strip()]  # fmt: skip
+    return [
+        line.split("#")[0].strip()
+        for line in path.read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
 
 
 def _constraints() -> dict[str, Version]:
@@ -92,7 +98,15 @@ def test_torch_is_pinned_exactly_and_not_by_the_library():
 
 def test_the_book_stack_is_an_extra_not_a_requirement():
     core = set(_declared()["dependencies"])
-    for name in ("jupyter-book", "papermill", "jupytext", "jupyterlab", "nbval", "pytest", "ipykernel"):
+    for name in (
+        "jupyter-book",
+        "papermill",
+        "jupytext",
+        "jupyterlab",
+        "nbval",
+        "pytest",
+        "ipykernel",
+    ):
         assert name not in core, f"{name} is a library requirement; it belongs to an extra"
     assert {"jupyter-book", "papermill", "jupytext", "jupyterlab"} <= set(_declared()["book"])
 

@@ -38,8 +38,15 @@ def test_every_cell_builds_a_valid_config(preset):
 
 
 def test_cells_are_the_thesis_rows():
-    assert ex.ABLATION_CELLS == ("amb", "amb-text-only", "amb-no-text", "amb-ft", "misa",
-                                 "misa-adapters", "mag-bert")  # fmt: skip
+    assert ex.ABLATION_CELLS == (
+        "amb",
+        "amb-text-only",
+        "amb-no-text",
+        "amb-ft",
+        "misa",
+        "misa-adapters",
+        "mag-bert",
+    )
     assert set(ex.ROBUSTNESS_CELLS) == {"amb", "amb-ft", "misa", "amb-noise-aug"}
     in_62 = {ex.CELLS[c].label for c in ex.CELL_NAMES if "6.2" in ex.CELLS[c].tables}
     thesis_62 = {("MISA (FT)" if m == "MISA" else m) for m in thesis_rows("6.2")["model"]}
@@ -156,11 +163,19 @@ def fake_train(cfg, run_dir, resume=True):
         metrics[split] = sentiment_metrics(y_true + rng.normal(0, noise, n), y_true)
     runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", {"plm": {"name": cfg.plm, "random_init": True}})
-    runs.write_json(run_dir / "metrics.json", {
-        **metrics, "data": DATA, "is_synthetic": True, "plm": cfg.plm, "model": cfg.model,
-        "n_trainable_params": 1000 if cfg.text_adaptation == "adapters" else 5000,
-        "best_epoch": 1, "epochs_run": 2,
-    })  # fmt: skip
+    runs.write_json(
+        run_dir / "metrics.json",
+        {
+            **metrics,
+            "data": DATA,
+            "is_synthetic": True,
+            "plm": cfg.plm,
+            "model": cfg.model,
+            "n_trainable_params": 1000 if cfg.text_adaptation == "adapters" else 5000,
+            "best_epoch": 1,
+            "epochs_run": 2,
+        },
+    )
     runs.write_json(run_dir / "DONE", {})
 
 
@@ -195,8 +210,13 @@ def test_sweep_adopts_the_training_chapters_run_and_tables_group_it(tmp_path):
     assert row["Data"] == DATA and row["n seeds"] == 2
     t61 = pd.read_csv(written["table_6_1"])
     assert set(t61.loc[t61["Source"].str.startswith("this book"), "Model"]) == {
-        "AMB", "MISA (FT)", "MAG-BERT (FT)"}
-    assert set(pd.read_csv(written["ablation_runs"])["cell"]) == set(ex.ABLATION_CELLS + ex.CONTROL_CELLS)
+        "AMB",
+        "MISA (FT)",
+        "MAG-BERT (FT)",
+    }
+    assert set(pd.read_csv(written["ablation_runs"])["cell"]) == set(
+        ex.ABLATION_CELLS + ex.CONTROL_CELLS
+    )
     # The Results chapter formats the file as read back.
     formatted = report.format_table(t62)
     assert formatted["MAE"].str.contains("±").sum() == len(ours)
@@ -211,12 +231,24 @@ def test_a_foreign_run_in_a_cell_folder_is_refused():
 
 def test_modality_drops_and_planted_truth():
     rows = []
-    corr_at = {"deletion": (0.8, 0.2), "replacement": (0.8, 0.1), "visual": (0.8, 0.6),
-               "acoustic": (0.8, 0.75)}  # fmt: skip
+    corr_at = {
+        "deletion": (0.8, 0.2),
+        "replacement": (0.8, 0.1),
+        "visual": (0.8, 0.6),
+        "acoustic": (0.8, 0.75),
+    }
     for kind, (clean, worst) in corr_at.items():
         for rate, corr in ((0.0, clean), (0.5, (clean + worst) / 2), (1.0, worst)):
-            rows.append({"row_name": "AMB", "kind": kind, "rate": rate, "corr_mean": corr,
-                         "corr_std": 0.01, "n_runs": 3})  # fmt: skip
+            rows.append(
+                {
+                    "row_name": "AMB",
+                    "kind": kind,
+                    "rate": rate,
+                    "corr_mean": corr,
+                    "corr_std": 0.01,
+                    "n_runs": 3,
+                }
+            )
     drops = ex.modality_drops(pd.DataFrame(rows))
     by_kind = drops.set_index("kind")["drop"]
     for kind, (clean, worst) in corr_at.items():
@@ -226,9 +258,18 @@ def test_modality_drops_and_planted_truth():
     swapped = drops.copy()
     swapped.loc[swapped["kind"] == "acoustic", "drop"] = 0.5
     assert not ex.planted_truth_check(swapped, "AMB")["recovered"]
+
     def family(p_visual_acoustic, diff=-0.3):
-        rows = [{"key": f"AMB|{a}<{b}", "diff": diff, "lo": diff - 0.1, "hi": diff + 0.1,
-                 "p_holm": p_visual_acoustic if a == "visual" else 0.001} for a, b in ex.MODALITY_PAIRS]  # fmt: skip
+        rows = [
+            {
+                "key": f"AMB|{a}<{b}",
+                "diff": diff,
+                "lo": diff - 0.1,
+                "hi": diff + 0.1,
+                "p_holm": p_visual_acoustic if a == "visual" else 0.001,
+            }
+            for a, b in ex.MODALITY_PAIRS
+        ]
         return pd.DataFrame(rows)
 
     intro, lines = ex.planted_truth_text(drops, family(0.01), synthetic=True, n_runs=3, rate=1.0)
@@ -236,15 +277,22 @@ def test_modality_drops_and_planted_truth():
     assert lines[0].startswith("AMB: text +0.700, visual +0.200, acoustic +0.050 - recovers it: ")
     assert "visual noise costs more than acoustic noise (corr -0.300" in lines[0]
     one_text = family(0.01)
-    one_text.loc[0, "p_holm"] = 0.5  # deletion against visual not distinguishable; replacement called
+    one_text.loc[0, "p_holm"] = (
+        0.5  # deletion against visual not distinguishable; replacement called
+    )
     _, lines = ex.planted_truth_text(drops, one_text, synthetic=True, n_runs=3, rate=1.0)
     assert "recovers it" in lines[0] and "deletion against visual: not distinguishable" in lines[0]
     no_text = family(0.01)
     no_text.loc[[0, 1], "p_holm"] = 0.5
     assert "does not recover it" in ex.planted_truth_text(drops, no_text, True, 3, 1.0)[1][0]
     _, lines = ex.planted_truth_text(drops, family(0.4), synthetic=True, n_runs=3, rate=1.0)
-    assert "does not recover it" in lines[0] and "visual against acoustic: not distinguishable" in lines[0]
-    _, lines = ex.planted_truth_text(drops, family(float("nan")), synthetic=True, n_runs=1, rate=1.0)
+    assert (
+        "does not recover it" in lines[0]
+        and "visual against acoustic: not distinguishable" in lines[0]
+    )
+    _, lines = ex.planted_truth_text(
+        drops, family(float("nan")), synthetic=True, n_runs=1, rate=1.0
+    )
     assert "does not recover it" in lines[0] and "not testable" in lines[0]
     intro, lines = ex.planted_truth_text(drops, family(0.01), synthetic=False, n_runs=3, rate=1.0)
     assert "no planted ground truth" in intro and "recover" not in lines[0]
@@ -266,19 +314,34 @@ def test_design_study_cells_and_verdicts():
     assert ex.cell_config("amb-pfeiffer", "embedded").adapter_placement == "pfeiffer"
 
     def row(cell, corr, std, n=5):
-        return {"cell": cell, "n_seeds": n, "trainable_params_m": 1.0,
-                **{f"{m}_{s}": v for m in ("test_mae", "test_corr", "test_acc7")
-                   for s, v in (("mean", corr), ("std", std))}}  # fmt: skip
+        return {
+            "cell": cell,
+            "n_seeds": n,
+            "trainable_params_m": 1.0,
+            **{
+                f"{m}_{s}": v
+                for m in ("test_mae", "test_corr", "test_acc7")
+                for s, v in (("mean", corr), ("std", std))
+            },
+        }
 
-    summary = pd.DataFrame([row("amb", 0.50, 0.01), row("amb-per-layer", 0.60, 0.01),
-                            row("amb-independent", 0.505, 0.02), row("amb-pfeiffer", 0.5, 0.0, n=1)])
+    summary = pd.DataFrame(
+        [
+            row("amb", 0.50, 0.01),
+            row("amb-per-layer", 0.60, 0.01),
+            row("amb-independent", 0.505, 0.02),
+            row("amb-pfeiffer", 0.5, 0.0, n=1),
+        ]
+    )
     rng = np.random.default_rng(0)
     ids, y = stats._simulated_test_split(60, rng)
     error = rng.normal(0, stats.SIM_VIDEO_ERROR, 60)
-    preds = {"amb": stats.simulate_cell(y, ids, error, 5, rng),
-             "amb-per-layer": stats.simulate_cell(y, ids, error, 5, rng, shift=1.0),
-             "amb-independent": stats.simulate_cell(y, ids, error, 5, rng),
-             "amb-pfeiffer": stats.simulate_cell(y, ids, error, 1, rng)}  # fmt: skip
+    preds = {
+        "amb": stats.simulate_cell(y, ids, error, 5, rng),
+        "amb-per-layer": stats.simulate_cell(y, ids, error, 5, rng, shift=1.0),
+        "amb-independent": stats.simulate_cell(y, ids, error, 5, rng),
+        "amb-pfeiffer": stats.simulate_cell(y, ids, error, 1, rng),
+    }
     family = ex.design_family(preds)
     assert set(family["key"]) == set(ex.DESIGN_ALTERNATIVES) and set(family["b"]) == {"amb"}
     study = ex.design_study(summary, family, synthetic=True)
@@ -291,6 +354,7 @@ def test_design_study_cells_and_verdicts():
     assert study.set_index("cell").loc["amb-per-layer", "corr"] == "0.600 ± 0.010"
     with pytest.raises(AmbError, match="amb-pfeiffer"):
         ex.design_study(summary[summary["cell"] != "amb-pfeiffer"], family, synthetic=True)
+
 
 def test_cells_take_the_values_tuned_for_their_model(tmp_path, monkeypatch):
     """With a matching tuning record every row that trains its own parameters takes its own
@@ -314,17 +378,26 @@ def test_cells_take_the_values_tuned_for_their_model(tmp_path, monkeypatch):
         assert ex.cell_overrides(cell, "smoke", tuned=False)["lr"] == 1e-4  # MISA's recipe
     assert "lr" not in ex.cell_overrides("amb", "smoke", tuned=False)
     assert load_spec(ex.spec_path("recipes", "smoke")).cells == tuple(
-        (c["name"], c["overrides"]) for c in ex.recipes_spec("smoke")["cells"])
+        (c["name"], c["overrides"]) for c in ex.recipes_spec("smoke")["cells"]
+    )
     # no record matching (another results folder with a stale one, a project without one)
     monkeypatch.setattr(tune, "spec_for_preset", lambda preset: tmp_path / "none.yaml")
-    assert ex.cell_overrides("misa", "smoke")["lr"] == 1e-4 and ex.tuned_values("amb", "smoke") == {}
+    assert (
+        ex.cell_overrides("misa", "smoke")["lr"] == 1e-4 and ex.tuned_values("amb", "smoke") == {}
+    )
 
 
 def test_train_spec_prints_the_outcomes_and_raises_on_failed_runs(monkeypatch, capsys):
     from types import SimpleNamespace
 
-    frame = pd.DataFrame({"cell": ["amb", "misa"], "seed": [0, 0],
-                          "outcome": ["skipped", "trained"], "seconds": [0.0, 12.4]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "cell": ["amb", "misa"],
+            "seed": [0, 0],
+            "outcome": ["skipped", "trained"],
+            "seconds": [0.0, 12.4],
+        }
+    )
     failed = []
     result = SimpleNamespace(frame=lambda: frame, failed=failed)
     monkeypatch.setattr(ex, "run_experiment", lambda spec, parallel=0: result)
@@ -340,8 +413,14 @@ def test_train_spec_prints_the_outcomes_and_raises_on_failed_runs(monkeypatch, c
 
 
 def test_cells_table_rounds_floats_and_names_the_thesis_rows():
-    spec = {"cells": [{"name": "misa", "overrides": {"model": "misa", "lr": 3.169379995161721e-05,
-                                                    "misa_cmd_moments": 5}}]}  # fmt: skip
+    spec = {
+        "cells": [
+            {
+                "name": "misa",
+                "overrides": {"model": "misa", "lr": 3.169379995161721e-05, "misa_cmd_moments": 5},
+            }
+        ]
+    }
     table = ex.cells_table(spec)
     assert table.loc[0, "thesis row"] == "MISA (FT)" and table.loc[0, "tables"] == "6.1, 6.2"
     assert table.loc[0, "overrides"] == "model=misa, lr=3.17e-05, misa_cmd_moments=5"

@@ -79,8 +79,9 @@ def test_dynamic_padding_gives_the_predictions_and_gradients_of_fixed_padding(da
     assert naive_batch.input_ids.shape[1] == NAIVE_PAD_TO
     assert naive_batch.visual.shape[1] == NAIVE_PAD_TO
     assert fast_batch.input_ids.shape[1] < NAIVE_PAD_TO  # the smoke texts are shorter than 50
-    assert torch.equal(naive_batch.input_ids[:, : fast_batch.input_ids.shape[1]],
-                       fast_batch.input_ids)  # fmt: skip
+    assert torch.equal(
+        naive_batch.input_ids[:, : fast_batch.input_ids.shape[1]], fast_batch.input_ids
+    )
 
     model = _model(cfg, dataset).eval()  # eval: no dropout, so both paths are deterministic
     naive_model, naive_params = make_naive_model(model)
@@ -124,8 +125,9 @@ def test_bucketing_keeps_the_samples_of_every_epoch(data):
     split = dataset["train"]
     for epoch in (1, 2):
         fast = list(fast_loader(split, tokenizer, BASE, shuffle=True, generator=_generator(epoch)))
-        naive = list(naive_loader(split, tokenizer, BASE, shuffle=True,
-                                  generator=_generator(epoch)))  # fmt: skip
+        naive = list(
+            naive_loader(split, tokenizer, BASE, shuffle=True, generator=_generator(epoch))
+        )
         fast_ids = [uid for b in fast for uid in b.ids]
         naive_ids = [uid for b in naive for uid in b.ids]
         assert sorted(fast_ids) == sorted(naive_ids) == sorted(split.ids)
@@ -148,16 +150,18 @@ def test_inference_mode_evaluation_equals_no_grad_evaluation(data):
     assert fast.ids == list(split.ids)
     torch.testing.assert_close(torch.tensor(fast.y_pred), torch.tensor(reference.y_pred))
     torch.testing.assert_close(
-        torch.tensor(fast.y_pred), torch.tensor([naive[uid] for uid in fast.ids],
-                                                dtype=torch.float64),
-        rtol=1e-4, atol=1e-5,
-    )  # fmt: skip
+        torch.tensor(fast.y_pred),
+        torch.tensor([naive[uid] for uid in fast.ids], dtype=torch.float64),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert not model.training and not naive_model.training
 
 
 def test_peak_memory_is_measured_for_both_paths():
-    result = {path: measure_memory(bench_config(BASE, "amb"), path, steps=1)
-              for path in ("fast", "naive")}  # fmt: skip
+    result = {
+        path: measure_memory(bench_config(BASE, "amb"), path, steps=1) for path in ("fast", "naive")
+    }
     for path, r in result.items():
         assert r["steps"] == 1 and r["peak_mib"] > 0 and r["peak_delta_mib"] >= 0, (path, r)
     assert result["naive"]["longest_tokens"] == NAIVE_PAD_TO
@@ -168,8 +172,21 @@ def test_bench_command_writes_the_record(tmp_path):
     from ambcore.cli import main
 
     out = tmp_path / "bench-smoke.json"
-    argv = ["bench", "--preset", "smoke", "--models", "amb,amb-ft", "--repeats", "1",
-            "--warmup-steps", "1", "--no-memory", "--no-progress", "--out", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        "--preset",
+        "smoke",
+        "--models",
+        "amb,amb-ft",
+        "--repeats",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--no-memory",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
     assert record["device"] == "cpu" and record["cpu_count"] >= 1 and record["torch"]
@@ -180,8 +197,11 @@ def test_bench_command_writes_the_record(tmp_path):
     amb, ft = record["models"]["amb"], record["models"]["amb-ft"]
     assert amb["trainable_params"] < ft["trainable_params"]
     assert amb["config"]["text_adaptation"] == "adapters"
-    assert ft["config"] == {"model": "amb", "text_adaptation": "finetune",
-                            "finetune_layers": "last:2"}  # smoke PLM: 2 layers  # fmt: skip
+    assert ft["config"] == {
+        "model": "amb",
+        "text_adaptation": "finetune",
+        "finetune_layers": "last:2",
+    }  # smoke PLM: 2 layers
     for path in ("fast", "naive"):
         assert amb[path]["train_epoch_s"]["n"] == 1 and amb[path]["train_samples_per_s"] > 0
         assert amb[path]["eval_samples_per_s"] > 0 and amb[path]["peak_memory_mib"] is None
@@ -204,7 +224,8 @@ def test_bench_command_writes_the_record(tmp_path):
     assert loaded["model"] == "amb" and loaded["competitors"] == 1
     assert loaded["step_ms_idle"]["n"] == loaded["step_ms_loaded"]["n"] == 2 * loaded["batches"]
     assert loaded["ratio"] == pytest.approx(
-        loaded["step_ms_loaded"]["median"] / loaded["step_ms_idle"]["median"], rel=1e-2)
+        loaded["step_ms_loaded"]["median"] / loaded["step_ms_idle"]["median"], rel=1e-2
+    )
     assert loaded["torch_threads"] >= 1 and loaded["omp_wait_policy"]
 
 

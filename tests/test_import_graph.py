@@ -36,7 +36,9 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    anchor = package_name.split(".")[: len(package_name.split(".")) - node.level + 1]
+                    anchor = package_name.split(".")[
+                        : len(package_name.split(".")) - node.level + 1
+                    ]
                     base = ".".join(anchor + ([node.module] if node.module else []))
                 submodules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in files]
                 targets = submodules or [base]
@@ -56,7 +58,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -84,8 +86,10 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path):
     (pkg / "c.py").write_text("from ambcore import a\n")
     graph = import_graph(pkg)
     assert graph["ambcore.a"] == {"ambcore.sub.b"} and graph["ambcore.c"] == {"ambcore.a"}
-    assert find_cycle(graph) in (["ambcore.a", "ambcore.sub.b", "ambcore.a"],
-                                 ["ambcore.sub.b", "ambcore.a", "ambcore.sub.b"])  # fmt: skip
+    assert find_cycle(graph) in (
+        ["ambcore.a", "ambcore.sub.b", "ambcore.a"],
+        ["ambcore.sub.b", "ambcore.a", "ambcore.sub.b"],
+    )
 
 
 def test_corruption_is_below_the_trainer():

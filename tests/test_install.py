@@ -23,8 +23,15 @@ from ambcore.paths import CHECKOUT_ROOT
 
 pytestmark = pytest.mark.slow
 
-SOURCES = ("ambcore", "experiments", "results", "pyproject.toml", "setup.py", "MANIFEST.in",
-           "README.md")  # fmt: skip
+SOURCES = (
+    "ambcore",
+    "experiments",
+    "results",
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.md",
+)
 
 
 def readme_snippet() -> str:
@@ -55,40 +62,84 @@ def installed(tmp_path_factory):
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # The test environment's packages (torch, transformers, pip, setuptools...), after the venv's own.
     Path(purelib, "_test_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "AMB_RUNS", "AMB_RESULTS", "AMB_PRESET", "AMB_CACHE")}  # fmt: skip
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
-               PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", AMB_CACHE=str(tmp / "cache"))  # fmt: skip
-    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
-                           "--no-build-isolation", "--no-index", "--no-cache-dir", str(src)],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "AMB_RUNS", "AMB_RESULTS", "AMB_PRESET", "AMB_CACHE")
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        PIP_NO_INDEX="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        AMB_CACHE=str(tmp / "cache"),
+    )
+    proc = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--no-cache-dir",
+            str(src),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return python, venv / "bin" / "ambcore", env
 
 
 def _run(args, cwd, env, timeout=300):
-    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
 def test_the_installed_package_is_not_the_checkout(installed, tmp_path):
     python, script, env = installed
-    out = _run([python, "-c", "import ambcore, ambcore.paths as p; "
-                "print(ambcore.__file__); print(p.PROJECT_ROOT); print(p.runs_dir())"], tmp_path, env)  # fmt: skip
+    out = _run(
+        [
+            python,
+            "-c",
+            "import ambcore, ambcore.paths as p; "
+            "print(ambcore.__file__); print(p.PROJECT_ROOT); print(p.runs_dir())",
+        ],
+        tmp_path,
+        env,
+    )
     module, root, runs = out.splitlines()
     assert "site-packages" in module and not module.startswith(str(CHECKOUT_ROOT))
     assert root.endswith("ambcore/_project") and Path(runs) == tmp_path / "runs"
-    for name in ("experiments/ablation_smoke.yaml", "experiments/search_space.yaml",
-                 "results/thesis_tables.csv", "results/literature.csv"):  # fmt: skip
+    for name in (
+        "experiments/ablation_smoke.yaml",
+        "experiments/search_space.yaml",
+        "results/thesis_tables.csv",
+        "results/literature.csv",
+    ):
         assert Path(root, name).is_file(), f"{name} is not shipped with the package"
-    out = _run([python, "-c", "import ambcore.paths as p; print(p.runs_dir())"], tmp_path,
-               {**env, "AMB_RUNS": str(tmp_path / "elsewhere")})  # fmt: skip
+    out = _run(
+        [python, "-c", "import ambcore.paths as p; print(p.runs_dir())"],
+        tmp_path,
+        {**env, "AMB_RUNS": str(tmp_path / "elsewhere")},
+    )
     assert out.strip() == str(tmp_path / "elsewhere")
     assert _run([script, "--help"], tmp_path, env).startswith("usage: ambcore ")
     assert _run([script, "--version"], tmp_path, env).strip() == "ambcore 0.1.0"
@@ -107,8 +158,14 @@ def test_train_then_the_readme_snippet_from_an_empty_folder(installed, tmp_path)
 
 def test_the_book_outside_a_checkout_says_what_it_needs(installed, tmp_path):
     python, script, env = installed
-    proc = subprocess.run([str(script), "book", "--preset", "smoke", "--no-build"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [str(script), "book", "--preset", "smoke", "--no-build"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("error: the book needs a checkout of the project")
     assert not list(tmp_path.iterdir())  # nothing written

@@ -54,16 +54,26 @@ def _wait_until(condition, timeout: float, step: float = 0.2) -> bool:
 
 
 def _env(runs_dir: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "AMB_RUNS": str(runs_dir),
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "AMB_RUNS": str(runs_dir),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """``python -m ambcore ARGS`` as the leader of a new session, output to ``log``.{out,err}."""
     return subprocess.Popen(
-        [sys.executable, "-m", "ambcore", *args], cwd=ROOT, env=env, start_new_session=True,
-        stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"),
-    )  # fmt: skip
+        [sys.executable, "-m", "ambcore", *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=open(f"{log}.out", "w"),
+        stderr=open(f"{log}.err", "w"),
+    )
 
 
 def _kill_session(sid: int) -> None:
@@ -99,8 +109,9 @@ def _terminate_and_check(proc: subprocess.Popen, log: Path, expected_resume: str
 def _run_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     argv = shlex.split(command)
     assert argv[:3] == ["python", "-m", "ambcore"]
-    return subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=500)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=500
+    )
 
 
 # How a sweep trains in parallel: a submitit task per run, or persistent worker processes
@@ -125,12 +136,22 @@ def _workers(sid: int) -> list[int]:
 @pytest.mark.parametrize("path", list(SWEEP_PATHS))
 def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path, path):
     spec = tmp_path / "long.yaml"
-    spec.write_text("name: long\npreset: smoke\nseeds: [0]\noverrides: {max_epochs: 30, patience: 30}\n"
-                    "cells:\n  - {name: amb, overrides: {model: amb}}\n"
-                    "  - {name: text-only, overrides: {model: amb, variant: text-only}}\n")  # fmt: skip
+    spec.write_text(
+        "name: long\npreset: smoke\nseeds: [0]\noverrides: {max_epochs: 30, patience: 30}\n"
+        "cells:\n  - {name: amb, overrides: {model: amb}}\n"
+        "  - {name: text-only, overrides: {model: amb, variant: text-only}}\n"
+    )
     runs_dir, env = tmp_path / "runs", _env(tmp_path / "root")
-    args = ["sweep", str(spec), *SWEEP_PATHS[path], "--max-parallel", "2",
-            "--runs-dir", str(runs_dir), "--no-progress"]  # fmt: skip
+    args = [
+        "sweep",
+        str(spec),
+        *SWEEP_PATHS[path],
+        "--max-parallel",
+        "2",
+        "--runs-dir",
+        str(runs_dir),
+        "--no-progress",
+    ]
     proc = _start(args, env, tmp_path / "sweep")
     run_dirs = [runs_dir / "amb" / "seed0", runs_dir / "text-only" / "seed0"]
 
@@ -143,14 +164,19 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path, path):
     except BaseException:
         _kill_session(proc.pid)
         raise
-    command = _terminate_and_check(proc, tmp_path / "sweep",
-                                   shlex.join(["python", "-m", "ambcore", "sweep", str(spec),
-                                               *SWEEP_PATHS[path]]))  # fmt: skip
+    command = _terminate_and_check(
+        proc,
+        tmp_path / "sweep",
+        shlex.join(["python", "-m", "ambcore", "sweep", str(spec), *SWEEP_PATHS[path]]),
+    )
 
     again = _run_command(command, env)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    rows = {row[0]: row[2:4] for row in (line.split() for line in again.stdout.splitlines())
-            if row[:1] in (["amb"], ["text-only"])}  # fmt: skip
+    rows = {
+        row[0]: row[2:4]
+        for row in (line.split() for line in again.stdout.splitlines())
+        if row[:1] in (["amb"], ["text-only"])
+    }
     for run_dir in interrupted:
         assert rows[run_dir.parent.name] == ["partial", "resumed"], again.stdout
     for run_dir in run_dirs:
@@ -162,10 +188,20 @@ def test_sigterm_stops_a_parallel_sweep_and_it_resumes(tmp_path, path):
 def test_the_workers_of_a_sweep_killed_by_sigkill_end_too(tmp_path, path):
     """No handler runs on ``kill -9``: the workers notice that the sweep is gone."""
     spec = tmp_path / "long.yaml"
-    spec.write_text("name: long\npreset: smoke\nseeds: [0, 1]\noverrides: {max_epochs: 30, patience: 30}\n"
-                    "cells:\n  - {name: amb, overrides: {model: amb}}\n")  # fmt: skip
-    args = ["sweep", str(spec), *SWEEP_PATHS[path], "--max-parallel", "2",
-            "--runs-dir", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
+    spec.write_text(
+        "name: long\npreset: smoke\nseeds: [0, 1]\noverrides: {max_epochs: 30, patience: 30}\n"
+        "cells:\n  - {name: amb, overrides: {model: amb}}\n"
+    )
+    args = [
+        "sweep",
+        str(spec),
+        *SWEEP_PATHS[path],
+        "--max-parallel",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    ]
     proc = _start(args, _env(tmp_path / "root"), tmp_path / "sweep")
     try:
         cells = [tmp_path / "runs" / "amb" / f"seed{seed}" / "sweep.json" for seed in (0, 1)]
@@ -180,15 +216,27 @@ def test_the_workers_of_a_sweep_killed_by_sigkill_end_too(tmp_path, path):
 @pytest.mark.slow
 def test_sigterm_stops_train_and_it_resumes(tmp_path):
     out, env = tmp_path / "run", _env(tmp_path / "root")
-    args = ["train", "--preset", "smoke", "--out", str(out), "--set", "max_epochs=8",
-            "--set", "patience=8", "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--set",
+        "max_epochs=8",
+        "--set",
+        "patience=8",
+        "--no-progress",
+    ]
     proc = _start(args, env, tmp_path / "train")
     try:
         assert _wait_until(lambda: (out / "last" / "state.json").exists(), 240)
     except BaseException:
         _kill_session(proc.pid)
         raise
-    command = _terminate_and_check(proc, tmp_path / "train", "python -m ambcore train --preset smoke")
+    command = _terminate_and_check(
+        proc, tmp_path / "train", "python -m ambcore train --preset smoke"
+    )
     assert command.endswith("--resume") and "--set max_epochs=8" in command
     assert not runs.is_done(out)
 
@@ -237,8 +285,14 @@ with interrupt.watched():
 
 @pytest.mark.slow
 def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _POOL_SCRIPT], cwd=ROOT, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _POOL_SCRIPT],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         workers = [int(p) for p in proc.stdout.readline().split()]
         assert len(workers) == 2 and all(interrupt._alive(p) for p in workers)
@@ -278,6 +332,12 @@ def test_die_with_parent_does_nothing_in_the_watched_process_itself(monkeypatch)
 
 
 def test_same_command_repeats_the_command_line(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["/x/ambcore/__main__.py", "book", "--preset", "smoke",
-                                      "--results-dir", "my results"])  # fmt: skip
-    assert interrupt.same_command() == "python -m ambcore book --preset smoke --results-dir 'my results'"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["/x/ambcore/__main__.py", "book", "--preset", "smoke", "--results-dir", "my results"],
+    )
+    assert (
+        interrupt.same_command()
+        == "python -m ambcore book --preset smoke --results-dir 'my results'"
+    )

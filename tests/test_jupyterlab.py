@@ -14,15 +14,18 @@ BIN = Path(sys.executable).parent
 
 
 def _run(*args: str) -> str:
-    proc = subprocess.run([str(BIN / "jupyter"), *args], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(BIN / "jupyter"), *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 
 
 def test_jupyter_lab_runs_at_the_pinned_version():
     lines = (PROJECT_ROOT / "constraints.txt").read_text().splitlines()
-    pinned = next(d.split("#")[0].split("==")[1].strip() for d in lines if d.startswith("jupyterlab=="))
+    pinned = next(
+        d.split("#")[0].split("==")[1].strip() for d in lines if d.startswith("jupyterlab==")
+    )
     assert _run("lab", "--version").strip().splitlines()[-1] == pinned
 
 

@@ -96,7 +96,9 @@ def _trainable_names(plm):
         ("finetune", "last:1", lambda n: n.startswith("encoder.layer.1.")),
     ],
 )
-def test_set_trainable_selects_exactly_the_intended_weights(plain_plm, adaptation, layers, expected):
+def test_set_trainable_selects_exactly_the_intended_weights(
+    plain_plm, adaptation, layers, expected
+):
     cfg = get_config("smoke", text_adaptation=adaptation, finetune_layers=layers)
     plm = prepare_plm(copy.deepcopy(plain_plm), cfg)
     names = {n for n, _ in plm.named_parameters()}
@@ -135,9 +137,13 @@ def test_pfeiffer_adapter_reapplies_the_layernorm_with_the_residual_before_it(pl
     ln = output.LayerNorm
     summed = x_inter @ output.dense.weight.T + output.dense.bias + x_attn
     normed = torch.nn.functional.layer_norm(summed, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-    bottleneck = torch.relu(normed @ adapters[0].down.weight.T + adapters[0].down.bias) @ adapters[0].up.weight.T
-    expected = torch.nn.functional.layer_norm(summed + bottleneck + adapters[0].up.bias, ln.normalized_shape,
-                                              ln.weight, ln.bias, ln.eps)  # fmt: skip
+    bottleneck = (
+        torch.relu(normed @ adapters[0].down.weight.T + adapters[0].down.bias)
+        @ adapters[0].up.weight.T
+    )
+    expected = torch.nn.functional.layer_norm(
+        summed + bottleneck + adapters[0].up.bias, ln.normalized_shape, ln.weight, ln.bias, ln.eps
+    )
     assert torch.allclose(fresh, normed, atol=1e-6)  # the identity when freshly built
     assert torch.allclose(changed, expected, atol=1e-5)
     assert not torch.allclose(changed, adapters[0](normed), atol=1e-3)  # not the "ours" placement

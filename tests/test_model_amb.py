@@ -18,8 +18,16 @@ VISUAL_DIM, ACOUSTIC_DIM = 7, 5
 TEXTS = ["what a wonderful , moving film", "boring", "i did not like the ending at all"]
 
 
-def make_batch(texts=TEXTS, visual_lengths=(6, 2, 0), acoustic_lengths=(4, 5, 1), seed=0,
-               pad_text=0, pad_visual=0, pad_acoustic=0, visual_dim=VISUAL_DIM) -> Batch:
+def make_batch(
+    texts=TEXTS,
+    visual_lengths=(6, 2, 0),
+    acoustic_lengths=(4, 5, 1),
+    seed=0,
+    pad_text=0,
+    pad_visual=0,
+    pad_acoustic=0,
+    visual_dim=VISUAL_DIM,
+) -> Batch:
     """A padded batch as the collate builds it; ``pad_*`` add extra padding at the end."""
     gen = torch.Generator().manual_seed(seed)
     tokenizer = load_tokenizer(get_config("smoke"))
@@ -37,9 +45,15 @@ def make_batch(texts=TEXTS, visual_lengths=(6, 2, 0), acoustic_lengths=(4, 5, 1)
     visual *= (torch.arange(visual.shape[1])[None, :] < lv[:, None])[..., None]  # zero padding
     acoustic *= (torch.arange(acoustic.shape[1])[None, :] < la[:, None])[..., None]
     return Batch(
-        input_ids=ids, attention_mask=mask, token_type_ids=types,
-        visual=visual, visual_lengths=lv, acoustic=acoustic, acoustic_lengths=la,
-        labels=torch.randn(n, generator=gen), ids=[str(i) for i in range(n)],
+        input_ids=ids,
+        attention_mask=mask,
+        token_type_ids=types,
+        visual=visual,
+        visual_lengths=lv,
+        acoustic=acoustic,
+        acoustic_lengths=la,
+        labels=torch.randn(n, generator=gen),
+        ids=[str(i) for i in range(n)],
     )
 
 
@@ -70,8 +84,12 @@ def test_fresh_amb_text_path_equals_the_plain_plm(amb):
     """Fresh adapters: every layer's hidden states are those of the transformers model alone."""
     batch = make_batch()
     oracle = load_plm(get_config("smoke")).eval()
-    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  token_type_ids=batch.token_type_ids, output_hidden_states=True)
+    inputs = dict(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        token_type_ids=batch.token_type_ids,
+        output_hidden_states=True,
+    )
     with torch.no_grad():
         expected = oracle(**inputs).hidden_states
         got = amb.plm(**inputs).hidden_states
@@ -89,7 +107,11 @@ def test_trained_adapter_changes_the_hidden_states_that_fusion_sees():
     after = model(batch)
     assert not torch.allclose(before, after.text_summary)
     # the adapter output is what the last hidden state (and so the predictor) sees
-    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids)
+    inputs = dict(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        token_type_ids=batch.token_type_ids,
+    )
     assert torch.equal(after.text_summary, model.plm(**inputs).last_hidden_state[:, 0])
 
 
@@ -113,7 +135,10 @@ VARIANTS = {
         lambda n: _is_head(n) or n.startswith("plm.encoder.layer.1."),
     ),
     "frozen": (dict(text_adaptation="frozen"), _is_head),
-    "per-layer-projection": (dict(cls_projection="per_layer"), lambda n: _is_adapter(n) or _is_head(n)),
+    "per-layer-projection": (
+        dict(cls_projection="per_layer"),
+        lambda n: _is_adapter(n) or _is_head(n),
+    ),
     "independent": (dict(fusion_connect="independent"), lambda n: _is_adapter(n) or _is_head(n)),
     "pfeiffer": (dict(adapter_placement="pfeiffer"), lambda n: _is_adapter(n) or _is_head(n)),
     "text-only": (dict(variant="text-only"), lambda n: _is_adapter(n) or _is_head(n)),
@@ -133,13 +158,26 @@ def test_exactly_the_intended_parameters_train(variant):
     has_encoders = any(n.startswith(("visual_encoder.", "acoustic_encoder.")) for n in names)
     assert has_encoders == (variant != "text-only")
     counts = count_parameters(model)
-    assert counts["all"]["trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["all"]["trainable"] == sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )
     assert counts["all"]["total"] == sum(p.numel() for p in model.parameters())
     assert ("encoders" in counts) == (variant != "text-only")
 
 
-@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "finetune-last1-no-embeddings", "text-only", "frozen",
-                                     "per-layer-projection", "independent", "pfeiffer"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "adapters",
+        "finetune-last1",
+        "finetune-last1-no-embeddings",
+        "text-only",
+        "frozen",
+        "per-layer-projection",
+        "independent",
+        "pfeiffer",
+    ],
+)
 def test_optimizer_steps_change_every_trainable_tensor_and_no_frozen_one(variant):
     overrides, _ = VARIANTS[variant]
     model = build(**overrides).train()
@@ -233,7 +271,9 @@ def test_unknown_model_and_config_keys_are_errors():
         MODEL_REGISTRY.update(MODEL_REGISTRY_COPY)
 
 
-@pytest.mark.parametrize("variant", ["adapters", "finetune-last1", "text-only", "per-layer-projection", "pfeiffer"])
+@pytest.mark.parametrize(
+    "variant", ["adapters", "finetune-last1", "text-only", "per-layer-projection", "pfeiffer"]
+)
 def test_save_load_round_trip(tmp_path, variant):
     overrides, _ = VARIANTS[variant]
     model = build(**overrides)
@@ -243,13 +283,19 @@ def test_save_load_round_trip(tmp_path, variant):
     model.eval()
     batch = make_batch()
     model.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.json",
-                                                          "weights.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.json",
+        "weights.safetensors",
+    ]
     saved = load_file(str(tmp_path / "weights.safetensors"))
     assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
     plm_keys = {k for k in saved if k.startswith("plm.") and ".adapter." not in k}
     if variant == "finetune-last1":
-        assert plm_keys and all(k.startswith(("plm.encoder.layer.1.", "plm.embeddings.")) for k in plm_keys)
+        assert plm_keys and all(
+            k.startswith(("plm.encoder.layer.1.", "plm.embeddings.")) for k in plm_keys
+        )
     else:
         assert not plm_keys  # no PLM weight in adapter checkpoints
     loaded = load_pretrained(tmp_path)
@@ -281,7 +327,9 @@ def test_loading_a_config_with_unknown_keys_is_an_error(tmp_path):
 def test_loading_checks_tensor_names(tmp_path):
     build().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["cfg"]["variant"] = "text-only"  # a model without encoders: the encoder tensors are unexpected
+    config["cfg"]["variant"] = (
+        "text-only"  # a model without encoders: the encoder tensors are unexpected
+    )
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelConfigError, match="unexpected: \\['acoustic_encoder"):
         load_pretrained(tmp_path)
@@ -293,8 +341,12 @@ def test_embedded_minilm_amb(tmp_path):
     model = build_model(cfg, VISUAL_DIM, ACOUSTIC_DIM).eval()
     oracle = load_plm(cfg).eval()
     batch = make_batch()
-    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  token_type_ids=batch.token_type_ids, output_hidden_states=True)
+    inputs = dict(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        token_type_ids=batch.token_type_ids,
+        output_hidden_states=True,
+    )
     with torch.no_grad():
         expected = oracle(**inputs).hidden_states
         got = model.plm(**inputs).hidden_states
@@ -314,8 +366,12 @@ def test_embedded_minilm_amb(tmp_path):
 def test_design_choices_build_the_projections_they_name():
     shared, per_layer = build(), build(cls_projection="per_layer")
     n_layers = shared.plm.config.num_hidden_layers
-    assert hasattr(shared.fusion, "cls_proj") and not any(hasattr(l, "cls_proj") for l in shared.fusion.layers)
-    assert not hasattr(per_layer.fusion, "cls_proj") and all(hasattr(l, "cls_proj") for l in per_layer.fusion.layers)
+    assert hasattr(shared.fusion, "cls_proj") and not any(
+        hasattr(l, "cls_proj") for l in shared.fusion.layers
+    )
+    assert not hasattr(per_layer.fusion, "cls_proj") and all(
+        hasattr(l, "cls_proj") for l in per_layer.fusion.layers
+    )
     proj = sum(p.numel() for p in shared.fusion.cls_proj.parameters())
     fusion = lambda m: count_parameters(m)["fusion"]["trainable"]  # noqa: E731
     assert fusion(per_layer) - fusion(shared) == (n_layers - 1) * proj
@@ -333,13 +389,20 @@ def test_amb_ft_pooler_is_counted_trainable_and_never_read():
     hidden = pooled.plm.config.hidden_size
     assert pooler == hidden * hidden + hidden
     assert all(p.requires_grad for p in pooled.plm.pooler.parameters())
-    assert count_parameters(pooled)["all"]["trainable"] - count_parameters(plain)["all"]["trainable"] == pooler
+    assert (
+        count_parameters(pooled)["all"]["trainable"] - count_parameters(plain)["all"]["trainable"]
+        == pooler
+    )
     batch = make_batch()
     assert torch.equal(plain.eval()(batch).prediction, pooled.eval()(batch).prediction)
     # not with adapters, nor without the embeddings (MISA's loop trains it with them)
     assert build(amb_finetune_pooler=True).plm.pooler is None
-    no_emb = build(text_adaptation="finetune", finetune_layers="last:1", amb_finetune_pooler=True,
-                   amb_finetune_embeddings=False)  # fmt: skip
+    no_emb = build(
+        text_adaptation="finetune",
+        finetune_layers="last:1",
+        amb_finetune_pooler=True,
+        amb_finetune_embeddings=False,
+    )
     assert no_emb.plm.pooler is None
 
 

@@ -14,7 +14,13 @@ from ambcore.models.adapters import add_adapters, set_trainable
 
 pytestmark = pytest.mark.slow
 
-V, P, H, I, L = 30522, 512, 768, 3072, 12  # bert-base-uncased: vocab, positions, hidden, FFN, layers
+V, P, H, I, L = (
+    30522,
+    512,
+    768,
+    3072,
+    12,
+)  # bert-base-uncased: vocab, positions, hidden, FFN, layers
 VISUAL, ACOUSTIC = 35, 74  # MOSEI FACET / COVAREP
 
 
@@ -44,10 +50,14 @@ def heads(cfg, projection=None, connect=None):
     projection, connect = projection or cfg.cls_projection, connect or cfg.fusion_connect
     E, F = cfg.encoder_dim, cfg.encoder_ffn_dim
     transformer_layer = linear(E, 3 * E) + linear(E, E) + linear(E, F) + linear(F, E) + 2 * 2 * E
-    encoders = sum(linear(d, E) + E + cfg.encoder_layers * transformer_layer for d in (VISUAL, ACOUSTIC))
+    encoders = sum(
+        linear(d, E) + E + cfg.encoder_layers * transformer_layer for d in (VISUAL, ACOUSTIC)
+    )
     Pj, Fh = cfg.fusion_proj_dim, cfg.fusion_hidden
     ffn_first = linear(Pj + 2 * E, Fh) + linear(Fh, Pj)
-    ffn_later = linear(Pj + 2 * E + (Pj if connect == "chain" else 0), Fh) + linear(Fh, Pj)  # chain: + f_{l-1}
+    ffn_later = linear(Pj + 2 * E + (Pj if connect == "chain" else 0), Fh) + linear(
+        Fh, Pj
+    )  # chain: + f_{l-1}
     projections = linear(H, Pj) * (L if projection == "per_layer" else 1)
     fusion = projections + ffn_first + (L - 1) * ffn_later
     return {"encoders": encoders, "fusion": fusion, "predictor": linear(Pj + H, 1)}
@@ -67,8 +77,13 @@ def test_encoder_fusion_and_predictor_counts(frozen_amb):
 @pytest.mark.parametrize("connect", ["chain", "independent"])
 @pytest.mark.parametrize("placement", ["ours", "pfeiffer"])
 def test_every_design_counts_as_its_shapes_say(projection, connect, placement):
-    cfg = get_config("paper", plm_random_init=True, cls_projection=projection, fusion_connect=connect,
-                     adapter_placement=placement)  # fmt: skip
+    cfg = get_config(
+        "paper",
+        plm_random_init=True,
+        cls_projection=projection,
+        fusion_connect=connect,
+        adapter_placement=placement,
+    )
     with torch.device("meta"):
         model = build_model(cfg, VISUAL, ACOUSTIC)
     counts = count_parameters(model)
@@ -85,8 +100,11 @@ def test_the_paper_design_is_the_thesis_budget_and_the_earlier_one_is_not():
     earlier = get_config("paper", cls_projection="per_layer", encoder_dim=128, encoder_ffn_dim=256)
     assert ADAPTERS + sum(heads(earlier).values()) > 10.4e6  # the 10.48 M of the earlier design
     with torch.device("meta"):
-        built_ft = build_model(apply_overrides(cfg, {"text_adaptation": "finetune", "finetune_layers": "last:3"}),
-                               VISUAL, ACOUSTIC)  # fmt: skip
+        built_ft = build_model(
+            apply_overrides(cfg, {"text_adaptation": "finetune", "finetune_layers": "last:3"}),
+            VISUAL,
+            ACOUSTIC,
+        )
     assert count_parameters(built_ft)["all"]["trainable"] == amb_ft
 
 
@@ -110,21 +128,34 @@ def test_budget_module_agrees_with_the_shapes():
     assert budget.heads_from_amb_ft == 47.2e6 - (EMBEDDINGS + 3 * BERT_LAYER + POOLER)
     assert budget.ft_minus_amb == EMBEDDINGS + 3 * BERT_LAYER + POOLER - ADAPTERS
     candidates = design_candidates(parts)
-    row = candidates[(candidates.cls_projection == "per_layer") & (candidates.fusion_connect == "independent")
-                     & (candidates.encoder_dim == 96)].iloc[0]  # fmt: skip
-    cfg = get_config("paper", cls_projection="per_layer", fusion_connect="independent", encoder_dim=96,
-                     encoder_ffn_dim=192)  # fmt: skip
+    row = candidates[
+        (candidates.cls_projection == "per_layer")
+        & (candidates.fusion_connect == "independent")
+        & (candidates.encoder_dim == 96)
+    ].iloc[0]
+    cfg = get_config(
+        "paper",
+        cls_projection="per_layer",
+        fusion_connect="independent",
+        encoder_dim=96,
+        encoder_ffn_dim=192,
+    )
     assert round(row["AMB_M"] * 1e6) == ADAPTERS + sum(heads(cfg).values())
     chosen = choose_design(candidates)
     paper = get_config("paper")
     assert len(chosen) == 1
-    assert (chosen.iloc[0].cls_projection, chosen.iloc[0].fusion_connect, chosen.iloc[0].encoder_dim) == (
-        paper.cls_projection, paper.fusion_connect, paper.encoder_dim)
+    assert (
+        chosen.iloc[0].cls_projection,
+        chosen.iloc[0].fusion_connect,
+        chosen.iloc[0].encoder_dim,
+    ) == (paper.cls_projection, paper.fusion_connect, paper.encoder_dim)
 
 
 def test_amb_ft_last3_with_embeddings_and_amb_adapters(frozen_amb):
     heads = count_parameters(frozen_amb)["all"]["trainable"]
-    cfg = get_config("paper", plm_random_init=True, text_adaptation="finetune", finetune_layers="last:3")
+    cfg = get_config(
+        "paper", plm_random_init=True, text_adaptation="finetune", finetune_layers="last:3"
+    )
     set_trainable(frozen_amb.plm, cfg, train_embeddings=True)
     counts = count_parameters(frozen_amb)
     assert counts["plm"]["trainable"] == EMBEDDINGS + 3 * BERT_LAYER

@@ -10,7 +10,9 @@ from ambcore.models import build_model, count_parameters
 
 
 def test_model_summary_json_matches_the_built_model(capsys):
-    assert main(["model", "summary", "--preset", "smoke", "--json", "--set", "variant=text-only"]) == 0
+    assert (
+        main(["model", "summary", "--preset", "smoke", "--json", "--set", "variant=text-only"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     expected = count_parameters(build_model(get_config("smoke", variant="text-only"), 35, 74))
     assert summary["components"] == expected
@@ -32,7 +34,11 @@ def test_budget_tables_match_built_models():
     from ambcore.models.summary import amb_budgets, finetune_budgets
 
     cfg = get_config("smoke")
-    variants = {"AMB": {}, "text-only": {"variant": "text-only"}, "FT": {"text_adaptation": "finetune"}}
+    variants = {
+        "AMB": {},
+        "text-only": {"variant": "text-only"},
+        "FT": {"text_adaptation": "finetune"},
+    }
     table = amb_budgets(cfg, variants, 35, 74)
     for label, overrides in variants.items():
         counts = count_parameters(build_model(get_config("smoke", **overrides), 35, 74))

@@ -9,8 +9,14 @@ import torch
 from ambcore.config import get_config
 from ambcore.models import build_model
 from ambcore.models.plm import load_tokenizer
-from ambcore.models.summary import (EXAMPLE_LENGTHS, EXAMPLE_TEXTS, MOSEI_ACOUSTIC_DIM,
-                                    MOSEI_VISUAL_DIM, example_batch, forward_shapes)
+from ambcore.models.summary import (
+    EXAMPLE_LENGTHS,
+    EXAMPLE_TEXTS,
+    MOSEI_ACOUSTIC_DIM,
+    MOSEI_VISUAL_DIM,
+    example_batch,
+    forward_shapes,
+)
 
 
 def test_example_batch_is_padded_after_the_true_lengths():

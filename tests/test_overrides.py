@@ -20,9 +20,14 @@ def test_set_becomes_the_kernels_amb_set(monkeypatch):
     assert from_env(overrides_env(["max_epochs=1"])) == {"max_epochs": "1", "lr": "0.1"}
 
 
-@pytest.mark.parametrize("bad, match", [("max_epoch=1", "unknown config key"),
-                                        ("max_epochs=two", "max_epochs"),
-                                        ("max_epochs", "KEY=VALUE")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("max_epoch=1", "unknown config key"),
+        ("max_epochs=two", "max_epochs"),
+        ("max_epochs", "KEY=VALUE"),
+    ],
+)
 def test_bad_set_names_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
         overrides_env([bad])

@@ -25,7 +25,8 @@ def _listed() -> list[str]:
 def test_package_map_lists_every_module_once():
     listed, modules = _listed(), _modules()
     assert len(listed) == len(set(listed)), "listed twice: " + ", ".join(
-        sorted({m for m in listed if listed.count(m) > 1}))
+        sorted({m for m in listed if listed.count(m) > 1})
+    )
     missing, stale = sorted(modules - set(listed)), sorted(set(listed) - modules)
     assert not missing, f"add to README.md 'The package': {', '.join(missing)}"
     assert not stale, f"listed in README.md 'The package' but not in ambcore/: {', '.join(stale)}"

@@ -15,10 +15,15 @@ SCRIPT = (PROJECT_ROOT / "scripts" / "test.sh").read_text()
 
 
 def test_every_notebook_cell_is_in_one_unit_and_a_test_in_its_file():
-    assert {scope_of("notebooks/01_data.ipynb::Cell 0"), scope_of("notebooks/06_results.ipynb::Cell 12"),
-            scope_of("notebooks/03_train::ipynb::Cell 2")} == {NOTEBOOKS_SCOPE}  # fmt: skip
+    assert {
+        scope_of("notebooks/01_data.ipynb::Cell 0"),
+        scope_of("notebooks/06_results.ipynb::Cell 12"),
+        scope_of("notebooks/03_train::ipynb::Cell 2"),
+    } == {NOTEBOOKS_SCOPE}
     assert scope_of("tests/test_sweep.py::test_plan[a-b]") == "tests/test_sweep.py"
-    assert scope_of("tests/bad_inputs/test_bad_runs.py::test_x") == "tests/bad_inputs/test_bad_runs.py"
+    assert (
+        scope_of("tests/bad_inputs/test_bad_runs.py::test_x") == "tests/bad_inputs/test_bad_runs.py"
+    )
 
 
 def test_the_script_runs_the_parallel_pass_then_the_lone_tests():

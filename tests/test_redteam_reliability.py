@@ -100,9 +100,16 @@ def fake(monkeypatch):
 
 
 def _tune_spec(tmp_path: Path, text: str = "", **fields) -> Path:
-    spec = {"name": "rt", "sweep": str(EXPERIMENTS / "recipes_smoke.yaml"), "cells": ["amb"],
-            "space": str(EXPERIMENTS / "search_space.yaml"), "n_trials": 2, "seed": 100,
-            "runs_dir": "rt", "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
+    spec = {
+        "name": "rt",
+        "sweep": str(EXPERIMENTS / "recipes_smoke.yaml"),
+        "cells": ["amb"],
+        "space": str(EXPERIMENTS / "search_space.yaml"),
+        "n_trials": 2,
+        "seed": 100,
+        "runs_dir": "rt",
+        "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1},
+    }
     spec.update(fields)
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(spec) + text, encoding="utf-8")
@@ -113,7 +120,9 @@ def _study(journal: Path, cell: str = "amb"):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.load_study(study_name=cell, storage=JournalStorage(JournalFileBackend(str(journal))))
+    return optuna.load_study(
+        study_name=cell, storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
 
 
 def _finished(journal: Path, cell: str = "amb") -> list:
@@ -181,16 +190,23 @@ def _child(mode: str, marker: Path, *argv: str, wait: bool = True):
     args = [sys.executable, "-c", CHILD, mode, str(marker), *map(str, argv)]
     if wait:
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 # ---- 1. the tuning spec: the runs folder, the trial cap, every field -------------------------------
 
 
 @pytest.mark.parametrize("runs_dir", ["../../escaped", "ok/../../escaped", "ABSOLUTE"])
-def test_a_tuning_spec_cannot_write_outside_the_runs_folder(tmp_path, runs_root, capsys, fake,
-                                                            runs_dir):  # fmt: skip
+def test_a_tuning_spec_cannot_write_outside_the_runs_folder(
+    tmp_path, runs_root, capsys, fake, runs_dir
+):
     runs_dir = str(tmp_path / "escaped") if runs_dir == "ABSOLUTE" else runs_dir
     spec = _tune_spec(tmp_path, runs_dir=runs_dir)
     before = _files(tmp_path)
@@ -235,38 +251,59 @@ BAD_FIELDS = {
     "space-a-list": (dict(space="LIST"), ("space.yaml", "mapping", "['amb', 'misa']")),
     "space-a-string": (dict(space="STRING"), ("space.yaml", "mapping", "'just words'")),
     "space-models-a-list": (dict(space="models: [amb, misa]\n"), ("space.yaml", "models", "amb")),
-    "space-model-a-string": (dict(space="models:\n  amb: lr\n"), ("space.yaml", "models.amb", "lr")),
-    "space-bound-a-word": (dict(space="models:\n  amb:\n    dropout: {low: none, high: 0.5, reason: r}\n"),
-                           ("models.amb.dropout.low", "none", "a number")),
-    "space-log-a-word": (dict(space="models:\n  amb:\n    lr: {factor: 10, log: yes please, reason: r}\n"),
-                         ("models.amb.lr.log", "yes please")),
-    "space-reason-a-number": (dict(space="models:\n  amb:\n    lr: {factor: 10, reason: 7}\n"),
-                              ("models.amb.lr", "reason", "7")),
-    "space-text-field": (dict(space="models:\n  amb:\n    variant: {low: 0, high: 1, reason: r}\n"),
-                         ("models.amb.variant", "not a number")),
+    "space-model-a-string": (
+        dict(space="models:\n  amb: lr\n"),
+        ("space.yaml", "models.amb", "lr"),
+    ),
+    "space-bound-a-word": (
+        dict(space="models:\n  amb:\n    dropout: {low: none, high: 0.5, reason: r}\n"),
+        ("models.amb.dropout.low", "none", "a number"),
+    ),
+    "space-log-a-word": (
+        dict(space="models:\n  amb:\n    lr: {factor: 10, log: yes please, reason: r}\n"),
+        ("models.amb.lr.log", "yes please"),
+    ),
+    "space-reason-a-number": (
+        dict(space="models:\n  amb:\n    lr: {factor: 10, reason: 7}\n"),
+        ("models.amb.lr", "reason", "7"),
+    ),
+    "space-text-field": (
+        dict(space="models:\n  amb:\n    variant: {low: 0, high: 1, reason: r}\n"),
+        ("models.amb.variant", "not a number"),
+    ),
     "n_trials-a-bool": (dict(n_trials=True), ("n_trials = True",)),
     "seed-a-word": (dict(seed="zero"), ("seed = 'zero'",)),
     "seed-negative": (dict(seed=-1), ("seed = -1",)),
     "cells-a-string": (dict(cells="amb"), ("cells = 'amb'",)),
     "cells-numbers": (dict(cells=[1, 2]), ("cells = [1, 2]",)),
     "pruner-a-list": (dict(pruner=[2, 1]), ("pruner = [2, 1]",)),
-    "pruner-a-word": (dict(pruner={"n_startup_trials": "two"}), ("pruner.n_startup_trials = 'two'",)),
+    "pruner-a-word": (
+        dict(pruner={"n_startup_trials": "two"}),
+        ("pruner.n_startup_trials = 'two'",),
+    ),
     "pruner-unknown-key": (dict(pruner={"patience": 2}), ("pruner.patience", "unknown")),
     "sweep-a-number": (dict(sweep=5), ("sweep = 5",)),
     "name-a-path": (dict(name="../x"), ("name '../x'",)),
-    "factor-around-zero": (dict(cells=["misa"], space="models:\n  misa:\n    weight_decay: "
-                                "{factor: 10, log: true, reason: r}\n"),
-                           ("cell 'misa'", "weight_decay", "low and high")),
-}  # fmt: skip
+    "factor-around-zero": (
+        dict(
+            cells=["misa"],
+            space="models:\n  misa:\n    weight_decay: {factor: 10, log: true, reason: r}\n",
+        ),
+        ("cell 'misa'", "weight_decay", "low and high"),
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FIELDS))
-def test_a_malformed_spec_field_is_one_line_naming_file_key_and_value(tmp_path, runs_root, capsys,
-                                                                      fake, case):  # fmt: skip
+def test_a_malformed_spec_field_is_one_line_naming_file_key_and_value(
+    tmp_path, runs_root, capsys, fake, case
+):
     fields, needles = BAD_FIELDS[case]
     fields = dict(fields)
     if "space" in fields:
-        text = {"LIST": "- amb\n- misa\n", "STRING": "just words\n"}.get(fields["space"], fields["space"])
+        text = {"LIST": "- amb\n- misa\n", "STRING": "just words\n"}.get(
+            fields["space"], fields["space"]
+        )
         fields["space"] = _space(tmp_path, text)
     spec = _tune_spec(tmp_path, **fields)
     code, out, err = _cli(capsys, "tune", spec)
@@ -295,7 +332,10 @@ def test_a_kill_9_during_a_journal_append_is_resumed(tmp_path, runs_root, capsys
     assert not journal.read_bytes().endswith(b"\n")  # the cut append
     code, _, err = _resume(capsys, spec)
     assert code == 0
-    assert _lines(err) == [line for line in _lines(err) if "last line was cut" in line] and len(_lines(err)) == 1
+    assert (
+        _lines(err) == [line for line in _lines(err) if "last line was cut" in line]
+        and len(_lines(err)) == 1
+    )
     trials = _study(journal).get_trials(deepcopy=False)
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the killed trial ...
     again = [t for t in trials if t.user_attrs.get("requeued_from") == 0]
@@ -313,8 +353,9 @@ def _a_finished_study(tmp_path: Path, runs_root: Path, n_trials: int = 2) -> tup
     return spec, runs_root / "rt" / "amb" / JOURNAL
 
 
-def test_a_journal_with_a_cut_last_line_drops_it_and_reruns_the_trial(tmp_path, runs_root, capsys,
-                                                                      fake):  # fmt: skip
+def test_a_journal_with_a_cut_last_line_drops_it_and_reruns_the_trial(
+    tmp_path, runs_root, capsys, fake
+):
     spec, journal = _a_finished_study(tmp_path, runs_root)
     data = journal.read_bytes()
     journal.write_bytes(data[: len(data) - 30])  # the last entry (trial 1 complete), cut
@@ -327,11 +368,19 @@ def test_a_journal_with_a_cut_last_line_drops_it_and_reruns_the_trial(tmp_path, 
     assert len(_finished(journal)) == 2
 
 
-@pytest.mark.parametrize("garbage", [b"this is not a journal\n", b"\x00\xff\x10 binary",
-                                     b'{"op_code": 0}\n{"op_cod', b"[1, 2, 3]\n",
-                                     b'{"op_code": 42, "worker_id": "w"}\n'])  # fmt: skip
-def test_an_unreadable_journal_is_set_aside_and_the_study_restarts(tmp_path, runs_root, capsys,
-                                                                   fake, garbage):  # fmt: skip
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"this is not a journal\n",
+        b"\x00\xff\x10 binary",
+        b'{"op_code": 0}\n{"op_cod',
+        b"[1, 2, 3]\n",
+        b'{"op_code": 42, "worker_id": "w"}\n',
+    ],
+)
+def test_an_unreadable_journal_is_set_aside_and_the_study_restarts(
+    tmp_path, runs_root, capsys, fake, garbage
+):
     spec, journal = _a_finished_study(tmp_path, runs_root)
     lines = journal.read_bytes().splitlines(keepends=True)
     damaged = b"".join(lines[:2]) + garbage + b"".join(lines[2:])  # garbage amid good entries
@@ -402,7 +451,7 @@ def test_ctrl_c_during_tune_prints_only_the_resume_line(tmp_path, runs_root, cap
 
 # ---- 5. a hung cell ------------------------------------------------------------------------------
 
-HUNG_CHAPTER = '''\
+HUNG_CHAPTER = """\
 # %% tags=["parameters"]
 preset = "embedded"
 data = ""
@@ -418,7 +467,7 @@ code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time
 worker = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
 open(PID_FILE, "w").write(str(worker.pid))
 time.sleep(600)
-'''
+"""
 
 BOOK_CHILD = r"""
 import sys
@@ -437,22 +486,51 @@ def test_a_hung_cell_stops_the_book_in_one_line_and_every_process_with_it(tmp_pa
     import jupytext
     import psutil
 
-    notebooks, out, pid_file = tmp_path / "notebooks", tmp_path / "executed", tmp_path / "worker.pid"
+    notebooks, out, pid_file = (
+        tmp_path / "notebooks",
+        tmp_path / "executed",
+        tmp_path / "worker.pid",
+    )
     notebooks.mkdir()
     (notebooks / "01_data.py").write_text(HUNG_CHAPTER.replace("PID_FILE", repr(str(pid_file))))
     nb = jupytext.read(notebooks / "01_data.py")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     jupytext.write(nb, notebooks / "01_data.ipynb")
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "AMB_CELL_TIMEOUT": "900"}
     t0 = time.monotonic()
-    child = subprocess.run([sys.executable, "-c", BOOK_CHILD, str(notebooks), "book", "--preset",
-                            "smoke", "--no-build", "--no-sync", "--chapters", "01", "--out", str(out),
-                            "--cell-timeout", "4"], env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BOOK_CHILD,
+            str(notebooks),
+            "book",
+            "--preset",
+            "smoke",
+            "--no-build",
+            "--no-sync",
+            "--chapters",
+            "01",
+            "--out",
+            str(out),
+            "--cell-timeout",
+            "4",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     seconds = time.monotonic() - t0
     worker = int(pid_file.read_text())
     try:
-        alive = psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE
+        alive = (
+            psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE
+        )
     except psutil.NoSuchProcess:
         alive = False
     if alive:
@@ -461,20 +539,31 @@ def test_a_hung_cell_stops_the_book_in_one_line_and_every_process_with_it(tmp_pa
     errors = [line for line in child.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, child.stderr[-3000:]
     line = errors[0]
-    for needle in ("chapter 01_data", "cell 3 ('import subprocess", "cell time limit of 4 s",
-                   "--cell-timeout", str(out / "01_data.failed.ipynb")):  # fmt: skip
+    for needle in (
+        "chapter 01_data",
+        "cell 3 ('import subprocess",
+        "cell time limit of 4 s",
+        "--cell-timeout",
+        str(out / "01_data.failed.ipynb"),
+    ):
         assert needle in line, line
     assert not alive, "the chapter's worker (its own session, SIGTERM ignored) outlived the book"
     kept = (out / "01_data.failed.ipynb").read_text()
     assert "before the hang" in kept  # the partial notebook, with what ran
-    assert json.loads((out / "timings.json").read_text())["chapters"]["01_data"]["status"] == "timed out"
+    assert (
+        json.loads((out / "timings.json").read_text())["chapters"]["01_data"]["status"]
+        == "timed out"
+    )
     assert seconds < 120
 
 
-@pytest.mark.parametrize("given, env, words", [("abc", None, ["--cell-timeout", "'abc'"]),
-                                               (None, "-5", ["AMB_CELL_TIMEOUT", "'-5'"])])  # fmt: skip
-def test_a_cell_time_limit_that_is_not_seconds_is_one_line(tmp_path, capsys, monkeypatch, given,
-                                                           env, words):  # fmt: skip
+@pytest.mark.parametrize(
+    "given, env, words",
+    [("abc", None, ["--cell-timeout", "'abc'"]), (None, "-5", ["AMB_CELL_TIMEOUT", "'-5'"])],
+)
+def test_a_cell_time_limit_that_is_not_seconds_is_one_line(
+    tmp_path, capsys, monkeypatch, given, env, words
+):
     if env is not None:
         monkeypatch.setenv("AMB_CELL_TIMEOUT", env)
     argv = ["book", "--preset", "smoke", "--no-build", "--out", tmp_path / "out"]
@@ -496,11 +585,13 @@ def _mmsa_file(tmp_path: Path, ids: dict[str, list[str]]) -> Path:
     obj = {}
     for split, names in ids.items():
         n = len(names)
-        obj[split] = {"raw_text": np.array(["a b c"] * n, dtype=object),
-                      "id": np.array(names, dtype=object),
-                      "audio": rng.normal(size=(n, 3, 4)).astype(np.float32),
-                      "vision": rng.normal(size=(n, 3, 5)).astype(np.float32),
-                      "regression_labels": rng.uniform(-3, 3, n).astype(np.float32)}  # fmt: skip
+        obj[split] = {
+            "raw_text": np.array(["a b c"] * n, dtype=object),
+            "id": np.array(names, dtype=object),
+            "audio": rng.normal(size=(n, 3, 4)).astype(np.float32),
+            "vision": rng.normal(size=(n, 3, 5)).astype(np.float32),
+            "regression_labels": rng.uniform(-3, 3, n).astype(np.float32),
+        }
     path = tmp_path / "ids.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=4))
     return path
@@ -528,8 +619,14 @@ def test_an_id_in_two_splits_is_reported_as_possible_leakage(tmp_path, capsys):
     from ambcore.data import report
     from ambcore.data.loaders import load_dataset
 
-    path = _mmsa_file(tmp_path, {"train": ["a$_$0", "a$_$1", "b$_$0"], "valid": ["a$_$1", "c$_$0"],
-                                 "test": ["b$_$0", "a$_$1", "d$_$0"]})  # fmt: skip
+    path = _mmsa_file(
+        tmp_path,
+        {
+            "train": ["a$_$0", "a$_$1", "b$_$0"],
+            "valid": ["a$_$1", "c$_$0"],
+            "test": ["b$_$0", "a$_$1", "d$_$0"],
+        },
+    )
     code, out, err = _cli(capsys, "data", "inspect", path)
     assert code == 0 and err == "", err
     assert "ids in more than one split (possible leakage between splits):" in out

@@ -23,28 +23,28 @@ from ambcore.report import (
     COMPACT_COLUMNS,
     ablation_family,
     ablation_verdicts,
-    control_outcomes,
-    budget_sentence,
-    non_learner_sentence,
     acc7_vs_params,
     add_statistics,
-    compact_table,
-    learns,
-    non_learners,
-    table_caption,
-    thesis_table_page,
-    table_verdicts,
-    headline_mae,
-    verdicts_from_table,
+    budget_sentence,
     cited_rows,
     collect_runs,
+    compact_table,
+    control_outcomes,
     format_table,
+    headline_mae,
+    learns,
+    non_learner_sentence,
+    non_learners,
     row_name,
     summarize,
     table_6_1,
     table_6_2,
+    table_caption,
+    table_verdicts,
     thesis_display_name,
     thesis_rows,
+    thesis_table_page,
+    verdicts_from_table,
     write_report,
 )
 
@@ -52,7 +52,11 @@ DATA_NAME = "SYNTHETIC MOSEI-shaped (seed 1234)"
 # cell -> (config overrides, trainable parameters, prediction noise level)
 CELLS = {
     "amb": (dict(model="amb"), 8_600, 0.3),
-    "amb-ft": (dict(model="amb", text_adaptation="finetune", finetune_layers="last:1"), 47_200, 0.6),
+    "amb-ft": (
+        dict(model="amb", text_adaptation="finetune", finetune_layers="last:1"),
+        47_200,
+        0.6,
+    ),
     "misa": (dict(model="misa", text_adaptation="finetune"), 47_100, 0.5),
     "amb-no-text": (dict(model="amb", variant="no-text"), 8_600, 2.0),
 }
@@ -76,17 +80,28 @@ def write_run(root, cell, overrides, n_params, noise, seed, done=True, sweep=Tru
     with warnings.catch_warnings():  # a constant has no correlation; the MAE is what counts
         warnings.simplefilter("ignore", RuntimeWarning)
         metrics["valid_baseline_train_mean"] = sentiment_metrics(np.zeros(60), labels_of["valid"])
-    runs.write_csv(run_dir / "test_predictions.csv",
-                   [{"id": f"t{i}", "y_true": t, "y_pred": p} for i, (t, p) in
-                    enumerate(zip(y_true, y_pred))], ("id", "y_true", "y_pred"))  # fmt: skip
+    runs.write_csv(
+        run_dir / "test_predictions.csv",
+        [{"id": f"t{i}", "y_true": t, "y_pred": p} for i, (t, p) in enumerate(zip(y_true, y_pred))],
+        ("id", "y_true", "y_pred"),
+    )
     runs.write_json(run_dir / "config.json", cfg.to_dict())
     runs.write_json(run_dir / "env.json", {"plm": {"name": cfg.plm, "random_init": True}})
     if sweep:
         runs.write_json(run_dir / "sweep.json", {"cell": cell, "seed": seed})
-    runs.write_json(run_dir / "metrics.json", {
-        **metrics, "data": DATA_NAME, "is_synthetic": True, "plm": cfg.plm, "model": cfg.model,
-        "n_trainable_params": n_params, "best_epoch": 2, "epochs_run": 3,
-    })  # fmt: skip
+    runs.write_json(
+        run_dir / "metrics.json",
+        {
+            **metrics,
+            "data": DATA_NAME,
+            "is_synthetic": True,
+            "plm": cfg.plm,
+            "model": cfg.model,
+            "n_trainable_params": n_params,
+            "best_epoch": 2,
+            "epochs_run": 3,
+        },
+    )
     if done:
         runs.write_json(run_dir / "DONE", {})
     return metrics["test"]
@@ -100,8 +115,15 @@ def runs_dir(tmp_path_factory):
         for seed in SEEDS:
             expected[(cell, seed)] = write_run(tmp_path, cell, overrides, n_params, noise, seed)
     write_run(tmp_path, "killed", dict(model="amb"), 8_600, 0.3, 0, done=False)
-    write_run(tmp_path / "adhoc", "mag", dict(model="mag-bert", text_adaptation="finetune"),
-              110_800, 0.4, 5, sweep=False)  # fmt: skip
+    write_run(
+        tmp_path / "adhoc",
+        "mag",
+        dict(model="mag-bert", text_adaptation="finetune"),
+        110_800,
+        0.4,
+        5,
+        sweep=False,
+    )
     return tmp_path, expected
 
 
@@ -113,10 +135,16 @@ def test_row_names_follow_the_thesis():
     assert row_name("misa", "adapters") == "MISA-Adapters"
     assert row_name("mag-bert", "finetune") == "MAG-BERT (FT)"
     # every model the thesis reran has a name our runs can produce
-    ours = {row_name(m, a, v) for m in ("amb", "misa", "mag-bert")
-            for a in ("adapters", "finetune") for v in ("full", "text-only", "no-text")}  # fmt: skip
+    ours = {
+        row_name(m, a, v)
+        for m in ("amb", "misa", "mag-bert")
+        for a in ("adapters", "finetune")
+        for v in ("full", "text-only", "no-text")
+    }
     thesis = thesis_rows()
-    assert {thesis_display_name(m, a) for m, a in zip(thesis["model"], thesis["text_adaptation"])} <= ours
+    assert {
+        thesis_display_name(m, a) for m, a in zip(thesis["model"], thesis["text_adaptation"])
+    } <= ours
 
 
 def test_collect_runs_reads_every_finished_run(runs_dir):
@@ -160,8 +188,9 @@ def test_table_6_1_puts_our_rows_beside_the_thesis_and_cited_rows(runs_dir):
     table = table_6_1(summary)
     cited = table[table["Source"].str.startswith("cited in thesis table 6.1")]
     literature = cited_rows("6.1")
-    assert list(cited["Model"]) == [f"{m} ({f})" for m, f in
-                                    zip(literature["model"], literature["text_features"])]  # fmt: skip
+    assert list(cited["Model"]) == [
+        f"{m} ({f})" for m, f in zip(literature["model"], literature["text_features"])
+    ]
     assert list(cited["Acc-7 (%)"]) == list(literature["acc7"])
     assert list(cited["MAE"]) == list(literature["mae"])
     assert list(cited["Reference"]) == list(literature["citation"])
@@ -176,7 +205,9 @@ def test_table_6_1_puts_our_rows_beside_the_thesis_and_cited_rows(runs_dir):
     assert list(ours["Model"]) == ["MAG-BERT (FT)", "MISA (FT)", "AMB"]  # thesis order
     # each of our rows follows the thesis row of the same model
     models = list(table["Model"])
-    assert models[models.index("AMB") + 1] == "AMB" and models.index("AMB") > models.index("ICCN (B)")
+    assert models[models.index("AMB") + 1] == "AMB" and models.index("AMB") > models.index(
+        "ICCN (B)"
+    )
     assert models[models.index("MISA (FT)") + 1] == "MISA (FT)"
     amb = ours[ours["Model"] == "AMB"].iloc[0]
     acc7 = np.array([expected[("amb", s)]["acc7"] for s in SEEDS]) * 100
@@ -266,7 +297,9 @@ def test_non_learners_are_computed_and_marked(runs_dir):
     assert sentences[-1] == "AMB no-text did not beat the mean-label predictor on validation (†)"
     assert any(s.startswith("AMB's MAE is lower than AMB no-text's") for s in sentences)
     assert len(sentences) == 4  # three tested rows and the non-learner
-    amb = written[written["Source"].str.startswith("this book") & (written["Model"] == "AMB")].iloc[0]
+    amb = written[written["Source"].str.startswith("this book") & (written["Model"] == "AMB")].iloc[
+        0
+    ]
     headline = headline_mae(written)
     assert f"{amb['MAE']:.3f} ± {amb['MAE std']:.3f} over 5 seeds" in headline
     assert f"[{amb['MAE lo']:.3f}, {amb['MAE hi']:.3f}]" in headline and DATA_NAME in headline
@@ -286,18 +319,29 @@ def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
     summary = add_statistics(summarize(frame), preds, n_boot=300, family=family)
     cells = summary.set_index("cell")
     for cell in CELLS:
-        assert cells.loc[cell, "test_mae_lo"] < cells.loc[cell, "test_mae_mean"] < cells.loc[cell, "test_mae_hi"]
+        assert (
+            cells.loc[cell, "test_mae_lo"]
+            < cells.loc[cell, "test_mae_mean"]
+            < cells.loc[cell, "test_mae_hi"]
+        )
     # table 6.2: AMB against AMB-FT, MISA (FT) and AMB no-text, Holm across the chapter's
     # family (every pair, every metric); the same numbers as the family's rows, in both tables
     p = cells[["p_6_2", "p_holm_6_2"]].dropna()
     assert set(p.index) == {"amb-ft", "misa", "amb-no-text"}
     mae = family[(family["metric"] == "mae") & (family["a"] == "amb")].set_index("b")
     assert list(p["p_holm_6_2"]) == list(mae.loc[p.index, "p_holm"])
-    assert family["p_holm"].dropna().tolist() == pytest.approx(list(stats.holm(family["p"].dropna())))
+    assert family["p_holm"].dropna().tolist() == pytest.approx(
+        list(stats.holm(family["p"].dropna()))
+    )
     assert cells.loc["misa", "p_holm_6_1"] == cells.loc["misa", "p_holm_6_2"]
-    assert cells.loc["amb-no-text", "mae_diff_hi_6_2"] < 0 and cells.loc["amb-no-text", "p_holm_6_2"] < 0.01
+    assert (
+        cells.loc["amb-no-text", "mae_diff_hi_6_2"] < 0
+        and cells.loc["amb-no-text", "p_holm_6_2"] < 0.01
+    )
     amb_mae = cells.loc["amb", "test_mae_mean"]
-    assert cells.loc["misa", "mae_diff_6_2"] == pytest.approx(amb_mae - cells.loc["misa", "test_mae_mean"])
+    assert cells.loc["misa", "mae_diff_6_2"] == pytest.approx(
+        amb_mae - cells.loc["misa", "test_mae_mean"]
+    )
     # table 6.1: MAG-BERT's only run is seed 5, AMB has 0-2: nothing to pair, no p-value
     assert np.isnan(cells.loc["adhoc/mag/seed5", "p_6_1"])
     sentences = table_verdicts(summary.reset_index(drop=True), "6.2")
@@ -317,7 +361,9 @@ def test_tables_carry_intervals_and_holm_adjusted_paired_tests(runs_dir):
     caption = table_caption(table, "Thesis table 6.2 beside our runs")
     assert caption.count(DATA_NAME) == 1 and "Holm" in caption and "†" in caption
     page, page_caption, theirs, theirs_caption, verdicts = thesis_table_page(summary, "6.2")
-    assert page.equals(compact_table(table[table["Source"].str.startswith("this book")].reset_index(drop=True)))
+    assert page.equals(
+        compact_table(table[table["Source"].str.startswith("this book")].reset_index(drop=True))
+    )
     assert set(page["Source"]) == {"ours"} and set(theirs["Source"]) <= {"thesis", "cited"}
     assert DATA_NAME in page_caption and "CMU-MOSEI" in theirs_caption
     assert DATA_NAME not in theirs_caption and "CMU-MOSEI" not in page_caption
@@ -337,8 +383,14 @@ def test_ablation_verdicts_are_computed_from_the_family(runs_dir):
     assert set(text) == {key for key, *_ in ABLATION_FAMILY}
     assert "no finished runs" in text["tav"] and "no finished runs" in text["misa-ft"]
     assert text["notext"].startswith("AMB's MAE is lower than AMB no-text's")
-    assert "[planted:" in text["notext"] and "[not planted: no evidence about CMU-MOSEI]" in text["ft"]
-    assert "MAE per seed: AMB" in text["ft"] and "seed pairs" in text["ft"] and "validation difference" in text["ft"]
+    assert (
+        "[planted:" in text["notext"] and "[not planted: no evidence about CMU-MOSEI]" in text["ft"]
+    )
+    assert (
+        "MAE per seed: AMB" in text["ft"]
+        and "seed pairs" in text["ft"]
+        and "validation difference" in text["ft"]
+    )
     row = family[(family["key"] == "ft") & (family["metric"] == "mae")].iloc[0]
     assert f"Holm-adjusted p = {stats._p(row['p_holm'])}" in text["ft"]
     assert "Corr" in text["ft"] and "Acc-7" in text["ft"]
@@ -353,17 +405,22 @@ def test_controls_pass_or_fail_on_the_test(runs_dir):
     preds = stats.available_predictions(frame, root)
     names = dict(zip(frame["cell"], frame["row_name"]))
     shuffled = {s: f.copy() for s, f in preds["amb"].items()}
-    out = control_outcomes({**preds, "amb-shuffled-av": shuffled, "amb-text-only": preds["amb"]}, names)
+    out = control_outcomes(
+        {**preds, "amb-shuffled-av": shuffled, "amb-text-only": preds["amb"]}, names
+    )
     by = out.set_index("control")
     assert by.loc["positive", "outcome"] == "pass" and by.loc["positive", "called different"]
     assert by.loc["negative", "outcome"] == "pass"  # the same predictions: not different
-    wrong = control_outcomes({**preds, "amb-shuffled-av": preds["amb-no-text"], "amb-text-only": preds["amb"]}, names)
+    wrong = control_outcomes(
+        {**preds, "amb-shuffled-av": preds["amb-no-text"], "amb-text-only": preds["amb"]}, names
+    )
     assert wrong.set_index("control").loc["negative", "outcome"] == "FAIL"
     assert control_outcomes({}, names)["outcome"].eq("not run").all()
 
 
 def test_budget_sentence_names_runs_still_improving():
-    frame = pd.DataFrame({"row_name": ["AMB", "AMB", "MISA (FT)"], "best_epoch": [3, 2, 3],
-                          "epochs_run": [3, 3, 3]})  # fmt: skip
+    frame = pd.DataFrame(
+        {"row_name": ["AMB", "AMB", "MISA (FT)"], "best_epoch": [3, 2, 3], "epochs_run": [3, 3, 3]}
+    )
     assert budget_sentence(frame, 3).startswith("AMB 1 of 2 runs, MISA (FT) 1 of 1 runs;")
     assert budget_sentence(frame, 5).startswith("none")  # stopped early, not out of budget

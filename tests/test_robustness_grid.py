@@ -40,8 +40,9 @@ def test_clean_pass_is_predicted_once_and_shared_by_every_condition(run_dir, mon
 
 def test_book_curves_use_the_shared_clean_pass(run_dir, tmp_path):
     frame = experiments.robustness_curves(run_dir, [0.0, 1.0], 1)
-    reference = robustness.robustness_curve(run_dir, NOISE_KINDS, rates=[0.0, 1.0], n_draws=1,
-                                            seed=0)  # fmt: skip
+    reference = robustness.robustness_curve(
+        run_dir, NOISE_KINDS, rates=[0.0, 1.0], n_draws=1, seed=0
+    )
     assert len(frame) == len(reference)
     assert frame["corr"].round(12).tolist() == reference["corr"].round(12).tolist()
 
@@ -60,10 +61,16 @@ def test_the_noisy_predictions_are_kept_and_compared(run_dir):
 
     frame = experiments.robustness_curves(run_dir, [0.0, 1.0], 1)
     cell = robustness.robustness_predictions([run_dir], "visual")
-    (seed, preds), = cell.items()
-    at_max = frame[(frame["kind"] == "visual") & (frame["granularity"] == "step") & (frame["rate"] == 1.0)]
-    assert sentiment_metrics(preds["y_pred"], preds["y_true"])["corr"] == pytest.approx(at_max["corr"].iloc[0])
-    assert set(robustness.robustness_predictions([run_dir], "deletion")[seed]["id"]) == set(preds["id"])
+    ((seed, preds),) = cell.items()
+    at_max = frame[
+        (frame["kind"] == "visual") & (frame["granularity"] == "step") & (frame["rate"] == 1.0)
+    ]
+    assert sentiment_metrics(preds["y_pred"], preds["y_true"])["corr"] == pytest.approx(
+        at_max["corr"].iloc[0]
+    )
+    assert set(robustness.robustness_predictions([run_dir], "deletion")[seed]["id"]) == set(
+        preds["id"]
+    )
     family = experiments.modality_family({"AMB": [run_dir]})
     assert len(family) == len(experiments.MODALITY_PAIRS) and family["p"].isna().all()  # one run
     assert np.isfinite(family["diff"]).all()

@@ -8,14 +8,32 @@ from ambcore import get_config, run_report
 
 
 def _metrics(mae: float, corr: float | None) -> dict:
-    return {"mae": mae, "corr": corr, "acc7": 0.25, "acc5": 0.3, "acc2_has0": 0.6,
-            "f1_has0": 0.61, "acc2_non0": 0.655, "f1_non0": 0.6666, "n": 40}  # fmt: skip
+    return {
+        "mae": mae,
+        "corr": corr,
+        "acc7": 0.25,
+        "acc5": 0.3,
+        "acc2_has0": 0.6,
+        "f1_has0": 0.61,
+        "acc2_non0": 0.655,
+        "f1_non0": 0.6666,
+        "n": 40,
+    }
 
 
 def _result(run_dir, **changes):
-    values = dict(run_dir=run_dir, reused=False, seconds=12.4, epochs_run=5, best_epoch=3,
-                  stopped_early=True, n_trainable_params=123456, data_name="SYNTHETIC x",
-                  plm="tiny-random", is_synthetic=True)  # fmt: skip
+    values = dict(
+        run_dir=run_dir,
+        reused=False,
+        seconds=12.4,
+        epochs_run=5,
+        best_epoch=3,
+        stopped_early=True,
+        n_trainable_params=123456,
+        data_name="SYNTHETIC x",
+        plm="tiny-random",
+        is_synthetic=True,
+    )
     values.update(changes)
     return SimpleNamespace(**values)
 
@@ -50,11 +68,17 @@ def test_run_files_leave_out_hidden_and_named_files(tmp_path):
 
 
 def test_metrics_and_glued_values():
-    metrics = {"valid": _metrics(0.7, 0.5), "test": _metrics(0.8, None),
-               "test_baseline_train_mean": _metrics(1.1, None)}  # fmt: skip
+    metrics = {
+        "valid": _metrics(0.7, 0.5),
+        "test": _metrics(0.8, None),
+        "test_baseline_train_mean": _metrics(1.1, None),
+    }
     table = run_report.metrics_overview(metrics)
-    assert list(table[""]) == ["valid (best checkpoint)", "test (best checkpoint)",
-                               "test: predict the training mean"]  # fmt: skip
+    assert list(table[""]) == [
+        "valid (best checkpoint)",
+        "test (best checkpoint)",
+        "test: predict the training mean",
+    ]
     assert list(table["MAE"]) == [0.7, 0.8, 1.1]
     assert run_report.METRIC_DIGITS["MAE"] == 3 and run_report.METRIC_DIGITS["Acc-7 (%)"] == 1
     from ambcore.book import numbered_table
@@ -68,9 +92,15 @@ def test_metrics_and_glued_values():
 
 
 def test_provenance_table_marks_uncommitted_changes():
-    env = {"device": "cpu", "versions": {"torch": "2", "transformers": "5"},
-           "git_revision": "abc", "git_dirty": True, "data_fingerprint": "f00",
-           "hostname": "h", "cpu_count": 2}  # fmt: skip
+    env = {
+        "device": "cpu",
+        "versions": {"torch": "2", "transformers": "5"},
+        "git_revision": "abc",
+        "git_dirty": True,
+        "data_fingerprint": "f00",
+        "hostname": "h",
+        "cpu_count": 2,
+    }
     table = run_report.provenance_table(env)
     assert table.loc["git revision", "value"] == "abc (uncommitted changes)"
     assert table.loc["host / CPUs", "value"] == "h / 2"

@@ -164,9 +164,17 @@ def test_state_json_points_to_complete_files(tmp_path):
     opt = torch.optim.Adam(model.parameters())
     tensors, scalars = runs.capture_rng_state()
     state = runs.ResumeState(
-        1, dict(model.named_parameters()), opt.state_dict(), tensors, scalars,
-        0.5, 1, 0, [], get_config("smoke").to_json(),
-    )  # fmt: skip
+        1,
+        dict(model.named_parameters()),
+        opt.state_dict(),
+        tensors,
+        scalars,
+        0.5,
+        1,
+        0,
+        [],
+        get_config("smoke").to_json(),
+    )
     runs.save_resume_state(tmp_path, state)
     (tmp_path / "model-e0002.safetensors").write_bytes(b"half a file")
     assert runs.load_resume_state(tmp_path).epoch == 1

@@ -48,8 +48,9 @@ def test_nothing_measured_falls_back_to_the_default(tmp_path):
     costs = experiments.scheduling_costs(cells, probe_now=80.0)
     epochs = cells[0].cfg.max_epochs
     assert set(costs) == {c.name for c in cells}
-    assert all(c == pytest.approx(experiments.DEFAULT_EPOCH_SECONDS * epochs)
-               for c in costs.values())  # fmt: skip
+    assert all(
+        c == pytest.approx(experiments.DEFAULT_EPOCH_SECONDS * epochs) for c in costs.values()
+    )
 
 
 def test_a_run_without_finished_epochs_is_no_measurement(tmp_path):

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 from ambcore.data.safe_pickle import safe_load
 from ambcore.data.sdk import (
     EPSILON,
@@ -24,9 +25,7 @@ from ambcore.data.sdk import (
     load_folds,
     write_csd,
 )
-from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 from ambcore.errors import DataError
-
 
 # ---- the obviously-correct reference -----------------------------------------------------------
 
@@ -54,17 +53,19 @@ def reference_convert(words, visual, acoustic, labels, fold_ids, max_len):
         tokens = [w[0].decode() for w in words[vid][0]]
         w_int = words[vid][1]
         word_rows = [
-            i for i in range(len(tokens))
+            i
+            for i in range(len(tokens))
             if tokens[i] != "sp" and w_int[i, 1] - w_int[i, 0] >= EPSILON
-        ]  # fmt: skip
+        ]
         word_rows.sort(key=lambda i: w_int[i, 0])
         vis_feats = np.nan_to_num(visual[vid][0], nan=0.0, posinf=0.0, neginf=0.0)
         aco_feats = np.nan_to_num(acoustic[vid][0], nan=0.0, posinf=0.0, neginf=0.0)
         for row, (seg_start, seg_end) in enumerate(labels[vid][1]):
             in_seg = [
-                i for i in word_rows
+                i
+                for i in word_rows
                 if min(w_int[i, 1], seg_end) - max(w_int[i, 0], seg_start) > EPSILON
-            ]  # fmt: skip
+            ]
             if not in_seg:
                 continue
             v, _ = reference_average(visual[vid][1], vis_feats, w_int[in_seg])  # (feats, ints)
@@ -132,12 +133,14 @@ def test_nested_frames_take_the_mask_path_and_still_match():
 def test_hand_computed_average():
     frames = np.array([[0.0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4]])
     features = np.array([[1.0], [2.0], [4.0], [8.0]])
-    words = np.array([
-        [0.05, 0.25],  # straddles frames 0..2 -> (1 + 2 + 4) / 3
-        [0.1, 0.2],  # exactly frame 1; touching neighbours do not count -> 2
-        [0.4, 0.6],  # after the last frame -> zeros, count 0
-        [0.3999999, 0.5],  # overlaps frame 3 by 1e-7 s < 1e-5 -> zeros
-    ])  # fmt: skip
+    words = np.array(
+        [
+            [0.05, 0.25],  # straddles frames 0..2 -> (1 + 2 + 4) / 3
+            [0.1, 0.2],  # exactly frame 1; touching neighbours do not count -> 2
+            [0.4, 0.6],  # after the last frame -> zeros, count 0
+            [0.3999999, 0.5],  # overlaps frame 3 by 1e-7 s < 1e-5 -> zeros
+        ]
+    )
     means, counts = average_frames_over_intervals(frames, features, words)
     np.testing.assert_allclose(means[:, 0], [7 / 3, 2.0, 0.0, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(counts, [3, 1, 0, 0])
@@ -257,9 +260,13 @@ def test_conversion_matches_loop_reference_and_reports_every_skip(tmp_path):
     folds = {"train": ["v0", "v1", "only_words"], "valid": ["v2"], "test": ["missing_everywhere"]}
     (tmp_path / "folds.json").write_text(json.dumps(folds))
     report = convert_sdk_to_mmsa(
-        **paths, folds=tmp_path / "folds.json", out_dir=tmp_path / "out", max_len=8,
-        unaligned_len=40, progress=False,
-    )  # fmt: skip
+        **paths,
+        folds=tmp_path / "folds.json",
+        out_dir=tmp_path / "out",
+        max_len=8,
+        unaligned_len=40,
+        progress=False,
+    )
 
     skipped = report.skipped
     assert skipped["video in 'train' fold but missing from visual"] == 1
@@ -296,8 +303,11 @@ def test_conversion_matches_loop_reference_and_reports_every_skip(tmp_path):
     first = unaligned["train"]
     segment = labels["v0"][1][0]
     v_feat, v_int = visual["v0"]
-    in_seg = [j for j in np.argsort(v_int[:, 0], kind="stable")
-              if min(v_int[j, 1], segment[1]) - max(v_int[j, 0], segment[0]) > EPSILON]  # fmt: skip
+    in_seg = [
+        j
+        for j in np.argsort(v_int[:, 0], kind="stable")
+        if min(v_int[j, 1], segment[1]) - max(v_int[j, 0], segment[0]) > EPSILON
+    ]
     assert first["id"][0] == "v0$_$0" and first["vision_lengths"][0] == min(len(in_seg), 40)
     kept = in_seg[:40]
     np.testing.assert_allclose(first["vision"][0, : len(kept)], v_feat[kept], rtol=1e-6)
@@ -320,9 +330,15 @@ def test_synthetic_generator_layout_and_conversion(tmp_path):
     with CsdFile(paths["words"]) as csd:
         assert csd.read(csd.video_ids[0]).features.dtype.kind == "S"
     report = convert_sdk_to_mmsa(
-        paths["words"], paths["visual"], paths["acoustic"], paths["labels"], paths["folds"],
-        tmp_path / "out", unaligned_len=0, progress=False,
-    )  # fmt: skip
+        paths["words"],
+        paths["visual"],
+        paths["acoustic"],
+        paths["labels"],
+        paths["folds"],
+        tmp_path / "out",
+        unaligned_len=0,
+        progress=False,
+    )
     assert sum(report.n_videos.values()) == 6 and not report.skipped
     assert report.n_pauses_removed > 0 and sum(report.n_utterances.values()) >= 6
     assert list(report.outputs) == ["aligned_50"]
@@ -335,6 +351,8 @@ def test_benchmark_child_interpreter_runs_in_the_project_root():
     from ambcore.paths import PROJECT_ROOT
 
     assert _run_python("import os; print(os.getcwd()); print(6 * 7)").splitlines() == [
-        str(PROJECT_ROOT), "42"]
+        str(PROJECT_ROOT),
+        "42",
+    ]
     with pytest.raises(subprocess.CalledProcessError):
         _run_python("raise SystemExit(3)")

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 from ambcore.data.safe_pickle import safe_load
 from ambcore.data.sdk import add_from_sdk_parser
-from ambcore.bench.sdk import SyntheticSdkSpec, generate_synthetic_sdk
 
 HAS_DATA_COMMAND = importlib.util.find_spec("ambcore.commands.data") is not None
 
@@ -88,9 +88,24 @@ def test_from_sdk_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     from ambcore.cli import main
 
     missing = str(tmp_path / "nope.csd")
-    code = main([
-        "data", "from-sdk", "--words", missing, "--visual", missing, "--acoustic", missing,
-        "--labels", missing, "--folds", missing, "--out", str(tmp_path / "out"), "--no-progress",
-    ])  # fmt: skip
+    code = main(
+        [
+            "data",
+            "from-sdk",
+            "--words",
+            missing,
+            "--visual",
+            missing,
+            "--acoustic",
+            missing,
+            "--labels",
+            missing,
+            "--folds",
+            missing,
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and "nope.csd" in err

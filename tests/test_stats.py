@@ -26,8 +26,12 @@ def _cell(ids, y, n_runs=5, shift=0.0, seed=1, video_error=None):
 
 
 def test_video_of_takes_the_part_before_the_separator():
-    assert list(stats.video_of(["vid1$_$0", "vid1$_$1", "lonely", "a$_$b$_$c"])) == \
-        ["vid1", "vid1", "lonely", "a"]  # fmt: skip
+    assert list(stats.video_of(["vid1$_$0", "vid1$_$1", "lonely", "a$_$b$_$c"])) == [
+        "vid1",
+        "vid1",
+        "lonely",
+        "a",
+    ]
 
 
 def test_weighted_metrics_equal_ambcore_metrics():
@@ -122,8 +126,12 @@ def test_videos_are_the_unit_of_the_test_sample():
     rng = np.random.default_rng(9)
     per_video = rng.normal(0, 0.8, codes.max() + 1)[codes]
     per_clip = rng.permutation(per_video)  # the same values, no longer grouped by video
-    by_video = stats.paired_test(a, {s: f.assign(y_pred=f["y_pred"] + per_video) for s, f in b.items()})
-    by_clip = stats.paired_test(a, {s: f.assign(y_pred=f["y_pred"] + per_clip) for s, f in b.items()})
+    by_video = stats.paired_test(
+        a, {s: f.assign(y_pred=f["y_pred"] + per_video) for s, f in b.items()}
+    )
+    by_clip = stats.paired_test(
+        a, {s: f.assign(y_pred=f["y_pred"] + per_clip) for s, f in b.items()}
+    )
     assert by_video.se_videos > 1.5 * by_clip.se_videos
 
 
@@ -138,15 +146,25 @@ def test_holm_against_a_hand_computed_example():
 
 def test_a_family_is_every_pair_and_every_metric_adjusted_together():
     ids, y = _split()
-    preds = {"amb": _cell(ids, y, seed=1), "same": _cell(ids, y, seed=2),
-             "worse": _cell(ids, y, seed=3, shift=0.8), "single": _cell(ids, y, n_runs=1, seed=4)}  # fmt: skip
-    pairs = [("s", "amb", "same"), ("w", "amb", "worse"), ("one", "amb", "single"),
-             ("gone", "amb", "absent")]  # fmt: skip
+    preds = {
+        "amb": _cell(ids, y, seed=1),
+        "same": _cell(ids, y, seed=2),
+        "worse": _cell(ids, y, seed=3, shift=0.8),
+        "single": _cell(ids, y, n_runs=1, seed=4),
+    }
+    pairs = [
+        ("s", "amb", "same"),
+        ("w", "amb", "worse"),
+        ("one", "amb", "single"),
+        ("gone", "amb", "absent"),
+    ]
     frame = stats.family(preds, pairs)
     assert len(frame) == 4 * len(stats.METRICS)
     finite = frame["p"].notna()
     assert finite.sum() == 2 * len(stats.METRICS)  # the single run and the absent cell: no p
-    assert frame.loc[finite, "p_holm"].tolist() == pytest.approx(list(stats.holm(frame.loc[finite, "p"])))
+    assert frame.loc[finite, "p_holm"].tolist() == pytest.approx(
+        list(stats.holm(frame.loc[finite, "p"]))
+    )
     rows = {(r["key"], r["metric"]): r for _, r in frame.iterrows()}
     assert "is lower than worse's" in stats.verdict(rows[("w", "mae")], "AMB", "worse")
     assert "AMB's Acc-7 is" in stats.verdict(rows[("s", "acc7")], "AMB", "same")
@@ -188,9 +206,12 @@ def test_cell_intervals_reads_run_folders(tmp_path):
 def test_verdict_names_read_as_english():
     row = {"diff": -0.1, "lo": -0.2, "hi": -0.05, "p_holm": 0.001}
     assert stats.verdict(row, "AMB", "MISA-Adapters").startswith(
-        "AMB's MAE is lower than MISA-Adapters': difference -0.100 [-0.200, -0.050]")
+        "AMB's MAE is lower than MISA-Adapters': difference -0.100 [-0.200, -0.050]"
+    )
     row = {"diff": 0.1, "lo": -0.2, "hi": 0.3, "p_holm": 0.4, "metric": "corr"}
-    assert stats.verdict(row, "AMB", "MISA").startswith("AMB's Corr is not distinguishable from MISA's")
+    assert stats.verdict(row, "AMB", "MISA").startswith(
+        "AMB's Corr is not distinguishable from MISA's"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -245,4 +266,6 @@ def test_one_run_gets_an_interval_over_test_videos_only():
     ci = stats.run_interval(run, n_boot=300)
     for metric in stats.CI_METRICS:
         assert ci[metric]["lo"] < ci[metric]["estimate"] < ci[metric]["hi"], metric
-    assert ci["mae"]["estimate"] == pytest.approx(sentiment_metrics(run["y_pred"], run["y_true"])["mae"])
+    assert ci["mae"]["estimate"] == pytest.approx(
+        sentiment_metrics(run["y_pred"], run["y_true"])["mae"]
+    )

@@ -67,7 +67,10 @@ def test_plan_names_folders_from_cell_and_seed(tmp_path):
     spec = load_spec(SPEC, runs_dir=tmp_path)
     cells = plan(spec)
     assert [(c.name, c.seed) for c in cells] == [
-        ("amb", 0), ("amb", 1), ("amb-text-only", 0), ("amb-text-only", 1)
+        ("amb", 0),
+        ("amb", 1),
+        ("amb-text-only", 0),
+        ("amb-text-only", 1),
     ]
     assert cells[3].run_dir == tmp_path / "amb-text-only" / "seed1"
     assert cells[3].cfg.variant == "text-only" and cells[3].cfg.seed == 1
@@ -99,7 +102,10 @@ def test_grid_spec_and_preset_axis(tmp_path):
     )
     cells = plan(spec)
     assert [c.name for c in cells] == [
-        "smoke_full", "smoke_no-text", "embedded_full", "embedded_no-text"
+        "smoke_full",
+        "smoke_no-text",
+        "embedded_full",
+        "embedded_no-text",
     ]
     assert cells[0].cfg.plm == "tiny-random" and cells[2].cfg.plm == "embedded"
     assert cells[3].cfg.variant == "no-text" and cells[3].cfg.seed == 3
@@ -109,8 +115,10 @@ def test_grid_spec_and_preset_axis(tmp_path):
     "bad, message",
     [
         ({**SPEC, "sedes": [0]}, r"unknown sweep spec key\(s\) \['sedes'\]"),
-        ({**SPEC, "cells": [{"name": "x", "overrides": {"lr_rate": 1}}]},
-         r"cell 'x': unknown config key\(s\) 'lr_rate'"),
+        (
+            {**SPEC, "cells": [{"name": "x", "overrides": {"lr_rate": 1}}]},
+            r"cell 'x': unknown config key\(s\) 'lr_rate'",
+        ),
         ({**SPEC, "cells": [{"name": "x", "overrides": {"seed": 1}}]}, "list seeds under 'seeds'"),
         ({**SPEC, "cells": [{"name": "a/b"}]}, "not a valid folder name"),
         ({**SPEC, "cells": [{"name": "a"}, {"name": "a"}]}, r"duplicate cell name\(s\) \['a'\]"),
@@ -128,8 +136,10 @@ def test_skips_finished_cells_and_resumes_a_killed_one(tmp_path):
     first = run_sweep(SPEC, train_fn=fake_train, runs_dir=tmp_path, progress=False)
     outcomes = {(o.cell, o.seed): o.outcome for o in first.outcomes}
     assert outcomes == {
-        ("amb", 0): "trained", ("amb", 1): "trained",
-        ("amb-text-only", 0): "failed", ("amb-text-only", 1): "trained",
+        ("amb", 0): "trained",
+        ("amb", 1): "trained",
+        ("amb-text-only", 0): "failed",
+        ("amb-text-only", 1): "trained",
     }
     assert "simulated crash after epoch 1" in first.failed[0].error
     killed = tmp_path / "amb-text-only" / "seed0"
@@ -145,8 +155,12 @@ def test_skips_finished_cells_and_resumes_a_killed_one(tmp_path):
     assert (killed / "epochs.txt").read_text().split() == ["1", "2", "3"]
     assert runs.is_done(killed)
     cell_file = json.loads((killed / "sweep.json").read_text())
-    assert cell_file == {"sweep": "toy", "cell": "amb-text-only", "seed": 0,
-                         "overrides": {"max_epochs": 3, "model": "amb", "variant": "text-only"}}
+    assert cell_file == {
+        "sweep": "toy",
+        "cell": "amb-text-only",
+        "seed": 0,
+        "overrides": {"max_epochs": 3, "model": "amb", "variant": "text-only"},
+    }
 
     third = run_sweep(SPEC, train_fn=fake_train, runs_dir=tmp_path, progress=False)
     assert {o.outcome for o in third.outcomes} == {"skipped"}
@@ -177,15 +191,26 @@ def test_cli_dry_run_and_overrides(tmp_path, capsys):
     spec_file.write_text(json.dumps(SPEC))
     (tmp_path / "runs" / "amb" / "seed1").mkdir(parents=True)
     runs.write_json(tmp_path / "runs" / "amb" / "seed1" / "DONE", {})
-    code = cli_main(["sweep", str(spec_file), "--dry-run", "--runs-dir", str(tmp_path / "runs"),
-                     "--set", "lr=0.5"])  # fmt: skip
+    code = cli_main(
+        [
+            "sweep",
+            str(spec_file),
+            "--dry-run",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "lr=0.5",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "2 cell(s) x 2 seed(s)" in out
     lines = [line.split() for line in out.splitlines() if line.strip().startswith("amb")]
     assert [line[:3] for line in lines] == [
-        ["amb", "0", "new"], ["amb", "1", "done"],
-        ["amb-text-only", "0", "new"], ["amb-text-only", "1", "new"],
+        ["amb", "0", "new"],
+        ["amb", "1", "done"],
+        ["amb-text-only", "0", "new"],
+        ["amb-text-only", "1", "new"],
     ]
     assert "lr=0.5" in out
     assert not (tmp_path / "runs" / "amb" / "seed0").exists()  # nothing was trained
@@ -200,22 +225,38 @@ def test_submitit_local_executor_runs_cells_in_subprocesses(tmp_path, monkeypatc
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake trainer travels
     try:
         (tmp_path / "crash_amb_seed1").touch()
-        first = run_sweep(spec, backend="submitit", cluster="local", train_fn=fake_train,
-                          runs_dir=tmp_path, progress=False)  # fmt: skip
+        first = run_sweep(
+            spec,
+            backend="submitit",
+            cluster="local",
+            train_fn=fake_train,
+            runs_dir=tmp_path,
+            progress=False,
+        )
         assert [(o.seed, o.outcome) for o in first.outcomes] == [(0, "trained"), (1, "failed")]
         assert "simulated crash after epoch 1" in first.failed[0].error
         assert "job logs:" in first.failed[0].error
         # each of the two concurrent jobs saw only its own GPU
         assert sorted((tmp_path / "devices.log").read_text().split()) == ["0", "1"]
-        second = run_sweep(spec, backend="submitit", cluster="local", max_parallel=1,
-                           train_fn=fake_train, runs_dir=tmp_path, progress=False)  # fmt: skip
+        second = run_sweep(
+            spec,
+            backend="submitit",
+            cluster="local",
+            max_parallel=1,
+            train_fn=fake_train,
+            runs_dir=tmp_path,
+            progress=False,
+        )
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert [(o.seed, o.outcome) for o in second.outcomes] == [(0, "skipped"), (1, "resumed")]
     assert (tmp_path / "amb" / "seed1" / "epochs.txt").read_text().split() == ["1", "2", "3"]
     assert all(runs.is_done(c.run_dir) for c in plan(second.spec))
-    assert sorted(_calls(tmp_path)) == ["amb/seed0 resume=True", "amb/seed1 resume=True",
-                                        "amb/seed1 resume=True"]
+    assert sorted(_calls(tmp_path)) == [
+        "amb/seed0 resume=True",
+        "amb/seed1 resume=True",
+        "amb/seed1 resume=True",
+    ]
 
 
 def test_costliest_cells_start_first_on_parallel_local_workers(tmp_path, monkeypatch):
@@ -225,14 +266,36 @@ def test_costliest_cells_start_first_on_parallel_local_workers(tmp_path, monkeyp
     cost = {"amb": 1.0, "amb-text-only": 5.0}
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        run_sweep(SPEC, backend="submitit", cluster="local", max_parallel=1, train_fn=fake_train,
-                  runs_dir=tmp_path / "cost", progress=False,
-                  cost=lambda cell: cost[cell.name])  # fmt: skip
-        run_sweep(SPEC, backend="submitit", cluster="local", max_parallel=1, train_fn=fake_train,
-                  runs_dir=tmp_path / "spec", progress=False)  # fmt: skip
+        run_sweep(
+            SPEC,
+            backend="submitit",
+            cluster="local",
+            max_parallel=1,
+            train_fn=fake_train,
+            runs_dir=tmp_path / "cost",
+            progress=False,
+            cost=lambda cell: cost[cell.name],
+        )
+        run_sweep(
+            SPEC,
+            backend="submitit",
+            cluster="local",
+            max_parallel=1,
+            train_fn=fake_train,
+            runs_dir=tmp_path / "spec",
+            progress=False,
+        )
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert [c.split()[0] for c in _calls(tmp_path / "cost")] == [
-        "amb-text-only/seed0", "amb-text-only/seed1", "amb/seed0", "amb/seed1"]
+        "amb-text-only/seed0",
+        "amb-text-only/seed1",
+        "amb/seed0",
+        "amb/seed1",
+    ]
     assert [c.split()[0] for c in _calls(tmp_path / "spec")] == [
-        "amb/seed0", "amb/seed1", "amb-text-only/seed0", "amb-text-only/seed1"]
+        "amb/seed0",
+        "amb/seed1",
+        "amb-text-only/seed0",
+        "amb-text-only/seed1",
+    ]

@@ -16,9 +16,13 @@ from ambcore.train import train_and_evaluate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SPEC = {"name": "smoke", "preset": "smoke", "seeds": [0],
-        "overrides": {"max_epochs": 3, "patience": 5},
-        "cells": [{"name": "amb", "overrides": {"model": "amb"}}]}  # fmt: skip
+SPEC = {
+    "name": "smoke",
+    "preset": "smoke",
+    "seeds": [0],
+    "overrides": {"max_epochs": 3, "patience": 5},
+    "cells": [{"name": "amb", "overrides": {"model": "amb"}}],
+}
 
 
 class _Killed(RuntimeError):
@@ -54,8 +58,9 @@ def test_sweep_resumes_a_killed_training_run(swept):
     env = runs.read_json(run_dir / "env.json")
     assert [r["after_epoch"] for r in env["resumed"]] == [1]
     assert list(runs.read_history(run_dir)["epoch"]) == [1, 2, 3]
-    assert runs.read_config(run_dir) == get_config("smoke", seed=0, model="amb", max_epochs=3,
-                                                   patience=5)  # fmt: skip
+    assert runs.read_config(run_dir) == get_config(
+        "smoke", seed=0, model="amb", max_epochs=3, patience=5
+    )
     # (that a resumed run ends exactly where an uninterrupted one does is tests/test_train.py's)
 
 
@@ -74,11 +79,18 @@ def test_robustness_curve_on_the_best_checkpoint(swept):
     assert (curve[curve["rate"] == 1.0]["realised_rate"] == 1.0).all()
     noisy = curve[curve["rate"] == 1.0]
     assert (noisy["mae"] != test["mae"]).all()  # every kind and granularity reaches the model
-    step, element = (noisy[(noisy["kind"] == "visual") & (noisy["granularity"] == g)] for g in ("step", "element"))
+    step, element = (
+        noisy[(noisy["kind"] == "visual") & (noisy["granularity"] == g)]
+        for g in ("step", "element")
+    )
     assert step["mae"].item() != element["mae"].item()  # the two granularities differ
-    again = robustness_curve(run_dir, "visual", rates=(1.0,), n_draws=2, seed=0, granularities=("step",))
+    again = robustness_curve(
+        run_dir, "visual", rates=(1.0,), n_draws=2, seed=0, granularities=("step",)
+    )
     visual = step
-    assert len(again) == 1 and again["corr"].item() == visual["corr"].item()  # seeded: the same draws
+    assert (
+        len(again) == 1 and again["corr"].item() == visual["corr"].item()
+    )  # seeded: the same draws
     assert visual["corr_std"].item() > 0  # two different draws
     row = curve.iloc[0]
     assert row["row_name"] == "AMB" and row["plm"] == "tiny random BERT" and row["is_synthetic"]

@@ -15,12 +15,12 @@ from pathlib import Path
 import cloudpickle
 import pandas as pd
 import pytest
-
 import test_sweep
+from test_sweep import SPEC, fake_train
+
 from ambcore import runs
 from ambcore.errors import AmbError
 from ambcore.sweep import plan, run_sweep
-from test_sweep import SPEC, fake_train
 
 FOUR_CELLS = SPEC  # two cells x two seeds
 
@@ -60,23 +60,31 @@ def _pids(root: Path) -> dict[str, int]:
 
 
 def test_two_workers_run_every_cell_each_several(tmp_path):
-    result = run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2,
-                       progress=False)  # fmt: skip
+    result = run_sweep(
+        FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2, progress=False
+    )
     assert [o.outcome for o in result.outcomes] == ["trained"] * 4
     pids = _pids(tmp_path)
     assert len(pids) == 4 and len(set(pids.values())) == 2 and os.getpid() not in pids.values()
     assert all(runs.is_done(c.run_dir) for c in plan(result.spec))
     cell_file = json.loads((tmp_path / "amb-text-only" / "seed1" / "sweep.json").read_text())
     assert cell_file["cell"] == "amb-text-only" and cell_file["seed"] == 1
-    again = run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2,
-                      progress=False)  # fmt: skip
+    again = run_sweep(
+        FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2, progress=False
+    )
     assert [o.outcome for o in again.outcomes] == ["skipped"] * 4
 
 
 def test_a_failing_cell_is_recorded_and_its_worker_goes_on(tmp_path):
     (tmp_path / "raise_amb_seed0").touch()
-    result = run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, workers="persistent",
-                       max_parallel=1, progress=False)  # fmt: skip
+    result = run_sweep(
+        FOUR_CELLS,
+        train_fn=logging_train,
+        runs_dir=tmp_path,
+        workers="persistent",
+        max_parallel=1,
+        progress=False,
+    )
     assert [o.outcome for o in result.outcomes] == ["failed", "trained", "trained", "trained"]
     assert "RuntimeError: simulated failure of amb/seed0" in result.failed[0].error
     assert "Traceback" in result.failed[0].details
@@ -85,16 +93,23 @@ def test_a_failing_cell_is_recorded_and_its_worker_goes_on(tmp_path):
 
 def test_a_cell_that_ends_its_worker_fails_and_a_new_worker_takes_the_slot(tmp_path):
     (tmp_path / "exit_amb_seed1").touch()
-    result = run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, workers="persistent",
-                       max_parallel=1, progress=False)  # fmt: skip
+    result = run_sweep(
+        FOUR_CELLS,
+        train_fn=logging_train,
+        runs_dir=tmp_path,
+        workers="persistent",
+        max_parallel=1,
+        progress=False,
+    )
     assert [o.outcome for o in result.outcomes] == ["trained", "failed", "trained", "trained"]
     error = result.failed[0].error
     assert "worker process ended (exit status 3)" in error and "_workers" in error
     pids = _pids(tmp_path)
     assert pids["amb/seed0"] == pids["amb/seed1"] != pids["amb-text-only/seed0"]
     assert pids["amb-text-only/seed0"] == pids["amb-text-only/seed1"]
-    second = run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2,
-                       progress=False)  # fmt: skip
+    second = run_sweep(
+        FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2, progress=False
+    )
     assert [(o.status_before, o.outcome) for o in second.outcomes][1] == ("partial", "resumed")
     assert all(runs.is_done(c.run_dir) for c in plan(second.spec))
 
@@ -102,8 +117,14 @@ def test_a_cell_that_ends_its_worker_fails_and_a_new_worker_takes_the_slot(tmp_p
 def test_fail_fast_stops_the_workers(tmp_path):
     (tmp_path / "raise_amb_seed0").touch()
     with pytest.raises(AmbError, match="fail_fast"):
-        run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, max_parallel=2,
-                  fail_fast=True, progress=False)  # fmt: skip
+        run_sweep(
+            FOUR_CELLS,
+            train_fn=logging_train,
+            runs_dir=tmp_path,
+            max_parallel=2,
+            fail_fast=True,
+            progress=False,
+        )
     from ambcore import interrupt
 
     assert not [p for p in _pids(tmp_path).values() if interrupt._alive(p)]
@@ -111,15 +132,31 @@ def test_fail_fast_stops_the_workers(tmp_path):
 
 def test_costliest_cells_go_first_and_unknown_workers_are_refused(tmp_path):
     cost = {"amb": 1.0, "amb-text-only": 5.0}
-    run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, workers="persistent",
-              max_parallel=1, progress=False, cost=lambda cell: cost[cell.name])  # fmt: skip
-    assert list(_pids(tmp_path)) == ["amb-text-only/seed0", "amb-text-only/seed1",
-                                     "amb/seed0", "amb/seed1"]  # fmt: skip
+    run_sweep(
+        FOUR_CELLS,
+        train_fn=logging_train,
+        runs_dir=tmp_path,
+        workers="persistent",
+        max_parallel=1,
+        progress=False,
+        cost=lambda cell: cost[cell.name],
+    )
+    assert list(_pids(tmp_path)) == [
+        "amb-text-only/seed0",
+        "amb-text-only/seed1",
+        "amb/seed0",
+        "amb/seed1",
+    ]
     with pytest.raises(AmbError, match="unknown sweep workers 'many'"):
         run_sweep(FOUR_CELLS, train_fn=logging_train, runs_dir=tmp_path, workers="many")
     with pytest.raises(AmbError, match="option of the local backend"):
-        run_sweep(FOUR_CELLS, backend="submitit", train_fn=logging_train, runs_dir=tmp_path,
-                  workers="fresh")  # fmt: skip
+        run_sweep(
+            FOUR_CELLS,
+            backend="submitit",
+            train_fn=logging_train,
+            runs_dir=tmp_path,
+            workers="fresh",
+        )
 
 
 def _numbers(run_dir: Path) -> tuple:
@@ -128,8 +165,10 @@ def _numbers(run_dir: Path) -> tuple:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
     history = history[[c for c in history.columns if "second" not in c and "time" not in c]]
-    return ({k: metrics[k] for k in ("test", "valid") if k in metrics},
-            history.to_dict(orient="list"))  # fmt: skip
+    return (
+        {k: metrics[k] for k in ("test", "valid") if k in metrics},
+        history.to_dict(orient="list"),
+    )
 
 
 @pytest.mark.integration
@@ -137,13 +176,22 @@ def _numbers(run_dir: Path) -> tuple:
 def test_persistent_workers_give_the_metrics_of_fresh_processes_bit_for_bit(tmp_path):
     """Two cells of the smoke preset in one persistent worker (the second after the first, in
     the same process) against one fresh process per run: the same numbers, bit for bit."""
-    spec = {"name": "same", "preset": "smoke", "seeds": [0], "overrides": {"max_epochs": 3},
-            "cells": [{"name": "amb", "overrides": {"model": "amb"}},
-                      {"name": "misa", "overrides": {"model": "misa"}}]}  # fmt: skip
-    kept = run_sweep(spec, runs_dir=tmp_path / "kept", workers="persistent", max_parallel=1,
-                     progress=False)  # fmt: skip
-    fresh = run_sweep(spec, runs_dir=tmp_path / "fresh", workers="fresh", max_parallel=1,
-                      progress=False)  # fmt: skip
+    spec = {
+        "name": "same",
+        "preset": "smoke",
+        "seeds": [0],
+        "overrides": {"max_epochs": 3},
+        "cells": [
+            {"name": "amb", "overrides": {"model": "amb"}},
+            {"name": "misa", "overrides": {"model": "misa"}},
+        ],
+    }
+    kept = run_sweep(
+        spec, runs_dir=tmp_path / "kept", workers="persistent", max_parallel=1, progress=False
+    )
+    fresh = run_sweep(
+        spec, runs_dir=tmp_path / "fresh", workers="fresh", max_parallel=1, progress=False
+    )
     assert [o.outcome for o in kept.outcomes + fresh.outcomes] == ["trained"] * 4
     for cell in ("amb", "misa"):
         a, b = (_numbers(tmp_path / way / cell / "seed0") for way in ("kept", "fresh"))

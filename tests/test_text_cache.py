@@ -61,7 +61,7 @@ def trained(tmp_path_factory):
 
 
 class _CountingCache(TextCache):
-    made: list["_CountingCache"] = []
+    made: list[_CountingCache] = []
 
     def __init__(self, model):
         super().__init__(model)
@@ -69,8 +69,9 @@ class _CountingCache(TextCache):
 
 
 def _curve(run_dir, reuse: bool) -> pd.DataFrame:
-    return robustness.robustness_curve(run_dir, NOISE_KINDS, rates=RATES, n_draws=N_DRAWS,
-                                       reuse_text=reuse)  # fmt: skip
+    return robustness.robustness_curve(
+        run_dir, NOISE_KINDS, rates=RATES, n_draws=N_DRAWS, reuse_text=reuse
+    )
 
 
 @pytest.mark.slow
@@ -151,8 +152,11 @@ def test_noisy_loader_keeps_batch_order_and_text_for_visual_and_acoustic_noise()
     info = TokenizerInfo.from_tokenizer(tokenizer)
     for kind in NOISE_KINDS:
         for grain in ("step", "element"):
-            noisy = list(robustness._NoisyLoader(batches, kind, 1.0, torch.Generator().manual_seed(0),
-                                                 info, grain))  # fmt: skip
+            noisy = list(
+                robustness._NoisyLoader(
+                    batches, kind, 1.0, torch.Generator().manual_seed(0), info, grain
+                )
+            )
             assert [b.ids for b in noisy] == [b.ids for b in batches]
             same_text = [torch.equal(n.input_ids, b.input_ids) for n, b in zip(noisy, batches)]
             assert all(same_text) == (kind in AV_KINDS), kind
@@ -167,7 +171,9 @@ def test_cache_refuses_a_changed_text_and_another_model():
         cache(apply_noise(batches[0], "visual", 1.0, torch.Generator().manual_seed(0)).batch)
         assert (cache.misses, cache.hits) == (1, 1)
         for kind in TEXT_KINDS:
-            changed = apply_noise(batches[0], kind, 1.0, torch.Generator().manual_seed(0), info).batch
+            changed = apply_noise(
+                batches[0], kind, 1.0, torch.Generator().manual_seed(0), info
+            ).batch
             with pytest.raises(ValueError, match="differs"):
                 cache(changed)
     cfg = _cfg(REUSING["amb-full"])

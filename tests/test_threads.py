@@ -57,30 +57,44 @@ def test_child_environment_restores(monkeypatch):
 
 
 def _clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "AMB_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "AMB_THREADS")
+    }
     return {**env, **extra}
 
 
 def test_import_ambcore_sets_passive_wait_before_torch_loads():
-    code = ("import sys, ambcore, os; print(os.environ.get('OMP_WAIT_POLICY'));"
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True,
-                         text=True, check=True).stdout.split()
+    code = (
+        "import sys, ambcore, os; print(os.environ.get('OMP_WAIT_POLICY'));"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["PASSIVE", "False"]  # set, and torch not loaded yet: it loads after, with it
     # a user's own setting is kept
-    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(OMP_WAIT_POLICY="ACTIVE"),
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_clean_env(OMP_WAIT_POLICY="ACTIVE"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out[0] == "ACTIVE"
 
 
 def test_threads_option_sets_torch_threads():
-    code = ("from ambcore.cli import build_parser; from ambcore.threads import apply_threads;"
-            "import torch; a = build_parser().parse_args(['bench', '--threads', '1']);"
-            "print(apply_threads(a.threads), torch.get_num_threads())")
+    code = (
+        "from ambcore.cli import build_parser; from ambcore.threads import apply_threads;"
+        "import torch; a = build_parser().parse_args(['bench', '--threads', '1']);"
+        "print(apply_threads(a.threads), torch.get_num_threads())"
+    )
     code += ";import os; print(os.environ['AMB_THREADS'])"
-    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(), capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_clean_env(), capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["1", "1", "1"]  # and the processes it starts take 1 thread each too
 
 
@@ -118,8 +132,11 @@ def test_sweep_workers_share_the_cores(tmp_path, monkeypatch):
     seen = {}
 
     def fake_run_sweep(spec, **kwargs):
-        seen.update(threads=os.environ["OMP_NUM_THREADS"], policy=os.environ["OMP_WAIT_POLICY"],
-                    parallel=kwargs["max_parallel"])
+        seen.update(
+            threads=os.environ["OMP_NUM_THREADS"],
+            policy=os.environ["OMP_WAIT_POLICY"],
+            parallel=kwargs["max_parallel"],
+        )
         raise SystemExit(0)
 
     monkeypatch.setattr(sweep_command, "run_sweep", fake_run_sweep)

@@ -63,8 +63,16 @@ def _same_run_results(a: Path, b: Path) -> None:
 def test_smoke_run_writes_every_artifact(reference_run):
     run_dir, result = reference_run
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "env.json", "history.csv", "metrics.json", "test_predictions.csv",
-            "best", "last", "DONE"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "env.json",
+        "history.csv",
+        "metrics.json",
+        "test_predictions.csv",
+        "best",
+        "last",
+        "DONE",
+    } <= names
     assert not [p for p in run_dir.rglob("*") if p.suffix in {".pkl", ".pt", ".pth", ".bin"}]
     assert not [p for p in run_dir.rglob("*.tmp")]
 
@@ -124,8 +132,9 @@ def test_resume_after_interruption_equals_uninterrupted(reference_run, tmp_path)
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_and_evaluate(smoke_config(), target, progress=False,
-                           on_epoch_end=crash_after_first_epoch)  # fmt: skip
+        train_and_evaluate(
+            smoke_config(), target, progress=False, on_epoch_end=crash_after_first_epoch
+        )
     assert not (target / "DONE").exists() and (target / "last" / "state.json").exists()
     with pytest.raises(AmbError, match="unfinished run"):
         train_and_evaluate(smoke_config(), target, progress=False)
@@ -160,9 +169,10 @@ def test_evaluate_run_reproduces_metrics_and_predict_covers_every_split(referenc
     on_disk = pd.read_csv(tmp_path / "preds.csv")
     assert list(on_disk.columns) == ["split", "id", "y_true", "y_pred"]
     assert on_disk["split"].value_counts().to_dict() == {
-        "train": cfg.synthetic_n_train, "valid": cfg.synthetic_n_valid,
+        "train": cfg.synthetic_n_train,
+        "valid": cfg.synthetic_n_valid,
         "test": cfg.synthetic_n_test,
-    }  # fmt: skip
+    }
     assert len(frame) == len(on_disk)
     test_rows = on_disk[on_disk["split"] == "test"].reset_index(drop=True)
     saved = pd.read_csv(run_dir / "test_predictions.csv")
@@ -175,13 +185,21 @@ def test_evaluate_run_reproduces_metrics_and_predict_covers_every_split(referenc
 
 def test_cli_unknown_preset_and_key_list_the_valid_ones(tmp_path, capsys):
     assert cli_main(["train", "--preset", "nope", "--out", str(tmp_path / "r")]) == 2  # usage
-    assert "invalid choice: 'nope' (choose from 'smoke', 'embedded', 'paper')" in capsys.readouterr().err
-    assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
-                     "--set", "learning_rate=1"]) == 1  # fmt: skip
+    assert (
+        "invalid choice: 'nope' (choose from 'smoke', 'embedded', 'paper')"
+        in capsys.readouterr().err
+    )
+    assert (
+        cli_main(
+            ["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", "learning_rate=1"]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "unknown config key(s) 'learning_rate'" in err and "lr" in err
-    assert cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"),
-                     "--set", "lr"]) == 1  # fmt: skip
+    assert (
+        cli_main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", "lr"]) == 1
+    )
     assert "key=value" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -193,8 +211,10 @@ def test_cli_evaluate_and_predict(reference_run, tmp_path, capsys):
     assert cli_main(["evaluate", str(run_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["is_synthetic"] and out["test"]["mae"] == pytest.approx(result.test["mae"])
-    assert cli_main(["predict", str(run_dir), "--data", "synthetic",
-                     "--out", str(tmp_path / "p.csv")]) == 0  # fmt: skip
+    assert (
+        cli_main(["predict", str(run_dir), "--data", "synthetic", "--out", str(tmp_path / "p.csv")])
+        == 0
+    )
     assert "wrote" in capsys.readouterr().out and (tmp_path / "p.csv").exists()
 
 
@@ -213,8 +233,19 @@ def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path):
     """A real ``kill -9`` in the middle of training, then ``--resume`` from the CLI."""
     run_dir, _ = reference_run
     target = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "ambcore", "train", "--preset", "smoke", "--seed", "0",
-           "--out", str(target), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "ambcore",
+        "train",
+        "--preset",
+        "smoke",
+        "--seed",
+        "0",
+        "--out",
+        str(target),
+        "--no-progress",
+    ]
     for key, value in OVERRIDES.items():
         cmd += ["--set", f"{key}={value}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -237,11 +268,29 @@ def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path):
 def test_torchrun_two_processes_gloo(tmp_path):
     """DistributedDataParallel on the CPU (gloo): two ranks train, rank 0 alone writes."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "ambcore", "train", "--preset", "smoke", "--out", str(out), "--no-progress",
-           "--set", "max_epochs=1"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(PROJECT_ROOT)}  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "ambcore",
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "max_epochs=1",
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained 1 epoch(s)") == 1  # only rank 0 reports
@@ -257,9 +306,11 @@ def test_seeding_requests_deterministic_kernels_without_loading_the_compiler():
     import subprocess
     import sys
 
-    code = ("import sys, torch; from ambcore.seeding import seed_everything; seed_everything(3); "
-            "print(torch.are_deterministic_algorithms_enabled(), "
-            "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, torch; from ambcore.seeding import seed_everything; seed_everything(3); "
+        "print(torch.are_deterministic_algorithms_enabled(), "
+        "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "False"]
 
@@ -309,12 +360,16 @@ def test_cli_predict_is_model_predict(reference_run, tmp_path):
     from ambcore.data import load_dataset
 
     run_dir, _ = reference_run
-    assert cli_main(["predict", str(run_dir), "--data", "synthetic", "--out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        cli_main(["predict", str(run_dir), "--data", "synthetic", "--out", str(tmp_path / "p.csv")])
+        == 0
+    )
     on_disk = pd.read_csv(tmp_path / "p.csv")
     library = predict(run_dir, "synthetic", tmp_path / "q.csv")  # the evaluation loop's numbers
     pd.testing.assert_frame_equal(on_disk, pd.read_csv(tmp_path / "q.csv"), atol=1e-6)
     assert len(library) == len(on_disk)
     train = load_dataset("synthetic", smoke_config())["train"]
-    scores = ambcore.from_pretrained(run_dir).predict(train.texts, train.visual, train.acoustic,
-                                                      batch_size=7)  # fmt: skip
+    scores = ambcore.from_pretrained(run_dir).predict(
+        train.texts, train.visual, train.acoustic, batch_size=7
+    )
     np.testing.assert_allclose(scores, on_disk[on_disk["split"] == "train"]["y_pred"], atol=1e-6)

@@ -28,8 +28,12 @@ def test_recipes_are_config_values():
     assert ORIGINAL_MOSEI_SETTINGS["grad_clip_mode"] == "value"
     assert ORIGINAL_MOSEI_SETTINGS["lr_halvings"] == 2
     assert ORIGINAL_SETTINGS["optimizer"] == "adamw" and ORIGINAL_SETTINGS["warmup_ratio"] == 0.1
-    for bad in ({"optimizer": "sgd"}, {"grad_clip_mode": "max"}, {"warmup_ratio": 1.0},
-                {"lr_halvings": -1}):  # fmt: skip
+    for bad in (
+        {"optimizer": "sgd"},
+        {"grad_clip_mode": "max"},
+        {"warmup_ratio": 1.0},
+        {"lr_halvings": -1},
+    ):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             get_config("smoke", **bad)
 
@@ -131,8 +135,9 @@ def _expected_lrs(valid_mae, lr, patience, halvings):
 
 # A learning rate far too high for the tiny model: the validation MAE stops improving quickly,
 # so patience runs out within the epochs and the halvings happen.
-HALVING = dict(max_epochs=8, patience=1, lr_halvings=2, lr=0.3, grad_clip=1.0,
-               grad_clip_mode="value")  # fmt: skip
+HALVING = dict(
+    max_epochs=8, patience=1, lr_halvings=2, lr=0.3, grad_clip=1.0, grad_clip_mode="value"
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +150,9 @@ def halving_run(tmp_path_factory):
 def test_lr_halving_follows_the_patience_rule(halving_run):
     history = runs.read_history(halving_run)
     metrics = runs.read_metrics(halving_run)
-    expected, done = _expected_lrs(history["valid_mae"], HALVING["lr"], HALVING["patience"],
-                                   HALVING["lr_halvings"])  # fmt: skip
+    expected, done = _expected_lrs(
+        history["valid_mae"], HALVING["lr"], HALVING["patience"], HALVING["lr_halvings"]
+    )
     assert history["lr"].tolist() == pytest.approx(expected)
     assert len(history) == len(expected)
     assert metrics["lr_halvings_done"] == done >= 1, "the run never exhausted its patience"
@@ -164,8 +170,11 @@ def test_resume_with_a_recipe_equals_uninterrupted(halving_run, tmp_path, recipe
         cfg, reference = get_config("smoke", **HALVING), halving_run
         crash_at = int(runs.read_history(halving_run)["lr"].lt(HALVING["lr"]).idxmax()) + 1
     else:
-        cfg = get_config("smoke", **ORIGINAL_SETTINGS | {"max_epochs": 3, "patience": 5,
-                                                         "batch_size": 16, "max_text_len": 64})
+        cfg = get_config(
+            "smoke",
+            **ORIGINAL_SETTINGS
+            | {"max_epochs": 3, "patience": 5, "batch_size": 16, "max_text_len": 64},
+        )
         reference = tmp_path / "reference"
         train_and_evaluate(cfg, reference, progress=False)
         crash_at = 1

@@ -21,11 +21,23 @@ from ambcore.paths import PROJECT_ROOT
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 
 
-def write_spec(tmp_path: Path, n_trials=2, cells=("amb", "misa", "mag-bert"),
-               sweep=EXPERIMENTS / "recipes_smoke.yaml", space=EXPERIMENTS / "search_space.yaml"):  # fmt: skip
-    spec = {"name": "t", "sweep": str(sweep), "cells": list(cells), "space": str(space),
-            "n_trials": n_trials, "seed": 100, "runs_dir": "tune",  # inside AMB_RUNS = tmp_path
-            "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1}}  # fmt: skip
+def write_spec(
+    tmp_path: Path,
+    n_trials=2,
+    cells=("amb", "misa", "mag-bert"),
+    sweep=EXPERIMENTS / "recipes_smoke.yaml",
+    space=EXPERIMENTS / "search_space.yaml",
+):
+    spec = {
+        "name": "t",
+        "sweep": str(sweep),
+        "cells": list(cells),
+        "space": str(space),
+        "n_trials": n_trials,
+        "seed": 100,
+        "runs_dir": "tune",  # inside AMB_RUNS = tmp_path
+        "pruner": {"n_startup_trials": 2, "n_warmup_steps": 1},
+    }
     path = tmp_path / "tune.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     return path
@@ -50,8 +62,9 @@ class FakeTrain:
             dataset["test"]
         self.calls.append(Path(run_dir).name)
         mae = 0.5 + abs(math.log10(cfg.lr) + 3)
-        runs.write_csv(Path(run_dir) / "history.csv", [{"epoch": 1, "valid_mae": mae}],
-                       runs.HISTORY_COLUMNS)  # fmt: skip
+        runs.write_csv(
+            Path(run_dir) / "history.csv", [{"epoch": 1, "valid_mae": mae}], runs.HISTORY_COLUMNS
+        )
         on_epoch_end(1)
         return SimpleNamespace(valid={"mae": mae})
 
@@ -67,10 +80,16 @@ def smoke_data():
 
 def test_search_spaces_are_data_with_a_reason_per_range(tmp_path):
     space = tune.load_space(EXPERIMENTS / "search_space.yaml")
-    for model, dropout in (("amb", "dropout"), ("misa", "misa_dropout"), ("mag-bert", "mag_dropout")):
+    for model, dropout in (
+        ("amb", "dropout"),
+        ("misa", "misa_dropout"),
+        ("mag-bert", "mag_dropout"),
+    ):
         lr = space[model]["lr"]
         assert lr.log and lr.factor > 1 and lr.reason
-        assert space[model][dropout].reason and space[model][dropout].low < space[model][dropout].high
+        assert (
+            space[model][dropout].reason and space[model][dropout].low < space[model][dropout].high
+        )
     bad = tmp_path / "space.yaml"
     bad.write_text("models:\n  amb:\n    lr: {factor: 10, log: true}\n", encoding="utf-8")
     with pytest.raises(AmbError, match=r"space.yaml: models.amb.lr: a range needs 'reason'"):
@@ -91,9 +110,18 @@ def test_ranges_are_centred_on_each_recipe(tmp_path):
 
 def test_cells_with_different_epoch_budgets_are_refused(tmp_path):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"preset": "smoke", "cells": [
-        {"name": "amb", "overrides": {"model": "amb"}},
-        {"name": "misa", "overrides": {"model": "misa", "max_epochs": 5}}]}), encoding="utf-8")  # fmt: skip
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "preset": "smoke",
+                "cells": [
+                    {"name": "amb", "overrides": {"model": "amb"}},
+                    {"name": "misa", "overrides": {"model": "misa", "max_epochs": 5}},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(AmbError, match="different epoch budgets.*misa: max_epochs=5"):
         tune.load_tune_spec(write_spec(tmp_path, cells=("amb", "misa"), sweep=sweep))
 
@@ -156,7 +184,10 @@ def test_tiny_smoke_study_never_evaluates_test(tmp_path, capsys):
     assert saved["git"]["revision"] and saved["machine"]["cpus"] and saved["date"]
     finished = [t for t in saved["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
     assert {c: sum(t["cell"] == c for t in finished) for c in saved["chosen"]} == {
-        "amb": 2, "misa": 2, "mag-bert": 2}
+        "amb": 2,
+        "misa": 2,
+        "mag-bert": 2,
+    }
     for cell, chosen in saved["chosen"].items():
         lr = chosen["params"]["lr"]
         recipe = {"amb": 1e-3, "misa": 1e-4, "mag-bert": 1e-5}[cell]
@@ -175,13 +206,18 @@ def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smo
     same, how = tune.ensure_record(spec_path, record_path, train_fn=again, dataset=smoke_data)
     assert how == "read" and again.calls == [] and same == record
     fresh = FakeTrain()
-    _, how = tune.ensure_record(spec_path, record_path, retune=True, train_fn=fresh,
-                                dataset=smoke_data)  # fmt: skip
+    _, how = tune.ensure_record(
+        spec_path, record_path, retune=True, train_fn=fresh, dataset=smoke_data
+    )
     assert how == "tuned" and len(fresh.calls) == 4  # every trial trained anew
     assert len(list((tmp_path / "tune").glob("amb.*.old"))) == 1
     bigger = FakeTrain()
-    _, how = tune.ensure_record(write_spec(tmp_path, n_trials=3, cells=("amb", "misa")),
-                                record_path, train_fn=bigger, dataset=smoke_data)  # fmt: skip
+    _, how = tune.ensure_record(
+        write_spec(tmp_path, n_trials=3, cells=("amb", "misa")),
+        record_path,
+        train_fn=bigger,
+        dataset=smoke_data,
+    )
     # another spec: its journals are set aside, never extended, and every trial trains anew
     assert how == "tuned" and len(bigger.calls) == 6
     assert (tmp_path / "tune" / "amb" / "study.journal.stale-1").exists()
@@ -189,8 +225,10 @@ def test_the_record_is_read_when_it_matches_and_produced_otherwise(tmp_path, smo
     summary = tune.record_summary(json.loads(record_path.read_text(encoding="utf-8")))
     assert list(summary["cell"]) == ["amb", "misa"] and list(summary["trials"]) == [3, 3]
     assert summary["chosen"].str.contains("lr=").all()
-    best = {t["cell"]: min(x["value"] for x in record["trials"] if x["cell"] == t["cell"])
-            for t in record["trials"]}  # fmt: skip
+    best = {
+        t["cell"]: min(x["value"] for x in record["trials"] if x["cell"] == t["cell"])
+        for t in record["trials"]
+    }
     assert record["chosen"]["amb"]["value"] == best["amb"]
     fig = tune.trials_figure(json.loads(record_path.read_text(encoding="utf-8")))
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "amb"
@@ -207,16 +245,25 @@ def test_the_chapter_shows_the_record_the_runs_use(tmp_path, monkeypatch, smoke_
     committed, said = tune.book_record("smoke")
     assert said == "read from tuning_smoke.json in the project's results/"
     assert committed == tune.current_record("smoke")
-    mine = tune.ensure_record(tune.spec_for_preset("smoke"), results / "tuning_smoke.json",
-                              retune=True, train_fn=FakeTrain(), dataset=smoke_data)[0]  # fmt: skip
+    mine = tune.ensure_record(
+        tune.spec_for_preset("smoke"),
+        results / "tuning_smoke.json",
+        retune=True,
+        train_fn=FakeTrain(),
+        dataset=smoke_data,
+    )[0]
     record, said = tune.book_record("smoke")
-    assert record == mine != committed and said == "read from tuning_smoke.json in the results folder"
+    assert (
+        record == mine != committed and said == "read from tuning_smoke.json in the results folder"
+    )
     (results / "tuning_smoke.json").write_text(json.dumps(dict(mine, fingerprint="0" * 16)))
     assert tune.book_record("smoke")[0] == committed  # a stale record is passed over
     other = write_spec(tmp_path, n_trials=7, cells=("amb",))
     monkeypatch.setattr(tune, "spec_for_preset", lambda preset: other)
     record, said = tune.book_record("smoke")
-    assert record is None and said.startswith("no record matching experiments/") and "recipes'" in said
+    assert (
+        record is None and said.startswith("no record matching experiments/") and "recipes'" in said
+    )
 
 
 def test_a_recipe_outside_its_range_is_refused(tmp_path):
@@ -238,9 +285,14 @@ def test_the_tuning_seed_is_not_an_evaluation_seed(tmp_path):
 def test_chosen_values_by_cell_then_model():
     """A tuned cell takes its own study's values; another cell of the same model takes those of
     the cell named like the model (AMB's variants take AMB's, not AMB-FT's)."""
-    record = {"models": {"amb-ft": "amb", "amb": "amb", "mag": "mag-bert"},
-              "chosen": {"amb-ft": {"params": {"lr": 1e-4}}, "amb": {"params": {"lr": 2e-3}},
-                         "mag": {"params": {"lr": 3e-5}}}}  # fmt: skip
+    record = {
+        "models": {"amb-ft": "amb", "amb": "amb", "mag": "mag-bert"},
+        "chosen": {
+            "amb-ft": {"params": {"lr": 1e-4}},
+            "amb": {"params": {"lr": 2e-3}},
+            "mag": {"params": {"lr": 3e-5}},
+        },
+    }
     assert tune.chosen_values(record, "mag", "mag-bert") == {"lr": 3e-5}
     assert tune.chosen_values(record, "amb-ft", "amb") == {"lr": 1e-4}
     assert tune.chosen_values(record, "amb-no-text", "amb") == {"lr": 2e-3}
@@ -267,7 +319,9 @@ def test_the_committed_records_match_their_specs():
     new record would silently fall back to the recipes, so it fails here instead."""
     for preset in ("smoke", "embedded"):
         path = paths.PROJECT_ROOT / "results" / tune.record_name(preset)
-        assert path.exists(), f"{path} missing: python -m ambcore tune experiments/tune_{preset}.yaml --record results/{path.name}"
+        assert path.exists(), (
+            f"{path} missing: python -m ambcore tune experiments/tune_{preset}.yaml --record results/{path.name}"
+        )
         saved = json.loads(path.read_text(encoding="utf-8"))
         wanted = tune.fingerprint(tune.load_tune_spec(tune.spec_for_preset(preset)))
         assert saved["fingerprint"] == wanted, f"{path} is stale: rerun the tuning (--retune)"
@@ -279,9 +333,14 @@ def _finished_trials(journal: Path, cell: str):
 
     if not journal.exists():
         return []
-    study = optuna.load_study(study_name=cell, storage=JournalStorage(JournalFileBackend(str(journal))))
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]  # fmt: skip
+    study = optuna.load_study(
+        study_name=cell, storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
 
 
 def test_kill_9_during_a_study_and_resume(tmp_path):
@@ -296,11 +355,17 @@ def test_kill_9_during_a_study_and_resume(tmp_path):
     spec = write_spec(tmp_path, n_trials=3, cells=("amb",))
     journal = tmp_path / "tune" / "amb" / tune.STUDY_FILE
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ambcore", "tune", str(spec)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ambcore", "tune", str(spec)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 240
-        while not _finished_trials(journal, "amb") and proc.poll() is None and time.time() < deadline:
+        while (
+            not _finished_trials(journal, "amb") and proc.poll() is None and time.time() < deadline
+        ):
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -320,19 +385,28 @@ def test_kill_9_during_a_study_and_resume(tmp_path):
 
 def test_bounds_written_as_yaml_strings_are_numbers(tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("models:\n  amb:\n    lr: {low: 1e-5, high: 1e-3, log: true, reason: r}\n",
-                     encoding="utf-8")  # fmt: skip
+    space.write_text(
+        "models:\n  amb:\n    lr: {low: 1e-5, high: 1e-3, log: true, reason: r}\n", encoding="utf-8"
+    )
     r = tune.load_space(space)["amb"]["lr"]  # YAML 1.1 reads 1e-5 as a string
     assert (r.low, r.high) == (1e-5, 1e-3)
 
 
 def test_record_status_names_what_produced_the_record():
-    record = {"git": {"revision": "0123456789abcdef"}, "date": "2026-12-01T05:00:00+0000",
-              "machine": {"hostname": "box", "cpus": 2}, "data": "synthetic", "plm": "embedded",
-              "n_trials": 10, "max_epochs": 4}  # fmt: skip
+    record = {
+        "git": {"revision": "0123456789abcdef"},
+        "date": "2026-12-01T05:00:00+0000",
+        "machine": {"hostname": "box", "cpus": 2},
+        "data": "synthetic",
+        "plm": "embedded",
+        "n_trials": 10,
+        "max_epochs": 4,
+    }
     said = tune.record_status(record, "read from x")
-    assert said == ("read from x (git 0123456789, 2026-12-01T05:00:00+0000, box, 2 CPUs; data "
-                    "synthetic, PLM embedded; 10 trials of at most 4 epochs)")
+    assert said == (
+        "read from x (git 0123456789, 2026-12-01T05:00:00+0000, box, 2 CPUs; data "
+        "synthetic, PLM embedded; 10 trials of at most 4 epochs)"
+    )
     record["git"]["dirty"] = True
     assert "(git 0123456789 with uncommitted changes, " in tune.record_status(record, "x")
 
@@ -341,11 +415,17 @@ def test_every_study_starts_at_the_recipe(tmp_path, smoke_data):
     """The first trial of each study is the cell's recipe exactly (every parameter of its space;
     new_params_lr 0, "the same as lr", is lr), so the chosen values are never worse on
     validation than the recipe; a cell with a space of its own (AMB-FT) uses it."""
-    spec = tune.load_tune_spec(write_spec(tmp_path, n_trials=2, cells=("misa", "mag-bert", "amb-ft")))
+    spec = tune.load_tune_spec(
+        write_spec(tmp_path, n_trials=2, cells=("misa", "mag-bert", "amb-ft"))
+    )
     cells = dict(spec.cells)
     misa_point = tune.recipe_point(tune.space_of(spec.space, "misa", cells["misa"]), cells["misa"])
     assert misa_point == {"lr": 1e-4, "new_params_lr": 1e-4, "misa_dropout": 0.5}
-    assert set(tune.space_of(spec.space, "amb-ft", cells["amb-ft"])) == {"lr", "new_params_lr", "dropout"}
+    assert set(tune.space_of(spec.space, "amb-ft", cells["amb-ft"])) == {
+        "lr",
+        "new_params_lr",
+        "dropout",
+    }
     fake = FakeTrain()
     studies = tune.tune(spec, train_fn=fake, dataset=smoke_data, progress=False)
     for cell, study in studies.items():
@@ -367,11 +447,17 @@ def test_a_pruned_trial_is_checked_at_its_last_reported_epoch(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,valid_mae\n1,1.26\n2,1.29\n3,1.32\n")
 
     def trial(state, value, steps):
-        return SimpleNamespace(state=SimpleNamespace(name=state), value=value,
-                               intermediate_values=steps, user_attrs={"run_dir": "x"})  # fmt: skip
+        return SimpleNamespace(
+            state=SimpleNamespace(name=state),
+            value=value,
+            intermediate_values=steps,
+            user_attrs={"run_dir": "x"},
+        )
 
     steps = {1: 1.26, 2: 1.29, 3: 1.32}
     assert tune._trial_value_problem(trial("PRUNED", 1.32, steps), tmp_path) is None
     assert "pruned at epoch 3" in tune._trial_value_problem(trial("PRUNED", 1e-9, steps), tmp_path)
     assert tune._trial_value_problem(trial("COMPLETE", 1.26, steps), tmp_path) is None
-    assert "best validation MAE is 1.26" in tune._trial_value_problem(trial("COMPLETE", 1.32, steps), tmp_path)
+    assert "best validation MAE is 1.26" in tune._trial_value_problem(
+        trial("COMPLETE", 1.32, steps), tmp_path
+    )

@@ -13,16 +13,16 @@ run_benchmark``).
 """
 
 from ambcore.bench.training import *  # noqa: F401,F403
-from ambcore.bench.training import __all__ as _training_all
 from ambcore.bench.training import (  # noqa: F401  (used by tests and the memory worker)
     DEFAULT_MODELS,
-    _ModelBench,
     _environment,
+    _ModelBench,
     _targets,
     _worker,
     measure_memory,
     paired_steps,
     targets_frame,
 )
+from ambcore.bench.training import __all__ as _training_all
 
 __all__ = list(_training_all)

@@ -19,15 +19,22 @@ are counted, the second timed. The FLOPs are also counted with every utterance p
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from ambcore.config import Config, get_config
 
-__all__ = ["MOSEI_SIZES", "ESTIMATE_TFLOPS", "paper_geometry", "epoch_seconds_at",
-           "paper_geometry_frame", "format_lines"]
+__all__ = [
+    "MOSEI_SIZES",
+    "ESTIMATE_TFLOPS",
+    "paper_geometry",
+    "epoch_seconds_at",
+    "paper_geometry_frame",
+    "format_lines",
+]
 
 MOSEI_SIZES = {"train": 16326, "valid": 1871, "test": 4659}  # CMU-MOSEI's standard splits
 ESTIMATE_TFLOPS = (10.0, 50.0)  # sustained rates the Status page turns into epoch estimates
@@ -35,10 +42,15 @@ ESTIMATE_TFLOPS = (10.0, 50.0)  # sustained rates the Status page turns into epo
 
 def _paper_config(plm: str | Path, device: str, preset: str = "paper") -> Config:
     base = get_config(preset, plm=str(plm), data="synthetic", device=device)
-    return get_config(preset, plm=str(plm), data="synthetic", device=device,
-                      synthetic_n_train=2 * base.batch_size,
-                      synthetic_n_valid=2 * base.eval_batch_size,
-                      synthetic_n_test=base.eval_batch_size)  # fmt: skip
+    return get_config(
+        preset,
+        plm=str(plm),
+        data="synthetic",
+        device=device,
+        synthetic_n_train=2 * base.batch_size,
+        synthetic_n_valid=2 * base.eval_batch_size,
+        synthetic_n_test=base.eval_batch_size,
+    )
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -52,9 +64,16 @@ def _timed(fn, device: torch.device) -> float:
 
 
 def _one_model(name: str, base: Config, dataset, tokenizer, device: torch.device) -> dict[str, Any]:
-    from ambcore.bench.training import (_build, _epoch_generator, _make_optimizer, bench_config,
-                                        count_flops, fast_loader, fast_train_epoch,
-                                        naive_loader)  # fmt: skip
+    from ambcore.bench.training import (
+        _build,
+        _epoch_generator,
+        _make_optimizer,
+        bench_config,
+        count_flops,
+        fast_loader,
+        fast_train_epoch,
+        naive_loader,
+    )
 
     cfg = bench_config(base, name)
     model = _build(cfg, dataset, device)
@@ -80,36 +99,59 @@ def _one_model(name: str, base: Config, dataset, tokenizer, device: torch.device
     epoch = {"train": per_train * MOSEI_SIZES["train"], "valid": per_eval * MOSEI_SIZES["valid"]}
     # The same with every utterance padded to max_text_len (the thesis' fixed padding of
     # aligned_50; the upper bound for MOSEI, whose utterances are mostly shorter)
-    padded_train = next(iter(naive_loader(dataset["train"], tokenizer, cfg, True,
-                                          _epoch_generator(cfg, 1))))  # fmt: skip
+    padded_train = next(
+        iter(naive_loader(dataset["train"], tokenizer, cfg, True, _epoch_generator(cfg, 1)))
+    )
     padded_valid = next(iter(naive_loader(dataset["valid"], tokenizer, cfg, False)))
-    padded = {"train": count_flops(lambda: step(padded_train)) / len(padded_train.labels),
-              "eval": count_flops(lambda: evaluate(padded_valid)) / len(padded_valid.labels)}
-    padded_epoch = {"train": padded["train"] * MOSEI_SIZES["train"],
-                    "valid": padded["eval"] * MOSEI_SIZES["valid"]}  # fmt: skip
+    padded = {
+        "train": count_flops(lambda: step(padded_train)) / len(padded_train.labels),
+        "eval": count_flops(lambda: evaluate(padded_valid)) / len(padded_valid.labels),
+    }
+    padded_epoch = {
+        "train": padded["train"] * MOSEI_SIZES["train"],
+        "valid": padded["eval"] * MOSEI_SIZES["valid"],
+    }
     return {
         "config": {k: getattr(cfg, k) for k in ("model", "text_adaptation", "finetune_layers")},
         "trainable_params": sum(p.numel() for p in trainable),
         "total_params": sum(p.numel() for p in model.parameters()),
-        "train_step": {"batch": len(train[0].labels), "flops": train_flops, "seconds": step_s,
-                       "gflop_per_s": train_flops / 1e9 / step_s},
-        "eval_batch": {"batch": len(valid[0].labels), "flops": eval_flops, "seconds": eval_s,
-                       "gflop_per_s": eval_flops / 1e9 / eval_s},
+        "train_step": {
+            "batch": len(train[0].labels),
+            "flops": train_flops,
+            "seconds": step_s,
+            "gflop_per_s": train_flops / 1e9 / step_s,
+        },
+        "eval_batch": {
+            "batch": len(valid[0].labels),
+            "flops": eval_flops,
+            "seconds": eval_s,
+            "gflop_per_s": eval_flops / 1e9 / eval_s,
+        },
         "text_tokens_per_utterance": {
-            "train": train[0].input_ids.shape[1], "eval": valid[0].input_ids.shape[1]},
+            "train": train[0].input_ids.shape[1],
+            "eval": valid[0].input_ids.shape[1],
+        },
         "flops_per_utterance": {"train": per_train, "eval": per_eval},
         "mosei_epoch_flops": {**epoch, "total": epoch["train"] + epoch["valid"]},
         "padded_text_tokens": padded_train.input_ids.shape[1],
         "flops_per_utterance_padded": padded,
-        "mosei_epoch_flops_padded": {**padded_epoch,
-                                     "total": padded_epoch["train"] + padded_epoch["valid"]},
-        "mosei_epoch_s_here": (MOSEI_SIZES["train"] / len(train[0].labels) * step_s
-                               + MOSEI_SIZES["valid"] / len(valid[0].labels) * eval_s),
-    }  # fmt: skip
+        "mosei_epoch_flops_padded": {
+            **padded_epoch,
+            "total": padded_epoch["train"] + padded_epoch["valid"],
+        },
+        "mosei_epoch_s_here": (
+            MOSEI_SIZES["train"] / len(train[0].labels) * step_s
+            + MOSEI_SIZES["valid"] / len(valid[0].labels) * eval_s
+        ),
+    }
 
 
-def paper_geometry(plm: str | Path, models: Iterable[str] = ("amb", "amb-ft"),
-                   device: str = "cpu", preset: str = "paper") -> dict[str, Any]:  # fmt: skip
+def paper_geometry(
+    plm: str | Path,
+    models: Iterable[str] = ("amb", "amb-ft"),
+    device: str = "cpu",
+    preset: str = "paper",
+) -> dict[str, Any]:
     """The cost record of ``models`` at the geometry of ``plm`` (a bert-base stand-in folder)
     with the paper preset's batch sizes and text length; see the module docstring."""
     from ambcore.bench.training import _load_data
@@ -122,8 +164,11 @@ def paper_geometry(plm: str | Path, models: Iterable[str] = ("amb", "amb-ft"),
     geometry = plm_config(base.plm)
     return {
         "plm": str(plm),
-        "plm_geometry": {"layers": geometry.num_hidden_layers, "hidden": geometry.hidden_size,
-                         "heads": geometry.num_attention_heads},  # fmt: skip
+        "plm_geometry": {
+            "layers": geometry.num_hidden_layers,
+            "hidden": geometry.hidden_size,
+            "heads": geometry.num_attention_heads,
+        },
         "preset": preset,
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
@@ -133,13 +178,14 @@ def paper_geometry(plm: str | Path, models: Iterable[str] = ("amb", "amb-ft"),
         "mosei_sizes": dict(MOSEI_SIZES),
         "models": {name: _one_model(name, base, dataset, tokenizer, dev) for name in models},
         "note": "FLOPs counted by FlopCounterMode on synthetic batches; the MOSEI epoch is "
-                "FLOPs per utterance x MOSEI's split sizes; times on another device are an "
-                "estimate (epoch_seconds_at) until measured",
-    }  # fmt: skip
+        "FLOPs per utterance x MOSEI's split sizes; times on another device are an "
+        "estimate (epoch_seconds_at) until measured",
+    }
 
 
-def epoch_seconds_at(block: dict[str, Any], model: str, tflops: float,
-                     padded: bool = False) -> float:  # fmt: skip
+def epoch_seconds_at(
+    block: dict[str, Any], model: str, tflops: float, padded: bool = False
+) -> float:
     """ESTIMATED seconds of one MOSEI epoch (training plus validation) of ``model`` on a device
     that sustains ``tflops`` TFLOP/s on these operations (not its peak rate); ``padded``: with
     every utterance padded to ``max_text_len`` (the upper bound)."""
@@ -165,14 +211,17 @@ def paper_geometry_frame(record: dict[str, Any]):
             "GFLOP/s here (train)": m["train_step"]["gflop_per_s"],
             "tokens per utterance": m["text_tokens_per_utterance"]["train"],
             "MOSEI epoch (TFLOP)": m["mosei_epoch_flops"]["total"] / 1e12,
-            f"MOSEI epoch, text padded to {m['padded_text_tokens']} (TFLOP)":
-                m["mosei_epoch_flops_padded"]["total"] / 1e12,
+            f"MOSEI epoch, text padded to {m['padded_text_tokens']} (TFLOP)": m[
+                "mosei_epoch_flops_padded"
+            ]["total"]
+            / 1e12,
             "MOSEI epoch here (s)": m["mosei_epoch_s_here"],
         }
         for rate in ESTIMATE_TFLOPS:
             row[f"estimate: epoch at {rate:g} TFLOP/s (s)"] = epoch_seconds_at(block, name, rate)
             row[f"estimate, padded: epoch at {rate:g} TFLOP/s (s)"] = epoch_seconds_at(
-                block, name, rate, padded=True)
+                block, name, rate, padded=True
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -182,8 +231,10 @@ def format_lines(block: dict[str, Any] | None) -> list[str]:
     if not block:
         return []
     g = block["plm_geometry"]
-    lines = [f"paper preset at the geometry of {block['plm']} ({g['layers']} layers, width "
-             f"{g['hidden']}), {block['torch_threads']} thread(s) on {block['device']}:"]
+    lines = [
+        f"paper preset at the geometry of {block['plm']} ({g['layers']} layers, width "
+        f"{g['hidden']}), {block['torch_threads']} thread(s) on {block['device']}:"
+    ]
     for name, m in block["models"].items():
         t, e = m["train_step"], m["eval_batch"]
         lines.append(

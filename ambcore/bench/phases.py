@@ -28,15 +28,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["PhaseClock", "phase_profile", "profile_training_run", "PHASES"]
 
-PHASES = ("tokenising", "batching", "plm forward", "adapters", "av encoders", "fusion and heads",
-          "backward", "optimizer", "checkpoints", "other")  # fmt: skip
+PHASES = (
+    "tokenising",
+    "batching",
+    "plm forward",
+    "adapters",
+    "av encoders",
+    "fusion and heads",
+    "backward",
+    "optimizer",
+    "checkpoints",
+    "other",
+)
 CONTEXTS = ("evaluation", "noise evaluation")
 
 
@@ -148,8 +159,10 @@ def _optimizer_hooks(clock: PhaseClock) -> contextlib.ExitStack:
     from torch.optim import optimizer as optim_module
 
     stack = contextlib.ExitStack()
-    handles = [optim_module.register_optimizer_step_pre_hook(lambda *a: clock.push("optimizer")),
-               optim_module.register_optimizer_step_post_hook(lambda *a: clock.pop())]  # fmt: skip
+    handles = [
+        optim_module.register_optimizer_step_pre_hook(lambda *a: clock.push("optimizer")),
+        optim_module.register_optimizer_step_post_hook(lambda *a: clock.pop()),
+    ]
     for handle in handles:
         stack.callback(handle.remove)
     return stack
@@ -172,10 +185,13 @@ def phase_profile() -> Iterator[PhaseClock]:
             (train, "predict_split", clock.wrap(train.predict_split, "evaluation")),
             (train, "_save_best", clock.wrap(train._save_best, "checkpoints")),
             (runs, "save_resume_state", clock.wrap(runs.save_resume_state, "checkpoints")),
-            (robustness, "robustness_curve",
-             clock.wrap(robustness.robustness_curve, "noise evaluation")),
+            (
+                robustness,
+                "robustness_curve",
+                clock.wrap(robustness.robustness_curve, "noise evaluation"),
+            ),
             (robustness, "predict_split", clock.wrap(robustness.predict_split, "noise evaluation")),
-        ]  # fmt: skip
+        ]
         for target, attribute, value in patches:
             stack.enter_context(_patched(target, attribute, value))
         yield clock
@@ -187,14 +203,21 @@ def _merge(seconds: dict[str, float]) -> dict[str, float]:
 
     def key(label: str) -> tuple:
         context, _, phase = label.rpartition(": ")
-        return (CONTEXTS.index(context) + 1 if context in CONTEXTS else 0,
-                order.get(phase, len(order)), label)  # fmt: skip
+        return (
+            CONTEXTS.index(context) + 1 if context in CONTEXTS else 0,
+            order.get(phase, len(order)),
+            label,
+        )
 
     return {label: round(seconds[label], 3) for label in sorted(seconds, key=key)}
 
 
-def profile_training_run(cfg, run_dir, noise_rates: tuple[float, ...] = (0.0, 0.5, 1.0),
-                         noise_kinds: tuple[str, ...] = ("replacement", "visual")) -> dict[str, Any]:
+def profile_training_run(
+    cfg,
+    run_dir,
+    noise_rates: tuple[float, ...] = (0.0, 0.5, 1.0),
+    noise_kinds: tuple[str, ...] = ("replacement", "visual"),
+) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (a fresh folder) under ``phase_profile``, then evaluate it
     under noise (``noise_kinds`` x ``noise_rates``, one draw); CPU seconds per phase.
 
@@ -207,8 +230,9 @@ def profile_training_run(cfg, run_dir, noise_rates: tuple[float, ...] = (0.0, 0.
     with phase_profile() as clock:
         result = train_and_evaluate(cfg, run_dir, progress=False)
         if noise_kinds and noise_rates:
-            robustness.robustness_curve(run_dir, list(noise_kinds), rates=list(noise_rates),
-                                        n_draws=1, seed=cfg.seed)  # fmt: skip
+            robustness.robustness_curve(
+                run_dir, list(noise_kinds), rates=list(noise_rates), n_draws=1, seed=cfg.seed
+            )
         seconds = clock.totals()
     return {
         "cpu_s_by_phase": _merge(seconds),

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -151,10 +150,12 @@ def _write_video(vid, spec, rng, dtype, writers) -> None:
         vid, visual.astype(dtype, copy=False), _grid(n_visual, spec.visual_hz)[keep]
     )
 
-    labels = np.column_stack([
-        np.round(rng.uniform(-3, 3, len(segments)) * 3) / 3,  # sentiment, thirds as in MOSEI
-        rng.uniform(0, 3, (len(segments), 6)),  # six emotions
-    ])  # fmt: skip
+    labels = np.column_stack(
+        [
+            np.round(rng.uniform(-3, 3, len(segments)) * 3) / 3,  # sentiment, thirds as in MOSEI
+            rng.uniform(0, 3, (len(segments), 6)),  # six emotions
+        ]
+    )
     writers["labels"].add(vid, labels, np.array(segments, dtype=np.float64))
 
 
@@ -167,9 +168,12 @@ def _run_python(code: str) -> str:
     """Standard output of ``code`` run by a fresh interpreter in the project root (raises
     ``subprocess.CalledProcessError`` when it fails)."""
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
         check=True,
-    )  # fmt: skip
+    )
     return proc.stdout
 
 
@@ -255,14 +259,16 @@ def run_benchmark(
             out_dir = work / f"mmsa_{unaligned_len}"
             conversion = _convert_in_child(paths, out_dir, max_len, unaligned_len)
             report = conversion["report"]
-            runs.append({
-                "outputs": sorted(report["outputs"]),
-                "max_len": max_len,
-                "unaligned_len": unaligned_len,
-                "convert_wall_s": round(conversion["wall_s"], 1),
-                "convert_peak_rss_mib": round(conversion["peak_rss_mib"], 1),
-                "output_pickles_mib": round(_dir_size(out_dir) / 2**20, 1),
-            })  # fmt: skip
+            runs.append(
+                {
+                    "outputs": sorted(report["outputs"]),
+                    "max_len": max_len,
+                    "unaligned_len": unaligned_len,
+                    "convert_wall_s": round(conversion["wall_s"], 1),
+                    "convert_peak_rss_mib": round(conversion["peak_rss_mib"], 1),
+                    "output_pickles_mib": round(_dir_size(out_dir) / 2**20, 1),
+                }
+            )
             shutil.rmtree(out_dir, ignore_errors=True)
         result = {
             "data": "SYNTHETIC MOSEI-shaped .csd files (random values; not CMU-MOSEI)",
@@ -297,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--utterances-per-video", type=float, default=defaults.utterances_per_video)
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument(
-        "--unaligned-len", type=int, nargs="+", default=[0, 500],
+        "--unaligned-len",
+        type=int,
+        nargs="+",
+        default=[0, 500],
         help="one conversion per value; 0: aligned output only",
-    )  # fmt: skip
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--work-dir", default=None, help="temporary files (default: TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")

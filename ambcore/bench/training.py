@@ -56,9 +56,10 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ambcore.config import Config
-from ambcore.data.types import Batch, Split
+from ambcore.data.types import Split
 from ambcore.errors import AmbError
 
 __all__ = [
@@ -163,8 +164,9 @@ def fast_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=N
     """The trainer's own loader (``cfg.fast_path=True``: bucketing, dynamic padding, cache)."""
     from ambcore.data.collate import make_loader
 
-    return make_loader(split, tokenizer, replace(cfg, fast_path=True), shuffle=shuffle,
-                       generator=generator)  # fmt: skip
+    return make_loader(
+        split, tokenizer, replace(cfg, fast_path=True), shuffle=shuffle, generator=generator
+    )
 
 
 def naive_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=None):
@@ -185,8 +187,9 @@ def naive_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=
     else:
         sampler = BatchSampler(SequentialSampler(dataset), cfg.eval_batch_size, False)
     collate = Collator(tokenizer, cfg.max_text_len, cfg.variant, pad_to=NAIVE_PAD_TO)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                      num_workers=cfg.num_workers)  # fmt: skip
+    return DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
+    )
 
 
 # ---- the two paths ----------------------------------------------------------------------------
@@ -244,8 +247,9 @@ def fast_train_epoch(model, loader, optimizer, trainable, tokenizer, cfg, device
     """One epoch of the trainer itself (``ambcore.train``); returns the mean task loss."""
     from ambcore.train import _Dist, _train_one_epoch
 
-    loss, _aux = _train_one_epoch(model, loader, tokenizer, optimizer, trainable, cfg, device,
-                                  _Dist(), epoch, False)  # fmt: skip
+    loss, _aux = _train_one_epoch(
+        model, loader, tokenizer, optimizer, trainable, cfg, device, _Dist(), epoch, False
+    )
     return loss
 
 
@@ -368,12 +372,15 @@ def measure_memory(cfg: Config, path: str, steps: int = 3) -> dict[str, Any]:
     batches = batches[:steps]
     optimizer = _make_optimizer(trainable, cfg, device, fast=path == "fast")
     if path == "fast":
-        run = lambda: fast_train_epoch(model, batches, optimizer, trainable, tokenizer, cfg,
-                                       device, 1)  # fmt: skip
+        run = lambda: fast_train_epoch(
+            model, batches, optimizer, trainable, tokenizer, cfg, device, 1
+        )
     else:
         run = lambda: naive_train_epoch(model, batches, optimizer, cfg, device)
-    result: dict[str, Any] = {"steps": len(batches),
-                              "longest_tokens": int(batches[0].input_ids.shape[1])}  # fmt: skip
+    result: dict[str, Any] = {
+        "steps": len(batches),
+        "longest_tokens": int(batches[0].input_ids.shape[1]),
+    }
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -387,14 +394,27 @@ def measure_memory(cfg: Config, path: str, steps: int = 3) -> dict[str, Any]:
         before = _status_mib("VmRSS") or 0.0
         run()
         peak = _peak_rss_mib()
-        result.update(kind="cpu peak RSS (VmHWM)" if exact else "cpu peak RSS (ru_maxrss)",
-                      peak_mib=peak, peak_delta_mib=peak - before)  # fmt: skip
+        result.update(
+            kind="cpu peak RSS (VmHWM)" if exact else "cpu peak RSS (ru_maxrss)",
+            peak_mib=peak,
+            peak_delta_mib=peak - before,
+        )
     return result
 
 
 def _memory_in_subprocess(cfg: Config, path: str, steps: int) -> dict[str, Any]:
-    command = [sys.executable, "-m", "ambcore.bench", "memory", "--path", path,
-               "--steps", str(steps), "--config", cfg.to_json()]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "ambcore.bench",
+        "memory",
+        "--path",
+        path,
+        "--steps",
+        str(steps),
+        "--config",
+        cfg.to_json(),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ})
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -429,10 +449,12 @@ class _ModelBench:
         self.flops: dict[str, int] | None = None
 
     def _train_loaders(self, epoch: int):
-        fast = fast_loader(self.train_split, self.tokenizer, self.cfg, True,
-                           _epoch_generator(self.cfg, epoch))  # fmt: skip
-        naive = naive_loader(self.train_split, self.tokenizer, self.cfg, True,
-                             _epoch_generator(self.cfg, epoch))  # fmt: skip
+        fast = fast_loader(
+            self.train_split, self.tokenizer, self.cfg, True, _epoch_generator(self.cfg, epoch)
+        )
+        naive = naive_loader(
+            self.train_split, self.tokenizer, self.cfg, True, _epoch_generator(self.cfg, epoch)
+        )
         return fast, naive
 
     def warm_up(self, steps: int) -> None:
@@ -440,8 +462,16 @@ class _ModelBench:
         fast, naive = self._train_loaders(0)
         fast_batches = [b for _, b in zip(range(steps), fast)]
         naive_batches = [b for _, b in zip(range(steps), naive)]
-        fast_train_epoch(self.fast, fast_batches, self.fast_opt, self.trainable, self.tokenizer,
-                         self.cfg, self.device, 0)  # fmt: skip
+        fast_train_epoch(
+            self.fast,
+            fast_batches,
+            self.fast_opt,
+            self.trainable,
+            self.tokenizer,
+            self.cfg,
+            self.device,
+            0,
+        )
         naive_train_epoch(self.naive, naive_batches, self.naive_opt, self.cfg, self.device)
         naive_predict(self.naive, naive_batches[:1], self.device)
         self.fast.eval()
@@ -452,19 +482,45 @@ class _ModelBench:
         """One timed training epoch and one timed evaluation pass on each path."""
         fast, naive = self._train_loaders(epoch)
         self.steps = {"fast": len(fast), "naive": len(naive)}
-        self.times["fast_train"].append(_timed(
-            lambda: fast_train_epoch(self.fast, fast, self.fast_opt, self.trainable,
-                                     self.tokenizer, self.cfg, self.device, epoch),
-            self.device))  # fmt: skip
-        self.times["naive_train"].append(_timed(
-            lambda: naive_train_epoch(self.naive, naive, self.naive_opt, self.cfg, self.device),
-            self.device))  # fmt: skip
-        self.times["fast_eval"].append(_timed(
-            lambda: fast_predict(self.fast, self.valid_split, self.tokenizer, self.cfg,
-                                 self.device, self.fast_eval_loader),
-            self.device))  # fmt: skip
-        self.times["naive_eval"].append(_timed(
-            lambda: naive_predict(self.naive, self.naive_eval_loader, self.device), self.device))
+        self.times["fast_train"].append(
+            _timed(
+                lambda: fast_train_epoch(
+                    self.fast,
+                    fast,
+                    self.fast_opt,
+                    self.trainable,
+                    self.tokenizer,
+                    self.cfg,
+                    self.device,
+                    epoch,
+                ),
+                self.device,
+            )
+        )
+        self.times["naive_train"].append(
+            _timed(
+                lambda: naive_train_epoch(self.naive, naive, self.naive_opt, self.cfg, self.device),
+                self.device,
+            )
+        )
+        self.times["fast_eval"].append(
+            _timed(
+                lambda: fast_predict(
+                    self.fast,
+                    self.valid_split,
+                    self.tokenizer,
+                    self.cfg,
+                    self.device,
+                    self.fast_eval_loader,
+                ),
+                self.device,
+            )
+        )
+        self.times["naive_eval"].append(
+            _timed(
+                lambda: naive_predict(self.naive, self.naive_eval_loader, self.device), self.device
+            )
+        )
 
     def count_flops(self, epoch: int = 1) -> dict[str, int]:
         """FLOPs of one training epoch (forward, backward; the batches of a timed round) and
@@ -473,14 +529,30 @@ class _ModelBench:
         the optimizer's update are not counted). The epoch really trains the model once more."""
         fast, _ = self._train_loaders(epoch)
         self.flops = {
-            "train_epoch": count_flops(lambda: fast_train_epoch(
-                self.model, fast, self.fast_opt, self.trainable, self.tokenizer, self.cfg,
-                self.device, epoch)),
-            "eval_pass": count_flops(lambda: fast_predict(
-                self.model, self.valid_split, self.tokenizer, self.cfg, self.device,
-                self.fast_eval_loader)),
+            "train_epoch": count_flops(
+                lambda: fast_train_epoch(
+                    self.model,
+                    fast,
+                    self.fast_opt,
+                    self.trainable,
+                    self.tokenizer,
+                    self.cfg,
+                    self.device,
+                    epoch,
+                )
+            ),
+            "eval_pass": count_flops(
+                lambda: fast_predict(
+                    self.model,
+                    self.valid_split,
+                    self.tokenizer,
+                    self.cfg,
+                    self.device,
+                    self.fast_eval_loader,
+                )
+            ),
             "train_steps": len(fast),
-        }  # fmt: skip
+        }
         return self.flops
 
     def padded_tokens(self) -> dict[str, int]:
@@ -497,7 +569,9 @@ class _ModelBench:
         paired_train = [f / n for f, n in zip(t["fast_train"], t["naive_train"])]
         paired_eval = [f / n for f, n in zip(t["fast_eval"], t["naive_eval"])]
         out: dict[str, Any] = {
-            "config": {k: getattr(self.cfg, k) for k in ("model", "text_adaptation", "finetune_layers")},
+            "config": {
+                k: getattr(self.cfg, k) for k in ("model", "text_adaptation", "finetune_layers")
+            },
             "trainable_params": self.n_trainable,
             "total_params": self.n_total,
             "padded_text_tokens_per_epoch": self.padded_tokens(),
@@ -516,12 +590,17 @@ class _ModelBench:
                 "peak_memory_mib": memory.get(path, {}).get("peak_mib"),
                 "peak_memory_delta_mib": memory.get(path, {}).get("peak_delta_mib"),
             }
-        out["ratio_fast_over_naive"] = {"train_epoch": _stats(paired_train),
-                                        "eval": _stats(paired_eval)}  # fmt: skip
+        out["ratio_fast_over_naive"] = {
+            "train_epoch": _stats(paired_train),
+            "eval": _stats(paired_eval),
+        }
         out["memory"] = memory
         if self.flops is not None:
-            out["flops"] = {**self.flops, "per_train_sample": self.flops["train_epoch"] / n_train,
-                            "per_eval_sample": self.flops["eval_pass"] / n_valid}  # fmt: skip
+            out["flops"] = {
+                **self.flops,
+                "per_train_sample": self.flops["train_epoch"] / n_train,
+                "per_eval_sample": self.flops["eval_pass"] / n_valid,
+            }
         return out
 
 
@@ -535,8 +614,13 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def achieved(flops: dict[str, Any], timings: dict[str, Any], probe_gflops: float | None,
-             threads: int, device: str) -> dict[str, Any]:
+def achieved(
+    flops: dict[str, Any],
+    timings: dict[str, Any],
+    probe_gflops: float | None,
+    threads: int,
+    device: str,
+) -> dict[str, Any]:
     """Achieved GFLOP/s of a model's training epoch and evaluation pass (its FLOPs over the
     median time of the fast path), beside the machine's probe x threads (thesis 6.3.1: how far
     the code is from the machine). On a GPU the CPU probe is no bound: no fraction then."""
@@ -581,8 +665,9 @@ def _environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def paired_steps(a: "_ModelBench", b: "_ModelBench", passes: int = 2,
-                 max_batches: int = 64) -> dict[str, Any]:
+def paired_steps(
+    a: _ModelBench, b: _ModelBench, passes: int = 2, max_batches: int = 64
+) -> dict[str, Any]:
     """Training steps of models ``a`` and ``b`` (fast path) on the same batches, timed in pairs.
 
     Every batch of one training epoch is trained by ``a`` and then by ``b`` (in the next pass
@@ -593,14 +678,25 @@ def paired_steps(a: "_ModelBench", b: "_ModelBench", passes: int = 2,
     used (MOSEI-sized data has over 500)."""
     if a.cfg.batch_size != b.cfg.batch_size:
         raise AmbError("paired_steps: both models must use the same batch size")
-    batches = list(fast_loader(a.train_split, a.tokenizer, a.cfg, True,
-                               _epoch_generator(a.cfg, 10_000)))[:max_batches]  # fmt: skip
+    batches = list(
+        fast_loader(a.train_split, a.tokenizer, a.cfg, True, _epoch_generator(a.cfg, 10_000))
+    )[:max_batches]
     times: dict[str, list[float]] = {a.name: [], b.name: []}
 
-    def step(bench: "_ModelBench", batch) -> float:
-        return _timed(lambda: fast_train_epoch(bench.fast, [batch], bench.fast_opt,
-                                               bench.trainable, bench.tokenizer, bench.cfg,
-                                               bench.device, 0), bench.device)  # fmt: skip
+    def step(bench: _ModelBench, batch) -> float:
+        return _timed(
+            lambda: fast_train_epoch(
+                bench.fast,
+                [batch],
+                bench.fast_opt,
+                bench.trainable,
+                bench.tokenizer,
+                bench.cfg,
+                bench.device,
+                0,
+            ),
+            bench.device,
+        )
 
     for p in range(passes):
         for batch in batches:
@@ -631,8 +727,9 @@ def busy_processes(n: int = 1):
             proc.wait()
 
 
-def under_load(bench: "_ModelBench", competitors: int = 1, passes: int = 2,
-               max_batches: int = 16) -> dict[str, Any]:
+def under_load(
+    bench: _ModelBench, competitors: int = 1, passes: int = 2, max_batches: int = 16
+) -> dict[str, Any]:
     """Training steps of ``bench`` (fast path) on the same batches, idle and beside
     ``competitors`` busy processes, alternating idle and loaded blocks ``passes`` times.
 
@@ -641,13 +738,29 @@ def under_load(bench: "_ModelBench", competitors: int = 1, passes: int = 2,
     thread without a core make it much larger)."""
     from ambcore.threads import WAIT_POLICY_VAR
 
-    batches = list(fast_loader(bench.train_split, bench.tokenizer, bench.cfg, True,
-                               _epoch_generator(bench.cfg, 20_000)))[:max_batches]  # fmt: skip
+    batches = list(
+        fast_loader(
+            bench.train_split, bench.tokenizer, bench.cfg, True, _epoch_generator(bench.cfg, 20_000)
+        )
+    )[:max_batches]
 
     def steps() -> list[float]:
-        return [_timed(lambda: fast_train_epoch(bench.fast, [b], bench.fast_opt, bench.trainable,
-                                                bench.tokenizer, bench.cfg, bench.device, 0),
-                       bench.device) for b in batches]  # fmt: skip
+        return [
+            _timed(
+                lambda: fast_train_epoch(
+                    bench.fast,
+                    [b],
+                    bench.fast_opt,
+                    bench.trainable,
+                    bench.tokenizer,
+                    bench.cfg,
+                    bench.device,
+                    0,
+                ),
+                bench.device,
+            )
+            for b in batches
+        ]
 
     idle: list[float] = []
     loaded: list[float] = []
@@ -751,14 +864,16 @@ def run_benchmark(
     probe = (record.get("machine") or {}).get("probe", {}).get("gflops")
     for res in record["models"].values():
         if "flops" in res:
-            res["achieved"] = achieved(res["flops"], res["fast"], probe, record["torch_threads"],
-                                       record["device"])  # fmt: skip
+            res["achieved"] = achieved(
+                res["flops"], res["fast"], probe, record["torch_threads"], record["device"]
+            )
     record["targets"] = _targets(record["models"], record.get("paired_steps"))
     return record
 
 
-def phase_breakdown(cfg: Config, models: Iterable[str], epochs: int = 1,
-                    progress: bool = True) -> dict[str, Any]:
+def phase_breakdown(
+    cfg: Config, models: Iterable[str], epochs: int = 1, progress: bool = True
+) -> dict[str, Any]:
     """CPU-seconds by phase of one short training run per model (``ambcore.bench.phases``),
     each in a fresh temporary folder, ``epochs`` epochs without early stopping."""
     import tempfile
@@ -798,12 +913,15 @@ def machine_frame(block: dict[str, Any] | None = None):
         block = machine_block()
     probe = block.get("probe") or {}
     load = probe.get("load_average_1_5_15min")
-    rows = [("CPU", block.get("cpu_model")), ("CPU cores", block.get("cpu_count")),
-            ("usable cores", block.get("usable_cores")),
-            ("probe: fp32 matmul, 1 thread (GFLOP/s)", probe.get("gflops")),
-            ("probe: median chunk (GFLOP/s)", probe.get("gflops_median")),
-            ("load average 1/5/15 min at the probe", ", ".join(map(str, load)) if load else "–"),
-            ("probe measured", probe.get("measured", "–"))]  # fmt: skip
+    rows = [
+        ("CPU", block.get("cpu_model")),
+        ("CPU cores", block.get("cpu_count")),
+        ("usable cores", block.get("usable_cores")),
+        ("probe: fp32 matmul, 1 thread (GFLOP/s)", probe.get("gflops")),
+        ("probe: median chunk (GFLOP/s)", probe.get("gflops_median")),
+        ("load average 1/5/15 min at the probe", ", ".join(map(str, load)) if load else "–"),
+        ("probe measured", probe.get("measured", "–")),
+    ]
     return pd.DataFrame(rows, columns=["what", "value"]).astype({"value": str})
 
 
@@ -837,13 +955,27 @@ def record_machines(results_dir: str | os.PathLike | None = None):
     for path, payload in _read_records(results_dir):
         block = payload.get("machine") or {} if isinstance(payload, dict) else {}
         probe = block.get("probe") or {}
-        rows.append({"record": path.name, "CPU": block.get("cpu_model", "–"),
-                     "cores": block.get("cpu_count", "–"),
-                     "probe (GFLOP/s)": probe.get("gflops", "–"),
-                     "load at probe": probe.get("load_average_1_5_15min", "–"),
-                     "per-phase CPU time": "yes" if payload.get("phases") else "no"})  # fmt: skip
-    return pd.DataFrame(rows, columns=["record", "CPU", "cores", "probe (GFLOP/s)",
-                                       "load at probe", "per-phase CPU time"])  # fmt: skip
+        rows.append(
+            {
+                "record": path.name,
+                "CPU": block.get("cpu_model", "–"),
+                "cores": block.get("cpu_count", "–"),
+                "probe (GFLOP/s)": probe.get("gflops", "–"),
+                "load at probe": probe.get("load_average_1_5_15min", "–"),
+                "per-phase CPU time": "yes" if payload.get("phases") else "no",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "record",
+            "CPU",
+            "cores",
+            "probe (GFLOP/s)",
+            "load at probe",
+            "per-phase CPU time",
+        ],
+    )
 
 
 def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[str, Any]]:
@@ -855,8 +987,12 @@ def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[st
             continue
         if payload.get("phases_before"):
             before = payload["phases_before"]
-            out.append((f"{path.name} ({before.get('label', 'before')})",
-                        phases_frame({"phases": before["phases"]})))  # fmt: skip
+            out.append(
+                (
+                    f"{path.name} ({before.get('label', 'before')})",
+                    phases_frame({"phases": before["phases"]}),
+                )
+            )
         if payload.get("phases"):
             out.append((path.name, phases_frame(payload)))
     return out
@@ -865,9 +1001,14 @@ def record_phases(results_dir: str | os.PathLike | None = None) -> list[tuple[st
 def _target(median: float, minimum: float, limit: float, noisy: bool) -> dict[str, Any]:
     """A ratio target by two estimators: the median over rounds and the ratio of the fastest
     rounds (noise on a shared machine only adds time, so the minimum is the least disturbed)."""
-    return {"median": round(median, 3), "of_minimums": round(minimum, 3), "limit": limit,
-            "met_median": bool(median <= limit), "met_of_minimums": bool(minimum <= limit),
-            "noisy": noisy}  # fmt: skip
+    return {
+        "median": round(median, 3),
+        "of_minimums": round(minimum, 3),
+        "limit": limit,
+        "met_median": bool(median <= limit),
+        "met_of_minimums": bool(minimum <= limit),
+        "noisy": noisy,
+    }
 
 
 def _noisy(*stats: dict[str, float]) -> bool:
@@ -881,8 +1022,11 @@ def _targets(results: dict[str, Any], paired: dict[str, Any] | None = None) -> d
     for name, res in results.items():
         fast, naive = res["fast"]["train_epoch_s"], res["naive"]["train_epoch_s"]
         targets[f"{name}: fast/naive training epoch <= {limit}"] = _target(
-            res["ratio_fast_over_naive"]["train_epoch"]["median"], fast["min"] / naive["min"],
-            limit, _noisy(fast, naive))  # fmt: skip
+            res["ratio_fast_over_naive"]["train_epoch"]["median"],
+            fast["min"] / naive["min"],
+            limit,
+            _noisy(fast, naive),
+        )
     if "amb" in results and "amb-ft" in results:
         limit = TARGETS["amb_over_amb_ft_train_step"]
         amb, ft = results["amb"]["fast"], results["amb-ft"]["fast"]
@@ -890,13 +1034,20 @@ def _targets(results: dict[str, Any], paired: dict[str, Any] | None = None) -> d
         if paired is not None:  # the same batches, step by step (see paired_steps)
             r, ms = paired["ratio"], paired["step_ms"]
             targets[f"amb/amb-ft training step, same batches (fast path) <= {limit}"] = {
-                **_target(r["median"], ms["amb"]["min"] / ms["amb-ft"]["min"], limit,
-                          noisy=r["q3"] - r["q1"] > 0.2 * r["median"]),
+                **_target(
+                    r["median"],
+                    ms["amb"]["min"] / ms["amb-ft"]["min"],
+                    limit,
+                    noisy=r["q3"] - r["q1"] > 0.2 * r["median"],
+                ),
                 "pairs": int(r["n"]),
-            }  # fmt: skip
+            }
         targets[f"amb/amb-ft training step from epoch times (fast path) <= {limit}"] = _target(
-            amb["train_step_ms"] / ft["train_step_ms"], per_step(amb, "min") / per_step(ft, "min"),
-            limit, _noisy(amb["train_epoch_s"], ft["train_epoch_s"]))  # fmt: skip
+            amb["train_step_ms"] / ft["train_step_ms"],
+            per_step(amb, "min") / per_step(ft, "min"),
+            limit,
+            _noisy(amb["train_epoch_s"], ft["train_epoch_s"]),
+        )
         if amb["peak_memory_mib"] is not None and ft["peak_memory_mib"] is not None:
             targets["amb peak memory < amb-ft peak memory (fast path)"] = {
                 "amb_mib": round(amb["peak_memory_mib"], 1),
@@ -915,19 +1066,22 @@ def summary_frame(record: dict[str, Any]):
         for path in ("fast", "naive"):
             r = res[path]
             epoch = r["train_epoch_s"]
-            rows.append({
-                "model": name,
-                "path": path,
-                "train epoch (s)": epoch["median"],
-                "train epoch min–max (s)": f"{epoch['min']:.2f}–{epoch['max']:.2f}",
-                "train (samples/s)": r["train_samples_per_s"],
-                "train step (ms)": r["train_step_ms"],
-                "eval (samples/s)": r["eval_samples_per_s"],
-                "peak memory (MiB)": r["peak_memory_mib"],
-                "trainable params": res["trainable_params"],
-                "fast/naive epoch": res["ratio_fast_over_naive"]["train_epoch"]["median"]
-                if path == "fast" else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "path": path,
+                    "train epoch (s)": epoch["median"],
+                    "train epoch min–max (s)": f"{epoch['min']:.2f}–{epoch['max']:.2f}",
+                    "train (samples/s)": r["train_samples_per_s"],
+                    "train step (ms)": r["train_step_ms"],
+                    "eval (samples/s)": r["eval_samples_per_s"],
+                    "peak memory (MiB)": r["peak_memory_mib"],
+                    "trainable params": res["trainable_params"],
+                    "fast/naive epoch": res["ratio_fast_over_naive"]["train_epoch"]["median"]
+                    if path == "fast"
+                    else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -943,16 +1097,18 @@ def efficiency_frame(record: dict[str, Any]):
             continue
         f, a = res["flops"], res["achieved"]
         share = a.get("train_fraction_of_probe_x_threads")
-        rows.append({
-            "model": name,
-            "train epoch (GFLOP)": f["train_epoch"] / 1e9,
-            "eval pass (GFLOP)": f["eval_pass"] / 1e9,
-            "train (GFLOP/s)": a["train_gflop_per_s"],
-            "eval (GFLOP/s)": a["eval_gflop_per_s"],
-            "threads": a["threads"],
-            "probe × threads (GFLOP/s)": a.get("probe_x_threads_gflop_per_s"),
-            "train % of probe × threads": None if share is None else 100 * share,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "train epoch (GFLOP)": f["train_epoch"] / 1e9,
+                "eval pass (GFLOP)": f["eval_pass"] / 1e9,
+                "train (GFLOP/s)": a["train_gflop_per_s"],
+                "eval (GFLOP/s)": a["eval_gflop_per_s"],
+                "threads": a["threads"],
+                "probe × threads (GFLOP/s)": a.get("probe_x_threads_gflop_per_s"),
+                "train % of probe × threads": None if share is None else 100 * share,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -963,23 +1119,40 @@ def targets_frame(record: dict[str, Any]):
     rows = []
     for text, t in record.get("targets", {}).items():
         if "median" in t:
-            rows.append({"target": text, "median": t["median"], "met (median)": t["met_median"],
-                         "fastest": t["of_minimums"], "met (fastest)": t["met_of_minimums"],
-                         "noisy": t["noisy"]})  # fmt: skip
+            rows.append(
+                {
+                    "target": text,
+                    "median": t["median"],
+                    "met (median)": t["met_median"],
+                    "fastest": t["of_minimums"],
+                    "met (fastest)": t["met_of_minimums"],
+                    "noisy": t["noisy"],
+                }
+            )
         else:
-            rows.append({"target": text, "median": f"{t['amb_mib']} vs {t['amb_ft_mib']} MiB",
-                         "met (median)": t["met"], "fastest": None, "met (fastest)": None,
-                         "noisy": None})  # fmt: skip
-    return pd.DataFrame(rows, columns=["target", "median", "met (median)", "fastest",
-                                       "met (fastest)", "noisy"])  # fmt: skip
+            rows.append(
+                {
+                    "target": text,
+                    "median": f"{t['amb_mib']} vs {t['amb_ft_mib']} MiB",
+                    "met (median)": t["met"],
+                    "fastest": None,
+                    "met (fastest)": None,
+                    "noisy": None,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["target", "median", "met (median)", "fastest", "met (fastest)", "noisy"]
+    )
 
 
 def _machine_line(record: dict[str, Any]) -> str:
     block = record.get("machine") or {}
     probe = block.get("probe") or {}
-    return (f"machine: {block.get('cpu_model', '?')}, {block.get('cpu_count', '?')} cores, probe "
-            f"{probe.get('gflops', '?')} GFLOP/s (fp32 matmul, 1 thread; load "
-            f"{probe.get('load_average_1_5_15min')})")  # fmt: skip
+    return (
+        f"machine: {block.get('cpu_model', '?')}, {block.get('cpu_count', '?')} cores, probe "
+        f"{probe.get('gflops', '?')} GFLOP/s (fp32 matmul, 1 thread; load "
+        f"{probe.get('load_average_1_5_15min')})"
+    )
 
 
 def _phase_lines(record: dict[str, Any]) -> list[str]:
@@ -987,16 +1160,24 @@ def _phase_lines(record: dict[str, Any]) -> list[str]:
     if frame.empty:
         return []
     epochs = {m: p["epochs"] for m, p in record["phases"].items()}
-    return ["", f"CPU seconds by phase (one training run of {epochs} epochs, its evaluations "
-            "and a small noise grid; ambcore.bench.phases):",
-            frame.to_string(index=False, float_format=lambda x: f"{x:.2f}")]  # fmt: skip
+    return [
+        "",
+        f"CPU seconds by phase (one training run of {epochs} epochs, its evaluations "
+        "and a small noise grid; ambcore.bench.phases):",
+        frame.to_string(index=False, float_format=lambda x: f"{x:.2f}"),
+    ]
 
 
 def format_report(record: dict[str, Any]) -> str:
     """A plain-text table of a benchmark record (the timings, the machine, the phases)."""
     if "models" not in record:  # phases only (run_benchmark(timing=False))
-        return "\n".join([f"ambcore bench: preset {record['preset']}, {record['data']}, PLM "
-                          f"{record['plm']}", _machine_line(record), *_phase_lines(record)])
+        return "\n".join(
+            [
+                f"ambcore bench: preset {record['preset']}, {record['data']}, PLM {record['plm']}",
+                _machine_line(record),
+                *_phase_lines(record),
+            ]
+        )
     return "\n".join([_format_timings(record), _machine_line(record), *_phase_lines(record)])
 
 
@@ -1054,7 +1235,9 @@ def _format_timings(record: dict[str, Any]) -> str:
                 + (" [noisy: rounds differ > 1.5x]" if t["noisy"] else "")
             )
         else:
-            lines.append(f"target {text}: {t['amb_mib']} vs {t['amb_ft_mib']} MiB ({word(t['met'])})")
+            lines.append(
+                f"target {text}: {t['amb_mib']} vs {t['amb_ft_mib']} MiB ({word(t['met'])})"
+            )
     if record.get("under_load"):
         lines.append(_under_load_line(record["under_load"]))
     return "\n".join(lines)

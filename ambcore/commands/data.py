@@ -55,21 +55,32 @@ def _add_synth(sub) -> None:
             "MOSEI's sizes are --n-train 16326 --n-valid 1871 --n-test 4659."
         ),
     )
-    p.add_argument("--out", required=True,
-                   help="output .pkl file (a folder with --mosei-format)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output .pkl file (a folder with --mosei-format)")
     p.add_argument("--n-train", type=int, default=default.synthetic_n_train)
     p.add_argument("--n-valid", type=int, default=default.synthetic_n_valid)
     p.add_argument("--n-test", type=int, default=default.synthetic_n_test)
     p.add_argument("--seed", type=int, default=default.synthetic_seed)
     layout = p.add_mutually_exclusive_group()
-    layout.add_argument("--aligned", dest="aligned", action="store_true", default=True,
-                        help="word-aligned, 50 steps (aligned_50 layout; default)")  # fmt: skip
-    layout.add_argument("--unaligned", dest="aligned", action="store_false",
-                        help="frames per word with audio/vision lengths (unaligned layout)")  # fmt: skip
-    p.add_argument("--mosei-format", action="store_true",
-                   help="write OUT/aligned_50.pkl and OUT/unaligned_50.pkl as MMSA's CMU-MOSEI "
-                        "files (text_bert, text, annotations, classification_labels; unaligned "
-                        "padded to 500 steps); still SYNTHETIC data")  # fmt: skip
+    layout.add_argument(
+        "--aligned",
+        dest="aligned",
+        action="store_true",
+        default=True,
+        help="word-aligned, 50 steps (aligned_50 layout; default)",
+    )
+    layout.add_argument(
+        "--unaligned",
+        dest="aligned",
+        action="store_false",
+        help="frames per word with audio/vision lengths (unaligned layout)",
+    )
+    p.add_argument(
+        "--mosei-format",
+        action="store_true",
+        help="write OUT/aligned_50.pkl and OUT/unaligned_50.pkl as MMSA's CMU-MOSEI "
+        "files (text_bert, text, annotations, classification_labels; unaligned "
+        "padded to 500 steps); still SYNTHETIC data",
+    )
     p.set_defaults(func=run_synth)
 
 
@@ -101,8 +112,10 @@ def _synth_mosei_format(args, start: float) -> int:
 
     paths = write_mosei_format(args.out, args.n_train, args.n_valid, args.n_test, args.seed)
     for layout, path in paths.items():
-        print(f"wrote {path} (SYNTHETIC, MOSEI format, {layout}, {args.n_train}/{args.n_valid}/"
-              f"{args.n_test}, seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+        print(
+            f"wrote {path} (SYNTHETIC, MOSEI format, {layout}, {args.n_train}/{args.n_valid}/"
+            f"{args.n_test}, seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB)"
+        )
     print(f"in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -1,7 +1,7 @@
 """``model summary``: parameter counts by component (thesis 6.3.2).
 
-    python -m ambcore model summary --preset NAME [--random-init] [--set k=v ...] [--json]
-    python -m ambcore model standin --out DIR [--tiny]
+python -m ambcore model summary --preset NAME [--random-init] [--set k=v ...] [--json]
+python -m ambcore model standin --out DIR [--tiny]
 """
 
 from __future__ import annotations
@@ -22,15 +22,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Build the model of a preset (+ --set overrides) and print its parameter "
         "counts by component (adapters, encoders, fusion, predictor, PLM).",
     )
-    s.add_argument("--preset", default=os.environ.get("AMB_PRESET", "embedded"),
-                   help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)")  # fmt: skip
-    s.add_argument("--random-init", action="store_true",
-                   help="random PLM weights from its config (no weights needed; e.g. bert-base)")  # fmt: skip
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable), e.g. --set text_adaptation=finetune")  # fmt: skip
-    s.add_argument("--visual-dim", type=int, default=None, help="visual feature size (default 35, MOSEI FACET)")
-    s.add_argument("--acoustic-dim", type=int, default=None,
-                   help="acoustic feature size (default 74, MOSEI COVAREP)")  # fmt: skip
+    s.add_argument(
+        "--preset",
+        default=os.environ.get("AMB_PRESET", "embedded"),
+        help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)",
+    )
+    s.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random PLM weights from its config (no weights needed; e.g. bert-base)",
+    )
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable), e.g. --set text_adaptation=finetune",
+    )
+    s.add_argument(
+        "--visual-dim", type=int, default=None, help="visual feature size (default 35, MOSEI FACET)"
+    )
+    s.add_argument(
+        "--acoustic-dim",
+        type=int,
+        default=None,
+        help="acoustic feature size (default 74, MOSEI COVAREP)",
+    )
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_summary)
     t = sub.add_parser(
@@ -42,13 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a download. Not a trained language model.",
     )
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--tiny", action="store_true",
-                   help="a 4-layer width-32 BERT instead of bert-base (for tests)")  # fmt: skip
+    t.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a 4-layer width-32 BERT instead of bert-base (for tests)",
+    )
     t.set_defaults(func=_standin)
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from ambcore.models.summary import MOSEI_ACOUSTIC_DIM, MOSEI_VISUAL_DIM, format_summary, model_summary
+    from ambcore.models.summary import (
+        MOSEI_ACOUSTIC_DIM,
+        MOSEI_VISUAL_DIM,
+        format_summary,
+        model_summary,
+    )
 
     cfg = get_config(args.preset)
     if args.random_init:

@@ -18,8 +18,16 @@ import shlex
 
 from ambcore import interrupt
 from ambcore.config import apply_overrides, get_config
-from ambcore.sweep import (BACKENDS, CLUSTERS, MAX_CELLS, WORKERS, load_spec, plan, plan_frame,
-                           run_sweep)  # fmt: skip
+from ambcore.sweep import (
+    BACKENDS,
+    CLUSTERS,
+    MAX_CELLS,
+    WORKERS,
+    load_spec,
+    plan,
+    plan_frame,
+    run_sweep,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,38 +37,71 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run every (cell, seed) of SPEC (YAML, TOML or JSON) into its own run folder.",
     )
     p.add_argument("spec", help="the sweep spec file (.yaml, .toml or .json)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the cells, their run folders and status; train nothing")  # fmt: skip
-    p.add_argument("--backend", choices=BACKENDS, default="local",
-                   help="local: this machine, in this process or in worker processes (see "
-                        "--max-parallel, --workers; default); submitit: one job per cell "
-                        "(see --cluster)")  # fmt: skip
-    p.add_argument("--cluster", choices=CLUSTERS, default="local",
-                   help="for --backend submitit: local subprocesses (one per GPU) or SLURM")  # fmt: skip
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cells, their run folders and status; train nothing",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: this machine, in this process or in worker processes (see "
+        "--max-parallel, --workers; default); submitit: one job per cell "
+        "(see --cluster)",
+    )
+    p.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="local",
+        help="for --backend submitit: local subprocesses (one per GPU) or SLURM",
+    )
     p.add_argument("--runs-dir", default=None, help="where the run folders go (overrides the spec)")
-    p.add_argument("--max-parallel", type=int, default=None,
-                   help="cells at once (local: worker processes, each for cell after cell; "
-                        "submitit local: default one per visible GPU, else 1)")  # fmt: skip
-    p.add_argument("--workers", choices=WORKERS, default=None,
-                   help="--backend local: 'here' (this process), 'persistent' (one worker "
-                        "process per slot for every cell) or 'fresh' (a new process per run); "
-                        "default: here with one slot, persistent with --max-parallel > 1")  # fmt: skip
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field in every cell (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--max-parallel",
+        type=int,
+        default=None,
+        help="cells at once (local: worker processes, each for cell after cell; "
+        "submitit local: default one per visible GPU, else 1)",
+    )
+    p.add_argument(
+        "--workers",
+        choices=WORKERS,
+        default=None,
+        help="--backend local: 'here' (this process), 'persistent' (one worker "
+        "process per slot for every cell) or 'fresh' (a new process per run); "
+        "default: here with one slot, persistent with --max-parallel > 1",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field in every cell (repeatable)",
+    )
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--max-cells", type=int, default=MAX_CELLS,
-                   help=f"refuse a spec of more (cell, seed) runs than this (default {MAX_CELLS})")  # fmt: skip
+    p.add_argument(
+        "--max-cells",
+        type=int,
+        default=MAX_CELLS,
+        help=f"refuse a spec of more (cell, seed) runs than this (default {MAX_CELLS})",
+    )
     p.set_defaults(func=_sweep)
 
 
 def _resume_command(args: argparse.Namespace) -> str:
     """The same sweep again: finished cells are skipped, interrupted ones resumed."""
     argv = ["python", "-m", "ambcore", "sweep", args.spec]
-    for flag, value in (("--backend", args.backend), ("--cluster", args.cluster),
-                        ("--runs-dir", args.runs_dir), ("--max-parallel", args.max_parallel),
-                        ("--workers", args.workers),
-                        ("--max-cells", args.max_cells if args.max_cells != MAX_CELLS else None)):
+    for flag, value in (
+        ("--backend", args.backend),
+        ("--cluster", args.cluster),
+        ("--runs-dir", args.runs_dir),
+        ("--max-parallel", args.max_parallel),
+        ("--workers", args.workers),
+        ("--max-cells", args.max_cells if args.max_cells != MAX_CELLS else None),
+    ):
         if value is not None and not (flag in ("--backend", "--cluster") and value == "local"):
             argv += [flag, str(value)]
     for item in args.overrides:
@@ -76,11 +117,14 @@ def _sweep(args: argparse.Namespace) -> int:
         checked = apply_overrides(get_config("smoke"), args.overrides)
         keys = [item.split("=", 1)[0].strip() for item in args.overrides]
         overrides = {k: getattr(checked, k) for k in keys}
-    spec = load_spec(args.spec, runs_dir=args.runs_dir, overrides=overrides,
-                     max_cells=args.max_cells)
+    spec = load_spec(
+        args.spec, runs_dir=args.runs_dir, overrides=overrides, max_cells=args.max_cells
+    )
     cells = plan(spec)
-    print(f"sweep {spec.name}: {len(spec.cells)} cell(s) x {len(spec.seeds)} seed(s) "
-          f"-> {spec.runs_dir}")  # fmt: skip
+    print(
+        f"sweep {spec.name}: {len(spec.cells)} cell(s) x {len(spec.seeds)} seed(s) "
+        f"-> {spec.runs_dir}"
+    )
     if args.dry_run:
         print(plan_frame(cells).to_string(index=False))
         return 0

@@ -34,11 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"one of: {', '.join(PRESETS)} (default: $AMB_PRESET or embedded)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None,
-                   help="the run folder (default: RUNS/train-PRESET/MODEL-seedN, RUNS being "
-                        "$AMB_RUNS, else runs/ of the checkout or of the current folder)")  # fmt: skip
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable), e.g. --set lr=1e-4")  # fmt: skip
+    p.add_argument(
+        "--out",
+        default=None,
+        help="the run folder (default: RUNS/train-PRESET/MODEL-seedN, RUNS being "
+        "$AMB_RUNS, else runs/ of the checkout or of the current folder)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable), e.g. --set lr=1e-4",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -97,9 +106,16 @@ def default_run_dir(cfg):
 def _resume_command(args: argparse.Namespace) -> str:
     from ambcore.cli import command_name
 
-    argv = [*command_name().split(), "train", "--preset", args.preset, "--seed", str(args.seed),
-            *(["--out", args.out] if args.out else []),
-            *[a for item in args.overrides for a in ("--set", item)]]  # fmt: skip
+    argv = [
+        *command_name().split(),
+        "train",
+        "--preset",
+        args.preset,
+        "--seed",
+        str(args.seed),
+        *(["--out", args.out] if args.out else []),
+        *[a for item in args.overrides for a in ("--set", item)],
+    ]
     return shlex.join(argv + ["--resume"])
 
 
@@ -113,9 +129,13 @@ def _train(args: argparse.Namespace) -> int:
     result = train_and_evaluate(cfg, args.out, progress=not args.no_progress, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    state = "already finished (DONE); not retrained" if result.reused else (
-        f"trained {result.epochs_run} epoch(s), best epoch {result.best_epoch}, "
-        f"{result.seconds:.1f} s"
+    state = (
+        "already finished (DONE); not retrained"
+        if result.reused
+        else (
+            f"trained {result.epochs_run} epoch(s), best epoch {result.best_epoch}, "
+            f"{result.seconds:.1f} s"
+        )
     )
     print(f"{result.run_dir}: {state}")
     _print_table(
@@ -130,11 +150,23 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     ev = evaluate_run(args.run_dir, data=args.data, progress=True)
     if args.json:
-        print(json.dumps({"data": ev.data_name, "is_synthetic": ev.is_synthetic,
-                          "valid": ev.valid, "test": ev.test}, indent=2, default=str))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "data": ev.data_name,
+                    "is_synthetic": ev.is_synthetic,
+                    "valid": ev.valid,
+                    "test": ev.test,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     else:
-        _print_table(f"{ev.run_dir} | {_data_label(ev.data_name, ev.is_synthetic)}",
-                     {"valid": ev.valid, "test": ev.test})  # fmt: skip
+        _print_table(
+            f"{ev.run_dir} | {_data_label(ev.data_name, ev.is_synthetic)}",
+            {"valid": ev.valid, "test": ev.test},
+        )
     return 0
 
 
@@ -165,10 +197,13 @@ def _predict(args: argparse.Namespace) -> int:
     rows, counts = [], []
     for name in (s for s in SPLITS if s in dataset.splits):
         split = dataset[name]
-        scores = model.predict(split.texts, split.visual, split.acoustic, words=split.words,
-                               progress=True)  # fmt: skip
-        rows += [{"split": name, "id": i, "y_true": float(y), "y_pred": float(p)}
-                 for i, y, p in zip(split.ids, split.labels, scores)]  # fmt: skip
+        scores = model.predict(
+            split.texts, split.visual, split.acoustic, words=split.words, progress=True
+        )
+        rows += [
+            {"split": name, "id": i, "y_true": float(y), "y_pred": float(p)}
+            for i, y, p in zip(split.ids, split.labels, scores)
+        ]
         counts.append(f"{name} {len(split)}")
     runs.write_csv(args.out, rows, ("split", "id", "y_true", "y_pred"))
     print(f"wrote {len(rows)} predictions ({', '.join(counts)}) to {args.out}")

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,9 +49,12 @@ def _tokenizer_key(tokenizer) -> tuple:
 def _tokenize(tokenizer, texts: list[str], words: list[list[str]] | None, max_len: int):
     if words is not None:
         encoding = tokenizer(
-            [list(w) for w in words], is_split_into_words=True, truncation=True,
-            max_length=max_len, add_special_tokens=True,
-        )  # fmt: skip
+            [list(w) for w in words],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_len,
+            add_special_tokens=True,
+        )
         word_ids = [
             [-1 if w is None else w for w in encoding.word_ids(i)] for i in range(len(words))
         ]
@@ -110,7 +114,9 @@ class SplitDataset(Dataset):
 class Collator:
     """Turns a list of ``SplitDataset`` items into a padded ``Batch``."""
 
-    def __init__(self, tokenizer, max_text_len: int, variant: str = "full", pad_to: int | None = None):
+    def __init__(
+        self, tokenizer, max_text_len: int, variant: str = "full", pad_to: int | None = None
+    ):
         if variant not in VARIANTS:
             raise ValueError(f"Collator: variant {variant!r}; expected one of {VARIANTS}")
         self.tokenizer = tokenizer
@@ -187,8 +193,13 @@ class BucketBatchSampler(Sampler[list[int]]):
     is sorted by length and cut into batches; the order of all batches is shuffled.
     """
 
-    def __init__(self, sort_keys, batch_size: int, generator: torch.Generator | None = None,
-                 pool_batches: int = 20):  # fmt: skip
+    def __init__(
+        self,
+        sort_keys,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        pool_batches: int = 20,
+    ):
         self.sort_keys = np.asarray(sort_keys)
         self.batch_size = int(batch_size)
         self.generator = generator
@@ -204,7 +215,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         for start in range(0, n, self.pool):
             pool = order[start : start + self.pool]
             pool = pool[np.argsort(self.sort_keys[pool], kind="stable")]
-            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+            batches += [
+                pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)
+            ]
         for j in torch.randperm(len(batches), generator=self.generator).tolist():
             yield batches[j]
 
@@ -214,7 +227,7 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
     batches of ``batch_size``. Every index appears once; a batch pads to its own longest
     utterance, so similar lengths waste less compute than the split's order does."""
     order = np.argsort(np.asarray(lengths), kind="stable").tolist()
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def make_loader(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ambcore.data.report import (
-    SEVEN_CLASSES,
     dimension_correlations,
     seven_class_counts,
     train_feature_stats,
@@ -28,14 +27,25 @@ def label_figure(dataset: MultimodalDataset):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     frame = pd.concat(pd.DataFrame({"label": dataset[s].labels, "split": s}) for s in SPLITS)
-    sns.histplot(frame, x="label", hue="split", stat="density", common_norm=False,
-                 bins=np.arange(-3.5, 3.6, 1 / 3), element="step", ax=axes[0])  # fmt: skip
+    sns.histplot(
+        frame,
+        x="label",
+        hue="split",
+        stat="density",
+        common_norm=False,
+        bins=np.arange(-3.5, 3.6, 1 / 3),
+        element="step",
+        ax=axes[0],
+    )
     axes[0].set_title("labels (bins of 1/3)")
     classes = pd.DataFrame(
-        [(s, c, n / max(1, len(dataset[s])))
-         for s in SPLITS for c, n in seven_class_counts(dataset[s].labels).items()],
+        [
+            (s, c, n / max(1, len(dataset[s])))
+            for s in SPLITS
+            for c, n in seven_class_counts(dataset[s].labels).items()
+        ],
         columns=["split", "class", "fraction"],
-    )  # fmt: skip
+    )
     sns.barplot(classes, x="class", y="fraction", hue="split", ax=axes[1])
     axes[1].set_title("Acc-7 classes: round(clip(label, -3, 3))")
     fig.suptitle(dataset.name, fontsize=10)  # synthetic names start with SYNTHETIC
@@ -50,18 +60,28 @@ def length_figure(dataset: MultimodalDataset):
     import seaborn as sns
 
     lengths = pd.concat(
-        pd.DataFrame({
-            "split": s,
-            "words": [len(t.split()) for t in dataset[s].texts],
-            "visual steps": [len(v) for v in dataset[s].visual],
-            "acoustic steps": [len(a) for a in dataset[s].acoustic],
-        })
+        pd.DataFrame(
+            {
+                "split": s,
+                "words": [len(t.split()) for t in dataset[s].texts],
+                "visual steps": [len(v) for v in dataset[s].visual],
+                "acoustic steps": [len(a) for a in dataset[s].acoustic],
+            }
+        )
         for s in SPLITS
-    )  # fmt: skip
+    )
     fig, axes = plt.subplots(1, 3, figsize=(12, 3))
     for ax, column in zip(axes, ("words", "visual steps", "acoustic steps")):
-        sns.histplot(lengths, x=column, hue="split", stat="density", common_norm=False,
-                     element="step", ax=ax, legend=ax is axes[0])  # fmt: skip
+        sns.histplot(
+            lengths,
+            x=column,
+            hue="split",
+            stat="density",
+            common_norm=False,
+            element="step",
+            ax=ax,
+            legend=ax is axes[0],
+        )
     fig.tight_layout()
     return fig
 
@@ -77,12 +97,25 @@ def utterance_figure(dataset: MultimodalDataset, index: int, split: str = "test"
     fig, axes = plt.subplots(1, 2, figsize=(11, 2.8), gridspec_kw={"width_ratios": [1, 1]})
     for ax, sequence, train, title in (
         (axes[0], part.visual[index], dataset["train"].visual, f"visual ({dataset.visual_dim}-d)"),
-        (axes[1], part.acoustic[index], dataset["train"].acoustic,
-         f"acoustic ({dataset.acoustic_dim}-d)"),
-    ):  # fmt: skip
+        (
+            axes[1],
+            part.acoustic[index],
+            dataset["train"].acoustic,
+            f"acoustic ({dataset.acoustic_dim}-d)",
+        ),
+    ):
         mean, std = train_feature_stats(train)
-        sns.heatmap(((sequence - mean) / std).T, cmap="vlag", center=0, vmin=-3, vmax=3, ax=ax,
-                    cbar=ax is axes[1], xticklabels=False, yticklabels=False)  # fmt: skip
+        sns.heatmap(
+            ((sequence - mean) / std).T,
+            cmap="vlag",
+            center=0,
+            vmin=-3,
+            vmax=3,
+            ax=ax,
+            cbar=ax is axes[1],
+            xticklabels=False,
+            yticklabels=False,
+        )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("dimension")
@@ -108,12 +141,16 @@ def correlation_figure(dataset: MultimodalDataset):
         (axes[1], train.acoustic, "acoustic", synthetic.ACOUSTIC_INFORMATIVE),
     ):
         corr = dimension_correlations(sequences, train.labels)
-        colors = ["tab:red" if dataset.is_synthetic and d in planted else "tab:gray"
-                  for d in range(len(corr))]  # fmt: skip
+        colors = [
+            "tab:red" if dataset.is_synthetic and d in planted else "tab:gray"
+            for d in range(len(corr))
+        ]
         ax.bar(np.arange(len(corr)), corr, color=colors)
-        ax.set_title(f"{name}: correlation with the label"
-                     + (" (red: planted informative dims)" if dataset.is_synthetic else ""),
-                     fontsize=9)  # fmt: skip
+        ax.set_title(
+            f"{name}: correlation with the label"
+            + (" (red: planted informative dims)" if dataset.is_synthetic else ""),
+            fontsize=9,
+        )
         ax.set_xlabel("dimension")
         ax.axhline(0, color="black", lw=0.5)
     fig.tight_layout()

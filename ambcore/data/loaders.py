@@ -61,8 +61,16 @@ from ambcore.data.types import SPLITS, MultimodalDataset, Split
 from ambcore.errors import DataError
 from ambcore.paths import data_from_env
 
-__all__ = ["load_dataset", "shuffle_audio_visual", "detect_format", "synthetic_cache_path",
-           "shared_ids", "LABEL_RANGE", "FEATURE_LIMIT", "ID_SEPARATOR"]
+__all__ = [
+    "load_dataset",
+    "shuffle_audio_visual",
+    "detect_format",
+    "synthetic_cache_path",
+    "shared_ids",
+    "LABEL_RANGE",
+    "FEATURE_LIMIT",
+    "ID_SEPARATOR",
+]
 
 LABEL_RANGE = (-3.0, 3.0)
 FEATURE_LIMIT = 1e15  # |feature| above this is refused (float32 overflows once squared and summed)
@@ -110,7 +118,9 @@ def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> Mul
 AV_SHUFFLE_SEED = 0  # one permutation per split, the same for every run of a cell
 
 
-def shuffle_audio_visual(dataset: MultimodalDataset, seed: int = AV_SHUFFLE_SEED) -> MultimodalDataset:
+def shuffle_audio_visual(
+    dataset: MultimodalDataset, seed: int = AV_SHUFFLE_SEED
+) -> MultimodalDataset:
     """``dataset`` with each split's visual and acoustic features permuted (together) across its
     utterances: ids, texts, words and labels stay, so the audio-visual input carries no
     information about them (``Config.av_shuffle``, a negative control). Named in ``name``."""
@@ -118,10 +128,16 @@ def shuffle_audio_visual(dataset: MultimodalDataset, seed: int = AV_SHUFFLE_SEED
     splits = {}
     for key, split in dataset.splits.items():
         order = rng.permutation(len(split))
-        splits[key] = dataclasses.replace(split, visual=[split.visual[i] for i in order],
-                                          acoustic=[split.acoustic[i] for i in order])  # fmt: skip
-    return dataclasses.replace(dataset, splits=splits,
-                               name=f"{dataset.name}, audio-visual features shuffled across utterances")  # fmt: skip
+        splits[key] = dataclasses.replace(
+            split,
+            visual=[split.visual[i] for i in order],
+            acoustic=[split.acoustic[i] for i in order],
+        )
+    return dataclasses.replace(
+        dataset,
+        splits=splits,
+        name=f"{dataset.name}, audio-visual features shuffled across utterances",
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -141,8 +157,10 @@ def _load_file(path: Path) -> MultimodalDataset:
     repairs: dict[str, int] = {}
     if fmt.startswith("mmsa"):
         splits = {s: _mmsa_split(obj[s], str(path), s, repairs) for s in SPLITS}
-        fmt = "mmsa-aligned" if all(sp.words is not None for sp in splits.values()) else (
-            "mmsa-unaligned"
+        fmt = (
+            "mmsa-aligned"
+            if all(sp.words is not None for sp in splits.values())
+            else ("mmsa-unaligned")
         )
     else:
         splits = {
@@ -278,8 +296,10 @@ def _unique_ids(splits: dict[str, Split], repairs: dict[str, int]) -> None:
             first = first or (uid, new)
         split.ids = ids
         shown = ", ".join(repr(u) for u in repeated[:3]) + (", ..." if len(repeated) > 3 else "")
-        key = (f"{name}/id: {len(repeated)} repeated id(s) ({shown}) made unique by a suffix "
-               f"(e.g. {first[0]!r} -> {first[1]!r}); utterances renamed")  # fmt: skip
+        key = (
+            f"{name}/id: {len(repeated)} repeated id(s) ({shown}) made unique by a suffix "
+            f"(e.g. {first[0]!r} -> {first[1]!r}); utterances renamed"
+        )
         repairs[key] = renamed
 
 
@@ -310,17 +330,23 @@ def _check_feature_values(
     finite = np.isfinite(x)
     if whole_modality and x.size and not finite.any():
         raise _error(
-            source, split, key, f"no finite value ({x.size} NaN/inf)",
+            source,
+            split,
+            key,
+            f"no finite value ({x.size} NaN/inf)",
             "features (NaN/inf are repaired to 0 only where some values are finite)",
-        )  # fmt: skip
+        )
     big = finite & (np.abs(x) > FEATURE_LIMIT)
     if big.any():
         index = np.unravel_index(int(np.flatnonzero(big)[0]), x.shape)
         raise _error(
-            source, split, key, f"value {float(x[index]):g} at row {index[0]} "
+            source,
+            split,
+            key,
+            f"value {float(x[index]):g} at row {index[0]} "
             f"({int(big.sum())} value(s) beyond {FEATURE_LIMIT:g})",
             f"features with |x| <= {FEATURE_LIMIT:g}",
-        )  # fmt: skip
+        )
 
 
 def _texts(values: Any, source: str, split: str, key: str, ids: bool = False) -> list[str]:
@@ -344,9 +370,12 @@ def _texts(values: Any, source: str, split: str, key: str, ids: bool = False) ->
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise _error(
-                source, split, key, f"lone surrogate {value[exc.start]!r} at row {row}, "
-                f"character {exc.start}", "valid Unicode text",
-            ) from None  # fmt: skip
+                source,
+                split,
+                key,
+                f"lone surrogate {value[exc.start]!r} at row {row}, character {exc.start}",
+                "valid Unicode text",
+            ) from None
         texts.append(str(value))
     return texts
 
@@ -369,24 +398,32 @@ def _check_labels(labels: np.ndarray, source: str, split: str, key: str) -> np.n
         labels = labels[:, 0]
     if labels.ndim != 1:
         raise _error(source, split, key, f"shape {labels.shape}", "shape (N,) of sentiment scores")
-    if not np.issubdtype(labels.dtype, np.number) or np.issubdtype(labels.dtype, np.complexfloating):
+    if not np.issubdtype(labels.dtype, np.number) or np.issubdtype(
+        labels.dtype, np.complexfloating
+    ):
         raise _error(source, split, key, f"dtype {labels.dtype}", "real-valued sentiment scores")
     labels = labels.astype(np.float32)
     bad = ~np.isfinite(labels)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise _error(
-            source, split, key, f"{int(bad.sum())} non-finite label(s), first at row {i} "
-            f"({labels[i]})", "finite sentiment scores in [-3, 3]",
-        )  # fmt: skip
+            source,
+            split,
+            key,
+            f"{int(bad.sum())} non-finite label(s), first at row {i} ({labels[i]})",
+            "finite sentiment scores in [-3, 3]",
+        )
     low, high = LABEL_RANGE
     bad = (labels < low - _LABEL_TOLERANCE) | (labels > high + _LABEL_TOLERANCE)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise _error(
-            source, split, key, f"{int(bad.sum())} label(s) outside [-3, 3], first at row {i} "
-            f"({labels[i]:g})", "sentiment scores in [-3, 3]",
-        )  # fmt: skip
+            source,
+            split,
+            key,
+            f"{int(bad.sum())} label(s) outside [-3, 3], first at row {i} ({labels[i]:g})",
+            "sentiment scores in [-3, 3]",
+        )
     return np.clip(labels, low, high)
 
 
@@ -412,9 +449,12 @@ def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) ->
     missing = [k for k in _MMSA_REQUIRED if k not in data]
     if missing:
         raise _error(
-            source, split, missing[0], f"missing (split has keys {sorted(map(str, data))})",
+            source,
+            split,
+            missing[0],
+            f"missing (split has keys {sorted(map(str, data))})",
             "MMSA keys " + ", ".join(_MMSA_REQUIRED),
-        )  # fmt: skip
+        )
     features = {}
     for key in ("vision", "audio"):
         x = np.asarray(data[key])
@@ -436,8 +476,12 @@ def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) ->
         else [f"{split}_{i}" for i in range(n)]
     )
     labels = _check_labels(data["regression_labels"], source, split, "regression_labels")
-    for key, count in (("raw_text", len(texts)), ("id", len(ids)), ("audio", audio.shape[0]),
-                       ("regression_labels", len(labels))):  # fmt: skip
+    for key, count in (
+        ("raw_text", len(texts)),
+        ("id", len(ids)),
+        ("audio", audio.shape[0]),
+        ("regression_labels", len(labels)),
+    ):
         if count != n:
             raise _error(
                 source, split, key, f"{count} rows", f"{n} rows like 'vision' (one per utterance)"
@@ -449,12 +493,18 @@ def _mmsa_split(data: dict, source: str, split: str, repairs: dict[str, int]) ->
         raise _error(source, split, absent, "missing", "both audio_lengths and vision_lengths")
     words = None
     if all(has_lengths):  # unaligned layout
-        a_len = _check_lengths(data["audio_lengths"], n, audio.shape[1], source, split, "audio_lengths")
-        v_len = _check_lengths(data["vision_lengths"], n, vision.shape[1], source, split, "vision_lengths")
+        a_len = _check_lengths(
+            data["audio_lengths"], n, audio.shape[1], source, split, "audio_lengths"
+        )
+        v_len = _check_lengths(
+            data["vision_lengths"], n, vision.shape[1], source, split, "vision_lengths"
+        )
         a_start = v_start = np.zeros(n, np.int64)
         if audio.shape[1] == vision.shape[1]:
-            repairs[f"{split}/vision+audio: aligned shape but length arrays given: read as "
-                    "unaligned with those lengths"] = n  # fmt: skip
+            repairs[
+                f"{split}/vision+audio: aligned shape but length arrays given: read as "
+                "unaligned with those lengths"
+            ] = n
     elif audio.shape[1] == vision.shape[1]:  # aligned layout: lengths from the words
         a_len, a_start, words = _aligned_lengths(texts, vision, audio, split, repairs)
         v_len, v_start = a_len, a_start
@@ -473,8 +523,11 @@ def _check_lengths(values, n: int, steps: int, source: str, split: str, key: str
     lengths = np.asarray(values).reshape(-1)
     if lengths.shape[0] != n:
         raise _error(source, split, key, f"{lengths.shape[0]} rows", f"{n} (one per utterance)")
-    if (not np.issubdtype(lengths.dtype, np.number) or lengths.dtype.kind == "c"
-            or not np.all(np.isfinite(lengths))):  # fmt: skip
+    if (
+        not np.issubdtype(lengths.dtype, np.number)
+        or lengths.dtype.kind == "c"
+        or not np.all(np.isfinite(lengths))
+    ):
         raise _error(source, split, key, f"dtype {lengths.dtype}", "integer lengths")
     whole = np.equal(np.floor(lengths), lengths) if lengths.dtype.kind in "fc" else None
     if whole is not None and not whole.all():
@@ -535,8 +588,12 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
     finite: dict[str, int] = {}
     for i, item in enumerate(items):
         where = f"item {i}"
-        if not (isinstance(item, (list, tuple)) and len(item) == 3
-                and isinstance(item[0], (list, tuple)) and len(item[0]) == n_fields):  # fmt: skip
+        if not (
+            isinstance(item, (list, tuple))
+            and len(item) == 3
+            and isinstance(item[0], (list, tuple))
+            and len(item[0]) == n_fields
+        ):
             raise _error(source, split, where, _describe(item), layout)
         (features, label, segment) = item
         if fmt == "mag-bert":
@@ -557,8 +614,11 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
             sizes[key] = sizes.get(key, 0) + x.size
             finite[key] = finite.get(key, 0) + int(np.isfinite(x).sum())
             if not np.isfinite(x).all():
-                for kind, mask in (("NaN", np.isnan(x)), ("+inf", np.isposinf(x)),
-                                   ("-inf", np.isneginf(x))):  # fmt: skip
+                for kind, mask in (
+                    ("NaN", np.isnan(x)),
+                    ("+inf", np.isposinf(x)),
+                    ("-inf", np.isneginf(x)),
+                ):
                     name = f"{split}/{key}: {kind} -> 0"
                     counts[name] = counts.get(name, 0) + int(mask.sum())
                     x[mask] = 0.0
@@ -566,9 +626,12 @@ def _list_split(items, source: str, split: str, fmt: str, repairs: dict[str, int
         v, a = arrays
         if not (len(words) == v.shape[0] == a.shape[0]):
             raise _error(
-                source, split, f"{where}", f"{len(words)} words, visual {v.shape}, acoustic "
-                f"{a.shape}", "as many visual and acoustic steps as words (word-aligned)",
-            )  # fmt: skip
+                source,
+                split,
+                f"{where}",
+                f"{len(words)} words, visual {v.shape}, acoustic {a.shape}",
+                "as many visual and acoustic steps as words (word-aligned)",
+            )
         label_values = np.asarray(label, dtype=object).reshape(-1)
         if label_values.size != 1:
             raise _error(source, split, f"{where} label", _describe(label), "a single score")

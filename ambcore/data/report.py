@@ -95,15 +95,18 @@ def describe(dataset: MultimodalDataset) -> dict[str, Any]:
         "sizes": {name: len(dataset.splits[name]) for name in SPLITS},
         "splits": splits,
         "repairs": dict(dataset.repairs),
-        "shared_ids": {pair: {"count": len(ids), "examples": ids[:SHARED_EXAMPLES]}
-                       for pair, ids in dataset.shared_ids.items()},  # fmt: skip
+        "shared_ids": {
+            pair: {"count": len(ids), "examples": ids[:SHARED_EXAMPLES]}
+            for pair, ids in dataset.shared_ids.items()
+        },
     }
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The ``describe`` report as readable text."""
     lines = [
-        f"dataset:   {report['name']}" + ("   [SYNTHETIC: not CMU-MOSEI]" if report["synthetic"] else ""),
+        f"dataset:   {report['name']}"
+        + ("   [SYNTHETIC: not CMU-MOSEI]" if report["synthetic"] else ""),
         f"source:    {report['source']}",
         f"format:    {report['format']} ({'word-aligned' if report['aligned'] else 'unaligned'})",
         f"sha256:    {report['fingerprint_sha256']}",
@@ -136,8 +139,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", "ids in more than one split (possible leakage between splits):"]
     shared = report.get("shared_ids") or {}
     if shared:
-        lines += [f"  {pair}: {s['count']} (e.g. {', '.join(map(repr, s['examples']))})"
-                  for pair, s in shared.items()]  # fmt: skip
+        lines += [
+            f"  {pair}: {s['count']} (e.g. {', '.join(map(repr, s['examples']))})"
+            for pair, s in shared.items()
+        ]
     else:
         lines.append("  none")
     return "\n".join(lines)
@@ -148,8 +153,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 def synthetic_overrides(n_train=None, n_valid=None, n_test=None, synthetic_seed=None) -> dict:
     """Config overrides for the synthetic dataset's sizes and seed (``None``: the preset's)."""
-    values = {"synthetic_n_train": n_train, "synthetic_n_valid": n_valid,
-              "synthetic_n_test": n_test, "synthetic_seed": synthetic_seed}  # fmt: skip
+    values = {
+        "synthetic_n_train": n_train,
+        "synthetic_n_valid": n_valid,
+        "synthetic_n_test": n_test,
+        "synthetic_seed": synthetic_seed,
+    }
     return {key: value for key, value in values.items() if value is not None}
 
 
@@ -188,10 +197,13 @@ def label_table(report: dict[str, Any]):
     for split, s in report["splits"].items():
         labels = s["labels"]
         rows[split] = {
-            "mean": labels["mean"], "std": labels["std"], ">0": labels["positive (>0)"],
-            "=0": labels["zero"], "<0": labels["negative (<0)"],
+            "mean": labels["mean"],
+            "std": labels["std"],
+            ">0": labels["positive (>0)"],
+            "=0": labels["zero"],
+            "<0": labels["negative (<0)"],
             **{f"{c:+d}": labels["seven_class_counts"][str(c)] for c in SEVEN_CLASSES},
-        }  # fmt: skip
+        }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("split")
 
 
@@ -221,12 +233,16 @@ def shared_ids_note(report: dict[str, Any]) -> str:
     shared = report.get("shared_ids") or {}
     if not shared:
         return "No id appears in more than one split."
-    pairs = "; ".join(f"{pair}: {s['count']:,} (e.g. {', '.join(f'`{u}`' for u in s['examples'])})"
-                      for pair, s in shared.items())  # fmt: skip
+    pairs = "; ".join(
+        f"{pair}: {s['count']:,} (e.g. {', '.join(f'`{u}`' for u in s['examples'])})"
+        for pair, s in shared.items()
+    )
     total = sum(s["count"] for s in shared.values())
-    return (f"**Possible leakage: {total:,} id(s) appear in more than one split** ({pairs}). "
-            "If they name the same clip, the model is tested on utterances it was trained or "
-            "tuned on, and its test scores are too good; the loader keeps them and says so.")
+    return (
+        f"**Possible leakage: {total:,} id(s) appear in more than one split** ({pairs}). "
+        "If they name the same clip, the model is tested on utterances it was trained or "
+        "tuned on, and its test scores are too good; the loader keeps them and says so."
+    )
 
 
 def _label_shares(dataset: MultimodalDataset) -> tuple[float, float, float]:
@@ -259,17 +275,24 @@ def glue_values(dataset: MultimodalDataset, report: dict[str, Any]) -> dict[str,
     from ambcore.data import synthetic
 
     positive, negative, mean = _label_shares(dataset)
-    values: dict[str, str | int] = {"data_name": dataset.name,
-                                    "data_sha256": report["fingerprint_sha256"]}  # fmt: skip
+    values: dict[str, str | int] = {
+        "data_name": dataset.name,
+        "data_sha256": report["fingerprint_sha256"],
+    }
     values.update({f"data_n_{split}": f"{report['sizes'][split]:,}" for split in SPLITS})
     values.update(
-        data_visual_dim=report["visual_dim"], data_acoustic_dim=report["acoustic_dim"],
-        data_label_mean=f"{mean:+.2f}", data_positive_pct=f"{100 * positive:.0f}",
+        data_visual_dim=report["visual_dim"],
+        data_acoustic_dim=report["acoustic_dim"],
+        data_label_mean=f"{mean:+.2f}",
+        data_positive_pct=f"{100 * positive:.0f}",
         data_negative_pct=f"{100 * negative:.0f}",
         data_repairs_total=f"{sum(report['repairs'].values()):,}",
-        data_av_only_pct=(f"{100 * synthetic.AV_ONLY_FRACTION:.0f}" if dataset.is_synthetic
-                          else "n/a (not synthetic)"),
-    )  # fmt: skip
+        data_av_only_pct=(
+            f"{100 * synthetic.AV_ONLY_FRACTION:.0f}"
+            if dataset.is_synthetic
+            else "n/a (not synthetic)"
+        ),
+    )
     return values
 
 
@@ -311,6 +334,7 @@ def synthetic_design_table():
 
     design = pd.DataFrame({"share of utterances": synthetic.KIND_PROBS})
     design = design.rename_axis("utterance kind (generator design)")
-    design["label follows"] = ["face and voice" if kind in ("ironic", "neutral-av") else "words"
-                               for kind in design.index]  # fmt: skip
+    design["label follows"] = [
+        "face and voice" if kind in ("ironic", "neutral-av") else "words" for kind in design.index
+    ]
     return design

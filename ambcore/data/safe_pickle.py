@@ -45,8 +45,9 @@ import pickle
 import pickletools
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -74,14 +75,30 @@ _NUMPY_NAMES = {
     "numeric": ("_frombuffer",),
 }
 _BUILTIN_NAMES = (
-    "dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
-    "int", "float", "complex", "bool", "slice", "range",
-)  # fmt: skip
+    "dict",
+    "list",
+    "tuple",
+    "set",
+    "frozenset",
+    "str",
+    "bytes",
+    "bytearray",
+    "int",
+    "float",
+    "complex",
+    "bool",
+    "slice",
+    "range",
+)
 
 # Every global a dataset pickle may name, as (module, name).
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    [(f"{pkg}.{mod}", name) for pkg in ("numpy.core", "numpy._core")
-     for mod, names in _NUMPY_NAMES.items() for name in names]  # fmt: skip
+    [
+        (f"{pkg}.{mod}", name)
+        for pkg in ("numpy.core", "numpy._core")
+        for mod, names in _NUMPY_NAMES.items()
+        for name in names
+    ]
     + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
     + [(module, name) for name in _BUILTIN_NAMES for module in ("builtins", "__builtin__")]
 )
@@ -180,8 +197,11 @@ class PickledArray(np.ndarray):
 
 
 def _checked_count(shape: Any, source: str) -> int:
-    if not (isinstance(shape, tuple) and len(shape) <= 32
-            and all(type(d) is int and d >= 0 for d in shape)):  # fmt: skip
+    if not (
+        isinstance(shape, tuple)
+        and len(shape) <= 32
+        and all(type(d) is int and d >= 0 for d in shape)
+    ):
         raise DataError(f"{source}: refused to load: numpy array shape {shape!r}")
     return math.prod(shape)
 
@@ -226,14 +246,19 @@ def _numpy_globals(source: str, arrays: type) -> dict[str, Callable]:
             )
         real = dtype.resolve()
         shape = tuple(shape) if isinstance(shape, list) else shape
-        buffer = _checked_buffer(buffer, _checked_count(shape, source) * real.itemsize, shape,
-                                 real, source)  # fmt: skip
+        buffer = _checked_buffer(
+            buffer, _checked_count(shape, source) * real.itemsize, shape, real, source
+        )
         if order not in ("C", "F"):
             raise DataError(f"{source}: refused to load: array order {order!r}")
         return np.frombuffer(buffer, dtype=real).reshape(shape, order=order).view(arrays)
 
-    return {"_reconstruct": reconstruct, "scalar": scalar, "_frombuffer": frombuffer,
-            "dtype": dtype}  # fmt: skip
+    return {
+        "_reconstruct": reconstruct,
+        "scalar": scalar,
+        "_frombuffer": frombuffer,
+        "dtype": dtype,
+    }
 
 
 # ---- builtins, charged against the allocation budget -----------------------------------------
@@ -322,9 +347,21 @@ _LENGTH_PREFIX = {
     pickletools.TAKEN_FROM_ARGUMENT8U: ("<Q", 8),
 }
 _OBJECT_COST = 80  # bytes of a small Python object plus the pointer that holds it
-_COSTS = {"EMPTY_SET": 240, "FROZENSET": 240, "ADDITEMS": 0, "MARK": 0, "STOP": 0, "POP": 0,
-          "POP_MARK": 0, "PROTO": 0, "FRAME": 0, "PUT": 16, "BINPUT": 16, "LONG_BINPUT": 16,
-          "MEMOIZE": 16}  # fmt: skip
+_COSTS = {
+    "EMPTY_SET": 240,
+    "FROZENSET": 240,
+    "ADDITEMS": 0,
+    "MARK": 0,
+    "STOP": 0,
+    "POP": 0,
+    "POP_MARK": 0,
+    "PROTO": 0,
+    "FRAME": 0,
+    "PUT": 16,
+    "BINPUT": 16,
+    "LONG_BINPUT": 16,
+    "MEMOIZE": 16,
+}
 
 
 def _scan(data, source: str) -> int:
@@ -490,9 +527,19 @@ def _load(data, file: io.BufferedIOBase, source: str) -> Any:
         obj = _RestrictedUnpickler(file, source, budget).load()
     except DataError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, struct.error,
-            AttributeError, KeyError, MemoryError, OverflowError,
-            RecursionError) as exc:  # fmt: skip
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        IndexError,
+        struct.error,
+        AttributeError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise DataError(
             f"{source}: not a readable pickle (truncated or corrupt file?): "
             f"{type(exc).__name__}: {str(exc)[:200]}"

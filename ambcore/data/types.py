@@ -79,7 +79,7 @@ class Batch:
     # special tokens and padding (MAG-BERT shifts each token by its word's features).
     word_index: torch.Tensor | None = None  # (B, T) long
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         import torch
 
         moved = {}
@@ -90,7 +90,7 @@ class Batch:
             moved[f.name] = value
         return Batch(**moved)
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """The batch in page-locked memory (``DataLoader(pin_memory=True)`` calls this), so that
         ``to(cuda, non_blocking=True)`` copies asynchronously."""
         import torch

@@ -21,8 +21,14 @@ from torch import nn
 
 from ambcore.errors import ModelConfigError
 
-__all__ = ["MODEL_REGISTRY", "build_model", "from_pretrained", "load_pretrained", "count_parameters",
-           "COMPONENT_ORDER"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "build_model",
+    "from_pretrained",
+    "load_pretrained",
+    "count_parameters",
+    "COMPONENT_ORDER",
+]
 
 # cfg.model -> "module:Class"; the class is built as Class(cfg, visual_dim, acoustic_dim).
 # Imported lazily, so a model's module is only needed when that model is asked for.
@@ -41,7 +47,9 @@ def _model_class(name: str):
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
-            raise ModelConfigError(f"model {name!r} is not available ({module_name} is missing)") from None
+            raise ModelConfigError(
+                f"model {name!r} is not available ({module_name} is missing)"
+            ) from None
         raise
     return getattr(module, class_name)
 
@@ -79,9 +87,13 @@ def model_folder(path: str | os.PathLike) -> Path:
     return path  # read_checkpoint names what is missing
 
 
-def from_pretrained(path: str | os.PathLike, plm: str | None = None,
-                    device=None, expected_class: type | None = None,
-                    **kwargs) -> nn.Module:  # fmt: skip
+def from_pretrained(
+    path: str | os.PathLike,
+    plm: str | None = None,
+    device=None,
+    expected_class: type | None = None,
+    **kwargs,
+) -> nn.Module:
     """Rebuild a model saved by ``save_pretrained`` (or a run folder's best checkpoint): the
     class named by its ``model.json``, the PLM from its reference, then the trained weights.
 
@@ -108,7 +120,12 @@ def from_pretrained(path: str | os.PathLike, plm: str | None = None,
         # The mixin reads config.json and calls the class's _from_pretrained (a local folder:
         # no Hub request).
         return super(PretrainedMixin, model_class).from_pretrained(
-            str(folder), local_files_only=True, checkpoint=checkpoint, plm=plm, device=device, **kwargs
+            str(folder),
+            local_files_only=True,
+            checkpoint=checkpoint,
+            plm=plm,
+            device=device,
+            **kwargs,
         )
     except pickle.UnpicklingError:
         from ambcore.models.plm import resolve_plm_path
@@ -147,8 +164,12 @@ def build_from_checkpoint(directory: Path, checkpoint, plm: str | None = None) -
             f"{directory}: the PLM loaded from {cfg.plm!r} has different frozen weights from the one "
             f"this checkpoint was trained with (saved reference: {meta['plm']})"
         )
-    design = design_label(cfg)  # name the design its config rebuilt (see ambcore.config.LEGACY_DESIGN)
-    source = str(directory) if design is None else f"{directory} (rebuilt as the AMB design {design})"
+    design = design_label(
+        cfg
+    )  # name the design its config rebuilt (see ambcore.config.LEGACY_DESIGN)
+    source = (
+        str(directory) if design is None else f"{directory} (rebuilt as the AMB design {design})"
+    )
     load_trained_weights(model, tensors, source)
     model.eval()
     return model
@@ -176,5 +197,7 @@ def count_parameters(model: nn.Module) -> dict[str, dict[str, int]]:
         row["trainable" if param.requires_grad else "frozen"] += param.numel()
     ordered = {k: rows.pop(k) for k in COMPONENT_ORDER if k in rows}
     ordered.update(sorted(rows.items()))
-    ordered["all"] = {key: sum(r[key] for r in ordered.values()) for key in ("total", "trainable", "frozen")}
+    ordered["all"] = {
+        key: sum(r[key] for r in ordered.values()) for key in ("total", "trainable", "frozen")
+    }
     return ordered

@@ -93,7 +93,11 @@ def _apply_pfeiffer_adapter(module: nn.Module, args, output: torch.Tensor) -> to
     """
     summed = args[0]  # (B, T, H)
     return nn.functional.layer_norm(
-        summed + module.adapter.delta(output), module.normalized_shape, module.weight, module.bias, module.eps
+        summed + module.adapter.delta(output),
+        module.normalized_shape,
+        module.weight,
+        module.bias,
+        module.eps,
     )
 
 
@@ -103,15 +107,18 @@ def _layers(plm: nn.Module) -> nn.ModuleList:
 
 def adapter_of(layer: nn.Module) -> BottleneckAdapter | None:
     """The adapter of a BERT layer, wherever its placement put it (None without one)."""
-    return getattr(layer.output, "adapter", None) or getattr(layer.output.LayerNorm, "adapter", None)
+    return getattr(layer.output, "adapter", None) or getattr(
+        layer.output.LayerNorm, "adapter", None
+    )
 
 
 def has_adapters(plm: nn.Module) -> bool:
     return any(adapter_of(layer) is not None for layer in _layers(plm))
 
 
-def add_adapters(plm: nn.Module, adapter_dim: int, dropout: float = 0.0,
-                 placement: str = "ours") -> list[BottleneckAdapter]:
+def add_adapters(
+    plm: nn.Module, adapter_dim: int, dropout: float = 0.0, placement: str = "ours"
+) -> list[BottleneckAdapter]:
     """Insert one adapter per layer at ``placement`` (see the module doc); returns them in order."""
     if placement not in ADAPTER_PLACEMENTS:
         raise ModelConfigError(f"adapter_placement={placement!r}; expected 'ours' or 'pfeiffer'")
@@ -190,8 +197,9 @@ def set_trainable(plm: nn.Module, cfg, train_embeddings: bool | None = None) -> 
         )
 
 
-def prepare_plm(plm: nn.Module, cfg, adapter_dropout: float = 0.0,
-                train_embeddings: bool | None = None) -> nn.Module:
+def prepare_plm(
+    plm: nn.Module, cfg, adapter_dropout: float = 0.0, train_embeddings: bool | None = None
+) -> nn.Module:
     """Adapters (if ``cfg.text_adaptation == "adapters"``, size ``cfg.adapter_dim``) + trainability."""
     if cfg.text_adaptation == "adapters":
         add_adapters(plm, cfg.adapter_dim, adapter_dropout, cfg.adapter_placement)

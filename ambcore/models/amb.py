@@ -107,8 +107,16 @@ class FusionLayer(nn.Module):
     itself (``cls_proj``: H -> P); otherwise it receives the shared projection's output ``p_l``.
     """
 
-    def __init__(self, hidden_size: int, proj_dim: int, av_dim: int, prev_dim: int, ffn_hidden: int,
-                 dropout: float, own_projection: bool = True):
+    def __init__(
+        self,
+        hidden_size: int,
+        proj_dim: int,
+        av_dim: int,
+        prev_dim: int,
+        ffn_hidden: int,
+        dropout: float,
+        own_projection: bool = True,
+    ):
         super().__init__()
         if own_projection:
             self.cls_proj = nn.Linear(hidden_size, proj_dim)  # "projected to a lower dimension"
@@ -136,13 +144,24 @@ class LayerwiseFusion(nn.Module):
     map for every layer, ``cls_proj``) | ``"per_layer"`` (one per layer, ``layers[l].cls_proj``).
     """
 
-    def __init__(self, n_layers: int, hidden_size: int, proj_dim: int, av_dim: int, ffn_hidden: int,
-                 dropout: float, connect: str = "chain", cls_projection: str = "shared"):
+    def __init__(
+        self,
+        n_layers: int,
+        hidden_size: int,
+        proj_dim: int,
+        av_dim: int,
+        ffn_hidden: int,
+        dropout: float,
+        connect: str = "chain",
+        cls_projection: str = "shared",
+    ):
         super().__init__()
         if connect not in FUSION_CONNECTS:
             raise ModelConfigError(f"fusion_connect={connect!r}; expected 'chain' or 'independent'")
         if cls_projection not in CLS_PROJECTIONS:
-            raise ModelConfigError(f"cls_projection={cls_projection!r}; expected 'shared' or 'per_layer'")
+            raise ModelConfigError(
+                f"cls_projection={cls_projection!r}; expected 'shared' or 'per_layer'"
+            )
         self.connect = connect
         self.cls_projection = cls_projection
         if cls_projection == "shared":
@@ -161,7 +180,9 @@ class LayerwiseFusion(nn.Module):
         )
         self.out_dim = proj_dim
 
-    def forward(self, cls_states: torch.Tensor, av: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, cls_states: torch.Tensor, av: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # cls_states: (B, L, H); av: (B, 2E) or None
         if self.cls_projection == "shared":
             cls_states = self.cls_proj(cls_states)  # (B, L, P)
@@ -174,7 +195,9 @@ class LayerwiseFusion(nn.Module):
             else:
                 fused.append(layer(cls_states[:, i], av_context))  # (B, P)
         fused_states = torch.stack(fused, dim=1)  # (B, L, P)
-        summary = fused_states[:, -1] if self.connect == "chain" else fused_states.mean(dim=1)  # (B, P)
+        summary = (
+            fused_states[:, -1] if self.connect == "chain" else fused_states.mean(dim=1)
+        )  # (B, P)
         return summary, fused_states
 
 
@@ -185,7 +208,9 @@ class Predictor(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         if hidden > 0:
-            self.head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+            self.head = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+            )
         else:
             self.head = nn.Linear(in_dim, 1)
 
@@ -194,8 +219,9 @@ class Predictor(nn.Module):
         return self.head(self.dropout(features)).squeeze(-1)  # (B,)
 
 
-def reduce_to_cls_sep(input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reduce_to_cls_sep(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep each row's first token ([CLS]) and last real token ([SEP]): the no-text input."""
     # input_ids, attention_mask, token_type_ids: (B, T)
     last = (attention_mask.sum(dim=1) - 1).clamp(min=0)[:, None]  # (B, 1)
@@ -206,7 +232,10 @@ def reduce_to_cls_sep(input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 def check_feature_dims(batch: Batch, visual_dim: int, acoustic_dim: int) -> None:
     """A clear error when the data's feature sizes are not the ones the model was built for."""
-    for name, tensor, expected in (("visual", batch.visual, visual_dim), ("acoustic", batch.acoustic, acoustic_dim)):
+    for name, tensor, expected in (
+        ("visual", batch.visual, visual_dim),
+        ("acoustic", batch.acoustic, acoustic_dim),
+    ):
         if tensor.dim() != 3 or tensor.shape[-1] != expected:
             raise ModelConfigError(
                 f"batch.{name}: the model was built for {name} features of shape (B, L, {expected}), "
@@ -214,7 +243,9 @@ def check_feature_dims(batch: Batch, visual_dim: int, acoustic_dim: int) -> None
             )
 
 
-def build_heads(cfg, hidden: int, n_layers: int, visual_dim: int, acoustic_dim: int) -> dict[str, nn.Module]:
+def build_heads(
+    cfg, hidden: int, n_layers: int, visual_dim: int, acoustic_dim: int
+) -> dict[str, nn.Module]:
     """AMB's trainable modules outside the PLM, by attribute name: the visual and acoustic
     encoders (not for ``variant="text-only"``), the layer-wise fusion and the predictor.
 
@@ -235,7 +266,13 @@ def build_heads(cfg, hidden: int, n_layers: int, visual_dim: int, acoustic_dim: 
         heads["acoustic_encoder"] = SequenceEncoder(acoustic_dim, **encoder_args)
     av_dim = 2 * cfg.encoder_dim if use_av else 0
     heads["fusion"] = LayerwiseFusion(
-        n_layers, hidden, cfg.fusion_proj_dim, av_dim, cfg.fusion_hidden, cfg.dropout, cfg.fusion_connect,
+        n_layers,
+        hidden,
+        cfg.fusion_proj_dim,
+        av_dim,
+        cfg.fusion_hidden,
+        cfg.dropout,
+        cfg.fusion_connect,
         cfg.cls_projection,
     )
     heads["predictor"] = Predictor(cfg.fusion_proj_dim + hidden, cfg.predictor_hidden, cfg.dropout)
@@ -319,9 +356,15 @@ class AMB(PretrainedMixin, nn.Module):
         states do not depend on the visual and acoustic input: a pass whose text is unchanged
         (visual/acoustic noise, thesis 6.3.4) can reuse them through ``forward(batch, text=...)``.
         """
-        input_ids, attention_mask, token_type_ids = batch.input_ids, batch.attention_mask, batch.token_type_ids
+        input_ids, attention_mask, token_type_ids = (
+            batch.input_ids,
+            batch.attention_mask,
+            batch.token_type_ids,
+        )
         if self.cfg.variant == "no-text":
-            input_ids, attention_mask, token_type_ids = reduce_to_cls_sep(input_ids, attention_mask, token_type_ids)
+            input_ids, attention_mask, token_type_ids = reduce_to_cls_sep(
+                input_ids, attention_mask, token_type_ids
+            )
         text = self.plm(
             input_ids=input_ids,  # (B, T)
             attention_mask=attention_mask,  # (B, T)

@@ -23,8 +23,12 @@ Where the numbers come from (bert-base: embeddings 23.84 M, each encoder layer 7
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # pandas loads with the tables only (the model code does not need it)
+    import pandas as pd
 
 __all__ = [
     "THESIS_TRAINABLE_M",
@@ -165,8 +169,14 @@ def bert_parts(plm: str = "bert-base-uncased") -> BertParts:
     def count(module):
         return sum(p.numel() for p in module.parameters())
 
-    return BertParts(count(bert.embeddings), count(bert.encoder.layer[0]), count(bert.pooler),
-                     count(adapter), config.num_hidden_layers, config.hidden_size)  # fmt: skip
+    return BertParts(
+        count(bert.embeddings),
+        count(bert.encoder.layer[0]),
+        count(bert.pooler),
+        count(adapter),
+        config.num_hidden_layers,
+        config.hidden_size,
+    )
 
 
 @dataclass(frozen=True)
@@ -186,20 +196,26 @@ class ThesisBudget:
     ft_minus_amb: int  # finetuned_plm - adapters: AMB-FT - AMB, and MISA - MISA-Adapters
     heads_range: tuple[float, float]  # heads that put AMB within 8.6 M +- 2 %
 
-    def rows(self) -> "pd.DataFrame":
+    def rows(self) -> pd.DataFrame:
         import pandas as pd
 
         p = self.parts
         items = [
-            ("bert-base embeddings", p.embeddings), (f"bert-base layer (x {FT_LAYERS})", FT_LAYERS * p.layer),
-            ("bert-base pooler", p.pooler), ("AMB-FT's PLM part (sum)", self.finetuned_plm),
+            ("bert-base embeddings", p.embeddings),
+            (f"bert-base layer (x {FT_LAYERS})", FT_LAYERS * p.layer),
+            ("bert-base pooler", p.pooler),
+            ("AMB-FT's PLM part (sum)", self.finetuned_plm),
             ("AMB-FT in the thesis", THESIS_AMB_M["AMB-FT"] * 1e6),
             ("=> encoders + fusion + predictor", self.heads_from_amb_ft),
             (f"adapters ({p.n_layers} x {p.adapter:,})", self.adapters),
-            ("=> AMB implied by AMB-FT", self.amb_implied), ("AMB in the thesis", THESIS_AMB_M["AMB"] * 1e6),
+            ("=> AMB implied by AMB-FT", self.amb_implied),
+            ("AMB in the thesis", THESIS_AMB_M["AMB"] * 1e6),
             ("AMB-FT - AMB (= MISA - MISA-Adapters)", self.ft_minus_amb),
-            ("MISA - MISA-Adapters in the thesis", (THESIS_TRAINABLE_M["MISA"] - THESIS_TRAINABLE_M["MISA-Adapters"]) * 1e6),
-        ]  # fmt: skip
+            (
+                "MISA - MISA-Adapters in the thesis",
+                (THESIS_TRAINABLE_M["MISA"] - THESIS_TRAINABLE_M["MISA-Adapters"]) * 1e6,
+            ),
+        ]
         return pd.DataFrame({"quantity": [k for k, _ in items], "M": [v / 1e6 for _, v in items]})
 
 
@@ -211,11 +227,18 @@ def thesis_budget(parts: BertParts | None = None) -> ThesisBudget:
     heads_ft = THESIS_AMB_M["AMB-FT"] * 1e6 - finetuned
     tol = TOLERANCE["AMB"] * THESIS_AMB_M["AMB"] * 1e6
     return ThesisBudget(
-        parts=parts, adapters=adapters, finetuned_plm=finetuned, heads_from_amb_ft=heads_ft,
-        heads_from_amb=THESIS_AMB_M["AMB"] * 1e6 - adapters, amb_implied=adapters + heads_ft,
+        parts=parts,
+        adapters=adapters,
+        finetuned_plm=finetuned,
+        heads_from_amb_ft=heads_ft,
+        heads_from_amb=THESIS_AMB_M["AMB"] * 1e6 - adapters,
+        amb_implied=adapters + heads_ft,
         ft_minus_amb=finetuned - adapters,
-        heads_range=(THESIS_AMB_M["AMB"] * 1e6 - tol - adapters, THESIS_AMB_M["AMB"] * 1e6 + tol - adapters),
-    )  # fmt: skip
+        heads_range=(
+            THESIS_AMB_M["AMB"] * 1e6 - tol - adapters,
+            THESIS_AMB_M["AMB"] * 1e6 + tol - adapters,
+        ),
+    )
 
 
 def within(count: float, row: str) -> bool:
@@ -241,7 +264,7 @@ DESIGN_SPACE = {
 }
 
 
-def design_candidates(parts: BertParts | None = None) -> "pd.DataFrame":
+def design_candidates(parts: BertParts | None = None) -> pd.DataFrame:
     """Every candidate design with its AMB and AMB-FT (with and without the pooler) counts and
     whether each fits the thesis (``within``). One row per design."""
     import itertools
@@ -255,22 +278,37 @@ def design_candidates(parts: BertParts | None = None) -> "pd.DataFrame":
     ft_plm = parts.embeddings + FT_LAYERS * parts.layer
     rows = []
     for proj, connect, width in itertools.product(*DESIGN_SPACE.values()):
-        cfg = get_config("paper", cls_projection=proj, fusion_connect=connect, encoder_dim=width,
-                         encoder_ffn_dim=2 * width)  # fmt: skip
+        cfg = get_config(
+            "paper",
+            cls_projection=proj,
+            fusion_connect=connect,
+            encoder_dim=width,
+            encoder_ffn_dim=2 * width,
+        )
         heads = head_parameters(cfg, parts)
         amb, ft, ft_pooler = adapters + heads, ft_plm + heads, ft_plm + parts.pooler + heads
-        rows.append({
-            "cls_projection": proj, "fusion_connect": connect, "encoder_dim": width, "heads_M": heads / 1e6,
-            "AMB_M": amb / 1e6, "AMB-FT_M (pooler)": ft_pooler / 1e6, "AMB-FT_M (no pooler)": ft / 1e6,
-            "fits AMB": within(amb, "AMB"), "fits AMB-FT (pooler)": within(ft_pooler, "AMB-FT"),
-            "fits AMB-FT (no pooler)": within(ft, "AMB-FT"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "cls_projection": proj,
+                "fusion_connect": connect,
+                "encoder_dim": width,
+                "heads_M": heads / 1e6,
+                "AMB_M": amb / 1e6,
+                "AMB-FT_M (pooler)": ft_pooler / 1e6,
+                "AMB-FT_M (no pooler)": ft / 1e6,
+                "fits AMB": within(amb, "AMB"),
+                "fits AMB-FT (pooler)": within(ft_pooler, "AMB-FT"),
+                "fits AMB-FT (no pooler)": within(ft, "AMB-FT"),
+            }
+        )
     frame = pd.DataFrame(rows)
-    frame["fits both"] = frame["fits AMB"] & (frame["fits AMB-FT (pooler)"] | frame["fits AMB-FT (no pooler)"])
+    frame["fits both"] = frame["fits AMB"] & (
+        frame["fits AMB-FT (pooler)"] | frame["fits AMB-FT (no pooler)"]
+    )
     return frame
 
 
-def thesis_claims(amb: int, amb_ft: int, misa: int) -> "pd.DataFrame":
+def thesis_claims(amb: int, amb_ft: int, misa: int) -> pd.DataFrame:
     """The thesis' claims about parameter counts, recomputed from counts (parameters), each
     with a computed sentence on whether it holds.
 
@@ -284,11 +322,28 @@ def thesis_claims(amb: int, amb_ft: int, misa: int) -> "pd.DataFrame":
     thesis_ft_ratio = THESIS_AMB_M["AMB-FT"] / THESIS_AMB_M["AMB"]
     share, ratio, ft_ratio = amb / misa, misa / amb, amb_ft / amb
     claims = [
-        ("AMB trains less than one fifth of MISA's parameters", "AMB / MISA", "< 0.20", share, share < 0.2),
-        ("MISA trains five times more parameters than AMB", "MISA / AMB", ">= 5", ratio, ratio >= 5.0),
-        ("AMB-FT / AMB as in table 6.2", "AMB-FT / AMB", f"{thesis_ft_ratio:.2f} +- 3 %", ft_ratio,
-         abs(ft_ratio / thesis_ft_ratio - 1) <= TOLERANCE["AMB"] + TOLERANCE["AMB-FT"]),
-    ]  # fmt: skip
+        (
+            "AMB trains less than one fifth of MISA's parameters",
+            "AMB / MISA",
+            "< 0.20",
+            share,
+            share < 0.2,
+        ),
+        (
+            "MISA trains five times more parameters than AMB",
+            "MISA / AMB",
+            ">= 5",
+            ratio,
+            ratio >= 5.0,
+        ),
+        (
+            "AMB-FT / AMB as in table 6.2",
+            "AMB-FT / AMB",
+            f"{thesis_ft_ratio:.2f} +- 3 %",
+            ft_ratio,
+            abs(ft_ratio / thesis_ft_ratio - 1) <= TOLERANCE["AMB"] + TOLERANCE["AMB-FT"],
+        ),
+    ]
     frame = pd.DataFrame(claims, columns=["claim", "quantity", "thesis", "ours", "holds"])
     frame["sentence"] = [
         f"{c}: {q} = {v:.3f} here, so the claim {'holds' if ok else 'does not hold'} in our counts."
@@ -297,14 +352,14 @@ def thesis_claims(amb: int, amb_ft: int, misa: int) -> "pd.DataFrame":
     return frame
 
 
-def choose_design(candidates: "pd.DataFrame") -> "pd.DataFrame":
+def choose_design(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates that fit both counts *and* the thesis' text: chained fusion (figure 6.1
     stacks the fusion layers and 6.2.6 feeds only "the fused representation of the last ...
     fusion layers" to the predictor, which reaches the earlier ones only through a chain)."""
     return candidates[candidates["fits both"] & (candidates["fusion_connect"] == "chain")]
 
 
-def amb_rows(counts: dict[str, int]) -> "pd.DataFrame":
+def amb_rows(counts: dict[str, int]) -> pd.DataFrame:
     """Our AMB rows (label -> trainable parameters) beside the thesis' (``THESIS_AMB_M``), with
     whether each fits and, for text-only, the parameters it does not build and the thesis counted."""
     import pandas as pd
@@ -314,9 +369,18 @@ def amb_rows(counts: dict[str, int]) -> "pd.DataFrame":
         note = ""
         if label == "AMB text-only" and "AMB" in counts:
             unbuilt = counts["AMB"] - count
-            note = (f"the thesis lists {THESIS_AMB_M[label]} M: it counted the AV encoders and the AV inputs "
-                    f"of the fusion layers ({unbuilt / 1e6:.2f} M), which a text-only model never uses "
-                    "and we do not build")  # fmt: skip
-        rows.append({"model": label, "ours_M": count / 1e6, "thesis_M": THESIS_AMB_M[label],
-                     "fits": within(count, label), "note": note})  # fmt: skip
+            note = (
+                f"the thesis lists {THESIS_AMB_M[label]} M: it counted the AV encoders and the AV inputs "
+                f"of the fusion layers ({unbuilt / 1e6:.2f} M), which a text-only model never uses "
+                "and we do not build"
+            )
+        rows.append(
+            {
+                "model": label,
+                "ours_M": count / 1e6,
+                "thesis_M": THESIS_AMB_M[label],
+                "fits": within(count, label),
+                "note": note,
+            }
+        )
     return pd.DataFrame(rows)

@@ -22,8 +22,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 __all__ = ["model_card", "CARD_METRICS", "EMBEDDED_HUB_NAME"]
 
 # (metrics.json key, column title) of the metrics table
-CARD_METRICS = (("mae", "MAE"), ("corr", "Corr"), ("acc7", "Acc-7"), ("acc2_non0", "Acc-2 (non-0)"),
-                ("f1_non0", "F1 (non-0)"))  # fmt: skip
+CARD_METRICS = (
+    ("mae", "MAE"),
+    ("corr", "Corr"),
+    ("acc7", "Acc-7"),
+    ("acc2_non0", "Acc-2 (non-0)"),
+    ("f1_non0", "F1 (non-0)"),
+)
 # The Hub model that the bundled all-MiniLM-L6-v2 is a copy of.
 EMBEDDED_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 TASK = "multimodal-sentiment-analysis"
@@ -52,12 +57,19 @@ def _metric_cell(metrics: Mapping, key: str, interval: Mapping | None) -> str:
 
 def _metrics_section(metrics: Mapping | None, intervals: Mapping | None) -> list[str]:
     if not metrics:
-        return ["No evaluation is recorded with this folder (it was not saved by a finished "
-                "run); `ambcore evaluate RUN_DIR` evaluates a run."]  # fmt: skip
-    lines = ["| split | " + " | ".join(title for _, title in CARD_METRICS) + " |",
-             "|---|" + "---|" * len(CARD_METRICS)]  # fmt: skip
-    rows = [("valid", metrics.get("valid"), None), ("test", metrics.get("test"), intervals),
-            ("test, mean-label predictor", metrics.get("test_baseline_train_mean"), None)]  # fmt: skip
+        return [
+            "No evaluation is recorded with this folder (it was not saved by a finished "
+            "run); `ambcore evaluate RUN_DIR` evaluates a run."
+        ]
+    lines = [
+        "| split | " + " | ".join(title for _, title in CARD_METRICS) + " |",
+        "|---|" + "---|" * len(CARD_METRICS),
+    ]
+    rows = [
+        ("valid", metrics.get("valid"), None),
+        ("test", metrics.get("test"), intervals),
+        ("test, mean-label predictor", metrics.get("test_baseline_train_mean"), None),
+    ]
     for name, values, interval in rows:
         if values:
             cells = [_metric_cell(values, key, interval) for key, _ in CARD_METRICS]
@@ -65,12 +77,15 @@ def _metrics_section(metrics: Mapping | None, intervals: Mapping | None) -> list
     n_test = (metrics.get("test") or {}).get("n")
     if intervals:
         with_ci = ", ".join(title for key, title in CARD_METRICS if key in intervals)
-        lines += ["", f"Test numbers: the estimate and, for {with_ci}, its 95 % percentile interval "
-                      f"over a bootstrap of the test videos ({n_test or 'N'} utterances; "
-                      "`ambcore.stats.run_interval`): this run only, so another seed's spread is not "
-                      "in it. The "
-                      "mean-label predictor always predicts the training labels' mean: a model "
-                      "that does not beat it has learnt nothing."]  # fmt: skip
+        lines += [
+            "",
+            f"Test numbers: the estimate and, for {with_ci}, its 95 % percentile interval "
+            f"over a bootstrap of the test videos ({n_test or 'N'} utterances; "
+            "`ambcore.stats.run_interval`): this run only, so another seed's spread is not "
+            "in it. The "
+            "mean-label predictor always predicts the training labels' mean: a model "
+            "that does not beat it has learnt nothing.",
+        ]
     elif metrics.get("valid_only"):
         lines += ["", "A validation-only run (tuning): no test split was given."]
     return lines
@@ -79,7 +94,9 @@ def _metrics_section(metrics: Mapping | None, intervals: Mapping | None) -> list
 def _card_data(model, metrics: Mapping | None, intervals: Mapping | None) -> ModelCardData:
     cfg = model.cfg
     synthetic = bool(metrics and metrics.get("is_synthetic"))
-    tags = [cfg.model, f"text-adaptation-{cfg.text_adaptation}"] + (["synthetic-data"] if synthetic else [])
+    tags = [cfg.model, f"text-adaptation-{cfg.text_adaptation}"] + (
+        ["synthetic-data"] if synthetic else []
+    )
     eval_results = None
     test = (metrics or {}).get("test")
     if test:
@@ -87,11 +104,18 @@ def _card_data(model, metrics: Mapping | None, intervals: Mapping | None) -> Mod
         if synthetic and "SYNTHETIC" not in data_name.upper():
             data_name = f"SYNTHETIC {data_name}"
         eval_results = [
-            EvalResult(task_type=TASK, task_name="Multimodal sentiment analysis (score in [-3, 3])",
-                       dataset_type="synthetic" if synthetic else Path(str(metrics.get("data_source"))).stem,
-                       dataset_name=data_name,
-                       dataset_split="test", metric_type=key, metric_name=title,
-                       metric_value=float(test[key]))  # fmt: skip
+            EvalResult(
+                task_type=TASK,
+                task_name="Multimodal sentiment analysis (score in [-3, 3])",
+                dataset_type="synthetic"
+                if synthetic
+                else Path(str(metrics.get("data_source"))).stem,
+                dataset_name=data_name,
+                dataset_split="test",
+                metric_type=key,
+                metric_name=title,
+                metric_value=float(test[key]),
+            )
             for key, title in CARD_METRICS
             if isinstance(test.get(key), (int, float)) and test[key] == test[key]
         ]
@@ -110,26 +134,33 @@ def _card_data(model, metrics: Mapping | None, intervals: Mapping | None) -> Mod
     )
 
 
-def model_card(model, metrics: Mapping | None = None, intervals: Mapping | None = None,
-               **_ignored) -> ModelCard:  # fmt: skip
+def model_card(
+    model, metrics: Mapping | None = None, intervals: Mapping | None = None, **_ignored
+) -> ModelCard:
     """The card of ``model``; ``metrics``: a run's metrics.json (data, splits' metrics),
     ``intervals``: ``stats.run_interval`` of its test predictions."""
     from ambcore.models import count_parameters, design_label
 
     cfg = model.cfg
     counts = count_parameters(model)["all"]
-    meta = {"class": type(model).__name__, "variant": cfg.variant,
-            "text adaptation": cfg.text_adaptation}  # fmt: skip
+    meta = {
+        "class": type(model).__name__,
+        "variant": cfg.variant,
+        "text adaptation": cfg.text_adaptation,
+    }
     if design_label(cfg) is not None:
         meta["design"] = design_label(cfg)
     synthetic = bool(metrics and metrics.get("is_synthetic"))
     data_name = (metrics or {}).get("data")
     lines = [f"# {type(model).__name__}: multimodal sentiment analysis (ambcore)", ""]
     if synthetic:
-        lines += [f"> **SYNTHETIC data.** This model was trained and evaluated on `{data_name}`, "
-                  "a synthetic MOSEI-shaped dataset generated by ambcore with a planted signal. "
-                  "Its numbers validate the pipeline and say nothing about CMU-MOSEI or any real "
-                  "data.", ""]  # fmt: skip
+        lines += [
+            f"> **SYNTHETIC data.** This model was trained and evaluated on `{data_name}`, "
+            "a synthetic MOSEI-shaped dataset generated by ambcore with a planted signal. "
+            "Its numbers validate the pipeline and say nothing about CMU-MOSEI or any real "
+            "data.",
+            "",
+        ]
     lines += [
         "A model of the Adapted Multimodal BERT study (thesis chapter 6), trained with the "
         "`ambcore` library: it reads an utterance's transcript, visual and acoustic feature "
@@ -147,21 +178,28 @@ def model_card(model, metrics: Mapping | None = None, intervals: Mapping | None 
         "",
         "## Language model",
         "",
-        f"`{cfg.plm}`" + (f" (a copy of the Hub's `{EMBEDDED_HUB_NAME}`, bundled with ambcore)"
-                          if cfg.plm == "embedded" else "")
+        f"`{cfg.plm}`"
+        + (
+            f" (a copy of the Hub's `{EMBEDDED_HUB_NAME}`, bundled with ambcore)"
+            if cfg.plm == "embedded"
+            else ""
+        )
         + (", built with RANDOM weights" if cfg.plm_random_init or cfg.plm == "tiny-random" else "")
         + ". Loading needs the same PLM, offline: its frozen weights are checked against the "
-          "SHA-256 recorded in `model.json` (`from_pretrained(..., plm=PATH)` names another "
-          "copy of it).",
+        "SHA-256 recorded in `model.json` (`from_pretrained(..., plm=PATH)` names another "
+        "copy of it).",
         "",
         "## Data",
         "",
-    ]  # fmt: skip
+    ]
     if metrics:
-        lines += [f"Trained on `{data_name}` ({'SYNTHETIC' if synthetic else 'real'} data; "
-                  f"source `{metrics.get('data_source')}`), preset `{metrics.get('preset')}`, "
-                  f"seed {metrics.get('seed')}, best epoch {metrics.get('best_epoch')} of "
-                  f"{metrics.get('epochs_run')}.", ""]  # fmt: skip
+        lines += [
+            f"Trained on `{data_name}` ({'SYNTHETIC' if synthetic else 'real'} data; "
+            f"source `{metrics.get('data_source')}`), preset `{metrics.get('preset')}`, "
+            f"seed {metrics.get('seed')}, best epoch {metrics.get('best_epoch')} of "
+            f"{metrics.get('epochs_run')}.",
+            "",
+        ]
     else:
         lines += ["Not recorded with this folder.", ""]
     lines += ["## Metrics", "", *_metrics_section(metrics, intervals), ""]
@@ -183,7 +221,6 @@ def model_card(model, metrics: Mapping | None = None, intervals: Mapping | None 
         json.dumps(cfg.to_dict(), indent=1, sort_keys=True),
         "```",
         "",
-    ]  # fmt: skip
+    ]
     data = _card_data(model, metrics, intervals)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-

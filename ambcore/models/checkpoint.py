@@ -70,7 +70,9 @@ def frozen_plm_fingerprint(model: nn.Module) -> str:
     Cached on the model until one of those tensors is replaced or modified in place (tracked by
     storage address and autograd version counter), so repeated checkpointing stays cheap.
     """
-    frozen = [(n, p) for n, p in model.named_parameters() if n.startswith("plm.") and not p.requires_grad]
+    frozen = [
+        (n, p) for n, p in model.named_parameters() if n.startswith("plm.") and not p.requires_grad
+    ]
     key = tuple((n, p.data_ptr(), p._version) for n, p in frozen)
     cached = getattr(model, "_frozen_fingerprint_cache", None)
     if cached is not None and cached[0] == key:
@@ -109,8 +111,9 @@ class PretrainedMixin(
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *,
-                        model_card_kwargs: dict | None = None, **kwargs) -> Path:  # fmt: skip
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *, model_card_kwargs: dict | None = None, **kwargs
+    ) -> Path:
         """Write the model folder (module docstring); returns its path. ``model_card_kwargs``
         go to ``generate_model_card`` (e.g. ``data=`` and ``metrics=`` of a finished run)."""
         super().save_pretrained(save_directory, model_card_kwargs=model_card_kwargs, **kwargs)
@@ -140,8 +143,11 @@ class PretrainedMixin(
             "trainable_tensors": sorted(tensors),
             "weights_sha256": file_sha256(directory / WEIGHTS_FILE),
         }
-        init_args = {"cfg": cfg.to_dict(), "visual_dim": self.visual_dim,
-                     "acoustic_dim": self.acoustic_dim}  # fmt: skip
+        init_args = {
+            "cfg": cfg.to_dict(),
+            "visual_dim": self.visual_dim,
+            "acoustic_dim": self.acoustic_dim,
+        }
         _atomic_write_text(directory / CONFIG_FILE, json.dumps(init_args, indent=2, sort_keys=True))
         _atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
 
@@ -153,9 +159,14 @@ class PretrainedMixin(
         return model_card(self, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *,
-                        plm: str | None = None, device: str | torch.device | None = None,
-                        **kwargs):  # fmt: skip
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        plm: str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
+    ):
         """The model saved in a folder, or in a run folder's ``best/``; offline, hash-checked.
 
         ``plm`` overrides where the PLM comes from (a local folder on another machine; its
@@ -165,12 +176,14 @@ class PretrainedMixin(
         from ambcore.models import from_pretrained
 
         expected = None if cls is PretrainedMixin else cls
-        return from_pretrained(pretrained_model_name_or_path, plm=plm, device=device,
-                               expected_class=expected, **kwargs)  # fmt: skip
+        return from_pretrained(
+            pretrained_model_name_or_path, plm=plm, device=device, expected_class=expected, **kwargs
+        )
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, checkpoint=None, plm: str | None = None,
-                         device=None, **model_kwargs):  # fmt: skip
+    def _from_pretrained(
+        cls, *, model_id: str, checkpoint=None, plm: str | None = None, device=None, **model_kwargs
+    ):
         """The mixin's hook: build the model from an already read and checked ``checkpoint``
         (``read_checkpoint``); the mixin's ``cfg``/``visual_dim``/``acoustic_dim`` from
         config.json are the same values and are not used."""
@@ -180,8 +193,17 @@ class PretrainedMixin(
         model = build_from_checkpoint(Path(model_id), checkpoint, plm=plm)
         return model if device is None else model.to(device)
 
-    def predict(self, texts, visual, acoustic, *, words=None, batch_size: int | None = None,
-                device: str | torch.device | None = None, progress: bool = False) -> np.ndarray:
+    def predict(
+        self,
+        texts,
+        visual,
+        acoustic,
+        *,
+        words=None,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
         """Sentiment scores (N,) for N utterances given as raw inputs (thesis 6.2).
 
         ``texts``: N strings; ``visual`` / ``acoustic``: N arrays of shape (steps, dim), any
@@ -192,12 +214,21 @@ class PretrainedMixin(
         """
         from ambcore.models.inference import predict
 
-        return predict(self, texts, visual, acoustic, words=words, batch_size=batch_size,
-                       device=device, progress=progress)  # fmt: skip
+        return predict(
+            self,
+            texts,
+            visual,
+            acoustic,
+            words=words,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
 
 
-def write_model_card(directory: str | os.PathLike, model, metrics: dict | None = None,
-                     test_predictions=None) -> Path:  # fmt: skip
+def write_model_card(
+    directory: str | os.PathLike, model, metrics: dict | None = None, test_predictions=None
+) -> Path:
     """Rewrite ``directory``'s model card with a finished run's ``metrics`` (metrics.json) and
     the 95 % bootstrap intervals of its ``test_predictions`` (a frame: id, y_true, y_pred;
     ``ambcore.stats.run_interval``: over the test videos, seeded)."""
@@ -250,7 +281,9 @@ def saved_config(directory: str | os.PathLike, format_version: int | None = None
     directory = Path(directory)
     if format_version is None:
         if not (directory / MODEL_FILE).is_file():
-            raise ModelConfigError(f"{directory} is not a model checkpoint: {MODEL_FILE} is missing")
+            raise ModelConfigError(
+                f"{directory} is not a model checkpoint: {MODEL_FILE} is missing"
+            )
         format_version = _read_json_object(directory / MODEL_FILE).get("format_version")
     config = _read_json_object(directory / CONFIG_FILE)
     if format_version == 1:
@@ -258,7 +291,7 @@ def saved_config(directory: str | os.PathLike, format_version: int | None = None
     cfg = config.get("cfg")
     if not isinstance(cfg, dict):
         raise ModelConfigError(
-            f"{directory / CONFIG_FILE}: no \"cfg\" object (the model's ambcore Config); "
+            f'{directory / CONFIG_FILE}: no "cfg" object (the model\'s ambcore Config); '
             f"found keys {sorted(config)[:6]}"
         )
     return cfg

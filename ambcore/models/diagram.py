@@ -25,16 +25,31 @@ _COLOURS = {
 
 def _box(ax, x, y, w, h, text, kind, fontsize=8, dashed=False):
     patch = FancyBboxPatch(
-        (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-        facecolor=_COLOURS[kind], edgecolor="black", linewidth=0.8, linestyle="--" if dashed else "-",
+        (x - w / 2, y - h / 2),
+        w,
+        h,
+        boxstyle="round,pad=0.02,rounding_size=0.08",
+        facecolor=_COLOURS[kind],
+        edgecolor="black",
+        linewidth=0.8,
+        linestyle="--" if dashed else "-",
     )
     ax.add_patch(patch)
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
 
 
 def _arrow(ax, start, end, colour="black", style="-|>", rad=0.0):
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=8, color=colour,
-                                 linewidth=0.8, connectionstyle=f"arc3,rad={rad}"))
+    ax.add_patch(
+        FancyArrowPatch(
+            start,
+            end,
+            arrowstyle=style,
+            mutation_scale=8,
+            color=colour,
+            linewidth=0.8,
+            connectionstyle=f"arc3,rad={rad}",
+        )
+    )
 
 
 def amb_figure(model, title: str | None = None):
@@ -49,9 +64,15 @@ def amb_figure(model, title: str | None = None):
     text_top, fusion_top = _draw_layers(ax, model)
     _draw_predictor(ax, text_top, fusion_top)
     _draw_legend(ax)
-    connect = "chained (residual)" if cfg.fusion_connect == "chain" else "independent (mean over layers)"
-    ax.set_title(title or f"AMB: {cfg.plm} ({n_layers} layers), fusion {connect}, "
-                 f"text_adaptation={cfg.text_adaptation}, variant={cfg.variant}", fontsize=9)
+    connect = (
+        "chained (residual)" if cfg.fusion_connect == "chain" else "independent (mean over layers)"
+    )
+    ax.set_title(
+        title
+        or f"AMB: {cfg.plm} ({n_layers} layers), fusion {connect}, "
+        f"text_adaptation={cfg.text_adaptation}, variant={cfg.variant}",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -69,8 +90,16 @@ def _draw_inputs(ax, model) -> None:
     _box(ax, 2.0, 1.2, 2.2, 0.5, "BERT tokenizer\n[CLS] tokens [SEP]", "frozen")
     _arrow(ax, (2.0, 0.65), (2.0, 0.95))
     if not model.use_av:
-        _box(ax, 8.05, 1.6, 2.8, 0.8, "text-only: no visual/acoustic\nencoders, no AV token", "input",
-             dashed=True)
+        _box(
+            ax,
+            8.05,
+            1.6,
+            2.8,
+            0.8,
+            "text-only: no visual/acoustic\nencoders, no AV token",
+            "input",
+            dashed=True,
+        )
         return
     _box(ax, 7.2, 0.4, 1.5, 0.5, f"visual seq\n(Lv, {model.visual_dim})", "input")
     _box(ax, 8.9, 0.4, 1.5, 0.5, f"acoustic seq\n(La, {model.acoustic_dim})", "input")
@@ -107,16 +136,34 @@ def _draw_text_layer(ax, model, layer: int, y: float) -> float:
     """PLM layer ``layer`` (and its adapter) centred at height ``y``; returns its top."""
     cfg, hidden = model.cfg, model.plm.config.hidden_size
     label = "frozen" if cfg.text_adaptation != "finetune" else "fine-tuned"
-    _box(ax, 2.0, y, 2.4, 0.55, f"BERT layer {layer} ({label})\nwidth {hidden}",
-         "frozen" if cfg.text_adaptation != "finetune" else "trainable", fontsize=7.5)
+    _box(
+        ax,
+        2.0,
+        y,
+        2.4,
+        0.55,
+        f"BERT layer {layer} ({label})\nwidth {hidden}",
+        "frozen" if cfg.text_adaptation != "finetune" else "trainable",
+        fontsize=7.5,
+    )
     if cfg.text_adaptation != "adapters":
         return y + 0.28
-    _box(ax, 2.0, y + 0.6, 2.4, 0.4, f"adapter {hidden}→{cfg.adapter_dim}→{hidden}", "adapter", fontsize=7)
+    _box(
+        ax,
+        2.0,
+        y + 0.6,
+        2.4,
+        0.4,
+        f"adapter {hidden}→{cfg.adapter_dim}→{hidden}",
+        "adapter",
+        fontsize=7,
+    )
     return y + 0.8
 
 
-def _draw_fusion_layer(ax, model, layer: int, fy: float, after_first: bool,
-                       prev_fusion: tuple[float, float] | None) -> tuple[float, float]:
+def _draw_fusion_layer(
+    ax, model, layer: int, fy: float, after_first: bool, prev_fusion: tuple[float, float] | None
+) -> tuple[float, float]:
     """Fusion layer ``layer`` at height ``fy`` with its inputs ([CLS], AV token, the previous
     fusion output when chained); returns its top."""
     cfg, hidden = model.cfg, model.plm.config.hidden_size
@@ -124,11 +171,18 @@ def _draw_fusion_layer(ax, model, layer: int, fy: float, after_first: bool,
     av_in = " ; av" if model.use_av else ""
     residual = chain and after_first
     prev_in = " ; f_{l-1}" if residual else ""
-    _box(ax, 5.0, fy, 2.7, 0.6,
-         f"fusion {layer}: {'f_{l-1} + ' if residual else ''}FFN([W[CLS]{av_in}{prev_in}])\n"
-         f"{'W (shared)' if cfg.cls_projection == 'shared' else 'W_l'}: "
-         f"{hidden}→{cfg.fusion_proj_dim}, FFN hidden {cfg.fusion_hidden}",
-         "fusion", fontsize=6.5)
+    _box(
+        ax,
+        5.0,
+        fy,
+        2.7,
+        0.6,
+        f"fusion {layer}: {'f_{l-1} + ' if residual else ''}FFN([W[CLS]{av_in}{prev_in}])\n"
+        f"{'W (shared)' if cfg.cls_projection == 'shared' else 'W_l'}: "
+        f"{hidden}→{cfg.fusion_proj_dim}, FFN hidden {cfg.fusion_hidden}",
+        "fusion",
+        fontsize=6.5,
+    )
     _arrow(ax, (3.2, fy), (3.65, fy), colour="#31a354")
     if model.use_av:
         _arrow(ax, (8.05, 3.0), (6.35, fy), colour="#3182bd", rad=0.1)
@@ -138,7 +192,9 @@ def _draw_fusion_layer(ax, model, layer: int, fy: float, after_first: bool,
 
 
 def _draw_predictor(ax, text_top, fusion_top) -> None:
-    _box(ax, 3.5, 9.5, 3.2, 0.55, "predictor: Linear([f_L ; [CLS]_L]) → score", "head", fontsize=7.5)
+    _box(
+        ax, 3.5, 9.5, 3.2, 0.55, "predictor: Linear([f_L ; [CLS]_L]) → score", "head", fontsize=7.5
+    )
     _arrow(ax, text_top, (2.6, 9.22))
     _arrow(ax, fusion_top, (4.4, 9.22), colour="#31a354")
     _box(ax, 7.5, 9.5, 1.6, 0.5, "sentiment\n[-3, 3], L1 loss", "input", fontsize=7)
@@ -146,7 +202,11 @@ def _draw_predictor(ax, text_top, fusion_top) -> None:
 
 
 def _draw_legend(ax) -> None:
-    legend = [("frozen", "frozen PLM"), ("adapter", "adapter (trainable)"),
-              ("trainable", "trainable"), ("fusion", "fusion (trainable)")]
+    legend = [
+        ("frozen", "frozen PLM"),
+        ("adapter", "adapter (trainable)"),
+        ("trainable", "trainable"),
+        ("fusion", "fusion (trainable)"),
+    ]
     for i, (kind, text) in enumerate(legend):
         _box(ax, 7.3 + (i % 2) * 1.6, 7.6 - (i // 2) * 0.45, 1.5, 0.35, text, kind, fontsize=6.5)

@@ -51,7 +51,9 @@ class SequenceEncoder(nn.Module):
         self.cls = nn.Parameter(torch.zeros(1, 1, encoder_dim))
         nn.init.normal_(self.cls, std=0.02)
         # Not saved in checkpoints: recomputed from the shape.
-        self.register_buffer("positions", sinusoidal_positions(max_len, encoder_dim), persistent=False)
+        self.register_buffer(
+            "positions", sinusoidal_positions(max_len, encoder_dim), persistent=False
+        )
         layer = nn.TransformerEncoderLayer(
             d_model=encoder_dim,
             nhead=n_heads,

@@ -29,8 +29,9 @@ def _as_features(name: str, values, dim: int, n: int) -> list[np.ndarray]:
     if isinstance(values, np.ndarray) and values.ndim == 3:
         values = list(values)  # (N, steps, dim): one array per utterance
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise DataError(f"predict: {name} must be a list of (steps, {dim}) arrays, got "
-                        f"{type(values).__name__}")  # fmt: skip
+        raise DataError(
+            f"predict: {name} must be a list of (steps, {dim}) arrays, got {type(values).__name__}"
+        )
     if len(values) != n:
         raise DataError(f"predict: {len(values)} {name} arrays for {n} texts; give one per text")
     arrays = []
@@ -40,8 +41,9 @@ def _as_features(name: str, values, dim: int, n: int) -> list[np.ndarray]:
         except (TypeError, ValueError) as exc:
             raise DataError(f"predict: {name}[{i}] is not a numeric array ({exc})") from None
         if array.ndim != 2 or array.shape[1] != dim:
-            raise DataError(f"predict: {name}[{i}] has shape {array.shape}; the model expects "
-                            f"(steps, {dim})")  # fmt: skip
+            raise DataError(
+                f"predict: {name}[{i}] has shape {array.shape}; the model expects (steps, {dim})"
+            )
         if not np.isfinite(array).all():
             raise DataError(f"predict: {name}[{i}] holds NaN or infinite values")
         arrays.append(array)
@@ -63,11 +65,20 @@ def check_inputs(model, texts, visual, acoustic, words=None) -> Split:
             raise DataError(f"predict: {len(words)} word lists for {n} texts")
         for i, (w, v, a) in enumerate(zip(words, visual, acoustic)):
             if not (len(w) == len(v) == len(a)):
-                raise DataError(f"predict: words[{i}] has {len(w)} words, the word-aligned "
-                                f"features {len(v)} (visual) and {len(a)} (acoustic) steps")  # fmt: skip
+                raise DataError(
+                    f"predict: words[{i}] has {len(w)} words, the word-aligned "
+                    f"features {len(v)} (visual) and {len(a)} (acoustic) steps"
+                )
         words = [list(map(str, w)) for w in words]
-    return Split(name="predict", ids=[str(i) for i in range(n)], texts=list(texts), visual=visual,
-                 acoustic=acoustic, labels=np.zeros(n, dtype=np.float32), words=words)  # fmt: skip
+    return Split(
+        name="predict",
+        ids=[str(i) for i in range(n)],
+        texts=list(texts),
+        visual=visual,
+        acoustic=acoustic,
+        labels=np.zeros(n, dtype=np.float32),
+        words=words,
+    )
 
 
 def _tokenizer(model):
@@ -95,12 +106,20 @@ def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
 def autocast(cfg, device: torch.device):
     """``torch.autocast`` as ``autocast_dtype`` says (a no-op context when it says None)."""
     dtype = autocast_dtype(cfg, device)
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16,
-                          enabled=dtype is not None)  # fmt: skip
+    return torch.autocast(
+        device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+    )
 
 
-def run_batches(model, loader, cfg, device: torch.device, progress: bool = False,
-                desc: str = "predict", text_cache=None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+def run_batches(
+    model,
+    loader,
+    cfg,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "predict",
+    text_cache=None,
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(ids, predictions (N,), labels (N,)) of ``model`` over ``loader``'s batches, in the
     loader's order, on ``device``: evaluation mode, ``torch.inference_mode`` (``torch.no_grad``
     with ``cfg.fast_path=False``), bf16 autocast on CUDA with ``cfg.bf16``. The tensors stay on
@@ -127,8 +146,17 @@ def run_batches(model, loader, cfg, device: torch.device, progress: bool = False
     return ids, torch.cat(preds), torch.cat(labels)
 
 
-def predict(model, texts, visual, acoustic, *, words=None, batch_size: int | None = None,
-            device=None, progress: bool = False) -> np.ndarray:  # fmt: skip
+def predict(
+    model,
+    texts,
+    visual,
+    acoustic,
+    *,
+    words=None,
+    batch_size: int | None = None,
+    device=None,
+    progress: bool = False,
+) -> np.ndarray:
     """Scores (N,) float64 of ``model`` for raw inputs, in their order (module docstring)."""
     from ambcore.data.collate import make_loader
 

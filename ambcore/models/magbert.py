@@ -83,7 +83,12 @@ class MultimodalAdaptationGate(nn.Module):
     """The MAG: ``z -> Dropout(LayerNorm(z + alpha * H(z, v, a)))`` for token states ``z``."""
 
     def __init__(
-        self, hidden_size: int, visual_dim: int, acoustic_dim: int, beta_shift: float, dropout: float
+        self,
+        hidden_size: int,
+        visual_dim: int,
+        acoustic_dim: int,
+        beta_shift: float,
+        dropout: float,
     ):
         super().__init__()
         self.gate_visual = nn.Linear(visual_dim + hidden_size, hidden_size)
@@ -106,7 +111,9 @@ class MultimodalAdaptationGate(nn.Module):
         alpha = torch.clamp(z_norm / (h_norm + 1e-6) * self.beta_shift, max=1.0)  # (B, T)
         return alpha.unsqueeze(-1) * h
 
-    def forward(self, z: torch.Tensor, visual: torch.Tensor, acoustic: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, visual: torch.Tensor, acoustic: torch.Tensor
+    ) -> torch.Tensor:
         return self.dropout(self.norm(z + self.shift(z, visual, acoustic)))  # (B, T, H)
 
 
@@ -148,7 +155,9 @@ def resampled_token_features(
     position = torch.arange(tokens, device=features.device) - 1  # token t -> word slot t - 1
     j = position.unsqueeze(0).expand(batch, -1)  # (B, T)
     start = torch.div(j.clamp(min=0) * seq_len[:, None], n_words[:, None], rounding_mode="floor")
-    end = torch.div((j.clamp(min=0) + 1) * seq_len[:, None], n_words[:, None], rounding_mode="floor")
+    end = torch.div(
+        (j.clamp(min=0) + 1) * seq_len[:, None], n_words[:, None], rounding_mode="floor"
+    )
     start = start.clamp(max=steps - 1)
     end = torch.maximum(end, start + 1).clamp(max=steps)
     cumulative = torch.cat(
@@ -264,7 +273,10 @@ class MAGBert(PretrainedMixin, nn.Module):
         return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        if batch.visual.shape[-1] != self.visual_dim or batch.acoustic.shape[-1] != self.acoustic_dim:
+        if (
+            batch.visual.shape[-1] != self.visual_dim
+            or batch.acoustic.shape[-1] != self.acoustic_dim
+        ):
             raise ModelConfigError(
                 f"MAG-BERT was built for visual/acoustic dims {self.visual_dim}/"
                 f"{self.acoustic_dim}, the batch has {batch.visual.shape[-1]}/"

@@ -221,7 +221,10 @@ class MISA(PretrainedMixin, nn.Module):
     def forward(self, batch: Batch, text: torch.Tensor | None = None) -> ModelOutput:
         """Predict a batch and its auxiliary losses; ``text``: this batch's ``text_features`` if
         already computed (the same result, bitwise, as computing them here)."""
-        if batch.visual.shape[-1] != self.visual_dim or batch.acoustic.shape[-1] != self.acoustic_dim:
+        if (
+            batch.visual.shape[-1] != self.visual_dim
+            or batch.acoustic.shape[-1] != self.acoustic_dim
+        ):
             raise ModelConfigError(
                 f"MISA was built for visual/acoustic dims {self.visual_dim}/{self.acoustic_dim}, "
                 f"the batch has {batch.visual.shape[-1]}/{batch.acoustic.shape[-1]}"

@@ -16,9 +16,13 @@ __all__ = ["ModelOutput"]
 @dataclass
 class ModelOutput:
     prediction: torch.Tensor  # (B,) sentiment score
-    aux_loss: torch.Tensor | None = None  # () weighted sum of auxiliary losses, added by the trainer
+    aux_loss: torch.Tensor | None = (
+        None  # () weighted sum of auxiliary losses, added by the trainer
+    )
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> () unweighted
     # AMB: the fused representation after each PLM layer, for analysis.
     fused_states: torch.Tensor | None = None  # (B, L, F)
     text_summary: torch.Tensor | None = None  # (B, H) the last layer's [CLS] state
-    av_token: torch.Tensor | None = None  # (B, 2E) visual and acoustic [CLS] states; None if text-only
+    av_token: torch.Tensor | None = (
+        None  # (B, 2E) visual and acoustic [CLS] states; None if text-only
+    )

@@ -93,8 +93,10 @@ def resolve_plm_path(name: str) -> str | None:
     if name == TINY_RANDOM:
         return None
     if not name:
-        raise ModelConfigError("config key 'plm' is empty; expected 'embedded', 'tiny-random', "
-                               "a local folder or a hub name such as 'bert-base-uncased'")
+        raise ModelConfigError(
+            "config key 'plm' is empty; expected 'embedded', 'tiny-random', "
+            "a local folder or a hub name such as 'bert-base-uncased'"
+        )
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -140,7 +142,8 @@ def load_tokenizer(cfg) -> transformers.PreTrainedTokenizerBase:
         if cfg.plm_random_init and plm_config(cfg.plm).vocab_size == 30522:
             logging.getLogger(__name__).warning(
                 "tokenizer of %r not available locally; using all-MiniLM-L6-v2's, which has "
-                "the same bert-base-uncased vocabulary (the PLM has random weights anyway)", cfg.plm
+                "the same bert-base-uncased vocabulary (the PLM has random weights anyway)",
+                cfg.plm,
             )
             return AutoTokenizer.from_pretrained(_minilm_path(), local_files_only=True)
         raise _not_local(cfg.plm, "tokenizer", exc) from None
@@ -177,8 +180,13 @@ def _kept_key(cfg, add_pooling_layer: bool) -> tuple:
     location = None if random_init else resolve_plm_path(cfg.plm)
     files: tuple = ()
     if location is not None and Path(location).is_dir():
-        files = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                             for p in Path(location).iterdir() if p.is_file()))  # fmt: skip
+        files = tuple(
+            sorted(
+                (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                for p in Path(location).iterdir()
+                if p.is_file()
+            )
+        )
     return (cfg.plm, random_init, location, files, add_pooling_layer)
 
 
@@ -205,8 +213,9 @@ def _load_plm(cfg, add_pooling_layer: bool) -> transformers.PreTrainedModel:
         config = plm_config(cfg.plm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            model = AutoModel.from_config(config, add_pooling_layer=add_pooling_layer,
-                                          attn_implementation=ATTN_IMPLEMENTATION)  # fmt: skip
+            model = AutoModel.from_config(
+                config, add_pooling_layer=add_pooling_layer, attn_implementation=ATTN_IMPLEMENTATION
+            )
     else:
         location = resolve_plm_path(cfg.plm)
         # Loading without the pooler reports the checkpoint's pooler weights as unused; that is
@@ -216,7 +225,9 @@ def _load_plm(cfg, add_pooling_layer: bool) -> transformers.PreTrainedModel:
         tf_logging.set_verbosity_error()
         try:
             model = AutoModel.from_pretrained(
-                location, local_files_only=True, add_pooling_layer=add_pooling_layer,
+                location,
+                local_files_only=True,
+                add_pooling_layer=add_pooling_layer,
                 attn_implementation=ATTN_IMPLEMENTATION,
             )
         except OSError as exc:
@@ -231,8 +242,12 @@ def _load_plm(cfg, add_pooling_layer: bool) -> transformers.PreTrainedModel:
 # ---- a bert-base stand-in on disk -------------------------------------------------------------
 
 # The tokenizer files of the bundled MiniLM: bert-base-uncased's 30,522-token uncased WordPiece.
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json")  # fmt: skip
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 # Layers of the tiny stand-in: enough for the paper preset's "last:3" fine-tuning.
@@ -293,8 +308,13 @@ def summary_spread(cfg, texts: list[str], batch_size: int = 64) -> list[dict[str
     pooled, cls, mean = [], [], []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                            max_length=cfg.max_text_len, return_tensors="pt")  # fmt: skip
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=cfg.max_text_len,
+                return_tensors="pt",
+            )
             out = plm(**enc)
             mask = enc["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)  # (B, T, 1)
             pooled.append(out.pooler_output)  # (B, H)
@@ -303,8 +323,13 @@ def summary_spread(cfg, texts: list[str], batch_size: int = 64) -> list[dict[str
     rows = []
     for name, parts in (("pooler", pooled), ("[CLS] state", cls), ("token mean", mean)):
         values = torch.cat(parts)  # (N, H)
-        rows.append({"summary": name, "mean |value|": float(values.abs().mean()),
-                     "std across texts": float(values.std(dim=0).mean())})  # fmt: skip
+        rows.append(
+            {
+                "summary": name,
+                "mean |value|": float(values.abs().mean()),
+                "std across texts": float(values.std(dim=0).mean()),
+            }
+        )
     rows[0]["pooler |bias|"] = float(plm.pooler.dense.bias.detach().abs().mean())
     return rows
 
@@ -315,10 +340,18 @@ def spread_verdict(rows: list[dict[str, float]], mag_pooling: str) -> str:
     by = {r["summary"]: r for r in rows}
     ratio = by["[CLS] state"]["std across texts"] / max(by["pooler"]["std across texts"], 1e-12)
     trained = by["pooler"].get("pooler |bias|", 0.0) > 0
-    state = ("its bias is not zero, so it was trained" if trained
-             else "its bias is exactly zero: it was never trained")  # fmt: skip
-    reads = {"pooler": "the pooler (the original)", "cls": "the [CLS] state",
-             "mean": "the token mean"}[mag_pooling]  # fmt: skip
-    return (f"across the training texts the pooler's output varies {ratio:.1f} times less than "
-            f"the [CLS] state it is computed from, and {state}; MAG-BERT's head reads {reads} "
-            "in this configuration (mag_pooling)")
+    state = (
+        "its bias is not zero, so it was trained"
+        if trained
+        else "its bias is exactly zero: it was never trained"
+    )
+    reads = {
+        "pooler": "the pooler (the original)",
+        "cls": "the [CLS] state",
+        "mean": "the token mean",
+    }[mag_pooling]
+    return (
+        f"across the training texts the pooler's output varies {ratio:.1f} times less than "
+        f"the [CLS] state it is computed from, and {state}; MAG-BERT's head reads {reads} "
+        "in this configuration (mag_pooling)"
+    )

@@ -32,8 +32,12 @@ MOSEI_VISUAL_DIM = 35  # FACET (the synthetic dataset has the same layout)
 MOSEI_ACOUSTIC_DIM = 74  # COVAREP
 
 
-def model_summary(cfg, visual_dim: int = MOSEI_VISUAL_DIM, acoustic_dim: int = MOSEI_ACOUSTIC_DIM,
-                  model: nn.Module | None = None) -> dict:
+def model_summary(
+    cfg,
+    visual_dim: int = MOSEI_VISUAL_DIM,
+    acoustic_dim: int = MOSEI_ACOUSTIC_DIM,
+    model: nn.Module | None = None,
+) -> dict:
     """What was built and its parameter counts: ``{"model", "plm", ..., "components": {...}}``."""
     model = model if model is not None else build_model(cfg, visual_dim, acoustic_dim)
     plm_config = model.plm.config
@@ -43,7 +47,9 @@ def model_summary(cfg, visual_dim: int = MOSEI_VISUAL_DIM, acoustic_dim: int = M
         "finetune_layers": cfg.finetune_layers if cfg.text_adaptation == "finetune" else None,
         "variant": cfg.variant,
         "plm": cfg.plm,
-        "plm_weights": "random" if (cfg.plm_random_init or cfg.plm == "tiny-random") else "pretrained",
+        "plm_weights": "random"
+        if (cfg.plm_random_init or cfg.plm == "tiny-random")
+        else "pretrained",
         "plm_layers": plm_config.num_hidden_layers,
         "plm_hidden": plm_config.hidden_size,
         "visual_dim": visual_dim,
@@ -77,8 +83,13 @@ def format_summary(summary: dict) -> str:
     return head + "\n" + "\n".join(rows) + f"\ntrainable: {trainable / 1e6:.2f} M parameters"
 
 
-def amb_budgets(cfg, variants: dict[str, dict], visual_dim: int = MOSEI_VISUAL_DIM,
-                acoustic_dim: int = MOSEI_ACOUSTIC_DIM, plm: nn.Module | None = None) -> pd.DataFrame:
+def amb_budgets(
+    cfg,
+    variants: dict[str, dict],
+    visual_dim: int = MOSEI_VISUAL_DIM,
+    acoustic_dim: int = MOSEI_ACOUSTIC_DIM,
+    plm: nn.Module | None = None,
+) -> pd.DataFrame:
     """Parameter counts of several AMB variants (config overrides) that share one PLM.
 
     The PLM (``plm``, or ``cfg.plm`` loaded once) is copied per variant, which is much faster
@@ -119,12 +130,16 @@ def finetune_budgets(model: nn.Module, cfg, with_embeddings: bool) -> pd.Series:
     n_layers = model.plm.config.num_hidden_layers
     counts = {}
     for k in range(1, n_layers + 1):
-        k_cfg = apply_overrides(cfg, {"text_adaptation": "finetune", "finetune_layers": f"last:{k}"})
+        k_cfg = apply_overrides(
+            cfg, {"text_adaptation": "finetune", "finetune_layers": f"last:{k}"}
+        )
         set_trainable(model.plm, k_cfg, train_embeddings=with_embeddings)
         counts[f"last:{k}"] = count_parameters(model)["all"]["trainable"]
     for name, p in model.plm.named_parameters():
         p.requires_grad_(saved[name])
-    series = pd.Series(counts, name="trainable (embeddings trained)" if with_embeddings else "trainable")
+    series = pd.Series(
+        counts, name="trainable (embeddings trained)" if with_embeddings else "trainable"
+    )
     series.index.name = "finetune_layers"
     return series
 
@@ -135,9 +150,13 @@ EXAMPLE_TEXTS = ("what a wonderful , moving film", "boring", "i did not like the
 EXAMPLE_LENGTHS = (6, 1, 9)
 
 
-def example_batch(cfg, texts: tuple[str, ...] = EXAMPLE_TEXTS,
-                  lengths: tuple[int, ...] = EXAMPLE_LENGTHS, visual_dim: int = MOSEI_VISUAL_DIM,
-                  acoustic_dim: int = MOSEI_ACOUSTIC_DIM):
+def example_batch(
+    cfg,
+    texts: tuple[str, ...] = EXAMPLE_TEXTS,
+    lengths: tuple[int, ...] = EXAMPLE_LENGTHS,
+    visual_dim: int = MOSEI_VISUAL_DIM,
+    acoustic_dim: int = MOSEI_ACOUSTIC_DIM,
+):
     """A hand-made ``Batch`` for one forward pass (thesis 6.2), not dataset samples.
 
     ``texts`` tokenised by the tokenizer of ``cfg.plm`` (padded, cut at ``cfg.max_text_len``);
@@ -151,11 +170,14 @@ def example_batch(cfg, texts: tuple[str, ...] = EXAMPLE_TEXTS,
     from ambcore.models.plm import load_tokenizer
 
     if len(texts) != len(lengths) or not texts:
-        raise ValueError(f"example_batch: {len(texts)} text(s) but {len(lengths)} length(s); "
-                         "expected one length per text, at least one text")  # fmt: skip
+        raise ValueError(
+            f"example_batch: {len(texts)} text(s) but {len(lengths)} length(s); "
+            "expected one length per text, at least one text"
+        )
     tokenizer = load_tokenizer(cfg)
-    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=cfg.max_text_len,
-                       return_tensors="pt")  # fmt: skip
+    tokens = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=cfg.max_text_len, return_tensors="pt"
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     n, steps = len(texts), max(lengths)
     real = torch.arange(steps)[None, :, None] < torch.tensor(lengths)[:, None, None]  # (B, L, 1)

@@ -59,8 +59,12 @@ def run_batch(paths: list[Path], workdir: Path) -> dict[str, Result]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     child = subprocess.run(
         [sys.executable, "-c", _CHILD, str(progress), *map(str, paths)],
-        capture_output=True, text=True, env=env, preexec_fn=_limit_memory, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_limit_memory,
+        timeout=600,
+    )
     try:
         found = json.loads(child.stdout)
     except json.JSONDecodeError:

@@ -68,15 +68,20 @@ def call(func: bytes, *args: bytes) -> bytes:
 
 
 def dtype(spec: str, order: str = "<", flags: int = 0, size: int = -1) -> bytes:
-    state = tup(integer(3), text(order), none(), none(), none(), integer(size), integer(-1),
-                integer(flags))  # fmt: skip
+    state = tup(
+        integer(3), text(order), none(), none(), none(), integer(size), integer(-1), integer(flags)
+    )
     return call(glob("numpy", "dtype"), text(spec), boolean(False), boolean(True)) + state + BUILD
 
 
 def array(shape: tuple[int, ...], dtype_ops: bytes, raw: bytes) -> bytes:
     """numpy's own route: _reconstruct(ndarray, (0,), b'b') then BUILD with the state."""
-    empty = call(glob("numpy.core.multiarray", "_reconstruct"), glob("numpy", "ndarray"),
-                 tup(integer(0)), binbytes(b"b"))  # fmt: skip
+    empty = call(
+        glob("numpy.core.multiarray", "_reconstruct"),
+        glob("numpy", "ndarray"),
+        tup(integer(0)),
+        binbytes(b"b"),
+    )
     state = tup(integer(1), tup(*map(integer, shape)), dtype_ops, boolean(False), raw)
     return empty + state + BUILD
 
@@ -103,7 +108,15 @@ def mmsa_split(n: int = 2, steps: int = 3, raw_text: bytes | None = None, **extr
     return dct(keys)
 
 
-def mmsa_file(train: bytes | None = None, valid: bytes | None = None,
-              test: bytes | None = None) -> bytes:  # fmt: skip
-    return proto(dct({"train": train or mmsa_split(), "valid": valid or mmsa_split(),
-                      "test": test or mmsa_split()}))  # fmt: skip
+def mmsa_file(
+    train: bytes | None = None, valid: bytes | None = None, test: bytes | None = None
+) -> bytes:
+    return proto(
+        dct(
+            {
+                "train": train or mmsa_split(),
+                "valid": valid or mmsa_split(),
+                "test": test or mmsa_split(),
+            }
+        )
+    )

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import pickle_ops as P
+import pytest
 from inspect_batch import ROOT, Result, run_batch
+
 from ambcore.data.loaders import FEATURE_LIMIT, load_dataset
 from ambcore.data.safe_pickle import safe_loads
 from ambcore.errors import DataError
@@ -66,21 +66,40 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 # ---- memory safety: no object array from raw bytes -------------------------------------------
 def _forged_frombuffer(fill: bytes) -> bytes:
-    forged = P.call(P.glob("numpy.core.numeric", "_frombuffer"), P.binbytes(fill * 16),
-                    P.dtype("f8", flags=63), P.tup(P.integer(2)), P.text("C"))  # fmt: skip
+    forged = P.call(
+        P.glob("numpy.core.numeric", "_frombuffer"),
+        P.binbytes(fill * 16),
+        P.dtype("f8", flags=63),
+        P.tup(P.integer(2)),
+        P.text("C"),
+    )
     return P.mmsa_file(train=P.mmsa_split(raw_text=forged))
 
 
 FORGED = [
     case("frombuffer-garbage-pointers", _forged_frombuffer(b"A"), "refused to load", "forged"),
     case("frombuffer-null-pointers", _forged_frombuffer(b"\0"), "refused to load", "forged"),
-    case("reconstruct-forged-flags", P.mmsa_file(train=P.mmsa_split(
-        raw_text=P.array((2,), P.dtype("f8", flags=63), P.binbytes(b"\0" * 16)))),
-        "refused to load", "forged"),
-    case("object-dtype-from-bytes", P.mmsa_file(train=P.mmsa_split(
-        raw_text=P.array((2,), P.dtype("O8", "|", 63), P.binbytes(b"\0" * 16)))),
-        "refused to load", "never built from raw bytes"),
-]  # fmt: skip
+    case(
+        "reconstruct-forged-flags",
+        P.mmsa_file(
+            train=P.mmsa_split(
+                raw_text=P.array((2,), P.dtype("f8", flags=63), P.binbytes(b"\0" * 16))
+            )
+        ),
+        "refused to load",
+        "forged",
+    ),
+    case(
+        "object-dtype-from-bytes",
+        P.mmsa_file(
+            train=P.mmsa_split(
+                raw_text=P.array((2,), P.dtype("O8", "|", 63), P.binbytes(b"\0" * 16))
+            )
+        ),
+        "refused to load",
+        "never built from raw bytes",
+    ),
+]
 
 
 @pytest.mark.parametrize("name", FORGED)
@@ -89,12 +108,24 @@ def test_object_arrays_never_from_raw_bytes(inspected, name):
 
 
 def _meta(value: bytes) -> bytes:
-    return P.proto(P.dct({"train": P.mmsa_split(), "valid": P.mmsa_split(),
-                          "test": P.mmsa_split(), "meta": value}))  # fmt: skip
+    return P.proto(
+        P.dct(
+            {
+                "train": P.mmsa_split(),
+                "valid": P.mmsa_split(),
+                "test": P.mmsa_split(),
+                "meta": value,
+            }
+        )
+    )
 
 
-CODEC = case("codec-utf16", _meta(P.call(P.glob("_codecs", "encode"), P.text("x"), P.text("utf-16"))),
-             "refused to load", "'utf-16'")  # fmt: skip
+CODEC = case(
+    "codec-utf16",
+    _meta(P.call(P.glob("_codecs", "encode"), P.text("x"), P.text("utf-16"))),
+    "refused to load",
+    "'utf-16'",
+)
 
 
 def test_codecs_encode_only_latin1(inspected):
@@ -105,29 +136,73 @@ def test_codecs_encode_only_latin1(inspected):
 
 
 # ---- allocation bounds ------------------------------------------------------------------------
-ZERO_STRIDES = P.call(P.glob("numpy", "ndarray"), P.tup(*map(P.integer, (10**5, 10**4, 10**4))),
-                      P.dtype("f4"), P.binbytes(b"\0" * 4), P.integer(0),
-                      P.tup(P.integer(0), P.integer(0), P.integer(0)))  # fmt: skip
+ZERO_STRIDES = P.call(
+    P.glob("numpy", "ndarray"),
+    P.tup(*map(P.integer, (10**5, 10**4, 10**4))),
+    P.dtype("f4"),
+    P.binbytes(b"\0" * 4),
+    P.integer(0),
+    P.tup(P.integer(0), P.integer(0), P.integer(0)),
+)
 
 BOMBS = [
-    case("bytearray-2GiB", _meta(P.call(P.glob("builtins", "bytearray"), P.integer(2**31))),
-         "refused to load", "bytearray"),
-    case("bytes-10GB", _meta(P.call(P.glob("builtins", "bytes"), P.integer(10**10))),
-         "refused to load", "bytes"),
-    case("list-range-1e9", _meta(P.call(P.glob("builtins", "list"),
-                                        P.call(P.glob("builtins", "range"), P.integer(10**9)))),
-         "refused to load", "list"),
-    case("zero-stride-view", P.mmsa_file(train=P.mmsa_split(audio=ZERO_STRIDES)),
-         "refused to load", "numpy.ndarray"),
-    case("binbytes8-3GB", b"\x80\x04\x8e" + struct.pack("<Q", 3 * 10**9) + b"x" * 40 + b".",
-         "refused to load", "declares"),
-    case("frame-3GB", b"\x80\x04\x95" + struct.pack("<Q", 3 * 10**9) + b"N.", "refused to load",
-         "FRAME"),
-    case("memo-index-2e9", b"\x80\x02Nr" + struct.pack("<I", 2 * 10**9) + b".", "refused to load",
-         "memo index"),
-    case("deep-nesting", P.mmsa_file(train=P.mmsa_split(raw_text=P.object_array(
-        [b"]" * 200_000 + b"a" * 199_999, P.text("b")]))), "refused to load", "nested"),
-]  # fmt: skip
+    case(
+        "bytearray-2GiB",
+        _meta(P.call(P.glob("builtins", "bytearray"), P.integer(2**31))),
+        "refused to load",
+        "bytearray",
+    ),
+    case(
+        "bytes-10GB",
+        _meta(P.call(P.glob("builtins", "bytes"), P.integer(10**10))),
+        "refused to load",
+        "bytes",
+    ),
+    case(
+        "list-range-1e9",
+        _meta(
+            P.call(
+                P.glob("builtins", "list"), P.call(P.glob("builtins", "range"), P.integer(10**9))
+            )
+        ),
+        "refused to load",
+        "list",
+    ),
+    case(
+        "zero-stride-view",
+        P.mmsa_file(train=P.mmsa_split(audio=ZERO_STRIDES)),
+        "refused to load",
+        "numpy.ndarray",
+    ),
+    case(
+        "binbytes8-3GB",
+        b"\x80\x04\x8e" + struct.pack("<Q", 3 * 10**9) + b"x" * 40 + b".",
+        "refused to load",
+        "declares",
+    ),
+    case(
+        "frame-3GB",
+        b"\x80\x04\x95" + struct.pack("<Q", 3 * 10**9) + b"N.",
+        "refused to load",
+        "FRAME",
+    ),
+    case(
+        "memo-index-2e9",
+        b"\x80\x02Nr" + struct.pack("<I", 2 * 10**9) + b".",
+        "refused to load",
+        "memo index",
+    ),
+    case(
+        "deep-nesting",
+        P.mmsa_file(
+            train=P.mmsa_split(
+                raw_text=P.object_array([b"]" * 200_000 + b"a" * 199_999, P.text("b")])
+            )
+        ),
+        "refused to load",
+        "nested",
+    ),
+]
 
 
 @pytest.mark.parametrize("name", BOMBS)
@@ -139,8 +214,14 @@ def test_declared_sizes_checked_before_allocation(inspected, name):
 def _billion_laughs(n: int = 100_000) -> bytes:
     words = P.text(" a" * 20_000) + P.put(0)  # 40 kB of text, then n - 1 references to it
     raw_text = P.object_array([words] + [P.get(0)] * (n - 1))
-    split = P.dct({"raw_text": raw_text, "audio": P.float_array((n, 1, 1)),
-                   "vision": P.float_array((n, 1, 1)), "regression_labels": P.float_array((n,))})  # fmt: skip
+    split = P.dct(
+        {
+            "raw_text": raw_text,
+            "audio": P.float_array((n, 1, 1)),
+            "vision": P.float_array((n, 1, 1)),
+            "regression_labels": P.float_array((n,)),
+        }
+    )
     return P.proto(P.dct({"train": split, "valid": P.mmsa_split(), "test": P.mmsa_split()}))
 
 
@@ -170,8 +251,12 @@ def test_a_plain_file_still_loads_in_bounded_memory(inspected):
 def test_one_file_through_python_m_ambcore(tmp_path):
     """The real command line, as a process: exit 1, one line, nothing on stdout."""
     path = write(tmp_path, "forged", CASES[FORGED[0]][0])
-    child = subprocess.run([sys.executable, "-m", "ambcore", "data", "inspect", str(path)],
-                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    child = subprocess.run(
+        [sys.executable, "-m", "ambcore", "data", "inspect", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert child.returncode == 1 and child.stdout == ""
     assert child.stderr.count("\n") == 1 and child.stderr.startswith(f"error: {path}")
 
@@ -179,11 +264,13 @@ def test_one_file_through_python_m_ambcore(tmp_path):
 # ---- loader validation -------------------------------------------------------------------------
 def _split(n=2, steps=3, **override):
     rng = np.random.default_rng(0)
-    split = {"raw_text": np.array(["a b", "c d e"][:n] + ["f"] * max(0, n - 2), dtype=object),
-             "id": np.array([f"v{i}$_$0" for i in range(n)], dtype=object),
-             "audio": rng.normal(size=(n, steps, 4)).astype(np.float32),
-             "vision": rng.normal(size=(n, steps, 5)).astype(np.float32),
-             "regression_labels": np.zeros(n, np.float32)}  # fmt: skip
+    split = {
+        "raw_text": np.array(["a b", "c d e"][:n] + ["f"] * max(0, n - 2), dtype=object),
+        "id": np.array([f"v{i}$_$0" for i in range(n)], dtype=object),
+        "audio": rng.normal(size=(n, steps, 4)).astype(np.float32),
+        "vision": rng.normal(size=(n, steps, 5)).astype(np.float32),
+        "regression_labels": np.zeros(n, np.float32),
+    }
     split.update(override)
     return split
 
@@ -191,8 +278,11 @@ def _split(n=2, steps=3, **override):
 def _dataset(tmp_path, name, train=None, valid=None, test=None) -> Path:
     import pickle
 
-    obj = {"train": train or _split(), "valid": valid or _split(id=np.array(["w0", "w1"], object)),
-           "test": test or _split(id=np.array(["t0", "t1"], object))}  # fmt: skip
+    obj = {
+        "train": train or _split(),
+        "valid": valid or _split(id=np.array(["w0", "w1"], object)),
+        "test": test or _split(id=np.array(["t0", "t1"], object)),
+    }
     path = tmp_path / f"{name}.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=4))
     return path
@@ -202,21 +292,38 @@ VALIDATION = {
     "empty-train": (dict(train=_split(n=0)), ("'train'", "no utterances")),
     "empty-valid": (dict(valid=_split(n=0)), ("'valid'", "no utterances")),
     "empty-test": (dict(test=_split(n=0, id=np.array([], object))), ("'test'", "no utterances")),
-    "lone-surrogate": (dict(train=_split(raw_text=np.array(["a \ud800 b", "c"], object))),
-                       ("'raw_text'", "row 0", "surrogate")),
-    "huge-features": (dict(train=_split(audio=np.full((2, 3, 4), 1e37, np.float32))),
-                      ("'audio'", "1e+37")),
-    "complex-features": (dict(train=_split(vision=np.ones((2, 3, 5), np.complex64))),
-                         ("'vision'", "complex64")),
-    "fractional-lengths": (dict(train=_split(steps=4, audio=np.ones((2, 6, 4), np.float32),
-                                             audio_lengths=np.array([1.5, 2.0]),
-                                             vision_lengths=np.array([2, 3]))),
-                           ("'audio_lengths'", "1.5")),
-    "none-text": (dict(train=_split(raw_text=np.array([None, "c"], object))),
-                  ("'raw_text'", "row 0", "None")),
-    "all-nan-features": (dict(train=_split(audio=np.full((2, 3, 4), np.nan, np.float32))),
-                         ("'train'", "'audio'", "no finite value")),
-}  # fmt: skip
+    "lone-surrogate": (
+        dict(train=_split(raw_text=np.array(["a \ud800 b", "c"], object))),
+        ("'raw_text'", "row 0", "surrogate"),
+    ),
+    "huge-features": (
+        dict(train=_split(audio=np.full((2, 3, 4), 1e37, np.float32))),
+        ("'audio'", "1e+37"),
+    ),
+    "complex-features": (
+        dict(train=_split(vision=np.ones((2, 3, 5), np.complex64))),
+        ("'vision'", "complex64"),
+    ),
+    "fractional-lengths": (
+        dict(
+            train=_split(
+                steps=4,
+                audio=np.ones((2, 6, 4), np.float32),
+                audio_lengths=np.array([1.5, 2.0]),
+                vision_lengths=np.array([2, 3]),
+            )
+        ),
+        ("'audio_lengths'", "1.5"),
+    ),
+    "none-text": (
+        dict(train=_split(raw_text=np.array([None, "c"], object))),
+        ("'raw_text'", "row 0", "None"),
+    ),
+    "all-nan-features": (
+        dict(train=_split(audio=np.full((2, 3, 4), np.nan, np.float32))),
+        ("'train'", "'audio'", "no finite value"),
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(VALIDATION))
@@ -231,8 +338,12 @@ def test_dirty_data_one_line(tmp_path, case):
         assert fragment in message, message
 
 
-SURROGATE = case("surrogate-via-cli", P.mmsa_file(train=P.mmsa_split(
-    raw_text=P.object_array([P.text("\ud800"), P.text("c")]))), "'raw_text'", "surrogate")  # fmt: skip
+SURROGATE = case(
+    "surrogate-via-cli",
+    P.mmsa_file(train=P.mmsa_split(raw_text=P.object_array([P.text("\ud800"), P.text("c")]))),
+    "'raw_text'",
+    "surrogate",
+)
 
 
 def test_dirty_data_through_the_cli(inspected):

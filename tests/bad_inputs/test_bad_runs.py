@@ -31,8 +31,12 @@ TRAIN = ["train", "--preset", "smoke", "--no-progress", "--set", "max_epochs=1"]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(PROJECT_ROOT)}  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     env.pop("PYTHONHASHSEED", None)  # set by seeding in this process; children seed themselves
     return env
 
@@ -58,8 +62,9 @@ def finished(tmp_path_factory):
     """Two finished one-epoch runs that differ only in the seed."""
     root = tmp_path_factory.mktemp("finished")
     for seed in (0, 1):
-        train_and_evaluate(get_config("smoke", seed=seed, **SMOKE), root / f"seed{seed}",
-                           progress=False)  # fmt: skip
+        train_and_evaluate(
+            get_config("smoke", seed=seed, **SMOKE), root / f"seed{seed}", progress=False
+        )
     return root
 
 
@@ -74,24 +79,27 @@ def run_copy(finished, tmp_path):
 # ---- config values ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, key", [
-    (["--set", "batch_size=0"], "batch_size"),
-    (["--set", "batch_size=-4"], "batch_size"),
-    (["--set", "eval_batch_size=0"], "eval_batch_size"),
-    (["--set", "lr=nan"], "lr"),
-    (["--set", "lr=inf"], "lr"),
-    (["--set", "lr=1e30"], "lr"),
-    (["--set", "grad_clip=nan"], "grad_clip"),
-    (["--set", "dropout=1.5"], "dropout"),
-    (["--set", "encoder_heads=3"], "encoder_heads"),
-    (["--seed", "-1"], "seed"),
-    (["--set", "seed=4294967296"], "seed"),
-    (["--set", "synthetic_n_train=0"], "synthetic_n_train"),
-    (["--set", "noise_augment_rate=5"], "noise_augment_rate"),
-    (["--set", "num_workers=-1"], "num_workers"),
-    (["--set", "patience=0"], "patience"),
-    (["--set", "max_text_len=0"], "max_text_len"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--set", "batch_size=0"], "batch_size"),
+        (["--set", "batch_size=-4"], "batch_size"),
+        (["--set", "eval_batch_size=0"], "eval_batch_size"),
+        (["--set", "lr=nan"], "lr"),
+        (["--set", "lr=inf"], "lr"),
+        (["--set", "lr=1e30"], "lr"),
+        (["--set", "grad_clip=nan"], "grad_clip"),
+        (["--set", "dropout=1.5"], "dropout"),
+        (["--set", "encoder_heads=3"], "encoder_heads"),
+        (["--seed", "-1"], "seed"),
+        (["--set", "seed=4294967296"], "seed"),
+        (["--set", "synthetic_n_train=0"], "synthetic_n_train"),
+        (["--set", "noise_augment_rate=5"], "noise_augment_rate"),
+        (["--set", "num_workers=-1"], "num_workers"),
+        (["--set", "patience=0"], "patience"),
+        (["--set", "max_text_len=0"], "max_text_len"),
+    ],
+)
 def test_bad_config_value_is_one_line_before_anything_runs(capsys, tmp_path, args, key):
     out = tmp_path / "run"
     code, err = _cli(capsys, *TRAIN, "--out", str(out), *args)
@@ -100,10 +108,18 @@ def test_bad_config_value_is_one_line_before_anything_runs(capsys, tmp_path, arg
     assert not out.exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    {"seed": 1e23}, {"seed": 2**32}, {"seed": True}, {"synthetic_seed": -5},
-    {"lr": float("nan")}, {"patience": 0}, {"max_text_len": 1},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"seed": 1e23},
+        {"seed": 2**32},
+        {"seed": True},
+        {"synthetic_seed": -5},
+        {"lr": float("nan")},
+        {"patience": 0},
+        {"max_text_len": 1},
+    ],
+)
 def test_get_config_refuses_out_of_range_values(overrides):
     with pytest.raises(ConfigError, match=next(iter(overrides))):
         get_config("smoke", **overrides)
@@ -135,8 +151,9 @@ def test_divergence_stops_marks_the_run_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(train, "_task_loss", exploding_loss)
     out = tmp_path / "run"
-    code, err = _cli(capsys, *TRAIN, "--out", str(out), "--set", "max_epochs=3",
-                     "--set", "patience=5")  # fmt: skip
+    code, err = _cli(
+        capsys, *TRAIN, "--out", str(out), "--set", "max_epochs=3", "--set", "patience=5"
+    )
     _one_error(code, err, "diverged at epoch 2", str(out))
     marker = runs.read_diverged(out)
     assert marker["epoch"] == 2 and marker["best_epoch"] == 1
@@ -148,8 +165,17 @@ def test_divergence_stops_marks_the_run_and_keeps_the_last_good_checkpoint(
     assert len(runs.read_history(out)) == 1
 
     monkeypatch.setattr(train, "_task_loss", real_loss)
-    code, err = _cli(capsys, *TRAIN, "--out", str(out), "--set", "max_epochs=3",
-                     "--set", "patience=5", "--resume")  # fmt: skip
+    code, err = _cli(
+        capsys,
+        *TRAIN,
+        "--out",
+        str(out),
+        "--set",
+        "max_epochs=3",
+        "--set",
+        "patience=5",
+        "--resume",
+    )
     _one_error(code, err, "diverged at epoch 2")
 
 
@@ -223,8 +249,19 @@ def test_best_folder_from_another_config_is_refused(capsys, run_copy):
     config = json.loads(path.read_text())
     config["cfg"]["lr"] = config["cfg"]["lr"] / 2
     path.write_text(json.dumps(config))
-    _one_error(*_cli(capsys, "predict", str(run_copy), "--data", "synthetic", "--out",
-                     str(run_copy.parent / "p.csv")), "lr", "another run")  # fmt: skip
+    _one_error(
+        *_cli(
+            capsys,
+            "predict",
+            str(run_copy),
+            "--data",
+            "synthetic",
+            "--out",
+            str(run_copy.parent / "p.csv"),
+        ),
+        "lr",
+        "another run",
+    )
     assert not (run_copy.parent / "p.csv").exists()
 
 
@@ -240,8 +277,21 @@ def test_verify_finished_accepts_a_good_run_and_refuses_a_short_history(run_copy
 
 def test_second_train_on_the_same_folder_fails_at_once_naming_the_holder(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ambcore", "train", "--preset", "smoke", "--no-progress",
-           "--out", str(out), "--set", "max_epochs=400", "--set", "patience=400"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "ambcore",
+        "train",
+        "--preset",
+        "smoke",
+        "--no-progress",
+        "--out",
+        str(out),
+        "--set",
+        "max_epochs=400",
+        "--set",
+        "patience=400",
+    ]
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 300
@@ -250,8 +300,9 @@ def test_second_train_on_the_same_folder_fails_at_once_naming_the_holder(tmp_pat
             time.sleep(0.05)
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         t0 = time.monotonic()
-        second = subprocess.run(cmd + ["--resume"], env=_env(), capture_output=True, text=True,
-                                timeout=120)  # fmt: skip
+        second = subprocess.run(
+            cmd + ["--resume"], env=_env(), capture_output=True, text=True, timeout=120
+        )
         _one_error(second.returncode, second.stderr, str(out), f"pid {first.pid}")
         assert time.monotonic() - t0 < 60
         assert first.poll() is None  # the holder trains on
@@ -334,8 +385,9 @@ def test_read_only_run_folder_is_one_line(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runs.tempfile, "mkstemp", refuse)
     out = tmp_path / "run"
-    _one_error(*_cli(capsys, *TRAIN, "--out", str(out)), "cannot write", str(out),
-               "Permission denied")  # fmt: skip
+    _one_error(
+        *_cli(capsys, *TRAIN, "--out", str(out)), "cannot write", str(out), "Permission denied"
+    )
 
 
 def test_full_disk_is_one_line_naming_the_file(capsys, tmp_path, monkeypatch):
@@ -344,8 +396,12 @@ def test_full_disk_is_one_line_naming_the_file(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setattr(runs.os, "fsync", full)
     out = tmp_path / "run"
-    _one_error(*_cli(capsys, *TRAIN, "--out", str(out)), "cannot write", str(out),
-               "No space left on device")  # fmt: skip
+    _one_error(
+        *_cli(capsys, *TRAIN, "--out", str(out)),
+        "cannot write",
+        str(out),
+        "No space left on device",
+    )
 
 
 def test_plm_with_a_pickled_weights_file_is_one_line(capsys, tmp_path):
@@ -357,8 +413,13 @@ def test_plm_with_a_pickled_weights_file_is_one_line(capsys, tmp_path):
     plm = tmp_path / "plm"
     tokenizer = load_tokenizer(get_config("smoke"))
     tokenizer.save_pretrained(plm)
-    BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-               num_attention_heads=2, intermediate_size=37).save_pretrained(plm)  # fmt: skip
+    BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    ).save_pretrained(plm)
     marker = tmp_path / "ran"
 
     class Payload:
@@ -367,7 +428,10 @@ def test_plm_with_a_pickled_weights_file_is_one_line(capsys, tmp_path):
 
     (plm / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
     out = tmp_path / "run"
-    _one_error(*_cli(capsys, *TRAIN, "--out", str(out), "--set", f"plm={plm}"), str(plm),
-               "pytorch_model.bin")  # fmt: skip
+    _one_error(
+        *_cli(capsys, *TRAIN, "--out", str(out), "--set", f"plm={plm}"),
+        str(plm),
+        "pytorch_model.bin",
+    )
     assert not marker.exists()
     assert not out.exists()

@@ -88,9 +88,12 @@ def test_a_symlink_out_of_the_runs_folder_is_refused(tmp_path, runs_root, capsys
     assert list(outside.iterdir()) == []
 
 
-def test_an_absolute_runs_dir_is_still_allowed_from_code_and_the_command_line(tmp_path, runs_root,
-                                                                            capsys):  # fmt: skip
-    spec = load_spec({"preset": "smoke", "runs_dir": str(tmp_path / "mine"), "cells": [{"name": "a"}]})
+def test_an_absolute_runs_dir_is_still_allowed_from_code_and_the_command_line(
+    tmp_path, runs_root, capsys
+):
+    spec = load_spec(
+        {"preset": "smoke", "runs_dir": str(tmp_path / "mine"), "cells": [{"name": "a"}]}
+    )
     assert spec.runs_dir == tmp_path / "mine"
     code, err, out = _dry_run(capsys, _spec(tmp_path, GOOD), "--runs-dir", str(tmp_path / "cli"))
     assert code == 0 and not err and str(tmp_path / "cli") in out
@@ -99,8 +102,9 @@ def test_an_absolute_runs_dir_is_still_allowed_from_code_and_the_command_line(tm
 # ---- seeds -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seeds", ["[true]", "[0, false]", "[-1]", "[1.0e+23]", "[4294967296]",
-                                   "['3']", "[[0]]", "7"])  # fmt: skip
+@pytest.mark.parametrize(
+    "seeds", ["[true]", "[0, false]", "[-1]", "[1.0e+23]", "[4294967296]", "['3']", "[[0]]", "7"]
+)
 def test_seeds_are_non_negative_integers(tmp_path, runs_root, capsys, seeds):
     code, err, out = _dry_run(capsys, _spec(tmp_path, GOOD.replace("[0, 1]", seeds)))
     _assert_one_error_line(code, err, "seeds", "integers from 0 to 4294967295")
@@ -117,8 +121,15 @@ def _cli_capped(args: list[str], memory_bytes: int = 3 << 30, timeout: float = 1
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ambcore", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, preexec_fn=cap, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "ambcore", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        preexec_fn=cap,
+        timeout=timeout,
+    )
 
 
 def test_a_grid_of_ten_billion_cells_fails_at_once(tmp_path, runs_root):
@@ -169,7 +180,9 @@ def _corrupt(run_dir: Path, how: str) -> None:
         weights.write_bytes(weights.read_bytes()[:-100])
     elif how == "best/ of another config":
         other = json.loads((paths.best / "config.json").read_text())
-        (paths.best / "config.json").write_text(json.dumps({**other, "cfg": {**other["cfg"], "seed": 99}}))
+        (paths.best / "config.json").write_text(
+            json.dumps({**other, "cfg": {**other["cfg"], "seed": 99}})
+        )
     elif how == "no config.json":
         paths.config.unlink()
     elif how == "weights unlike their hash":
@@ -178,9 +191,16 @@ def _corrupt(run_dir: Path, how: str) -> None:
         weights.write_bytes(bytes(data))
 
 
-CORRUPTIONS = ("no metrics.json", "truncated metrics.json", "metrics.json without test", "no best/",
-               "truncated weights", "best/ of another config", "no config.json",
-               "weights unlike their hash")  # fmt: skip
+CORRUPTIONS = (
+    "no metrics.json",
+    "truncated metrics.json",
+    "metrics.json without test",
+    "no best/",
+    "truncated weights",
+    "best/ of another config",
+    "no config.json",
+    "weights unlike their hash",
+)
 
 
 @pytest.mark.slow
@@ -228,9 +248,12 @@ def test_a_diverging_cell_is_one_failed_line_and_the_sweep_goes_on(tmp_path, cap
         return loss * float("nan") if cfg.lr == 0.000123 else loss
 
     monkeypatch.setattr(train, "_task_loss", exploding_loss)
-    spec = _spec(tmp_path, "name: div\npreset: smoke\nseeds: [0]\ncells:\n"
-                           "  - {name: diverges, overrides: {lr: 0.000123}}\n"
-                           "  - {name: fine, overrides: {model: amb}}\n")  # fmt: skip
+    spec = _spec(
+        tmp_path,
+        "name: div\npreset: smoke\nseeds: [0]\ncells:\n"
+        "  - {name: diverges, overrides: {lr: 0.000123}}\n"
+        "  - {name: fine, overrides: {model: amb}}\n",
+    )
     code = cli_main(["sweep", str(spec), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
     out = capsys.readouterr()
     text = out.out + out.err
