@@ -175,7 +175,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def make_optimizer(
     params, cfg: Config, device: torch.device, pretrained: Iterable[nn.Parameter] = ()
 ) -> torch.optim.Optimizer:
-    """The optimizer over ``params`` (the trainable ones); the fused CUDA kernel on a GPU.
+    """The optimizer over ``params`` (the trainable ones); the fused CUDA kernel on a GPU, the
+    multi-tensor (``foreach``) loop elsewhere.
 
     ``cfg.optimizer="adam"``: Adam, the thesis' optimizer (6.3.1). ``"adamw"``: AdamW with
     ``cfg.weight_decay`` on matrices only; biases and normalisation weights (fewer than two
@@ -185,6 +186,10 @@ def make_optimizer(
     """
     params = list(params)
     fused = (device.type == "cuda" and cfg.fast_path) or None
+    # Elsewhere the multi-tensor loop: bitwise the single-tensor one's numbers, with less Python
+    # per step (Adam over AMB-FT's 17 M trainable weights: 121 against 141 ms a step, one
+    # thread). CPU's fused kernel would be 6x faster but rounds differently (|d| ~ 2e-7).
+    foreach = None if fused else True
     old = {id(p) for p in pretrained}
     by_rate = [(params, cfg.lr)]
     if cfg.new_params_lr > 0:
@@ -207,8 +212,10 @@ def make_optimizer(
             groups.append({"params": members, "lr": lr})
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
-    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused, foreach=foreach)
+    return torch.optim.Adam(
+        groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused, foreach=foreach
+    )
 
 
 def pretrained_parameters(model: nn.Module) -> list[nn.Parameter]:
