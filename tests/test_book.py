@@ -127,7 +127,10 @@ def test_jupytext_pairs_notebooks_py_and_ipynb():
     from jupytext.config import find_jupytext_configuration_file, load_jupytext_configuration_file
 
     path = find_jupytext_configuration_file(str(ROOT / "notebooks"))
-    assert path and Path(path).resolve() == (ROOT / "jupytext.toml").resolve()
+    assert path and Path(path).resolve() == (ROOT / "notebooks" / "jupytext.toml").resolve()
+    # only the chapters' sources are paired: the executed copies and the rest of the tree are not
+    for folder in (ROOT / "book", ROOT, ROOT / "tests"):
+        assert find_jupytext_configuration_file(str(folder)) is None, folder
     config = load_jupytext_configuration_file(path)
     # what jupyter (with jupytext's contents manager) pairs a notebooks/*.py with
     formats = config.default_formats(str(ROOT / "notebooks" / "01_data.py"))
