@@ -8,7 +8,8 @@ import torch
 
 from ambcore.config import get_config
 from ambcore.errors import AmbError
-from ambcore.train import autocast_dtype, make_optimizer, resolve_device
+from ambcore.models.inference import autocast_dtype
+from ambcore.train import make_optimizer, resolve_device
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
