@@ -68,6 +68,9 @@ class Config:
     synthetic_aligned: bool = True  # aligned_50 layout (50 steps); False: unaligned (up to 500)
     synthetic_seed: int = 1234  # the dataset itself; fixed across training seeds by design
     max_text_len: int = 64  # cap on word-piece tokens incl. [CLS]/[SEP]; padding is dynamic
+    # Which of MMSA's datasets the file is (ambcore.data.specs): "auto" names it from the
+    # feature sizes and accepts any; "mosei" | "mosi" | "sims" refuses a file that does not fit.
+    dataset: str = "auto"
 
     # ---- pretrained language model (ambcore.models.plm) -------------------------------------
     # "embedded" = the bundled all-MiniLM-L6-v2; "tiny-random" = a random BERT (hidden 32,
@@ -379,6 +382,7 @@ def apply_overrides(cfg: Config, assignments: list[str] | dict[str, Any]) -> Con
 
 
 _CHOICES = {
+    "dataset": ("auto", "mosei", "mosi", "sims"),  # ambcore.data.specs.DATASET_CHOICES
     "model": ("amb", "misa", "mag-bert"),
     "text_adaptation": ("adapters", "finetune", "frozen"),
     "variant": ("full", "text-only", "no-text"),

@@ -1,11 +1,14 @@
 """``python -m ambcore data ...``: inspect a dataset, write the synthetic one (thesis 6.3.1).
 
-- ``data inspect PATH_OR_NAME [--json]``: splits, sizes, feature dims, sequence lengths, label
-  statistics and every repair made while loading.
+- ``data inspect PATH_OR_NAME [--json] [--dataset mosei|mosi|sims]``: splits, sizes, feature
+  dims, the dataset they fit, sequence lengths, label statistics and every repair made while
+  loading; ``--dataset`` refuses a file that does not fit the dataset named.
 - ``data synth --out FILE [--n-train N ...] [--aligned | --unaligned] [--seed S]``: write the
-  synthetic MOSEI-shaped dataset in the MMSA pickle layout; with ``--mosei-format`` ``--out`` is
-  a folder that receives ``aligned_50.pkl`` and ``unaligned_50.pkl`` with every key of MMSA's
-  CMU-MOSEI files.
+  synthetic MOSEI-shaped dataset in the MMSA pickle layout; with ``--format mosei|mosi|sims``
+  ``--out`` is a folder that receives that dataset's MMSA files with their feature sizes and
+  every key (``aligned_50.pkl`` and ``unaligned_50.pkl`` for MOSEI and MOSI,
+  ``unaligned_39.pkl`` with Chinese text for CH-SIMS; ``ambcore.data.specs``), ``text_bert``
+  tokenised by ``--tokenizer DIR`` if given. ``--mosei-format`` is ``--format mosei``.
 
 Each subcommand is one ``add_*`` function in ``SUBCOMMANDS`` taking the ``data`` command's
 subparsers; adding a subcommand means appending one function.
@@ -21,6 +24,8 @@ __all__ = ["register", "SUBCOMMANDS"]
 
 
 def _add_inspect(sub) -> None:
+    from ambcore.data.specs import DATASET_CHOICES
+
     p = sub.add_parser(
         "inspect",
         help="describe a dataset (splits, dims, lengths, labels, repairs)",
@@ -29,6 +34,13 @@ def _add_inspect(sub) -> None:
     p.add_argument("path_or_name", help="an MMSA/MAG-BERT/MISA pickle, or 'synthetic'")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--preset", default="embedded", help="config preset (synthetic sizes)")
+    p.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        default=None,
+        help="refuse a file whose feature sizes or labels do not fit this dataset "
+        "(config key dataset; default: the preset's, auto)",
+    )
     p.set_defaults(func=run_inspect)
 
 
@@ -37,7 +49,8 @@ def run_inspect(args) -> int:
     from ambcore.data.loaders import load_dataset
     from ambcore.data.report import describe, format_report
 
-    dataset = load_dataset(args.path_or_name, get_config(args.preset))
+    overrides = {"dataset": args.dataset} if args.dataset else {}
+    dataset = load_dataset(args.path_or_name, get_config(args.preset, **overrides))
     report = describe(dataset)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
@@ -45,6 +58,7 @@ def run_inspect(args) -> int:
 
 def _add_synth(sub) -> None:
     from ambcore.config import Config
+    from ambcore.data.specs import DATASETS
 
     default = Config()
     p = sub.add_parser(
@@ -75,11 +89,28 @@ def _add_synth(sub) -> None:
         help="frames per word with audio/vision lengths (unaligned layout)",
     )
     p.add_argument(
+        "--format",
+        dest="mmsa_format",
+        choices=tuple(DATASETS),
+        default=None,
+        help="write into the folder OUT the dataset's MMSA files with its feature sizes and "
+        "keys (text_bert, text, annotations, classification_labels; SIMS: per-modality "
+        "labels, Chinese text): mosei and mosi aligned_50.pkl + unaligned_50.pkl, sims "
+        "unaligned_39.pkl; still SYNTHETIC data",
+    )
+    p.add_argument(
         "--mosei-format",
-        action="store_true",
-        help="write OUT/aligned_50.pkl and OUT/unaligned_50.pkl as MMSA's CMU-MOSEI "
-        "files (text_bert, text, annotations, classification_labels; unaligned "
-        "padded to 500 steps); still SYNTHETIC data",
+        dest="mmsa_format",
+        action="store_const",
+        const="mosei",
+        help="the same as --format mosei",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="DIR",
+        help="with --format: a local tokenizer folder for text_bert (for sims a Chinese "
+        "BERT's); default: the bundled MiniLM's (bert-base-uncased's vocabulary)",
     )
     p.set_defaults(func=run_synth)
 
@@ -93,8 +124,10 @@ def run_synth(args) -> int:
         if value < 1:
             raise AmbError(f"data synth: {flag} must be at least 1, got {value}")
     start = time.perf_counter()
-    if args.mosei_format:
-        return _synth_mosei_format(args, start)
+    if args.mmsa_format:
+        return _synth_mmsa_format(args, start)
+    if args.tokenizer:
+        raise AmbError("data synth: --tokenizer needs --format (it tokenises MMSA's text_bert)")
     path = make_synthetic_dataset(
         args.n_train, args.n_valid, args.n_test, args.seed, args.aligned, out_path=args.out
     )
@@ -107,14 +140,18 @@ def run_synth(args) -> int:
     return 0
 
 
-def _synth_mosei_format(args, start: float) -> int:
-    from ambcore.data.synthetic import write_mosei_format
+def _synth_mmsa_format(args, start: float) -> int:
+    from ambcore.data.specs import DATASETS
+    from ambcore.data.synthetic import write_mmsa_format
 
-    paths = write_mosei_format(args.out, args.n_train, args.n_valid, args.n_test, args.seed)
+    spec = DATASETS[args.mmsa_format]
+    paths = write_mmsa_format(
+        args.out, spec.key, args.n_train, args.n_valid, args.n_test, args.seed, args.tokenizer
+    )
     for layout, path in paths.items():
         print(
-            f"wrote {path} (SYNTHETIC, MOSEI format, {layout}, {args.n_train}/{args.n_valid}/"
-            f"{args.n_test}, seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB)"
+            f"wrote {path} (SYNTHETIC, {spec.name} format, {layout}, {args.n_train}/"
+            f"{args.n_valid}/{args.n_test}, seed {args.seed}, {path.stat().st_size / 1e6:.1f} MB)"
         )
     print(f"in {time.perf_counter() - start:.1f} s")
     return 0

@@ -136,9 +136,10 @@ def correlation_figure(dataset: MultimodalDataset):
 
     train = dataset["train"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 2.8), gridspec_kw={"width_ratios": [35, 74]})
+    visual_planted, acoustic_planted = synthetic.planted_dims(dataset.kind)
     for ax, sequences, name, planted in (
-        (axes[0], train.visual, "visual", synthetic.VISUAL_INFORMATIVE),
-        (axes[1], train.acoustic, "acoustic", synthetic.ACOUSTIC_INFORMATIVE),
+        (axes[0], train.visual, "visual", visual_planted),
+        (axes[1], train.acoustic, "acoustic", acoustic_planted),
     ):
         corr = dimension_correlations(sequences, train.labels)
         colors = [

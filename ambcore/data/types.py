@@ -53,6 +53,9 @@ class MultimodalDataset:
     # Ids found in more than one split, by pair ("train & test": [ids]): possible leakage,
     # reported (``ambcore.data.report``), not refused.
     shared_ids: dict[str, list[str]] = field(default_factory=dict)
+    # Which of MMSA's datasets the file is (``ambcore.data.specs``): "mosei" | "mosi" | "sims",
+    # declared (``Config.dataset``) or named from the feature sizes; "" when none fits.
+    kind: str = ""
 
     @property
     def aligned(self) -> bool:
