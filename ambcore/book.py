@@ -1,20 +1,21 @@
-"""The research book: its chapters, the main job that executes them, and the provenance banners.
+"""The main job: execute the book's chapters with papermill and build it with jupyter-book.
 
 The book (``book/``, configured by the top-level ``_config.yml``) renders papermill-executed copies
 of ``notebooks/NN_name.ipynb``; it never executes anything itself. ``run_book`` is the main job:
 
-1. bring each chapter's ``.ipynb`` up to date with its jupytext ``.py`` source,
-2. execute the chapters in order with papermill (parameters ``preset``, ``data``, ``plm``,
-   ``seed``; kernel ``python3``) into ``book/executed/``, timing each one,
-3. write ``book/executed/timings.json`` (read by the Status page),
-4. run ``jupyter-book build book/``.
+1. bring each chapter's ``.ipynb`` up to date with its jupytext ``.py`` source (``sync_notebook``),
+2. run the preset's tuning studies when no record matches their spec (``tuning_step``), so that
+   the chapters' runs take the values they chose,
+3. execute the chapters in order with papermill (parameters ``preset``, ``data``, ``plm``,
+   ``seed``; kernel ``python3``) into ``book/executed/``, timing each one (``_execute_chapter``),
+4. write ``book/executed/timings.json`` (read by the Status page, ``ambcore.status``),
+5. run ``jupyter-book build book/`` (``build_book``).
 
 A chapter whose notebook does not exist yet gets a placeholder page saying so (and is listed as
-missing on the Status page) so that the book builds while chapters are being written.
+missing on the Status page) so that the book builds while chapters are being written. Ctrl-C or
+SIGTERM stops every process the job started (``ambcore.interrupt``) and says how to resume.
 
-Every page that shows results displays ``banner(cfg)`` first: the dataset and the language
-model that produced the numbers, so a build on synthetic data can never be read as CMU-MOSEI
-(thesis section 6.3.1 describes the real setup).
+What the chapters display (banners, numbered tables) is in ``ambcore.pages``.
 """
 
 from __future__ import annotations
@@ -24,51 +25,55 @@ import dataclasses
 import datetime as _dt
 import html
 import json
+import logging
 import os
-import platform
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ambcore.config import CELL_TIMEOUT_S, Config, get_config
+import jupytext
+import nbformat
+import papermill
+import yaml
+from jupytext.combine import combine_inputs_with_outputs
+
+from ambcore import paths, runs, tune
+from ambcore.config import CELL_TIMEOUT_S, Config
 from ambcore.config import cell_timeout as preset_cell_timeout
 from ambcore.errors import AmbError
-from ambcore.interrupt import watched
-from ambcore.paths import PROJECT_ROOT, data_from_env
+from ambcore.interrupt import interrupt_on_signals, kill_tree, watched
+from ambcore.overrides import ENV_VAR as SET_VAR
+from ambcore.overrides import encode, from_env, parse_assignments
+from ambcore.pages import config_from_parameters, describe_data, describe_plm
+from ambcore.threads import child_env, environment, process_threads
+
+try:
+    import resource  # POSIX: the CPU time of the finished kernels
+except ImportError:  # Windows
+    resource = None
 
 __all__ = [
     "CHAPTERS",
     "Chapter",
     "BookError",
-    "Banner",
-    "banner",
-    "describe_data",
-    "describe_plm",
-    "config_from_parameters",
-    "run_book",
     "BookInterrupted",
+    "BookOptions",
+    "BookResult",
+    "select_chapters",
+    "sync_notebook",
+    "notebooks_agree",
     "hide_parameter_cells",
-    "stop_descendants",
-    "stop_descendants_on_signals",
+    "tuning_step",
+    "run_book",
     "build_book",
-    "environment_report",
-    "revision_label",
-    "device_label",
-    "build_provenance_table",
-    "load_timings",
-    "timings_table",
-    "benchmark_tables",
-    "results_csvs",
-    "results_table",
-    "numbered_table",
-    "missing_note",
 ]
 
 
@@ -111,18 +116,11 @@ PLACEHOLDER_MARK = "amb-missing-chapter"  # a CSS class in placeholder pages; te
 
 
 def default_book_dir() -> Path:
-    return PROJECT_ROOT / "book"
+    return paths.PROJECT_ROOT / "book"
 
 
 def default_notebooks_dir() -> Path:
-    return PROJECT_ROOT / "notebooks"
-
-
-def default_results_dir() -> Path:
-    """Where chapters write and read results files: ``AMB_RESULTS`` or the project's results/."""
-    from ambcore.paths import results_dir
-
-    return results_dir()
+    return paths.PROJECT_ROOT / "notebooks"
 
 
 def default_timings_path(book_dir: Path | None = None) -> Path:
@@ -143,136 +141,6 @@ def select_chapters(spec: str | Iterable[str] | None) -> list[Chapter]:
             raise BookError(f"unknown chapter {item!r}; valid chapters: {valid}")
         chosen.extend(c for c in match if c not in chosen)
     return [c for c in CHAPTERS if c in chosen]
-
-
-# ---- provenance: which data, which language model ------------------------------------------
-
-
-def describe_data(data: str) -> tuple[str, bool]:
-    """A human description of a config's ``data`` value and whether it is synthetic."""
-    if data == "synthetic":
-        return "SYNTHETIC MOSEI-shaped dataset generated by ambcore (planted signal)", True
-    if not data:
-        env = data_from_env()
-        if not env:
-            return "none given (set --data or AMB_DATA)", False
-        data = env
-    return f"dataset file {Path(data).name} ({data})", False
-
-
-def describe_plm(plm: str, random_init: bool = False) -> str:
-    """A human description of a config's ``plm`` value."""
-    names = {
-        "embedded": "all-MiniLM-L6-v2 (bundled; 6 layers, hidden 384) in place of bert-base-uncased",
-        "tiny-random": "a tiny randomly initialised BERT (smoke test; not a trained language model)",
-    }
-    text = names.get(plm, plm)
-    if random_init and plm != "tiny-random":
-        text += " with RANDOM weights (architecture only)"
-    return text
-
-
-@dataclass(frozen=True)
-class Banner:
-    """What produced the numbers on a page; displays as an admonition in the book."""
-
-    data: str
-    plm: str
-    preset: str
-    synthetic: bool
-
-    @property
-    def title(self) -> str:
-        if self.synthetic:
-            return "Synthetic data: these are not CMU-MOSEI results"
-        return "Data and language model of this page"
-
-    @property
-    def lines(self) -> list[str]:
-        lines = [f"Data: {self.data}", f"Language model: {self.plm}", f"Preset: {self.preset}"]
-        if self.synthetic:
-            lines.append(
-                "The dataset's signal was planted by design: these numbers validate the pipeline "
-                "and say nothing about CMU-MOSEI."
-            )
-        return lines
-
-    def _repr_html_(self) -> str:
-        kind = "warning" if self.synthetic else "note"
-        body = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines)
-        return (
-            f'<div class="admonition {kind} amb-banner">'
-            f'<p class="admonition-title">{html.escape(self.title)}</p>{body}</div>'
-        )
-
-    def _repr_markdown_(self) -> str:
-        body = "\n".join(f"> {line}  " for line in self.lines)
-        return f"> **{self.title}**  \n{body}\n"
-
-    def __str__(self) -> str:
-        return "\n".join([self.title.upper(), *self.lines])
-
-    def __repr__(self) -> str:  # what a terminal and nbval see
-        return str(self)
-
-
-def _config_like(source: Any) -> Mapping[str, Any]:
-    if isinstance(source, Config):
-        return source.to_dict()
-    if isinstance(source, Mapping):
-        return source
-    if isinstance(source, (str, Path)):  # a run folder or its config.json
-        path = Path(source)
-        path = path / "config.json" if path.is_dir() or not path.suffix else path
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BookError(f"{path}: cannot read the run's config ({exc})") from None
-    raise TypeError(f"banner() takes a Config, a config dict or a run folder, not {type(source)}")
-
-
-def banner(source: Any) -> Banner:
-    """The data/PLM banner for a Config, a config dict, or a run folder (its ``config.json``).
-
-    Notebooks display it at the top of every page and above every results table::
-
-        display(banner(cfg))
-    """
-    values = _config_like(source)
-    data, synthetic = describe_data(str(values.get("data", "")))
-    plm = describe_plm(str(values.get("plm", "")), bool(values.get("plm_random_init", False)))
-    return Banner(data=data, plm=plm, preset=str(values.get("preset", "?")), synthetic=synthetic)
-
-
-def config_from_parameters(
-    preset: str,
-    data: str | None = "",
-    plm: str | None = "",
-    seed: int | None = None,
-    tuned_for: str | None = None,
-    **overrides,
-) -> Config:
-    """The chapters' config from their papermill parameters (empty values keep the preset's).
-
-    ``AMB_PLM`` switches the language model when ``plm`` is empty, as ``AMB_DATA`` does for the
-    data of the paper preset; ``AMB_PRESET`` is read by the notebooks' parameter defaults.
-    ``tuned_for`` (a model): the values the preset's tuning record chose for it
-    (``experiments.tuned_values``) apply on top of the preset. ``AMB_SET`` (``python -m ambcore
-    book --set``; ``ambcore.overrides``) applies over those, below the chapter's own parameters.
-    """
-    from ambcore.experiments import tuned_values
-    from ambcore.overrides import from_env
-
-    chosen = tuned_values(tuned_for, preset) if tuned_for else {}
-    values = {**chosen, **from_env(), **overrides}
-    if data:
-        values["data"] = data
-    plm = plm or os.environ.get("AMB_PLM", "")
-    if plm:
-        values["plm"] = plm
-    if seed is not None and seed != "":
-        values["seed"] = seed
-    return get_config(preset, **values)
 
 
 # ---- the main job ---------------------------------------------------------------------------
@@ -296,8 +164,6 @@ def sync_notebook(chapter: Chapter, notebooks_dir: Path, log: Callable[[str], No
     ``--update``); a new or kernel-less .ipynb gets the ``python3`` kernelspec that papermill
     needs.
     """
-    import jupytext
-
     py, nb = chapter.source(notebooks_dir), chapter.notebook(notebooks_dir)
     if not py.exists():
         return nb
@@ -315,13 +181,11 @@ def _has_kernelspec(notebook) -> bool:
 def _notebook_from_source(chapter: Chapter, notebooks_dir: Path):
     """The chapter as a notebook object: the .py's cells (outputs of the .ipynb kept), with a
     kernelspec. The .ipynb alone when there is no .py."""
-    import jupytext
-
     py, nb = chapter.source(notebooks_dir), chapter.notebook(notebooks_dir)
     if py.exists():
         notebook = jupytext.read(py)
         if nb.exists():
-            notebook = _update_inputs(jupytext.read(nb), notebook)
+            notebook = combine_inputs_with_outputs(notebook, jupytext.read(nb))
     else:
         notebook = jupytext.read(nb)
     if not _has_kernelspec(notebook):
@@ -335,15 +199,7 @@ def _cells_signature(notebook) -> list[tuple[str, str]]:
 
 def notebooks_agree(py: Path, nb: Path) -> bool:
     """Whether a jupytext ``.py`` and its ``.ipynb`` have the same cells (types and sources)."""
-    import jupytext
-
     return _cells_signature(jupytext.read(py)) == _cells_signature(jupytext.read(nb))
-
-
-def _update_inputs(old, new):
-    from jupytext.combine import combine_inputs_with_outputs
-
-    return combine_inputs_with_outputs(new, old)
 
 
 def _write_placeholder(chapter: Chapter, out_dir: Path, reason: str) -> Path:
@@ -369,8 +225,6 @@ PARAMETER_TAGS = ("parameters", "injected-parameters")  # papermill's parameter 
 def hide_parameter_cells(path: Path) -> None:
     """Tag papermill's parameter cells of an executed notebook ``remove-cell``: the notebook
     keeps them (what ran, with which values), the rendered page does not show them."""
-    import nbformat
-
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         tags = cell.metadata.get("tags", [])
@@ -392,62 +246,33 @@ def _format_failure(chapter: Chapter, nb: Path, exc: Exception, kept: Path) -> s
     )
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def _children_cpu_seconds() -> float:
     """User + system CPU time of this process' finished child processes (the kernels).
 
     On a shared machine wall time depends on the load; CPU time much less."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
+    if resource is None:
         return 0.0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _environment(values: Mapping[str, str]):
-    """Set environment variables for the kernels started inside the block, then restore
-    (``ambcore.threads.environment``)."""
-    from ambcore.threads import environment
-
-    return environment(values)
 
 
 def kernel_thread_env() -> dict[str, str]:
     """The kernels' CPU threads (``ambcore.threads``): this process' count (``--threads``,
     ``AMB_THREADS``, an inherited ``OMP_NUM_THREADS``, else every core) and OpenMP's passive
     wait policy, which a kernel must have before it imports torch."""
-    from ambcore.threads import child_env, process_threads
-
     return child_env(process_threads())
 
 
 def overrides_env(overrides: Iterable[str]) -> dict[str, str]:
     """``["KEY=VALUE", ...]`` (``--set``) as the kernels' ``AMB_SET`` (``ambcore.overrides``);
     an ``AMB_SET`` of the caller's environment comes first, ``--set`` wins."""
-    from ambcore.overrides import ENV_VAR, encode, from_env, parse_assignments
-
     pairs = {**from_env(), **parse_assignments(list(overrides))}
-    return {ENV_VAR: encode(pairs)} if pairs else {}
+    return {SET_VAR: encode(pairs)} if pairs else {}
 
 
 def parse_chapter_params(items: Iterable[str]) -> dict[str, Any]:
     """``["NAME=VALUE", ...]`` (``--param``) -> papermill parameters; values are YAML
     (``n_seeds=1``, ``rates=[0.0, 1.0]``, ``collect_only=true``), as papermill's ``-y``."""
-    import yaml
-
     params: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -508,8 +333,6 @@ class BookOptions:
 
     def command(self, chapters: Iterable[Chapter] | None = None) -> str:
         """The ``python -m ambcore book`` command line of these options (for resume hints)."""
-        import shlex
-
         args = ["--preset", self.preset]
         for flag, value in (
             ("--data", self.data),
@@ -532,8 +355,6 @@ class BookOptions:
             )
             if on
         ]
-        from ambcore.overrides import from_env
-
         for key, value in from_env(self.set_env).items():
             args += ["--set", f"{key}={value}"]
         for name, value in self.chapter_params.items():
@@ -568,7 +389,7 @@ class _Job:
         return self.timings.setdefault("chapters", {})
 
     def save_timings(self) -> None:
-        _write_json_atomic(self.timings_path, self.timings)
+        runs.write_json(self.timings_path, self.timings)
 
 
 def run_book(
@@ -603,8 +424,9 @@ def run_book(
     the book: every process the chapter started is stopped, the partial notebook kept, and a
     ``BookError`` names the chapter, the cell and the limit.
 
-    Ctrl-C or SIGTERM stops every process the job started (``stop_descendants``), records the
-    chapter as interrupted and raises ``BookInterrupted`` naming the command that resumes.
+    Ctrl-C or SIGTERM stops every process the job started (``ambcore.interrupt.kill_tree``),
+    records the chapter as interrupted and raises ``BookInterrupted`` naming the command that
+    resumes.
     """
     options = _book_options(
         preset,
@@ -630,7 +452,7 @@ def run_book(
     options.out_dir.mkdir(parents=True, exist_ok=True)
     job = _start_job(options, cfg, selected, log)
     t_book = time.perf_counter()
-    with stop_descendants_on_signals() as received, watched():  # workers end with the job
+    with interrupt_on_signals(stop_first=True) as received, watched():  # workers end with the job
         first = next((c for c in job.selected if c.trains), None)
         _resumable(job, first, received, lambda: tuning_step(job, retune))
         for index, chapter in enumerate(CHAPTERS, 1):
@@ -697,10 +519,10 @@ def _book_options(
 
 def _checked_config(options: BookOptions) -> Config:
     """The job's config (validates preset and seed early); a missing dataset file is an error."""
-    with _environment(options.set_env):
+    with environment(options.set_env):
         cfg = config_from_parameters(options.preset, options.data, options.plm, options.seed)
     if cfg.data != "synthetic":
-        data_path = cfg.data or data_from_env()
+        data_path = cfg.data or paths.data_from_env()
         if not data_path:
             raise BookError(
                 f"preset {options.preset!r} needs a dataset file: pass --data PATH or set AMB_DATA"
@@ -739,8 +561,10 @@ def _kernel_environment(options: BookOptions) -> dict[str, str]:
 def _start_job(
     options: BookOptions, cfg: Config, selected: list[Chapter], log: Callable[[str], None]
 ) -> _Job:
-    """The job's shared state, with the timings record of this build started."""
-    timings = _read_json(options.out_dir / "timings.json")
+    """The job's shared state, with the timings record of this build started (on top of an
+    earlier build's, whose chapters not selected keep their times)."""
+    earlier = options.out_dir / "timings.json"
+    timings = runs.read_json_object(earlier) if earlier.exists() else {}
     timings["book"] = {
         "preset": options.preset,
         "data": describe_data(cfg.data)[0],
@@ -778,14 +602,12 @@ def tuning_step(job: _Job, retune: bool = False) -> str:
     every chapter's runs take (``experiments.cell_overrides``). A record that matches the spec
     is kept; a missing or stale one is produced by ``python -m ambcore tune`` (its studies
     resume from their journals), and ``retune`` starts them afresh. Returns what happened."""
-    from ambcore import tune
-
     options = job.options
     if not any(chapter.trains for chapter in job.selected):
         return "tuning: no selected chapter trains"
     spec = tune.spec_for_preset(options.preset)
     record = _results_dir(options) / tune.record_name(options.preset)
-    with _environment({"AMB_RESULTS": str(_results_dir(options))}):
+    with environment({"AMB_RESULTS": str(_results_dir(options))}):
         current = tune.current_record(options.preset) if spec.exists() else None
     if not spec.exists():
         said = (
@@ -797,7 +619,7 @@ def tuning_step(job: _Job, retune: bool = False) -> str:
         why = "--retune" if retune else f"no record matching {spec.name}"
         job.log(f"tuning ({why}): python -m ambcore tune {spec.name} (resumable)")
         command = [sys.executable, "-m", "ambcore", "tune", str(spec), "--record", str(record)]
-        with _environment(job.kernel_env):
+        with environment(job.kernel_env):
             subprocess.run(command + (["--retune"] if retune else []), check=True)
         said = f"tuning: {record.name} written; its chosen values are used"
     job.log(said)
@@ -805,7 +627,7 @@ def tuning_step(job: _Job, retune: bool = False) -> str:
 
 
 def _results_dir(options: BookOptions) -> Path:
-    return Path(options.results_dir or default_results_dir()).resolve()
+    return Path(options.results_dir or paths.results_dir()).resolve()
 
 
 def _chapter_step(job: _Job, chapter: Chapter, index: int) -> None:
@@ -900,9 +722,6 @@ def _prepare_input(job: _Job, chapter: Chapter) -> tuple[Path, dict[str, Any]]:
     What runs is the .py's cells: written back to NN.ipynb with sync, else only to a private
     input copy (notebooks/ untouched). Parameters the notebook does not declare are noted.
     """
-    import jupytext
-    import papermill
-
     options = job.options
     if options.sync:
         sync_notebook(chapter, options.notebooks_dir, job.log)
@@ -922,9 +741,7 @@ def _prepare_input(job: _Job, chapter: Chapter) -> tuple[Path, dict[str, Any]]:
 
 
 def _papermill(job: _Job, source_nb: Path, running: Path, params: dict[str, Any]) -> None:
-    import papermill
-
-    with _environment(job.kernel_env), CellClock(job.options.cell_limit) as clock:
+    with environment(job.kernel_env), CellClock(job.options.cell_limit) as clock:
         try:
             papermill.execute_notebook(
                 str(source_nb),
@@ -983,8 +800,6 @@ class CellClock:
             self._since = None
 
     def _watch(self) -> None:
-        from ambcore.interrupt import kill_tree
-
         while not self._done.wait(self.PERIOD_S):
             with self._lock:
                 late = self._since is not None and time.monotonic() - self._since > self.limit
@@ -998,8 +813,6 @@ class CellClock:
         return self.fired is None
 
     def __enter__(self) -> CellClock:
-        import logging
-
         if self.limit:
             logging.getLogger("papermill").addFilter(self)
             self._thread = threading.Thread(target=self._watch, name="amb-cell-clock", daemon=True)
@@ -1007,8 +820,6 @@ class CellClock:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import logging
-
         self._done.set()
         if self._thread is not None:
             self._thread.join()
@@ -1054,8 +865,6 @@ def _format_timeout(
 ) -> str:
     """One line: the chapter, the cell that ran past the limit (its first line, from the kept
     notebook), the limit and where it comes from."""
-    import nbformat
-
     where = f"cell {exc.cell_index}"
     with contextlib.suppress(Exception):
         lines = nbformat.read(kept, as_version=4).cells[exc.cell_index].source.strip().splitlines()
@@ -1102,47 +911,6 @@ def _resumable(job: _Job, chapter: Chapter | None, received: list[int], step: Ca
     raise BookInterrupted(message, resume=resume, signum=int(signum)) from None
 
 
-# ---- interruption: stop every process the job started ------------------------------------------
-
-
-def stop_descendants(grace: float = 2.0) -> list[int]:
-    """Stop every descendant process of this one (kernels and the workers they started):
-    ``ambcore.interrupt.kill_tree`` (the tree read before anything is signalled, SIGTERM, then
-    SIGKILL after ``grace`` seconds for workers that ignore SIGTERM). Returns the PIDs signalled.
-    """
-    from ambcore.interrupt import kill_tree
-
-    return kill_tree(grace=grace)
-
-
-@contextlib.contextmanager
-def stop_descendants_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
-    """Inside the block, SIGINT and SIGTERM stop every descendant process (``stop_descendants``)
-    and then raise ``KeyboardInterrupt`` in the main thread; yields the signals received.
-
-    Kernels run in sessions of their own, so a terminal's Ctrl-C reaches only this process;
-    it has to stop them. Outside the main thread the block changes nothing.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum, frame):
-        if received:  # already stopping
-            return
-        received.append(signum)
-        stop_descendants()
-        raise KeyboardInterrupt
-
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield received
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
 def jupyter_book_executable() -> str:
     local = Path(sys.executable).with_name("jupyter-book")
     found = str(local) if local.exists() else shutil.which("jupyter-book")
@@ -1173,402 +941,3 @@ def build_book(
     html_dir = book_dir / "_build" / "html"
     log(f"built in {time.perf_counter() - t0:.1f} s: {html_dir / 'index.html'}")
     return html_dir
-
-
-# ---- the Status page ------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-# Beyond the training packages that a run folder's env.json records.
-BOOK_PACKAGES = (
-    "pandas",
-    "matplotlib",
-    "jupyter-book",
-    "myst-nb",
-    "sphinx",
-    "papermill",
-    "jupytext",
-)
-
-
-def environment_report() -> dict[str, Any]:
-    """Machine, device, package versions and git revision of the calling process.
-
-    The same record a run folder's ``env.json`` holds (``ambcore.runs.collect_env``), plus the
-    CPU model, the memory and the versions of the packages that build the book.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    from ambcore.runs import collect_env
-
-    env = collect_env("cuda" if torch.cuda.is_available() else "cpu")
-    for name in BOOK_PACKAGES:
-        try:
-            env["versions"][name] = version(name)
-        except PackageNotFoundError:
-            env["versions"][name] = None
-    if torch.cuda.is_available():
-        env["device_count"] = torch.cuda.device_count()
-    env["cpu_model"] = _cpu_model()
-    env["memory_gib"] = _memory_gib()
-    return env
-
-
-def revision_label(env: Mapping[str, Any]) -> str:
-    """The git revision of ``env`` (``environment_report``) as the Status page names it:
-    "unknown" outside a checkout, "(with uncommitted changes)" appended when the tree is dirty."""
-    revision = env["git_revision"] or "unknown"
-    return revision + " (with uncommitted changes)" if env["git_dirty"] else revision
-
-
-def device_label(env: Mapping[str, Any]) -> str:
-    """The device of ``env`` (``environment_report``), with its name where it has one:
-    ``cuda (NVIDIA H100)``, ``cpu``."""
-    return env["device"] + (f" ({env['device_name']})" if env["device_name"] else "")
-
-
-def build_provenance_table(env: Mapping[str, Any], cfg: Config):
-    """What produced this build of the book, one row each (columns ``what``, ``value``): the
-    preset, data and language model of ``cfg`` (as ``banner`` names them), the git revision,
-    the device and the machine of ``env`` (``environment_report``), the python and platform."""
-    import pandas as pd
-
-    shown = banner(cfg)
-    rows = [
-        ("preset", cfg.preset),
-        ("data", shown.data),
-        ("language model", shown.plm),
-        ("git revision", revision_label(env)),
-        ("device", env["device"]),
-        ("device name", env["device_name"] or "–"),
-        ("CPU", env["cpu_model"]),
-        ("CPU cores", env["cpu_count"]),
-        ("torch threads", env["torch_threads"]),
-        ("memory (GiB)", env["memory_gib"]),
-        ("python", env["python"]),
-        ("platform", env["platform"]),
-    ]
-    return pd.DataFrame(rows, columns=["what", "value"])
-
-
-def load_timings(path: Path | str | None = None) -> dict | None:
-    """The main job's timings JSON, or None when there is none (a notebook run on its own)."""
-    path = Path(path) if path else default_timings_path()
-    return _read_json(path) or None if path.exists() else None
-
-
-def timings_table(timings: Mapping[str, Any] | None):
-    """One row per chapter of the book: status and wall time (s)."""
-    import pandas as pd
-
-    chapters = (timings or {}).get("chapters", {})
-    rows = []
-    for chapter in CHAPTERS:
-        entry = chapters.get(chapter.name, {})
-        status = entry.get("status", "not run")
-        if entry.get("earlier_build"):
-            status += " (earlier build)"
-        rows.append(
-            {
-                "chapter": chapter.name,
-                "title": chapter.title,
-                "status": status,
-                "wall time (s)": entry.get("seconds"),
-                "CPU time (s)": entry.get("cpu_seconds"),
-                "preset": entry.get("preset", ""),
-                "finished (UTC)": entry.get("finished", ""),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        flat = {}
-        for i, item in enumerate(value):
-            flat.update(_flatten(item, f"{prefix}[{i}]"))
-        return flat
-    if isinstance(value, list):
-        return {prefix: ", ".join(map(str, value))}
-    return {prefix: value}
-
-
-@dataclass(frozen=True)
-class BenchmarkRecord:
-    """One benchmark file under results/, as a table with a caption naming its device."""
-
-    name: str
-    caption: str
-    table: Any  # pandas DataFrame
-    targets: Any = None  # pandas DataFrame of an ``ambcore bench`` record's targets, else None
-    efficiency: Any = None  # its FLOPs and achieved GFLOP/s (``ambcore.bench.efficiency_frame``)
-    paper: Any = None  # its paper-geometry step (``ambcore.bench.paper.paper_geometry_frame``)
-
-    def tables(self) -> list[tuple[Any, str]]:
-        """(frame, caption) of every table the Status page shows for this record, in order."""
-        shown = [(self.table, f"Benchmark {self.caption}")]
-        if self.efficiency is not None and not self.efficiency.empty:
-            shown.append(
-                (
-                    self.efficiency,
-                    f"FLOPs and achieved rate of {self.name}: one training "
-                    "epoch and one evaluation pass (fast path), counted by FlopCounterMode, "
-                    "against the probe × threads",
-                )
-            )
-        if self.paper is not None and not self.paper.empty:
-            shown.append(
-                (
-                    self.paper,
-                    f"The paper preset at bert-base geometry, {self.name}: one "
-                    "training step and one evaluation batch here, and a MOSEI epoch (the "
-                    "seconds at a given TFLOP/s are an ESTIMATE, not a measurement)",
-                )
-            )
-        if self.targets is not None and not self.targets.empty:
-            shown.append(
-                (
-                    self.targets,
-                    f"Targets of {self.name}: the ratio by each estimator "
-                    "(median of rounds or pairs; fastest rounds or steps)",
-                )
-            )
-        return shown
-
-
-def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRecord]:
-    """Every benchmark JSON under results/ (``bench*.json``, ``*_bench*.json``).
-
-    Records of ``python -m ambcore bench`` become one row per model and path
-    (``ambcore.bench.summary_frame``); any other record (the SDK alignment benchmark) a
-    key/value table.
-    """
-    import pandas as pd
-
-    results_dir = Path(results_dir or default_results_dir())
-    files = sorted({*results_dir.glob("bench*.json"), *results_dir.glob("*_bench*.json")})
-    records = []
-    for path in files:
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            table = pd.DataFrame([{"key": "error", "value": f"unreadable: {exc}"}])
-            records.append(BenchmarkRecord(path.name, f"results/{path.name} (unreadable)", table))
-            continue
-        where = ", ".join(
-            f"{key} {payload[key]}"
-            for key in ("device", "device_name", "preset", "data")
-            if isinstance(payload, Mapping) and payload.get(key)
-        )
-        caption = f"results/{path.name}" + (f" ({where})" if where else "")
-        targets = efficiency = paper = None
-        if isinstance(payload, Mapping) and isinstance(payload.get("models"), Mapping):
-            from ambcore.bench import efficiency_frame, summary_frame, targets_frame
-
-            table = summary_frame(payload)
-            targets = targets_frame(payload)
-            efficiency = efficiency_frame(payload)
-            from ambcore.bench.paper import paper_geometry_frame
-
-            paper = paper_geometry_frame(payload)
-        else:
-            flat = _flatten(payload)
-            table = pd.DataFrame(
-                [{"key": k, "value": v} for k, v in flat.items()], columns=["key", "value"]
-            )
-        records.append(BenchmarkRecord(path.name, caption, table, targets, efficiency, paper))
-    return records
-
-
-# ---- the Results page -----------------------------------------------------------------------
-
-
-def results_csvs(results_dir: Path | str | None = None) -> dict[str, Path]:
-    """The results CSV files written by the ablation and robustness chapters, by file stem."""
-    results_dir = Path(results_dir or default_results_dir())
-    return {p.stem: p for p in sorted(results_dir.glob("*.csv"))}
-
-
-def results_table(table: str, found: Mapping[str, Path]) -> tuple[list[Any], str]:
-    """Thesis table ``table`` ("6.1" or "6.2", thesis 6.3.2-6.3.3) as the Results page shows it:
-    what to display, in order, and a status line for the page's prose.
-
-    ``found``: the results files by stem (``results_csvs``). With ``table_6_1.csv`` (for "6.1")
-    among them: the file as a numbered table (the thesis' row, ours beside it), and a status
-    that counts our rows and gives AMB's paired test against each row
-    (``report.verdicts_from_table``). Without it: a note naming the chapter that writes the
-    file, the thesis' rows alone (the report's table of no runs), and "not run yet".
-    """
-    import tempfile
-
-    import pandas as pd
-
-    from ambcore import report
-
-    if table not in ("6.1", "6.2"):
-        raise BookError(f"results_table: no thesis table {table!r}; expected '6.1' or '6.2'")
-    stem = "table_" + table.replace(".", "_")
-    if stem in found:
-        frame = pd.read_csv(found[stem])
-        is_ours = frame["Source"].astype(str).str.startswith("this book")
-        ours, theirs = frame[is_ours].reset_index(drop=True), frame[~is_ours].reset_index(drop=True)
-        shown = [
-            numbered_table(
-                report.compact_table(ours),
-                report.table_caption(ours, f"Our runs of the rows of thesis table {table}"),
-                name=f"tbl-results-{stem}",
-            ),
-            numbered_table(
-                report.compact_table(theirs).drop(
-                    columns=["Seeds", "ΔMAE vs AMB [95 % CI]", "p (Holm)"]
-                ),
-                f"Thesis table {table} as published (CMU-MOSEI, {report.THESIS_PLM}; "
-                "cited rows: their own text features)",
-                name=f"tbl-results-thesis-{stem}",
-            ),
-        ]
-        said = "; ".join(report.verdicts_from_table(frame)) or "no paired test in the file"
-        if ours["Data"].astype(str).str.upper().str.contains("SYNTHETIC").any():
-            said += (
-                ". On synthetic data only AMB against AMB text-only and AMB no-text test "
-                "what the generator planted; the other comparisons are no evidence about "
-                "CMU-MOSEI either way"
-            )
-        return (
-            shown,
-            f"{len(ours)} row(s) of ours from results/{stem}.csv. AMB against each row: {said}",
-        )
-    with tempfile.TemporaryDirectory() as empty:
-        no_runs = report.summarize(report.collect_runs(empty))
-    note = missing_note(
-        f"results/{stem}.csv",
-        "The Ablation chapter (notebooks/04_ablation.py) writes it; until then only the "
-        "thesis' numbers are shown.",
-    )
-    thesis_only = numbered_table(
-        report.compact_table(getattr(report, stem)(no_runs)),
-        f"Thesis table {table} as printed (CMU-MOSEI, {report.THESIS_PLM}; no runs of ours yet)",
-        name=f"tbl-results-{stem}",
-    )
-    return [note, thesis_only], f"not run yet (results/{stem}.csv is missing)"
-
-
-# ---- tables that the book numbers -----------------------------------------------------------
-
-
-def _cell(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-@dataclass(frozen=True)
-class NumberedTable:
-    """A DataFrame shown as a MyST ``{table}`` with a caption: the book numbers it (Table 6.1)
-    and ``{numref}`` can refer to it by ``name``. Displays as markdown (the book renders
-    notebook markdown outputs as MyST, see ``nb_render_markdown_format`` in ``_config.yml``)."""
-
-    markdown: str
-    text: str
-
-    def _repr_markdown_(self) -> str:
-        return self.markdown
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def numbered_table(
-    frame, caption: str, name: str | None = None, digits: int | Mapping[str, int] = 3
-) -> NumberedTable:
-    """``frame`` as a numbered, captioned table for the book (see ``NumberedTable``).
-
-    ``digits``: decimals of float cells, for all columns or per column name (default 3).
-    """
-    columns = [str(c) for c in frame.columns]
-    per_column = [digits.get(c, 3) if isinstance(digits, Mapping) else digits for c in columns]
-    lines = [
-        "| " + " | ".join(_cell(c, 0) for c in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, d) for v, d in zip(row, per_column)) + " |")
-    header = (
-        f":::{{table}} {caption}\n" + (f":name: {name}\n" if name else "") + ":align: center\n\n"
-    )
-    return NumberedTable(markdown=header + "\n".join(lines) + "\n:::\n", text=f"{caption}\n{frame}")
-
-
-def file_preview(frame, max_columns: int = 12, max_rows: int = 40):
-    """A results file as a reader can take it in on one page (chapter 06's listings), and a note
-    of what is left out.
-
-    At most ``max_rows`` rows. A file with more than ``max_columns`` columns is turned on its side
-    when its rows fit (one row per column of the file, one column per row of the file, headed by
-    the file's first column); otherwise its first ``max_columns`` columns are shown. The note
-    says how many rows or columns the file has beyond those shown (empty when nothing is left out).
-    """
-    shown = frame.head(max_rows)
-    left_out = []
-    if len(frame) > len(shown):
-        left_out.append(f"{len(frame) - len(shown)} more row(s)")
-    if len(shown.columns) > max_columns:
-        if len(shown) <= max_columns:
-            first = str(shown.columns[0])
-            sideways = shown.set_index(first).T.reset_index()
-            sideways.columns = [first, *[str(c) for c in sideways.columns[1:]]]
-            return sideways, "; ".join(left_out + ["shown on its side (one row per column)"])
-        left_out.append(f"{len(shown.columns) - max_columns} more column(s)")
-        shown = shown.iloc[:, :max_columns]
-    return shown, "; ".join(left_out)
-
-
-def missing_note(what: str, how: str) -> Notice:
-    """An admonition saying which input a page lacks and which chapter or command writes it."""
-    return Notice(title=f"Missing: {what}", lines=[how])
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A plain admonition (warning style) for notebook pages."""
-
-    title: str
-    lines: list[str]
-
-    def _repr_html_(self) -> str:
-        body = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines)
-        return (
-            f'<div class="admonition warning amb-notice">'
-            f'<p class="admonition-title">{html.escape(self.title)}</p>{body}</div>'
-        )
-
-    def __repr__(self) -> str:
-        return "\n".join([self.title, *self.lines])

@@ -33,6 +33,7 @@ import signal
 import sys
 
 from ambcore.errors import AmbError
+from ambcore.interrupt import EXIT_CODES, interrupt_on_signals
 from ambcore.threads import apply_threads
 
 # command -> (the module that registers it, its one-line help in the top-level --help)
@@ -68,7 +69,6 @@ COMMAND_MODULES = tuple(dict.fromkeys(module for module, _ in COMMANDS.values())
 THREADED_COMMANDS = ("train", "evaluate", "predict", "sweep", "tune", "bench", "book")
 
 EXIT_RUNTIME, EXIT_USAGE = 1, 2
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def command_name(argv0: str | None = None) -> str:
@@ -133,10 +133,6 @@ def build_parser(argv: list[str] | None = None, prog: str | None = None) -> argp
     return parser
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -144,35 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or a usage error (argparse: 2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
-    previous = _catch_sigterm()
-    try:
-        apply_threads(getattr(args, "threads", None))
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt as exc:
-        sig = signal.SIGTERM if str(exc) == "SIGTERM" else signal.SIGINT
-        print(f"interrupted by {sig.name}", file=sys.stderr, flush=True)
-        return EXIT_SIGNAL[sig]
-    except AmbError as exc:
-        return _error(str(exc))
-    except FileNotFoundError as exc:
-        return _error(f"file not found: {exc.filename or exc}")
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _error(f"{where}{exc.strerror or exc}")
-    except pickle.UnpicklingError as exc:
-        return _error(f"a pickled file was refused ({exc})")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _catch_sigterm():
-    """SIGTERM ends the command like Ctrl-C (exit 143); the previous handler, or None off the
-    main thread (commands called in-process from a worker thread)."""
-    try:
-        return signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:
-        return None
+    # SIGTERM ends the command like Ctrl-C (exit 143); off the main thread (a command called
+    # in-process from a worker thread) nothing changes.
+    with interrupt_on_signals() as received:
+        try:
+            apply_threads(getattr(args, "threads", None))
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            sig = signal.Signals(received[-1] if received else signal.SIGINT)
+            print(f"interrupted by {sig.name}", file=sys.stderr, flush=True)
+            return EXIT_CODES[sig]
+        except AmbError as exc:
+            return _error(str(exc))
+        except FileNotFoundError as exc:
+            return _error(f"file not found: {exc.filename or exc}")
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _error(f"{where}{exc.strerror or exc}")
+        except pickle.UnpicklingError as exc:
+            return _error(f"a pickled file was refused ({exc})")
 
 
 def _error(message: str, code: int = EXIT_RUNTIME) -> int:

@@ -5,30 +5,33 @@ Training runs are resumable at any moment (``ambcore.runs`` writes every file at
 resume state is committed after each epoch), so stopping a job only has to make sure that
 nothing it started keeps running. Three pieces do that:
 
-- ``install_sigterm()``: SIGTERM (what job launchers, ``kill`` and ``timeout`` send) raises
-  ``KeyboardInterrupt`` in the main thread, like Ctrl-C, so the same ``finally`` blocks run.
+- ``interrupt_on_signals()``: SIGTERM (what job launchers, ``kill`` and ``timeout`` send)
+  raises ``KeyboardInterrupt`` in the main thread, like Ctrl-C, so the same ``finally`` blocks
+  run; with ``stop_first`` every descendant is stopped before (the main job's).
 - ``kill_tree()``: every descendant of a process (workers, submitit's job controllers and
-  their tasks, data-loader workers, a notebook kernel and what it started), found in ``/proc``
-  before any is signalled, gets SIGTERM and, after a short grace period, SIGKILL (submitit's
-  tasks ignore SIGTERM).
+  their tasks, data-loader workers, a notebook kernel and what it started), found with
+  ``psutil`` before any is signalled, gets SIGTERM and, after a short grace period, SIGKILL
+  (submitit's tasks ignore SIGTERM).
 - ``die_with_parent()``: called in a worker, it ends the worker when the process that started
   it, or any process listed in ``$AMB_WATCH_PIDS`` (see ``watched()``), is gone, even after a
   ``kill -9`` that left no chance to clean up (Linux: ``PR_SET_PDEATHSIG`` plus a watchdog
   thread; elsewhere the watchdog alone).
 
 ``interruptible(resume)`` wraps a CLI command with all of it and prints one line with the
-command that continues the work; ``python -m ambcore sweep`` and ``train`` use it. The main job
-(``python -m ambcore book``) can use it the same way, with ``same_command`` as ``resume``: its
-notebook kernels and what they start are descendants of the book process (``stop_children``
-finds them), and the workers of a sweep inside a kernel also end when the book process ends,
-since ``watched()`` passes its identity down through the environment.
+command that continues the work; ``python -m ambcore sweep``, ``train`` and ``tune`` use it.
+The main job (``ambcore.book.run_book``) uses ``interrupt_on_signals(stop_first=True)`` and
+``watched()`` itself: its notebook kernels and what they start are descendants of the book
+process, and the workers of a sweep inside a kernel also end when the book process ends, since
+``watched()`` passes its identity down through the environment (``ambcore.threads.environment``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -37,10 +40,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import psutil
+
+from ambcore.threads import environment
+
 __all__ = [
     "WATCH_ENV",
-    "install_sigterm",
-    "restore_signals",
+    "interrupt_on_signals",
     "descendants",
     "kill_tree",
     "stop_children",
@@ -57,30 +63,49 @@ WATCH_ENV = "AMB_WATCH_PIDS"  # "host:pid:start,...": processes whose end ends a
 GRACE_S = 2.0  # between SIGTERM and SIGKILL
 WATCHDOG_PERIOD_S = 0.5
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# A process's start time as psutil gives it (since the epoch) moves with the boot time that the
+# system clock implies (NTP): starts that differ by less are the same process.
+START_TOLERANCE_S = 2.0
+GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)  # ended; only the exit status is left
 
-_received: list[int] = []  # the signals that interrupted this process, in order
 _watchdog_started = False
 
 
 # ---- signals -------------------------------------------------------------------------------------
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    _received.append(signum)
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+@contextlib.contextmanager
+def interrupt_on_signals(
+    stop_first: bool = False, signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[list[int]]:
+    """Inside the block, SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the main thread;
+    yields the signals received, in order. The previous handlers come back afterwards; outside
+    the main thread the block changes nothing.
 
-
-def install_sigterm() -> dict[int, Any]:
-    """SIGTERM (and SIGINT) raise ``KeyboardInterrupt`` in the main thread; returns the previous
-    handlers (for ``restore_signals``). No-op outside the main thread."""
+    ``stop_first``: the handler stops every descendant of this process (``kill_tree``) before it
+    raises, and a signal that arrives while it does is ignored. The main job needs it: its
+    kernels run in sessions of their own, so a terminal's Ctrl-C reaches only the book process,
+    which waits on a kernel that must be gone before the interruption can unwind.
+    """
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+        yield received
+        return
 
+    def handler(signum: int, frame: Any) -> None:
+        if stop_first and received:  # already stopping
+            return
+        received.append(signum)
+        if stop_first:
+            kill_tree()
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-def restore_signals(saved: dict[int, Any]) -> None:
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+    saved = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield received
+    finally:
+        for s, previous in saved.items():
+            signal.signal(s, previous)
 
 
 @contextlib.contextmanager
@@ -101,63 +126,48 @@ def signals_ignored(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) ->
             signal.signal(s, handler)
 
 
-# ---- the process tree (Linux /proc) ----------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, start time in clock ticks) of ``pid`` from ``/proc``; None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            text = fh.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2 :].split()  # the command name may hold spaces and ")"
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (st := _stat(int(name))) is not None:
-            children.setdefault(st[1], []).append(int(name))
-    return children
+# ---- the process tree (psutil) --------------------------------------------------------------------
 
 
 def descendants(pid: int | None = None) -> list[int]:
-    """Every live descendant of ``pid`` (default: this process), parents before children."""
-    root = os.getpid() if pid is None else pid
-    if not os.path.isdir("/proc"):  # not Linux: psutil if it is there, else nothing to find
-        try:
-            import psutil
+    """Every descendant of ``pid`` (default: this process), parents before children; empty
+    when ``pid`` is gone."""
+    try:
+        tree = psutil.Process(os.getpid() if pid is None else pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p.pid for p in tree]
 
-            return [p.pid for p in psutil.Process(root).children(recursive=True)]
-        except Exception:  # noqa: BLE001 - no psutil or the process is gone
-            return []
-    children, out, todo = _children_map(), [], [root]
-    while todo:
-        for child in children.get(todo.pop(0), []):
-            out.append(child)
-            todo.append(child)
-    return out
+
+def _running(proc: psutil.Process) -> bool:
+    """Whether ``proc`` runs: not ended (a zombie has), its pid not taken by another process."""
+    try:
+        return proc.is_running() and proc.status() not in GONE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # it exists, and is not ours to read
+        return True
 
 
 def _alive(pid: int) -> bool:
-    st = _stat(pid)
-    if st is None:
-        if os.path.isdir("/proc"):
-            return False
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-    return st[0] not in ("Z", "X")  # a zombie has ended; only its exit status is left
+    try:
+        return _running(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, sig)
+def _processes(pids: Sequence[int]) -> list[psutil.Process]:
+    found = []
+    for pid in dict.fromkeys(pids):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.append(psutil.Process(pid))
+    return found
+
+
+def _signal_all(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):  # gone meanwhile (or its pid reused: not sent)
+            proc.send_signal(sig)
 
 
 def kill_tree(
@@ -174,15 +184,15 @@ def kill_tree(
         found = [p for root in roots for p in descendants(root)]
         if include_root:
             found = [r for r in roots if r != me] + found
-        found = [p for p in dict.fromkeys(found) if _alive(p)]
-        if not found:
+        procs = [p for p in _processes(found) if _running(p)]
+        if not procs:
             break
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            _signal_all([p for p in found if _alive(p)], sig)
+            _signal_all([p for p in procs if _running(p)], sig)
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(_alive(p) for p in found):
+            while time.monotonic() < deadline and any(_running(p) for p in procs):
                 time.sleep(0.05)
-        signalled += found
+        signalled += [p.pid for p in procs]
     return signalled
 
 
@@ -196,35 +206,37 @@ def stop_children(grace: float = GRACE_S) -> list[int]:
 
 
 def _token(pid: int) -> str:
-    st = _stat(pid)
-    return f"{socket.gethostname()}:{pid}:{st[2] if st else 0}"
+    """``host:pid:start``, the start in seconds since the epoch (0 when unknown): one process,
+    told apart from a later one that reuses its pid."""
+    try:
+        start = psutil.Process(pid).create_time()
+    except psutil.Error:
+        start = 0.0
+    return f"{socket.gethostname()}:{pid}:{start:.2f}"
 
 
 def _gone(token: str) -> bool:
     host, pid, start = token.rsplit(":", 2)
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine's process (e.g. a SLURM job's submitter): not ours to watch
-    st = _stat(int(pid))
-    if st is None:
-        return not _alive(int(pid))
-    return st[0] in ("Z", "X") or (start != "0" and str(st[2]) != start)  # ended, or pid reused
+    try:
+        proc = psutil.Process(int(pid))
+        reused = float(start) > 0 and abs(proc.create_time() - float(start)) > START_TOLERANCE_S
+        return reused or proc.status() in GONE
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.AccessDenied, ValueError):  # not ours to read, or not a token of ours
+        return False
 
 
 @contextlib.contextmanager
 def watched() -> Iterator[None]:
     """Processes started inside the block (they inherit the environment) learn this process's
     identity through ``$AMB_WATCH_PIDS``; ``die_with_parent()`` in them ends them with it."""
-    saved = os.environ.get(WATCH_ENV)
     mine = _token(os.getpid())
-    entries = [e for e in (saved or "").split(",") if e]
-    os.environ[WATCH_ENV] = ",".join(entries + ([mine] if mine not in entries else []))
-    try:
+    entries = [e for e in os.environ.get(WATCH_ENV, "").split(",") if e]
+    with environment({WATCH_ENV: ",".join(entries + ([mine] if mine not in entries else []))}):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop(WATCH_ENV, None)
-        else:
-            os.environ[WATCH_ENV] = saved
 
 
 def _set_parent_death_signal() -> None:
@@ -232,8 +244,6 @@ def _set_parent_death_signal() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -244,12 +254,8 @@ def _set_parent_death_signal() -> None:
 def unwatched() -> Iterator[None]:
     """Processes started inside the block outlive this one (e.g. SLURM jobs, which a sweep only
     submits): ``$AMB_WATCH_PIDS`` is not passed on."""
-    saved = os.environ.pop(WATCH_ENV, None)
-    try:
+    with environment({WATCH_ENV: None}):
         yield
-    finally:
-        if saved is not None:
-            os.environ[WATCH_ENV] = saved
 
 
 def die_with_parent(parent: bool = True) -> None:
@@ -306,8 +312,6 @@ def same_command(args: Any = None) -> str:
     """``python -m ambcore`` with this process's arguments: the resume command of a job that
     skips what it finished (e.g. ``book``). Meant for the console entry point, where
     ``sys.argv`` holds the command line."""
-    import shlex
-
     return shlex.join(["python", "-m", "ambcore", *sys.argv[1:]])
 
 
@@ -319,23 +323,20 @@ def interruptible(resume: Callable[[Any], str]) -> Callable[[Command], Command]:
     def decorate(func: Command) -> Command:
         @functools.wraps(func)
         def run(args: Any) -> int:
-            _received.clear()
-            saved = install_sigterm()
-            try:
-                with watched():
-                    return func(args)
-            except KeyboardInterrupt:
-                stop_children()
-                sig = _received[-1] if _received else signal.SIGINT
-                print(
-                    f"interrupted by {signal.Signals(sig).name}; every process it started is "
-                    f"stopped; resume with: {resume(args)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return EXIT_CODES.get(sig, 130)
-            finally:
-                restore_signals(saved)
+            with interrupt_on_signals() as received:
+                try:
+                    with watched():
+                        return func(args)
+                except KeyboardInterrupt:
+                    stop_children()
+                    sig = received[-1] if received else signal.SIGINT
+                    print(
+                        f"interrupted by {signal.Signals(sig).name}; every process it started is "
+                        f"stopped; resume with: {resume(args)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return EXIT_CODES.get(sig, 130)
 
         return run
 

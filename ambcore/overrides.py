@@ -2,7 +2,7 @@
 
 ``python -m ambcore book --set KEY=VALUE ...`` puts its assignments into the kernels'
 environment as ``AMB_SET="KEY=VALUE;KEY=VALUE"``; a chapter's config
-(``ambcore.book.config_from_parameters``) and every experiment cell
+(``ambcore.pages.config_from_parameters``) and every experiment cell
 (``ambcore.experiments.cell_overrides``) apply them last, so that they win over a preset and
 over the baselines' recipes alike. Its use is a dry run: the paper preset with only the sizes
 shrunk (``synthetic_n_train``, ``max_epochs``, ``patience``, ...). Runs made under ``AMB_SET``

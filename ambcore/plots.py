@@ -3,7 +3,7 @@
 Every function takes what a run folder holds (``history.csv`` as a DataFrame, predictions as
 arrays, ``metrics.json`` dicts) and returns a matplotlib ``Figure`` or a pandas ``DataFrame``;
 nothing is computed that ``ambcore.metrics`` does not define. Callers put the data/PLM banner
-(``ambcore.book.banner``) beside them; ``subtitle`` arguments carry the same provenance into
+(``ambcore.pages.banner``) beside them; ``subtitle`` arguments carry the same provenance into
 the figure itself so that a figure copied out of the book still says where it came from.
 """
 

@@ -83,6 +83,7 @@ __all__ = [
     "save_tensors",
     "load_tensors",
     "collect_env",
+    "cpu_model",
     "machine_block",
     "matmul_probe",
     "read_config",
@@ -410,7 +411,7 @@ PROBE_SECONDS = 2.0  # how long the calibration probe runs
 PROBE_SIZE = 256  # the probe's square fp32 matrices
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -471,7 +472,7 @@ def machine_block(probe: bool = True) -> dict[str, Any]:
     environment variable ``AMB_MACHINE_PROBE``, which child processes (sweep workers, chapter
     kernels started later) inherit and reuse. ``probe=False``: without the probe."""
     block: dict[str, Any] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": _usable_cores(),
         "machine": platform.machine(),

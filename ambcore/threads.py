@@ -24,6 +24,9 @@ The policy, in one place:
   otherwise (``set_passive_wait_policy``), and ``apply_threads`` sets torch's intra-op threads
   in a running process.
 
+``environment`` is the one way the package sets what the processes it starts inherit: these
+thread settings, and ``ambcore.interrupt``'s list of processes whose end ends a worker.
+
 This module imports nothing heavy (no torch at import time), so it can run before torch loads.
 """
 
@@ -33,6 +36,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
+
+from ambcore.config import ConfigError
 
 __all__ = [
     "ENV_VAR",
@@ -45,6 +50,7 @@ __all__ = [
     "set_passive_wait_policy",
     "apply_threads",
     "child_environment",
+    "environment",
 ]
 
 ENV_VAR = "AMB_THREADS"
@@ -66,8 +72,6 @@ def requested_threads(
 ) -> int | None:
     """The explicit thread count: ``threads`` (e.g. ``--threads``), else ``AMB_THREADS``, else
     None. A value that is not a positive integer raises ``ConfigError`` naming its source."""
-    from ambcore.config import ConfigError
-
     env = os.environ if env is None else env
     if threads not in (None, ""):
         source, value = "--threads", threads
@@ -159,16 +163,20 @@ def child_environment(n_threads: int) -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the processes started inside the block; the previous
-    values (or their absence) come back afterwards."""
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set environment variables (``None``: remove one) for the processes started inside the
+    block; the previous values, or their absence, come back afterwards."""
     saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+    _set_environment(values)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

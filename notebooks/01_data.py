@@ -36,9 +36,9 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from ambcore.book import banner, config_from_parameters
 from ambcore.data import figures, load_dataset
 from ambcore.data import report as data_report
+from ambcore.pages import banner, config_from_parameters
 
 overrides = data_report.synthetic_overrides(n_train, n_valid, n_test, synthetic_seed)
 cfg = config_from_parameters(preset, data, "", seed, **overrides)

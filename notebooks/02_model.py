@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from ambcore.book import banner, config_from_parameters
+from ambcore.pages import banner, config_from_parameters
 from ambcore.config import get_config
 from ambcore.models import build_model
 from ambcore.models.diagram import amb_figure

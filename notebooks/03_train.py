@@ -48,8 +48,8 @@ from IPython.display import display
 from myst_nb import glue
 
 from ambcore import experiments, plots, run_report, runs
-from ambcore.book import banner, config_from_parameters, numbered_table
 from ambcore.config import apply_overrides
+from ambcore.pages import banner, config_from_parameters, numbered_table
 from ambcore.train import train_and_evaluate
 
 cfg = apply_overrides(config_from_parameters(preset, data, plm, seed, tuned_for="amb"),

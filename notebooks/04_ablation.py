@@ -47,7 +47,7 @@ from IPython.display import display
 from myst_nb import glue
 
 from ambcore import experiments, report, stats, tune
-from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
+from ambcore.pages import banner, config_from_parameters, default_results_dir, numbered_table
 from ambcore.plots import acc7_params_figure
 
 cfg = config_from_parameters(preset, data, plm)

@@ -43,8 +43,8 @@ from IPython.display import display
 from myst_nb import glue
 
 from ambcore import experiments
-from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
 from ambcore.noise import DEFAULT_GRANULARITY, NOISE_GRANULARITIES
+from ambcore.pages import banner, config_from_parameters, default_results_dir, numbered_table
 from ambcore.robustness import granularity_figure, select_granularity, summarize_curves
 from ambcore.plots import robustness_figure
 from ambcore.runs import atomic_write_text

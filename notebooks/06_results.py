@@ -29,8 +29,8 @@ from IPython.display import display
 from myst_nb import glue
 
 from ambcore import report
-from ambcore.book import (banner, config_from_parameters, file_preview, missing_note, numbered_table,
-                          results_csvs, results_table)
+from ambcore.pages import (banner, config_from_parameters, file_preview, missing_note, numbered_table,
+                           results_csvs, results_table)
 
 cfg = config_from_parameters(preset, data, plm)
 display(banner(cfg))

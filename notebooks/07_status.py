@@ -21,9 +21,9 @@ import pandas as pd
 from IPython.display import display
 from myst_nb import glue
 
-from ambcore.book import (banner, benchmark_tables, build_provenance_table, config_from_parameters, device_label,
-                          environment_report, load_timings, missing_note, numbered_table, revision_label,
-                          timings_table)
+from ambcore.pages import banner, config_from_parameters, missing_note, numbered_table
+from ambcore.status import (benchmark_tables, build_provenance_table, device_label, environment_report,
+                            load_timings, revision_label, timings_table)
 
 cfg = config_from_parameters(preset, data, plm)
 display(banner(cfg))

@@ -73,7 +73,7 @@ def test_a_record_without_flops_has_an_empty_efficiency_table():
 def test_the_status_page_reads_the_efficiency_of_a_record(record, tmp_path):
     import json
 
-    from ambcore.book import benchmark_tables
+    from ambcore.status import benchmark_tables
 
     (tmp_path / "bench-smoke.json").write_text(json.dumps(record, default=str))
     (found,) = benchmark_tables(tmp_path)
@@ -112,7 +112,7 @@ def test_paper_geometry_records_a_step_a_batch_and_a_mosei_epoch(tmp_path):
 
     import json
 
-    from ambcore.book import benchmark_tables
+    from ambcore.status import benchmark_tables
 
     (tmp_path / "bench-smoke.json").write_text(json.dumps({"models": {}, "paper_geometry": block}))
     (found,) = benchmark_tables(tmp_path)

@@ -14,31 +14,22 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ambcore import get_config, report
+from ambcore import get_config
 from ambcore.book import (
     CHAPTERS,
     PLACEHOLDER_MARK,
     BookError,
-    Notice,
-    NumberedTable,
-    banner,
-    benchmark_tables,
-    build_provenance_table,
-    device_label,
     notebooks_agree,
-    numbered_table,
-    results_table,
-    revision_label,
     run_book,
     select_chapters,
 )
+from ambcore.errors import AmbError
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -164,89 +155,7 @@ def test_every_ipynb_has_its_py():
         assert nb.with_suffix(".py").exists(), f"{nb.name} has no jupytext .py source"
 
 
-# ---- banners and tables ----------------------------------------------------------------------
-
-
-def test_banner_says_synthetic_and_names_the_plm():
-    b = banner(get_config("embedded"))
-    assert b.synthetic and "not CMU-MOSEI" in b.title
-    assert "SYNTHETIC" in b.data and "all-MiniLM-L6-v2" in b.plm
-    html = b._repr_html_()
-    assert "admonition warning" in html and "all-MiniLM-L6-v2" in html
-    assert "SYNTHETIC" in str(b)
-
-
-def test_banner_for_a_data_file_and_a_run_folder(tmp_path):
-    cfg = get_config("paper", data="/data/mosei/aligned_50.pkl")
-    b = banner(cfg)
-    assert not b.synthetic and "aligned_50.pkl" in b.data and "bert-base-uncased" in b.plm
-    assert "admonition note" in b._repr_html_()
-    (tmp_path / "config.json").write_text(get_config("smoke", plm_random_init=True).to_json())
-    b = banner(tmp_path)
-    assert b.synthetic and b.preset == "smoke" and "tiny randomly initialised" in b.plm
-    with pytest.raises(BookError, match="config.json"):
-        banner(tmp_path / "nope")
-
-
-def test_numbered_table_is_a_myst_table_with_caption():
-    import pandas as pd
-
-    t = numbered_table(pd.DataFrame({"a|b": [1.23456, None], "c": ["x", "y"]}), "Cap", name="tbl-x")
-    md = t._repr_markdown_()
-    assert md.startswith(":::{table} Cap\n:name: tbl-x\n")
-    assert "| a\\|b | c |" in md and "| 1.235 | x |" in md and "| – | y |" in md
-
-
-def test_benchmark_tables_read_bench_and_other_records(tmp_path):
-    epoch = {"median": 2.0, "min": 1.5, "max": 2.5}
-    path_result = {
-        "train_epoch_s": epoch,
-        "train_samples_per_s": 48.0,
-        "train_step_ms": 300.0,
-        "eval_samples_per_s": 200.0,
-        "peak_memory_mib": 900.0,
-    }
-    record = {
-        "device": "cpu",
-        "preset": "embedded",
-        "data": "SYNTHETIC",
-        "models": {
-            "amb": {
-                "fast": path_result,
-                "naive": path_result,
-                "trainable_params": 10,
-                "ratio_fast_over_naive": {"train_epoch": {"median": 0.5}},
-            }
-        },
-        "targets": {
-            "amb: fast/naive training epoch <= 0.5": {
-                "median": 0.5,
-                "of_minimums": 0.45,
-                "met_median": True,
-                "met_of_minimums": True,
-                "noisy": False,
-            },
-            "amb peak memory < amb-ft peak memory (fast path)": {
-                "amb_mib": 800.0,
-                "amb_ft_mib": 900.0,
-                "met": True,
-            },
-        },
-    }
-    (tmp_path / "bench_cpu.json").write_text(json.dumps(record))
-    (tmp_path / "sdk_bench.json").write_text(json.dumps({"wall_s": 12.5, "spec": {"n": 3}}))
-    (tmp_path / "other.json").write_text("{}")
-    records = {r.name: r for r in benchmark_tables(tmp_path)}
-    assert set(records) == {"bench_cpu.json", "sdk_bench.json"}
-    bench = records["bench_cpu.json"]
-    assert "device cpu" in bench.caption and "preset embedded" in bench.caption
-    assert list(bench.table["path"]) == ["fast", "naive"]
-    assert list(bench.targets["met (median)"]) == [True, True]
-    assert bench.targets["fastest"].iloc[0] == 0.45
-    assert "800.0 vs 900.0" in bench.targets["median"].iloc[1]
-    assert records["sdk_bench.json"].targets is None
-    sdk = records["sdk_bench.json"].table
-    assert dict(zip(sdk["key"], sdk["value"])) == {"wall_s": 12.5, "spec.n": 3}
+# ---- chapters ----------------------------------------------------------------------------------
 
 
 def test_select_chapters():
@@ -284,6 +193,14 @@ def test_missing_chapters_get_placeholders_and_are_recorded(tmp_path):
     timings = json.loads((out / "timings.json").read_text())
     assert {v["status"] for v in timings["chapters"].values()} == {"missing"}
     assert timings["book"]["preset"] == "smoke"
+
+
+def test_a_corrupt_timings_record_stops_the_job_naming_it(tmp_path):
+    out = tmp_path / "executed"
+    out.mkdir()
+    (out / "timings.json").write_text('{"chapters": {"01_data": ')  # an earlier build, cut short
+    with pytest.raises(AmbError, match=f"{out / 'timings.json'}: not valid JSON"):
+        run_book("smoke", notebooks_dir=tmp_path, out_dir=out, build=False, log=lambda _: None)
 
 
 def test_failing_chapter_names_notebook_and_cell_and_keeps_it(tmp_path):
@@ -399,149 +316,6 @@ def test_out_outside_the_book_needs_no_build(tmp_path):
         run_book("smoke", out_dir=tmp_path, build=True, log=lambda _: None)
 
 
-def no_runs_summary():
-    """``report.summarize`` of no runs of ours: the thesis tables built from it hold the thesis'
-    and the cited rows alone."""
-    with tempfile.TemporaryDirectory() as empty:
-        return report.summarize(report.collect_runs(empty))
-
-
-def write_table_6_1_with_one_row_of_ours(folder: Path) -> dict[str, Path]:
-    """``folder/table_6_1.csv`` as ``ambcore.report`` writes it from one made-up AMB cell (test
-    MAE 0.4321, every other mean and std 0.5, 3 seeds); returns it as ``results_csvs`` would."""
-    import pandas as pd
-
-    summary = no_runs_summary()
-    row = {c: 0.5 for c in summary.columns if c.endswith(("_mean", "_std"))}
-    row.update(
-        cell="amb-full",
-        row_name="AMB",
-        model="amb",
-        variant="full",
-        text_adaptation="adapters",
-        finetune_layers="all",
-        preset="embedded",
-        data="SYNTHETIC test data",
-        is_synthetic=True,
-        plm="all-MiniLM-L6-v2",
-        n_seeds=3,
-        seeds="0,1,2",
-        trainable_params_m=1.5,
-        test_mae_mean=0.4321,
-    )
-    path = folder / "table_6_1.csv"
-    report.table_6_1(pd.DataFrame([row], columns=summary.columns)).to_csv(path, index=False)
-    return {"table_6_1": path}
-
-
-def test_results_page_puts_our_rows_beside_the_thesis(tmp_path):
-    """The Results chapter on a results folder written by ambcore.report from made-up runs."""
-    import nbformat
-    import papermill
-
-    write_table_6_1_with_one_row_of_ours(tmp_path)
-    out = tmp_path / "06_results.ipynb"
-    papermill.execute_notebook(
-        str(ROOT / "notebooks" / "06_results.ipynb"),
-        str(out),
-        kernel_name="python3",
-        parameters={"preset": "smoke", "results_dir": str(tmp_path)},
-        progress_bar=False,
-        cwd=str(ROOT / "notebooks"),
-    )
-    text = json.dumps(nbformat.read(out, as_version=4).cells, ensure_ascii=False)
-    assert "0.432 ± 0.500 over 3 seeds on SYNTHETIC test data" in text  # glued, from the CSV
-    assert "1 row(s) of ours from results/table_6_1.csv" in text
-    assert "results/table_6_2.csv is missing" in text  # the other table: thesis rows only
-
-
-# ---- the Results and Status pages' tables (ambcore.book; the chapters only call it) ------
-
-ENV = {
-    "git_revision": "0123abcd",
-    "git_dirty": True,
-    "device": "cuda",
-    "device_name": "NVIDIA H200",
-    "cpu_model": "Some CPU",
-    "cpu_count": 16,
-    "torch_threads": 4,
-    "memory_gib": 125.5,
-    "python": "3.11.9",
-    "platform": "Linux-x86_64",
-}
-
-
-def test_revision_and_device_labels():
-    assert revision_label(ENV) == "0123abcd (with uncommitted changes)"
-    assert revision_label({"git_revision": None, "git_dirty": False}) == "unknown"
-    assert revision_label({"git_revision": "0123abcd", "git_dirty": False}) == "0123abcd"
-    assert device_label(ENV) == "cuda (NVIDIA H200)"
-    assert device_label({"device": "cpu", "device_name": None}) == "cpu"
-
-
-def test_build_provenance_table_names_data_model_revision_and_machine():
-    table = build_provenance_table(dict(ENV, device_name=None), get_config("smoke"))
-    assert list(table.columns) == ["what", "value"]
-    values = dict(zip(table["what"], table["value"]))
-    assert list(values) == [
-        "preset",
-        "data",
-        "language model",
-        "git revision",
-        "device",
-        "device name",
-        "CPU",
-        "CPU cores",
-        "torch threads",
-        "memory (GiB)",
-        "python",
-        "platform",
-    ]
-    assert values["preset"] == "smoke" and "SYNTHETIC" in values["data"]
-    assert "tiny randomly initialised BERT" in values["language model"]
-    assert values["git revision"] == "0123abcd (with uncommitted changes)"
-    assert values["device name"] == "–" and values["CPU cores"] == 16
-    assert values["memory (GiB)"] == 125.5
-
-
-def test_results_table_with_our_rows(tmp_path):
-    shown, status = results_table("6.1", write_table_6_1_with_one_row_of_ours(tmp_path))
-    assert len(shown) == 2 and all(isinstance(t, NumberedTable) for t in shown)
-    ours, theirs = (t.markdown for t in shown)
-    assert ours.startswith(":::{table} Our runs of the rows of thesis table 6.1.")
-    assert (
-        ":name: tbl-results-table_6_1" in ours and ":name: tbl-results-thesis-table_6_1" in theirs
-    )
-    assert "SYNTHETIC test data" in ours and "0.432 ± 0.500" in ours and "CMU-MOSEI" not in ours
-    assert "SYNTHETIC" not in theirs and "as published (CMU-MOSEI" in theirs
-    assert status.startswith(
-        "1 row(s) of ours from results/table_6_1.csv. AMB against each row: "
-        "no paired test in the file. On synthetic data only"
-    )
-    assert "no evidence about CMU-MOSEI" in status
-
-
-@pytest.mark.parametrize("table", ["6.1", "6.2"])
-def test_results_table_without_its_file_shows_the_thesis_rows(tmp_path, table):
-    stem = "table_" + table.replace(".", "_")
-    others = write_table_6_1_with_one_row_of_ours(tmp_path) if table == "6.2" else {}
-    shown, status = results_table(table, others)
-    assert [type(item) for item in shown] == [Notice, NumberedTable]
-    assert shown[0].title == f"Missing: results/{stem}.csv"
-    assert "notebooks/04_ablation.py" in shown[0].lines[0]
-    expected = report.compact_table(getattr(report, stem)(no_runs_summary()))
-    rows = [line for line in shown[1].markdown.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == len(expected) > 0 and all("| thesis |" in r or "| cited" in r for r in rows)
-    assert f"Thesis table {table} as printed (CMU-MOSEI, bert-base-uncased" in shown[1].markdown
-    assert f":name: tbl-results-{stem}" in shown[1].markdown
-    assert status == f"not run yet (results/{stem}.csv is missing)"
-
-
-def test_results_table_knows_only_the_thesis_tables():
-    with pytest.raises(BookError, match="'6.3'"):
-        results_table("6.3", {})
-
-
 # ---- the smoke book, built with warnings as errors ---------------------------------------------
 
 
@@ -623,7 +397,7 @@ def test_smoke_book_has_a_page_for_every_chapter(smoke_book):
             assert PLACEHOLDER_MARK not in text, (
                 f"{chapter}: the notebook exists but did not render"
             )
-            assert "amb-banner" in text, f"{chapter}: no data/PLM banner (ambcore.book.banner)"
+            assert "amb-banner" in text, f"{chapter}: no data/PLM banner (ambcore.pages.banner)"
         else:
             assert chapter in PENDING_CHAPTERS, (
                 f"chapter {chapter} is missing: notebooks/{chapter}.py"
@@ -868,20 +642,3 @@ def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium
     assert n_tables >= 5 and n_images >= 1, (n_tables, n_images)
     # the Model chapter's fusion equations
     assert n_math >= 1, "no formula found on any page"
-
-
-def test_file_preview_keeps_wide_files_readable():
-    import pandas as pd
-
-    from ambcore.book import file_preview
-
-    wide = pd.DataFrame({"cell": ["amb", "misa"], **{f"m{i}": [i, -i] for i in range(20)}})
-    shown, note = file_preview(wide, max_columns=12)
-    assert list(shown.columns) == ["cell", "amb", "misa"] and len(shown) == 20
-    assert shown.loc[shown["cell"] == "m3", "misa"].item() == -3 and "on its side" in note
-    long_and_wide = pd.DataFrame({f"c{i}": range(50) for i in range(15)})
-    shown, note = file_preview(long_and_wide, max_columns=12, max_rows=40)
-    assert shown.shape == (40, 12) and note == "10 more row(s); 3 more column(s)"
-    narrow = pd.DataFrame({"a": [1, 2]})
-    shown, note = file_preview(narrow)
-    assert shown.equals(narrow) and note == ""

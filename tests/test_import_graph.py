@@ -98,3 +98,13 @@ def test_corruption_is_below_the_trainer():
     assert "ambcore.noise" in graph["ambcore.train"]
     assert "ambcore.train" in graph["ambcore.robustness"]
     assert "ambcore.data.loaders" not in graph["ambcore.data.synthetic"]
+
+
+def test_the_book_has_one_room_per_job():
+    """What the chapters show (pages) knows neither the main job (book) nor the Status page
+    (status); the main job does not reach into the Status page, which reads the job's record."""
+    graph = import_graph()
+    assert not {"ambcore.book", "ambcore.status"} & graph["ambcore.pages"]
+    assert "ambcore.status" not in graph["ambcore.book"]
+    assert {"ambcore.book", "ambcore.pages"} <= graph["ambcore.status"]
+    assert "ambcore.interrupt" in graph["ambcore.book"]  # signals: ambcore.interrupt alone

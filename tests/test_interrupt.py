@@ -331,6 +331,64 @@ def test_die_with_parent_does_nothing_in_the_watched_process_itself(monkeypatch)
     assert interrupt.WATCH_ENV not in os.environ
 
 
+def test_interrupt_on_signals_raises_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), interrupt.interrupt_on_signals() as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert received == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is before
+
+
+_STOP_FIRST_SCRIPT = """
+import os, signal, subprocess, time
+from ambcore import interrupt
+
+child = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 60"])
+while child.pid not in interrupt.descendants():
+    time.sleep(0.05)
+try:
+    with interrupt.interrupt_on_signals(stop_first=True):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)
+except KeyboardInterrupt:
+    print(child.wait(timeout=1))  # already stopped when the interruption arrives
+"""
+
+
+def test_interrupt_on_signals_can_stop_the_children_first(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _STOP_FIRST_SCRIPT],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(-signal.SIGKILL)]  # the child ignored SIGTERM
+
+
+def test_a_token_names_one_process_even_after_its_pid_is_reused():
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        token = interrupt._token(proc.pid)
+        host, pid, start = token.rsplit(":", 2)
+        assert pid == str(proc.pid) and float(start) > 0 and not interrupt._gone(token)
+        assert interrupt._gone(f"{host}:{pid}:{float(start) - 60:.2f}")  # an earlier process
+        assert not interrupt._gone(f"elsewhere:{pid}:{start}")  # not this machine's
+    finally:
+        proc.kill()
+        proc.wait()
+    assert interrupt._gone(token)
+
+
+def test_unwatched_passes_no_watch_list_on(monkeypatch):
+    monkeypatch.setenv(interrupt.WATCH_ENV, "host:1:0")
+    with interrupt.unwatched():
+        assert interrupt.WATCH_ENV not in os.environ
+    assert os.environ[interrupt.WATCH_ENV] == "host:1:0"
+
+
 def test_same_command_repeats_the_command_line(monkeypatch):
     monkeypatch.setattr(
         sys,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ambcore import experiments
-from ambcore.book import BookError, config_from_parameters, overrides_env, parse_chapter_params
+from ambcore.book import BookError, overrides_env, parse_chapter_params
 from ambcore.config import ConfigError
 from ambcore.overrides import from_env
+from ambcore.pages import config_from_parameters
 
 
 def test_set_becomes_the_kernels_amb_set(monkeypatch):

@@ -81,7 +81,7 @@ def test_metrics_and_glued_values():
     ]
     assert list(table["MAE"]) == [0.7, 0.8, 1.1]
     assert run_report.METRIC_DIGITS["MAE"] == 3 and run_report.METRIC_DIGITS["Acc-7 (%)"] == 1
-    from ambcore.book import numbered_table
+    from ambcore.pages import numbered_table
 
     shown = numbered_table(table, "c", digits=run_report.METRIC_DIGITS).markdown
     assert "| test (best checkpoint) | 0.800 | – | 25.0 | 30.0 | 60.0 |" in shown

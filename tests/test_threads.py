@@ -56,6 +56,14 @@ def test_child_environment_restores(monkeypatch):
     assert "OMP_WAIT_POLICY" not in os.environ
 
 
+def test_environment_sets_removes_and_restores(monkeypatch):
+    monkeypatch.setenv("AMB_TEST_KEPT", "before")
+    monkeypatch.delenv("AMB_TEST_NEW", raising=False)
+    with threads.environment({"AMB_TEST_KEPT": None, "AMB_TEST_NEW": "1"}):
+        assert "AMB_TEST_KEPT" not in os.environ and os.environ["AMB_TEST_NEW"] == "1"
+    assert os.environ["AMB_TEST_KEPT"] == "before" and "AMB_TEST_NEW" not in os.environ
+
+
 def _clean_env(**extra):
     env = {
         k: v
