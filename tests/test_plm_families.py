@@ -298,3 +298,18 @@ def test_family_table_of_base_sizes_is_the_shapes():
         assert row["plm"] == family.base and (row["hidden"], row["layers"]) == (768, 12)
         assert row["plm frozen"] == plm_from_shapes(BASE_CONFIGS[family.base]()), family.name
     assert table.loc["bert", "plm frozen"] < table.loc["xlm-roberta", "plm frozen"]
+
+
+@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+def test_misa_and_the_model_chapters_batch_run_on_each_family(folders, name):
+    from ambcore.models.summary import example_batch, forward_shapes
+
+    cfg = _cfg(folders, name, model="misa", text_adaptation="adapters")
+    with torch.no_grad():
+        assert build_model(cfg, DV, DA).eval()(_batch(cfg)).prediction.shape == (3,)
+    cfg = _cfg(folders, name)
+    batch = example_batch(cfg, visual_dim=DV, acoustic_dim=DA)  # RoBERTa: no token_type_ids
+    assert torch.equal(batch.token_type_ids, torch.zeros_like(batch.input_ids))  # one segment
+    with torch.no_grad():
+        shapes = forward_shapes(batch, build_model(cfg, DV, DA).eval()(batch))
+    assert shapes["prediction (B,)"] == (3,)
