@@ -115,6 +115,16 @@ class Config:
     # residual before that LayerNorm, the LayerNorm re-applied).
     adapter_placement: str = "ours"
     predictor_hidden: int = 0  # 0: a single linear layer (thesis 6.2.6)
+    # Beyond the thesis (its Future Work, 7.2; ambcore.models.fusion). What each fusion layer
+    # reads of the AV input: "ffn" (the thesis: the AV token) | "cross_attention" (the
+    # projected [CLS] state attends over the AV encoders' output sequences; not text-only).
+    fusion_module: str = "ffn"
+    fusion_heads: int = 4  # attention heads of "cross_attention"; a divisor of fusion_proj_dim
+    # "none" (the thesis) | "shift": the fused state of layer l shifts the token states that
+    # enter PLM layer l + 1, by MAG-BERT's gated displacement bounded by
+    # feedback_beta_shift x the states' norm.
+    fusion_feedback: str = "none"
+    feedback_beta_shift: float = 1.0
     # AMB-FT with finetune_layers="last:K": also train the word/position/segment embeddings
     # (MISA's MOSEI scheme; with last:3 it reproduces the thesis' AMB-FT parameter count).
     amb_finetune_embeddings: bool = True
@@ -387,6 +397,8 @@ _CHOICES = {
     "text_adaptation": ("adapters", "finetune", "frozen"),
     "variant": ("full", "text-only", "no-text"),
     "fusion_connect": ("chain", "independent"),
+    "fusion_module": ("ffn", "cross_attention"),
+    "fusion_feedback": ("none", "shift"),
     "cls_projection": ("shared", "per_layer"),
     "adapter_placement": ("ours", "pfeiffer"),
     "mag_unaligned": ("error", "resample"),
@@ -436,6 +448,7 @@ _INT_RANGES: dict[str, tuple[int | None, int | None]] = {
     "encoder_ffn_dim": (1, None),
     "fusion_proj_dim": (1, None),
     "fusion_hidden": (1, None),
+    "fusion_heads": (1, None),
     "predictor_hidden": (0, None),
     "misa_hidden": (2, None),
     "misa_cmd_moments": (1, None),
@@ -460,6 +473,7 @@ _FLOAT_RANGES: dict[str, tuple[float, float | None, bool]] = {
     "misa_recon_weight": (0.0, None, True),
     "grad_clip": (0.0, None, True),
     "noise_augment_rate": (0.0, 1.0, True),
+    "feedback_beta_shift": (0.0, None, True),
 }
 _POSITIVE = {"lr"}  # strictly above the low bound
 _RANGE_NOTES = {
@@ -497,8 +511,9 @@ def validate(cfg: Config) -> Config:
     """Refuse values outside their ranges with one line naming key, value and what is allowed.
 
     Integers (seeds, sizes, epochs, patience), finite floats in their ranges (learning rate,
-    dropout, clipping, noise rate), and the divisibility of ``encoder_dim`` by
-    ``encoder_heads`` (the AV encoders' attention heads). Returns ``cfg``.
+    dropout, clipping, noise rate), the divisibility of ``encoder_dim`` by ``encoder_heads``
+    (the AV encoders' attention heads) and, for cross-attention fusion, of ``fusion_proj_dim``
+    by ``fusion_heads`` and its need of the AV sequences. Returns ``cfg``.
     """
     for f in fields(cfg):
         value = getattr(cfg, f.name)
@@ -513,6 +528,19 @@ def validate(cfg: Config) -> Config:
         )
     if cfg.misa_hidden % 2:
         raise _bad("misa_hidden", cfg.misa_hidden, "an even integer (2 fusion attention heads)")
+    if cfg.fusion_module == "cross_attention":
+        if cfg.fusion_proj_dim % cfg.fusion_heads:
+            raise ConfigError(
+                f"config key 'fusion_heads'={cfg.fusion_heads!r}; expected a divisor of "
+                f"fusion_proj_dim={cfg.fusion_proj_dim} (each attention head gets "
+                "fusion_proj_dim/fusion_heads)"
+            )
+        if cfg.variant == "text-only":
+            raise ConfigError(
+                "config key 'fusion_module'='cross_attention' attends over the visual and "
+                "acoustic sequences, which variant='text-only' does not have; use "
+                "fusion_module=ffn for text-only"
+            )
     return cfg
 
 

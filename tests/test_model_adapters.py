@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from ambcore.config import get_config
+from ambcore.config import ConfigError, get_config
 from ambcore.errors import ModelConfigError
 from ambcore.models.adapters import (
     BottleneckAdapter,
@@ -156,7 +156,7 @@ def test_pfeiffer_adapters_train_alone_and_unknown_placement_is_an_error(plain_p
     trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
     assert trainable and all(".LayerNorm.adapter." in n for n in trainable)
     assert len(trainable) == 4 * plain_plm.config.num_hidden_layers  # down/up weight and bias
-    with pytest.raises(ModelConfigError, match="adapter_placement='middle'"):
-        add_adapters(copy.deepcopy(plain_plm), adapter_dim=4, placement="middle")
+    with pytest.raises(ConfigError, match="'adapter_placement'='middle'"):  # checked in config
+        get_config("smoke", adapter_placement="middle")
     with pytest.raises(ModelConfigError, match="twice"):
         add_adapters(adapted, adapter_dim=4)

@@ -2,7 +2,8 @@
 
 AMB (every variant and adaptation) and MISA reuse the clean text features in the passes with
 visual/acoustic noise (``ambcore.models.text_cache``); the curves must equal, exactly, the
-ones predicted in full. MAG-BERT is always predicted in full.
+ones predicted in full. MAG-BERT, and AMB with feedback into the PLM (``fusion_feedback="shift"``),
+are always predicted in full.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ REUSING = {
     "misa-adapters": ["model=misa", "text_adaptation=adapters"],
 }
 MAG = ["model=mag-bert", "text_adaptation=finetune"]
+# Models whose text depends on the visual/acoustic input: predicted in full in every pass.
+IN_FULL = {"mag-bert": MAG, "amb-shift": ["model=amb", "fusion_feedback=shift"]}
 RATES, N_DRAWS = [0.0, 0.5, 1.0], 2
 
 
@@ -52,7 +55,7 @@ def trained(tmp_path_factory):
 
     def get(name: str):
         if name not in done:
-            overrides = MAG if name == "mag-bert" else REUSING[name]
+            overrides = IN_FULL[name] if name in IN_FULL else REUSING[name]
             train_and_evaluate(_cfg(overrides), root / name, progress=False)
             done[name] = root / name
         return done[name]
@@ -92,8 +95,9 @@ def test_curves_with_reused_text_equal_the_full_predictions(trained, monkeypatch
 
 
 @pytest.mark.slow
-def test_mag_bert_is_predicted_in_full_every_pass(trained, monkeypatch):
-    run_dir = trained("mag-bert")
+@pytest.mark.parametrize("name", list(IN_FULL))
+def test_mag_bert_is_predicted_in_full_every_pass(trained, monkeypatch, name):
+    run_dir = trained(name)
     caches = []
     real = robustness.predict_split
 
@@ -140,8 +144,10 @@ def test_forward_with_precomputed_text_is_bitwise_the_plain_forward(name):
             assert not torch.equal(model(batch, text=text + 1.0).prediction, plain.prediction)
 
 
-def test_mag_bert_declares_no_text_only_part():
-    model, _, _ = _model_and_batches(MAG)
+@pytest.mark.parametrize("name", list(IN_FULL))
+def test_mag_bert_declares_no_text_only_part(name):
+    """MAG-BERT, and AMB whose fused states shift the PLM's token states (fusion_feedback)."""
+    model, _, _ = _model_and_batches(IN_FULL[name])
     assert not reuses_text(model)
     with pytest.raises(ValueError, match="predict it in full"):
         TextCache(model)

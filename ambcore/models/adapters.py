@@ -24,6 +24,11 @@ per layer; this halves the adapter parameters). Two readings of that sentence:
 Both are the identity when freshly built (the up-projection starts at zero). Nothing in
 transformers is edited or patched globally, and every pretrained weight keeps its name.
 
+The same code serves every PLM family of ``ambcore.models.families`` (BERT, RoBERTa,
+XLM-RoBERTa, ELECTRA, DeBERTa-v2/v3): where a family keeps its layers, their feed-forward
+output block and LayerNorm, and the modules that train with the embeddings comes from that
+one table. ``cfg`` is a validated ``Config`` (``ambcore.config`` checks every allowed value).
+
 ``set_trainable`` implements ``cfg.text_adaptation``: ``"adapters"`` (only adapters train),
 ``"finetune"`` (the PLM's own weights train; ``cfg.finetune_layers`` = ``"all"`` or
 ``"last:K"``) and ``"frozen"`` (nothing in the PLM trains).
@@ -35,6 +40,7 @@ import torch
 from torch import nn
 
 from ambcore.errors import ModelConfigError
+from ambcore.models.families import embedding_modules, ffn_norm, ffn_output, plm_layers
 
 __all__ = [
     "BottleneckAdapter",
@@ -44,11 +50,8 @@ __all__ = [
     "set_trainable",
     "prepare_plm",
     "finetuned_layer_indices",
-    "ADAPTER_PLACEMENTS",
     "adapter_of",
 ]
-
-ADAPTER_PLACEMENTS = ("ours", "pfeiffer")
 
 
 class BottleneckAdapter(nn.Module):
@@ -77,7 +80,8 @@ class BottleneckAdapter(nn.Module):
 
 
 def _apply_adapter(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook on a ``BertOutput``: its output (after the LayerNorm) goes through the adapter.
+    """Forward hook on a layer's feed-forward output block (``BertOutput`` in BERT): its output
+    (after the LayerNorm) goes through the adapter.
 
     Module-level (not a closure) so that copies of the model (``copy.deepcopy``) stay correct.
     """
@@ -101,41 +105,44 @@ def _apply_pfeiffer_adapter(module: nn.Module, args, output: torch.Tensor) -> to
     )
 
 
-def _layers(plm: nn.Module) -> nn.ModuleList:
-    return plm.encoder.layer
-
-
 def adapter_of(layer: nn.Module) -> BottleneckAdapter | None:
-    """The adapter of a BERT layer, wherever its placement put it (None without one)."""
-    return getattr(layer.output, "adapter", None) or getattr(
-        layer.output.LayerNorm, "adapter", None
-    )
+    """The adapter of a PLM layer, wherever its placement put it (None without one)."""
+    return next((m for m in layer.modules() if isinstance(m, BottleneckAdapter)), None)
 
 
 def has_adapters(plm: nn.Module) -> bool:
-    return any(adapter_of(layer) is not None for layer in _layers(plm))
+    return any(adapter_of(layer) is not None for layer in plm_layers(plm))
+
+
+def _insert_ours(plm: nn.Module, layer: nn.Module, adapter: BottleneckAdapter) -> None:
+    block = ffn_output(plm, layer)
+    block.adapter = adapter  # registered as a child: state_dict, .to(), .train()
+    block.register_forward_hook(_apply_adapter)
+
+
+def _insert_pfeiffer(plm: nn.Module, layer: nn.Module, adapter: BottleneckAdapter) -> None:
+    norm = ffn_norm(plm, layer)
+    norm.adapter = adapter
+    norm.register_forward_hook(_apply_pfeiffer_adapter)
+
+
+# cfg.adapter_placement -> how one adapter goes into one layer (the values: ambcore.config).
+_INSERT = {"ours": _insert_ours, "pfeiffer": _insert_pfeiffer}
 
 
 def add_adapters(
     plm: nn.Module, adapter_dim: int, dropout: float = 0.0, placement: str = "ours"
 ) -> list[BottleneckAdapter]:
     """Insert one adapter per layer at ``placement`` (see the module doc); returns them in order."""
-    if placement not in ADAPTER_PLACEMENTS:
-        raise ModelConfigError(f"adapter_placement={placement!r}; expected 'ours' or 'pfeiffer'")
     if has_adapters(plm):
         raise ModelConfigError("the PLM already has adapters; add_adapters was called twice")
+    insert = _INSERT[placement]
     hidden = plm.config.hidden_size
     adapters = []
-    for layer in _layers(plm):
-        param = next(layer.output.parameters())
+    for layer in plm_layers(plm):
+        param = next(ffn_norm(plm, layer).parameters())
         adapter = BottleneckAdapter(hidden, adapter_dim, dropout).to(param.device, param.dtype)
-        # registered as a child: state_dict, .to(), .train()
-        if placement == "ours":
-            layer.output.adapter = adapter
-            layer.output.register_forward_hook(_apply_adapter)
-        else:
-            layer.output.LayerNorm.adapter = adapter
-            layer.output.LayerNorm.register_forward_hook(_apply_pfeiffer_adapter)
+        insert(plm, layer, adapter)
         adapters.append(adapter)
     return adapters
 
@@ -149,52 +156,50 @@ def freeze_plm(plm: nn.Module) -> None:
 def finetuned_layer_indices(finetune_layers: str, n_layers: int) -> tuple[list[int], bool]:
     """Encoder layers trained by ``finetune_layers``, and whether the embeddings train too.
 
-    ``"all"``: every layer and the embeddings; ``"last:K"``: the last K layers only.
+    ``"all"``: every layer and the embeddings; ``"last:K"``: the last K layers only (K must
+    fit the PLM's depth, which only the PLM knows).
     """
     if finetune_layers == "all":
         return list(range(n_layers)), True
-    if finetune_layers.startswith("last:") and finetune_layers[5:].isdigit():
-        k = int(finetune_layers[5:])
-        if not 1 <= k <= n_layers:
-            raise ModelConfigError(
-                f"finetune_layers={finetune_layers!r}: K must be in 1..{n_layers} (the PLM has "
-                f"{n_layers} layers)"
-            )
-        return list(range(n_layers - k, n_layers)), False
-    raise ModelConfigError(f"finetune_layers={finetune_layers!r}; expected 'all' or 'last:K'")
+    k = int(finetune_layers.removeprefix("last:"))
+    if not 1 <= k <= n_layers:
+        raise ModelConfigError(
+            f"finetune_layers={finetune_layers!r}: K must be in 1..{n_layers} (the PLM has "
+            f"{n_layers} layers)"
+        )
+    return list(range(n_layers - k, n_layers)), False
 
 
 def set_trainable(plm: nn.Module, cfg, train_embeddings: bool | None = None) -> None:
     """Set ``requires_grad`` on the PLM's parameters (only) as ``cfg.text_adaptation`` says.
 
-    ``train_embeddings`` (fine-tuning only) overrides whether the embeddings (and a pooler, if
-    any) train; by default they do with ``finetune_layers="all"`` and do not with ``"last:K"``.
-    The other parts of a model (encoders, fusion, heads) are not touched.
+    ``train_embeddings`` (fine-tuning only) overrides whether the embeddings (the family's
+    modules beside the layers, ``ambcore.models.families``, and a pooler, if any) train; by
+    default they do with ``finetune_layers="all"`` and do not with ``"last:K"``. The other
+    parts of a model (encoders, fusion, heads) are not touched.
     """
     freeze_plm(plm)
     mode = cfg.text_adaptation
     if mode == "adapters":
         if not has_adapters(plm):
             raise ModelConfigError("text_adaptation='adapters' but the PLM has no adapters")
-        for layer in _layers(plm):
+        for layer in plm_layers(plm):
             adapter_of(layer).requires_grad_(True)
     elif mode == "finetune":
         if has_adapters(plm):
             raise ModelConfigError("text_adaptation='finetune' expects a PLM without adapters")
-        layers = _layers(plm)
+        layers = plm_layers(plm)
         indices, with_embeddings = finetuned_layer_indices(cfg.finetune_layers, len(layers))
         if train_embeddings is not None:
             with_embeddings = train_embeddings
         for i in indices:
             layers[i].requires_grad_(True)
         if with_embeddings:
-            plm.embeddings.requires_grad_(True)
+            for module in embedding_modules(plm):
+                module.requires_grad_(True)
             if getattr(plm, "pooler", None) is not None:
                 plm.pooler.requires_grad_(True)
-    elif mode != "frozen":
-        raise ModelConfigError(
-            f"text_adaptation={mode!r}; expected 'adapters', 'finetune' or 'frozen'"
-        )
+    # "frozen": nothing in the PLM trains.
 
 
 def prepare_plm(

@@ -17,11 +17,11 @@ Components
   summary of width E = ``encoder_dim``; the audio-visual (AV) token is their concatenation
   (2E), fed to every fusion layer as it is (no extra projection: the fusion FFN's first linear
   map already mixes it).
-- Layer-wise fusion (``LayerwiseFusion``), one fusion layer per PLM layer l = 1..L:
-  ``p_l = W [CLS]_l`` projects the layer's [CLS] state from H to P = ``fusion_proj_dim``
-  ("is projected to a lower dimension", 6.2.5), and an FFN (``Linear -> ReLU -> Dropout ->
-  Linear``, hidden ``fusion_hidden``) maps ``[p_l ; av (; f_{l-1})]`` to the fused state
-  ``f_l`` of width P.
+- Layer-wise fusion (``ambcore.models.fusion.LayerwiseFusion``), one fusion layer per PLM
+  layer l = 1..L: ``p_l = W [CLS]_l`` projects the layer's [CLS] state from H to
+  P = ``fusion_proj_dim`` ("is projected to a lower dimension", 6.2.5), and an FFN
+  (``Linear -> ReLU -> Dropout -> Linear``, hidden ``fusion_hidden``) maps
+  ``[p_l ; av (; f_{l-1})]`` to the fused state ``f_l`` of width P.
 
 Design choices the thesis leaves open (``ambcore.models.budget`` derives which fit its numbers)
 --------------------------------------------------------------------------------------------
@@ -71,9 +71,24 @@ Variants (all from ``cfg``)
   ``"last:K"``), ``"frozen"`` (no adapters, no tuning). The thesis' 47.2 M trainable
   parameters of AMB-FT match bert-base's embeddings + last 3 layers, the scheme of MISA's
   public MOSEI code (BERT layers 0-8 frozen): ``finetune_layers="last:3"``.
+
+Beyond the thesis (its Future Work, 7.2; ``ambcore.models.fusion`` has the details)
+------------------------------------------------------------------------------------
+- ``fusion_module="cross_attention"``: each fusion layer's ``p_l`` attends over the visual
+  and acoustic encoders' output sequences instead of reading the AV token (not with
+  ``variant="text-only"``, which has no sequences).
+- ``fusion_feedback="shift"``: ``f_l`` shifts the token states entering PLM layer l + 1 with
+  MAG-BERT's gated, norm-bounded displacement; the fusion then runs inside the PLM's pass
+  (``_fuse_with_feedback``) and the text states depend on the AV input.
+- ``plm``: any encoder of the families of ``ambcore.models.families`` (BERT, RoBERTa,
+  XLM-RoBERTa, ELECTRA, DeBERTa-v2/v3); the code reads their module names from that table.
+
+``cfg`` is a validated ``Config``: allowed values are checked in ``ambcore.config`` only.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -83,8 +98,11 @@ from ambcore.errors import ModelConfigError
 from ambcore.models.adapters import prepare_plm
 from ambcore.models.checkpoint import PretrainedMixin
 from ambcore.models.encoders import SequenceEncoder
+from ambcore.models.families import family_of, plm_layers
+from ambcore.models.fusion import AVSequences, FusionLayer, LayerwiseFusion, build_fusion
 from ambcore.models.outputs import ModelOutput
 from ambcore.models.plm import load_plm
+from ambcore.models.shift import register_shift, shifting
 
 __all__ = [
     "AMB",
@@ -98,107 +116,6 @@ __all__ = [
     "reduce_to_cls_sep",
     "check_feature_dims",
 ]
-
-
-class FusionLayer(nn.Module):
-    """One FFN-Fusion layer (6.2.5): ``[p_l ; av (; f_prev)]`` -> fused state (P).
-
-    With ``own_projection`` (``cls_projection="per_layer"``) the layer projects its [CLS] state
-    itself (``cls_proj``: H -> P); otherwise it receives the shared projection's output ``p_l``.
-    """
-
-    def __init__(
-        self,
-        hidden_size: int,
-        proj_dim: int,
-        av_dim: int,
-        prev_dim: int,
-        ffn_hidden: int,
-        dropout: float,
-        own_projection: bool = True,
-    ):
-        super().__init__()
-        if own_projection:
-            self.cls_proj = nn.Linear(hidden_size, proj_dim)  # "projected to a lower dimension"
-        self.ffn = nn.Sequential(
-            nn.Linear(proj_dim + av_dim + prev_dim, ffn_hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(ffn_hidden, proj_dim),
-        )
-
-    def forward(self, cls_state: torch.Tensor, context: list[torch.Tensor]) -> torch.Tensor:
-        # cls_state: (B, H) with its own projection, else (B, P); context: [av (B, 2E)] and/or [f_prev (B, P)]
-        projected = self.cls_proj(cls_state) if hasattr(self, "cls_proj") else cls_state  # (B, P)
-        return self.ffn(torch.cat([projected, *context], dim=-1))  # (B, P)
-
-
-FUSION_CONNECTS = ("chain", "independent")
-CLS_PROJECTIONS = ("shared", "per_layer")
-
-
-class LayerwiseFusion(nn.Module):
-    """L fusion layers over the per-layer [CLS] states (see module doc).
-
-    ``connect``: ``"chain"`` | ``"independent"``; ``cls_projection``: ``"shared"`` (one H -> P
-    map for every layer, ``cls_proj``) | ``"per_layer"`` (one per layer, ``layers[l].cls_proj``).
-    """
-
-    def __init__(
-        self,
-        n_layers: int,
-        hidden_size: int,
-        proj_dim: int,
-        av_dim: int,
-        ffn_hidden: int,
-        dropout: float,
-        connect: str = "chain",
-        cls_projection: str = "shared",
-    ):
-        super().__init__()
-        if connect not in FUSION_CONNECTS:
-            raise ModelConfigError(f"fusion_connect={connect!r}; expected 'chain' or 'independent'")
-        if cls_projection not in CLS_PROJECTIONS:
-            raise ModelConfigError(
-                f"cls_projection={cls_projection!r}; expected 'shared' or 'per_layer'"
-            )
-        self.connect = connect
-        self.cls_projection = cls_projection
-        if cls_projection == "shared":
-            self.cls_proj = nn.Linear(hidden_size, proj_dim)
-        self.layers = nn.ModuleList(
-            FusionLayer(
-                hidden_size,
-                proj_dim,
-                av_dim,
-                prev_dim=proj_dim if (connect == "chain" and i > 0) else 0,
-                ffn_hidden=ffn_hidden,
-                dropout=dropout,
-                own_projection=cls_projection == "per_layer",
-            )
-            for i in range(n_layers)
-        )
-        self.out_dim = proj_dim
-
-    def forward(
-        self, cls_states: torch.Tensor, av: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # cls_states: (B, L, H); av: (B, 2E) or None
-        if self.cls_projection == "shared":
-            cls_states = self.cls_proj(cls_states)  # (B, L, P)
-        av_context = [] if av is None else [av]
-        fused = []
-        for i, layer in enumerate(self.layers):
-            if self.connect == "chain" and i > 0:
-                prev = fused[-1]  # (B, P)
-                fused.append(prev + layer(cls_states[:, i], av_context + [prev]))  # (B, P)
-            else:
-                fused.append(layer(cls_states[:, i], av_context))  # (B, P)
-        fused_states = torch.stack(fused, dim=1)  # (B, L, P)
-        summary = (
-            fused_states[:, -1] if self.connect == "chain" else fused_states.mean(dim=1)
-        )  # (B, P)
-        return summary, fused_states
 
 
 class Predictor(nn.Module):
@@ -264,27 +181,20 @@ def build_heads(
         )
         heads["visual_encoder"] = SequenceEncoder(visual_dim, **encoder_args)
         heads["acoustic_encoder"] = SequenceEncoder(acoustic_dim, **encoder_args)
-    av_dim = 2 * cfg.encoder_dim if use_av else 0
-    heads["fusion"] = LayerwiseFusion(
-        n_layers,
-        hidden,
-        cfg.fusion_proj_dim,
-        av_dim,
-        cfg.fusion_hidden,
-        cfg.dropout,
-        cfg.fusion_connect,
-        cfg.cls_projection,
-    )
+    heads["fusion"] = build_fusion(cfg, hidden, n_layers, use_av)
     heads["predictor"] = Predictor(cfg.fusion_proj_dim + hidden, cfg.predictor_hidden, cfg.dropout)
     return heads
 
 
 DESIGN_KEYS = ("cls_projection", "fusion_connect", "adapter_placement", "encoder_dim")
+# Designs beyond the thesis (ambcore.models.fusion), named only when not the thesis' own.
+BEYOND_KEYS = {"fusion_module": "ffn", "fusion_feedback": "none"}
 
 
 def design_of(cfg) -> str:
     """The AMB design choices of ``cfg`` in one line, e.g. for error messages and tables."""
-    return ", ".join(f"{key}={getattr(cfg, key)!r}" for key in DESIGN_KEYS)
+    keys = list(DESIGN_KEYS) + [k for k, thesis in BEYOND_KEYS.items() if getattr(cfg, k) != thesis]
+    return ", ".join(f"{key}={getattr(cfg, key)!r}" for key in keys)
 
 
 def wants_pooler(cfg, train_embeddings: bool) -> bool:
@@ -298,9 +208,10 @@ def set_pooler(plm: nn.Module, wanted: bool) -> nn.Module:
 
     The pooler is attached after loading, so the PLM's own weights do not depend on it (a random
     PLM built with a pooler draws its weights differently); its weights never matter, as AMB
-    never reads the pooled output."""
+    never reads the pooled output. A family without a pooler (DeBERTa, ELECTRA;
+    ``ambcore.models.families``) has none to carry and gets none."""
     has = getattr(plm, "pooler", None) is not None
-    if wanted and not has:
+    if wanted and not has and family_of(plm.config).pooler:
         from transformers.models.bert.modeling_bert import BertPooler
 
         with torch.random.fork_rng(devices=[]):
@@ -340,6 +251,13 @@ class AMB(PretrainedMixin, nn.Module):
         self.use_av = cfg.variant != "text-only"
         for name, module in build_heads(cfg, hidden, n_layers, visual_dim, acoustic_dim).items():
             setattr(self, name, module)
+        self.feeds_back = cfg.fusion_feedback == "shift"
+        if self.feeds_back:
+            # The fused state of layer l shifts the input of layer l + 1 (ambcore.models.fusion):
+            # the text states depend on the AV input, nothing is text-only.
+            self.text_is_av_independent = False
+            for layer in plm_layers(self.plm)[1:]:
+                register_shift(layer)
 
     def component_of(self, param_name: str) -> str:
         """Which component a parameter belongs to (used by ``count_parameters``)."""
@@ -347,15 +265,10 @@ class AMB(PretrainedMixin, nn.Module):
             return "adapters" if ".adapter." in param_name else "plm"
         if param_name.startswith(("visual_encoder.", "acoustic_encoder.")):
             return "encoders"
-        return param_name.split(".", 1)[0]  # "fusion" | "predictor"
+        return param_name.split(".", 1)[0]  # "fusion" (feedback shift included) | "predictor"
 
-    def text_features(self, batch: Batch) -> torch.Tensor:
-        """The adapted PLM's [CLS] state after every layer (6.2.2, 6.2.3): (B, L, H).
-
-        The PLM reads the text alone (the no-text variant's ``[CLS] [SEP]`` included), so these
-        states do not depend on the visual and acoustic input: a pass whose text is unchanged
-        (visual/acoustic noise, thesis 6.3.4) can reuse them through ``forward(batch, text=...)``.
-        """
+    def _text_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The PLM's inputs: the batch's text, ``[CLS] [SEP]`` only for the no-text variant."""
         input_ids, attention_mask, token_type_ids = (
             batch.input_ids,
             batch.attention_mask,
@@ -365,34 +278,94 @@ class AMB(PretrainedMixin, nn.Module):
             input_ids, attention_mask, token_type_ids = reduce_to_cls_sep(
                 input_ids, attention_mask, token_type_ids
             )
-        text = self.plm(
+        return dict(
             input_ids=input_ids,  # (B, T)
             attention_mask=attention_mask,  # (B, T)
             token_type_ids=token_type_ids,  # (B, T)
-            output_hidden_states=True,
         )
+
+    def text_features(self, batch: Batch) -> torch.Tensor:
+        """The adapted PLM's [CLS] state after every layer (6.2.2, 6.2.3): (B, L, H).
+
+        The PLM reads the text alone (the no-text variant's ``[CLS] [SEP]`` included), so these
+        states do not depend on the visual and acoustic input: a pass whose text is unchanged
+        (visual/acoustic noise, thesis 6.3.4) can reuse them through ``forward(batch, text=...)``.
+        With ``fusion_feedback="shift"`` they do depend on it, and there are none to reuse.
+        """
+        if self.feeds_back:
+            raise ModelConfigError(
+                "fusion_feedback='shift': the PLM's states depend on the visual/acoustic input "
+                "(the fused states shift them), so AMB has no text-only features; predict in full"
+            )
+        text = self.plm(**self._text_inputs(batch), output_hidden_states=True)
         # hidden_states: L + 1 tensors (B, T, H); [0] is the embedding output, not fused.
         return torch.stack([h[:, 0] for h in text.hidden_states[1:]], dim=1)  # (B, L, H)
+
+    def _av_input(self, batch: Batch) -> tuple[object, torch.Tensor | None]:
+        """(what the fusion reads of the AV input, the AV token): the AV token (B, 2E) twice
+        (``fusion_module="ffn"``), or the encoders' ``AVSequences`` and the token made of
+        their [CLS] positions (``"cross_attention"``); (None, None) for text-only."""
+        if not self.use_av:
+            return None, None
+        if self.cfg.fusion_module == "cross_attention":
+            sequences = AVSequences(
+                *self.visual_encoder.sequence(batch.visual, batch.visual_lengths),
+                *self.acoustic_encoder.sequence(batch.acoustic, batch.acoustic_lengths),
+            )  # (B, 1+Lv, E), (B, 1+Lv), (B, 1+La, E), (B, 1+La)
+            return sequences, sequences.token()  # ..., (B, 2E)
+        visual = self.visual_encoder(batch.visual, batch.visual_lengths)  # (B, E)
+        acoustic = self.acoustic_encoder(batch.acoustic, batch.acoustic_lengths)  # (B, E)
+        av = torch.cat([visual, acoustic], dim=-1)  # (B, 2E)
+        return av, av
+
+    def _fuse_with_feedback(self, batch: Batch, av) -> tuple[torch.Tensor, ...]:
+        """One PLM pass in which fusion layer l runs on layer l's [CLS] state as it leaves the
+        layer and its ``f_l`` shifts the states entering layer l + 1 (``fusion_feedback``).
+        Returns (summary (B, P), fused_states (B, L, P), last [CLS] (B, H))."""
+        fusion, chained = self.fusion, self.cfg.fusion_connect == "chain"
+        context = fusion.context(av)
+        fused: list[torch.Tensor] = []
+
+        def fuse(i: int, hidden: torch.Tensor) -> torch.Tensor:
+            # hidden: (B, T, H), layer i's output; its [CLS] state is fusion layer i's input
+            prev = fused[-1] if (chained and i > 0) else None
+            fused.append(fusion.step(i, fusion.project(hidden[:, 0]), context, prev))  # (B, P)
+            return hidden
+
+        def fuse_and_shift(i: int, hidden: torch.Tensor) -> torch.Tensor:
+            return fusion.feedback(fuse(i, hidden), fused[-1])  # (B, T, H) into layer i + 1
+
+        layers = plm_layers(self.plm)
+        shifts = {
+            layers[i + 1]: functools.partial(fuse_and_shift, i) for i in range(len(layers) - 1)
+        }
+        with shifting(shifts):
+            out = self.plm(**self._text_inputs(batch))
+        last_cls = out.last_hidden_state[:, 0]  # (B, H), the last layer's (no layer follows)
+        fuse(len(layers) - 1, out.last_hidden_state)
+        summary, fused_states = fusion.summarize(fused)  # (B, P), (B, L, P)
+        return summary, fused_states, last_cls
 
     def forward(self, batch: Batch, text: torch.Tensor | None = None) -> ModelOutput:
         """Predict a batch (6.2); ``text``: this batch's ``text_features`` if already computed
         (the same result, bitwise, as computing them here)."""
         check_feature_dims(batch, self.visual_dim, self.acoustic_dim)
-        cls_states = self.text_features(batch) if text is None else text  # (B, L, H)
-
-        av = None
-        if self.use_av:
-            visual = self.visual_encoder(batch.visual, batch.visual_lengths)  # (B, E)
-            acoustic = self.acoustic_encoder(batch.acoustic, batch.acoustic_lengths)  # (B, E)
-            av = torch.cat([visual, acoustic], dim=-1)  # (B, 2E)
-
-        fused, fused_states = self.fusion(cls_states, av)  # (B, P), (B, L, P)
-        last_cls = cls_states[:, -1]  # (B, H)
+        if self.feeds_back:
+            if text is not None:
+                self.text_features(batch)  # refuses: there are no text-only features
+            av, av_token = self._av_input(batch)  # the AV input first: the PLM pass reads it
+            fused, fused_states, last_cls = self._fuse_with_feedback(batch, av)
+        else:
+            # the text first, then the AV encoders (the order of their dropout draws)
+            cls_states = self.text_features(batch) if text is None else text  # (B, L, H)
+            av, av_token = self._av_input(batch)
+            fused, fused_states = self.fusion(cls_states, av)  # (B, P), (B, L, P)
+            last_cls = cls_states[:, -1]  # (B, H)
         prediction = self.predictor(torch.cat([fused, last_cls], dim=-1))  # (B,)
         return ModelOutput(
             prediction=prediction,
             aux_loss=None,
             fused_states=fused_states,
             text_summary=last_cls,
-            av_token=av,
+            av_token=av_token,
         )

@@ -1,4 +1,6 @@
-"""Trainable-parameter budgets of the baselines for bert-base (thesis tables 6.1 and 6.2).
+"""Trainable-parameter budgets of the baselines for bert-base (thesis tables 6.1 and 6.2), and
+of AMB's variants beyond the thesis and on other PLM families (``beyond_budgets``,
+``family_budgets``).
 
 The thesis lists MISA (fine-tuned) at 47.1 M trainable parameters, MISA-Adapters at 8.5 M and
 MAG-BERT at 110.8 M. ``baseline_budget()`` builds each baseline for bert-base-uncased with
@@ -48,6 +50,9 @@ __all__ = [
     "thesis_claims",
     "choose_design",
     "amb_rows",
+    "BEYOND_VARIANTS",
+    "beyond_budgets",
+    "family_budgets",
 ]
 
 # Trainable parameters in millions as printed in the thesis (tables 6.1, 6.2).
@@ -384,3 +389,90 @@ def amb_rows(counts: dict[str, int]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# ---- beyond the thesis: the fusion variants and other PLM families ---------------------------
+
+# The designs of the thesis' Future Work (7.2) beside AMB, as config overrides on the paper preset.
+BEYOND_VARIANTS: dict[str, dict[str, object]] = {
+    "AMB": {},
+    "AMB, cross-attention fusion": {"fusion_module": "cross_attention"},
+    "AMB, feedback shift": {"fusion_feedback": "shift"},
+}
+
+
+def _amb_counts(cfg, visual_dim: int, acoustic_dim: int) -> dict[str, dict[str, int]]:
+    """``count_parameters`` of AMB for ``cfg``, built on the meta device (shapes only)."""
+    from ambcore.models import count_parameters
+    from ambcore.models.amb import AMB
+
+    with torch.device("meta"):
+        model = AMB(cfg, visual_dim, acoustic_dim)
+    return count_parameters(model)
+
+
+def _budget_row(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    row = {f"{name} trainable": c["trainable"] for name, c in counts.items() if name != "all"}
+    row.update(trainable=counts["all"]["trainable"], total=counts["all"]["total"])
+    return row
+
+
+def beyond_budgets(
+    variants: dict[str, dict[str, object]] | None = None,
+    visual_dim: int = 35,
+    acoustic_dim: int = 74,
+    plm: str = "bert-base-uncased",
+) -> pd.DataFrame:
+    """Trainable parameters of AMB and of the variants beyond the thesis (``BEYOND_VARIANTS``:
+    cross-attention fusion, feedback shift) for ``plm`` (random init, meta device: no download,
+    no memory), by component; one row per variant, with its difference to AMB in millions."""
+    import pandas as pd
+
+    from ambcore.config import get_config
+
+    variants = BEYOND_VARIANTS if variants is None else variants
+    rows = {}
+    for label, overrides in variants.items():
+        cfg = get_config("paper", plm=plm, plm_random_init=True, **overrides)
+        rows[label] = _budget_row(_amb_counts(cfg, visual_dim, acoustic_dim))
+    table = pd.DataFrame(rows).T.fillna(0).astype(int)
+    table.index.name = "variant"
+    table["trainable_M"] = table["trainable"] / 1e6
+    first = table["trainable"].iloc[0]
+    table[f"vs {table.index[0]} (M)"] = (table["trainable"] - first) / 1e6
+    return table
+
+
+def family_budgets(visual_dim: int = 35, acoustic_dim: int = 74, **overrides) -> pd.DataFrame:
+    """AMB (paper preset, ``overrides`` applied) on the base size of every PLM family of
+    ``ambcore.models.families`` (bert-base-uncased, roberta-base, xlm-roberta-base,
+    electra-base, deberta-v3-base): the architecture from ``BASE_CONFIGS`` with random weights on
+    the meta device (no download). One row per family: its width, depth and vocabulary, the
+    frozen PLM, the trainable parameters by component and in total. Every base size is 768
+    wide and 12 deep, so the trainable counts agree and only the frozen PLM differs."""
+    import pandas as pd
+
+    from ambcore.config import get_config
+    from ambcore.models.families import FAMILIES
+    from ambcore.models.plm import plm_config
+
+    rows = []
+    for family in FAMILIES.values():
+        cfg = get_config("paper", plm=family.base, plm_random_init=True, **overrides)
+        config = plm_config(cfg.plm)
+        counts = _amb_counts(cfg, visual_dim, acoustic_dim)
+        rows.append(
+            {
+                "family": family.name,
+                "plm": family.base,
+                "hidden": config.hidden_size,
+                "layers": config.num_hidden_layers,
+                "vocab": config.vocab_size,
+                "plm frozen": counts["plm"]["frozen"],
+                **_budget_row(counts),
+            }
+        )
+    table = pd.DataFrame(rows).set_index("family").fillna(0)
+    table["trainable_M"] = table["trainable"] / 1e6
+    table["plm frozen_M"] = table["plm frozen"] / 1e6
+    return table

@@ -67,10 +67,16 @@ def amb_figure(model, title: str | None = None):
     connect = (
         "chained (residual)" if cfg.fusion_connect == "chain" else "independent (mean over layers)"
     )
+    beyond = ", ".join(
+        f"{key}={getattr(cfg, key)}"
+        for key, thesis in (("fusion_module", "ffn"), ("fusion_feedback", "none"))
+        if getattr(cfg, key) != thesis
+    )  # the designs beyond the thesis (ambcore.models.fusion), named when chosen
     ax.set_title(
         title
         or f"AMB: {cfg.plm} ({n_layers} layers), fusion {connect}, "
-        f"text_adaptation={cfg.text_adaptation}, variant={cfg.variant}",
+        f"text_adaptation={cfg.text_adaptation}, variant={cfg.variant}"
+        + (f"\n{beyond}" if beyond else ""),
         fontsize=9,
     )
     fig.tight_layout()
@@ -169,6 +175,8 @@ def _draw_fusion_layer(
     cfg, hidden = model.cfg, model.plm.config.hidden_size
     chain = cfg.fusion_connect == "chain"
     av_in = " ; av" if model.use_av else ""
+    if cfg.fusion_module == "cross_attention":
+        av_in = " ; attn(AV seq)"
     residual = chain and after_first
     prev_in = " ; f_{l-1}" if residual else ""
     _box(

@@ -10,6 +10,11 @@ Choices the thesis leaves open:
   transformer encoder is blind to order. They have no parameters.
 - Padding is masked with a key-padding mask built from the true lengths, so extra padding
   changes nothing; [CLS] is never masked, so an empty sequence still has a summary.
+
+``forward`` returns the [CLS] summary (AMB's AV token); ``sequence`` returns the whole output
+sequence with its padding mask, for fusion that attends over it (``ambcore.models.fusion``,
+``fusion_module="cross_attention"``). Both run the same computation: the summary is position 0
+of the sequence.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 class SequenceEncoder(nn.Module):
-    """Feature sequence (B, L, D) with true lengths -> summary (B, encoder_dim)."""
+    """Feature sequence (B, L, D) with true lengths -> summary (B, encoder_dim), or the whole
+    output sequence with its padding mask (``sequence``)."""
 
     def __init__(
         self,
@@ -66,6 +72,15 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # features: (B, L, D), lengths: (B,)
+        hidden, _ = self.sequence(features, lengths)  # (B, 1+L, E)
+        return hidden[:, 0]  # (B, E) the [CLS] summary
+
+    def sequence(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output at [CLS] and at every step, (B, 1+L, E), and the padding mask (B, 1+L)
+        (True = padding; [CLS] never is). Padded positions hold values that mean nothing."""
+        # features: (B, L, D), lengths: (B,)
         batch, steps, _ = features.shape
         positions = self.positions[:steps]  # (L, E)
         if steps > self.positions.shape[0]:  # longer than any MOSEI layout; computed on the fly
@@ -76,4 +91,4 @@ class SequenceEncoder(nn.Module):
         padding = step[None, :] >= lengths[:, None]  # (B, L) True = padding
         padding = torch.cat([padding.new_zeros(batch, 1), padding], dim=1)  # (B, 1+L)
         hidden = self.encoder(hidden, src_key_padding_mask=padding)  # (B, 1+L, E)
-        return hidden[:, 0]  # (B, E) the [CLS] summary
+        return hidden, padding  # (B, 1+L, E), (B, 1+L)

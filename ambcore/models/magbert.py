@@ -26,8 +26,9 @@ code (github.com/WasifurRahman/BERT_multimodal_transformer, ``modeling.py``, ``b
   biases/LayerNorm) and linear warm-up over 10 % of the steps, batch 48, max 50 tokens,
   40 epochs, MSE training loss; all of them are config values (``ORIGINAL_SETTINGS``).
 
-The gate is injected with a forward pre-hook on the chosen ``BertLayer`` (it replaces that
-layer's input hidden states), so transformers' code is neither copied nor edited and every
+The gate is injected with a forward pre-hook on the chosen layer (it replaces that layer's
+input hidden states; ``ambcore.models.shift``, whose gated displacement and norm-ratio bound
+AMB's feedback shares), so transformers' code is neither copied nor edited and every
 pretrained weight keeps its name. MAG needs word-aligned features (``Batch.word_index``, built
 by the collate from the tokenizer's ``word_ids``). With unaligned data the model refuses to run
 (``ModelConfigError``) unless ``cfg.mag_unaligned="resample"``: then each real token takes the
@@ -45,8 +46,10 @@ from ambcore.data.types import Batch
 from ambcore.errors import ModelConfigError
 from ambcore.models.adapters import prepare_plm
 from ambcore.models.checkpoint import PretrainedMixin
+from ambcore.models.families import plm_layers
 from ambcore.models.outputs import ModelOutput
 from ambcore.models.plm import load_plm
+from ambcore.models.shift import bounded_shift, gated_displacement, register_shift, shifting
 
 __all__ = [
     "MultimodalAdaptationGate",
@@ -102,14 +105,14 @@ class MultimodalAdaptationGate(nn.Module):
     def shift(self, z: torch.Tensor, visual: torch.Tensor, acoustic: torch.Tensor) -> torch.Tensor:
         """The scaled displacement ``alpha * H``: (B, T, H)."""
         # z: (B, T, H); visual: (B, T, Dv); acoustic: (B, T, Da), one row per token
-        gate_v = torch.relu(self.gate_visual(torch.cat([visual, z], dim=-1)))  # (B, T, H)
-        gate_a = torch.relu(self.gate_acoustic(torch.cat([acoustic, z], dim=-1)))  # (B, T, H)
-        h = gate_v * self.project_visual(visual) + gate_a * self.project_acoustic(acoustic)
-        z_norm = z.norm(dim=-1)  # (B, T)
-        h_norm = h.norm(dim=-1)
-        h_norm = torch.where(h_norm == 0, torch.ones_like(h_norm), h_norm)
-        alpha = torch.clamp(z_norm / (h_norm + 1e-6) * self.beta_shift, max=1.0)  # (B, T)
-        return alpha.unsqueeze(-1) * h
+        h = gated_displacement(
+            z,
+            [
+                (self.gate_visual, self.project_visual, visual),
+                (self.gate_acoustic, self.project_acoustic, acoustic),
+            ],
+        )  # (B, T, H)
+        return bounded_shift(z, h, self.beta_shift)  # (B, T, H)
 
     def forward(
         self, z: torch.Tensor, visual: torch.Tensor, acoustic: torch.Tensor
@@ -171,23 +174,6 @@ def resampled_token_features(
     return mean * real.unsqueeze(-1).to(features.dtype)
 
 
-def _mag_pre_hook(layer: nn.Module, args: tuple, kwargs: dict):
-    """Forward pre-hook on the chosen BertLayer: replace its input hidden states by MAG's output.
-
-    Module-level (not a closure) so that deep copies of the model stay correct; the per-batch
-    token features are stored on the layer by ``MAGBert.forward`` for the duration of one call.
-    """
-    context = getattr(layer, "_mag_context", None)
-    if context is None:
-        return None
-    gate, visual, acoustic = context
-    if args:
-        hidden = gate(args[0], visual, acoustic)
-        return (hidden,) + tuple(args[1:]), kwargs
-    hidden = gate(kwargs["hidden_states"], visual, acoustic)
-    return args, {**kwargs, "hidden_states": hidden}
-
-
 class MAGBert(PretrainedMixin, nn.Module):
     """BERT with a multimodal adaptation gate before encoder layer ``cfg.mag_injection_layer``."""
 
@@ -216,7 +202,7 @@ class MAGBert(PretrainedMixin, nn.Module):
         # Read elsewhere (mag_pooling "cls" or "mean"), it is not loaded at all.
         if with_pooler:
             self.plm.pooler.requires_grad_(True)
-        layers = self.plm.encoder.layer
+        layers = plm_layers(self.plm)
         k = cfg.mag_injection_layer
         if not 1 <= k <= len(layers):
             raise ModelConfigError(
@@ -227,7 +213,7 @@ class MAGBert(PretrainedMixin, nn.Module):
         self.gate = MultimodalAdaptationGate(
             hidden, visual_dim, acoustic_dim, cfg.mag_beta_shift, cfg.mag_dropout
         )
-        layers[k - 1].register_forward_pre_hook(_mag_pre_hook, with_kwargs=True)
+        register_shift(layers[k - 1])
         self.dropout = nn.Dropout(self.plm.config.hidden_dropout_prob)
         self.head = nn.Linear(hidden, 1)
 
@@ -283,16 +269,13 @@ class MAGBert(PretrainedMixin, nn.Module):
                 f"{batch.acoustic.shape[-1]}"
             )
         visual, acoustic = self.token_features(batch)  # (B, T, Dv), (B, T, Da)
-        target = self.plm.encoder.layer[self.cfg.mag_injection_layer - 1]
-        target._mag_context = (self.gate, visual, acoustic)
-        try:
+        target = plm_layers(self.plm)[self.cfg.mag_injection_layer - 1]
+        with shifting({target: lambda z: self.gate(z, visual, acoustic)}):  # (B, T, H)
             out = self.plm(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 token_type_ids=batch.token_type_ids,
             )
-        finally:
-            target._mag_context = None
         pooled = self.summary(out, batch.attention_mask)  # (B, H)
         prediction = self.head(self.dropout(pooled)).squeeze(-1)  # (B,)
         return ModelOutput(prediction=prediction, text_summary=pooled)

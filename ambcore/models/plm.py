@@ -7,16 +7,21 @@ AMB keeps a pretrained BERT encoder at its core. ``cfg.plm`` names it:
   (MiniLM uses bert-base-uncased's 30,522 word-piece vocabulary, so ids are compatible).
 - anything else: a local folder, or a Hugging Face hub name that is already in the local cache
   (``bert-base-uncased`` in the paper preset). Nothing is ever downloaded: loading is offline.
+  The encoder may be of any family of ``ambcore.models.families`` (BERT, RoBERTa,
+  XLM-RoBERTa, ELECTRA, DeBERTa-v2/v3); another one is refused with one line.
 
 ``cfg.plm_random_init`` builds the architecture from its config with random weights. For
 ``bert-base-uncased`` that config is ``transformers.BertConfig()`` (its defaults *are*
-bert-base), so bert-base architecture and parameter counts can be checked without the weights.
+bert-base), so bert-base architecture and parameter counts can be checked without the weights;
+the other families' base sizes (``roberta-base``, ``microsoft/deberta-v3-base``, ...) are known
+the same way (``ambcore.models.families.BASE_CONFIGS``).
 Random initialisation is seeded with a fixed seed, so a random PLM is reproducible from its
 reference alone (checkpoints rely on this; see ``ambcore.models.checkpoint``).
 
 The encoder is loaded without BERT's pooler by default: AMB reads the [CLS] hidden states of
 every layer, never the pooled output, and an unused pooler would count as trainable parameters
-that never receive a gradient when the PLM is fine-tuned.
+that never receive a gradient when the PLM is fine-tuned. DeBERTa and ELECTRA have no pooler;
+asking for one there is an error.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig  # noqa: E402
 
 from ambcore.errors import ModelConfigError  # noqa: E402
+from ambcore.models.families import BASE_CONFIGS, family_of  # noqa: E402
 
 __all__ = [
     "TINY_RANDOM",
@@ -51,18 +57,13 @@ __all__ = [
     "standin_config",
 ]
 
-# PyTorch's fused scaled-dot-product attention (flash / memory-efficient kernels on CUDA); the
-# same function as BERT's eager attention within floating-point tolerance.
-ATTN_IMPLEMENTATION = "sdpa"
-
 # Seed of every randomly initialised PLM (independent of the training seed by design: the
 # random PLM is part of the model's definition, like pretrained weights would be).
 RANDOM_INIT_SEED = 0
 
-# Architectures whose config is known without any file.
-_KNOWN_CONFIGS = {
-    "bert-base-uncased": lambda: BertConfig(),  # BertConfig's defaults are bert-base-uncased
-}
+# Architectures whose config is known without any file: the base size of every PLM family
+# (bert-base-uncased, roberta-base, ...; ambcore.models.families).
+_KNOWN_CONFIGS = BASE_CONFIGS
 
 
 def _minilm_path() -> Path:
@@ -149,18 +150,6 @@ def load_tokenizer(cfg) -> transformers.PreTrainedTokenizerBase:
         raise _not_local(cfg.plm, "tokenizer", exc) from None
 
 
-def _check_bert_family(model: torch.nn.Module, name: str) -> None:
-    """AMB's adapters and layer-wise fusion need BERT's ``encoder.layer[i].output`` layout."""
-    try:
-        layers = model.encoder.layer
-        layers[0].output.LayerNorm  # noqa: B018
-    except (AttributeError, IndexError):
-        raise ModelConfigError(
-            f"PLM {name!r} ({type(model).__name__}) is not a BERT-family encoder: expected "
-            "encoder.layer[i].output.LayerNorm (BERT, RoBERTa, MiniLM, ...)"
-        ) from None
-
-
 # PLMs kept by a process that trains run after run (keep_loaded); None: nothing is kept.
 _kept: dict[tuple, torch.nn.Module] | None = None
 
@@ -191,7 +180,8 @@ def _kept_key(cfg, add_pooling_layer: bool) -> tuple:
 
 
 def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedModel:
-    """The PLM encoder named by ``cfg.plm`` (a ``transformers.BertModel`` for BERT checkpoints).
+    """The PLM encoder named by ``cfg.plm`` (a ``transformers.BertModel`` for BERT checkpoints,
+    a ``DebertaV2Model`` for DeBERTa-v3, ...).
 
     Pretrained weights are read from local files only; ``cfg.plm_random_init`` (and the
     ``tiny-random`` PLM) build the architecture with seeded random weights instead. With
@@ -207,15 +197,29 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
     return copy.deepcopy(_kept[key])
 
 
+def _load_kwargs(config, name: str, add_pooling_layer: bool) -> dict:
+    """How transformers builds the PLM's family (``ambcore.models.families``): its attention
+    implementation, and ``add_pooling_layer`` for the families that have a pooler."""
+    family = family_of(config, name)  # a clear error for an encoder of another family
+    kwargs = {"attn_implementation": family.attention}
+    if family.pooler:
+        kwargs["add_pooling_layer"] = add_pooling_layer
+    elif add_pooling_layer:
+        raise ModelConfigError(
+            f"PLM {name!r} ({family.name} family) has no pooler; read the [CLS] state or the "
+            "token mean instead (for MAG-BERT: --set mag_pooling=cls or mag_pooling=mean)"
+        )
+    return kwargs
+
+
 def _load_plm(cfg, add_pooling_layer: bool) -> transformers.PreTrainedModel:
     random_init = cfg.plm_random_init or cfg.plm == TINY_RANDOM
+    config = plm_config(cfg.plm)
+    build = _load_kwargs(config, cfg.plm, add_pooling_layer)
     if random_init:
-        config = plm_config(cfg.plm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            model = AutoModel.from_config(
-                config, add_pooling_layer=add_pooling_layer, attn_implementation=ATTN_IMPLEMENTATION
-            )
+            model = AutoModel.from_config(config, **build)
     else:
         location = resolve_plm_path(cfg.plm)
         # Loading without the pooler reports the checkpoint's pooler weights as unused; that is
@@ -227,14 +231,12 @@ def _load_plm(cfg, add_pooling_layer: bool) -> transformers.PreTrainedModel:
             model = AutoModel.from_pretrained(
                 location,
                 local_files_only=True,
-                add_pooling_layer=add_pooling_layer,
-                attn_implementation=ATTN_IMPLEMENTATION,
+                **build,
             )
         except OSError as exc:
             raise _not_local(cfg.plm, "weights", exc) from None
         finally:
             tf_logging.set_verbosity(previous)
-    _check_bert_family(model, cfg.plm)
     model.eval()  # the caller's .train() switches dropout back on
     return model
 

@@ -50,8 +50,12 @@ def model_summary(
         "plm_weights": "random"
         if (cfg.plm_random_init or cfg.plm == "tiny-random")
         else "pretrained",
+        "plm_family": plm_config.model_type,
         "plm_layers": plm_config.num_hidden_layers,
         "plm_hidden": plm_config.hidden_size,
+        # AMB's designs beyond the thesis (ambcore.models.fusion); None for the baselines
+        "fusion_module": cfg.fusion_module if cfg.model == "amb" else None,
+        "fusion_feedback": cfg.fusion_feedback if cfg.model == "amb" else None,
         "visual_dim": visual_dim,
         "acoustic_dim": acoustic_dim,
         "components": count_parameters(model),
@@ -69,7 +73,13 @@ def format_summary(summary: dict) -> str:
     head = (
         f"model={summary['model']} text_adaptation={summary['text_adaptation']}"
         + (f" finetune_layers={summary['finetune_layers']}" if summary["finetune_layers"] else "")
-        + f" variant={summary['variant']}\n"
+        + f" variant={summary['variant']}"
+        + "".join(
+            f" {key}={summary[key]}"
+            for key, thesis in (("fusion_module", "ffn"), ("fusion_feedback", "none"))
+            if summary.get(key) not in (None, thesis)
+        )
+        + "\n"
         f"PLM {summary['plm']} ({summary['plm_weights']} weights, {summary['plm_layers']} layers, "
         f"hidden {summary['plm_hidden']}); visual dim {summary['visual_dim']}, "
         f"acoustic dim {summary['acoustic_dim']}"
@@ -186,7 +196,8 @@ def example_batch(
     return Batch(
         input_ids=tokens["input_ids"],
         attention_mask=tokens["attention_mask"],
-        token_type_ids=tokens["token_type_ids"],
+        # RoBERTa-style tokenizers return none; the collate's zeros then
+        token_type_ids=tokens.get("token_type_ids", torch.zeros_like(tokens["input_ids"])),
         visual=visual,
         visual_lengths=torch.tensor(lengths),
         acoustic=acoustic,

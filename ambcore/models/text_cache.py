@@ -12,7 +12,8 @@ so with the class attribute ``text_is_av_independent = True`` and offers
 
 MAG-BERT shifts BERT's token states by the visual and acoustic features, so no part of its
 prediction depends on the text alone (``text_is_av_independent = False``): it is predicted in
-full in every pass.
+full in every pass. So is AMB with ``fusion_feedback="shift"``, whose fused states shift the
+PLM's token states (the attribute is then False on the instance).
 
 ``TextCache`` keeps the text features of each evaluation batch, keyed by the batch's utterance
 ids, and checks at every reuse that the batch's text tensors are the ones the features were
