@@ -67,6 +67,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: FileLock takes no lock
+    fcntl = None
+
 from ambcore.config import PRESETS, Config, config_from_dict, get_config
 from ambcore.errors import AmbError
 from ambcore.paths import PROJECT_ROOT, runs_dir
@@ -101,6 +106,7 @@ __all__ = [
     "recover_dir_swap",
     "RunWriteError",
     "RunLockedError",
+    "FileLock",
     "run_lock",
     "lock_holder",
     "clean_temp_files",
@@ -713,81 +719,112 @@ def load_resume_state(last_dir: str | Path) -> ResumeState | None:
 # ---- lock, crash leftovers, divergence, verification ------------------------------------------
 
 
+class FileLock:
+    """An exclusive ``fcntl.flock`` on one file: the one lock of the package (a run folder's
+    ``.train.lock``, a sweep cell's ``.lock``, a tuning journal's ``.flock``).
+
+    ``acquire()`` waits for the lock; ``acquire(blocking=False)`` returns False at once when
+    another holder has it. The holder writes its pid into the file (``holder``). The kernel
+    releases the lock when the holder exits, even on ``kill -9``, so nothing is left for the
+    next process to wait out. The lock belongs to one open file: a second ``FileLock`` on the
+    same path in the same process does not get it either. Where ``fcntl`` is missing (not
+    POSIX) there is no lock and ``acquire`` always succeeds. The object also serves as
+    Optuna's journal lock (``acquire``/``release``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if fcntl is None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+    def holder(self) -> int | None:
+        """The pid written by the process holding the lock (-1 if unreadable), or None when
+        nobody holds it (or there is no such file)."""
+        if fcntl is None or not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return int(pid) if pid.isdigit() else -1
+            return None
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 _HELD_LOCKS: set[str] = set()  # run folders whose lock this process holds (re-entry is a no-op)
 
 
 @contextlib.contextmanager
 def run_lock(root: str | Path, enabled: bool = True):
-    """Hold an exclusive ``fcntl.flock`` on ``<root>/.train.lock`` (creating ``root``).
+    """Hold the ``FileLock`` on ``<root>/.train.lock`` (creating ``root``).
 
-    A second holder fails at once with ``RunLockedError`` naming the folder and the pid written
-    by the holder. The kernel releases the lock when the holder exits, even on ``kill -9``.
-    Re-entering in the process that holds it is a no-op (a sweep may lock a cell's folder and
-    then train in it); ``enabled=False`` (the non-zero ranks of a distributed run) takes no lock.
-    A folder that this call created and left empty is removed again.
+    A second holder fails at once with ``RunLockedError`` naming the folder and the holder's
+    pid. Re-entering in the process that holds it is a no-op (a sweep may lock a cell's folder
+    and then train in it); ``enabled=False`` (the non-zero ranks of a distributed run) takes no
+    lock. A folder that this call created and left empty is removed again.
     """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
     path = RunPaths(root).lock
     key = os.path.realpath(path)
     if not enabled or fcntl is None or key in _HELD_LOCKS:
         yield
         return
     created = not path.parent.exists()
-    fd = _open_lock_file(path)
+    lock = FileLock(path)
+    if not lock.acquire(blocking=False):
+        pid = lock.holder()
+        raise RunLockedError(
+            f"{path.parent} is in use by another train process "
+            f"(pid {'unknown' if pid in (None, -1) else pid}); wait for it to finish or choose "
+            "another folder"
+        )
+    _HELD_LOCKS.add(key)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(
-                f"{path.parent} is in use by another train process (pid {_pid_in(fd)}); wait "
-                "for it to finish or choose another folder"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD_LOCKS.add(key)
-        try:
-            yield
-        finally:
-            _HELD_LOCKS.discard(key)
-            if created and [p.name for p in path.parent.iterdir()] == [path.name]:
-                path.unlink(missing_ok=True)  # nothing was written: leave no folder behind
-                path.parent.rmdir()
+        yield
     finally:
-        os.close(fd)  # releases the lock
-
-
-def _open_lock_file(path: Path) -> int:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-
-
-def _pid_in(fd: int) -> str:
-    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        _HELD_LOCKS.discard(key)
+        if created and [p.name for p in path.parent.iterdir()] == [path.name]:
+            path.unlink(missing_ok=True)  # nothing was written: leave no folder behind
+            path.parent.rmdir()
+        lock.release()
 
 
 def lock_holder(root: str | Path) -> int | None:
     """The pid of the process training in ``root`` (holding its lock), or None."""
-    import fcntl
-
-    path = RunPaths(root).lock
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _pid_in(fd)
-            return int(pid) if pid.isdigit() else -1
-        return None
-    finally:
-        os.close(fd)
+    return FileLock(RunPaths(root).lock).holder()
 
 
 def clean_temp_files(root: str | Path) -> list[Path]:

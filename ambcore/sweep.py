@@ -441,30 +441,17 @@ def plan_frame(cells: Sequence[SweepCell]) -> pd.DataFrame:
 
 @contextlib.contextmanager
 def _run_lock(run_dir: Path) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``<run_dir>/.lock``; yields False if another process has it."""
-    import fcntl
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the ``runs.FileLock`` on ``<run_dir>/.lock``; yields False if another holder has it."""
+    lock = runs.FileLock(run_dir / LOCK_FILE)
+    acquired = lock.acquire(blocking=False)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield acquired
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _is_locked(run_dir: Path) -> bool:
-    if not (run_dir / LOCK_FILE).exists():
-        return False
-    with _run_lock(run_dir) as acquired:
-        return not acquired
+    return runs.FileLock(run_dir / LOCK_FILE).holder() is not None
 
 
 # finished_ok(run_dir, cfg) -> None when the DONE folder checks out, else what is wrong (one line)
