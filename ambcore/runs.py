@@ -113,6 +113,8 @@ __all__ = [
     "mark_diverged",
     "read_diverged",
     "run_status",
+    "config_diff",
+    "format_config_diff",
     "check_best_config",
     "verify_finished",
 ]
@@ -858,6 +860,23 @@ def run_status(run_dir: str | Path) -> str:
     return "unfinished" if paths.config.exists() else "empty"
 
 
+def config_diff(
+    saved: Mapping[str, Any], wanted: Config | Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """The keys of ``wanted`` (a ``Config`` or its ``to_dict()``) whose value ``saved`` (a
+    config's ``to_dict()``, or a ``config.json`` as read) does not hold, missing ones included:
+    ``{key: (saved value, wanted value)}`` in key order. The one comparison of two configs
+    (a run folder's against a resumed or reused run's, ``best/``'s against its run's, a sweep
+    cell's against its folder's)."""
+    wanted = wanted.to_dict() if isinstance(wanted, Config) else wanted
+    return {k: (saved.get(k), v) for k, v in sorted(wanted.items()) if saved.get(k) != v}
+
+
+def format_config_diff(diff: Mapping[str, tuple[Any, Any]], limit: int = 8, sep: str = "->") -> str:
+    """``config_diff`` in one line: ``key: saved SEP wanted`` for the first ``limit`` keys."""
+    return ", ".join(f"{k}: {a!r} {sep} {b!r}" for k, (a, b) in list(diff.items())[:limit])
+
+
 def check_best_config(run_dir: str | Path) -> None:
     """``best/config.json`` must be the run's ``config.json``: a best/ folder swapped in from
     another seed or configuration is refused (one line naming the differing keys)."""
@@ -869,12 +888,11 @@ def check_best_config(run_dir: str | Path) -> None:
     if not best_path.is_file():
         raise AmbError(f"{paths.best}: no config.json (not a checkpoint of this run)")
     best_cfg = config_from_dict(saved_config(paths.best)).to_dict()
-    diff = sorted(k for k in run_cfg if best_cfg.get(k) != run_cfg[k])
+    diff = config_diff(run_cfg, best_cfg)
     if diff:
-        changes = ", ".join(f"{k}: {run_cfg[k]!r} vs {best_cfg.get(k)!r}" for k in diff[:6])
         raise AmbError(
-            f"{best_path} is not this run's configuration ({changes}); the checkpoint belongs "
-            "to another run"
+            f"{best_path} is not this run's configuration ({format_config_diff(diff, 6, 'vs')}); "
+            "the checkpoint belongs to another run"
         )
 
 

@@ -479,10 +479,6 @@ def _config_only(run_dir: Path, cfg: Config) -> str | None:
     return _config_problem(runs.RunPaths(run_dir).config, cfg)
 
 
-def _config_diff(saved: Mapping[str, Any], cfg: Config) -> list[str]:
-    return sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
-
-
 def _read_config_json(path: Path) -> tuple[Any, str | None]:
     """(the parsed file, None) or (None, what is wrong with it)."""
     try:
@@ -497,7 +493,7 @@ def _config_problem(path: Path, cfg: Config) -> str | None:
     saved, problem = _read_config_json(path)
     if problem or not isinstance(saved, dict):
         return problem or f"{path.name} is not a JSON object"
-    diff = _config_diff(saved, cfg)
+    diff = list(runs.config_diff(saved, cfg))
     return f"{path.name} is another config (differs in {', '.join(diff[:8])})" if diff else None
 
 
@@ -759,7 +755,7 @@ def _adopt(cell: SweepCell, sweep_name: str, finished_ok: FinishedCheck) -> bool
     if not runs.is_done(cell.run_dir):
         return False
     saved, _ = _read_config_json(runs.RunPaths(cell.run_dir).config)
-    diff = _config_diff(saved, cell.cfg) if isinstance(saved, dict) else []
+    diff = list(runs.config_diff(saved, cell.cfg)) if isinstance(saved, dict) else []
     if diff:
         raise AmbError(
             f"{cell.run_dir}: a finished run with another config than cell {cell.name!r} "

@@ -407,13 +407,10 @@ def _metrics(pred: Predictions) -> dict[str, Any]:
 
 
 def _check_same_config(paths: runs.RunPaths, cfg: Config) -> None:
-    saved = config_from_dict(runs.read_json(paths.config)).to_dict()
-    wanted = cfg.to_dict()
-    diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    diff = runs.config_diff(config_from_dict(runs.read_json(paths.config)).to_dict(), cfg)
     if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in diff[:8])
         raise AmbError(
-            f"{paths.root} holds a run with a different config ({changes}); "
+            f"{paths.root} holds a run with a different config ({runs.format_config_diff(diff)}); "
             "choose another folder for this config"
         )
 
