@@ -57,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ from ambcore.paths import PROJECT_ROOT, runs_dir
 __all__ = [
     "HISTORY_COLUMNS",
     "RunPaths",
+    "RunFolder",
     "atomic_write_bytes",
     "atomic_write_text",
     "write_json",
@@ -827,6 +828,170 @@ def run_lock(root: str | Path, enabled: bool = True):
 def lock_holder(root: str | Path) -> int | None:
     """The pid of the process training in ``root`` (holding its lock), or None."""
     return FileLock(RunPaths(root).lock).holder()
+
+
+class RunFolder:
+    """One training run's folder, behind one call per event of the run (``ambcore.train``)::
+
+        folder = RunFolder(run_dir, cfg)
+        with folder.claim(resume):          # refuse what cannot be trained; hold the lock
+            if folder.reused: ...           # DONE (of this config): read it back
+            folder.start(new_env)           # config.json, env.json; crash leftovers removed
+            folder.best(save)               # a better epoch becomes best/
+            folder.best_state()             # ... and is read back (MISA's lr halvings)
+            folder.epoch(resume_state)      # history.csv, then last/ (the commit)
+            folder.diverged(info)           # the DIVERGED marker
+            folder.best_checkpoint()        # best/, checked to be this run's
+            folder.finish(metrics, model, predictions)   # ..., DONE
+
+    ``main=False`` (the non-zero ranks of a distributed run): nothing is written and no lock
+    is taken; ``barrier`` is called where every rank must have seen rank 0's writes."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        cfg: Config,
+        main: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+    ):
+        self.paths = RunPaths(Path(root))
+        self.cfg = cfg
+        self.main = main
+        self.barrier = barrier
+        self.reused = False  # the folder was DONE with this config: read back, not trained
+        self.resume_state: ResumeState | None = None  # what a resumed run continues from
+
+    # -- start ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claim(self, resume: bool = False) -> Iterator[RunFolder]:
+        """Open the folder for one training call. A DONE folder (of this config; another one
+        is refused) sets ``reused`` and takes no lock, so a finished run in a read-only place
+        can be read back. Otherwise the lock is held for the block (``run_lock``) and a
+        folder that cannot be trained is refused: DIVERGED, an unfinished run without
+        ``resume``, another config; with ``resume`` its ``resume_state`` is loaded."""
+        root = self.paths.root
+        if root.exists() and not root.is_dir():
+            raise AmbError(f"{root} exists and is not a folder; the run folder must be a folder")
+        if self._finished():
+            yield self
+            return
+        with run_lock(root, enabled=self.main):
+            if not self._finished():  # finished by another process before the lock was taken
+                self._refuse_untrainable(resume)
+                self.resume_state = load_resume_state(self.paths.last) if resume else None
+            yield self
+
+    def _finished(self) -> bool:
+        if self.paths.done.exists():
+            self._check_same_config()
+            self.reused = True
+        return self.reused
+
+    def _refuse_untrainable(self, resume: bool) -> None:
+        paths = self.paths
+        diverged = read_diverged(paths.root)
+        if diverged is not None:
+            raise AmbError(
+                f"{paths.root}: the run diverged at epoch {diverged.get('epoch')} (see DIVERGED); "
+                "the same config would diverge again: choose another folder or config"
+            )
+        if paths.config.exists():
+            if not resume:
+                raise AmbError(
+                    f"{paths.root} holds an unfinished run; continue it with --resume "
+                    "(resume=True) or choose another folder"
+                )
+            self._check_same_config()
+
+    def _check_same_config(self) -> None:
+        diff = config_diff(config_from_dict(read_json(self.paths.config)).to_dict(), self.cfg)
+        if diff:
+            raise AmbError(
+                f"{self.paths.root} holds a run with a different config "
+                f"({format_config_diff(diff)}); choose another folder for this config"
+            )
+
+    def start(self, new_env: Callable[[], dict[str, Any]]) -> None:
+        """Training starts: crash leftovers go (a half-swapped best/, ``*.tmp``), then
+        config.json and env.json (``new_env()``). A resumed run keeps its env.json, which gains a
+        ``resumed`` entry, and its history.csv is rebuilt from the resume state."""
+        paths, state = self.paths, self.resume_state
+        if self.main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            recover_dir_swap(paths.best)
+            clean_temp_files(paths.root)
+            if state is None:
+                paths.history.unlink(missing_ok=True)  # rows of a run that committed no epoch
+                write_json(paths.config, self.cfg.to_dict())
+                env = new_env()
+            else:
+                write_csv(paths.history, state.history, HISTORY_COLUMNS)
+                env = read_json(paths.env)
+                env.setdefault("resumed", []).append(
+                    {
+                        "after_epoch": state.epoch,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "hostname": socket.gethostname(),
+                    }
+                )
+            write_json(paths.env, env)
+        self.barrier()
+
+    # -- every epoch ---------------------------------------------------------------------------
+
+    def best(self, save: Callable[[Path], None]) -> None:
+        """A better epoch: ``save(folder)`` fills a fresh folder swapped in as best/."""
+        if self.main:
+            replace_dir(self.paths.best, save)
+
+    def best_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """best/'s weights and optimizer state, read back once every rank is here."""
+        from ambcore.models.checkpoint import WEIGHTS_FILE
+
+        self.barrier()
+        recover_dir_swap(self.paths.best)
+        weights = load_tensors(self.paths.best / WEIGHTS_FILE)
+        return weights, load_optimizer_state(self.paths.best)
+
+    def epoch(self, state: ResumeState) -> None:
+        """An epoch is finished: history.csv, then the resume state (``last/state.json`` is the
+        commit): a crash between the two resumes from the previous epoch, whose state
+        rebuilds the history."""
+        if self.main:
+            write_csv(self.paths.history, state.history, HISTORY_COLUMNS)
+            save_resume_state(self.paths.last, state)
+        self.barrier()
+
+    def diverged(self, info: Mapping[str, Any]) -> None:
+        """The run diverged: the ``DIVERGED`` marker (best/ and last/ keep the good epochs)."""
+        if self.main:
+            mark_diverged(self.paths.root, info)
+
+    # -- finish --------------------------------------------------------------------------------
+
+    def best_checkpoint(self) -> Path:
+        """best/, once its config.json is checked to be the run's own (``check_best_config``)."""
+        check_best_config(self.paths.root)
+        return self.paths.best
+
+    def finish(self, metrics: Mapping[str, Any], best_model: Any, test_predictions=None) -> None:
+        """The run is finished: test_predictions.csv (none for a valid-only run), metrics.json,
+        best/'s model card (data, metrics, intervals) and DONE, in that order."""
+        from ambcore.models.checkpoint import write_model_card
+
+        paths = self.paths
+        if self.main:
+            if test_predictions is not None:
+                write_csv(
+                    paths.test_predictions,
+                    test_predictions.to_dict("records"),
+                    ("id", "y_true", "y_pred"),
+                )
+            write_json(paths.metrics, metrics)
+            write_model_card(paths.best, best_model, metrics, test_predictions)
+            write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.barrier()
 
 
 def clean_temp_files(root: str | Path) -> list[Path]:

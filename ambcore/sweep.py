@@ -48,8 +48,8 @@ Backends
   ``cluster="local"`` for subprocesses on this machine, one cell per visible GPU at a time
   (or ``max_parallel`` on the CPU; of the ``submitit`` section only ``timeout_min`` applies).
 
-A per-run lock (``flock`` on ``<run>/.lock``) keeps two processes from training the same
-folder, e.g. when a sweep is restarted while its SLURM jobs still run.
+A per-run lock (``runs.FileLock`` on ``<run>/.lock``) keeps two processes from training the
+same folder, e.g. when a sweep is restarted while its SLURM jobs still run.
 """
 
 from __future__ import annotations
