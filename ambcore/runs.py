@@ -57,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,11 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: FileLock takes no lock
+    fcntl = None
+
 from ambcore.config import PRESETS, Config, config_from_dict, get_config
 from ambcore.errors import AmbError
 from ambcore.paths import PROJECT_ROOT, runs_dir
@@ -74,6 +79,7 @@ from ambcore.paths import PROJECT_ROOT, runs_dir
 __all__ = [
     "HISTORY_COLUMNS",
     "RunPaths",
+    "RunFolder",
     "atomic_write_bytes",
     "atomic_write_text",
     "write_json",
@@ -102,12 +108,15 @@ __all__ = [
     "recover_dir_swap",
     "RunWriteError",
     "RunLockedError",
+    "FileLock",
     "run_lock",
     "lock_holder",
     "clean_temp_files",
     "mark_diverged",
     "read_diverged",
     "run_status",
+    "config_diff",
+    "format_config_diff",
     "check_best_config",
     "verify_finished",
 ]
@@ -714,81 +723,276 @@ def load_resume_state(last_dir: str | Path) -> ResumeState | None:
 # ---- lock, crash leftovers, divergence, verification ------------------------------------------
 
 
+class FileLock:
+    """An exclusive ``fcntl.flock`` on one file: the one lock of the package (a run folder's
+    ``.train.lock``, a sweep cell's ``.lock``, a tuning journal's ``.flock``).
+
+    ``acquire()`` waits for the lock; ``acquire(blocking=False)`` returns False at once when
+    another holder has it. The holder writes its pid into the file (``holder``). The kernel
+    releases the lock when the holder exits, even on ``kill -9``, so nothing is left for the
+    next process to wait out. The lock belongs to one open file: a second ``FileLock`` on the
+    same path in the same process does not get it either. Where ``fcntl`` is missing (not
+    POSIX) there is no lock and ``acquire`` always succeeds. The object also serves as
+    Optuna's journal lock (``acquire``/``release``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if fcntl is None:
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+    def holder(self) -> int | None:
+        """The pid written by the process holding the lock (-1 if unreadable), or None when
+        nobody holds it (or there is no such file)."""
+        if fcntl is None or not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return int(pid) if pid.isdigit() else -1
+            return None
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 _HELD_LOCKS: set[str] = set()  # run folders whose lock this process holds (re-entry is a no-op)
 
 
 @contextlib.contextmanager
 def run_lock(root: str | Path, enabled: bool = True):
-    """Hold an exclusive ``fcntl.flock`` on ``<root>/.train.lock`` (creating ``root``).
+    """Hold the ``FileLock`` on ``<root>/.train.lock`` (creating ``root``).
 
-    A second holder fails at once with ``RunLockedError`` naming the folder and the pid written
-    by the holder. The kernel releases the lock when the holder exits, even on ``kill -9``.
-    Re-entering in the process that holds it is a no-op (a sweep may lock a cell's folder and
-    then train in it); ``enabled=False`` (the non-zero ranks of a distributed run) takes no lock.
-    A folder that this call created and left empty is removed again.
+    A second holder fails at once with ``RunLockedError`` naming the folder and the holder's
+    pid. Re-entering in the process that holds it is a no-op (a sweep may lock a cell's folder
+    and then train in it); ``enabled=False`` (the non-zero ranks of a distributed run) takes no
+    lock. A folder that this call created and left empty is removed again.
     """
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
     path = RunPaths(root).lock
     key = os.path.realpath(path)
     if not enabled or fcntl is None or key in _HELD_LOCKS:
         yield
         return
     created = not path.parent.exists()
-    fd = _open_lock_file(path)
+    lock = FileLock(path)
+    if not lock.acquire(blocking=False):
+        pid = lock.holder()
+        raise RunLockedError(
+            f"{path.parent} is in use by another train process "
+            f"(pid {'unknown' if pid in (None, -1) else pid}); wait for it to finish or choose "
+            "another folder"
+        )
+    _HELD_LOCKS.add(key)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(
-                f"{path.parent} is in use by another train process (pid {_pid_in(fd)}); wait "
-                "for it to finish or choose another folder"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD_LOCKS.add(key)
-        try:
-            yield
-        finally:
-            _HELD_LOCKS.discard(key)
-            if created and [p.name for p in path.parent.iterdir()] == [path.name]:
-                path.unlink(missing_ok=True)  # nothing was written: leave no folder behind
-                path.parent.rmdir()
+        yield
     finally:
-        os.close(fd)  # releases the lock
-
-
-def _open_lock_file(path: Path) -> int:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-
-
-def _pid_in(fd: int) -> str:
-    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        _HELD_LOCKS.discard(key)
+        if created and [p.name for p in path.parent.iterdir()] == [path.name]:
+            path.unlink(missing_ok=True)  # nothing was written: leave no folder behind
+            path.parent.rmdir()
+        lock.release()
 
 
 def lock_holder(root: str | Path) -> int | None:
     """The pid of the process training in ``root`` (holding its lock), or None."""
-    import fcntl
+    return FileLock(RunPaths(root).lock).holder()
 
-    path = RunPaths(root).lock
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _pid_in(fd)
-            return int(pid) if pid.isdigit() else -1
-        return None
-    finally:
-        os.close(fd)
+
+class RunFolder:
+    """One training run's folder, behind one call per event of the run (``ambcore.train``)::
+
+        folder = RunFolder(run_dir, cfg)
+        with folder.claim(resume):          # refuse what cannot be trained; hold the lock
+            if folder.reused: ...           # DONE (of this config): read it back
+            folder.start(new_env)           # config.json, env.json; crash leftovers removed
+            folder.best(save)               # a better epoch becomes best/
+            folder.best_state()             # ... and is read back (MISA's lr halvings)
+            folder.epoch(resume_state)      # history.csv, then last/ (the commit)
+            folder.diverged(info)           # the DIVERGED marker
+            folder.best_checkpoint()        # best/, checked to be this run's
+            folder.finish(metrics, model, predictions)   # ..., DONE
+
+    ``main=False`` (the non-zero ranks of a distributed run): nothing is written and no lock
+    is taken; ``barrier`` is called where every rank must have seen rank 0's writes."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        cfg: Config,
+        main: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+    ):
+        self.paths = RunPaths(Path(root))
+        self.cfg = cfg
+        self.main = main
+        self.barrier = barrier
+        self.reused = False  # the folder was DONE with this config: read back, not trained
+        self.resume_state: ResumeState | None = None  # what a resumed run continues from
+
+    # -- start ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claim(self, resume: bool = False) -> Iterator[RunFolder]:
+        """Open the folder for one training call. A DONE folder (of this config; another one
+        is refused) sets ``reused`` and takes no lock, so a finished run in a read-only place
+        can be read back. Otherwise the lock is held for the block (``run_lock``) and a
+        folder that cannot be trained is refused: DIVERGED, an unfinished run without
+        ``resume``, another config; with ``resume`` its ``resume_state`` is loaded."""
+        root = self.paths.root
+        if root.exists() and not root.is_dir():
+            raise AmbError(f"{root} exists and is not a folder; the run folder must be a folder")
+        if self._finished():
+            yield self
+            return
+        with run_lock(root, enabled=self.main):
+            if not self._finished():  # finished by another process before the lock was taken
+                self._refuse_untrainable(resume)
+                self.resume_state = load_resume_state(self.paths.last) if resume else None
+            yield self
+
+    def _finished(self) -> bool:
+        if self.paths.done.exists():
+            self._check_same_config()
+            self.reused = True
+        return self.reused
+
+    def _refuse_untrainable(self, resume: bool) -> None:
+        paths = self.paths
+        diverged = read_diverged(paths.root)
+        if diverged is not None:
+            raise AmbError(
+                f"{paths.root}: the run diverged at epoch {diverged.get('epoch')} (see DIVERGED); "
+                "the same config would diverge again: choose another folder or config"
+            )
+        if paths.config.exists():
+            if not resume:
+                raise AmbError(
+                    f"{paths.root} holds an unfinished run; continue it with --resume "
+                    "(resume=True) or choose another folder"
+                )
+            self._check_same_config()
+
+    def _check_same_config(self) -> None:
+        diff = config_diff(config_from_dict(read_json(self.paths.config)).to_dict(), self.cfg)
+        if diff:
+            raise AmbError(
+                f"{self.paths.root} holds a run with a different config "
+                f"({format_config_diff(diff)}); choose another folder for this config"
+            )
+
+    def start(self, new_env: Callable[[], dict[str, Any]]) -> None:
+        """Training starts: crash leftovers go (a half-swapped best/, ``*.tmp``), then
+        config.json and env.json (``new_env()``). A resumed run keeps its env.json, which gains a
+        ``resumed`` entry, and its history.csv is rebuilt from the resume state."""
+        paths, state = self.paths, self.resume_state
+        if self.main:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            recover_dir_swap(paths.best)
+            clean_temp_files(paths.root)
+            if state is None:
+                paths.history.unlink(missing_ok=True)  # rows of a run that committed no epoch
+                write_json(paths.config, self.cfg.to_dict())
+                env = new_env()
+            else:
+                write_csv(paths.history, state.history, HISTORY_COLUMNS)
+                env = read_json(paths.env)
+                env.setdefault("resumed", []).append(
+                    {
+                        "after_epoch": state.epoch,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "hostname": socket.gethostname(),
+                    }
+                )
+            write_json(paths.env, env)
+        self.barrier()
+
+    # -- every epoch ---------------------------------------------------------------------------
+
+    def best(self, save: Callable[[Path], None]) -> None:
+        """A better epoch: ``save(folder)`` fills a fresh folder swapped in as best/."""
+        if self.main:
+            replace_dir(self.paths.best, save)
+
+    def best_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """best/'s weights and optimizer state, read back once every rank is here."""
+        from ambcore.models.checkpoint import WEIGHTS_FILE
+
+        self.barrier()
+        recover_dir_swap(self.paths.best)
+        weights = load_tensors(self.paths.best / WEIGHTS_FILE)
+        return weights, load_optimizer_state(self.paths.best)
+
+    def epoch(self, state: ResumeState) -> None:
+        """An epoch is finished: history.csv, then the resume state (``last/state.json`` is the
+        commit): a crash between the two resumes from the previous epoch, whose state
+        rebuilds the history."""
+        if self.main:
+            write_csv(self.paths.history, state.history, HISTORY_COLUMNS)
+            save_resume_state(self.paths.last, state)
+        self.barrier()
+
+    def diverged(self, info: Mapping[str, Any]) -> None:
+        """The run diverged: the ``DIVERGED`` marker (best/ and last/ keep the good epochs)."""
+        if self.main:
+            mark_diverged(self.paths.root, info)
+
+    # -- finish --------------------------------------------------------------------------------
+
+    def best_checkpoint(self) -> Path:
+        """best/, once its config.json is checked to be the run's own (``check_best_config``)."""
+        check_best_config(self.paths.root)
+        return self.paths.best
+
+    def finish(self, metrics: Mapping[str, Any], best_model: Any, test_predictions=None) -> None:
+        """The run is finished: test_predictions.csv (none for a valid-only run), metrics.json,
+        best/'s model card (data, metrics, intervals) and DONE, in that order."""
+        from ambcore.models.checkpoint import write_model_card
+
+        paths = self.paths
+        if self.main:
+            if test_predictions is not None:
+                write_csv(
+                    paths.test_predictions,
+                    test_predictions.to_dict("records"),
+                    ("id", "y_true", "y_pred"),
+                )
+            write_json(paths.metrics, metrics)
+            write_model_card(paths.best, best_model, metrics, test_predictions)
+            write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.barrier()
 
 
 def clean_temp_files(root: str | Path) -> list[Path]:
@@ -822,6 +1026,23 @@ def run_status(run_dir: str | Path) -> str:
     return "unfinished" if paths.config.exists() else "empty"
 
 
+def config_diff(
+    saved: Mapping[str, Any], wanted: Config | Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """The keys of ``wanted`` (a ``Config`` or its ``to_dict()``) whose value ``saved`` (a
+    config's ``to_dict()``, or a ``config.json`` as read) does not hold, missing ones included:
+    ``{key: (saved value, wanted value)}`` in key order. The one comparison of two configs
+    (a run folder's against a resumed or reused run's, ``best/``'s against its run's, a sweep
+    cell's against its folder's)."""
+    wanted = wanted.to_dict() if isinstance(wanted, Config) else wanted
+    return {k: (saved.get(k), v) for k, v in sorted(wanted.items()) if saved.get(k) != v}
+
+
+def format_config_diff(diff: Mapping[str, tuple[Any, Any]], limit: int = 8, sep: str = "->") -> str:
+    """``config_diff`` in one line: ``key: saved SEP wanted`` for the first ``limit`` keys."""
+    return ", ".join(f"{k}: {a!r} {sep} {b!r}" for k, (a, b) in list(diff.items())[:limit])
+
+
 def check_best_config(run_dir: str | Path) -> None:
     """``best/config.json`` must be the run's ``config.json``: a best/ folder swapped in from
     another seed or configuration is refused (one line naming the differing keys)."""
@@ -833,12 +1054,11 @@ def check_best_config(run_dir: str | Path) -> None:
     if not best_path.is_file():
         raise AmbError(f"{paths.best}: no config.json (not a checkpoint of this run)")
     best_cfg = config_from_dict(saved_config(paths.best)).to_dict()
-    diff = sorted(k for k in run_cfg if best_cfg.get(k) != run_cfg[k])
+    diff = config_diff(run_cfg, best_cfg)
     if diff:
-        changes = ", ".join(f"{k}: {run_cfg[k]!r} vs {best_cfg.get(k)!r}" for k in diff[:6])
         raise AmbError(
-            f"{best_path} is not this run's configuration ({changes}); the checkpoint belongs "
-            "to another run"
+            f"{best_path} is not this run's configuration ({format_config_diff(diff, 6, 'vs')}); "
+            "the checkpoint belongs to another run"
         )
 
 

@@ -48,8 +48,8 @@ Backends
   ``cluster="local"`` for subprocesses on this machine, one cell per visible GPU at a time
   (or ``max_parallel`` on the CPU; of the ``submitit`` section only ``timeout_min`` applies).
 
-A per-run lock (``flock`` on ``<run>/.lock``) keeps two processes from training the same
-folder, e.g. when a sweep is restarted while its SLURM jobs still run.
+A per-run lock (``runs.FileLock`` on ``<run>/.lock``) keeps two processes from training the
+same folder, e.g. when a sweep is restarted while its SLURM jobs still run.
 """
 
 from __future__ import annotations
@@ -441,30 +441,17 @@ def plan_frame(cells: Sequence[SweepCell]) -> pd.DataFrame:
 
 @contextlib.contextmanager
 def _run_lock(run_dir: Path) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``<run_dir>/.lock``; yields False if another process has it."""
-    import fcntl
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the ``runs.FileLock`` on ``<run_dir>/.lock``; yields False if another holder has it."""
+    lock = runs.FileLock(run_dir / LOCK_FILE)
+    acquired = lock.acquire(blocking=False)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield acquired
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def _is_locked(run_dir: Path) -> bool:
-    if not (run_dir / LOCK_FILE).exists():
-        return False
-    with _run_lock(run_dir) as acquired:
-        return not acquired
+    return runs.FileLock(run_dir / LOCK_FILE).holder() is not None
 
 
 # finished_ok(run_dir, cfg) -> None when the DONE folder checks out, else what is wrong (one line)
@@ -492,10 +479,6 @@ def _config_only(run_dir: Path, cfg: Config) -> str | None:
     return _config_problem(runs.RunPaths(run_dir).config, cfg)
 
 
-def _config_diff(saved: Mapping[str, Any], cfg: Config) -> list[str]:
-    return sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
-
-
 def _read_config_json(path: Path) -> tuple[Any, str | None]:
     """(the parsed file, None) or (None, what is wrong with it)."""
     try:
@@ -510,7 +493,7 @@ def _config_problem(path: Path, cfg: Config) -> str | None:
     saved, problem = _read_config_json(path)
     if problem or not isinstance(saved, dict):
         return problem or f"{path.name} is not a JSON object"
-    diff = _config_diff(saved, cfg)
+    diff = list(runs.config_diff(saved, cfg))
     return f"{path.name} is another config (differs in {', '.join(diff[:8])})" if diff else None
 
 
@@ -772,7 +755,7 @@ def _adopt(cell: SweepCell, sweep_name: str, finished_ok: FinishedCheck) -> bool
     if not runs.is_done(cell.run_dir):
         return False
     saved, _ = _read_config_json(runs.RunPaths(cell.run_dir).config)
-    diff = _config_diff(saved, cell.cfg) if isinstance(saved, dict) else []
+    diff = list(runs.config_diff(saved, cell.cfg)) if isinstance(saved, dict) else []
     if diff:
         raise AmbError(
             f"{cell.run_dir}: a finished run with another config than cell {cell.name!r} "

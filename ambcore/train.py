@@ -24,17 +24,26 @@ Reproducibility
   any point (even ``kill -9``) continues with ``resume=True`` (CLI ``--resume``) from the last
   finished epoch and ends with the same metrics as an uninterrupted run. A run folder with a
   ``DONE`` marker is never trained again: its results are read back.
-- One ``train`` at a time per run folder: the folder's ``.lock`` is held (``fcntl.flock``) for
-  the whole call; a second process fails at once naming the holder's pid.
+- One ``train`` at a time per run folder: the folder's ``.train.lock`` is held
+  (``runs.FileLock``) for the whole call; a second process fails at once naming the holder's
+  pid.
 - A training loss or validation prediction that is not finite stops the run with
   ``DivergedError`` ("diverged at epoch N"): the epoch is not committed, ``best/`` and ``last/``
   keep the last good epochs and a ``DIVERGED`` marker (``ambcore.runs``) tells sweeps why.
 - The best checkpoint is read back through its SHA-256 check, and only when its
   ``config.json`` is the run's own (``runs.check_best_config``).
 
-``train_and_evaluate`` reads as its steps: refuse what cannot be trained, take the lock, set up
-(seed, data, model, optimizer, resume state), write the run's header files, train the epochs,
-evaluate the best checkpoint and finish.
+The loop
+--------
+As in flax's examples, the loop comes first, in the order it runs, over a small
+``TrainState`` (the model, its optimizer and schedule, the epoch, the best validation MAE so
+far and the patience counter) and a ``TrainSetup`` (config, device, data, tokenizer):
+``train_step`` (one batch), ``train_epoch`` (one pass over the training split), ``evaluate``
+(the validation split) and ``train_and_evaluate``, which reads as its steps. Everything about
+the run folder (the lock, refusing what cannot be trained, resuming, the DIVERGED marker, the
+best checkpoint, the config check, the files of a finished run) sits behind
+``runs.RunFolder``, one call per event: ``claim``, ``start``, ``best``, ``epoch``,
+``diverged``, ``finish``.
 
 Devices
 -------
@@ -61,7 +70,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +82,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ambcore import runs
-from ambcore.config import Config, config_from_dict
+from ambcore.config import Config
 from ambcore.data.types import Batch, MultimodalDataset, Split
 from ambcore.errors import AmbError, DataError, ModelConfigError
 from ambcore.metrics import sentiment_metrics
@@ -84,11 +93,18 @@ if TYPE_CHECKING:
     from ambcore.models.text_cache import TextCache
 
 __all__ = [
+    "TrainState",
+    "TrainSetup",
+    "train_step",
+    "train_epoch",
+    "evaluate",
+    "train_and_evaluate",
+    "set_up",
+    "create_train_state",
     "DivergedError",
     "TrainResult",
     "Evaluation",
     "Predictions",
-    "train_and_evaluate",
     "evaluate_run",
     "predict",
     "predict_split",
@@ -101,6 +117,232 @@ __all__ = [
 # Training steps between two progress-bar updates: each update reads the running loss from the
 # device (a host-device sync), so it is not done after every step.
 LOG_EVERY = 20
+
+
+# ---- the training loop ------------------------------------------------------------------------
+
+
+@dataclass
+class TrainSetup:
+    """What a training run works with and does not change: the config, the device, the data,
+    the tokenizer, the processes of a distributed run (built by ``set_up``)."""
+
+    cfg: Config
+    device: torch.device
+    dataset: MultimodalDataset | None = None
+    tokenizer: Any = None  # needed by noise-augmented training (cfg.noise_augment_rate)
+    dist: _Dist = field(default_factory=lambda: _Dist())
+    plm_ref: dict[str, Any] = field(default_factory=dict)  # env.json's "plm"
+
+
+@dataclass
+class TrainState:
+    """What training changes, epoch after epoch: the trainable weights (through the optimizer
+    and the schedule) and the early-stopping counters. A resumed run starts from the saved
+    ones (``create_train_state``, from ``runs.ResumeState``)."""
+
+    model: nn.Module  # the model itself: what is saved and evaluated
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None  # torch LR scheduler (cfg.warmup_ratio > 0), else None: constant
+    train_model: nn.Module | None = None  # as the steps call it (compiled, DDP); None: model
+    trainable: list[nn.Parameter] = field(default_factory=list)  # empty: model's trainable ones
+    epoch: int = 0  # the last finished epoch (1-based)
+    best_mae: float = math.inf  # the best validation MAE so far ...
+    best_epoch: int = 0  # ... and its epoch (0: none yet)
+    since_best: int = 0  # epochs since then: the patience counter
+    halvings_done: int = 0  # cfg.lr_halvings used so far
+    stopped_early: bool = False  # patience ran out
+    history: list[dict[str, Any]] = field(default_factory=list)  # history.csv's rows
+
+    def __post_init__(self) -> None:
+        if self.train_model is None:
+            self.train_model = self.model
+        if not self.trainable:
+            self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+
+def train_step(
+    state: TrainState, batch: Batch, setup: TrainSetup
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimizer step on ``batch`` (on the device): the forward pass, the task loss plus the
+    model's auxiliary loss (MISA's), backward, gradient clipping, the optimizer's and the
+    schedule's steps. Returns the task and auxiliary losses, detached and left on the device
+    (reading them would synchronise host and device)."""
+    cfg = setup.cfg
+    with autocast(cfg, setup.device):
+        out = state.train_model(batch)
+    task = _task_loss(cfg, out.prediction, batch.labels)  # ()
+    loss = task if out.aux_loss is None else task + out.aux_loss.float()
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    _clip_gradients(state.trainable, cfg)
+    state.optimizer.step()
+    if state.scheduler is not None:
+        state.scheduler.step()
+    return task.detach(), None if out.aux_loss is None else out.aux_loss.detach()
+
+
+def train_epoch(
+    state: TrainState, setup: TrainSetup, epoch: int, progress: bool = False, loader=None
+) -> tuple[float, float]:
+    """One pass over epoch ``epoch``'s training batches (``loader``, by default the training
+    split in the epoch's order); returns the mean task loss and the mean
+    auxiliary loss per utterance (summed over the ranks of a distributed run).
+
+    The losses are summed on the device and read once at the end (and every ``LOG_EVERY``
+    steps for the progress bar): no host-device synchronisation inside a step.
+    """
+    cfg, device, dist = setup.cfg, setup.device, setup.dist
+    if loader is None:
+        loader = _epoch_loader(setup.dataset["train"], setup.tokenizer, cfg, epoch, dist)
+    augment = _noise_augmenter(setup, epoch)
+    state.train_model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    total_aux = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and dist.main))
+    for step, batch in enumerate(bar, start=1):
+        if augment is not None:
+            batch = augment(batch)  # on the CPU, before the batch moves to the device
+        batch: Batch = batch.to(device, non_blocking=True)
+        task, aux = train_step(state, batch, setup)
+        n = len(batch)
+        total += task.double() * n
+        if aux is not None:
+            total_aux += aux.double() * n
+        count += n
+        if step % LOG_EVERY == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{total.item() / count:.4f}")
+    total, total_aux, count = dist.sum(total.item(), total_aux.item(), float(count), device=device)
+    return total / max(count, 1), total_aux / max(count, 1)
+
+
+def evaluate(state: TrainState, setup: TrainSetup, loader=None) -> Predictions:
+    """The model's predictions on the validation split (early stopping's measure)."""
+    valid = setup.dataset["valid"]
+    return predict_split(
+        state.model, valid, setup.tokenizer, setup.cfg, setup.device, loader=loader
+    )
+
+
+def train_and_evaluate(
+    cfg: Config,
+    run_dir: str | os.PathLike,
+    progress: bool = True,
+    resume: bool = False,
+    on_epoch_end: Callable[[int], None] | None = None,
+    dataset: MultimodalDataset | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` and evaluate the best checkpoint on valid and test.
+
+    ``resume``: continue an unfinished run in ``run_dir`` from its last finished epoch (without
+    it, a folder holding an unfinished run is refused). A folder marked DONE is read back, not
+    retrained. ``on_epoch_end(epoch)`` is called after each epoch's state has been committed.
+    One process at a time trains in a folder (``runs.RunFolder.claim``); a training loss or
+    validation MAE that is not finite stops the run (``DivergedError``, a ``DIVERGED`` marker).
+    ``dataset``: the data instead of ``cfg.data``; one without a test split (the tuner's,
+    ``ambcore.tune``) gives a run with no test metric and no test predictions (``valid_only``).
+    """
+    start_time = time.perf_counter()
+    dist = _init_distributed()
+    folder = runs.RunFolder(run_dir, cfg, main=dist.main, barrier=dist.barrier)
+    with folder.claim(resume):
+        if folder.reused:
+            return _result_from_folder(folder.paths, time.perf_counter() - start_time, True)
+        setup = set_up(cfg, dist, dataset)
+        state = create_train_state(setup, folder.resume_state, folder.paths.last)
+        folder.start(lambda: _new_env(setup))
+        valid_loader = _make_loader(setup.dataset["valid"], setup.tokenizer, cfg, shuffle=False)
+        bar = _epoch_bar(state, setup, progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            train_loss, train_aux = train_epoch(state, setup, epoch, progress)
+            valid_pred = evaluate(state, setup, valid_loader)
+            if _diverged(train_loss, valid_pred):
+                raise _stop_diverged(folder, state, epoch, train_loss, valid_pred)
+            valid = _metrics(valid_pred)
+            if _improves(state, epoch, valid["mae"]):
+                folder.best(lambda best: _save_best(state.model, state.optimizer, cfg, best))
+            if state.since_best >= cfg.patience and state.halvings_done < cfg.lr_halvings:
+                _halve_lr(state, folder, setup.device)
+            state.epoch = epoch
+            state.history.append(
+                _history_row(epoch, train_loss, train_aux, valid_pred, valid, t0, state)
+            )
+            folder.epoch(_resume_state(state, cfg))
+            bar.set_postfix(
+                train_loss=f"{train_loss:.3f}",
+                valid_mae=f"{valid['mae']:.3f}",
+                best_epoch=state.best_epoch,
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+            if state.since_best >= cfg.patience:
+                state.stopped_early = True
+                break
+        bar.close()
+        best_model, metrics, test_pred = _evaluate_best(folder, state, setup)
+        folder.finish(metrics, best_model, None if test_pred is None else test_pred.frame())
+        result = _result_from_folder(folder.paths, time.perf_counter() - start_time, False)
+    result.resumed_from_epoch = folder.resume_state.epoch if folder.resume_state else 0
+    return result
+
+
+class DivergedError(AmbError):
+    """A training loss or validation MAE that is not finite; the run folder is marked DIVERGED."""
+
+
+# ---- setting up: data, model, optimizer, the resume state -------------------------------------
+
+
+def set_up(cfg: Config, dist: _Dist, dataset: MultimodalDataset | None = None) -> TrainSetup:
+    """Seed everything (before anything random is drawn), then the device, the data (``cfg.data``
+    unless ``dataset`` is given) and the tokenizer."""
+    from ambcore.data import load_dataset
+    from ambcore.models.plm import load_tokenizer, resolve_plm_path
+
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device, dist.local_rank)
+    dataset = dataset if dataset is not None else load_dataset(cfg.data, cfg)
+    tokenizer = load_tokenizer(cfg)
+    plm_ref = {
+        "name": cfg.plm,
+        "resolved": resolve_plm_path(cfg.plm),
+        "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random"),
+    }
+    return TrainSetup(cfg, device, dataset, tokenizer, dist, plm_ref)
+
+
+def create_train_state(
+    setup: TrainSetup, saved: runs.ResumeState | None = None, saved_in: Path | None = None
+) -> TrainState:
+    """The model, its optimizer and schedule; with ``saved`` (a resumed run, read from
+    ``saved_in``) its weights, optimizer, schedule, RNG states and counters put back."""
+    from ambcore.models import build_model
+
+    cfg, dataset, device = setup.cfg, setup.dataset, setup.device
+    with _pickled_plm_refused(cfg):
+        model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, cfg, device, pretrained_parameters(model))
+    scheduler = None
+    if cfg.warmup_ratio > 0:  # created before a resumed optimizer state is loaded (initial_lr)
+        steps = len(_epoch_loader(dataset["train"], setup.tokenizer, cfg, 1, setup.dist))
+        scheduler = make_scheduler(optimizer, cfg, steps)
+    state = TrainState(model, optimizer, scheduler, trainable=trainable)
+    if saved is not None:
+        _check_trainable_tensors(saved.model, model, saved_in, "the resume state's tensors")
+        model.load_state_dict(saved.model, strict=False)
+        optimizer.load_state_dict(saved.optimizer)
+        if scheduler is not None and saved.scheduler is not None:
+            scheduler.load_state_dict(saved.scheduler)
+        runs.restore_rng_state(saved.rng_tensors, saved.rng_scalars)
+        state.epoch, state.history = saved.epoch, list(saved.history)
+        state.best_mae, state.best_epoch = saved.best_valid_mae, saved.best_epoch
+        state.since_best, state.halvings_done = saved.epochs_since_best, saved.lr_halvings_done
+    state.stopped_early = state.since_best >= cfg.patience  # a resumed run killed before DONE
+    state.train_model = _training_model(model, setup)
+    return state
 
 
 # ---- typed results ---------------------------------------------------------------------------
@@ -254,21 +496,6 @@ def _clip_gradients(trainable, cfg: Config) -> None:
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
 
 
-def _restore_best(
-    model: nn.Module, optimizer: torch.optim.Optimizer, paths: runs.RunPaths, device: torch.device
-) -> None:
-    """Put the best epoch's trainable weights and optimizer state back (``cfg.lr_halvings``)."""
-    from ambcore.models.checkpoint import WEIGHTS_FILE
-
-    runs.recover_dir_swap(paths.best)
-    saved = runs.load_tensors(paths.best / WEIGHTS_FILE)
-    params = _check_trainable_tensors(saved, model, paths.best, "the best weights")
-    with torch.no_grad():
-        for name, value in saved.items():
-            params[name].copy_(value.to(device))
-    optimizer.load_state_dict(runs.load_optimizer_state(paths.best))
-
-
 def _task_loss(cfg: Config, prediction: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     prediction = prediction.float().reshape(-1)  # (B,)
     labels = labels.float().reshape(-1)  # (B,)
@@ -403,19 +630,7 @@ def _metrics(pred: Predictions) -> dict[str, Any]:
         return sentiment_metrics(pred.y_pred, pred.y_true)
 
 
-# ---- training ---------------------------------------------------------------------------------
-
-
-def _check_same_config(paths: runs.RunPaths, cfg: Config) -> None:
-    saved = config_from_dict(runs.read_json(paths.config)).to_dict()
-    wanted = cfg.to_dict()
-    diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
-    if diff:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in diff[:8])
-        raise AmbError(
-            f"{paths.root} holds a run with a different config ({changes}); "
-            "choose another folder for this config"
-        )
+# ---- the steps of train_and_evaluate ------------------------------------------------------------
 
 
 def _result_from_folder(paths: runs.RunPaths, seconds: float, reused: bool) -> TrainResult:
@@ -438,171 +653,6 @@ def _result_from_folder(paths: runs.RunPaths, seconds: float, reused: bool) -> T
     )
 
 
-def train_and_evaluate(
-    cfg: Config,
-    run_dir: str | os.PathLike,
-    progress: bool = True,
-    resume: bool = False,
-    on_epoch_end: Callable[[int], None] | None = None,
-    dataset: MultimodalDataset | None = None,
-) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` and evaluate the best checkpoint on valid and test.
-
-    ``resume``: continue an unfinished run in ``run_dir`` from its last finished epoch (without
-    it, a folder holding an unfinished run is refused). A folder marked DONE is read back, not
-    retrained. ``on_epoch_end(epoch)`` is called after each epoch's state has been committed.
-    One process at a time trains in a folder (``runs.run_lock``); a training loss or validation
-    MAE that is not finite stops the run (``DivergedError``, a ``DIVERGED`` marker).
-    ``dataset``: the data instead of ``cfg.data``; one without a test split (the tuner's,
-    ``ambcore.tune``) gives a run with no test metric and no test predictions (``valid_only``).
-    """
-    start_time = time.perf_counter()
-    paths = runs.RunPaths(Path(run_dir))
-    _check_run_folder(paths)
-    if paths.done.exists():
-        return _reuse_finished(paths, cfg, start_time)
-    with runs.run_lock(paths.root, enabled=_is_rank_zero()):
-        if paths.done.exists():  # finished by another process before the lock was taken
-            return _reuse_finished(paths, cfg, start_time)
-        _check_can_train(paths, cfg, resume)
-        setup = _set_up(cfg, paths, resume, dataset)
-        _write_run_header(setup)
-        loop = _train_epochs(setup, progress, on_epoch_end)
-        _evaluate_best_and_finish(setup, loop)
-        result = _result_from_folder(paths, time.perf_counter() - start_time, reused=False)
-    result.resumed_from_epoch = setup.state.epoch if setup.state else 0
-    return result
-
-
-class DivergedError(AmbError):
-    """A training loss or validation MAE that is not finite; the run folder is marked DIVERGED."""
-
-
-@dataclass
-class _Setup:
-    """Everything one training call works with, built by ``_set_up`` in a fixed order."""
-
-    cfg: Config
-    paths: runs.RunPaths
-    dist: _Dist
-    device: torch.device
-    dataset: MultimodalDataset
-    tokenizer: Any
-    model: nn.Module
-    trainable: list[nn.Parameter]
-    n_trainable: int
-    optimizer: torch.optim.Optimizer
-    scheduler: Any  # torch LR scheduler or None
-    plm_ref: dict[str, Any]
-    state: runs.ResumeState | None  # what a resumed run continues from
-
-
-@dataclass
-class _Loop:
-    """The epoch loop's counters; a resumed run starts from the saved ones."""
-
-    history: list[dict[str, Any]]
-    best_mae: float = math.inf
-    best_epoch: int = 0
-    since_best: int = 0  # the patience counter
-    halvings_done: int = 0
-    stopped_early: bool = False
-
-    @classmethod
-    def start(cls, state: runs.ResumeState | None) -> _Loop:
-        if state is None:
-            return cls(history=[])
-        return cls(
-            list(state.history),
-            state.best_valid_mae,
-            state.best_epoch,
-            state.epochs_since_best,
-            state.lr_halvings_done,
-        )
-
-
-def _is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _check_run_folder(paths: runs.RunPaths) -> None:
-    if paths.root.exists() and not paths.root.is_dir():
-        raise AmbError(f"{paths.root} exists and is not a folder; the run folder must be a folder")
-
-
-def _reuse_finished(paths: runs.RunPaths, cfg: Config, start_time: float) -> TrainResult:
-    _check_same_config(paths, cfg)
-    return _result_from_folder(paths, time.perf_counter() - start_time, reused=True)
-
-
-def _check_can_train(paths: runs.RunPaths, cfg: Config, resume: bool) -> None:
-    diverged = runs.read_diverged(paths.root)
-    if diverged is not None:
-        raise AmbError(
-            f"{paths.root}: the run diverged at epoch {diverged.get('epoch')} (see DIVERGED); "
-            "the same config would diverge again: choose another folder or config"
-        )
-    if paths.config.exists():
-        if not resume:
-            raise AmbError(
-                f"{paths.root} holds an unfinished run; continue it with --resume "
-                "(resume=True) or choose another folder"
-            )
-        _check_same_config(paths, cfg)
-
-
-def _set_up(
-    cfg: Config, paths: runs.RunPaths, resume: bool, dataset: MultimodalDataset | None = None
-) -> _Setup:
-    """Seed, then data, tokenizer, model, optimizer and schedule; the resume state restored."""
-    from ambcore.data import load_dataset
-    from ambcore.models import build_model
-    from ambcore.models.plm import load_tokenizer, resolve_plm_path
-
-    dist = _init_distributed()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device, dist.local_rank)
-    dataset = dataset if dataset is not None else load_dataset(cfg.data, cfg)
-    tokenizer = load_tokenizer(cfg)
-    with _pickled_plm_refused(cfg):
-        model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, cfg, device, pretrained_parameters(model))
-    scheduler = None
-    if cfg.warmup_ratio > 0:  # created before a resumed optimizer state is loaded (initial_lr)
-        steps = len(_epoch_loader(dataset["train"], tokenizer, cfg, 1, dist))
-        scheduler = make_scheduler(optimizer, cfg, steps)
-    plm_ref = {
-        "name": cfg.plm,
-        "resolved": resolve_plm_path(cfg.plm),
-        "random_init": bool(cfg.plm_random_init or cfg.plm == "tiny-random"),
-    }
-    state = runs.load_resume_state(paths.last) if resume else None
-    if state is not None:
-        _check_state(state, model, paths)
-        model.load_state_dict(state.model, strict=False)
-        optimizer.load_state_dict(state.optimizer)
-        if scheduler is not None and state.scheduler is not None:
-            scheduler.load_state_dict(state.scheduler)
-        runs.restore_rng_state(state.rng_tensors, state.rng_scalars)
-    n_trainable = sum(p.numel() for p in trainable)
-    return _Setup(
-        cfg,
-        paths,
-        dist,
-        device,
-        dataset,
-        tokenizer,
-        model,
-        trainable,
-        n_trainable,
-        optimizer,
-        scheduler,
-        plm_ref,
-        state,
-    )
-
-
 @contextlib.contextmanager
 def _pickled_plm_refused(cfg: Config):
     """torch's weights-only refusal of a PLM's pickled weights, as one line naming the PLM."""
@@ -618,33 +668,8 @@ def _pickled_plm_refused(cfg: Config):
         ) from None
 
 
-def _write_run_header(setup: _Setup) -> None:
-    """config.json and env.json (a resumed run: its env gains a ``resumed`` entry and its
-    history.csv is rebuilt from the resume state); crash leftovers are removed first."""
-    paths, state, dist = setup.paths, setup.state, setup.dist
-    if dist.main:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        runs.recover_dir_swap(paths.best)
-        runs.clean_temp_files(paths.root)
-        if state is None:
-            paths.history.unlink(missing_ok=True)  # rows of a run that never committed an epoch
-            runs.write_json(paths.config, setup.cfg.to_dict())
-            env = _new_env(setup)
-        else:
-            runs.write_csv(paths.history, state.history, runs.HISTORY_COLUMNS)
-            env = runs.read_json(paths.env)
-            env.setdefault("resumed", []).append(
-                {
-                    "after_epoch": state.epoch,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "hostname": runs.collect_env(setup.device)["hostname"],
-                }
-            )
-        runs.write_json(paths.env, env)
-    dist.barrier()
-
-
-def _new_env(setup: _Setup) -> dict[str, Any]:
+def _new_env(setup: TrainSetup) -> dict[str, Any]:
+    """env.json of a new run: what produced it (``runs.collect_env``) and its data."""
     dataset = setup.dataset
     env = runs.collect_env(
         setup.device,
@@ -661,9 +686,9 @@ def _new_env(setup: _Setup) -> dict[str, Any]:
     return env
 
 
-def _training_model(setup: _Setup) -> nn.Module:
+def _training_model(model: nn.Module, setup: TrainSetup) -> nn.Module:
     """The model as the training steps call it: compiled on CUDA, wrapped by DDP on >1 rank."""
-    train_model: nn.Module = setup.model
+    train_model: nn.Module = model
     if setup.cfg.compile and setup.device.type == "cuda":
         torch.use_deterministic_algorithms(True, warn_only=True)  # the compiler's flag too
         train_model = torch.compile(train_model)
@@ -676,136 +701,115 @@ def _training_model(setup: _Setup) -> nn.Module:
     return train_model
 
 
-def _train_epochs(setup: _Setup, progress: bool, on_epoch_end) -> _Loop:
-    """Epochs until ``max_epochs`` or patience runs out; each one committed to ``last/``."""
-    cfg, dist = setup.cfg, setup.dist
-    train_model = _training_model(setup)
-    loop = _Loop.start(setup.state)
-    valid_loader = _make_loader(setup.dataset["valid"], setup.tokenizer, cfg, shuffle=False)
-    loop.stopped_early = loop.since_best >= cfg.patience
-    first_epoch = setup.state.epoch + 1 if setup.state else 1
-    epochs = range(first_epoch, cfg.max_epochs + 1) if not loop.stopped_early else range(0)
-    bar = tqdm(
+def _epoch_bar(state: TrainState, setup: TrainSetup, progress: bool):
+    """The epochs left to train (none when patience already ran out), as a progress bar."""
+    cfg = setup.cfg
+    epochs = range(state.epoch + 1, cfg.max_epochs + 1) if not state.stopped_early else range(0)
+    return tqdm(
         epochs,
         desc=f"train {cfg.model} ({cfg.preset}, seed {cfg.seed})",
-        disable=not (progress and dist.main),
+        disable=not (progress and setup.dist.main),
     )
-    for epoch in bar:
-        t0 = time.perf_counter()
-        loader = _epoch_loader(setup.dataset["train"], setup.tokenizer, cfg, epoch, dist)
-        train_loss, train_aux = _train_one_epoch(
-            train_model,
-            loader,
-            setup.tokenizer,
-            setup.optimizer,
-            setup.trainable,
-            cfg,
-            setup.device,
-            dist,
-            epoch,
-            progress,
-            scheduler=setup.scheduler,
-        )
-        valid_pred = predict_split(
-            setup.model,
-            setup.dataset["valid"],
-            setup.tokenizer,
-            cfg,
-            setup.device,
-            loader=valid_loader,
-        )
-        _stop_if_diverged(setup, loop, epoch, train_loss, valid_pred)
-        valid = _metrics(valid_pred)
-        _track_best(setup, loop, epoch, valid["mae"])
-        _halve_lr_if_patience_ran_out(setup, loop)
-        loop.history.append(
-            _history_row(
-                epoch,
-                train_loss,
-                train_aux,
-                valid_pred,
-                valid,
-                time.perf_counter() - t0,
-                setup.optimizer,
-            )
-        )
-        _commit_epoch(setup, loop, epoch)
-        bar.set_postfix(
-            train_loss=f"{train_loss:.3f}",
-            valid_mae=f"{valid['mae']:.3f}",
-            best_epoch=loop.best_epoch,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
-        if loop.since_best >= cfg.patience:
-            loop.stopped_early = True
-            break
-    bar.close()
-    return loop
 
 
-def _stop_if_diverged(
-    setup: _Setup, loop: _Loop, epoch: int, train_loss: float, valid_pred: Predictions
-) -> None:
+def _epoch_loader(split: Split, tokenizer, cfg: Config, epoch: int, dist: _Dist):
+    """Epoch ``epoch``'s training batches; the order depends on (seed, epoch) only."""
+    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+    if dist.world_size == 1:
+        return _make_loader(split, tokenizer, cfg, shuffle=True, generator=generator)
+    # One permutation shared by all ranks, padded to a multiple of the world size so that every
+    # rank runs the same number of steps (as torch's DistributedSampler does).
+    perm = torch.randperm(len(split), generator=generator).tolist()
+    perm += perm[: (-len(perm)) % dist.world_size]
+    shard = perm[dist.rank :: dist.world_size]
+    return _make_loader(_subset(split, shard), tokenizer, cfg, shuffle=True, generator=generator)
+
+
+def _noise_augmenter(setup: TrainSetup, epoch: int) -> Callable[[Batch], Batch] | None:
+    """Noise-augmented training (``cfg.noise_augment_rate`` > 0; ``ambcore.noise``, beyond the
+    thesis): each training batch perturbed, from a stream of its own, a function of (seed,
+    epoch, rank), so that a resumed run repeats the same draws. None: no augmentation."""
+    cfg = setup.cfg
+    if cfg.noise_augment_rate <= 0:
+        return None
+    from ambcore.noise import TokenizerInfo, noise_augment
+
+    info = TokenizerInfo.from_tokenizer(setup.tokenizer)
+    noise_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed + 7919, epoch) + setup.dist.rank)
+
+    def augment(batch: Batch) -> Batch:
+        return noise_augment(batch, cfg.noise_augment_rate, noise_gen, info).batch
+
+    return augment
+
+
+def _diverged(train_loss: float, valid_pred: Predictions) -> bool:
+    return not (math.isfinite(train_loss) and bool(np.isfinite(valid_pred.y_pred).all()))
+
+
+def _stop_diverged(
+    folder: runs.RunFolder, state: TrainState, epoch: int, train_loss: float, valid_pred
+) -> DivergedError:
     """A non-finite training loss or validation prediction ends the run: ``DIVERGED`` is written,
-    best/ and last/ keep the last good epochs (this epoch is not committed)."""
-    if math.isfinite(train_loss) and bool(np.isfinite(valid_pred.y_pred).all()):
-        return
+    best/ and last/ keep the last good epochs (this epoch is not committed). Returns the error
+    to raise."""
     valid_mae = float(np.mean(np.abs(valid_pred.y_pred - valid_pred.y_true)))
     kept = (
-        f"best/ keeps epoch {loop.best_epoch}, last/ epoch {epoch - 1}"
-        if loop.best_epoch
+        f"best/ keeps epoch {state.best_epoch}, last/ epoch {epoch - 1}"
+        if state.best_epoch
         else "no earlier epoch was kept"
     )
     message = (
-        f"{setup.paths.root}: diverged at epoch {epoch} (training loss {train_loss:.4g}, "
+        f"{folder.paths.root}: diverged at epoch {epoch} (training loss {train_loss:.4g}, "
         f"validation MAE {valid_mae:.4g}); {kept}; try a lower lr or grad_clip"
     )
-    if setup.dist.main:
-        runs.mark_diverged(
-            setup.paths.root,
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "valid_mae": valid_mae,
-                "best_epoch": loop.best_epoch,
-                "last_epoch": epoch - 1,
-                "message": message,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
-    raise DivergedError(message)
+    folder.diverged(
+        {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "valid_mae": valid_mae,
+            "best_epoch": state.best_epoch,
+            "last_epoch": epoch - 1,
+            "message": message,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
+    return DivergedError(message)
 
 
-def _track_best(setup: _Setup, loop: _Loop, epoch: int, valid_mae: float) -> None:
-    """A better validation MAE resets patience and becomes ``best/``."""
-    if valid_mae < loop.best_mae:
-        loop.best_mae, loop.best_epoch, loop.since_best = valid_mae, epoch, 0
-        if setup.dist.main:
-            runs.replace_dir(
-                setup.paths.best,
-                lambda folder: _save_best(setup.model, setup.optimizer, setup.cfg, folder),
-            )
-    else:
-        loop.since_best += 1
+def _improves(state: TrainState, epoch: int, valid_mae: float) -> bool:
+    """A better validation MAE resets patience (and becomes best/); else patience counts."""
+    if valid_mae < state.best_mae:
+        state.best_mae, state.best_epoch, state.since_best = valid_mae, epoch, 0
+        return True
+    state.since_best += 1
+    return False
 
 
-def _halve_lr_if_patience_ran_out(setup: _Setup, loop: _Loop) -> None:
-    """MISA's recipe (``cfg.lr_halvings``): back to the best epoch (weights and optimizer
-    state), half the learning rate in use, patience afresh. Before the resume state is
-    written, so a resumed run continues from the restored weights."""
-    cfg, optimizer, scheduler = setup.cfg, setup.optimizer, setup.scheduler
-    if not (loop.since_best >= cfg.patience and loop.halvings_done < cfg.lr_halvings):
-        return
+def _save_best(model: nn.Module, optimizer, cfg: Config, folder: Path) -> None:
+    _unwrap(model).save_pretrained(folder)
+    if cfg.lr_halvings > 0:  # restored with the weights when patience runs out
+        runs.save_optimizer_state(folder, optimizer.state_dict())
+
+
+def _halve_lr(state: TrainState, folder: runs.RunFolder, device: torch.device) -> None:
+    """MISA's recipe (``cfg.lr_halvings``), when patience runs out: back to the best epoch
+    (weights and optimizer state), half the learning rate in use, patience afresh. Before the
+    resume state is written, so a resumed run continues from the restored weights."""
+    optimizer, scheduler = state.optimizer, state.scheduler
     in_use = [group["lr"] for group in optimizer.param_groups]
-    setup.dist.barrier()
-    _restore_best(setup.model, optimizer, setup.paths, setup.device)
+    weights, optimizer_state = folder.best_state()
+    params = _check_trainable_tensors(weights, state.model, folder.paths.best, "the best weights")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(device))
+    optimizer.load_state_dict(optimizer_state)
     for group, lr in zip(optimizer.param_groups, in_use):
         group["lr"] = lr * 0.5
     if scheduler is not None:
         scheduler.base_lrs = [lr * 0.5 for lr in scheduler.base_lrs]
-    loop.halvings_done += 1
-    loop.since_best = 0
+    state.halvings_done += 1
+    state.since_best = 0
 
 
 def _history_row(
@@ -814,8 +818,8 @@ def _history_row(
     train_aux: float,
     valid_pred: Predictions,
     valid: dict[str, Any],
-    seconds: float,
-    optimizer,
+    start: float,
+    state: TrainState,
 ) -> dict[str, Any]:
     return {
         "epoch": epoch,
@@ -825,58 +829,49 @@ def _history_row(
         "valid_mae": valid["mae"],
         "valid_acc7": valid["acc7"],
         "valid_corr": valid["corr"],
-        "seconds": seconds,
-        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - start,
+        "lr": state.optimizer.param_groups[0]["lr"],
     }
 
 
-def _commit_epoch(setup: _Setup, loop: _Loop, epoch: int) -> None:
-    """history.csv, then the resume state (``last/state.json`` is the commit): a crash between
-    the two is resumed from the previous epoch, whose state rebuilds the history."""
-    if setup.dist.main:
-        runs.write_csv(setup.paths.history, loop.history, runs.HISTORY_COLUMNS)
-        rng_tensors, rng_scalars = runs.capture_rng_state()
-        scheduler = setup.scheduler
-        runs.save_resume_state(
-            setup.paths.last,
-            runs.ResumeState(
-                epoch=epoch,
-                model={
-                    n: p.detach()
-                    for n, p in _unwrap(setup.model).named_parameters()
-                    if p.requires_grad
-                },
-                optimizer=setup.optimizer.state_dict(),
-                rng_tensors=rng_tensors,
-                rng_scalars=rng_scalars,
-                best_valid_mae=loop.best_mae,
-                best_epoch=loop.best_epoch,
-                epochs_since_best=loop.since_best,
-                history=loop.history,
-                config_json=setup.cfg.to_json(),
-                scheduler=None if scheduler is None else scheduler.state_dict(),
-                lr_halvings_done=loop.halvings_done,
-            ),
-        )
-    setup.dist.barrier()
+def _resume_state(state: TrainState, cfg: Config) -> runs.ResumeState:
+    """What ``last/`` keeps after epoch ``state.epoch``: the trainable weights, the optimizer and
+    schedule, the RNG states and the counters."""
+    rng_tensors, rng_scalars = runs.capture_rng_state()
+    scheduler = state.scheduler
+    return runs.ResumeState(
+        epoch=state.epoch,
+        model={
+            n: p.detach() for n, p in _unwrap(state.model).named_parameters() if p.requires_grad
+        },
+        optimizer=state.optimizer.state_dict(),
+        rng_tensors=rng_tensors,
+        rng_scalars=rng_scalars,
+        best_valid_mae=state.best_mae,
+        best_epoch=state.best_epoch,
+        epochs_since_best=state.since_best,
+        history=state.history,
+        config_json=cfg.to_json(),
+        scheduler=None if scheduler is None else scheduler.state_dict(),
+        lr_halvings_done=state.halvings_done,
+    )
 
 
-def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
+def _evaluate_best(folder: runs.RunFolder, state: TrainState, setup: TrainSetup):
     """The best checkpoint, read back from disk (the reported numbers are those of the files),
-    on valid and test; then test_predictions.csv, metrics.json, best/'s model card (data,
-    metrics, intervals) and DONE."""
+    on valid and test (none for a valid-only run: the tuner's); returns the model, the
+    metrics.json record and the test predictions (or None)."""
     from ambcore.models import load_pretrained
-    from ambcore.models.checkpoint import write_model_card
 
-    cfg, dataset, paths = setup.cfg, setup.dataset, setup.paths
-    if loop.best_epoch == 0:
+    cfg, dataset = setup.cfg, setup.dataset
+    if state.best_epoch == 0:
         raise AmbError(
-            f"{paths.root}: no epoch has a validation MAE to select "
+            f"{folder.paths.root}: no epoch has a validation MAE to select "
             f"(max_epochs={cfg.max_epochs}, patience={cfg.patience})"
         )
-    runs.check_best_config(paths.root)
+    best_dir = folder.best_checkpoint()
     with _pickled_plm_refused(cfg):
-        best_model = load_pretrained(paths.best).to(setup.device)
+        best_model = load_pretrained(best_dir).to(setup.device)
     valid_pred = predict_split(best_model, dataset["valid"], setup.tokenizer, cfg, setup.device)
     valid_only = "test" not in dataset.splits  # a tuning trial: the test split is not given
     test_pred = (
@@ -885,25 +880,13 @@ def _evaluate_best_and_finish(setup: _Setup, loop: _Loop) -> None:
         else predict_split(best_model, dataset["test"], setup.tokenizer, cfg, setup.device)
     )
     train_mean = float(np.mean(dataset["train"].labels))
-    metrics = _metrics_record(setup, loop, valid_pred, test_pred, train_mean)
-    if setup.dist.main:
-        if test_pred is not None:
-            runs.write_csv(
-                paths.test_predictions,
-                test_pred.frame().to_dict("records"),
-                ("id", "y_true", "y_pred"),
-            )
-        runs.write_json(paths.metrics, metrics)
-        write_model_card(
-            paths.best, best_model, metrics, None if test_pred is None else test_pred.frame()
-        )
-        runs.write_json(paths.done, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    setup.dist.barrier()
+    metrics = _metrics_record(setup, state, valid_pred, test_pred, train_mean)
+    return best_model, metrics, test_pred
 
 
 def _metrics_record(
-    setup: _Setup,
-    loop: _Loop,
+    setup: TrainSetup,
+    state: TrainState,
     valid_pred: Predictions,
     test_pred: Predictions | None,
     train_mean: float,
@@ -929,11 +912,11 @@ def _metrics_record(
         "text_adaptation": cfg.text_adaptation,
         "preset": cfg.preset,
         "seed": cfg.seed,
-        "best_epoch": loop.best_epoch,
-        "epochs_run": len(loop.history),
-        "stopped_early": loop.stopped_early,
-        "lr_halvings_done": loop.halvings_done,
-        "n_trainable_params": setup.n_trainable,
+        "best_epoch": state.best_epoch,
+        "epochs_run": len(state.history),
+        "stopped_early": state.stopped_early,
+        "lr_halvings_done": state.halvings_done,
+        "n_trainable_params": sum(p.numel() for p in state.trainable),
         "device": str(setup.device),
         "world_size": setup.dist.world_size,
     }
@@ -941,12 +924,6 @@ def _metrics_record(
         record["test"] = _metrics(test_pred)
         record["test_baseline_train_mean"] = mean_label(test_pred)
     return record
-
-
-def _save_best(model: nn.Module, optimizer, cfg: Config, folder: Path) -> None:
-    _unwrap(model).save_pretrained(folder)
-    if cfg.lr_halvings > 0:  # restored with the weights when patience runs out
-        runs.save_optimizer_state(folder, optimizer.state_dict())
 
 
 def _check_trainable_tensors(
@@ -963,82 +940,6 @@ def _check_trainable_tensors(
             f"({len(saved)} saved, {len(params)} expected)"
         )
     return params
-
-
-def _check_state(state: runs.ResumeState, model: nn.Module, paths: runs.RunPaths) -> None:
-    _check_trainable_tensors(state.model, model, paths.last, "the resume state's tensors")
-
-
-def _epoch_loader(split: Split, tokenizer, cfg: Config, epoch: int, dist: _Dist):
-    """Epoch ``epoch``'s training batches; the order depends on (seed, epoch) only."""
-    generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-    if dist.world_size == 1:
-        return _make_loader(split, tokenizer, cfg, shuffle=True, generator=generator)
-    # One permutation shared by all ranks, padded to a multiple of the world size so that every
-    # rank runs the same number of steps (as torch's DistributedSampler does).
-    perm = torch.randperm(len(split), generator=generator).tolist()
-    perm += perm[: (-len(perm)) % dist.world_size]
-    shard = perm[dist.rank :: dist.world_size]
-    return _make_loader(_subset(split, shard), tokenizer, cfg, shuffle=True, generator=generator)
-
-
-def _train_one_epoch(
-    model,
-    loader,
-    tokenizer,
-    optimizer,
-    trainable,
-    cfg,
-    device,
-    dist,
-    epoch,
-    progress,
-    scheduler=None,
-):
-    """One pass over ``loader``; returns the mean task loss and mean auxiliary loss per sample.
-
-    The losses are summed on the device and read once at the end (and every ``LOG_EVERY``
-    steps for the progress bar): no host-device synchronisation inside a step.
-    """
-    model.train()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    total_aux = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    augment = None
-    if cfg.noise_augment_rate > 0:  # noise-augmented training (ambcore.noise; beyond the thesis)
-        from ambcore.noise import TokenizerInfo, noise_augment
-
-        info = TokenizerInfo.from_tokenizer(tokenizer)
-        # Its own stream, a function of (seed, epoch, rank): resuming repeats the same draws.
-        noise_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed + 7919, epoch) + dist.rank)
-
-        def augment(batch: Batch) -> Batch:
-            return noise_augment(batch, cfg.noise_augment_rate, noise_gen, info).batch
-
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not (progress and dist.main))
-    for step, batch in enumerate(bar, start=1):
-        if augment is not None:
-            batch = augment(batch)  # on the CPU, before the batch moves to the device
-        batch: Batch = batch.to(device, non_blocking=True)
-        with autocast(cfg, device):
-            out = model(batch)
-        task = _task_loss(cfg, out.prediction, batch.labels)  # ()
-        loss = task if out.aux_loss is None else task + out.aux_loss.float()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip_gradients(trainable, cfg)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        n = len(batch)
-        total += task.detach().double() * n
-        if out.aux_loss is not None:
-            total_aux += out.aux_loss.detach().double() * n
-        count += n
-        if step % LOG_EVERY == 0 and not bar.disable:
-            bar.set_postfix(loss=f"{total.item() / count:.4f}")
-    total, total_aux, count = dist.sum(total.item(), total_aux.item(), float(count), device=device)
-    return total / max(count, 1), total_aux / max(count, 1)
 
 
 # ---- using a finished run ----------------------------------------------------------------------

@@ -515,8 +515,9 @@ def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
 # ---- the journal: its lock, its fingerprint, damage ------------------------------------------
 
 
-class JournalLock:
-    """The journal's lock: ``flock`` on ``<journal>.flock``, held while a process appends.
+class JournalLock(runs.FileLock):
+    """The journal's lock: the ``runs.FileLock`` on ``<journal>.flock``, held while a process
+    appends.
 
     The kernel releases it when its holder dies, so a ``kill -9`` during an append leaves
     nothing for the next process to wait out (Optuna's default lock, a symlink, is waited on
@@ -524,35 +525,7 @@ class JournalLock:
     processes on several machines sharing a journal still exclude each other."""
 
     def __init__(self, journal: str | os.PathLike):
-        self.path = f"{journal}.flock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        import fcntl
-
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-    def __enter__(self) -> JournalLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+        super().__init__(f"{journal}.flock")
 
 
 def _say(message: str) -> None:

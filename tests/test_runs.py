@@ -12,6 +12,7 @@ import torch
 
 from ambcore import runs
 from ambcore.config import get_config
+from ambcore.errors import AmbError
 
 
 def test_atomic_write_failure_keeps_previous_file(tmp_path, monkeypatch):
@@ -198,3 +199,76 @@ def test_default_run_dir(monkeypatch, tmp_path):
     assert changed.name.startswith("amb-seed0-") and changed != runs.default_run_dir(
         get_config("smoke", lr=0.2)
     )
+
+
+# ---- the one lock, the one config diff, the run folder's events --------------------------------
+
+
+def test_file_lock_is_exclusive_and_names_its_holder(tmp_path):
+    path = tmp_path / "sub" / ".lock"
+    first, second = runs.FileLock(path), runs.FileLock(path)
+    assert first.holder() is None  # no file yet
+    assert first.acquire(blocking=False)  # creates the folder and the file
+    assert first.holder() == os.getpid()
+    assert not second.acquire(blocking=False)  # one open file holds it, even in one process
+    first.release()
+    assert first.holder() is None
+    with second:  # the blocking form, as the tuning journal takes it
+        assert not first.acquire(blocking=False)
+    assert first.acquire(blocking=False)
+    first.release()
+
+
+def test_config_diff_names_what_differs():
+    cfg = get_config("smoke")
+    saved = cfg.to_dict()
+    assert runs.config_diff(saved, cfg) == {}
+    saved.pop("lr")
+    saved["seed"] = cfg.seed + 1
+    diff = runs.config_diff(saved, cfg)
+    assert diff == {"lr": (None, cfg.lr), "seed": (cfg.seed + 1, cfg.seed)}
+    assert runs.format_config_diff(diff, limit=1) == f"lr: None -> {cfg.lr!r}"
+    assert runs.format_config_diff(diff, sep="vs").endswith(f"seed: {cfg.seed + 1} vs {cfg.seed}")
+
+
+def test_run_folder_events_write_the_run_files(tmp_path):
+    cfg = get_config("smoke")
+    folder = runs.RunFolder(tmp_path / "run", cfg)
+    with folder.claim(resume=False):
+        assert not folder.reused and folder.resume_state is None
+        assert runs.lock_holder(folder.paths.root) == os.getpid()
+        folder.start(lambda: {"made": "here"})
+        assert runs.read_config(folder.paths.root) == cfg
+        folder.best(lambda best: (best / "weights").write_text("w"))
+        state = runs.ResumeState(
+            epoch=1,
+            model={"w": torch.zeros(2)},
+            optimizer={"state": {}, "param_groups": []},
+            rng_tensors={"t": torch.zeros(1)},
+            rng_scalars={},
+            best_valid_mae=0.5,
+            best_epoch=1,
+            epochs_since_best=0,
+            history=[{"epoch": 1, "train_loss": 1.0}],
+            config_json=cfg.to_json(),
+        )
+        folder.epoch(state)
+    assert runs.lock_holder(folder.paths.root) is None
+    assert len(runs.read_history(folder.paths.root)) == 1
+    assert runs.load_resume_state(folder.paths.last).best_valid_mae == 0.5
+    assert (folder.paths.best / "weights").read_text() == "w"
+
+    with pytest.raises(AmbError, match="unfinished run; continue it with --resume"):
+        with runs.RunFolder(folder.paths.root, cfg).claim(resume=False):
+            pass
+    other = get_config("smoke", lr=cfg.lr * 2)
+    with pytest.raises(AmbError, match="different config .*lr: "):
+        with runs.RunFolder(folder.paths.root, other).claim(resume=True):
+            pass
+    again = runs.RunFolder(folder.paths.root, cfg)
+    with again.claim(resume=True):
+        assert again.resume_state.epoch == 1
+        again.diverged({"epoch": 2, "message": "diverged at epoch 2"})
+    with pytest.raises(AmbError, match="diverged at epoch 2"):
+        with runs.RunFolder(folder.paths.root, cfg).claim(resume=True):
+            pass

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from ambcore import runs
@@ -373,3 +374,28 @@ def test_cli_predict_is_model_predict(reference_run, tmp_path):
         train.texts, train.visual, train.acoustic, batch_size=7
     )
     np.testing.assert_allclose(scores, on_disk[on_disk["split"] == "train"]["y_pred"], atol=1e-6)
+
+
+def test_one_train_step_changes_exactly_the_trainable_parameters():
+    """flax's check: one step of the loop moves the trainable weights and nothing else."""
+    from ambcore.train import TrainSetup, TrainState, _Dist, create_train_state, set_up, train_step
+
+    cfg = smoke_config()
+    setup = set_up(cfg, _Dist())
+    state = create_train_state(setup)
+    assert isinstance(setup, TrainSetup) and isinstance(state, TrainState)
+    before = {n: p.detach().clone() for n, p in state.model.named_parameters()}
+    loader = _epoch_loader_of(setup)
+    batch = next(iter(loader)).to(setup.device)
+    task, aux = train_step(state, batch, setup)
+    assert task.ndim == 0 and torch.isfinite(task)
+    after = dict(state.model.named_parameters())
+    changed = {n for n in before if not before[n].equal(after[n])}
+    trainable = {n for n, p in state.model.named_parameters() if p.requires_grad}
+    assert changed and changed <= trainable
+
+
+def _epoch_loader_of(setup):
+    from ambcore.train import _epoch_loader
+
+    return _epoch_loader(setup.dataset["train"], setup.tokenizer, setup.cfg, 1, setup.dist)

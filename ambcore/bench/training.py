@@ -245,10 +245,11 @@ def naive_predict(model, loader, device: torch.device) -> dict[str, float]:
 
 def fast_train_epoch(model, loader, optimizer, trainable, tokenizer, cfg, device, epoch) -> float:
     """One epoch of the trainer itself (``ambcore.train``); returns the mean task loss."""
-    from ambcore.train import _Dist, _train_one_epoch
+    from ambcore.train import TrainSetup, TrainState, train_epoch
 
-    loss, _aux = _train_one_epoch(
-        model, loader, tokenizer, optimizer, trainable, cfg, device, _Dist(), epoch, False
+    state = TrainState(model, optimizer, trainable=list(trainable))
+    loss, _aux = train_epoch(
+        state, TrainSetup(cfg, device, tokenizer=tokenizer), epoch, loader=loader
     )
     return loss
 
