@@ -74,7 +74,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ambcore import interrupt, paths, runs
-from ambcore.config import Config, ConfigError, get_config
+from ambcore.config import Config, ConfigError, get_config, saved_values
 from ambcore.errors import AmbError
 
 __all__ = [
@@ -493,6 +493,7 @@ def _config_only(run_dir: Path, cfg: Config) -> str | None:
 
 
 def _config_diff(saved: Mapping[str, Any], cfg: Config) -> list[str]:
+    saved = saved_values(dict(saved))  # a field added since it was saved: its earlier value
     return sorted(k for k, v in cfg.to_dict().items() if saved.get(k) != v)
 
 
