@@ -241,6 +241,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "paper": dict(
         preset="paper",
+        # precision stays "auto" (bf16 autocast on CUDA): bf16 and fp32 runs of the same seeds
+        # are not distinguishable (python -m ambcore bench --numerics; README, GPU figures).
         data="",  # from --set data=... or AMB_DATA
         plm="bert-base-uncased",
         adapter_dim=384,
