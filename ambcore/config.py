@@ -40,6 +40,7 @@ __all__ = [
     "get_config",
     "apply_overrides",
     "config_from_dict",
+    "saved_values",
     "ConfigError",
     "validate",
     "CELL_TIMEOUT_S",
@@ -188,7 +189,12 @@ class Config:
     # rate and go on, at most this many times, then stop (MISA: its 3 "trials" = 2 halvings).
     lr_halvings: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda"
-    bf16: bool = True  # autocast on CUDA only; ignored on the CPU
+    # Numerics of the training and evaluation steps: "auto" (bf16 autocast on CUDA when
+    # ``bf16``, fp32 on the CPU), "fp32" (no autocast on any device) or "bf16" (bf16 autocast
+    # on every device, the CPU included: ``python -m ambcore bench --numerics`` compares the
+    # two on the CPU).
+    precision: str = "auto"
+    bf16: bool = True  # with precision="auto": autocast on CUDA; ignored on the CPU
     fast_path: bool = True  # length bucketing, token cache, inference_mode (see ambcore.bench)
     compile: bool = False  # torch.compile on CUDA
     noise_augment_rate: float = 0.0  # fraction of training samples perturbed (beyond the thesis)
@@ -248,6 +254,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "paper": dict(
         preset="paper",
+        # precision stays "auto" (bf16 autocast on CUDA): bf16 and fp32 runs of the same seeds
+        # are not distinguishable (python -m ambcore bench --numerics; README, GPU figures).
         data="",  # from --set data=... or AMB_DATA
         plm="bert-base-uncased",
         adapter_dim=384,
@@ -361,12 +369,31 @@ LEGACY_DESIGN = {
 }
 
 
+# Fields added after configs were first saved whose default is what every earlier config did
+# (``precision="auto"`` is the earlier autocast rule): a saved config without one is the same
+# config, so sweeps adopt its finished runs.
+ADDED_DEFAULTS = {
+    "precision": "auto",
+    "dataset": "auto",
+    "fusion_module": "ffn",
+    "fusion_heads": 4,
+    "fusion_feedback": "none",
+    "feedback_beta_shift": 1.0,
+}
+
+
+def saved_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's values (``Config.to_dict()`` output) completed with the fields of
+    ``LEGACY_DESIGN`` and ``ADDED_DEFAULTS`` it predates, as it was trained."""
+    return {**LEGACY_DESIGN, **ADDED_DEFAULTS, **values}
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a config from ``Config.to_dict()`` output (e.g. a run folder's config.json).
 
     A saved config that lacks a field of ``LEGACY_DESIGN`` predates it and gets the design it
-    was built with."""
-    return _config_from_values({**LEGACY_DESIGN, **values})
+    was built with (``saved_values``)."""
+    return _config_from_values(saved_values(values))
 
 
 def _config_from_values(values: dict[str, Any]) -> Config:
@@ -407,6 +434,7 @@ _CHOICES = {
     "grad_clip_mode": ("norm", "value"),
     "optimizer": ("adam", "adamw"),
     "device": ("auto", "cpu", "cuda"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 
 
@@ -420,6 +448,11 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'finetune_layers'={ft!r}; expected 'all' or 'last:K'")
     if not 0.0 <= cfg.warmup_ratio < 1.0:
         raise ConfigError(f"config key 'warmup_ratio'={cfg.warmup_ratio!r}; expected 0 <= r < 1")
+    if cfg.precision == "bf16" and not cfg.bf16:
+        raise ConfigError(
+            "config key 'precision'='bf16' contradicts bf16=False; set one of them "
+            "(precision=fp32 for no autocast)"
+        )
     if cfg.lr_halvings < 0:
         raise ConfigError(f"config key 'lr_halvings'={cfg.lr_halvings!r}; expected >= 0")
     validate(cfg)

@@ -72,7 +72,7 @@ try:
 except ImportError:  # not POSIX: FileLock takes no lock
     fcntl = None
 
-from ambcore.config import PRESETS, Config, config_from_dict, get_config
+from ambcore.config import PRESETS, Config, config_from_dict, get_config, saved_values
 from ambcore.errors import AmbError
 from ambcore.paths import PROJECT_ROOT, runs_dir
 
@@ -1035,6 +1035,7 @@ def config_diff(
     (a run folder's against a resumed or reused run's, ``best/``'s against its run's, a sweep
     cell's against its folder's)."""
     wanted = wanted.to_dict() if isinstance(wanted, Config) else wanted
+    saved = saved_values(dict(saved))  # a field added since it was saved: its earlier value
     return {k: (saved.get(k), v) for k, v in sorted(wanted.items()) if saved.get(k) != v}
 
 

@@ -56,6 +56,7 @@ def test_unknown_preset_lists_valid_presets():
         ("lr=fast", "expected float"),
         ("max_epochs=2.5", "expected int"),
         ("bf16=maybe", "expected a boolean"),
+        ("precision=fp16", "valid values: auto, fp32, bf16"),
         ("model=gpt", "valid values: amb, misa, mag-bert"),
         ("finetune_layers=some", "expected 'all' or 'last:K'"),
         ("lr", "not of the form key=value"),
@@ -69,3 +70,19 @@ def test_bad_values_are_refused(item, message):
 def test_round_trip_through_dict():
     cfg = get_config("embedded", seed=7, variant="text-only")
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_precision_bf16_contradicts_bf16_false():
+    with pytest.raises(ConfigError, match="'precision'='bf16' contradicts bf16=False"):
+        get_config("smoke", precision="bf16", bf16=False)
+    assert get_config("smoke", precision="fp32", bf16=False).precision == "fp32"
+
+
+def test_a_config_saved_before_precision_existed_is_the_same_config():
+    from ambcore.sweep import _config_diff
+
+    cfg = get_config("embedded", seed=3)
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "precision"}
+    assert config_from_dict(saved) == cfg and cfg.precision == "auto"
+    assert _config_diff(saved, cfg) == []  # a sweep adopts its finished runs
+    assert _config_diff(saved, get_config("embedded", seed=3, precision="fp32")) == ["precision"]

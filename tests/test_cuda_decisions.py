@@ -26,6 +26,19 @@ def test_autocast_is_bf16_on_cuda_only_and_only_with_bf16():
     assert autocast_dtype(get_config("smoke", bf16=False), CUDA) is None
 
 
+@pytest.mark.parametrize(
+    "precision, on_cpu, on_cuda",
+    [
+        ("auto", None, torch.bfloat16),
+        ("fp32", None, None),
+        ("bf16", torch.bfloat16, torch.bfloat16),
+    ],
+)
+def test_precision_forces_the_autocast_dtype_on_every_device(precision, on_cpu, on_cuda):
+    cfg = get_config("smoke", precision=precision)
+    assert autocast_dtype(cfg, CPU) is on_cpu and autocast_dtype(cfg, CUDA) is on_cuda
+
+
 def test_device_placement(fake_cuda):
     assert resolve_device("auto") == CUDA
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)

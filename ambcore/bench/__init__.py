@@ -5,6 +5,8 @@
   CPU-time breakdown of one short training run (``ambcore.bench.phases``).
 - ``ambcore.bench.phases``: where the CPU-seconds of a training run go (tokenising, PLM
   forward, audio-visual encoders, backward, optimizer, evaluation, noise evaluation).
+- ``ambcore.bench.numerics``: ``python -m ambcore bench --numerics``, AMB trained on the same
+  seeds in fp32 and under bf16 autocast, compared with the verdicts' test (``ambcore.stats``).
 - ``ambcore.bench.sdk``: the SDK conversion on MOSEI-sized synthetic ``.csd`` files
   (``python -m ambcore.bench.sdk``).
 

@@ -3,6 +3,8 @@
 python -m ambcore bench [--preset NAME] [--models amb,amb-ft,misa,mag-bert] [--repeats N]
                         [--set k=v ...] [--json] [--out results/bench-<preset>.json]
                         [--paper-geometry PLM_DIR [--paper-models amb,amb-ft]]
+python -m ambcore bench --numerics [--preset NAME] [--seeds 0,1,2,3,4] [--parallel N]
+                        [--set k=v ...] [--out results/numerics-<preset>.json]
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import shlex
 import sys
 
-from ambcore.config import PRESETS, apply_overrides, get_config
+from ambcore.config import PRESETS, ConfigError, apply_overrides, get_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,7 +101,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="amb,amb-ft",
         help="models of --paper-geometry (default amb,amb-ft)",
     )
+    p.add_argument(
+        "--numerics",
+        action="store_true",
+        help="instead: train AMB on the same seeds in fp32 and under bf16 autocast and compare "
+        "the two with the verdicts' test (ambcore.bench.numerics; record "
+        "results/numerics-<preset>.json)",
+    )
+    p.add_argument(
+        "--seeds",
+        default="0,1,2,3,4",
+        help="--numerics: the seeds of each arm, comma-separated (default 0,1,2,3,4)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        help="--numerics: runs at once (0: one per core, one thread each; 1: in this process)",
+    )
     p.set_defaults(func=_bench)
+
+
+def _numerics(args: argparse.Namespace, command: str) -> int:
+    from pathlib import Path
+
+    from ambcore.bench.numerics import default_output, format_numerics, run_numerics
+    from ambcore.overrides import parse_assignments
+    from ambcore.runs import write_json
+
+    pairs = parse_assignments(args.overrides)
+    cfg = get_config(args.preset, **pairs)  # typed and range-checked
+    overrides = {k: getattr(cfg, k) for k in pairs}
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--seeds {args.seeds!r}: expected integers separated by commas"
+        ) from None
+    record = run_numerics(
+        args.preset,
+        seeds,
+        overrides,
+        parallel=args.parallel,
+        progress=not args.no_progress,
+        command=command,
+    )
+    out = Path(args.out) if args.out else default_output(args.preset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, record)
+    print(json.dumps(record, indent=2) if args.json else format_numerics(record))
+    print(f"written: {out}", file=sys.stderr)
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -108,10 +160,12 @@ def _bench(args: argparse.Namespace) -> int:
     from ambcore.bench import NAIVE_PAD_TO, default_output, format_report, run_benchmark
     from ambcore.runs import write_json
 
+    command = "python -m ambcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.numerics:
+        return _numerics(args, command)
     cfg = get_config(args.preset, max_text_len=NAIVE_PAD_TO)
     cfg = apply_overrides(cfg, args.overrides)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    command = "python -m ambcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     record = run_benchmark(
         cfg,
         models,

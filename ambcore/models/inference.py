@@ -4,7 +4,7 @@ The inputs are what a user has: N transcripts and N visual and acoustic feature 
 shape (steps, dim), any number of steps each. They become a ``Split`` and go through the same
 loader as evaluation (``ambcore.data.collate.make_loader``: the PLM's tokenizer, dynamic
 padding, batches of ``cfg.eval_batch_size`` by length when ``cfg.fast_path``); the model runs
-in evaluation mode under ``torch.inference_mode`` (bf16 autocast on CUDA with ``cfg.bf16``,
+in evaluation mode under ``torch.inference_mode`` (bf16 autocast as ``autocast_dtype`` says,
 as in training), and the scores come back in the input order as a numpy array.
 
 Inputs are checked, never repaired: a wrong count, a feature array that is not 2-D, has the
@@ -98,8 +98,13 @@ def _device_of(model) -> torch.device:
 
 
 def autocast_dtype(cfg, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a training/evaluation step: bf16 on CUDA with ``cfg.bf16``, else
-    None (fp32; autocast is never used on the CPU)."""
+    """The autocast dtype of a training/evaluation step, by ``cfg.precision``: "auto" is bf16
+    on CUDA with ``cfg.bf16`` and None (fp32) on the CPU; "fp32" is None everywhere; "bf16"
+    is bf16 on every device (the CPU too)."""
+    if cfg.precision == "fp32":
+        return None
+    if cfg.precision == "bf16":
+        return torch.bfloat16
     return torch.bfloat16 if device.type == "cuda" and cfg.bf16 else None
 
 
@@ -122,7 +127,7 @@ def run_batches(
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(ids, predictions (N,), labels (N,)) of ``model`` over ``loader``'s batches, in the
     loader's order, on ``device``: evaluation mode, ``torch.inference_mode`` (``torch.no_grad``
-    with ``cfg.fast_path=False``), bf16 autocast on CUDA with ``cfg.bf16``. The tensors stay on
+    with ``cfg.fast_path=False``), autocast as ``autocast_dtype`` says. The tensors stay on
     the device (one copy to the host for the whole pass, by the caller). ``text_cache``: a
     ``TextCache`` of ``model`` that computes the text features (``ambcore.models.text_cache``).
     The evaluation loop of training (``ambcore.train.predict_split``) and ``predict``."""
