@@ -28,6 +28,7 @@ __all__ = [
     "acc7_params_figure",
     "robustness_figure",
     "calibration_figure",
+    "differences_figure",
 ]
 
 # metric key -> (column title, scale); accuracies and F1 are shown in percent as in the thesis.
@@ -301,5 +302,52 @@ def calibration_figure(calibration: pd.DataFrame, alpha: float = 0.05):
         ax.legend(fontsize=7)
     axes[1].set_ylim(0.8, 1.01)
     fig.suptitle("Calibration of ambcore.stats.compare on simulated runs", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def differences_figure(family: pd.DataFrame, names: Mapping[str, str], subtitle: str = ""):
+    """One panel per metric of ``family`` (``ambcore.stats.family``): each pair's difference
+    (cell A minus cell B) with its 95 % interval, the zero line, and the Holm-adjusted p beside
+    it; ``names`` labels the pairs' keys. Pairs without an interval (a single run) are left out
+    of their panel and named in its title."""
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(family["metric"]))
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(2.6 * len(metrics) + 1.5, 0.5 + 0.6 * family["key"].nunique()),
+        squeeze=False,
+    )
+    for ax, metric in zip(axes[0], metrics):
+        rows = family[family["metric"] == metric].reset_index(drop=True)
+        shown = rows[np.isfinite(rows["lo"].astype(float))]
+        y = np.arange(len(shown))
+        err = np.vstack([shown["diff"] - shown["lo"], shown["hi"] - shown["diff"]]).astype(float)
+        ax.errorbar(shown["diff"], y, xerr=err, fmt="o", capsize=3)
+        for yi, (_, r) in zip(y, shown.iterrows()):
+            ax.annotate(
+                f"p={r['p_holm']:.2g}",
+                (r["hi"], yi),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+        ax.axvline(0.0, color="k", lw=1, ls="--")
+        ax.set_yticks(y)
+        ax.set_yticklabels([names.get(k, k) for k in shown["key"]] if ax is axes[0][0] else [])
+        title = METRIC_COLUMNS.get(metric, (metric, 1.0))[0]
+        left_out = sorted(set(rows["key"]) - set(shown["key"]))
+        ax.set_title(
+            title + (f"\n(no interval: {', '.join(left_out)})" if left_out else ""), fontsize=9
+        )
+        ax.set_ylim(-0.6, max(len(shown), 1) - 0.4)
+    fig.suptitle(
+        "difference to AMB with 95 % interval (runs and test videos; Holm-adjusted p)"
+        + (f"\n{subtitle}" if subtitle else ""),
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig

@@ -356,6 +356,55 @@ def test_design_study_cells_and_verdicts():
         ex.design_study(summary[summary["cell"] != "amb-pfeiffer"], family, synthetic=True)
 
 
+def test_beyond_study_cells_seeds_and_verdicts():
+    """The thesis' future work (7.2) as a study of its own: AMB plus a cross-attention fusion
+    cell and a feedback-shift cell, each changing one config value, on the first seeds of the
+    grid; the verdicts come from the same test as the design study's."""
+    import numpy as np
+    import pandas as pd
+
+    from ambcore import stats
+
+    assert ex.BEYOND_CELLS == ("amb", "amb-cross-attention", "amb-shift")
+    spec = ex.beyond_spec("embedded")
+    assert spec["seeds"] == list(ex.grid("embedded").seeds)[: ex.BEYOND_SEEDS["embedded"]]
+    assert len(ex.beyond_spec("paper")["seeds"]) == 5
+    assert ex.beyond_spec("embedded", n_seeds=2)["seeds"] == [0, 1]
+    by_cell = {c["name"]: c["overrides"] for c in spec["cells"]}
+    amb = by_cell["amb"]
+    assert by_cell["amb-cross-attention"] == {**amb, "fusion_module": "cross_attention"}
+    assert by_cell["amb-shift"] == {**amb, "fusion_feedback": "shift"}
+    assert ex.cell_config("amb-shift", "embedded").fusion_feedback == "shift"
+    assert ex.spec_text("beyond", "paper") == (ex.SPEC_DIR / "beyond_paper.yaml").read_text()
+
+    rng = np.random.default_rng(1)
+    ids, y = stats._simulated_test_split(60, rng)
+    error = rng.normal(0, stats.SIM_VIDEO_ERROR, 60)
+    preds = {
+        "amb": stats.simulate_cell(y, ids, error, 5, rng),
+        "amb-cross-attention": stats.simulate_cell(y, ids, error, 3, rng, shift=1.0),
+        "amb-shift": stats.simulate_cell(y, ids, error, 3, rng),
+    }
+    family = ex.design_family(preds, pairs=ex.BEYOND_FAMILY)
+    assert set(family["key"]) == set(ex.BEYOND_ALTERNATIVES) and set(family["b"]) == {"amb"}
+    summary = pd.DataFrame(
+        [
+            {"cell": c, "n_seeds": n, "trainable_params_m": 1.0}
+            | {
+                f"{m}_{s}": 0.5
+                for m in ("test_mae", "test_corr", "test_acc7")
+                for s in ("mean", "std")
+            }
+            for c, n in (("amb", 5), ("amb-cross-attention", 3), ("amb-shift", 3))
+        ]
+    )
+    study = ex.design_study(summary, family, True, alternatives=ex.BEYOND_ALTERNATIVES)
+    verdicts = study.set_index("cell")["verdict"]
+    assert verdicts["amb-cross-attention"].startswith("fusion module: ")
+    assert "MAE is higher than" in verdicts["amb-cross-attention"]
+    assert "not distinguishable" in verdicts["amb-shift"]
+
+
 def test_cells_take_the_values_tuned_for_their_model(tmp_path, monkeypatch):
     """With a matching tuning record every row that trains its own parameters takes its own
     study's values (AMB, AMB-FT, MISA, MISA-Adapters, MAG-BERT); AMB's variants and design
