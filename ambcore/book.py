@@ -109,7 +109,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("04_ablation", "Ablation", "6.3.2-6.3.3", trains=True),
     Chapter("05_robustness", "Robustness", "6.3.4", trains=True),
     Chapter("06_results", "Results", "6.3"),
-    Chapter("07_status", "Status", "-"),
+    Chapter("07_beyond", "Beyond the thesis", "7.2", trains=True),
+    Chapter("08_status", "Status", "-"),
 )
 
 PLACEHOLDER_MARK = "amb-missing-chapter"  # a CSS class in placeholder pages; tests look for it

@@ -3,7 +3,7 @@ git revision, preset, data and language model), the wall and CPU time of every c
 main job measured it, and the benchmark records under results/.
 
 The QuantEcon lectures' habit: a status page records the machine and the environment that
-produced the book. The page itself is ``notebooks/07_status.py``; this module builds its tables
+produced the book. The page itself is ``notebooks/08_status.py``; this module builds its tables
 from ``ambcore.runs.collect_env``, the main job's ``timings.json`` (``ambcore.book``) and the
 benchmark files (``ambcore.bench``).
 """

@@ -34,7 +34,7 @@ from ambcore.config import get_config
 from ambcore.models import build_model
 from ambcore.models.diagram import amb_figure
 from ambcore.models.amb import AMB
-from ambcore.models.budget import THESIS_AMB_M, amb_rows, baseline_budget, choose_design, design_candidates, thesis_budget, thesis_claims
+from ambcore.models.budget import THESIS_AMB_M, THESIS_TRAINABLE_M, amb_rows, baseline_budget, choose_design, design_candidates, thesis_budget, thesis_claims
 from ambcore.models.plm import load_plm
 from ambcore.models.summary import MOSEI_ACOUSTIC_DIM, MOSEI_VISUAL_DIM, amb_budgets, example_batch, finetune_budgets, forward_shapes, model_summary
 from ambcore.seeding import seed_everything
@@ -47,7 +47,9 @@ display(banner(cfg))
 # ## Architecture
 #
 # The text goes through the PLM, whose layers stay frozen; one bottleneck adapter per layer,
-# after the feed-forward block's LayerNorm (Pfeiffer placement, 6.2.3), adapts it to the task.
+# on the output of the feed-forward block's LayerNorm (the thesis' "after the feedforward
+# layernorm", 6.2.3; AdapterHub's Pfeiffer placement is the alternative below), adapts it to
+# the task.
 # The visual and acoustic sequences go through their own 2-layer, 1-head transformer encoders,
 # whose learnable [CLS] outputs form the audio-visual (AV) token (6.2.4). After every PLM layer
 # a fusion layer combines that layer's [CLS] state, projected to a lower dimension, with the
@@ -233,10 +235,17 @@ table_61 = pd.concat(
 table_61["ours (M)"] = table_61["model"].map({"AMB": round(bert_base.loc["AMB", "trainable"] / 1e6, 2)})
 print(table_61.sort_values("thesis (M)").to_string(index=False))
 
+# %% tags=["hide-input"]
+from myst_nb import glue
+
+ratio = {m: THESIS_TRAINABLE_M[m] / THESIS_AMB_M["AMB"] for m in ("MISA", "MAG-BERT")}
+glue("amb_ratios", f"{ratio['MISA']:.1f} times fewer than MISA and {ratio['MAG-BERT']:.1f} times "
+     "fewer than MAG-BERT", display=False)
+
 # %% [markdown]
-# AMB sits where figure 6.2 of the thesis puts it: an order of magnitude below the
-# fine-tuned models (MISA, MAG-BERT), a few times above the GloVe and frozen-BERT models,
-# almost all of it in the adapters.
+# AMB sits where figure 6.2 of the thesis puts it: by the thesis' counts it trains
+# {glue:text}`amb_ratios`, a few times more than the GloVe and frozen-BERT models, almost
+# all of it in the adapters.
 #
 # ## One forward pass
 #

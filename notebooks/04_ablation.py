@@ -104,7 +104,7 @@ record, tuning_status = tune.book_record(preset)
 if record is not None:
     tuning_status = tune.record_status(record, tuning_status)
     display(numbered_table(tune.record_summary(record), f"Tuning per row ({preset} preset)",
-                           digits={"recipe's valid MAE": 4, "best valid MAE": 4}))  # fmt: skip
+                           digits={"recipe's valid MAE": 4, "best valid MAE": 4}))
     fig = tune.trials_figure(record)
     plt.show()
 glue("abl_tuning_status", tuning_status, display=False)
@@ -180,14 +180,14 @@ from ambcore.plots import calibration_figure
 
 calibration = stats.calibration(sizes=((3, 50), (5, 50)), n_sims=200, n_boot=200, planted=0.5)
 display(numbered_table(calibration, "Calibration of the comparison on simulated runs (A/A: the "
-                       "same model in both cells; power: predictions shifted by 0.5)", digits=3))  # fmt: skip
+                       "same model in both cells; power: predictions shifted by 0.5)", digits=3))
 fig = calibration_figure(calibration)
 plt.show()
 worst = calibration.filter(like="false positives").max().max()
 cover = calibration.filter(like="coverage").min().min()
 glue("abl_calibration", f"measured here, the highest false-positive rate is {worst:.1%} and the "
      f"lowest coverage {cover:.1%} ({int(calibration['simulations'].iloc[0])} simulations per "
-     f"size, Monte-Carlo error ±{calibration['mc_se'].iloc[0]:.1%})", display=False)  # fmt: skip
+     f"size, Monte-Carlo error ±{calibration['mc_se'].iloc[0]:.1%})", display=False)
 
 # %% [markdown]
 # A cell **learns** when its best validation MAE (mean over seeds) is at least 1 % below that
@@ -207,7 +207,7 @@ source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], su
 written = experiments.write_ablation_results(runs_frame, summary, results_path, family=family)
 shown = summary[["cell", "row_name", "n_seeds", "seeds", "trainable_params_m",
                  "test_mae_mean", "test_corr_mean", "test_acc7_mean", "valid_mae_mean",
-                 "valid_baseline_mae_mean", "learns"]]  # fmt: skip
+                 "valid_baseline_mae_mean", "learns"]]
 display(numbered_table(shown, f"Finished runs per cell ({source})", digits=3))
 print("results files:", ", ".join(p.name for p in written.values()))
 
@@ -303,7 +303,7 @@ reading |= {
     "abl_max_epochs": str(cfg.max_epochs),
     "abl_budget": report.budget_sentence(runs_frame, cfg.max_epochs),
     "abl_n_seeds": ", ".join(f"{c} {n}" for c, n in zip(summary["cell"], summary["n_seeds"])),
-}  # fmt: skip
+}
 for key, value in reading.items():  # each key glued exactly once
     glue(key, value, display=False)
 

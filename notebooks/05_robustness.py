@@ -66,7 +66,7 @@ display(banner(cfg))
 cell_names = ", ".join(c["name"] for c in spec["cells"])
 print(f"preset {preset}: cells {cell_names}; seeds {spec['seeds']}")
 print(f"rates {rates}; {n_draws} noise draw(s) per run and rate; kinds: deletion, replacement, "
-      f"visual, acoustic; visual/acoustic granularities: {', '.join(NOISE_GRANULARITIES)}")  # fmt: skip
+      f"visual, acoustic; visual/acoustic granularities: {', '.join(NOISE_GRANULARITIES)}")
 
 # %% [markdown]
 # ## The runs
@@ -88,14 +88,14 @@ run_dirs = experiments.finished_runs(spec)
 if not run_dirs:
     raise RuntimeError(f"no finished runs for figure 6.3 in {spec['runs_dir']}")
 curves = experiments.robustness_curves_of_runs(run_dirs, rates, n_draws,
-                                               parallel=parallel or grid.parallel)  # fmt: skip
+                                               parallel=parallel or grid.parallel)
 all_curves = summarize_curves(curves)  # both granularities of the visual/acoustic noise
 summary = select_granularity(all_curves, DEFAULT_GRANULARITY)  # figure 6.3 and the tables below
 source = "; ".join(sorted({f"{d} · PLM {p}" for d, p in zip(summary["data"], summary["plm"])}))
 results_path = Path(results_dir or default_results_dir())
 atomic_write_text(results_path / "robustness_curves.csv", all_curves.to_csv(index=False))
 print(f"{len(run_dirs)} runs; {len(curves)} curve points; "
-      "written: robustness_curves.csv in the results folder")  # fmt: skip
+      "written: robustness_curves.csv in the results folder")
 
 # %% [markdown]
 # ## Figure 6.3

@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from ambcore import experiments, report, stats
-from ambcore.book import banner, config_from_parameters, default_results_dir, numbered_table
+from ambcore.pages import banner, config_from_parameters, default_results_dir, numbered_table
 from ambcore.models import budget
 from ambcore.plots import differences_figure
 from ambcore.runs import atomic_write_text

@@ -494,7 +494,7 @@ def test_smoke_book_hides_parameter_cells_and_temporary_paths(smoke_book):
 @pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_smoke_book_status_page_records_the_build(smoke_book):
     html, _, _ = smoke_book
-    text = re.sub(r"<[^>]+>", " ", (html / "executed" / "07_status.html").read_text())
+    text = re.sub(r"<[^>]+>", " ", (html / "executed" / "08_status.html").read_text())
     text = re.sub(r"\s+", " ", text)
     assert "smoke" in text and "SYNTHETIC" in text and "tiny randomly initialised BERT" in text
     assert "jupyter-book" in text and "papermill" in text and "torch" in text

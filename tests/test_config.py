@@ -79,10 +79,13 @@ def test_precision_bf16_contradicts_bf16_false():
 
 
 def test_a_config_saved_before_precision_existed_is_the_same_config():
-    from ambcore.sweep import _config_diff
+    from ambcore.config import ADDED_DEFAULTS
+    from ambcore.runs import config_diff
 
     cfg = get_config("embedded", seed=3)
-    saved = {k: v for k, v in cfg.to_dict().items() if k != "precision"}
+    saved = {k: v for k, v in cfg.to_dict().items() if k not in ADDED_DEFAULTS}
+    assert set(ADDED_DEFAULTS) >= {"precision", "dataset", "fusion_module", "fusion_feedback"}
     assert config_from_dict(saved) == cfg and cfg.precision == "auto"
-    assert _config_diff(saved, cfg) == []  # a sweep adopts its finished runs
-    assert _config_diff(saved, get_config("embedded", seed=3, precision="fp32")) == ["precision"]
+    assert config_diff(saved, cfg) == {}  # a sweep adopts its finished runs
+    changed = config_diff(saved, get_config("embedded", seed=3, precision="fp32"))
+    assert list(changed) == ["precision"]

@@ -382,7 +382,7 @@ def test_beyond_study_cells_seeds_and_verdicts():
     error = rng.normal(0, stats.SIM_VIDEO_ERROR, 60)
     preds = {
         "amb": stats.simulate_cell(y, ids, error, 5, rng),
-        "amb-cross-attention": stats.simulate_cell(y, ids, error, 3, rng, shift=1.0),
+        "amb-cross-attention": stats.simulate_cell(y, ids, error, 5, rng, shift=1.0),
         "amb-shift": stats.simulate_cell(y, ids, error, 3, rng),
     }
     family = ex.design_family(preds, pairs=ex.BEYOND_FAMILY)
