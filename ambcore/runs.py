@@ -55,7 +55,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +71,14 @@ try:
 except ImportError:  # not POSIX: FileLock takes no lock
     fcntl = None
 
+from ambcore.atomic import (
+    RunWriteError,
+    _fsync_dir,
+    _write_error,
+    atomic_file,
+    atomic_write_bytes,
+    atomic_write_text,
+)
 from ambcore.config import PRESETS, Config, config_from_dict, get_config, saved_values
 from ambcore.errors import AmbError
 from ambcore.paths import PROJECT_ROOT, runs_dir
@@ -80,6 +87,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "RunPaths",
     "RunFolder",
+    "atomic_file",
     "atomic_write_bytes",
     "atomic_write_text",
     "write_json",
@@ -184,63 +192,8 @@ class RunPaths:
         return self.root / ".train.lock"
 
 
-class RunWriteError(AmbError, OSError):
-    """A run file that could not be written (read-only folder, full disk); names the path."""
-
-
 class RunLockedError(AmbError):
     """Another process is training in the same run folder."""
-
-
-# ---- atomic writes ---------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError) and not isinstance(exc, RunWriteError):
-            raise _write_error(path, exc) from None
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _write_error(path: Path, exc: OSError) -> RunWriteError:
-    return RunWriteError(f"cannot write {path}: {exc.strerror or exc}")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_safe(value: Any) -> Any:

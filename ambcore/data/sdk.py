@@ -68,6 +68,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from ambcore.atomic import atomic_file
 from ambcore.data.types import SPLITS
 from ambcore.errors import DataError
 
@@ -679,18 +680,8 @@ def write_pickle_atomic(obj: dict, path: Path) -> None:
     largest array), and ``_DiskArray`` values are copied from their files in chunks;
     ``ambcore.data.safe_pickle`` admits the ``_frombuffer`` they name.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _StreamingPickler(file, protocol=5).dump(obj)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as file:
+        _StreamingPickler(file, protocol=5).dump(obj)
 
 
 def _open_all(paths: dict[str, str | Path]) -> dict[str, CsdFile]:

@@ -76,14 +76,13 @@ back), 7 s to load; unaligned, 37 s (1.8 GB file, 3.9 GB peak), 16 s to load.
 
 from __future__ import annotations
 
-import os
 import pickle
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ambcore.atomic import atomic_file
 from ambcore.data import synthetic_zh
 from ambcore.data.specs import DATASETS
 from ambcore.errors import DataError
@@ -819,14 +818,8 @@ def make_synthetic_dataset(
     )
     # Streamed to a temporary file, then renamed: no second copy in memory, and concurrent
     # processes filling the same cache entry never see a half-written file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            pickle.dump(data, file, protocol=PICKLE_PROTOCOL)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as file:
+        pickle.dump(data, file, protocol=PICKLE_PROTOCOL)
     return path
 
 

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from ambcore.atomic import atomic_write_bytes, atomic_write_text
 from ambcore.errors import ModelConfigError
 
 __all__ = [
@@ -94,12 +95,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class PretrainedMixin(
     ModelHubMixin,
     library_name="ambcore",
@@ -124,9 +119,8 @@ class PretrainedMixin(
 
         directory = Path(save_directory)
         tensors = {n: t.to("cpu").contiguous() for n, t in self.trainable_state_dict().items()}
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "ambcore", "version": str(FORMAT_VERSION)})
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        metadata = {"format": "ambcore", "version": str(FORMAT_VERSION)}
+        atomic_write_bytes(directory / WEIGHTS_FILE, save_safetensors_bytes(tensors, metadata))
         cfg = self.cfg
         meta = {
             "format_version": FORMAT_VERSION,
@@ -148,8 +142,8 @@ class PretrainedMixin(
             "visual_dim": self.visual_dim,
             "acoustic_dim": self.acoustic_dim,
         }
-        _atomic_write_text(directory / CONFIG_FILE, json.dumps(init_args, indent=2, sort_keys=True))
-        _atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(init_args, indent=2, sort_keys=True))
+        atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The model card (``ambcore.models.card.model_card``): ``data`` (a
@@ -238,7 +232,7 @@ def write_model_card(
     if test_predictions is not None and len(test_predictions) > 1:
         intervals = stats.run_interval(test_predictions)
     path = Path(directory) / CARD_FILE
-    _atomic_write_text(path, str(model.generate_model_card(metrics=metrics, intervals=intervals)))
+    atomic_write_text(path, str(model.generate_model_card(metrics=metrics, intervals=intervals)))
     return path
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ambcore import runs
+from ambcore import atomic, runs
 from ambcore.cli import main as cli_main
 from ambcore.config import ConfigError, get_config
 from ambcore.models.checkpoint import file_sha256, read_checkpoint
@@ -383,7 +383,7 @@ def test_read_only_run_folder_is_one_line(capsys, tmp_path, monkeypatch):
     def refuse(*args, dir=None, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(dir))
 
-    monkeypatch.setattr(runs.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
     out = tmp_path / "run"
     _one_error(
         *_cli(capsys, *TRAIN, "--out", str(out)), "cannot write", str(out), "Permission denied"
