@@ -6,8 +6,9 @@ ends without an error the file is flushed, fsync'ed and renamed over ``path`` wi
 ``os.replace``, and the folder is fsync'ed so that the rename persists. On an error the
 temporary file is removed and the error propagates. A crash (even ``kill -9``) leaves either
 the previous file or the new one, never a partial file; what it can leave is a hidden
-``.NAME.*.tmp`` beside the target. Files are created private to the user (``tempfile.mkstemp``,
-mode 0600). ``atomic_write_bytes`` and ``atomic_write_text`` are the one-call forms.
+``.NAME.*.tmp`` beside the target. A file gets the mode a plain ``open`` would give it (0666
+less the umask), not ``tempfile.mkstemp``'s private 0600: checkpoints and datasets are shared.
+``atomic_write_bytes`` and ``atomic_write_text`` are the one-call forms.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def _as_write_error(path: Path) -> Iterator[None]:
         raise _write_error(path, exc) from None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # read by setting; restored at once
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     """Persist a rename (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:
@@ -67,6 +74,8 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with _as_write_error(path):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             with _as_write_error(path):
