@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -37,8 +38,9 @@ USED_WITHOUT_IMPORT = {
     "nbval": "the pytest plugin of `pytest --nbval` (scripts/test.sh)",
     "pytest-xdist": "the pytest plugin of `pytest -n` (scripts/test.sh)",
 }
-# Pinned in constraints.txt without being declared: they shape the numbers (see its comment).
-PINNED_TRANSITIVE = {"tokenizers", "sentence-transformers"}
+# Pinned in constraints.txt without being declared: they shape the numbers, or the time every
+# notebook takes to start (see its comments).
+PINNED_TRANSITIVE = {"tokenizers", "sentence-transformers", "jsonschema"}
 
 
 def _project() -> dict:
@@ -175,3 +177,12 @@ def test_every_import_is_declared_and_every_declaration_used():
             used.add(dist)
     unused = {n for group in declared.values() for n in group} - used - set(USED_WITHOUT_IMPORT)
     assert not unused, f"declared but never imported: {sorted(unused)}"
+
+
+def test_nbformat_imports_no_grammar_compiler():
+    # Every chapter's kernel, papermill and nbval import nbformat; with jsonschema >= 4.24 that
+    # compiled rfc3987-syntax's 39 Earley parsers, 4 s per process (constraints.txt).
+    code = "import sys, nbformat; print(sorted({'rfc3987_syntax', 'lark'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
