@@ -25,12 +25,12 @@ export AMB_RESULTS=$AMB_RUNS/results
 # Two passes. First every test not marked `alone`, on one pytest-xdist worker per usable core
 # (AMB_TEST_WORKERS sets the count): the tests of one file go to one worker, the notebooks to
 # one worker in chapter order (tests/conftest.py), each worker with its own runs folder. Then
-# the tests marked `alone` (they measure time, signal process trees or build the whole book),
+# the tests marked `alone` (they measure time or signal process trees, the main job's included),
 # with no other worker beside them.
 workers=${AMB_TEST_WORKERS:-$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')}
 parallel=()
 if [ "$workers" -gt 1 ]; then
-  parallel=(-n "$workers" --dist loadfile)
+  parallel=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 fi
 status=0
 .venv/bin/python -m pytest notebooks tests --nbval \

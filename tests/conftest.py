@@ -9,8 +9,11 @@
   worker writes its runs and results files into a folder of its own under ``$AMB_RUNS`` and
   ``$AMB_RESULTS``; the tests of one file run in one worker (its module fixtures are built
   once), and the notebooks run in one worker, in order (a chapter reads what the chapters
-  before it wrote). Tests marked ``alone`` (they measure time, send signals to process trees
-  or build the whole book) are left to a pass of their own without other workers.
+  before it wrote). Tests marked ``alone`` (they measure time or send signals to process
+  trees) are left to a pass of their own without other workers. The notebooks, then the files
+  marked ``costly(seconds)`` from the costliest down, start first: the pass ends on short
+  files rather than on a long one started last (``scripts/test.sh`` keeps this order with
+  ``--no-loadscope-reorder``; xdist would otherwise start the files with the most tests).
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ def scope_of(nodeid: str) -> str:
     another."""
     file = nodeid.split("::", 1)[0]
     return NOTEBOOKS_SCOPE if file.endswith(".ipynb") or "::ipynb::" in nodeid else file
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The notebooks first (in chapter order), then the ``costly`` files from the costliest
+    down, then the rest in collected order: ``--dist loadfile`` hands out files in this order."""
+
+    def rank(item: pytest.Item) -> tuple[int, float]:
+        if scope_of(item.nodeid) == NOTEBOOKS_SCOPE:
+            return 0, 0.0
+        costly = item.get_closest_marker("costly")
+        return (1, -float(costly.args[0])) if costly else (2, 0.0)
+
+    items.sort(key=rank)
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent without it

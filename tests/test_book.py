@@ -31,6 +31,8 @@ from ambcore.book import (
 )
 from ambcore.errors import AmbError
 
+pytestmark = pytest.mark.costly(170)  # about 170 s: started early (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 ARTIFACTS = ROOT / "test-artifacts" / "book"
@@ -383,7 +385,6 @@ def _pages(html: Path) -> dict[str, Path]:
     return pages
 
 
-@pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_smoke_book_has_a_page_for_every_chapter(smoke_book):
     html, _, log = smoke_book
     notebooks = ROOT / "notebooks"
@@ -448,14 +449,12 @@ def test_link_checker_finds_broken_links_and_missing_figures(tmp_path):
     ]
 
 
-@pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_smoke_book_has_no_broken_links_or_missing_figures(smoke_book):
     html, _, _ = smoke_book
     problems = _link_problems(html)
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_smoke_book_loads_no_script_from_the_network(smoke_book):
     """Offline readers see the same book: MathJax and every other script come from _static."""
     html, _, _ = smoke_book
@@ -470,7 +469,6 @@ def test_smoke_book_loads_no_script_from_the_network(smoke_book):
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
-@pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_smoke_book_hides_parameter_cells_and_temporary_paths(smoke_book):
     """Readers see neither papermill's parameter cells nor a path of the machine that built the
     book (the smoke book is built under a temporary folder)."""
@@ -491,7 +489,6 @@ def test_smoke_book_hides_parameter_cells_and_temporary_paths(smoke_book):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_smoke_book_status_page_records_the_build(smoke_book):
     html, _, _ = smoke_book
     text = re.sub(r"<[^>]+>", " ", (html / "executed" / "08_status.html").read_text())
@@ -598,7 +595,6 @@ def _open_in_chromium(exe: str, page: Path, screenshot: Path, profile: Path) -> 
     return json.loads(html_lib.unescape(match.group(1)))
 
 
-@pytest.mark.alone  # builds the whole smoke book (its sweeps use every core)
 def test_browser_opens_every_page_images_load_tables_render(smoke_book, chromium, tmp_path):
     html, _, _ = smoke_book
     shots = ARTIFACTS / "screenshots"

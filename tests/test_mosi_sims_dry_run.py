@@ -20,6 +20,8 @@ import pytest
 from ambcore.cli import main
 from ambcore.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.costly(30)  # about 30 s: started early (tests/conftest.py)
+
 ROOT = PROJECT_ROOT
 SIZES = ["--n-train", "24", "--n-valid", "12", "--n-test", "12"]
 

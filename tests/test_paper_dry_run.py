@@ -23,6 +23,8 @@ import pytest
 from ambcore.book import CHAPTERS
 from ambcore.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.costly(180)  # about 180 s: started early (tests/conftest.py)
+
 ROOT = PROJECT_ROOT
 SHRINK = [
     "--set",

@@ -44,3 +44,35 @@ def test_each_worker_gets_runs_and_results_folders_of_its_own(tmp_path, monkeypa
     assert os.environ["AMB_RUNS"] == str(tmp_path / "runs" / "gw3")
     assert os.environ["AMB_RESULTS"] == str(tmp_path / "runs" / "results" / "gw3")
     assert (tmp_path / "runs" / "gw3").is_dir()
+
+
+def test_the_notebooks_then_the_costliest_files_are_handed_out_first():
+    import conftest
+    import pytest
+
+    class Item:
+        def __init__(self, nodeid: str, seconds: float | None = None):
+            self.nodeid, self.seconds = nodeid, seconds
+
+        def get_closest_marker(self, name: str):
+            assert name == "costly"
+            return None if self.seconds is None else pytest.mark.costly(self.seconds).mark
+
+    items = [
+        Item("tests/test_a.py::t"),
+        Item("tests/test_b.py::t", 30),
+        Item("notebooks/01_data.ipynb::Cell 0"),
+        Item("tests/test_c.py::t", 180),
+        Item("tests/test_d.py::t"),
+        Item("notebooks/02_model.ipynb::Cell 0"),
+    ]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [i.nodeid.split("::")[0] for i in items] == [
+        "notebooks/01_data.ipynb",
+        "notebooks/02_model.ipynb",
+        "tests/test_c.py",
+        "tests/test_b.py",
+        "tests/test_a.py",
+        "tests/test_d.py",
+    ]
+    assert "--no-loadscope-reorder" in SCRIPT  # else xdist starts the files with most tests

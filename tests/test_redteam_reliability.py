@@ -32,6 +32,8 @@ from ambcore import runs
 from ambcore.cli import main as cli_main
 from ambcore.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.costly(35)  # about 35 s: started early (tests/conftest.py)
+
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 JOURNAL = "study.journal"
 

@@ -20,6 +20,8 @@ from ambcore.cli import main as cli_main
 from ambcore.errors import AmbError
 from ambcore.sweep import load_spec, plan, run_sweep
 
+pytestmark = pytest.mark.costly(35)  # about 35 s: started early (tests/conftest.py)
+
 SPEC = {
     "name": "toy",
     "preset": "smoke",

@@ -22,6 +22,8 @@ from ambcore import runs
 from ambcore.errors import AmbError
 from ambcore.sweep import plan, run_sweep
 
+pytestmark = pytest.mark.costly(70)  # about 70 s: started early (tests/conftest.py)
+
 FOUR_CELLS = SPEC  # two cells x two seeds
 
 

@@ -27,6 +27,8 @@ from ambcore.errors import AmbError
 from ambcore.paths import PROJECT_ROOT
 from ambcore.train import evaluate_run, predict, train_and_evaluate
 
+pytestmark = pytest.mark.costly(50)  # about 50 s: started early (tests/conftest.py)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Three epochs and a patience that never triggers: every run trains exactly 3 epochs.

@@ -23,6 +23,8 @@ from ambcore import runs
 from ambcore.config import get_config
 from ambcore.train import train_and_evaluate
 
+pytestmark = pytest.mark.costly(45)  # about 45 s: started early (tests/conftest.py)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The test MAE must be at most this fraction of the mean-predictor's test MAE (25 % lower).
