@@ -146,6 +146,11 @@ def timings_table(timings: Mapping[str, Any] | None):
 # ---- benchmark records ----------------------------------------------------------------------
 
 
+def _label(value: Any) -> str:
+    """A record's value as caption text: a list as its items joined by commas."""
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, Mapping):
         flat: dict[str, Any] = {}
@@ -205,15 +210,42 @@ class BenchmarkRecord:
         return shown
 
 
+def numerics_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
+    """The precision study of ``python -m ambcore bench --numerics`` (``ambcore.bench.numerics``):
+    one row per metric, the arms' means, their difference with its 95 % interval, the
+    Holm-adjusted p-value and the verdict."""
+    rows = [
+        {
+            "metric": row["metric"],
+            f"{row['a']} (n={row['n_a']})": row["estimate_a"],
+            f"{row['b']} (n={row['n_b']})": row["estimate_b"],
+            "difference": row["diff"],
+            "95 % interval": f"[{row['lo']:+.3f}, {row['hi']:+.3f}]",
+            "p (Holm)": row["p_holm"],
+            "verdict": row["verdict"],
+        }
+        for row in payload["comparison"]
+    ]
+    return pd.DataFrame(rows)
+
+
 def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRecord]:
-    """Every benchmark JSON under results/ (``bench*.json``, ``*_bench*.json``).
+    """Every benchmark JSON under results/ (``bench*.json``, ``*_bench*.json``,
+    ``numerics*.json``).
 
     Records of ``python -m ambcore bench`` become one row per model and path
-    (``ambcore.bench.summary_frame``); any other record (the SDK alignment benchmark) a
-    key/value table. A file that is not valid JSON shows as an "unreadable" row.
+    (``ambcore.bench.summary_frame``); precision studies (``bench --numerics``) one row per
+    metric (``numerics_frame``); any other record (the SDK alignment benchmark) a key/value
+    table. A file that is not valid JSON shows as an "unreadable" row.
     """
     results_dir = Path(results_dir or paths.results_dir())
-    files = sorted({*results_dir.glob("bench*.json"), *results_dir.glob("*_bench*.json")})
+    files = sorted(
+        {
+            *results_dir.glob("bench*.json"),
+            *results_dir.glob("*_bench*.json"),
+            *results_dir.glob("numerics*.json"),
+        }
+    )
     records = []
     for path in files:
         try:
@@ -223,7 +255,7 @@ def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRec
             records.append(BenchmarkRecord(path.name, f"results/{path.name} (unreadable)", table))
             continue
         where = ", ".join(
-            f"{key} {payload[key]}"
+            f"{key} {_label(payload[key])}"
             for key in ("device", "device_name", "preset", "data")
             if isinstance(payload, Mapping) and payload.get(key)
         )
@@ -234,6 +266,15 @@ def benchmark_tables(results_dir: Path | str | None = None) -> list[BenchmarkRec
             targets = targets_frame(payload)
             efficiency = efficiency_frame(payload)
             paper = paper_geometry_frame(payload)
+        elif isinstance(payload, Mapping) and isinstance(payload.get("comparison"), list):
+            table = numerics_frame(payload)
+            decision = payload.get("decision") or {}
+            keep = decision.get("keep_bf16_default")
+            caption += (
+                f": {payload.get('model', '')} runs of the same seeds in each arm, compared by "
+                f"the verdicts' test (Holm over the metrics); decision: "
+                f"{'keep' if keep else 'drop'} bf16 autocast as the CUDA default"
+            )
         else:
             flat = _flatten(payload)
             table = pd.DataFrame(

@@ -145,3 +145,33 @@ def test_benchmark_tables_read_bench_and_other_records(tmp_path):
     assert records["sdk_bench.json"].targets is None
     sdk = records["sdk_bench.json"].table
     assert dict(zip(sdk["key"], sdk["value"])) == {"wall_s": 12.5, "spec.n": 3}
+
+
+def test_a_precision_study_shows_one_row_per_metric_with_its_verdict(tmp_path):
+    row = {
+        "a": "bf16",
+        "b": "fp32",
+        "n_a": 5,
+        "n_b": 5,
+        "metric": "mae",
+        "estimate_a": 0.79,
+        "estimate_b": 0.77,
+        "diff": 0.02,
+        "lo": -0.09,
+        "hi": 0.12,
+        "p_holm": 1.0,
+        "verdict": "not distinguishable",
+    }
+    record = {
+        "model": "amb",
+        "data": ["SYNTHETIC MOSEI-shaped"],
+        "comparison": [row, {**row, "metric": "corr"}],
+        "decision": {"keep_bf16_default": True},
+    }
+    (tmp_path / "numerics-embedded.json").write_text(json.dumps(record))
+    (study,) = benchmark_tables(tmp_path)
+    assert list(study.table["metric"]) == ["mae", "corr"]
+    assert study.table["95 % interval"].iloc[0] == "[-0.090, +0.120]"
+    assert set(study.table["verdict"]) == {"not distinguishable"}
+    assert "data SYNTHETIC MOSEI-shaped)" in study.caption and "['" not in study.caption
+    assert "keep bf16 autocast" in study.caption
