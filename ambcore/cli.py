@@ -32,6 +32,7 @@ import pickle
 import signal
 import sys
 
+from ambcore import __version__
 from ambcore.errors import AmbError
 from ambcore.interrupt import EXIT_CODES, interrupt_on_signals
 from ambcore.threads import apply_threads
@@ -80,8 +81,6 @@ def command_name(argv0: str | None = None) -> str:
 
 
 def _version() -> str:
-    from ambcore import __version__
-
     return f"ambcore {__version__}"
 
 

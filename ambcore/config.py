@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -289,9 +290,6 @@ def cell_timeout(preset: str, given: Any = None) -> float | None:
     """The cell time limit of a book of ``preset`` in seconds: ``given`` (``book
     --cell-timeout``) if not None, else ``$AMB_CELL_TIMEOUT`` if set, else ``CELL_TIMEOUT_S``.
     ``0`` means no limit (None). Anything but a number >= 0 is a ``ConfigError``."""
-    import math
-    import os
-
     where = "--cell-timeout"
     if given is None and os.environ.get(CELL_TIMEOUT_ENV, "").strip():
         given, where = os.environ[CELL_TIMEOUT_ENV], CELL_TIMEOUT_ENV

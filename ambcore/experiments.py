@@ -42,15 +42,33 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
+import statistics
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ambcore import paths
+import pandas as pd
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ambcore import interrupt, paths, report, runs, stats, sweep, tune
 from ambcore.config import PRESETS, Config, get_config
 from ambcore.errors import AmbError
+from ambcore.models.magbert import ORIGINAL_SETTINGS
+from ambcore.models.misa import ORIGINAL_MOSEI_SETTINGS
+from ambcore.noise import NOISE_GRANULARITIES, NOISE_KINDS
+from ambcore.overrides import from_env
+from ambcore.report import pair_sentence
+from ambcore.robustness import ROBUSTNESS_PREDICTIONS, robustness_curve, robustness_predictions
+from ambcore.runs import atomic_write_text, machine_block
+from ambcore.threads import child_environment, threads_per_process
+from ambcore.tune import record_name
 
 __all__ = [
     "Cell",
@@ -134,14 +152,10 @@ class Cell:
 
 
 def _misa_recipe() -> dict[str, Any]:
-    from ambcore.models.misa import ORIGINAL_MOSEI_SETTINGS
-
     return dict(ORIGINAL_MOSEI_SETTINGS)
 
 
 def _magbert_recipe() -> dict[str, Any]:
-    from ambcore.models.magbert import ORIGINAL_SETTINGS
-
     return dict(ORIGINAL_SETTINGS)
 
 
@@ -295,16 +309,12 @@ def tuned_values(cell: str, preset: str) -> dict[str, Any]:
     MISA-Adapters, MAG-BERT), else its model's (AMB's variants, AMB + noise augmentation and
     the design alternatives take AMB's). ``cell`` may also be a model name. {} without a
     matching record."""
-    from ambcore import tune
-
     model = CELLS[cell].overrides.get("model", "amb") if cell in CELLS else cell
     return tune.chosen_values(tune.current_record(preset), cell, model)
 
 
 def _env_set() -> dict[str, Any]:
     """``AMB_SET`` (``ambcore.overrides``): values every cell takes, over its own recipe."""
-    from ambcore.overrides import from_env
-
     return from_env()
 
 
@@ -519,7 +529,6 @@ _SPECS = {
 def cells_table(spec: Mapping[str, Any]):
     """The cells of a spec as a table: cell, the thesis row, its tables, and its overrides
     (floats to 3 significant digits: tuned values are exact in the spec, rounded here)."""
-    import pandas as pd
 
     def shown(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)
@@ -544,10 +553,6 @@ def spec_path(kind: str, preset: str, folder: str | os.PathLike | None = None) -
 def spec_text(kind: str, preset: str) -> str:
     """The committed YAML of spec ``kind`` (``_SPECS``: recipes, ablation, robustness, design)
     for ``preset``."""
-    import yaml
-
-    from ambcore.tune import record_name
-
     spec = _SPECS[kind](preset, runs_dir=f"{preset}-recipes" if kind == "recipes" else preset)
     if kind == "recipes":
         values = "the cells at their recipes' values (where tuning starts)"
@@ -569,8 +574,6 @@ def spec_text(kind: str, preset: str) -> str:
 def write_spec_files(folder: str | os.PathLike | None = None) -> list[Path]:
     """Write ``experiments/<kind>_<preset>.yaml`` for every kind of ``_SPECS`` and preset (the
     recipes first: the tuning specs read them; the others take the tuning records' values)."""
-    from ambcore.runs import atomic_write_text
-
     return [
         atomic_write_text(spec_path(kind, preset, folder), spec_text(kind, preset))
         for kind in _SPECS
@@ -592,9 +595,6 @@ def write_ablation_results(
     (every comparison of the chapter, every metric). Unlike ``write_report`` it takes the
     frames, so that only the ablation's cells are written (a runs folder also holds the
     robustness chapter's runs)."""
-    from ambcore import report
-    from ambcore.runs import atomic_write_text
-
     results_dir = Path(results_dir)
     frames = {
         "table_6_1": report.table_6_1(summary, acc2),
@@ -635,8 +635,6 @@ def design_family(
 ):
     """``ambcore.stats.family`` of ``pairs``: the design study's comparisons (``DESIGN_FAMILY``)
     or the beyond-the-thesis study's (``BEYOND_FAMILY``)."""
-    from ambcore import stats
-
     return stats.family(predictions, pairs, runs_frame=runs_frame, n_boot=n_boot, seed=seed)
 
 
@@ -645,8 +643,6 @@ def design_verdict(
 ) -> str:
     """The sentence for one alternative (``report.pair_sentence`` of its row of the design
     family), led by the choice it changes."""
-    from ambcore.report import pair_sentence
-
     choice, default, alternative, _ = alternatives[cell]
     names = {cell: f"{alternative} ({choice})", "amb": f"{default} (AMB's default)"}
     return f"{choice}: " + pair_sentence(family, cell, names, synthetic, alpha)
@@ -658,8 +654,6 @@ def design_study(summary, family, synthetic: bool, alternatives=DESIGN_ALTERNATI
     ``summary`` is ``ambcore.report.summarize`` output holding AMB and every cell of
     ``alternatives`` (``DESIGN_ALTERNATIVES``, or ``BEYOND_ALTERNATIVES`` for the chapter
     beyond the thesis); ``family`` is ``design_family``'s of the same pairs."""
-    import pandas as pd
-
     by_cell = summary.set_index("cell")
     missing = [c for c in ("amb", *alternatives) if c not in by_cell.index]
     if missing:
@@ -691,11 +685,6 @@ ROBUSTNESS_FILE = "robustness.csv"  # inside a run folder: its curves for one gr
 
 def _cached_curves(run_dir: Path, rates: Sequence[float], n_draws: int):
     """The run's ``robustness.csv`` if it holds exactly this grid, else None."""
-    import pandas as pd
-
-    from ambcore.noise import NOISE_GRANULARITIES, NOISE_KINDS
-    from ambcore.robustness import ROBUSTNESS_PREDICTIONS
-
     cache = run_dir / ROBUSTNESS_FILE
     if not cache.exists() or not (run_dir / ROBUSTNESS_PREDICTIONS).exists():
         return None
@@ -715,17 +704,11 @@ def robustness_curves(
     """``ambcore.robustness.robustness_curve`` of a run for all four kinds, cached in the run folder
     (``robustness.csv``; recomputed when the rates or draws differ). Noise seeds are the
     run's seed, so every run of a model gets independent draws."""
-    from ambcore import runs
-    from ambcore.noise import NOISE_KINDS
-    from ambcore.robustness import robustness_curve
-
     run_dir = Path(run_dir)
     rates = [float(r) for r in rates]
     frame = _cached_curves(run_dir, rates, n_draws)
     if frame is None:
         seed = runs.read_config(run_dir).seed
-        from ambcore.robustness import ROBUSTNESS_PREDICTIONS
-
         frame = robustness_curve(
             run_dir,
             NOISE_KINDS,
@@ -760,10 +743,6 @@ def robustness_curves_of_runs(
     one CPU thread each (0: one per CPU core; 1, or a GPU machine: in this process, one after
     another): on two cores, two single-thread evaluations finish well before two-thread ones
     in turn."""
-    import pandas as pd
-    import torch
-    from tqdm.auto import tqdm
-
     run_dirs = [Path(r) for r in run_dirs]
     rates = [float(r) for r in rates]
     todo = {r for r in run_dirs if _cached_curves(r, rates, n_draws) is None}
@@ -777,13 +756,6 @@ def robustness_curves_of_runs(
         disable=not progress,
     )
     if min(parallel, len(todo)) > 1:
-        import multiprocessing
-        import signal
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        from ambcore import interrupt
-        from ambcore.threads import threads_per_process
-
         # spawned workers read OMP_NUM_THREADS when they import torch; they end with this
         # process, and an error or Ctrl-C here stops them at once instead of waiting for them
         workers = min(parallel, len(todo))
@@ -819,8 +791,6 @@ def modality_drops(curve_summary, metric: str = "corr"):
     """Per model and kind of noise: ``metric`` on clean inputs, at the highest rate, the drop
     between them, and the spread over runs at the highest rate (std). From
     ``ambcore.robustness.summarize_curves`` output."""
-    import pandas as pd
-
     rows = []
     for (model, kind), part in curve_summary.groupby(["row_name", "kind"], sort=False):
         part = part.sort_values("rate")
@@ -876,10 +846,6 @@ def modality_family(
     folders}``), on the correlation of the noisy predictions each run kept at the highest rate
     (``ambcore.robustness.robustness_predictions``). The two conditions of a pair are the same
     runs: treating them as independent samples makes the test conservative, not liberal."""
-    from ambcore import stats
-    from ambcore.noise import NOISE_KINDS
-    from ambcore.robustness import robustness_predictions
-
     predictions, pairs = {}, []
     for model, run_dirs in run_dirs_by_model.items():
         for kind in NOISE_KINDS:
@@ -973,8 +939,6 @@ def _threads_per_process(n: int):
 
     Two runs with one thread each use two cores far better than one run with two threads,
     whose threads spin-wait for each other on a busy machine."""
-    from ambcore.threads import child_environment
-
     with child_environment(n):
         yield
 
@@ -992,8 +956,6 @@ def epoch_seconds(run_dir: str | os.PathLike) -> dict[str, float] | None:
     """What an earlier run measured: its mean seconds per training epoch (``history.csv``) and
     the calibration probe of the machine that ran it (``env.json``, GFLOP/s; None if absent).
     None when the run has no finished epoch."""
-    from ambcore import runs
-
     paths = runs.RunPaths(Path(run_dir))
     if not paths.history.exists():
         return None
@@ -1026,8 +988,6 @@ def scheduling_costs(cells, probe_now: float | None = None) -> dict[str, float]:
     .matmul_probe``) of the machine that measured it and this one (``probe_now``), times its
     ``max_epochs``. Unmeasured cells: the median of the measured ones per epoch, else
     ``DEFAULT_EPOCH_SECONDS``. ``cells``: ``ambcore.sweep.SweepCell`` objects."""
-    import statistics
-
     by_name: dict[str, list] = {}
     for cell in cells:
         by_name.setdefault(cell.name, []).append(cell)
@@ -1054,11 +1014,7 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
     process per slot (``ambcore.sweep_workers``), each with ``cores // parallel`` threads, started costliest first by
     ``scheduling_costs`` (earlier runs' ``history.csv``, scaled by the calibration probe).
     """
-    import torch
-
-    from ambcore.sweep import load_spec, run_sweep
-
-    loaded = load_spec(spec)
+    loaded = sweep.load_spec(spec)
     cuda = torch.cuda.is_available()
     cores = os.cpu_count() or 1
     if parallel <= 0 and loaded.preset in GRIDS:
@@ -1067,19 +1023,16 @@ def run_experiment(spec: Mapping[str, Any], parallel: int = 0, progress: bool = 
         parallel = torch.cuda.device_count() if cuda else cores
     todo = sum(1 for _ in loaded.cells) * len(loaded.seeds)
     if parallel <= 1 or todo <= 1:
-        return run_sweep(loaded, progress=progress)
-    from ambcore.runs import machine_block
-    from ambcore.sweep import plan
-    from ambcore.threads import threads_per_process
+        return sweep.run_sweep(loaded, progress=progress)
 
     # Measured once here: the workers inherit the probe (ambcore.runs.machine_block).
     probe_now = machine_block()["probe"]["gflops"]
-    costs = scheduling_costs(plan(loaded), probe_now)
+    costs = scheduling_costs(sweep.plan(loaded), probe_now)
     with _threads_per_process(1 if cuda else threads_per_process(parallel, cores=cores)):
         # One persistent worker per slot (ambcore.sweep_workers: imports and the PLM once);
         # AMB_SWEEP_WORKERS=fresh starts a process per run instead (the earlier path).
         workers = os.environ.get("AMB_SWEEP_WORKERS", "persistent")
-        return run_sweep(
+        return sweep.run_sweep(
             loaded,
             max_parallel=parallel,
             workers=workers,
@@ -1109,6 +1062,4 @@ def train_spec(spec: Mapping[str, Any], parallel: int = 0, collect_only: bool = 
 
 def finished_runs(spec: Mapping[str, Any]) -> list[Path]:
     """The run folders of ``spec`` that are finished (DONE), in the spec's order."""
-    from ambcore.sweep import load_spec, plan
-
-    return [c.run_dir for c in plan(load_spec(spec)) if c.status == "done"]
+    return [c.run_dir for c in sweep.plan(sweep.load_spec(spec)) if c.status == "done"]

@@ -69,6 +69,7 @@ def metrics_table(rows: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 def learning_curves(history: pd.DataFrame, best_epoch: int | None = None, subtitle: str = ""):
     """Train/valid loss, valid MAE and valid Acc-7 per epoch (``history.csv``)."""
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     epochs = history["epoch"]
@@ -105,6 +106,7 @@ def learning_curves(history: pd.DataFrame, best_epoch: int | None = None, subtit
 
 def prediction_scatter(y_true, y_pred, subtitle: str = "", split: str = "test"):
     """Predicted against true sentiment, with the identity line and the [-3, 3] range."""
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
@@ -130,6 +132,7 @@ def prediction_scatter(y_true, y_pred, subtitle: str = "", split: str = "test"):
 
 def confusion_matrix_figure(y_true, y_pred, subtitle: str = "", split: str = "test"):
     """The 7-class confusion matrix (rows: true class; cells: % of the row, with counts)."""
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     counts = confusion_7(y_pred, y_true)
@@ -181,6 +184,7 @@ def acc7_params_figure(points: pd.DataFrame, subtitle: str = ""):
     cited); our points carry their std over seeds as error bars. Points without a parameter
     count (ICCN) cannot be placed and are left out (the caption should say so).
     """
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6), constrained_layout=True)
@@ -241,6 +245,7 @@ def robustness_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "
 
     ``summary`` is ``ambcore.robustness.summarize_curves`` output.
     """
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey=True, constrained_layout=True)
@@ -277,6 +282,7 @@ def calibration_figure(calibration: pd.DataFrame, alpha: float = 0.05):
     """The comparison's measured calibration (``ambcore.stats.calibration``): A/A false-positive
     rate per metric against the nominal ``alpha`` (left) and the interval's coverage of the true
     zero against 95 % (right), one bar group per simulated size, Monte-Carlo error bars."""
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     fp_cols = [c for c in calibration.columns if c.startswith("false positives ")]
@@ -311,6 +317,7 @@ def differences_figure(family: pd.DataFrame, names: Mapping[str, str], subtitle:
     (cell A minus cell B) with its 95 % interval, the zero line, and the Holm-adjusted p beside
     it; ``names`` labels the pairs' keys. Pairs without an interval (a single run) are left out
     of their panel and named in its title."""
+    # lazy: pyplot loads only for a figure; the tables (ambcore.run_report) do without
     import matplotlib.pyplot as plt
 
     metrics = list(dict.fromkeys(family["metric"]))

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ambcore import runs
+from ambcore import runs, stats
 from ambcore.errors import AmbError
 from ambcore.metrics import METRIC_NAMES
 from ambcore.paths import PROJECT_ROOT
@@ -279,8 +279,6 @@ def add_statistics(
     ``mae_diff_lo_<t>``, ``mae_diff_hi_<t>``, ``p_<t>``, ``p_holm_<t>`` (Holm across the
     family).
     """
-    from ambcore import stats
-
     out = summary.copy()
     have = {c: predictions[c] for c in out["cell"] if c in predictions}
     intervals = stats.cell_intervals(have, n_boot=n_boot, seed=seed).set_index("cell")
@@ -311,8 +309,6 @@ def _table_row_names(table: str) -> set[str]:
 def table_verdicts(summary: pd.DataFrame, table: str, alpha: float = 0.05) -> list[str]:
     """One computed sentence per row of ours in thesis table ``table``: AMB against it on MAE
     (``stats.verdict``), from the columns ``add_statistics`` adds."""
-    from ambcore import stats
-
     key = _TABLE_KEYS[table]
     if f"p_holm_{key}" not in summary:
         return []
@@ -363,8 +359,6 @@ def ablation_family(
 ) -> pd.DataFrame:
     """``stats.family`` of ``ABLATION_FAMILY``: the one place the chapter's comparisons are
     computed."""
-    from ambcore import stats
-
     return stats.family(
         predictions, ABLATION_FAMILY, runs_frame=runs_frame, n_boot=n_boot, seed=seed
     )
@@ -376,8 +370,6 @@ def pair_sentence(
     """The chapter's sentence for one pair of a family: the MAE verdict, every other metric's
     difference and adjusted p, the per-seed numbers, the share of seed pairs won, the
     validation difference; on synthetic data, whether the comparison was planted."""
-    from ambcore import stats
-
     rows = family[family["key"] == key]
     if rows.empty:
         raise AmbError(f"pair_sentence: no comparison {key!r} in the family")
@@ -417,8 +409,6 @@ def control_outcomes(
 ) -> pd.DataFrame:
     """The controls (``CONTROLS``) on MAE, each alone at ``alpha``: columns control, a, b,
     expected, diff, lo, hi, p, called different, outcome ("pass", "FAIL" or "not run")."""
-    from ambcore import stats
-
     rows = []
     for key, a, b, expected in CONTROLS:
         row = {
@@ -803,8 +793,6 @@ def write_report(
 ) -> dict[str, Path]:
     """Collect ``runs_dir`` and write runs.csv, summary.csv, table_6_1.csv, table_6_2.csv and
     figure_6_2_points.csv into ``out_dir`` (atomically). Returns the written paths by name."""
-    from ambcore import stats
-
     frame = collect_runs(runs_dir)
     summary = add_statistics(summarize(frame), stats.available_predictions(frame, runs_dir))
     tables = {
@@ -879,8 +867,6 @@ def budget_sentence(runs_frame: pd.DataFrame, max_epochs: int) -> str:
 def verdicts_from_table(table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     """``table_verdicts`` from a written table (``table_6_1.csv``/``table_6_2.csv``): one
     sentence per row of ours that was tested against AMB, and one naming the rows marked †."""
-    from ambcore import stats
-
     ours = table[table["Source"].astype(str).str.startswith("this book")]
     sentences = []
     if "p vs AMB" in ours:

@@ -315,6 +315,7 @@ def select_granularity(curves: pd.DataFrame, granularity: str) -> pd.DataFrame:
 def granularity_figure(summary: pd.DataFrame, subtitle: str = "", metric: str = "corr"):
     """The visual and acoustic panels of figure 6.3 for both granularities side by side
     (rows: visual, acoustic; columns: ``NOISE_GRANULARITIES``); from ``summarize_curves``."""
+    # lazy: pyplot loads only for the figure; the processes that compute curves do without
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -81,6 +82,7 @@ from ambcore.atomic import (
 )
 from ambcore.config import PRESETS, Config, config_from_dict, get_config, saved_values
 from ambcore.errors import AmbError
+from ambcore.models.checkpoint import WEIGHTS_FILE, read_checkpoint, saved_config, write_model_card
 from ambcore.paths import PROJECT_ROOT, runs_dir
 
 __all__ = [
@@ -470,8 +472,6 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 def read_history(run_dir: str | Path):
     """history.csv as a pandas DataFrame (one row per finished epoch)."""
-    import pandas as pd
-
     return pd.read_csv(RunPaths(run_dir).history)
 
 
@@ -901,8 +901,6 @@ class RunFolder:
 
     def best_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """best/'s weights and optimizer state, read back once every rank is here."""
-        from ambcore.models.checkpoint import WEIGHTS_FILE
-
         self.barrier()
         recover_dir_swap(self.paths.best)
         weights = load_tensors(self.paths.best / WEIGHTS_FILE)
@@ -932,8 +930,6 @@ class RunFolder:
     def finish(self, metrics: Mapping[str, Any], best_model: Any, test_predictions=None) -> None:
         """The run is finished: test_predictions.csv (none for a valid-only run), metrics.json,
         best/'s model card (data, metrics, intervals) and DONE, in that order."""
-        from ambcore.models.checkpoint import write_model_card
-
         paths = self.paths
         if self.main:
             if test_predictions is not None:
@@ -1000,8 +996,6 @@ def format_config_diff(diff: Mapping[str, tuple[Any, Any]], limit: int = 8, sep:
 def check_best_config(run_dir: str | Path) -> None:
     """``best/config.json`` must be the run's ``config.json``: a best/ folder swapped in from
     another seed or configuration is refused (one line naming the differing keys)."""
-    from ambcore.models.checkpoint import saved_config
-
     paths = RunPaths(run_dir)
     run_cfg = read_config(run_dir).to_dict()
     best_path = paths.best / "config.json"
@@ -1033,8 +1027,6 @@ def verify_finished(run_dir: str | Path) -> dict[str, Any]:
     weights do not match their SHA-256, do not parse or are not finite, and a ``best/config.json``
     other than the run's. Nothing is written.
     """
-    from ambcore.models.checkpoint import read_checkpoint
-
     paths = RunPaths(run_dir)
     if read_diverged(run_dir) is not None:
         raise AmbError(f"{paths.root}: the run diverged (see {paths.diverged.name})")

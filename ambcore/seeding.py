@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -33,8 +34,6 @@ def _deterministic_kernels() -> None:
     imports the inductor compiler to set its flag (about a second per process, measured: every
     run of a sweep is a process); torch.compile is the only user of that flag, so it is set
     through the public switch only when the compiler is already loaded."""
-    import sys
-
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None or "torch._inductor" in sys.modules:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -71,11 +71,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
+import torch
+import yaml
 from tqdm.auto import tqdm
 
 from ambcore import interrupt, paths, runs
-from ambcore.config import Config, ConfigError, get_config
+from ambcore.config import Config, ConfigError, config_from_dict, get_config
 from ambcore.errors import AmbError
+from ambcore.sweep_workers import run_on_workers
 
 __all__ = [
     "BACKENDS",
@@ -138,7 +141,6 @@ class SweepSpec:
 def _yaml_without_aliases(text: str, path: Path, kind: str = "sweep spec") -> Any:
     """``yaml.safe_load`` that refuses aliases (``*name``, ``<<: *name``): a few lines of
     nested aliases expand into gigabytes wherever the value is later copied or printed."""
-    import yaml
 
     class SpecLoader(yaml.SafeLoader):
         def compose_node(self, parent: Any, index: Any) -> Any:
@@ -518,6 +520,7 @@ def _set_aside(run_dir: Path, problem: str) -> Path | None:
 
 def default_train_fn(cfg: Config, run_dir: Path, resume: bool = True) -> Any:
     """``ambcore.train.train_and_evaluate`` without its own progress bars."""
+    # lazy: the trainer (transformers) loads only where a cell trains, not in a dispatching sweep
     from ambcore.train import train_and_evaluate
 
     return train_and_evaluate(cfg, run_dir, progress=False, resume=resume)
@@ -536,8 +539,6 @@ def run_cell(
 
     Returns ``{"outcome": "skipped"|"trained"|"resumed"|"busy", "seconds": float}``.
     """
-    from ambcore.config import config_from_dict
-
     interrupt.die_with_parent(parent=False)  # a worker ends with the sweep that started it
     cfg = config_from_dict(cfg_dict)
     run_path = Path(run_dir)
@@ -709,8 +710,6 @@ def _run_persistent(
 ) -> None:
     """The local backend with worker processes: one per slot, each for cell after cell
     (``ambcore.sweep_workers``), costliest cells first when ``cost`` is given."""
-    from ambcore.sweep_workers import run_on_workers
-
     statuses = {(c.name, c.seed): c.status for c in todo}
     queue = sorted(todo, key=cost, reverse=True) if cost else list(todo)  # stable: spec order
 
@@ -805,8 +804,6 @@ def _job_error_line(message: str) -> str:
 
 def _visible_gpus() -> list[int]:
     try:
-        import torch
-
         return list(range(torch.cuda.device_count()))
     except Exception:  # noqa: BLE001 - no usable CUDA: CPU jobs
         return []
@@ -822,6 +819,7 @@ def _run_submitit(
     cost: Callable[[SweepCell], float] | None = None,
 ) -> None:
     """Dispatch the cells as submitit jobs and record each as it completes."""
+    # lazy: only the submitit backend needs submitit; every sweep worker imports this module
     import submitit
 
     folder = spec.runs_dir / "_submitit" / "%j"

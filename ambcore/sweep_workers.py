@@ -38,6 +38,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import cloudpickle  # submitit's dependency; carries a train_fn defined in a test or notebook
+
 from ambcore import interrupt
 
 __all__ = ["WORKER_MODULE", "WorkerCrashed", "Worker", "run_on_workers"]
@@ -92,8 +94,6 @@ class Worker:
         self.inbox = Connection(from_worker_r, writable=False)
 
     def send(self, target: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> None:
-        import cloudpickle  # submitit's dependency; carries a train_fn defined in a test or notebook
-
         self.cells += 1
         self.outbox.send_bytes(cloudpickle.dumps((target, args, kwargs)))
 
@@ -201,7 +201,7 @@ def run_on_workers(
 
 
 def _serve(inbox: Connection, outbox: Connection) -> int:
-    import cloudpickle
+    # lazy: only a worker loads torch, the PLMs and the trainer; the sweep imports this module
     import torch
 
     from ambcore.models import plm

@@ -69,6 +69,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +84,15 @@ from tqdm.auto import tqdm
 
 from ambcore import runs
 from ambcore.config import Config
-from ambcore.data.types import Batch, MultimodalDataset, Split
+from ambcore.data import load_dataset
+from ambcore.data.collate import make_loader
+from ambcore.data.types import SPLITS, Batch, MultimodalDataset, Split
 from ambcore.errors import AmbError, DataError, ModelConfigError
 from ambcore.metrics import sentiment_metrics
+from ambcore.models import build_model, load_pretrained
 from ambcore.models.inference import autocast, run_batches
+from ambcore.models.plm import load_tokenizer, resolve_plm_path
+from ambcore.noise import TokenizerInfo, noise_augment
 from ambcore.seeding import seed_everything
 
 if TYPE_CHECKING:
@@ -298,9 +304,6 @@ class DivergedError(AmbError):
 def set_up(cfg: Config, dist: _Dist, dataset: MultimodalDataset | None = None) -> TrainSetup:
     """Seed everything (before anything random is drawn), then the device, the data (``cfg.data``
     unless ``dataset`` is given) and the tokenizer."""
-    from ambcore.data import load_dataset
-    from ambcore.models.plm import load_tokenizer, resolve_plm_path
-
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, dist.local_rank)
     dataset = dataset if dataset is not None else load_dataset(cfg.data, cfg)
@@ -318,8 +321,6 @@ def create_train_state(
 ) -> TrainState:
     """The model, its optimizer and schedule; with ``saved`` (a resumed run, read from
     ``saved_in``) its weights, optimizer, schedule, RNG states and counters put back."""
-    from ambcore.models import build_model
-
     cfg, dataset, device = setup.cfg, setup.dataset, setup.device
     with _pickled_plm_refused(cfg):
         model = build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
@@ -544,20 +545,16 @@ def _init_distributed() -> _Dist:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return _Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
+    if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        torch.distributed.init_process_group(backend=backend)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank)
+    return _Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank)
 
 
 def _make_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=None):
-    from ambcore.data.collate import make_loader
-
     return make_loader(split, tokenizer, cfg, shuffle=shuffle, generator=generator)
 
 
@@ -623,8 +620,6 @@ def predict_split(
 
 
 def _metrics(pred: Predictions) -> dict[str, Any]:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaNs are explained in "notes"
         return sentiment_metrics(pred.y_pred, pred.y_true)
@@ -659,8 +654,6 @@ def _pickled_plm_refused(cfg: Config):
     try:
         yield
     except pickle.UnpicklingError:
-        from ambcore.models.plm import resolve_plm_path
-
         raise ModelConfigError(
             f"PLM {cfg.plm!r} ({resolve_plm_path(cfg.plm)}): torch.load refused its pickled "
             "weights file (pytorch_model.bin holds objects outside torch's weights-only "
@@ -732,7 +725,6 @@ def _noise_augmenter(setup: TrainSetup, epoch: int) -> Callable[[Batch], Batch] 
     cfg = setup.cfg
     if cfg.noise_augment_rate <= 0:
         return None
-    from ambcore.noise import TokenizerInfo, noise_augment
 
     info = TokenizerInfo.from_tokenizer(setup.tokenizer)
     noise_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed + 7919, epoch) + setup.dist.rank)
@@ -861,8 +853,6 @@ def _evaluate_best(folder: runs.RunFolder, state: TrainState, setup: TrainSetup)
     """The best checkpoint, read back from disk (the reported numbers are those of the files),
     on valid and test (none for a valid-only run: the tuner's); returns the model, the
     metrics.json record and the test predictions (or None)."""
-    from ambcore.models import load_pretrained
-
     cfg, dataset = setup.cfg, setup.dataset
     if state.best_epoch == 0:
         raise AmbError(
@@ -946,8 +936,6 @@ def _check_trainable_tensors(
 
 
 def _load_run_model(run_dir: Path, device: torch.device):
-    from ambcore.models import load_pretrained
-
     paths = runs.RunPaths(run_dir)
     runs.recover_dir_swap(paths.best)
     if not (paths.best).is_dir():
@@ -958,8 +946,6 @@ def _load_run_model(run_dir: Path, device: torch.device):
 
 
 def _load_data_for_run(run_dir: Path, cfg: Config, data: str | None) -> MultimodalDataset:
-    from ambcore.data import load_dataset
-
     dataset = load_dataset(data or cfg.data, cfg)
     dims = runs.read_json(runs.RunPaths(run_dir).env).get("data_dims")
     if dims and (dataset.visual_dim, dataset.acoustic_dim) != (dims["visual"], dims["acoustic"]):
@@ -979,8 +965,6 @@ def evaluate_run(
     ``data`` defaults to the run's own dataset (``config.json``'s ``data``); nothing in the
     run folder is modified.
     """
-    from ambcore.models.plm import load_tokenizer
-
     run_dir = Path(run_dir)
     cfg = runs.read_config(run_dir)
     device = resolve_device(cfg.device)
@@ -1010,9 +994,6 @@ def predict(
 
     Writes ``out_csv`` (columns split, id, y_true, y_pred; atomically) and returns the frame.
     """
-    from ambcore.data.types import SPLITS
-    from ambcore.models.plm import load_tokenizer
-
     run_dir = Path(run_dir)
     if Path(out_csv).is_dir():
         raise AmbError(f"{out_csv} is a folder; the predictions go to a CSV file path")

@@ -39,13 +39,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import socket
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,18 @@ import pandas as pd
 
 from ambcore import paths, runs
 from ambcore.config import Config, config_from_dict
+from ambcore.data import load_dataset
 from ambcore.errors import AmbError
+from ambcore.sweep import (
+    MAX_SEED,
+    check_inside,
+    check_name,
+    confined_runs_dir,
+    load_spec,
+    plan,
+    read_spec_file,
+    show,
+)
 
 __all__ = [
     "SPEC_KEYS",
@@ -155,8 +168,6 @@ def load_space(path: str | os.PathLike) -> dict[str, dict[str, Range]]:
     MISA-Adapters' adapters). A cell's own space wins over its model's (``space_of``). A value
     of the wrong type (a file that is not a mapping, a bound that is not a number, a parameter
     that is not a numeric config field) is one error naming file, key and value."""
-    from ambcore.sweep import read_spec_file, show
-
     path = Path(path)
     if not path.is_file():
         raise AmbError(f"search space {path} does not exist")
@@ -196,8 +207,6 @@ _RANGE_KEYS = ("low", "high", "factor", "log", "reason")
 
 def _range(name: Any, spec: Any, where: str) -> Range:
     """One range of a search-space file, checked (``where`` names file and key)."""
-    from ambcore.sweep import show
-
     default = Config()
     if name not in Config.__dataclass_fields__:
         raise AmbError(f"{where}: not a config field")
@@ -238,10 +247,6 @@ def _range(name: Any, spec: Any, where: str) -> Range:
 
 def _bound(value: Any, where: str) -> float | None:
     """A finite number (YAML 1.1 reads ``1e-5`` as a string: numeric strings are numbers)."""
-    import math
-
-    from ambcore.sweep import show
-
     if value is None:
         return None
     try:
@@ -263,8 +268,6 @@ def load_tune_spec(
     ``runs_dir`` replaces the spec's (the command's ``--runs-dir``); the spec's own must stay
     inside the runs folder, exactly as a sweep's (``ambcore.sweep.confined_runs_dir``).
     ``max_trials``: the most trials per cell accepted (``--max-trials``)."""
-    from ambcore.sweep import load_spec, plan
-
     path = Path(path)
     if not path.is_file():
         raise AmbError(f"tuning spec {path} does not exist")
@@ -312,16 +315,12 @@ def load_tune_spec(
 
 def _read_tune_spec(path: Path) -> dict[str, Any]:
     """The spec file as a mapping: bounded in size, YAML without aliases (``ambcore.sweep``)."""
-    from ambcore.sweep import read_spec_file
-
     return read_spec_file(path, kind="tuning spec")
 
 
 def _check_spec_fields(data: Mapping[str, Any], source: Path, max_trials: int) -> None:
     """Every field of a tuning spec of the type it needs, in one line naming file, key and value
     (``runs_dir`` is checked by ``_confined_root``)."""
-    from ambcore.sweep import MAX_SEED, check_name, show
-
     if type(max_trials) is not int or max_trials < 1:
         raise AmbError(f"max_trials must be a positive integer, got {show(max_trials)}")
     if "name" in data:
@@ -375,8 +374,6 @@ def _confined_root(
     """The studies' folder, confined as a sweep's: ``runs_dir`` (the command line's) if given,
     else the spec's ``runs_dir`` (or its name) inside the runs folder (no ``..``, no absolute
     path, no symlink leading out); no cell's study folder a symlink out of it."""
-    from ambcore.sweep import check_inside, confined_runs_dir
-
     root = confined_runs_dir(data, name, str(source), runs_dir)
     check_inside(root, cells, [], str(source), owner="study")
     return root
@@ -426,8 +423,6 @@ def _check_ranges(cells, space, source) -> None:
 
 def train_valid_only(dataset):
     """The dataset without its test split: what the tuner's objective receives."""
-    from dataclasses import replace
-
     return replace(dataset, splits={k: dataset.splits[k] for k in ("train", "valid")})
 
 
@@ -464,6 +459,7 @@ def _requeue_stale(study) -> int:
     """Trials of killed processes on this host (left RUNNING) are marked failed; those and the
     trials that Ctrl-C or SIGTERM stopped (failed, marked ``interrupted``) are queued again,
     once, with their values and their recipe mark. Returns how many were queued."""
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     state = optuna.trial.TrialState
@@ -483,6 +479,7 @@ def _requeue_stale(study) -> int:
 
 
 def _open_study(spec: TuneSpec, cell: str, cell_dir: Path):
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -534,6 +531,7 @@ def _say(message: str) -> None:
 
 
 def _journal_storage(journal: Path):
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -671,6 +669,7 @@ def _enqueue_recipe(study, space: Mapping[str, Range], cfg: Config) -> None:
 
 
 def _finished(study) -> int:
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -691,13 +690,13 @@ def run_study(
     loaded and stripped of its test split here. ``stop_after``: run at most this many trials in
     this call (the resume test stops a study on purpose). Returns the Optuna study.
     """
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     if train_fn is None:
+        # lazy: the trainer (transformers) loads only when a trial trains
         from ambcore.train import train_and_evaluate as train_fn
     if dataset is None:
-        from ambcore.data import load_dataset
-
         dataset = load_dataset(cfg.data, cfg)
     data = train_valid_only(dataset)
     cell_dir = spec.runs_dir / cell
@@ -729,8 +728,7 @@ def optuna_log(cell_dir: Path) -> Iterator[Path]:
     """Inside the block Optuna's messages (every trial's outcome; the traceback of a trial that
     Ctrl-C or SIGTERM stopped) go to ``<cell>/optuna.log``, not to the terminal, which gets the
     tuner's own lines and the command's one-line resume hint."""
-    import logging
-
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     path = cell_dir / LOG_FILE
@@ -752,6 +750,7 @@ def optuna_log(cell_dir: Path) -> Iterator[Path]:
 
 def _objective(trial, base: Config, space, cell_dir: Path, data, train_fn) -> float:
     """Train one trial on train, score it on valid (``data`` has no test split)."""
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     values = suggest(trial, space, base)
@@ -911,6 +910,7 @@ def check_trial_values(spec: TuneSpec, studies: Mapping[str, Any]) -> None:
     its last reported one) that epoch's row. A journal that says
     otherwise (edited, or of other runs) is one ``AmbError`` naming the cell and the trial:
     the record would otherwise choose values the runs never reached."""
+    # lazy: optuna (heavy) loads only to run or read a study; the tuning records do without
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -927,14 +927,10 @@ def check_trial_values(spec: TuneSpec, studies: Mapping[str, Any]) -> None:
 
 
 def _close(a: float, b: float) -> bool:
-    import math
-
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
 def _trial_value_problem(trial, folder: Path) -> str | None:
-    import math
-
     if not trial.user_attrs.get("run_dir") or not (folder / "history.csv").is_file():
         return "its folder has no history.csv to check its value against"
     try:
@@ -1061,6 +1057,7 @@ def record_summary(record: Mapping[str, Any]) -> pd.DataFrame:
 def trials_figure(record: Mapping[str, Any]):
     """Validation MAE against trial number, one panel per cell (pruned trials hollow, at their
     last reported epoch; the chosen trial starred)."""
+    # lazy: matplotlib loads only for this figure
     import matplotlib.pyplot as plt
 
     trials = pd.DataFrame(record["trials"])

@@ -14,13 +14,25 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
+from ambcore.bench import (
+    BENCH_MODELS,
+    DEFAULT_MODELS,
+    NAIVE_PAD_TO,
+    default_output,
+    format_report,
+    run_benchmark,
+)
+from ambcore.bench.numerics import default_output as default_numerics_output
+from ambcore.bench.numerics import format_numerics, run_numerics
+from ambcore.bench.paper import format_lines, paper_geometry
 from ambcore.config import PRESETS, ConfigError, apply_overrides, get_config
+from ambcore.overrides import parse_assignments
+from ambcore.runs import write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ambcore.bench import BENCH_MODELS, DEFAULT_MODELS, NAIVE_PAD_TO
-
     p = subparsers.add_parser(
         "bench",
         help="training/evaluation throughput and peak memory, fast path vs naive path",
@@ -123,12 +135,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _numerics(args: argparse.Namespace, command: str) -> int:
-    from pathlib import Path
-
-    from ambcore.bench.numerics import default_output, format_numerics, run_numerics
-    from ambcore.overrides import parse_assignments
-    from ambcore.runs import write_json
-
     pairs = parse_assignments(args.overrides)
     cfg = get_config(args.preset, **pairs)  # typed and range-checked
     overrides = {k: getattr(cfg, k) for k in pairs}
@@ -146,7 +152,7 @@ def _numerics(args: argparse.Namespace, command: str) -> int:
         progress=not args.no_progress,
         command=command,
     )
-    out = Path(args.out) if args.out else default_output(args.preset)
+    out = Path(args.out) if args.out else default_numerics_output(args.preset)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, record)
     print(json.dumps(record, indent=2) if args.json else format_numerics(record))
@@ -155,11 +161,6 @@ def _numerics(args: argparse.Namespace, command: str) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ambcore.bench import NAIVE_PAD_TO, default_output, format_report, run_benchmark
-    from ambcore.runs import write_json
-
     command = "python -m ambcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.numerics:
         return _numerics(args, command)
@@ -180,8 +181,6 @@ def _bench(args: argparse.Namespace) -> int:
         timing=not args.phases_only,
     )
     if args.paper_geometry:
-        from ambcore.bench.paper import paper_geometry
-
         paper_models = [m.strip() for m in args.paper_models.split(",") if m.strip()]
         record["paper_geometry"] = paper_geometry(
             args.paper_geometry, paper_models, device=str(record["device"])
@@ -192,8 +191,6 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        from ambcore.bench.paper import format_lines
-
         print("\n".join([format_report(record), *format_lines(record.get("paper_geometry"))]))
     print(f"written: {out}", file=sys.stderr)
     return 0

@@ -7,6 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+from ambcore import paths
+from ambcore.config import CELL_TIMEOUT_S
+from ambcore.errors import AmbError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -99,7 +103,6 @@ def register(subparsers) -> None:
         "before the chapters; without it a matching results/tuning_<preset>.json "
         "is used and a missing one is produced",
     )
-    from ambcore.config import CELL_TIMEOUT_S
 
     presets = ", ".join(f"{name} {seconds:g}" for name, seconds in CELL_TIMEOUT_S.items())
     p.add_argument(
@@ -113,9 +116,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ambcore import paths
+    # lazy: ambcore.book loads papermill and torch; `book --help` stays light
     from ambcore.book import BookInterrupted, run_book
-    from ambcore.errors import AmbError
 
     if not paths.IN_CHECKOUT:
         raise AmbError(

@@ -20,12 +20,17 @@ import argparse
 import json
 import time
 
+from ambcore.config import Config, get_config
+from ambcore.data.loaders import load_dataset
+from ambcore.data.report import describe, format_report
+from ambcore.data.specs import DATASET_CHOICES, DATASETS
+from ambcore.data.synthetic import make_synthetic_dataset, write_mmsa_format
+from ambcore.errors import AmbError
+
 __all__ = ["register", "SUBCOMMANDS"]
 
 
 def _add_inspect(sub) -> None:
-    from ambcore.data.specs import DATASET_CHOICES
-
     p = sub.add_parser(
         "inspect",
         help="describe a dataset (splits, dims, lengths, labels, repairs)",
@@ -45,10 +50,6 @@ def _add_inspect(sub) -> None:
 
 
 def run_inspect(args) -> int:
-    from ambcore.config import get_config
-    from ambcore.data.loaders import load_dataset
-    from ambcore.data.report import describe, format_report
-
     overrides = {"dataset": args.dataset} if args.dataset else {}
     dataset = load_dataset(args.path_or_name, get_config(args.preset, **overrides))
     report = describe(dataset)
@@ -57,9 +58,6 @@ def run_inspect(args) -> int:
 
 
 def _add_synth(sub) -> None:
-    from ambcore.config import Config
-    from ambcore.data.specs import DATASETS
-
     default = Config()
     p = sub.add_parser(
         "synth",
@@ -116,9 +114,6 @@ def _add_synth(sub) -> None:
 
 
 def run_synth(args) -> int:
-    from ambcore.data.synthetic import make_synthetic_dataset
-    from ambcore.errors import AmbError
-
     sizes = {"--n-train": args.n_train, "--n-valid": args.n_valid, "--n-test": args.n_test}
     for flag, value in sizes.items():
         if value < 1:
@@ -141,9 +136,6 @@ def run_synth(args) -> int:
 
 
 def _synth_mmsa_format(args, start: float) -> int:
-    from ambcore.data.specs import DATASETS
-    from ambcore.data.synthetic import write_mmsa_format
-
     spec = DATASETS[args.mmsa_format]
     paths = write_mmsa_format(
         args.out, spec.key, args.n_train, args.n_valid, args.n_test, args.seed, args.tokenizer
@@ -160,6 +152,7 @@ def _synth_mmsa_format(args, start: float) -> int:
 def _add_from_sdk(sub) -> None:
     """``data from-sdk``: defined beside the SDK converter in ``ambcore.data.sdk``."""
     try:
+        # lazy and optional: an install without the SDK converter has no `data from-sdk`
         from ambcore.data.sdk import add_from_sdk_parser
     except ModuleNotFoundError as exc:  # an install without the SDK converter
         if exc.name != "ambcore.data.sdk":

@@ -69,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    # lazy: torch and transformers load only when the command runs; `model --help` stays light
     from ambcore.models.summary import (
         MOSEI_ACOUSTIC_DIM,
         MOSEI_VISUAL_DIM,
@@ -90,6 +91,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _standin(args: argparse.Namespace) -> int:
+    # lazy: transformers loads only when the command runs; `model --help` stays light
     from ambcore.models.plm import save_standin
 
     out = save_standin(args.out, tiny=args.tiny)

@@ -28,6 +28,7 @@ from ambcore.sweep import (
     plan_frame,
     run_sweep,
 )
+from ambcore.threads import child_environment, threads_per_process
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -128,7 +129,6 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan_frame(cells).to_string(index=False))
         return 0
-    from ambcore.threads import child_environment, threads_per_process
 
     # Parallel cells share the cores out (one thread each on two cores, or --threads).
     slots = args.max_parallel or 1

@@ -14,9 +14,15 @@ import json
 import math
 import os
 import shlex
+from pathlib import Path
 
 from ambcore import interrupt
+from ambcore.cli import command_name
 from ambcore.config import PRESETS, apply_overrides, get_config
+from ambcore.data import load_dataset
+from ambcore.data.types import SPLITS
+from ambcore.errors import AmbError, DataError
+from ambcore.paths import runs_dir
 
 _TABLE_KEYS = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
 
@@ -98,14 +104,10 @@ def _data_label(name: str, is_synthetic: bool) -> str:
 
 def default_run_dir(cfg):
     """Where ``train`` writes without ``--out``: ``<runs>/train-<preset>/<model>-seed<N>``."""
-    from ambcore.paths import runs_dir
-
     return runs_dir() / f"train-{cfg.preset}" / f"{cfg.model}-seed{cfg.seed}"
 
 
 def _resume_command(args: argparse.Namespace) -> str:
-    from ambcore.cli import command_name
-
     argv = [
         *command_name().split(),
         "train",
@@ -121,6 +123,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 @interrupt.interruptible(_resume_command)  # Ctrl-C / SIGTERM: resumable, with the command to do so
 def _train(args: argparse.Namespace) -> int:
+    # lazy: torch and transformers load only when the command runs; `train --help` stays light
     from ambcore.train import train_and_evaluate
 
     cfg = apply_overrides(get_config(args.preset, seed=args.seed), args.overrides)
@@ -146,6 +149,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    # lazy: torch and transformers load only when the command runs; `train --help` stays light
     from ambcore.train import evaluate_run
 
     ev = evaluate_run(args.run_dir, data=args.data, progress=True)
@@ -173,12 +177,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     """The run's best checkpoint (``ambcore.from_pretrained``) on every split of ``--data``,
     through ``model.predict`` (the library's call on raw inputs)."""
-    from pathlib import Path
-
+    # lazy: torch and transformers load only when the command runs; `train --help` stays light
     from ambcore import runs
-    from ambcore.data import load_dataset
-    from ambcore.data.types import SPLITS
-    from ambcore.errors import AmbError, DataError
     from ambcore.models import from_pretrained
     from ambcore.train import resolve_device
 
