@@ -36,8 +36,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
 
+from ambcore import paths, report, stats
+from ambcore.bench.training import _environment
 from ambcore.errors import AmbError
+from ambcore.experiments import cell_overrides, run_experiment
+from ambcore.metrics import METRIC_NAMES
+from ambcore.models.inference import autocast_dtype
+from ambcore.overrides import from_env
+from ambcore.paths import PROJECT_ROOT
+from ambcore.runs import read_config
+from ambcore.stats import HIGHER_IS_BETTER, METRIC_LABELS, read_predictions
+from ambcore.sweep import load_spec, plan
+from ambcore.train import resolve_device
 
 __all__ = [
     "ARMS",
@@ -63,9 +76,6 @@ CELL = "amb"  # the experiments cell both arms train
 def default_runs_dir(preset: str, overrides: Mapping[str, Any] | None = None) -> Path:
     """``<runs>/numerics/<preset>[-<hash>]``: a hash of the shared overrides (and ``AMB_SET``)
     when there are any, so that two different studies never share run folders."""
-    from ambcore import paths
-    from ambcore.overrides import from_env
-
     changed = {**dict(overrides or {}), **({"AMB_SET": from_env()} if from_env() else {})}
     name = preset
     if changed:
@@ -75,8 +85,6 @@ def default_runs_dir(preset: str, overrides: Mapping[str, Any] | None = None) ->
 
 
 def default_output(preset: str) -> Path:
-    from ambcore.paths import PROJECT_ROOT
-
     return PROJECT_ROOT / "results" / f"numerics-{preset}.json"
 
 
@@ -88,8 +96,6 @@ def numerics_spec(
 ) -> dict[str, Any]:
     """The sweep spec of the study: one cell per arm, the book's AMB cell with the arm's
     precision (which wins over ``overrides`` and ``AMB_SET``), the same ``seeds`` for both."""
-    from ambcore.experiments import cell_overrides
-
     own = cell_overrides(CELL, preset)
     return {
         "name": f"numerics_{preset}",
@@ -104,8 +110,6 @@ def numerics_spec(
 def verdict_of(row: Mapping[str, Any], alpha: float = ALPHA) -> str:
     """ "not distinguishable", "bf16 lower" or "bf16 higher" (better or worse: ``stats``'
     ``HIGHER_IS_BETTER``), or "not compared" when the row has no p-value."""
-    from ambcore.stats import HIGHER_IS_BETTER
-
     p = float(row["p_holm"])
     if not np.isfinite(p):
         return "not compared"
@@ -123,8 +127,6 @@ def compare_arms(
     """(the family of comparisons, the runs frame) of the finished runs under ``runs_dir``:
     one row per metric of ``stats.METRICS``, the first arm of ``ARMS`` minus the second, with
     ``verdict`` (``verdict_of``) and ``sentence`` (``stats.verdict``)."""
-    from ambcore import report, stats
-
     frame = report.collect_runs(runs_dir)
     predictions = stats.cell_predictions(frame, runs_dir)
     a, b = ARMS
@@ -157,8 +159,6 @@ def decide(verdicts: Mapping[str, str]) -> dict[str, Any]:
 def _prediction_shift(frame, runs_dir: Path) -> list[dict[str, Any]]:
     """Per seed run by both arms: how far the bf16 run's test predictions are from the fp32
     run's (mean and largest absolute difference, label units)."""
-    from ambcore.stats import read_predictions
-
     a, b = ARMS
     by_arm = {arm: dict(zip(g["seed"], g["run"])) for arm, g in frame.groupby("cell")}
     out = []
@@ -171,10 +171,6 @@ def _prediction_shift(frame, runs_dir: Path) -> list[dict[str, Any]]:
 
 
 def _runs_rows(frame) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    from ambcore.metrics import METRIC_NAMES
-
     rows = []
     for _, r in frame.sort_values(["cell", "seed"]).iterrows():
         rows.append(
@@ -213,15 +209,6 @@ def run_numerics(
 ) -> dict[str, Any]:
     """Train both arms of ``ARMS`` on ``seeds`` (``numerics_spec``; ``parallel`` as
     ``experiments.run_experiment``), compare them (``compare_arms``) and return the record."""
-    import torch
-
-    from ambcore.bench.training import _environment
-    from ambcore.experiments import run_experiment
-    from ambcore.models.inference import autocast_dtype
-    from ambcore.runs import read_config
-    from ambcore.sweep import load_spec, plan
-    from ambcore.train import resolve_device
-
     if len(seeds) < 2:
         raise AmbError(f"--seeds: at least 2 per arm (a seed variance is needed), got {seeds}")
     spec = numerics_spec(preset, seeds, overrides, runs_dir)
@@ -306,8 +293,6 @@ def _cpu_seconds() -> float:
 def format_numerics(record: Mapping[str, Any]) -> str:
     """The record as a table: one line per metric (each arm's mean, the difference and its
     interval, p and Holm-adjusted p, the verdict), then the decision."""
-    from ambcore.stats import METRIC_LABELS
-
     a, b = record["arms"]
     lines = [
         f"bf16 autocast against fp32: {record['model']}, preset {record['preset']}, "

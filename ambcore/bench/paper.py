@@ -23,9 +23,23 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
+from ambcore.bench.training import (
+    _build,
+    _epoch_generator,
+    _load_data,
+    _make_optimizer,
+    bench_config,
+    count_flops,
+    fast_loader,
+    fast_train_epoch,
+    naive_loader,
+)
 from ambcore.config import Config, get_config
+from ambcore.models.plm import plm_config
+from ambcore.train import resolve_device
 
 __all__ = [
     "MOSEI_SIZES",
@@ -64,17 +78,6 @@ def _timed(fn, device: torch.device) -> float:
 
 
 def _one_model(name: str, base: Config, dataset, tokenizer, device: torch.device) -> dict[str, Any]:
-    from ambcore.bench.training import (
-        _build,
-        _epoch_generator,
-        _make_optimizer,
-        bench_config,
-        count_flops,
-        fast_loader,
-        fast_train_epoch,
-        naive_loader,
-    )
-
     cfg = bench_config(base, name)
     model = _build(cfg, dataset, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -154,10 +157,6 @@ def paper_geometry(
 ) -> dict[str, Any]:
     """The cost record of ``models`` at the geometry of ``plm`` (a bert-base stand-in folder)
     with the paper preset's batch sizes and text length; see the module docstring."""
-    from ambcore.bench.training import _load_data
-    from ambcore.models.plm import plm_config
-    from ambcore.train import resolve_device
-
     base = _paper_config(plm, device, preset)
     dev = resolve_device(base.device)
     dataset, tokenizer = _load_data(base)
@@ -197,8 +196,6 @@ def paper_geometry_frame(record: dict[str, Any]):
     """One row per model of a record's ``paper_geometry`` block (empty without one): the step
     and batch here, the MOSEI epoch's TFLOP, and the ESTIMATED epoch seconds at
     ``ESTIMATE_TFLOPS``."""
-    import pandas as pd
-
     block = record.get("paper_geometry") or {}
     rows = []
     for name, m in (block.get("models") or {}).items():

@@ -33,6 +33,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as nn_module
+from torch.optim import optimizer as optim_module
+
+from ambcore import robustness, runs, train
+from ambcore.data import collate
+from ambcore.models.adapters import BottleneckAdapter
+from ambcore.models.encoders import SequenceEncoder
+from ambcore.models.misa import SequenceEncoder as MisaEncoder
+from ambcore.train import train_and_evaluate
 
 __all__ = ["PhaseClock", "phase_profile", "profile_training_run", "PHASES"]
 
@@ -106,10 +115,6 @@ class PhaseClock:
 
 def _module_phase(module: nn.Module) -> str | None:
     """The phase of a module's forward, or None for a module outside the model's parts."""
-    from ambcore.models.adapters import BottleneckAdapter
-    from ambcore.models.encoders import SequenceEncoder
-    from ambcore.models.misa import SequenceEncoder as MisaEncoder
-
     if isinstance(module, BottleneckAdapter):
         return "adapters"
     if isinstance(module, (SequenceEncoder, MisaEncoder)):
@@ -148,16 +153,12 @@ def _module_hooks(clock: PhaseClock) -> contextlib.ExitStack:
             clock.pop()
 
     stack = contextlib.ExitStack()
-    from torch.nn.modules import module as nn_module
-
     stack.callback(nn_module.register_module_forward_pre_hook(pre).remove)
     stack.callback(nn_module.register_module_forward_hook(post).remove)
     return stack
 
 
 def _optimizer_hooks(clock: PhaseClock) -> contextlib.ExitStack:
-    from torch.optim import optimizer as optim_module
-
     stack = contextlib.ExitStack()
     handles = [
         optim_module.register_optimizer_step_pre_hook(lambda *a: clock.push("optimizer")),
@@ -171,9 +172,6 @@ def _optimizer_hooks(clock: PhaseClock) -> contextlib.ExitStack:
 @contextlib.contextmanager
 def phase_profile() -> Iterator[PhaseClock]:
     """Charge this process' CPU time to phases while the block runs (see the module doc)."""
-    from ambcore import robustness, runs, train
-    from ambcore.data import collate
-
     clock = PhaseClock()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_module_hooks(clock))
@@ -223,9 +221,6 @@ def profile_training_run(
 
     The record holds the phases, their total, the wall time, the epochs trained (so a reader can
     scale a short run to the preset's epochs), and the noise grid."""
-    from ambcore import robustness
-    from ambcore.train import train_and_evaluate
-
     start_wall = time.perf_counter()
     with phase_profile() as clock:
         result = train_and_evaluate(cfg, run_dir, progress=False)

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -212,13 +213,8 @@ def _machine() -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
+        "h5py": h5py.__version__,
     }
-    try:
-        import h5py
-
-        info["h5py"] = h5py.__version__
-    except ImportError:
-        pass
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(

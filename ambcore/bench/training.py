@@ -48,13 +48,16 @@ machine affect both sides of a ratio alike).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -62,13 +65,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from ambcore.config import Config
+from ambcore.bench.phases import profile_training_run
+from ambcore.config import Config, apply_overrides, config_from_dict
+from ambcore.data import load_dataset
+from ambcore.data.collate import Collator, SplitDataset, make_loader
 from ambcore.data.types import Split
 from ambcore.errors import AmbError
+from ambcore.models import build_model
+from ambcore.models.plm import load_tokenizer, plm_config
+from ambcore.paths import PROJECT_ROOT
+from ambcore.runs import collect_env, machine_block
+from ambcore.seeding import seed_everything
+from ambcore.threads import WAIT_POLICY_VAR
+from ambcore.train import (
+    TrainSetup,
+    TrainState,
+    epoch_seed,
+    make_optimizer,
+    predict_split,
+    resolve_device,
+    train_epoch,
+)
+from ambcore.train import _task_loss as task_loss
 
 __all__ = [
     "BENCH_MODELS",
@@ -139,15 +164,11 @@ TARGETS = {
 
 
 def _layers_of(cfg: Config) -> int:
-    from ambcore.models.plm import plm_config
-
     return int(plm_config(cfg.plm).num_hidden_layers)
 
 
 def bench_config(base: Config, name: str) -> Config:
     """``base`` with benchmark model ``name``'s overrides (``last:K`` capped at the PLM's depth)."""
-    from ambcore.config import apply_overrides
-
     if name not in BENCH_MODELS:
         raise AmbError(f"unknown benchmark model {name!r}; known: {', '.join(BENCH_MODELS)}")
     overrides = dict(BENCH_MODELS[name])
@@ -162,8 +183,6 @@ def bench_config(base: Config, name: str) -> Config:
 
 def fast_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=None):
     """The trainer's own loader (``cfg.fast_path=True``: bucketing, dynamic padding, cache)."""
-    from ambcore.data.collate import make_loader
-
     return make_loader(
         split, tokenizer, replace(cfg, fast_path=True), shuffle=shuffle, generator=generator
     )
@@ -177,10 +196,6 @@ def naive_loader(split: Split, tokenizer, cfg: Config, shuffle: bool, generator=
     ``pad_to=NAIVE_PAD_TO`` (text and features padded to at least 50). With the same
     ``generator`` seed an epoch holds the same samples as ``fast_loader``'s.
     """
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
-
-    from ambcore.data.collate import Collator, SplitDataset
-
     dataset = SplitDataset(split, tokenizer=None, max_text_len=cfg.max_text_len)
     if shuffle:
         sampler = BatchSampler(RandomSampler(dataset, generator=generator), cfg.batch_size, False)
@@ -209,8 +224,6 @@ def make_naive_model(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
 
 
 def _task_loss(cfg: Config, out, labels: torch.Tensor) -> torch.Tensor:
-    from ambcore.train import _task_loss as task_loss
-
     loss = task_loss(cfg, out.prediction, labels)  # ()
     return loss if out.aux_loss is None else loss + out.aux_loss.float()
 
@@ -245,8 +258,6 @@ def naive_predict(model, loader, device: torch.device) -> dict[str, float]:
 
 def fast_train_epoch(model, loader, optimizer, trainable, tokenizer, cfg, device, epoch) -> float:
     """One epoch of the trainer itself (``ambcore.train``); returns the mean task loss."""
-    from ambcore.train import TrainSetup, TrainState, train_epoch
-
     state = TrainState(model, optimizer, trainable=list(trainable))
     loss, _aux = train_epoch(
         state, TrainSetup(cfg, device, tokenizer=tokenizer), epoch, loader=loader
@@ -256,8 +267,6 @@ def fast_train_epoch(model, loader, optimizer, trainable, tokenizer, cfg, device
 
 def fast_predict(model, split: Split, tokenizer, cfg: Config, device, loader) -> dict[str, float]:
     """Predictions of the trainer's evaluation (``ambcore.train.predict_split``), by id."""
-    from ambcore.train import predict_split
-
     pred = predict_split(model, split, tokenizer, cfg, device, loader=loader)
     return dict(zip(pred.ids, pred.y_pred.tolist()))
 
@@ -314,38 +323,26 @@ def _peak_rss_mib() -> float:
     peak = _status_mib("VmHWM")
     if peak is not None:
         return peak
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def _load_data(cfg: Config):
-    from ambcore.data import load_dataset
-    from ambcore.models.plm import load_tokenizer
-
     dataset = load_dataset(cfg.data, cfg)
     return dataset, load_tokenizer(cfg)
 
 
 def _build(cfg: Config, dataset, device: torch.device) -> nn.Module:
-    from ambcore.models import build_model
-    from ambcore.seeding import seed_everything
-
     seed_everything(cfg.seed)
     return build_model(cfg, dataset.visual_dim, dataset.acoustic_dim).to(device)
 
 
 def _make_optimizer(params, cfg: Config, device: torch.device, fast: bool):
     if fast:
-        from ambcore.train import make_optimizer
-
         return make_optimizer(params, cfg, device)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _epoch_generator(cfg: Config, epoch: int) -> torch.Generator:
-    from ambcore.train import epoch_seed
-
     return torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
 
 
@@ -356,8 +353,6 @@ def measure_memory(cfg: Config, path: str, steps: int = 3) -> dict[str, Any]:
     the epoch's batches are made, then the peak is reset and the steps run on the epoch's
     longest batches (the peak of an epoch is reached on its longest batch).
     """
-    from ambcore.train import resolve_device
-
     device = resolve_device(cfg.device)
     dataset, tokenizer = _load_data(cfg)
     split = dataset["train"]
@@ -608,8 +603,6 @@ class _ModelBench:
 def count_flops(fn: Callable[[], Any]) -> int:
     """The FLOPs ``fn()`` runs, by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add
     counts 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
@@ -640,14 +633,10 @@ def achieved(
 
 
 def default_output(preset: str) -> Path:
-    from ambcore.paths import PROJECT_ROOT
-
     return PROJECT_ROOT / "results" / f"bench-{preset}.json"
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    from ambcore.runs import collect_env
-
     env = collect_env(device)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
@@ -737,8 +726,6 @@ def under_load(
     ``ratio``: median loaded step over median idle step. A machine that degrades gracefully
     stays well under 2 with one competitor on two cores (threads that spin or wait for a
     thread without a core make it much larger)."""
-    from ambcore.threads import WAIT_POLICY_VAR
-
     batches = list(
         fast_loader(
             bench.train_split, bench.tokenizer, bench.cfg, True, _epoch_generator(bench.cfg, 20_000)
@@ -806,8 +793,6 @@ def run_benchmark(
     (``ambcore.bench.phases``). ``timing=False``: only the machine and the phases.
     ``flops``: each model's ``flops`` (one training epoch, one evaluation pass; ``count_flops``)
     and ``achieved`` GFLOP/s beside the probe x threads (``achieved``)."""
-    from ambcore.train import resolve_device
-
     models = list(models)
     unknown = [m for m in models if m not in BENCH_MODELS]
     if unknown:
@@ -877,10 +862,6 @@ def phase_breakdown(
 ) -> dict[str, Any]:
     """CPU-seconds by phase of one short training run per model (``ambcore.bench.phases``),
     each in a fresh temporary folder, ``epochs`` epochs without early stopping."""
-    import tempfile
-
-    from ambcore.bench.phases import profile_training_run
-
     out: dict[str, Any] = {}
     for name in tqdm(list(models), desc="phases", disable=not progress, leave=False):
         run_cfg = replace(bench_config(cfg, name), max_epochs=epochs, patience=epochs + 1)
@@ -892,8 +873,6 @@ def phase_breakdown(
 def phases_frame(record: dict[str, Any]):
     """CPU-seconds by phase (rows) and model (columns) of a record's ``phases``, with the
     share of each phase in the model's total; an empty frame for a record without phases."""
-    import pandas as pd
-
     phases = record.get("phases") or {}
     if not phases:
         return pd.DataFrame()
@@ -906,11 +885,7 @@ def phases_frame(record: dict[str, Any]):
 def machine_frame(block: dict[str, Any] | None = None):
     """The machine block (``ambcore.runs.machine_block``; this machine's when None) as a
     two-column table: CPU model, cores, the calibration probe and the load when measured."""
-    import pandas as pd
-
     if block is None:
-        from ambcore.runs import machine_block
-
         block = machine_block()
     probe = block.get("probe") or {}
     load = probe.get("load_average_1_5_15min")
@@ -936,8 +911,6 @@ def _record_files(folder: Path) -> list[Path]:
 def _read_records(results_dir: str | os.PathLike | None) -> list[tuple[Path, Any]]:
     """``(path, parsed JSON)`` of every benchmark record under ``results_dir`` (default: the
     project's ``results/``); files that cannot be read or parsed are left out."""
-    from ambcore.paths import PROJECT_ROOT
-
     records = []
     for path in _record_files(Path(results_dir or PROJECT_ROOT / "results")):
         try:
@@ -950,8 +923,6 @@ def _read_records(results_dir: str | os.PathLike | None) -> list[tuple[Path, Any
 def record_machines(results_dir: str | os.PathLike | None = None):
     """One row per benchmark record under ``results_dir``: the machine that produced it and
     its probe (records written before the machine block was recorded show "–")."""
-    import pandas as pd
-
     rows = []
     for path, payload in _read_records(results_dir):
         block = payload.get("machine") or {} if isinstance(payload, dict) else {}
@@ -1060,8 +1031,6 @@ def _targets(results: dict[str, Any], paired: dict[str, Any] | None = None) -> d
 
 def summary_frame(record: dict[str, Any]):
     """One row per model and path of a benchmark record (e.g. for the book's status page)."""
-    import pandas as pd
-
     rows = []
     for name, res in record["models"].items():
         for path in ("fast", "naive"):
@@ -1090,8 +1059,6 @@ def efficiency_frame(record: dict[str, Any]):
     """One row per model of a benchmark record that counted FLOPs: GFLOP of a training epoch
     and of an evaluation pass, achieved GFLOP/s (fast path) and the share of probe x threads;
     empty for a record without FLOPs."""
-    import pandas as pd
-
     rows = []
     for name, res in (record.get("models") or {}).items():
         if "flops" not in res or "achieved" not in res:
@@ -1115,8 +1082,6 @@ def efficiency_frame(record: dict[str, Any]):
 
 def targets_frame(record: dict[str, Any]):
     """The record's targets, one row each: the limit, what each estimator measured, met or not."""
-    import pandas as pd
-
     rows = []
     for text, t in record.get("targets", {}).items():
         if "median" in t:
@@ -1257,10 +1222,6 @@ def _under_load_line(u: dict[str, Any]) -> str:
 
 
 def _worker(argv: list[str]) -> int:
-    import argparse
-
-    from ambcore.config import config_from_dict
-
     parser = argparse.ArgumentParser(prog="python -m ambcore.bench")
     parser.add_argument("mode", choices=["memory"])
     parser.add_argument("--path", choices=["fast", "naive"], required=True)

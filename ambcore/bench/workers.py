@@ -24,14 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from ambcore.runs import machine_block
+from ambcore.sweep import run_sweep
+
 __all__ = ["measure_overhead", "main"]
 
 WAYS = ("fresh", "persistent")
 
 
 def _numbers(run_dir: Path) -> tuple:
-    import pandas as pd
-
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = pd.read_csv(run_dir / "history.csv").drop(columns=["seconds"], errors="ignore")
     return ({k: metrics.get(k) for k in ("test", "valid")}, history.to_dict(orient="list"))
@@ -47,11 +50,6 @@ def measure_overhead(
 ) -> dict[str, Any]:
     """The grid ``cells`` x ``seeds`` of ``preset`` trained per way (``WAYS``) and round;
     returns per way the medians over rounds of wall, epoch and overhead seconds per run."""
-    import pandas as pd
-
-    from ambcore.runs import machine_block
-    from ambcore.sweep import run_sweep
-
     root = Path(root or tempfile.mkdtemp(prefix="amb-workers-bench-"))
     spec = {
         "name": "workers-bench",

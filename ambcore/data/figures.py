@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ambcore.data import synthetic
 from ambcore.data.report import (
     dimension_correlations,
     seven_class_counts,
@@ -21,6 +22,7 @@ __all__ = ["label_figure", "length_figure", "utterance_figure", "correlation_fig
 
 def label_figure(dataset: MultimodalDataset):
     """Label histograms per split (bins of 1/3) and the shares of the seven Acc-7 classes."""
+    # lazy: matplotlib, pandas and seaborn load only when a figure is drawn
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
@@ -55,6 +57,7 @@ def label_figure(dataset: MultimodalDataset):
 
 def length_figure(dataset: MultimodalDataset):
     """Histograms of words, visual steps and acoustic steps per utterance, by split."""
+    # lazy: matplotlib, pandas and seaborn load only when a figure is drawn
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
@@ -90,6 +93,7 @@ def utterance_figure(dataset: MultimodalDataset, index: int, split: str = "test"
     """One utterance's visual and acoustic sequences as heatmaps (time along x, dimension along
     y), each dimension standardised with the training split's mean and std; word-aligned
     utterances of up to 30 words get their words as x labels."""
+    # lazy: matplotlib and seaborn load only when a figure is drawn
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -130,9 +134,8 @@ def utterance_figure(dataset: MultimodalDataset, index: int, split: str = "test"
 def correlation_figure(dataset: MultimodalDataset):
     """Bars of ``dimension_correlations`` on the training split for both modalities; on
     synthetic data the planted informative dimensions are red."""
+    # lazy: matplotlib loads only when a figure is drawn
     import matplotlib.pyplot as plt
-
-    from ambcore.data import synthetic
 
     train = dataset["train"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 2.8), gridspec_kw={"width_ratios": [35, 74]})

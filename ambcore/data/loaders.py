@@ -62,11 +62,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ambcore.config import Config
 from ambcore.data import specs
 from ambcore.data.safe_pickle import safe_load
 from ambcore.data.synthetic import synthetic_cache_path
@@ -111,8 +113,6 @@ def load_dataset(path_or_name: str | Path | None = "synthetic", cfg=None) -> Mul
         path_or_name = env
     declared = getattr(cfg, "dataset", specs.AUTO) if cfg is not None else specs.AUTO
     if str(path_or_name) == "synthetic":
-        from ambcore.config import Config
-
         cfg = cfg or Config()
         if declared not in (specs.AUTO, "mosei"):
             name = specs.spec(declared).name
@@ -300,8 +300,6 @@ def _unique_ids(splits: dict[str, Split], repairs: dict[str, int]) -> None:
     """Within each split, the second and later occurrences of an id get a suffix
     (``_suffixed``, the first number that is free in the split); counted and named in
     ``repairs``."""
-    from collections import Counter
-
     for name, split in splits.items():
         counts = Counter(split.ids)
         repeated = [uid for uid, n in counts.items() if n > 1]

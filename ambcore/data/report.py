@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ambcore.data import synthetic
+from ambcore.data.specs import DATASETS
 from ambcore.data.types import SPLITS, MultimodalDataset
 
 __all__ = [
@@ -68,8 +70,6 @@ def _words(text: str, chinese: bool) -> int:
 def describe(dataset: MultimodalDataset) -> dict[str, Any]:
     """A JSON-serialisable report of ``dataset`` (sizes, dims, lengths, labels, repairs; the
     dataset it fits, ``kind``, ``ambcore.data.specs``; "words" are characters for CH-SIMS)."""
-    from ambcore.data.specs import DATASETS
-
     spec = DATASETS.get(getattr(dataset, "kind", ""))
     chinese = spec is not None and spec.language == "zh"
     splits = {}
@@ -189,8 +189,6 @@ def synthetic_overrides(n_train=None, n_valid=None, n_test=None, synthetic_seed=
 def dataset_notice(dataset: MultimodalDataset) -> str:
     """Markdown naming the dataset shown; a synthetic one is called out as not the dataset it
     imitates (CMU-MOSEI, or CMU-MOSI / CH-SIMS for files in their formats)."""
-    from ambcore.data.specs import DATASETS
-
     if dataset.is_synthetic:
         spec = DATASETS.get(getattr(dataset, "kind", "")) or DATASETS["mosei"]
         return (
@@ -212,6 +210,7 @@ def headline(report: dict[str, Any]) -> str:
 
 def sizes_table(report: dict[str, Any]):
     """Utterances per split."""
+    # lazy: `ambcore data inspect` imports this module and must not load pandas
     import pandas as pd
 
     return pd.DataFrame({"utterances": report["sizes"]}).rename_axis("split")
@@ -219,6 +218,7 @@ def sizes_table(report: dict[str, Any]):
 
 def label_table(report: dict[str, Any]):
     """Per split: label mean and std, the signs, and the counts of the seven Acc-7 classes."""
+    # lazy: `ambcore data inspect` imports this module and must not load pandas
     import pandas as pd
 
     rows = {}
@@ -237,6 +237,7 @@ def label_table(report: dict[str, Any]):
 
 def length_table(report: dict[str, Any]):
     """Per split and kind (words, visual steps, acoustic steps): min, mean, median, max."""
+    # lazy: `ambcore data inspect` imports this module and must not load pandas
     import pandas as pd
 
     rows = {
@@ -249,6 +250,7 @@ def length_table(report: dict[str, Any]):
 
 def repairs_table(report: dict[str, Any]):
     """Every repair the loader made with its count (one row saying so when there was none)."""
+    # lazy: `ambcore data inspect` imports this module and must not load pandas
     import pandas as pd
 
     repairs = report["repairs"] or {"none: no NaN/inf values, no length adjustments": 0}
@@ -280,8 +282,6 @@ def _label_shares(dataset: MultimodalDataset) -> tuple[float, float, float]:
 
 def label_skew_note(dataset: MultimodalDataset) -> str:
     """The sentence on the training labels' skew, against the thesis' figure 5.3."""
-    from ambcore.data import synthetic
-
     positive, negative, mean = _label_shares(dataset)
     shares = f"{100 * positive:.0f}% of the labels are positive and {100 * negative:.0f}% negative"
     if dataset.is_synthetic:
@@ -300,8 +300,6 @@ def label_skew_note(dataset: MultimodalDataset) -> str:
 
 def glue_values(dataset: MultimodalDataset, report: dict[str, Any]) -> dict[str, str | int]:
     """The values the book refers to by name (``{glue:text}`data_...```)."""
-    from ambcore.data import synthetic
-
     positive, negative, mean = _label_shares(dataset)
     values: dict[str, str | int] = {
         "data_name": dataset.name,
@@ -356,9 +354,8 @@ def dimension_correlations(sequences: list[np.ndarray], labels: np.ndarray) -> n
 
 def synthetic_design_table():
     """The synthetic generator's utterance kinds: their shares and what the label follows."""
+    # lazy: `ambcore data inspect` imports this module and must not load pandas
     import pandas as pd
-
-    from ambcore.data import synthetic
 
     design = pd.DataFrame({"share of utterances": synthetic.KIND_PROBS})
     design = design.rename_axis("utterance kind (generator design)")

@@ -38,6 +38,7 @@ Both spellings are accepted.
 
 from __future__ import annotations
 
+import builtins
 import io
 import math
 import mmap
@@ -278,8 +279,6 @@ class _Budget:
 
 
 def _builtin_globals(budget: _Budget) -> dict[str, Callable]:
-    import builtins
-
     def sized(name: str, per_item: int) -> Callable:
         kind = getattr(builtins, name)
 

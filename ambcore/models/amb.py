@@ -212,6 +212,7 @@ def set_pooler(plm: nn.Module, wanted: bool) -> nn.Module:
     ``ambcore.models.families``) has none to carry and gets none."""
     has = getattr(plm, "pooler", None) is not None
     if wanted and not has and family_of(plm.config).pooler:
+        # lazy: BERT's modeling code loads torch._dynamo and torch._inductor (about a second)
         from transformers.models.bert.modeling_bert import BertPooler
 
         with torch.random.fork_rng(devices=[]):

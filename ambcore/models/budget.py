@@ -24,13 +24,21 @@ Where the numbers come from (bert-base: embeddings 23.84 M, each encoder layer 7
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
+from transformers import AutoModel
 
-if TYPE_CHECKING:  # pandas loads with the tables only (the model code does not need it)
-    import pandas as pd
+from ambcore.config import get_config
+from ambcore.models import count_parameters
+from ambcore.models.adapters import BottleneckAdapter
+from ambcore.models.amb import AMB, build_heads
+from ambcore.models.families import FAMILIES
+from ambcore.models.magbert import MAGBert
+from ambcore.models.misa import MISA
+from ambcore.models.plm import plm_config
 
 __all__ = [
     "THESIS_TRAINABLE_M",
@@ -109,10 +117,6 @@ def baseline_budget(
     Defaults are CMU-MOSEI's feature sizes (FACET 35, COVAREP 74) and bert-base-uncased,
     the setup of the thesis' tables.
     """
-    from ambcore.config import get_config
-    from ambcore.models.magbert import MAGBert
-    from ambcore.models.misa import MISA
-
     classes = {"misa": MISA, "mag-bert": MAGBert}
     rows = []
     for name, overrides in BASELINE_SETUPS.items():
@@ -159,12 +163,6 @@ class BertParts:
 
 def bert_parts(plm: str = "bert-base-uncased") -> BertParts:
     """Count ``plm``'s embeddings, one layer, its pooler and one adapter from their shapes."""
-    from transformers import AutoModel
-
-    from ambcore.config import get_config
-    from ambcore.models.adapters import BottleneckAdapter
-    from ambcore.models.plm import plm_config
-
     cfg = get_config("paper", plm=plm)
     config = plm_config(plm)
     with torch.device("meta"):
@@ -202,8 +200,6 @@ class ThesisBudget:
     heads_range: tuple[float, float]  # heads that put AMB within 8.6 M +- 2 %
 
     def rows(self) -> pd.DataFrame:
-        import pandas as pd
-
         p = self.parts
         items = [
             ("bert-base embeddings", p.embeddings),
@@ -254,8 +250,6 @@ def within(count: float, row: str) -> bool:
 
 def head_parameters(cfg, parts: BertParts, visual_dim: int = 35, acoustic_dim: int = 74) -> int:
     """Trainable parameters of AMB's encoders, fusion and predictor for ``cfg`` on bert-base."""
-    from ambcore.models.amb import build_heads
-
     with torch.device("meta"):
         heads = build_heads(cfg, parts.hidden, parts.n_layers, visual_dim, acoustic_dim)
     return sum(p.numel() for m in heads.values() for p in m.parameters())
@@ -272,12 +266,6 @@ DESIGN_SPACE = {
 def design_candidates(parts: BertParts | None = None) -> pd.DataFrame:
     """Every candidate design with its AMB and AMB-FT (with and without the pooler) counts and
     whether each fits the thesis (``within``). One row per design."""
-    import itertools
-
-    import pandas as pd
-
-    from ambcore.config import get_config
-
     parts = parts or bert_parts()
     adapters = parts.n_layers * parts.adapter
     ft_plm = parts.embeddings + FT_LAYERS * parts.layer
@@ -322,8 +310,6 @@ def thesis_claims(amb: int, amb_ft: int, misa: int) -> pd.DataFrame:
     - "MISA ... leads to five times more trainable parameters than our model" (7.1): MISA / AMB >= 5;
     - table 6.2's AMB-FT / AMB (47.2 / 8.6): ours within the two rows' tolerances (3 %).
     """
-    import pandas as pd
-
     thesis_ft_ratio = THESIS_AMB_M["AMB-FT"] / THESIS_AMB_M["AMB"]
     share, ratio, ft_ratio = amb / misa, misa / amb, amb_ft / amb
     claims = [
@@ -367,8 +353,6 @@ def choose_design(candidates: pd.DataFrame) -> pd.DataFrame:
 def amb_rows(counts: dict[str, int]) -> pd.DataFrame:
     """Our AMB rows (label -> trainable parameters) beside the thesis' (``THESIS_AMB_M``), with
     whether each fits and, for text-only, the parameters it does not build and the thesis counted."""
-    import pandas as pd
-
     rows = []
     for label, count in counts.items():
         note = ""
@@ -403,9 +387,6 @@ BEYOND_VARIANTS: dict[str, dict[str, object]] = {
 
 def _amb_counts(cfg, visual_dim: int, acoustic_dim: int) -> dict[str, dict[str, int]]:
     """``count_parameters`` of AMB for ``cfg``, built on the meta device (shapes only)."""
-    from ambcore.models import count_parameters
-    from ambcore.models.amb import AMB
-
     with torch.device("meta"):
         model = AMB(cfg, visual_dim, acoustic_dim)
     return count_parameters(model)
@@ -426,10 +407,6 @@ def beyond_budgets(
     """Trainable parameters of AMB and of the variants beyond the thesis (``BEYOND_VARIANTS``:
     cross-attention fusion, feedback shift) for ``plm`` (random init, meta device: no download,
     no memory), by component; one row per variant, with its difference to AMB in millions."""
-    import pandas as pd
-
-    from ambcore.config import get_config
-
     variants = BEYOND_VARIANTS if variants is None else variants
     rows = {}
     for label, overrides in variants.items():
@@ -450,12 +427,6 @@ def family_budgets(visual_dim: int = 35, acoustic_dim: int = 74, **overrides) ->
     the meta device (no download). One row per family: its width, depth and vocabulary, the
     frozen PLM, the trainable parameters by component and in total. Every base size is 768
     wide and 12 deep, so the trainable counts agree and only the frozen PLM differs."""
-    import pandas as pd
-
-    from ambcore.config import get_config
-    from ambcore.models.families import FAMILIES
-    from ambcore.models.plm import plm_config
-
     rows = []
     for family in FAMILIES.values():
         cfg = get_config("paper", plm=family.base, plm_random_init=True, **overrides)

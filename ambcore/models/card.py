@@ -139,6 +139,7 @@ def model_card(
 ) -> ModelCard:
     """The card of ``model``; ``metrics``: a run's metrics.json (data, splits' metrics),
     ``intervals``: ``stats.run_interval`` of its test predictions."""
+    # lazy: ambcore.models imports this module (through checkpoint): a cycle at import time
     from ambcore.models import count_parameters, design_label
 
     cfg = model.cfg

